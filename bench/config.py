@@ -1,0 +1,284 @@
+"""Benchmark specs: the only place YAML is parsed. Typed, validated, with one-line errors.
+
+A config names a dataset, a model, the shared training recipe, the search budget (the same for
+every method) and the regularizers to compare. ``load_config`` turns any problem into a
+:class:`ConfigError` whose message is one line naming the problem and the valid choices.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench import metrics
+
+
+class ConfigError(ValueError):
+    """Invalid benchmark config; the message is one printable line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RangeSpec(_Strict):
+    """A search range opened by the config: ``{low, high, log}`` or ``{choices: [...]}``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RangeSpec:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices must not be empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs low and high (or choices)")
+        if self.low > self.high:
+            raise ValueError(f"bad range: low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"bad range: a log range needs low > 0, got {self.low}")
+        return self
+
+
+class DataConfig(_Strict):
+    name: str = "digits"
+    #: Folder holding the dataset files (CIFAR/SVHN); ``None`` uses ``~/.cache/sharpbench/data``.
+    data_dir: str | None = None
+    download: bool = False
+    #: Fraction of the training set held out for validation (seeded, stratified).
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    #: Datasets without an official test split (digits) carve one out of the data.
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    #: Seed of the train/val(/test) split; fixed across trials so every method sees the same data.
+    split_seed: int = 0
+    #: Random crop with this padding (0: off) and horizontal flip, done batched on the device.
+    crop_padding: int = Field(0, ge=0)
+    horizontal_flip: bool = False
+    #: Cutout square side in pixels (0: off).
+    cutout: int = Field(0, ge=0)
+    #: Keep at most this many training samples (quick runs and tests); ``None`` keeps all.
+    max_train_samples: int | None = Field(None, gt=0)
+
+
+class ModelConfig(_Strict):
+    name: str = "cnn"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(64, gt=0)
+    learning_rate: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    #: Coupled weight decay inside the optimizer (the training recipe's, applied to every method).
+    weight_decay: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    #: ``auto``: bf16 autocast on CUDA, float32 on CPU.
+    precision: Literal["auto", "float32", "bfloat16", "float64"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class FlatnessConfig(_Strict):
+    when: Literal["off", "final", "every"] = "off"
+    every_epochs: int = Field(1, gt=0)
+    #: Training samples (fixed by the split seed) the Hessian metrics are computed on.
+    subset_size: int = Field(512, gt=0)
+    batch_size: int = Field(256, gt=0)
+    eigen_iterations: int = Field(20, gt=0)
+    eigen_tolerance: float = Field(1e-3, gt=0)
+    trace_probes: int = Field(20, gt=0)
+    sharpness_radius: float = Field(0.05, gt=0)
+    sharpness_steps: int = Field(5, gt=0)
+
+
+class AshaConfig(_Strict):
+    enabled: bool = True
+    grace_period: int = Field(2, gt=0)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SearchConfig(_Strict):
+    #: Trials per regularizer: the equal tuning budget.
+    trials_per_method: int = Field(8, gt=0)
+    #: Seeds the TPE sampler; separate from the training seeds.
+    seed: int = 0
+    metric: str = metrics.VAL_ACCURACY
+    asha: AshaConfig = AshaConfig()
+    #: ``None`` fills the machine: cluster CPUs (or GPUs) divided by the per-trial resources.
+    max_concurrent_trials: int | None = Field(None, gt=0)
+    #: Retries of a crashed trial, continuing from its last checkpoint.
+    max_failures: int = Field(1, ge=0)
+    #: Shared training hyperparameters opened to the search, e.g. ``learning_rate``.
+    space: dict[str, RangeSpec] = Field(default_factory=dict)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in metrics.OBJECTIVES:
+            raise ValueError(_choice_message("search metric", value, list(metrics.OBJECTIVES)))
+        return value
+
+    @field_validator("space")
+    @classmethod
+    def _known_training_keys(cls, value: dict[str, RangeSpec]) -> dict[str, RangeSpec]:
+        searchable = sorted(name for name, info in TrainingConfig.model_fields.items() if info.annotation in (int, float, bool))
+        for key in value:
+            if key not in searchable:
+                raise ValueError(_choice_message("search space key", key, searchable))
+        return value
+
+
+class ResourcesConfig(_Strict):
+    cpus_per_trial: float = Field(1.0, gt=0)
+    #: Fractions pack several trials per GPU (0.25 → 4 per GPU).
+    gpus_per_trial: float = Field(0.0, ge=0)
+
+
+class RegularizerEntry(_Strict):
+    """One method to compare: its registry name, hyperparameters held fixed, ranges overridden."""
+
+    name: str
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, RangeSpec] = Field(default_factory=dict)
+
+
+class FinalConfig(_Strict):
+    #: Training seeds for re-running each method's best config; empty skips the final phase.
+    seeds: list[int] = Field(default_factory=list)
+
+
+class BenchmarkConfig(_Strict):
+    benchmark: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    search: SearchConfig = SearchConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    flatness: FlatnessConfig = FlatnessConfig()
+    final: FinalConfig = FinalConfig()
+    regularizers: list[RegularizerEntry] = Field(min_length=1)
+    #: Training seed of the search trials (data order, init, noise).
+    seed: int = 0
+    tracking_uri: str | None = None
+
+    @field_validator("regularizers", mode="before")
+    @classmethod
+    def _names_as_entries(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique_methods(self) -> BenchmarkConfig:
+        names = [entry.name for entry in self.regularizers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"regularizer listed twice: {', '.join(duplicates)}")
+        return self
+
+
+def _choice_message(what: str, value: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(value, choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {value!r}{hint}; valid: {', '.join(choices)}"
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent_loc = first["loc"][:-1]
+        return f"unknown key {where!r}" + _valid_keys_hint(parent_loc)
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _valid_keys_hint(loc: tuple[Any, ...]) -> str:
+    model: Any = BenchmarkConfig
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else (
+            RegularizerEntry if part == "regularizers" else None
+        )
+    if model is None:
+        return ""
+    return f"; valid keys: {', '.join(model.model_fields)}"
+
+
+def parse_config(raw: Any, *, source: str = "config") -> BenchmarkConfig:
+    """Validate a parsed YAML mapping; raise :class:`ConfigError` with a one-line message."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = BenchmarkConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_format_validation_error(error)}") from None
+    _check_against_registries(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> BenchmarkConfig:
+    """Read and validate a YAML benchmark config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+    return parse_config(raw, source=str(path))
+
+
+def _check_against_registries(config: BenchmarkConfig, source: str) -> None:
+    """Names that live in registries: datasets, models, regularizers and their hyperparameters."""
+    import regularizers
+    from bench.data import available_datasets
+    from bench.models import available_models
+
+    if config.dataset.name not in available_datasets():
+        raise ConfigError(f"{source}: " + _choice_message("dataset", config.dataset.name, available_datasets()))
+    if config.model.name not in available_models():
+        raise ConfigError(f"{source}: " + _choice_message("model", config.model.name, available_models()))
+    known = regularizers.available()
+    for entry in config.regularizers:
+        if entry.name not in known:
+            raise ConfigError(f"{source}: " + _choice_message("regularizer", entry.name, known))
+        declared = {hp.name: hp for hp in regularizers.space(entry.name)}
+        for key in [*entry.fixed, *entry.space]:
+            if key not in declared:
+                raise ConfigError(
+                    f"{source}: regularizer {entry.name!r}: "
+                    + _choice_message("hyperparameter", key, sorted(declared))
+                )
+        overlap = sorted(set(entry.fixed) & set(entry.space))
+        if overlap:
+            raise ConfigError(f"{source}: regularizer {entry.name!r}: {overlap[0]!r} is both fixed and searched")
+        try:
+            regularizers.create(entry.name, **entry.fixed)
+        except regularizers.RegistryError as error:
+            raise ConfigError(f"{source}: {error}") from None

@@ -1,0 +1,62 @@
+"""Batches from device-resident tensors: no worker processes, no per-sample Python.
+
+In the airbench style the whole split lives on the training device; an epoch is one seeded
+permutation and a batched augmentation per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from bench.data import TensorSplit
+
+#: ``augment(images, generator) -> images``: batched, on the images' device.
+Augmentation = Callable[[Tensor, torch.Generator], Tensor]
+
+
+class DeviceLoader:
+    """Iterate ``(inputs, targets)`` batches of a device-resident split.
+
+    The permutation is drawn on the CPU from ``generator`` (so the order is the same on CPU and
+    CUDA for a given seed) and applied on the device.
+    """
+
+    def __init__(
+        self,
+        split: TensorSplit,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        augment: Augmentation | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if shuffle and generator is None:
+            raise ValueError("a shuffling loader needs a seeded generator")
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.augment = augment
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.split), self.batch_size)
+        return full if (self.drop_last or rest == 0) else full + 1
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        count = len(self.split)
+        device = self.split.inputs.device
+        if self.shuffle:
+            order = torch.randperm(count, generator=self.generator).to(device, non_blocking=True)
+        else:
+            order = torch.arange(count, device=device)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            inputs = self.split.inputs[index]
+            if self.augment is not None:
+                inputs = self.augment(inputs, self.generator)
+            yield inputs, self.split.targets[index]

@@ -1,0 +1,32 @@
+"""Metric names, defined once: Ray Tune, ASHA, Optuna, MLflow and Parquet all key on them.
+
+ASHA silently ignores a result without its metric key, so a typo here would disable early
+stopping without an error; every module imports these constants instead of writing strings.
+"""
+
+from typing import Final
+
+EPOCH: Final = "epoch"
+TRAIN_LOSS: Final = "train_loss"
+TRAIN_ACCURACY: Final = "train_accuracy"
+VAL_LOSS: Final = "val_loss"
+VAL_ACCURACY: Final = "val_accuracy"
+TEST_LOSS: Final = "test_loss"
+TEST_ACCURACY: Final = "test_accuracy"
+EPOCH_SECONDS: Final = "epoch_seconds"
+LEARNING_RATE: Final = "learning_rate"
+FORWARD_PASSES: Final = "forward_passes"
+BACKWARD_PASSES: Final = "backward_passes"
+WALL_SECONDS: Final = "wall_seconds"
+
+# Flatness of the final minimum (bench.flatness).
+HESSIAN_TOP_EIGENVALUE: Final = "hessian_top_eigenvalue"
+HESSIAN_TRACE: Final = "hessian_trace"
+HESSIAN_TRACE_STDERR: Final = "hessian_trace_stderr"
+EPSILON_SHARPNESS: Final = "epsilon_sharpness"
+
+#: Method-specific metrics reported by a regularizer are logged as ``reg/<name>``.
+REGULARIZER_PREFIX: Final = "reg/"
+
+#: Metrics the search may optimize, with their direction.
+OBJECTIVES: Final = {VAL_ACCURACY: "max", VAL_LOSS: "min"}

@@ -1,0 +1,96 @@
+"""The leaderboard row: one trial, one explicit and versioned Parquet schema.
+
+Parquet readers take the schema from the first file they open, so a column added later silently
+disappears and an int/string clash fails to merge. Every batch is therefore written with
+:data:`SCHEMA`; a change of columns bumps :data:`SCHEMA_VERSION`. Flatness columns exist from
+version 1 on and are null when flatness was not measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+#: Hive partition columns of the dataset, in directory order.
+PARTITION_COLUMNS = ("benchmark", "regularizer")
+
+
+class TrialStatus(str, Enum):
+    COMPLETED = "completed"  # trained all planned epochs
+    STOPPED = "stopped"  # stopped early by ASHA; its numbers are from fewer epochs
+    FAILED = "failed"  # raised; ``error`` holds the reason
+
+
+class Phase(str, Enum):
+    SEARCH = "search"  # one trial of the tuning search
+    FINAL = "final"  # the best config re-run with another training seed
+
+
+@dataclass
+class TrialRow:
+    """Everything recorded about one trial. Field order is column order."""
+
+    run_id: str  # unique: "<search name>/<trial id>"
+    benchmark: str
+    regularizer: str
+    phase: str
+    status: str
+    error: str | None
+    dataset: str
+    model: str
+    seed: int
+    search_seed: int
+    regularizer_hparams: str  # JSON object, sorted keys
+    training_hparams: str  # JSON object of the effective training recipe
+    val_accuracy: float | None
+    val_loss: float | None
+    test_accuracy: float | None
+    test_loss: float | None
+    train_loss: float | None
+    epochs_run: int
+    epochs_planned: int
+    forward_passes: int
+    backward_passes: int
+    wall_seconds: float
+    hessian_top_eigenvalue: float | None
+    hessian_trace: float | None
+    hessian_trace_stderr: float | None
+    epsilon_sharpness: float | None
+    device: str
+    hardware: str
+    package_versions: str  # JSON object name -> version
+    git_commit: str | None
+    mlflow_run_id: str | None
+    timestamp: dt.datetime
+    schema_version: int = SCHEMA_VERSION
+
+    def to_record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TYPES: dict[str, pa.DataType] = {
+    "str": pa.string(),
+    "str | None": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "float | None": pa.float64(),
+    "dt.datetime": pa.timestamp("us", tz="UTC"),
+}
+
+#: Columns that must never be null.
+REQUIRED_COLUMNS = tuple(f.name for f in dataclasses.fields(TrialRow) if "None" not in str(f.type))
+
+SCHEMA = pa.schema(
+    [pa.field(f.name, _TYPES[str(f.type)], nullable="None" in str(f.type)) for f in dataclasses.fields(TrialRow)],
+    metadata={"sharpbench_schema_version": str(SCHEMA_VERSION)},
+)
+
+#: The schema of the files on disk: the partition columns live in the directory names.
+FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION_COLUMNS], metadata=SCHEMA.metadata)

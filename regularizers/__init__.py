@@ -1,0 +1,45 @@
+"""Flat-minima regularizers behind one contract, found by name.
+
+>>> import regularizers
+>>> sam = regularizers.create("sam", perturbation_radius=0.1)
+>>> sorted(regularizers.available())[:2]
+['amp', 'asam']
+
+Depends on torch only: importable without Ray, Optuna or MLflow.
+"""
+
+from regularizers.base import (
+    BatchClosure,
+    Objective,
+    PassCost,
+    PassOutput,
+    Regularizer,
+    StepReport,
+    WeightBackup,
+    global_norm,
+    gradients,
+    perturbed_weights,
+    zero_grads,
+)
+from regularizers.registry import (
+    ENTRY_POINT_GROUP,
+    RegistryError,
+    available,
+    create,
+    get,
+    load_entry_points,
+    register,
+    space,
+    unregister,
+)
+from regularizers.space import Choice, Float, HyperParameter, Int, hparam, hyperparameters
+
+# Importing the built-in methods registers them (the decorator runs at class definition).
+from regularizers import erm, sam, weight_decay  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "BatchClosure", "Choice", "ENTRY_POINT_GROUP", "Float", "HyperParameter", "Int", "Objective",
+    "PassCost", "PassOutput", "RegistryError", "Regularizer", "StepReport", "WeightBackup",
+    "available", "create", "get", "global_norm", "gradients", "hparam", "hyperparameters",
+    "load_entry_points", "perturbed_weights", "register", "space", "unregister", "zero_grads",
+]

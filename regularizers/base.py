@@ -1,0 +1,226 @@
+"""The regularizer contract: one batch in, the gradient to apply out.
+
+The training loop builds a :class:`BatchClosure` for each batch and hands it to
+:meth:`Regularizer.step`. The method calls the closure as often as it needs (ERM once, SAM twice,
+AMP N+1 times, NSO 2k times), leaves the gradient to apply in ``p.grad``, restores the weights
+exactly (from a copy, never by subtraction) and returns a :class:`StepReport`. The optimizer step
+stays in the loop, so every method works with every ``torch.optim`` optimizer, and BatchNorm and
+mixed-precision details live in the closure, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+#: ``objective(logits, targets) -> scalar``: what a pass differentiates. ``None`` means the
+#: training loss the loop configured (cross-entropy, with label smoothing if set).
+Objective = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class PassCost:
+    """Forward and backward passes one optimizer step costs."""
+
+    forward: int
+    backward: int
+
+
+@dataclass
+class StepReport:
+    """What one :meth:`Regularizer.step` did.
+
+    ``loss`` is the clean training loss at the unperturbed weights, detached and left on the
+    device (reading it would force a host-device sync every step). ``metrics`` holds
+    method-specific figures (gradient norm, how often a penalty was imposed, ...), also as
+    0-dim device tensors.
+    """
+
+    loss: Tensor
+    forward_passes: int
+    backward_passes: int
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PassOutput:
+    """The detached result of one closure call."""
+
+    loss: Tensor
+    logits: Tensor
+
+
+def _batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class BatchClosure:
+    """Forward + backward on one fixed batch, counting its passes.
+
+    BatchNorm policy, the same for every method: running statistics are updated only by a pass
+    called with ``update_bn=True`` (the clean pass). Other passes run in training mode (batch
+    statistics, as the papers do) but their running-statistic updates are undone *after* the
+    backward pass: restoring before backward would modify tensors autograd saved.
+
+    Gradients accumulate into ``p.grad`` as with ``loss.backward()``; methods clear them with
+    :func:`zero_grads` when they need a fresh gradient.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        targets: Tensor,
+        loss_fn: Objective,
+        *,
+        autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.targets = targets
+        self.loss_fn = loss_fn
+        self._autocast = autocast
+        self.parameters: list[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
+        self._batchnorms = _batchnorm_modules(model)
+        self.forward_passes = 0
+        self.backward_passes = 0
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return bool(self._batchnorms)
+
+    def __call__(
+        self,
+        *,
+        update_bn: bool = False,
+        objective: Objective | None = None,
+        backward: bool = True,
+    ) -> PassOutput:
+        """Run one forward (and by default one backward) pass at the current weights.
+
+        ``objective`` replaces the training loss for this pass (NRS differentiates a KL term).
+        """
+        with self._batchnorm_policy(update_bn):
+            with self._autocast():
+                logits = self.model(self.inputs)
+                loss = (objective or self.loss_fn)(logits, self.targets)
+            self.forward_passes += 1
+            if backward:
+                loss.backward()
+                self.backward_passes += 1
+        return PassOutput(loss=loss.detach(), logits=logits.detach())
+
+    def loss_and_logits(self, *, update_bn: bool = False) -> tuple[Tensor, Tensor]:
+        """A forward pass that keeps the graph, for methods that build their own objective."""
+        with self._batchnorm_policy(update_bn), self._autocast():
+            logits = self.model(self.inputs)
+            loss = self.loss_fn(logits, self.targets)
+        self.forward_passes += 1
+        return loss, logits
+
+    @contextlib.contextmanager
+    def _batchnorm_policy(self, update_bn: bool) -> Iterator[None]:
+        if update_bn or not self.model.training or not self._batchnorms:
+            yield
+            return
+        saved = [
+            [buffer.clone() for buffer in (bn.running_mean, bn.running_var, bn.num_batches_tracked) if buffer is not None]
+            for bn in self._batchnorms
+        ]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for bn, buffers in zip(self._batchnorms, saved):
+                    live = [b for b in (bn.running_mean, bn.running_var, bn.num_batches_tracked) if b is not None]
+                    for target, source in zip(live, buffers):
+                        target.copy_(source)
+
+
+# --- small tensor helpers shared by the methods -------------------------------------------------
+
+
+def zero_grads(parameters: Sequence[nn.Parameter]) -> None:
+    """Drop the accumulated gradients (the next backward starts from zero)."""
+    for p in parameters:
+        p.grad = None
+
+
+def gradients(parameters: Sequence[nn.Parameter]) -> list[Tensor]:
+    """The current gradients, with zeros for parameters the loss did not reach."""
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+
+
+def global_norm(tensors: Sequence[Tensor]) -> Tensor:
+    """L2 norm of a list of tensors seen as one vector, computed in float32 or wider."""
+    if not tensors:
+        raise ValueError("global_norm of an empty parameter list")
+    norms = torch._foreach_norm([t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors])
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+class WeightBackup:
+    """A copy of the weights, restored bit-exactly with :meth:`restore`.
+
+    Restoring from a copy (not by subtracting the perturbation) is what keeps the weights
+    bit-identical: ``(w + e) - e`` differs from ``w`` in floating point.
+    """
+
+    def __init__(self, parameters: Sequence[nn.Parameter]) -> None:
+        self.parameters = list(parameters)
+        with torch.no_grad():
+            self.saved = [p.detach().clone() for p in self.parameters]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        torch._foreach_copy_(self.parameters, self.saved)
+
+
+@contextlib.contextmanager
+def perturbed_weights(parameters: Sequence[nn.Parameter]) -> Iterator[WeightBackup]:
+    """Save the weights, let the caller perturb them, restore them exactly on exit."""
+    backup = WeightBackup(parameters)
+    try:
+        yield backup
+    finally:
+        backup.restore()
+
+
+# --- the contract -------------------------------------------------------------------------------
+
+
+class Regularizer(ABC):
+    """Base class of every method. Subclasses are dataclasses whose fields are hyperparameters.
+
+    Subclasses implement :meth:`step` and :meth:`cost`; :func:`regularizers.register` sets
+    :attr:`name`. Hyperparameters are validated in ``__post_init__`` (ranges of *validity*,
+    which are wider than the search ranges declared with :func:`regularizers.space.hparam`).
+    """
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def step(self, closure: BatchClosure) -> StepReport:
+        """Leave the gradient to apply in ``p.grad`` and the weights exactly as found."""
+
+    @abstractmethod
+    def cost(self, has_batchnorm: bool) -> PassCost:
+        """Forward/backward passes one :meth:`step` runs (the conformance suite checks it)."""
+
+    def start_epoch(self, epoch: int, total_epochs: int) -> None:
+        """Called by the loop before each epoch (0-based); for schedules such as delayed penalties."""
+
+    def report(self, closure: BatchClosure, clean_loss: Tensor, **metrics: Tensor) -> StepReport:
+        """Build the step report from the closure's own pass counters."""
+        return StepReport(
+            loss=clean_loss,
+            forward_passes=closure.forward_passes,
+            backward_passes=closure.backward_passes,
+            metrics=dict(metrics),
+        )

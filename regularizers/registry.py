@@ -1,0 +1,144 @@
+"""Name → regularizer class registry, with third-party discovery through entry points.
+
+Modelled on timm's ``register_model``: a decorator, a stable name, defaults in the class.
+Plugins declare, in their own package metadata::
+
+    [project.entry-points."sharpbench.regularizers"]
+    my_method = "my_package.module:MyMethod"
+
+The entry point may name a class already decorated with :func:`register`, or a plain
+``Regularizer`` dataclass, which is then registered under the entry point's name. Entry points
+are loaded lazily, on the first lookup or listing, so importing this package has no side effects
+beyond registering the built-in methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.metadata
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from regularizers.base import Regularizer
+from regularizers.space import HyperParameter, hyperparameters
+
+ENTRY_POINT_GROUP = "sharpbench.regularizers"
+
+R = TypeVar("R", bound=type[Regularizer])
+
+_REGISTRY: dict[str, type[Regularizer]] = {}
+_entry_points_loaded = False
+
+
+class RegistryError(ValueError):
+    """A lookup or registration problem, with a message fit to print as one line."""
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} Available: {', '.join(sorted(choices))}"
+
+
+def register(name: str) -> Callable[[R], R]:
+    """Class decorator: register a :class:`Regularizer` dataclass under ``name``.
+
+    >>> from dataclasses import dataclass
+    >>> @register("doc_example")
+    ... @dataclass
+    ... class DocExample(ERM): ...
+    """
+
+    def decorator(cls: R) -> R:
+        _add(name, cls)
+        return cls
+
+    return decorator
+
+
+def _add(name: str, cls: type[Regularizer]) -> None:
+    if not isinstance(cls, type) or not issubclass(cls, Regularizer):
+        raise RegistryError(f"{name!r}: {cls!r} is not a Regularizer subclass")
+    if not dataclasses.is_dataclass(cls):
+        raise RegistryError(f"{name!r}: {cls.__name__} must be a dataclass (its fields are its hyperparameters)")
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing is not cls:
+        raise RegistryError(
+            f"regularizer name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}"
+        )
+    cls.name = name
+    _REGISTRY[name] = cls
+
+
+def unregister(name: str) -> None:
+    """Remove a registration (for tests and interactive sessions)."""
+    _REGISTRY.pop(name, None)
+
+
+def load_entry_points(force: bool = False) -> None:
+    """Import every plugin declared under :data:`ENTRY_POINT_GROUP` (once, unless ``force``).
+
+    A plugin that fails to import raises: a benchmark silently missing a method is worse than
+    an error.
+    """
+    global _entry_points_loaded
+    if _entry_points_loaded and not force:
+        return
+    _entry_points_loaded = True
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry_point.load()
+        except Exception as error:  # re-raised with the plugin named
+            raise RegistryError(f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {error}") from error
+        if isinstance(loaded, type) and _REGISTRY.get(getattr(loaded, "name", "")) is loaded:
+            continue  # the plugin registered itself with @register
+        _add(entry_point.name, loaded)
+
+
+def available() -> list[str]:
+    """Names of every registered regularizer, built-in and plugin, sorted."""
+    load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[Regularizer]:
+    """The class registered under ``name``; a did-you-mean error otherwise."""
+    if name not in _REGISTRY:
+        load_entry_points()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise RegistryError(f"unknown regularizer {name!r}{_did_you_mean(name, list(_REGISTRY))}") from None
+
+
+def space(name: str) -> tuple[HyperParameter, ...]:
+    """The hyperparameters ``name`` declares, with defaults, domains and scales."""
+    return hyperparameters(get(name))
+
+
+def create(name: str, **hparams: Any) -> Regularizer:
+    """Instantiate ``name`` with ``hparams`` (checked: unknown names and wrong types are errors)."""
+    cls = get(name)
+    declared = {field.name: field for field in dataclasses.fields(cls)}
+    for key, value in hparams.items():
+        if key not in declared:
+            raise RegistryError(
+                f"regularizer {name!r} has no hyperparameter {key!r}{_did_you_mean(key, list(declared))}"
+            )
+        hparams[key] = _coerce(name, key, value, space_types={hp.name: hp.type for hp in hyperparameters(cls)})
+    try:
+        return cls(**hparams)
+    except (TypeError, ValueError) as error:
+        raise RegistryError(f"regularizer {name!r}: {error}") from error
+
+
+def _coerce(method: str, key: str, value: Any, space_types: dict[str, type]) -> Any:
+    expected = space_types.get(key)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # YAML writes 1 for 1.0
+    if expected is not None and expected is not object and not isinstance(value, expected):
+        raise RegistryError(
+            f"regularizer {method!r}: {key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
