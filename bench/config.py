@@ -124,6 +124,8 @@ class SearchConfig(_Strict):
     max_concurrent_trials: int | None = Field(None, gt=0)
     #: Retries of a crashed trial, continuing from its last checkpoint.
     max_failures: int = Field(1, ge=0)
+    #: Epochs between trial checkpoints (what a retried or resumed trial continues from).
+    checkpoint_every: int = Field(5, gt=0)
     #: Shared training hyperparameters opened to the search, e.g. ``learning_rate``.
     space: dict[str, RangeSpec] = Field(default_factory=dict)
 

@@ -8,7 +8,6 @@ from typing import Final
 
 EPOCH: Final = "epoch"
 TRAIN_LOSS: Final = "train_loss"
-TRAIN_ACCURACY: Final = "train_accuracy"
 VAL_LOSS: Final = "val_loss"
 VAL_ACCURACY: Final = "val_accuracy"
 TEST_LOSS: Final = "test_loss"
@@ -30,3 +29,14 @@ REGULARIZER_PREFIX: Final = "reg/"
 
 #: Metrics the search may optimize, with their direction.
 OBJECTIVES: Final = {VAL_ACCURACY: "max", VAL_LOSS: "min"}
+
+# Text facts a trial reports with its metrics (not logged as MLflow metrics).
+DEVICE: Final = "device"
+HARDWARE: Final = "hardware"
+TEXT_KEYS: Final = (DEVICE, HARDWARE)
+EPOCHS_PLANNED: Final = "epochs_planned"
+
+
+def ran_all_epochs(result: dict) -> bool:
+    """Whether a reported result is a trial's last planned epoch (else it was stopped early)."""
+    return EPOCH in result and EPOCHS_PLANNED in result and result[EPOCH] >= result[EPOCHS_PLANNED]

@@ -1,0 +1,201 @@
+"""``sharpbench``: thin command line over config → search → sinks → leaderboard.
+
+Bad input (config, dataset, names, paths) exits with status 2 and one line on stderr, never a
+traceback; a crash inside a trial is recorded as a failed trial, not raised here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Benchmark flat-minima regularizers under an equal tuning budget (Ray Tune + Optuna), "
+    "recording every trial to MLflow and a Parquet leaderboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_RESULTS = Path("results")
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+class TableFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def run(
+    config_path: Path = typer.Argument(..., metavar="CONFIG", help="Benchmark YAML, e.g. configs/digits.yaml."),
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="Folder for the Parquet leaderboard, the default MLflow store and Ray's search state."),
+    address: Optional[str] = typer.Option(None, "--address", help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default: the config's, else sqlite under --results."),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray runtime (default: all)."),
+) -> None:
+    """Tune every regularizer in CONFIG with the same budget, then print a summary.
+
+    Re-running the same CONFIG with the same --results resumes interrupted searches; finished
+    searches are not re-run. Use another --results folder (or benchmark name) to start afresh.
+    """
+    from bench.config import ConfigError, load_config
+    from bench.data import DatasetError, load_dataset
+    from bench.models import ModelError
+    from bench.results.mlflow_sink import default_tracking_uri, normalize_tracking_uri
+
+    try:
+        config = load_config(config_path)
+        if address is None:
+            load_dataset(config.dataset)  # fail fast on a missing dataset, before any trial starts
+    except (ConfigError, DatasetError, ModelError) as error:
+        _fail(str(error))
+    results = results.resolve()
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"cannot create results folder {results}: {error.strerror}")
+    uri = normalize_tracking_uri(tracking_uri or config.tracking_uri or default_tracking_uri(results))
+
+    from bench import search
+
+    console.print(
+        f"[bold]{config.benchmark}[/]: {len(config.regularizers)} regularizers × {config.search.trials_per_method} trials, "
+        f"{config.training.epochs} epochs each; results → {results}, MLflow → {uri}",
+        highlight=False,
+    )
+    search.init_ray(address, num_cpus=num_cpus)
+    try:
+        summaries = search.run_benchmark(
+            config, results_dir=results, tracking_uri=uri, progress=lambda line: console.print(line, highlight=False, markup=False)
+        )
+    finally:
+        import ray
+
+        ray.shutdown()
+    console.print(_summary_table(config.benchmark, summaries))
+    console.print(f"Leaderboard: sharpbench leaderboard {results}    MLflow UI: mlflow ui --backend-store-uri {uri}", highlight=False)
+
+
+def _summary_table(benchmark: str, summaries: list) -> Table:
+    table = Table(title=f"{benchmark}: search summary")
+    for column in ("regularizer", "trials", "completed", "stopped", "failed", "best val acc", "its test acc", "final seeds test acc", "best hyperparameters", "time"):
+        table.add_column(column)
+    for s in summaries:
+        final = ""
+        if s.final_test_accuracies:
+            import statistics
+
+            mean = statistics.fmean(s.final_test_accuracies)
+            std = statistics.stdev(s.final_test_accuracies) if len(s.final_test_accuracies) > 1 else 0.0
+            final = f"{mean:.4f} ± {std:.4f} (n={len(s.final_test_accuracies)})"
+        table.add_row(
+            s.regularizer,
+            str(s.trials),
+            str(s.completed),
+            str(s.stopped),
+            str(s.failed),
+            "-" if s.best_val_accuracy is None else f"{s.best_val_accuracy:.4f}",
+            "-" if s.best_test_accuracy is None else f"{s.best_test_accuracy:.4f}",
+            final,
+            json.dumps(s.best_hparams, sort_keys=True),
+            f"{s.wall_seconds:.0f}s",
+        )
+    return table
+
+
+@app.command()
+def leaderboard(
+    results_dir: Path = typer.Argument(DEFAULT_RESULTS, metavar="[RESULTS_DIR]", help="The --results folder of `sharpbench run`."),
+    fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
+) -> None:
+    """Rank methods per benchmark by the test accuracy of their best-validation config."""
+    from bench.leaderboard import build_leaderboard, render
+    from bench.results.parquet import read_rows
+
+    if not results_dir.is_dir():
+        _fail(f"results folder not found: {results_dir} (run `sharpbench run CONFIG --results {results_dir}` first)")
+    table = read_rows(results_dir)
+    if table.num_rows == 0:
+        _fail(f"no results in {results_dir}: the Parquet dataset {results_dir / 'leaderboard'} is empty or missing")
+    boards = build_leaderboard(table)
+    output = render(boards, fmt.value)
+    if isinstance(output, str):
+        sys.stdout.write(output if output.endswith("\n") else output + "\n")
+    else:
+        console.print(output)
+
+
+@app.command("list")
+def list_regularizers(
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Output format."),
+) -> None:
+    """Registered regularizers (built-in and plugins) with their hyperparameters, ranges and scales."""
+    import regularizers
+
+    try:
+        names = regularizers.available()
+    except regularizers.RegistryError as error:
+        _fail(str(error))
+    if fmt is ListFormat.json:
+        payload = [
+            {
+                "name": name,
+                "doc": (regularizers.get(name).__doc__ or "").strip().splitlines()[0] if regularizers.get(name).__doc__ else "",
+                "module": regularizers.get(name).__module__,
+                "hyperparameters": [hp.to_dict() for hp in regularizers.space(name)],
+            }
+            for name in names
+        ]
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    table = Table(title="Registered regularizers")
+    for column in ("name", "hyperparameter", "default", "range", "scale", "searched", "meaning"):
+        table.add_column(column)
+    for name in names:
+        hparams = regularizers.space(name)
+        if not hparams:
+            table.add_row(name, "-", "", "", "", "", "")
+        for index, hp in enumerate(hparams):
+            table.add_row(
+                name if index == 0 else "",
+                hp.name,
+                str(hp.default),
+                hp.domain.describe().rsplit(" ", 1)[0] if hp.domain.scale != "categorical" else hp.domain.describe(),
+                hp.domain.scale,
+                "yes" if hp.searched else "option",
+                hp.help,
+            )
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

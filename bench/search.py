@@ -1,0 +1,507 @@
+"""Equal-budget searches with Ray Tune + Optuna: the only module that imports ray and optuna.
+
+For each regularizer of a config: a Tune run of ``trials_per_method`` trials whose configs come
+from a seeded TPE sampler over the method's own space plus the opened training hyperparameters,
+with ASHA early stopping; then, if the config asks, the best completed config re-run with several
+training seeds. A driver-side callback is the single writer of both sinks (Parquet and MLflow),
+so trials on other nodes need no access to the results folder or the tracking store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from ray import tune
+from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from bench import metrics
+from bench.config import BenchmarkConfig
+from bench.plan import SEED_KEY, MethodPlan, SearchParam, plan_methods, trial_spec
+from bench.provenance import hardware
+from bench.results.mlflow_sink import MlflowSink
+from bench.results.parquet import ParquetSink
+from bench.results.rows import TrialOutcome, build_row
+from bench.results.schema import Phase, TrialStatus
+from bench.training import Trainer
+from regularizers.space import Choice, Float, Int
+
+_STATE_FILE = "trainer.pt"
+_ELAPSED_FILE = "elapsed.json"
+
+#: ``progress(message)``: one line per finished trial (the CLI prints it).
+Progress = Callable[[str], None]
+
+
+# --- Optuna ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DefineByRun:
+    """An Optuna define-by-run space for ``params`` (keys ``namespace/name``; Tune unflattens them).
+
+    A class rather than a closure: the searcher, and so its space, is pickled with the
+    experiment state that a resumed search reloads.
+    """
+
+    params: tuple[SearchParam, ...]
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        for param in self.params:
+            domain = param.domain
+            if isinstance(domain, Float):
+                trial.suggest_float(param.key, domain.low, domain.high, log=domain.log)
+            elif isinstance(domain, Int):
+                trial.suggest_int(param.key, domain.low, domain.high, log=domain.log)
+            elif isinstance(domain, Choice):
+                trial.suggest_categorical(param.key, list(domain.options))
+            else:  # pragma: no cover - Domain is a closed union
+                raise TypeError(f"unsupported domain {domain!r} for {param.key}")
+
+
+class PruningAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about trials that did not finish.
+
+    Ray's adapter reports an ASHA-stopped trial as COMPLETE with its early value, so TPE would mix
+    two-epoch results with full runs, and an errored trial that had reported as COMPLETE too.
+    The adapter already reports every epoch as an intermediate value; here a trial stopped before
+    its last epoch is told PRUNED (TPE then ranks it by its last intermediate value, as Optuna's
+    own pruners do), and an errored one FAIL.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        if error or not result or result.get(self.metric) is None:
+            state = optuna.trial.TrialState.FAIL
+        elif metrics.ran_all_epochs(result):
+            return super().on_trial_complete(trial_id, result, error)
+        else:
+            state = optuna.trial.TrialState.PRUNED
+        self._ot_study.tell(self._ot_trials[trial_id], state=state)
+        self._completed_trials.add(trial_id)
+
+
+# --- the trial, as Ray runs it --------------------------------------------------------------------
+
+
+def _trainable(sampled: dict[str, Any], *, config: BenchmarkConfig, plan: MethodPlan) -> None:
+    """One Tune trial: train epoch by epoch, report, checkpoint; the test split only at the end."""
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, int(config.resources.cpus_per_trial)))
+    gpus = config.resources.gpus_per_trial
+    if 0 < gpus < 1 and torch.cuda.is_available():
+        # Fractional GPUs pack trials on one device; nothing else isolates their memory.
+        torch.cuda.set_per_process_memory_fraction(gpus)
+    trainer = Trainer(trial_spec(config, plan, sampled))
+    elapsed_before = 0.0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(torch.load(Path(folder, _STATE_FILE), map_location=trainer.device, weights_only=False))
+            elapsed_before = json.loads(Path(folder, _ELAPSED_FILE).read_text())["seconds"]
+    text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device)}
+    while not trainer.finished:
+        epoch = trainer.train_epoch()
+        elapsed = elapsed_before + time.perf_counter() - started
+        report = {**epoch.to_metrics(), **text, metrics.EPOCHS_PLANNED: trainer.epochs_planned, metrics.WALL_SECONDS: elapsed}
+        if trainer.finished:
+            test = trainer.test()
+            report[metrics.TEST_ACCURACY] = test.test_accuracy
+            report[metrics.TEST_LOSS] = test.test_loss
+            tune.report(report)
+        elif trainer.epochs_done % config.search.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(trainer.state_dict(), Path(folder, _STATE_FILE))
+                Path(folder, _ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed}))
+                tune.report(report, checkpoint=Checkpoint.from_directory(folder))
+        else:
+            tune.report(report)
+
+
+# --- the single writer ----------------------------------------------------------------------------
+
+
+def _error_reason(trial: Any) -> str:
+    """The last line of the trial's traceback, e.g. ``FloatingPointError: training loss became nan``."""
+    try:
+        error = trial.get_error()
+    except Exception as lookup_error:  # the reason itself could not be read: say so
+        return f"error text unavailable ({type(lookup_error).__name__}: {lookup_error})"
+    if error is None:
+        return "failed without an error message"
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else repr(error))[:2000]
+
+
+class SinkCallback(Callback):
+    """Writes every finished trial to Parquet and MLflow, from the driver.
+
+    Keeps its own trial-id → MLflow-run-id map in ``get_state``/``set_state`` so a retried or
+    resumed trial logs into its existing run instead of opening a second one.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: BenchmarkConfig,
+        plan: MethodPlan,
+        phase: Phase,
+        results_dir: str,
+        tracking_uri: str,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.plan = plan
+        self.phase = phase
+        self.search_name = plan.search_name(phase.value)
+        self.results_dir = results_dir
+        self.tracking_uri = tracking_uri
+        self.progress = progress
+        self.run_ids: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.sink_state: dict[str, Any] = {}
+        self.finished: dict[str, str] = {}  # trial id -> status, written once
+        self._mlflow: MlflowSink | None = None
+        self._parquet: ParquetSink | None = None
+        self.parent_run_id: str | None = None
+
+    # Sinks hold clients and connections: build them lazily and never pickle them.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_mlflow=None, _parquet=None, progress=None)
+        return state
+
+    @property
+    def mlflow(self) -> MlflowSink:
+        if self._mlflow is None:
+            self._mlflow = MlflowSink(self.tracking_uri, experiment_name=self.config.benchmark)
+            if self.sink_state:
+                self._mlflow.load_state(self.sink_state)
+        return self._mlflow
+
+    @property
+    def parquet(self) -> ParquetSink:
+        if self._parquet is None:
+            self._parquet = ParquetSink(self.results_dir)
+        return self._parquet
+
+    def setup(self, **info: Any) -> None:
+        self.parent_run_id = self.mlflow.parent_run(
+            search_name=self.search_name,
+            benchmark=self.config.benchmark,
+            regularizer=self.plan.regularizer,
+            phase=self.phase.value,
+            params=self._parent_params(),
+        )
+
+    def _parent_params(self) -> dict[str, str]:
+        return {
+            "dataset": self.config.dataset.name,
+            "model": self.config.model.name,
+            "trials_per_method": str(self.config.search.trials_per_method),
+            "search_seed": str(self.config.search.seed),
+            "search_space": json.dumps({p.key: p.domain.describe() for p in self.plan.params}),
+            "fixed": json.dumps(self.plan.fixed, sort_keys=True),
+        }
+
+    def _trial_key(self, trial: Any) -> str:
+        return f"{self.search_name}/{trial.trial_id}"
+
+    def _run_id(self, trial: Any) -> str:
+        if trial.trial_id not in self.run_ids:
+            spec = trial_spec(self.config, self.plan, trial.config or {})
+            params: dict[str, object] = {f"regularizer.{k}": v for k, v in spec.regularizer_hparams.items()}
+            params.update({f"training.{k}": v for k, v in spec.training.model_dump().items()})
+            params["seed"] = spec.seed
+            self.run_ids[trial.trial_id] = self.mlflow.trial_run(
+                self.parent_run_id or "",
+                self._trial_key(trial),
+                run_name=f"{self.plan.regularizer}-{trial.trial_id}",
+                params=params,
+                tags={"sharpbench.phase": self.phase.value, "sharpbench.regularizer": self.plan.regularizer},
+            )
+        return self.run_ids[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        numeric = {
+            key: float(value)
+            for key, value in result.items()
+            if key not in metrics.TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and _is_reported_metric(key)
+        }
+        self.mlflow.log_epoch(self._run_id(trial), int(result.get(metrics.EPOCH, 0)), numeric)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        status = TrialStatus.COMPLETED if metrics.ran_all_epochs(result) else TrialStatus.STOPPED
+        self._finish(trial, status, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, TrialStatus.FAILED, _error_reason(trial))
+
+    def _finish(self, trial: Any, status: TrialStatus, error: str | None) -> None:
+        if trial.trial_id in self.finished:
+            return
+        run_id = self._run_id(trial)
+        outcome = TrialOutcome(
+            search_name=self.search_name,
+            trial_id=trial.trial_id,
+            phase=self.phase.value,
+            status=status,
+            spec=trial_spec(self.config, self.plan, trial.config or {}),
+            search_seed=self.config.search.seed,
+            last_result=dict(trial.last_result or {}),
+            error=error,
+            mlflow_run_id=run_id,
+        )
+        row = build_row(outcome)
+        self.parquet.write([row])
+        self.mlflow.finish_trial(
+            run_id,
+            status,
+            {metrics.TEST_ACCURACY: row.test_accuracy, metrics.TEST_LOSS: row.test_loss, metrics.WALL_SECONDS: row.wall_seconds},
+            error,
+        )
+        self.finished[trial.trial_id] = status.value
+        if self.progress is not None:
+            self.progress(_progress_line(self.plan.regularizer, self.phase, len(self.finished), row, status))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.parent_run_id is not None:
+            counts = {s.value: sum(v == s.value for v in self.finished.values()) for s in TrialStatus}
+            self.mlflow.finish_parent(self.parent_run_id, {f"trials_{k}": float(v) for k, v in counts.items()})
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "run_ids": dict(self.run_ids),
+            "finished": dict(self.finished),
+            "parent_run_id": self.parent_run_id,
+            "sink": self._mlflow.state() if self._mlflow is not None else self.sink_state,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.run_ids.update(state.get("run_ids", {}))
+        self.finished.update(state.get("finished", {}))
+        self.parent_run_id = state.get("parent_run_id", self.parent_run_id)
+        self.sink_state = state.get("sink") or {}
+        if self._mlflow is not None and self.sink_state:
+            self._mlflow.load_state(self.sink_state)
+
+
+_REPORTED_PREFIXES = (metrics.REGULARIZER_PREFIX,)
+_REPORTED = {
+    metrics.EPOCH, metrics.TRAIN_LOSS, metrics.VAL_LOSS, metrics.VAL_ACCURACY, metrics.TEST_LOSS,
+    metrics.TEST_ACCURACY, metrics.EPOCH_SECONDS, metrics.LEARNING_RATE, metrics.FORWARD_PASSES,
+    metrics.BACKWARD_PASSES, metrics.WALL_SECONDS, metrics.HESSIAN_TOP_EIGENVALUE, metrics.HESSIAN_TRACE,
+    metrics.HESSIAN_TRACE_STDERR, metrics.EPSILON_SHARPNESS,
+}
+
+
+def _is_reported_metric(key: str) -> bool:
+    """Our metrics only: Tune adds its own bookkeeping keys (time_this_iter_s, pid, ...)."""
+    return key in _REPORTED or key.startswith(_REPORTED_PREFIXES)
+
+
+def _progress_line(method: str, phase: Phase, done: int, row: Any, status: TrialStatus) -> str:
+    figures = f"val_acc={row.val_accuracy:.4f}" if row.val_accuracy is not None else "no result"
+    if row.test_accuracy is not None:
+        figures += f" test_acc={row.test_accuracy:.4f}"
+    tail = f" — {row.error}" if row.error else ""
+    return f"[{method} {phase.value} #{done}] {status.value} after {row.epochs_run}/{row.epochs_planned} epochs, {figures}, {row.wall_seconds:.1f}s{tail}"
+
+
+# --- driving the searches -------------------------------------------------------------------------
+
+
+@dataclass
+class MethodSummary:
+    regularizer: str
+    trials: int
+    completed: int
+    stopped: int
+    failed: int
+    best_val_accuracy: float | None
+    best_test_accuracy: float | None
+    best_hparams: dict[str, Any]
+    final_test_accuracies: list[float]
+    wall_seconds: float
+
+
+def _concurrency(config: BenchmarkConfig) -> int:
+    if config.search.max_concurrent_trials is not None:
+        return config.search.max_concurrent_trials
+    available = ray.cluster_resources()
+    slots = int(available.get("CPU", 1) // config.resources.cpus_per_trial)
+    if config.resources.gpus_per_trial > 0:
+        slots = min(slots, int(available.get("GPU", 0) // config.resources.gpus_per_trial))
+    return max(1, min(slots, config.search.trials_per_method))
+
+
+def _scheduler(config: BenchmarkConfig) -> ASHAScheduler | FIFOScheduler:
+    asha = config.search.asha
+    if not asha.enabled:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=metrics.EPOCH,
+        max_t=config.training.epochs,
+        grace_period=min(asha.grace_period, config.training.epochs),
+        reduction_factor=asha.reduction_factor,
+    )
+
+
+def _tuner(
+    trainable: Any,
+    *,
+    name: str,
+    storage: Path,
+    param_space: dict[str, Any],
+    tune_config: TuneConfig,
+    callback: SinkCallback,
+    config: BenchmarkConfig,
+) -> Tuner:
+    path = storage / name
+    if Tuner.can_restore(str(path)):
+        # An interrupted search continues where it stopped (finished trials are not re-run).
+        return Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    return Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune_config,
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            callbacks=[callback],
+            failure_config=FailureConfig(max_failures=config.search.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+
+
+def _best_completed(result_grid: Any, metric: str, mode: str) -> Any | None:
+    best = None
+    for result in result_grid:
+        if result.error is not None or not result.metrics or not metrics.ran_all_epochs(result.metrics):
+            continue
+        value = result.metrics.get(metric)
+        if value is None or not math.isfinite(value):
+            continue
+        if best is None or (value > best.metrics[metric] if mode == "max" else value < best.metrics[metric]):
+            best = result
+    return best
+
+
+def _grid_status(result: Any) -> TrialStatus:
+    if result.error is not None:
+        return TrialStatus.FAILED
+    return TrialStatus.COMPLETED if result.metrics and metrics.ran_all_epochs(result.metrics) else TrialStatus.STOPPED
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    *,
+    results_dir: str | Path,
+    tracking_uri: str,
+    progress: Progress | None = None,
+) -> list[MethodSummary]:
+    """Run every method's search (and final seeds) on the connected Ray runtime.
+
+    The caller owns ``ray.init``/``ray.shutdown`` (local or ``address=``).
+    """
+    results_dir = Path(results_dir).resolve()
+    storage = results_dir / "ray"
+    storage.mkdir(parents=True, exist_ok=True)
+    metric, mode = config.search.metric, metrics.OBJECTIVES[config.search.metric]
+    resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
+    summaries = []
+    for plan in plan_methods(config):
+        started = time.perf_counter()
+        trainable = tune.with_resources(tune.with_parameters(_trainable, config=config, plan=plan), resources)
+        searcher = PruningAwareOptunaSearch(
+            space=DefineByRun(plan.params),
+            metric=metric,
+            mode=mode,
+            # OptunaSearch ignores its own seed once a sampler is given: seed the sampler.
+            sampler=optuna.samplers.TPESampler(seed=config.search.seed, multivariate=True, group=True),
+            points_to_evaluate=[plan.default_point()] if plan.params else None,
+        ) if plan.params else None
+        search_callback = SinkCallback(
+            config=config, plan=plan, phase=Phase.SEARCH, results_dir=str(results_dir), tracking_uri=tracking_uri, progress=progress
+        )
+        tuner = _tuner(
+            trainable,
+            name=plan.search_name(Phase.SEARCH.value),
+            storage=storage,
+            param_space={SEED_KEY: config.seed},
+            tune_config=TuneConfig(
+                metric=metric,
+                mode=mode,
+                search_alg=searcher,
+                scheduler=_scheduler(config),
+                num_samples=config.search.trials_per_method,
+                max_concurrent_trials=_concurrency(config),
+            ),
+            callback=search_callback,
+            config=config,
+        )
+        grid = tuner.fit()
+        best = _best_completed(grid, metric, mode)
+        final_accuracies: list[float] = []
+        if best is not None and config.final.seeds:
+            final_callback = SinkCallback(
+                config=config, plan=plan, phase=Phase.FINAL, results_dir=str(results_dir), tracking_uri=tracking_uri, progress=progress
+            )
+            chosen = {k: v for k, v in best.config.items() if k != SEED_KEY}
+            final_grid = _tuner(
+                trainable,
+                name=plan.search_name(Phase.FINAL.value),
+                storage=storage,
+                param_space={**chosen, SEED_KEY: tune.grid_search(list(config.final.seeds))},
+                tune_config=TuneConfig(metric=metric, mode=mode, max_concurrent_trials=_concurrency(config)),
+                callback=final_callback,
+                config=config,
+            ).fit()
+            final_accuracies = [
+                r.metrics[metrics.TEST_ACCURACY] for r in final_grid if r.error is None and r.metrics and metrics.TEST_ACCURACY in r.metrics
+            ]
+        # Counted from the grid, not the callback: a restored search brings its own callback copy.
+        statuses = [_grid_status(result).value for result in grid]
+        summaries.append(
+            MethodSummary(
+                regularizer=plan.regularizer,
+                trials=len(grid),
+                completed=statuses.count(TrialStatus.COMPLETED.value),
+                stopped=statuses.count(TrialStatus.STOPPED.value),
+                failed=statuses.count(TrialStatus.FAILED.value),
+                best_val_accuracy=best.metrics.get(metrics.VAL_ACCURACY) if best else None,
+                best_test_accuracy=best.metrics.get(metrics.TEST_ACCURACY) if best else None,
+                best_hparams=trial_spec(config, plan, best.config).regularizer_hparams if best else {},
+                final_test_accuracies=final_accuracies,
+                wall_seconds=time.perf_counter() - started,
+            )
+        )
+    return summaries
+
+
+def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
+    """Join ``address`` (a running cluster) or start a local runtime."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)

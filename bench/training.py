@@ -1,0 +1,315 @@
+"""One trial without Ray: build data, model and regularizer, train, evaluate, measure.
+
+``Trainer`` is driven epoch by epoch (so the search can report, checkpoint and be stopped after
+each epoch); :func:`run_trial` drives it to the end for callers that need no orchestration.
+Metrics are accumulated on the device and read once per epoch: no host-device sync per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import regularizers
+from bench import metrics
+from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
+from bench.data import Dataset, TensorSplit, load_dataset
+from bench.data.augment import build_augmentation
+from bench.data.loader import DeviceLoader
+from bench.flatness import measure_flatness, should_measure
+from bench.models import create_model
+from bench.provenance import hardware
+
+EVAL_BATCH_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything that determines one training run."""
+
+    benchmark: str
+    dataset: DataConfig
+    model: ModelConfig
+    training: TrainingConfig
+    regularizer: str
+    regularizer_hparams: dict[str, Any] = field(default_factory=dict)
+    flatness: FlatnessConfig = FlatnessConfig()
+    #: Fixes init, data order and the regularizer's noise (the split has its own seed).
+    seed: int = 0
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based: epochs completed so far
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float
+    epoch_seconds: float
+    forward_passes: int  # cumulative over the trial
+    backward_passes: int
+    regularizer_metrics: dict[str, float] = field(default_factory=dict)
+    flatness: dict[str, float] = field(default_factory=dict)
+
+    def to_metrics(self) -> dict[str, float]:
+        values: dict[str, float] = {
+            metrics.EPOCH: self.epoch,
+            metrics.TRAIN_LOSS: self.train_loss,
+            metrics.VAL_LOSS: self.val_loss,
+            metrics.VAL_ACCURACY: self.val_accuracy,
+            metrics.LEARNING_RATE: self.learning_rate,
+            metrics.EPOCH_SECONDS: self.epoch_seconds,
+            metrics.FORWARD_PASSES: self.forward_passes,
+            metrics.BACKWARD_PASSES: self.backward_passes,
+        }
+        values.update({metrics.REGULARIZER_PREFIX + k: v for k, v in self.regularizer_metrics.items()})
+        values.update(self.flatness)
+        return values
+
+
+@dataclass
+class TestResult:
+    test_loss: float
+    test_accuracy: float
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is visible to this process")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def _dtype_and_autocast(precision: str, device: torch.device) -> tuple[torch.dtype, Callable[[], contextlib.AbstractContextManager[Any]]]:
+    if precision == "auto":
+        precision = "bfloat16" if device.type == "cuda" else "float32"
+    if precision == "float64":
+        return torch.float64, contextlib.nullcontext
+    if precision == "bfloat16":
+        return torch.float32, functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
+    return torch.float32, contextlib.nullcontext
+
+
+def _lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class Trainer:
+    """Train one model with one regularizer, epoch by epoch, reproducibly from ``spec.seed``."""
+
+    def __init__(self, spec: TrialSpec, *, device: torch.device | None = None, dataset: Dataset | None = None) -> None:
+        self.spec = spec
+        recipe = spec.training
+        self.device = device or select_device(recipe.device)
+        self.dtype, self.autocast = _dtype_and_autocast(recipe.precision, self.device)
+
+        torch.manual_seed(spec.seed)  # init and the regularizers' noise draw from the global RNG
+        data = dataset if dataset is not None else load_dataset(spec.dataset)
+        self.data = data.to(self.device)
+        if self.dtype != torch.float32:
+            for split in (self.data.train, self.data.val, self.data.test):
+                split.inputs = split.inputs.to(self.dtype)
+        self.num_classes = data.num_classes
+
+        model = create_model(spec.model.name, data.input_shape, data.num_classes, **spec.model.options)
+        model = model.to(self.device, self.dtype)
+        self.channels_last = recipe.channels_last and self.device.type == "cuda" and self.data.train.inputs.dim() == 4
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.forward_model: nn.Module = torch.compile(model) if recipe.compile else model
+
+        self.regularizer = regularizers.create(spec.regularizer, **spec.regularizer_hparams)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=recipe.learning_rate,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov and recipe.momentum > 0,
+            weight_decay=recipe.weight_decay,
+        )
+        self.data_order = torch.Generator().manual_seed(spec.seed)
+        self.loader = DeviceLoader(
+            self.data.train,
+            recipe.batch_size,
+            shuffle=True,
+            generator=self.data_order,
+            augment=build_augmentation(spec.dataset),
+            drop_last=len(self.data.train) > recipe.batch_size,
+        )
+        total_steps = recipe.epochs * len(self.loader)
+        warmup_steps = recipe.warmup_epochs * len(self.loader)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: _lr_factor(step, total_steps, warmup_steps, recipe.schedule)
+        )
+        self.train_loss_fn = functools.partial(F.cross_entropy, label_smoothing=recipe.label_smoothing)
+        self.epochs_done = 0
+        self.forward_passes = 0
+        self.backward_passes = 0
+
+    # --- training ---------------------------------------------------------------------------
+
+    @property
+    def epochs_planned(self) -> int:
+        return self.spec.training.epochs
+
+    @property
+    def finished(self) -> bool:
+        return self.epochs_done >= self.epochs_planned
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for inputs, targets in self.loader:
+            if self.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            yield inputs, targets
+
+    def train_epoch(self) -> EpochResult:
+        """One pass over the training split, then validation (and flatness when scheduled)."""
+        if self.finished:
+            raise RuntimeError(f"all {self.epochs_planned} epochs are already done")
+        started = time.perf_counter()
+        self.model.train()
+        self.regularizer.start_epoch(self.epochs_done, self.epochs_planned)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        metric_sums: dict[str, Tensor] = {}
+        samples = steps = 0
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        for inputs, targets in self._batches():
+            closure = regularizers.BatchClosure(self.forward_model, inputs, targets, self.train_loss_fn, autocast=self.autocast)
+            self.optimizer.zero_grad(set_to_none=True)
+            report = self.regularizer.step(closure)
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += report.loss.to(torch.float64) * len(targets)
+            for name, value in report.metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0) + value.to(torch.float64)
+            self.forward_passes += report.forward_passes
+            self.backward_passes += report.backward_passes
+            samples += len(targets)
+            steps += 1
+        self.epochs_done += 1
+        train_loss = loss_sum.item() / max(samples, 1)  # the one sync of the epoch
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training loss became {train_loss} in epoch {self.epochs_done}")
+        val = self.evaluate(self.data.val)
+        flatness = self._maybe_flatness()
+        return EpochResult(
+            epoch=self.epochs_done,
+            train_loss=train_loss,
+            val_loss=val.test_loss,
+            val_accuracy=val.test_accuracy,
+            learning_rate=learning_rate,
+            epoch_seconds=time.perf_counter() - started,
+            forward_passes=self.forward_passes,
+            backward_passes=self.backward_passes,
+            regularizer_metrics={name: total.item() / max(steps, 1) for name, total in metric_sums.items()},
+            flatness=flatness,
+        )
+
+    @torch.no_grad()
+    def evaluate(self, split: TensorSplit) -> TestResult:
+        """Mean cross-entropy (no label smoothing) and accuracy, BatchNorm in eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        for start in range(0, len(split), EVAL_BATCH_SIZE):
+            inputs = split.inputs[start : start + EVAL_BATCH_SIZE]
+            targets = split.targets[start : start + EVAL_BATCH_SIZE]
+            if self.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                logits = self.forward_model(inputs)
+            loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").to(torch.float64)
+            correct += (logits.argmax(dim=1) == targets).sum()
+        self.model.train(was_training)
+        count = max(len(split), 1)
+        return TestResult(test_loss=loss_sum.item() / count, test_accuracy=correct.item() / count)
+
+    def test(self) -> TestResult:
+        """The held-out test split: call once, after training; the search never sees it."""
+        return self.evaluate(self.data.test)
+
+    def _maybe_flatness(self) -> dict[str, float]:
+        config = self.spec.flatness
+        if not should_measure(config, self.epochs_done - 1, self.epochs_planned):
+            return {}
+        subset = self.data.train.head(config.subset_size)
+        batches = [
+            (subset.inputs[start : start + config.batch_size], subset.targets[start : start + config.batch_size])
+            for start in range(0, len(subset), config.batch_size)
+        ]
+        generator = torch.Generator(device="cpu").manual_seed(self.spec.seed)
+        result = measure_flatness(self.model, batches, F.cross_entropy, config, generator)
+        return result.to_metrics()
+
+    # --- checkpoints (for Ray Tune retries and resume) ---------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epochs_done": self.epochs_done,
+            "forward_passes": self.forward_passes,
+            "backward_passes": self.backward_passes,
+            "data_order": self.data_order.get_state(),
+            "cpu_rng": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epochs_done = state["epochs_done"]
+        self.forward_passes = state["forward_passes"]
+        self.backward_passes = state["backward_passes"]
+        self.data_order.set_state(state["data_order"])
+        torch.set_rng_state(state["cpu_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+
+@dataclass
+class TrialResult:
+    epochs: list[EpochResult]
+    test: TestResult
+    wall_seconds: float
+    device: str
+    hardware: str
+
+
+def run_trial(spec: TrialSpec, on_epoch: Callable[[EpochResult], None] | None = None) -> TrialResult:
+    """Train ``spec`` to the end and evaluate the test split once."""
+    started = time.perf_counter()
+    trainer = Trainer(spec)
+    epochs = []
+    while not trainer.finished:
+        result = trainer.train_epoch()
+        epochs.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+    return TrialResult(
+        epochs=epochs,
+        test=trainer.test(),
+        wall_seconds=time.perf_counter() - started,
+        device=str(trainer.device),
+        hardware=hardware(trainer.device),
+    )
