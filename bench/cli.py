@@ -23,8 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+errors = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 DEFAULT_RESULTS = Path("results")
 
@@ -91,7 +92,7 @@ def run(
     search.init_ray(address, num_cpus=num_cpus)
     try:
         summaries = search.run_benchmark(
-            config, results_dir=results, tracking_uri=uri, progress=lambda line: console.print(line, highlight=False, markup=False)
+            config, results_dir=results, tracking_uri=uri, progress=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)
         )
     finally:
         import ray
@@ -191,6 +192,58 @@ def list_regularizers(
                 hp.help,
             )
     console.print(table)
+
+
+@app.command()
+def perf(
+    models: Optional[list[str]] = typer.Option(None, "--model", help="Model to time (repeatable); default: the digits CNN and resnet18 on 32×32."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", help="Regularizer to time (repeatable); default: every registered one (erm is always added as the reference)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Time real batches of this dataset (with its augmentation) and report epoch time; default: random tensors."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where --dataset's files are."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed steps first."),
+    repeats: int = typer.Option(10, "--repeats", min=1, help="Timed steps; the median is reported."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Output format."),
+) -> None:
+    """Time one optimizer step of each method: step time, passes, ratio to ERM, overhead beyond the pass count."""
+    import regularizers
+    from bench.data import DatasetError
+    from bench.models import ModelError, available_models
+    from bench.perf import TARGET_OVERHEAD, benchmark_steps
+
+    for model in models or []:
+        if model not in available_models():
+            _fail(f"unknown model {model!r}; valid: {', '.join(available_models())}")
+    for method in methods or []:
+        if method not in regularizers.available():
+            _fail(f"unknown regularizer {method!r}; valid: {', '.join(regularizers.available())}")
+    if device not in ("auto", "cpu", "cuda"):
+        _fail(f"unknown device {device!r}; valid: auto, cpu, cuda")
+    try:
+        timings = benchmark_steps(
+            models, methods, dataset=dataset, data_dir=data_dir, batch_size=batch_size, warmup=warmup,
+            repeats=repeats, device=device, compile=compile,
+            progress=(lambda line: errors.print(line, highlight=False)) if fmt is ListFormat.table else None,
+        )
+    except (DatasetError, ModelError, RuntimeError) as error:
+        _fail(str(error).splitlines()[0])
+    if fmt is ListFormat.json:
+        sys.stdout.write(json.dumps([t.to_dict() for t in timings], indent=2) + "\n")
+        return
+    table = Table(title=f"One optimizer step (median of {repeats}, after {warmup} warm-up)")
+    for column in ("model", "method", "device", "batch", "ms/step", "samples/s", "fwd/bwd", "× erm", "overhead", "epoch"):
+        table.add_column(column, justify="right" if column not in ("model", "method", "device") else "left")
+    for t in timings:
+        flag = "" if t.overhead is None or t.overhead <= TARGET_OVERHEAD else " !"
+        table.add_row(
+            t.model, t.method, t.device, str(t.batch_size), f"{t.median_step_seconds * 1000:.1f}", f"{t.samples_per_second:.0f}",
+            f"{t.forward_passes}/{t.backward_passes}", f"{t.ratio_to_erm:.2f}", f"{t.overhead:.2f}{flag}",
+            "-" if t.epoch_seconds is None else f"{t.epoch_seconds:.1f}s",
+        )
+    console.print(table)
+    console.print(f"overhead = (time ratio to erm) / (pass-equivalents ratio); target ≤ {TARGET_OVERHEAD} ('!' marks misses)", highlight=False)
 
 
 def main() -> None:

@@ -171,11 +171,21 @@ class Trainer:
     def finished(self) -> bool:
         return self.epochs_done >= self.epochs_planned
 
-    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of augmented training batches, in the seeded order."""
         for inputs, targets in self.loader:
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             yield inputs, targets
+
+    def train_step(self, inputs: Tensor, targets: Tensor) -> regularizers.StepReport:
+        """One optimizer step: the regularizer fills the gradients, the optimizer applies them."""
+        closure = regularizers.BatchClosure(self.forward_model, inputs, targets, self.train_loss_fn, autocast=self.autocast)
+        self.optimizer.zero_grad(set_to_none=True)
+        report = self.regularizer.step(closure)
+        self.optimizer.step()
+        self.scheduler.step()
+        return report
 
     def train_epoch(self) -> EpochResult:
         """One pass over the training split, then validation (and flatness when scheduled)."""
@@ -188,12 +198,8 @@ class Trainer:
         metric_sums: dict[str, Tensor] = {}
         samples = steps = 0
         learning_rate = self.optimizer.param_groups[0]["lr"]
-        for inputs, targets in self._batches():
-            closure = regularizers.BatchClosure(self.forward_model, inputs, targets, self.train_loss_fn, autocast=self.autocast)
-            self.optimizer.zero_grad(set_to_none=True)
-            report = self.regularizer.step(closure)
-            self.optimizer.step()
-            self.scheduler.step()
+        for inputs, targets in self.batches():
+            report = self.train_step(inputs, targets)
             loss_sum += report.loss.to(torch.float64) * len(targets)
             for name, value in report.metrics.items():
                 metric_sums[name] = metric_sums.get(name, 0) + value.to(torch.float64)

@@ -35,7 +35,7 @@ from regularizers.registry import (
 from regularizers.space import Choice, Float, HyperParameter, Int, hparam, hyperparameters
 
 # Importing the built-in methods registers them (the decorator runs at class definition).
-from regularizers import erm, sam, weight_decay  # noqa: E402,F401  isort: skip
+from regularizers import amp, coherent, erm, gnp, l1, nrs, nso, rwp, sam, weight_decay  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BatchClosure", "Choice", "ENTRY_POINT_GROUP", "Float", "HyperParameter", "Int", "Objective",

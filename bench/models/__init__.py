@@ -54,4 +54,4 @@ def parameter_count(model: nn.Module) -> int:
 
 
 # Importing the modules registers the built-in models.
-from bench.models import small  # noqa: E402,F401  isort: skip
+from bench.models import preact_resnet, pyramidnet, resnet, small, vgg, wide_resnet  # noqa: E402,F401  isort: skip

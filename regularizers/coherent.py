@@ -1,0 +1,118 @@
+"""Gradient-coherent strong L1/L2 regularization, with the delayed variant as an option.
+
+Park, Ho, Chang and Zhang, "Gradient-Coherent Strong Regularization for Deep Neural Networks",
+arXiv 1811.08056 (2018): strong L1/L2 penalties make SGD fail when the penalty gradient overwhelms
+the data gradient, so the penalty is imposed only while the gradients stay *coherent*. Per
+parameter tensor t, with data gradient g_t and penalty gradient r_t (λ·w_t for L2, λ·sign(w_t)
+for L1), the applied gradient is
+
+    g_t + r_t   if  cos(g_t, g_t + r_t) > τ,     g_t   otherwise.
+
+The same authors' earlier *delayed* strong regularization (Park et al., 2018) imposes no penalty
+during the first γ epochs; ``delay_epochs`` = γ turns it on (0, the default, is off) and it
+combines with the coherence test.
+
+Choices where the paper leaves room: the penalty is imposed on every trainable tensor (biases and
+normalization parameters included, as :mod:`regularizers.weight_decay` does); a tensor whose data
+gradient is exactly zero has cosine 0 and so receives no penalty at τ ≥ 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, gradients
+from regularizers.registry import register
+from regularizers.space import Float, Int, hparam
+
+#: Metric: fraction of parameter tensors that received the penalty this step.
+IMPOSED_FRACTION = "imposed_fraction"
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """cos∠(a, b) as a 0-dim tensor; 0 when either vector is zero (no host-device sync)."""
+    dot = torch.sum(a * b)
+    denominator = torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)
+    return dot / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
+
+
+@dataclass
+class _GradientCoherent(Regularizer):
+    """Shared step of :class:`CoherentL1` and :class:`CoherentL2` (one forward/backward pass)."""
+
+    penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "penalty coefficient λ")
+    coherence_threshold: float = hparam(
+        0.0, Float(0.0, 0.5), "τ: impose the penalty on a tensor only if cos(g, g + penalty gradient) > τ"
+    )
+    delay_epochs: int = hparam(
+        0, Int(0, 100), "γ: no penalty during the first γ epochs (delayed strong regularization; 0 = off)",
+        searched=False,
+    )
+
+    def __post_init__(self) -> None:
+        if self.penalty_weight < 0:
+            raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight}")
+        if not -1.0 <= self.coherence_threshold <= 1.0:
+            raise ValueError(f"coherence_threshold is a cosine and must lie in [-1, 1], got {self.coherence_threshold}")
+        if self.delay_epochs < 0:
+            raise ValueError(f"delay_epochs must be >= 0, got {self.delay_epochs}")
+        self._epoch = 0
+
+    def penalty_gradient(self, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def start_epoch(self, epoch: int, total_epochs: int) -> None:
+        self._epoch = epoch
+
+    @property
+    def penalty_active(self) -> bool:
+        """False during the delay (epochs 0 … γ-1, counted by :meth:`start_epoch`)."""
+        return self._epoch >= self.delay_epochs
+
+    def step(self, closure: BatchClosure) -> StepReport:
+        clean = closure(update_bn=True)
+        parameters = closure.parameters
+        if not self.penalty_active:
+            return self.report(closure, clean.loss, **{IMPOSED_FRACTION: clean.loss.new_zeros(())})
+        imposed = []
+        with torch.no_grad():
+            for p, g in zip(parameters, gradients(parameters)):
+                combined = g + self.penalty_gradient(p)
+                coherent = cosine(g, combined) > self.coherence_threshold
+                p.grad = torch.where(coherent, combined, g)
+                imposed.append(coherent)
+            fraction = torch.stack(imposed).to(clean.loss.dtype).mean()
+        return self.report(closure, clean.loss, **{IMPOSED_FRACTION: fraction})
+
+    def cost(self, has_batchnorm: bool) -> PassCost:
+        return PassCost(forward=1, backward=1)
+
+
+@register("coherent_l2")
+@dataclass
+class CoherentL2(_GradientCoherent):
+    """Park et al. 2018 (arXiv 1811.08056) with the L2 penalty λ/2·‖w‖²: penalty gradient λ·w.
+
+    >>> import regularizers
+    >>> regularizers.create("coherent_l2", penalty_weight=1e-3, delay_epochs=5).penalty_active
+    False
+    """
+
+    penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "L2 coefficient λ (penalty λ/2·‖w‖²)")
+
+    def penalty_gradient(self, weight: Tensor) -> Tensor:
+        return weight.detach() * self.penalty_weight
+
+
+@register("coherent_l1")
+@dataclass
+class CoherentL1(_GradientCoherent):
+    """Park et al. 2018 (arXiv 1811.08056) with the L1 penalty λ·‖w‖₁: penalty gradient λ·sign(w)."""
+
+    penalty_weight: float = hparam(1e-4, Float(1e-6, 1e-3, log=True), "L1 coefficient λ (penalty λ·‖w‖₁)")
+
+    def penalty_gradient(self, weight: Tensor) -> Tensor:
+        return torch.sign(weight.detach()) * self.penalty_weight

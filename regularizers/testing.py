@@ -1,0 +1,209 @@
+"""A conformance suite for regularizers, shipped with the package for plug-in authors.
+
+:func:`check_regularizer` runs one method on a tiny model, with and without BatchNorm, stepping
+with SGD and with Adam afterwards, and checks the contract of :class:`regularizers.Regularizer`:
+
+* the weights are bit-identical after :meth:`~regularizers.Regularizer.step` (restored from a copy);
+* BatchNorm running statistics equal those after exactly one clean forward pass;
+* the reported forward/backward passes equal the closure's counters and
+  :meth:`~regularizers.Regularizer.cost`;
+* every trainable parameter has a finite gradient of its own shape and dtype, frozen ones get none;
+* the loss and the metrics are detached 0-dim tensors on the parameters' device;
+* the optimizer can step on the result, twice, and the weights stay finite.
+
+It raises :class:`AssertionError` naming the method and the broken rule. Example, for a plug-in's
+own test suite::
+
+    >>> import regularizers
+    >>> from regularizers.testing import check_regularizer
+    >>> check_regularizer("sam")
+    >>> check_regularizer(regularizers.create("nso", num_samples=2, clean_gradient_weight=0.5))
+
+The check seeds its own RNG inside :func:`torch.random.fork_rng`, so it is deterministic and
+leaves the caller's random state untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport
+from regularizers.registry import create
+
+__all__ = ["check_regularizer"]
+
+_BATCH = 6
+_CLASSES = 3
+_OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
+    "SGD": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9),
+    "Adam": lambda params: torch.optim.Adam(params, lr=1e-2),
+}
+
+
+def _tiny_model(batchnorm: bool) -> nn.Module:
+    """conv 3×3 (→ BN) → ReLU → pool → linear, with one frozen parameter the method must ignore."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=not batchnorm),
+        nn.BatchNorm2d(4) if batchnorm else nn.Identity(),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
+        nn.Tanh(),
+        nn.Linear(5, _CLASSES),
+    )
+    model[5].bias.requires_grad_(False)  # frozen: no gradient, never touched
+    return model
+
+
+def _batchnorm_state(model: nn.Module) -> list[Tensor]:
+    return [
+        buffer.detach().clone()
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
+        if buffer is not None
+    ]
+
+
+def _same(a: Tensor, b: Tensor, exact: bool) -> bool:
+    if exact:
+        return torch.equal(a, b)
+    return torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-6)
+
+
+def _check_tensor_result(label: str, what: str, value: object, device: torch.device) -> None:
+    assert isinstance(value, Tensor), f"{label}: {what} must be a torch.Tensor, got {type(value).__name__}"
+    assert value.dim() == 0, f"{label}: {what} must be a 0-dim tensor, got shape {tuple(value.shape)}"
+    assert not value.requires_grad, f"{label}: {what} must be detached (it still requires grad)"
+    assert value.device == device, f"{label}: {what} must stay on the device {device}, found on {value.device}"
+    assert bool(torch.isfinite(value)), f"{label}: {what} is not finite: {value}"
+
+
+def _check_one_step(
+    method: Regularizer,
+    label: str,
+    model: nn.Module,
+    closure: BatchClosure,
+    autocast: Callable[[], contextlib.AbstractContextManager[object]],
+    device: torch.device,
+    exact: bool,
+) -> None:
+    named = list(model.named_parameters())
+    weights_before = [p.detach().clone() for _, p in named]
+    reference = copy.deepcopy(model)
+    with torch.no_grad(), autocast():
+        reference(closure.inputs)  # exactly one clean forward in training mode
+    expected_stats = _batchnorm_state(reference)
+
+    report = method.step(closure)
+
+    assert isinstance(report, StepReport), f"{label}: step() must return a StepReport, got {type(report).__name__}"
+    assert model.training, f"{label}: step() must leave the model in training mode"
+    for (name, p), before in zip(named, weights_before):
+        assert torch.equal(p.detach(), before), (
+            f"{label}: parameter {name!r} changed during step(); restore weights from a copy "
+            "(WeightBackup / perturbed_weights), never by subtracting the perturbation"
+        )
+    stats = _batchnorm_state(model)
+    assert len(stats) == len(expected_stats)
+    for index, (got, want) in enumerate(zip(stats, expected_stats)):
+        assert _same(got, want, exact), (
+            f"{label}: BatchNorm running statistics (buffer #{index}) differ from one clean forward pass; "
+            "only the clean pass may run with update_bn=True, exactly once"
+        )
+
+    cost = method.cost(closure.has_batchnorm)
+    assert isinstance(cost, PassCost), f"{label}: cost() must return a PassCost, got {type(cost).__name__}"
+    counted = (closure.forward_passes, closure.backward_passes)
+    reported = (report.forward_passes, report.backward_passes)
+    assert reported == counted, (
+        f"{label}: report says {reported} forward/backward passes but the closure counted {counted}; "
+        "build the report with self.report(closure, ...)"
+    )
+    assert counted == (cost.forward, cost.backward), (
+        f"{label}: cost(has_batchnorm={closure.has_batchnorm}) says {(cost.forward, cost.backward)} "
+        f"forward/backward passes but step() ran {counted}"
+    )
+
+    for name, p in named:
+        if not p.requires_grad:
+            assert p.grad is None, f"{label}: frozen parameter {name!r} received a gradient"
+            continue
+        assert p.grad is not None, f"{label}: trainable parameter {name!r} has no gradient after step()"
+        assert p.grad.shape == p.shape and p.grad.dtype == p.dtype, (
+            f"{label}: gradient of {name!r} has shape {tuple(p.grad.shape)} / {p.grad.dtype}, "
+            f"expected {tuple(p.shape)} / {p.dtype}"
+        )
+        assert not p.grad.requires_grad, f"{label}: gradient of {name!r} is attached to a graph"
+        assert bool(torch.isfinite(p.grad).all()), f"{label}: gradient of {name!r} is not finite"
+
+    _check_tensor_result(label, "report.loss", report.loss, device)
+    assert isinstance(report.metrics, dict), f"{label}: report.metrics must be a dict"
+    for key, value in report.metrics.items():
+        assert isinstance(key, str), f"{label}: metric names must be strings, got {key!r}"
+        _check_tensor_result(label, f"metric {key!r}", value, device)
+
+
+def check_regularizer(
+    name_or_instance: str | Regularizer,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> None:
+    """Run the conformance checks on a registered name (created with its defaults) or an instance.
+
+    ``dtype`` is the parameters' dtype (float64 makes the bit-exact checks meaningful on CPU);
+    ``autocast_dtype`` (e.g. ``torch.bfloat16`` on CUDA) runs the closure under autocast as the
+    training loop does, with float32 parameters. On devices other than the CPU, BatchNorm
+    statistics are compared to a tight tolerance instead of bit for bit.
+
+    >>> check_regularizer("erm")
+    """
+    method = create(name_or_instance) if isinstance(name_or_instance, str) else name_or_instance
+    assert isinstance(method, Regularizer), f"{name_or_instance!r} is not a Regularizer"
+    device = torch.device(device)
+    exact = device.type == "cpu" and autocast_dtype is None
+
+    def autocast() -> contextlib.AbstractContextManager[object]:
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=autocast_dtype)
+
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        for batchnorm in (False, True):
+            for optimizer_name, make_optimizer in _OPTIMIZERS.items():
+                label = f"{type(method).__name__} {method!r} [{'BatchNorm' if batchnorm else 'no BatchNorm'}, {optimizer_name}]"
+                model = _tiny_model(batchnorm).to(device=device, dtype=dtype).train()
+                optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
+                inputs = torch.randn(_BATCH, 3, 5, 5, device=device, dtype=dtype)
+                targets = torch.arange(_BATCH, device=device) % _CLASSES
+                method.start_epoch(0, 2)
+                for _ in range(2):  # two steps: the second one runs on optimizer state
+                    closure = BatchClosure(model, inputs, targets, F.cross_entropy, autocast=autocast)
+                    optimizer.zero_grad(set_to_none=True)
+                    _check_one_step(method, label, model, closure, autocast, device, exact)
+                    frozen = [p.detach().clone() for p in model.parameters() if not p.requires_grad]
+                    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+                    optimizer.step()
+                    after = [p.detach() for p in model.parameters() if p.requires_grad]
+                    assert all(bool(torch.isfinite(p).all()) for p in after), (
+                        f"{label}: {optimizer_name} produced non-finite weights from the method's gradient"
+                    )
+                    assert any(not torch.equal(a, b) for a, b in zip(after, before)), (
+                        f"{label}: {optimizer_name}.step() left every weight unchanged; is the gradient in p.grad?"
+                    )
+                    frozen_after = [p.detach() for p in model.parameters() if not p.requires_grad]
+                    assert all(torch.equal(a, b) for a, b in zip(frozen, frozen_after)), (
+                        f"{label}: a frozen parameter changed"
+                    )

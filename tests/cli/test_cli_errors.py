@@ -1,0 +1,82 @@
+"""Bad input exits 2 with one line on stderr and no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+GOOD = {"benchmark": "t", "regularizers": ["erm", "sam"], "model": {"name": "mlp"}}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _config(tmp_path: Path, raw) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return str(path)
+
+
+CASES = {
+    "unknown key": ({**GOOD, "trainig": {}}, ["unknown key 'trainig'", "training"]),
+    "unknown nested key": ({**GOOD, "training": {"epoch": 3}}, ["unknown key 'training.epoch'", "epochs"]),
+    "unknown regularizer": ({**GOOD, "regularizers": ["erm", "samm"]}, ["unknown regularizer 'samm'", "did you mean 'sam'", "asam"]),
+    "unknown dataset": ({**GOOD, "dataset": {"name": "digitz"}}, ["unknown dataset 'digitz'", "digits"]),
+    "unknown model": ({**GOOD, "model": {"name": "cnnn"}}, ["unknown model 'cnnn'", "mlp"]),
+    "bad range": ({**GOOD, "search": {"space": {"learning_rate": {"low": 0.5, "high": 0.1}}}}, ["bad range", "learning_rate"]),
+    "log range through zero": ({**GOOD, "search": {"space": {"learning_rate": {"low": 0, "high": 0.1, "log": True}}}}, ["log range needs low > 0"]),
+    "unknown hyperparameter": ({**GOOD, "regularizers": [{"name": "sam", "fixed": {"rho": 0.1}}]}, ["unknown hyperparameter 'rho'", "perturbation_radius"]),
+    "bad hyperparameter value": ({**GOOD, "regularizers": [{"name": "sam", "fixed": {"perturbation_radius": -1.0}}]}, ["perturbation_radius must be >= 0"]),
+    "unknown search space key": ({**GOOD, "search": {"space": {"learning_rat": {"low": 0.1, "high": 0.2}}}}, ["unknown search space key 'learning_rat'", "learning_rate"]),
+    "invalid yaml": ("benchmark: [unclosed\n", ["invalid YAML"]),
+    "not a mapping": ("- just\n- a list\n", ["expected a mapping"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_config_exits_2_with_one_line(tmp_path, case):
+    raw, fragments = CASES[case]
+    done = _run("run", _config(tmp_path, raw), "--results", str(tmp_path / "results"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert not (tmp_path / "results").exists()  # nothing started, nothing written
+
+
+def test_missing_config_file(tmp_path):
+    done = _run("run", str(tmp_path / "nope.yaml"))
+    assert done.returncode == 2 and "config file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_leaderboard_on_missing_folder(tmp_path):
+    done = _run("leaderboard", str(tmp_path / "nothing"))
+    assert done.returncode == 2 and "results folder not found" in done.stderr
+
+
+def test_list_json_describes_every_hyperparameter():
+    import json
+
+    import regularizers
+
+    done = _run("list", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    listed = {entry["name"]: entry for entry in json.loads(done.stdout)}
+    assert set(listed) == set(regularizers.available())
+    radius = next(h for h in listed["sam"]["hyperparameters"] if h["name"] == "perturbation_radius")
+    assert radius["domain"] == {"type": "float", "low": 0.01, "high": 0.5, "scale": "log"}
+    assert radius["default"] == 0.05
+
+
+def test_help_explains_commands():
+    done = _run("--help")
+    assert done.returncode == 0
+    for command in ("run", "leaderboard", "list"):
+        assert command in done.stdout

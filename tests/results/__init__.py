@@ -1,0 +1,1 @@
+"""Tests of bench.results (Parquet dataset, MLflow sink) and bench.leaderboard."""

@@ -1,0 +1,106 @@
+"""The digits data, the seeded split and one trial without Ray."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
+from bench.data import load_dataset
+from bench.data.splits import stratified_split
+from bench.training import Trainer, TrialSpec, _lr_factor, run_trial
+
+
+def test_digits_split_is_stratified_disjoint_and_deterministic():
+    labels = np.repeat(np.arange(10), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+    val, test, train = stratified_split(labels, [0.2, 0.2], seed=5)
+    assert len(set(val) | set(test) | set(train)) == len(labels) == len(val) + len(test) + len(train)
+    overall = np.bincount(labels) / len(labels)
+    for part in (val, test, train):
+        share = np.bincount(labels[part], minlength=10) / len(part)
+        assert np.abs(share - overall).max() < 0.01  # class balance kept in every part
+    again = stratified_split(labels, [0.2, 0.2], seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip((val, test, train), again))
+    other = stratified_split(labels, [0.2, 0.2], seed=6)
+    assert not np.array_equal(val, other[0])
+
+
+def test_digits_dataset_is_the_real_sklearn_data_normalized_on_train():
+    from sklearn.datasets import load_digits
+
+    data = load_dataset(DataConfig(name="digits", split_seed=0))
+    assert data.input_shape == (1, 8, 8) and data.num_classes == 10
+    assert len(data.train) + len(data.val) + len(data.test) == len(load_digits().target) == 1797
+    assert abs(data.train.inputs.mean().item()) < 1e-5 and abs(data.train.inputs.std().item() - 1) < 1e-2
+    for split in (data.val, data.test):
+        assert sorted(set(split.targets.tolist())) == list(range(10))
+
+
+def _spec(**training) -> TrialSpec:
+    return TrialSpec(
+        benchmark="unit",
+        dataset=DataConfig(name="digits", max_train_samples=300),
+        model=ModelConfig(name="mlp", options={"hidden": 16, "depth": 1}),
+        training=TrainingConfig(**{"epochs": 3, "batch_size": 50, "learning_rate": 0.1, **training}),
+        regularizer="sam",
+        regularizer_hparams={"perturbation_radius": 0.05},
+        flatness=FlatnessConfig(when="off"),
+        seed=3,
+    )
+
+
+def test_same_seed_same_trial_and_another_seed_differs():
+    first, second = run_trial(_spec()), run_trial(_spec())
+    assert [e.train_loss for e in first.epochs] == [e.train_loss for e in second.epochs]
+    assert first.test == second.test
+    other = run_trial(dataclasses.replace(_spec(), seed=4))
+    assert [e.train_loss for e in other.epochs] != [e.train_loss for e in first.epochs]
+
+
+def test_passes_are_counted_from_the_regularizer_reports():
+    result = run_trial(_spec())
+    steps_per_epoch = 300 // 50
+    assert result.epochs[-1].forward_passes == 3 * steps_per_epoch * 2  # SAM: 2 passes per step
+    assert result.epochs[0].forward_passes == steps_per_epoch * 2
+
+
+def test_checkpoint_round_trip_continues_bit_identically():
+    straight = Trainer(_spec())
+    losses = [straight.train_epoch().train_loss for _ in range(3)]
+    interrupted = Trainer(_spec())
+    interrupted.train_epoch()
+    state = interrupted.state_dict()
+    resumed = Trainer(_spec())
+    resumed.load_state_dict(state)
+    assert [resumed.train_epoch().train_loss for _ in range(2)] == losses[1:]
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_label_smoothing_is_pytorchs_epsilon_over_k_form():
+    trainer = Trainer(_spec(label_smoothing=0.2))
+    logits = torch.randn(7, 10, dtype=torch.float64)
+    targets = torch.randint(0, 10, (7,))
+    log_probs = logits.log_softmax(dim=1)
+    smoothed = torch.full_like(log_probs, 0.2 / 10)
+    smoothed[torch.arange(7), targets] += 0.8
+    expected = -(smoothed * log_probs).sum(dim=1).mean()
+    assert torch.allclose(trainer.train_loss_fn(logits, targets), expected, atol=1e-12)
+
+
+def test_cosine_schedule_with_warmup():
+    assert _lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert _lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert _lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert _lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
+    assert _lr_factor(70, 100, 0, "constant") == 1.0
+
+
+def test_float64_training_runs_in_float64():
+    trainer = Trainer(_spec(precision="float64"))
+    assert all(p.dtype == torch.float64 for p in trainer.model.parameters())
+    assert trainer.data.train.inputs.dtype == torch.float64
+    trainer.train_epoch()

@@ -1,0 +1,95 @@
+"""configs/smoke.yaml through the real CLI: a real Ray runtime, Optuna, MLflow sqlite, Parquet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.results.parquet import read_rows
+from bench.results.schema import REQUIRED_COLUMNS, SCHEMA
+
+pytestmark = pytest.mark.slow
+
+
+def _sharpbench(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory, repo_root) -> Path:
+    results = tmp_path_factory.mktemp("smoke") / "results"
+    done = _sharpbench("run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[sam search #2] completed" in done.stdout  # progress lines while it ran
+    return results
+
+
+def test_parquet_rows_are_complete(smoke_results):
+    table = read_rows(smoke_results)
+    assert table.schema.equals(SCHEMA, check_metadata=False)
+    assert table.num_rows == 4  # 2 methods x 2 trials
+    assert sorted(table.column("regularizer").to_pylist()) == ["erm", "erm", "sam", "sam"]
+    for column in REQUIRED_COLUMNS:
+        assert table.column(column).null_count == 0, column
+    assert set(table.column("status").to_pylist()) == {"completed"}
+    assert pc.min(table.column("test_accuracy")).as_py() > 0.1  # better than chance on 10 classes
+    # passes per trial: epochs x steps x passes per step; SAM costs twice ERM on the same data
+    passes = dict(zip(table.column("regularizer").to_pylist(), table.column("forward_passes").to_pylist()))
+    assert passes["sam"] == 2 * passes["erm"] > 0
+    versions = json.loads(table.column("package_versions")[0].as_py())
+    assert {"torch", "ray", "optuna", "mlflow", "pyarrow"} <= set(versions)
+    hparams = [json.loads(h) for h, r in zip(table.column("regularizer_hparams").to_pylist(), table.column("regularizer").to_pylist()) if r == "sam"]
+    assert all(0.01 <= h["perturbation_radius"] <= 0.5 for h in hparams)
+    # partitioned by benchmark and regularizer on disk
+    assert (smoke_results / "leaderboard" / "benchmark=smoke" / "regularizer=sam").is_dir()
+
+
+def test_mlflow_store_has_parent_and_child_runs(smoke_results):
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and len(children) == 4
+    parent_ids = {p.info.run_id for p in parents}
+    table = read_rows(smoke_results)
+    assert {c.info.run_id for c in children} == set(table.column("mlflow_run_id").to_pylist())
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] in parent_ids
+        assert child.info.status == "FINISHED"
+        assert "training.learning_rate" in child.data.params
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2]  # one point per epoch
+        assert "test_accuracy" in child.data.metrics
+
+
+def test_leaderboard_names_both_methods(smoke_results, repo_root):
+    done = _sharpbench("leaderboard", str(smoke_results), "--format", "json", cwd=repo_root)
+    assert done.returncode == 0, done.stderr
+    boards = json.loads(done.stdout)
+    text = json.dumps(boards)
+    assert "erm" in text and "sam" in text
+    plain = _sharpbench("leaderboard", str(smoke_results), cwd=repo_root)
+    assert plain.returncode == 0 and "erm" in plain.stdout and "sam" in plain.stdout
+
+
+def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
+    """Running the same config again restores the finished searches: no new rows or runs."""
+    before = read_rows(smoke_results).num_rows
+    done = _sharpbench("run", str(repo_root / "configs/smoke.yaml"), "--results", str(smoke_results), "--num-cpus", "2", cwd=repo_root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert read_rows(smoke_results).num_rows == before
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 6

@@ -1,0 +1,451 @@
+"""bench.flatness against exact answers: the dense Hessian of a small float64 model, and the
+trust-region maximum of a quadratic loss solved in closed form (eigendecomposition + secular
+equation)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from bench import metrics
+from bench.config import FlatnessConfig
+from bench.flatness import (
+    FlatnessResult,
+    epsilon_sharpness,
+    hessian_vector_product,
+    hutchinson_trace,
+    measure_flatness,
+    should_measure,
+    top_eigenvalue,
+    trainable_parameters,
+)
+
+F64 = torch.float64
+cross_entropy = nn.functional.cross_entropy
+
+
+# --- fixtures: a small network with its exact Hessian, and quadratic losses ---------------------
+
+
+class SmallNet(nn.Module):
+    """Linear → BatchNorm → tanh → dropout → linear, plus a frozen and an unused parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.3), nn.Linear(6, 3))
+        self.frozen_scale = nn.Parameter(torch.tensor(1.5), requires_grad=False)
+        self.unused = nn.Parameter(torch.zeros(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) * self.frozen_scale
+
+
+def small_problem(dtype: torch.dtype = F64) -> tuple[SmallNet, list[tuple[Tensor, Tensor]]]:
+    """A model in *train* mode with non-trivial BN statistics, and three batches of unequal size.
+
+    Seed and input scaling are chosen so the top Hessian eigenvalue dominates (|λ₂/λ₁| ≈ 0.34),
+    which lets power iteration reach 1e-6 relative accuracy in a few dozen iterations.
+    """
+    torch.manual_seed(3)
+    model = SmallNet().to(F64)
+    x = torch.randn(15, 4, dtype=F64)
+    x[:, 0] *= 4.0
+    y = torch.randint(0, 3, (15,))
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 4, dtype=F64))
+    model = model.to(dtype)
+    x = x.to(dtype)
+    return model, [(x[:7], y[:7]), (x[7:12], y[7:12]), (x[12:], y[12:])]
+
+
+def exact_hessian(model: nn.Module, batches, loss_fn) -> Tensor:
+    """Dense Hessian of the subset's mean loss (eval mode) w.r.t. the flattened trainable parameters."""
+    named = [(name, p.detach()) for name, p in model.named_parameters() if p.requires_grad]
+    flat = torch.cat([p.reshape(-1) for _, p in named])
+    total = sum(x.shape[0] for x, _ in batches)
+    was_training = model.training
+    model.eval()
+
+    def mean_loss(vector: Tensor) -> Tensor:
+        chunks = torch.split(vector, [p.numel() for _, p in named])
+        params = {name: chunk.view_as(p) for (name, p), chunk in zip(named, chunks)}
+        return sum(x.shape[0] / total * loss_fn(functional_call(model, params, (x,)), y) for x, y in batches)
+
+    hessian = torch.autograd.functional.hessian(mean_loss, flat)
+    model.train(was_training)
+    return hessian
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model, batches = small_problem()
+    return model, batches, exact_hessian(model, batches, cross_entropy)
+
+
+def flatten(tensors) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(vector: Tensor, like) -> list[Tensor]:
+    return [chunk.view_as(p) for chunk, p in zip(torch.split(vector, [p.numel() for p in like]), like)]
+
+
+class Quadratic(nn.Module):
+    """L(w) = ½ wᵀAw + bᵀw, with w split over two parameter tensors (the input is ignored)."""
+
+    def __init__(self, a: Tensor, b: Tensor, w: Tensor, split: int = 3) -> None:
+        super().__init__()
+        self.register_buffer("a", a)
+        self.register_buffer("b", b)
+        self.head = nn.Parameter(w[:split].clone())
+        self.tail = nn.Parameter(w[split:].reshape(-1, 1).clone())
+
+    def weights(self) -> Tensor:
+        return torch.cat([self.head, self.tail.reshape(-1)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weights()
+        return (0.5 * w @ self.a @ w + self.b @ w).expand(x.shape[0])
+
+
+def mean_output(outputs: Tensor, targets: Tensor) -> Tensor:
+    return outputs.mean()
+
+
+QUADRATIC_BATCHES = [(torch.zeros(4, 1, dtype=F64), torch.zeros(4)), (torch.zeros(2, 1, dtype=F64), torch.zeros(2))]
+
+
+def symmetric(eigenvalues: list[float], seed: int) -> Tensor:
+    size = len(eigenvalues)
+    q, _ = torch.linalg.qr(torch.randn(size, size, dtype=F64, generator=torch.Generator().manual_seed(seed)))
+    return q @ torch.diag(torch.tensor(eigenvalues, dtype=F64)) @ q.T
+
+
+def trust_region_max(a: Tensor, g: Tensor, radius: float) -> float:
+    """max_{‖δ‖ ≤ ε} ½δᵀAδ + gᵀδ for A with a positive eigenvalue (the maximum is on the sphere).
+
+    With A = QΛQᵀ and g̃ = Qᵀg the maximizer is δ(ν) = (νI − A)⁻¹g with ν > λ_max solving the
+    secular equation ‖δ(ν)‖ = ε; ‖δ(ν)‖ decreases on (λ_max, ∞), so bisection finds ν.
+    """
+    lam, q = torch.linalg.eigh(a)
+    g_tilde = q.T @ g
+    assert lam[-1] > 0 and abs(g_tilde[-1]) > 1e-8, "not the easy case of the trust-region problem"
+
+    def norm(nu: float) -> float:
+        return float(torch.linalg.vector_norm(g_tilde / (nu - lam)))
+
+    low = float(lam[-1])
+    high = low + 1.0
+    while norm(high) > radius:
+        high = low + 2 * (high - low)
+    for _ in range(200):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if norm(middle) > radius else (low, middle)
+    delta = q @ (g_tilde / (high - lam))
+    return float(0.5 * delta @ a @ delta + g @ delta)
+
+
+def snapshot(model: nn.Module):
+    return (
+        [p.detach().clone() for p in model.parameters()],
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        [b.clone() for b in model.buffers()],
+        [m.training for m in model.modules()],
+    )
+
+
+# --- Hessian-vector products --------------------------------------------------------------------
+
+
+def test_hvp_equals_exact_hessian_times_vector(problem):
+    model, batches, hessian = problem
+    parameters = trainable_parameters(model)
+    assert all(p is not model.frozen_scale for p in parameters)
+    assert hessian.shape[0] == sum(p.numel() for p in parameters)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        vector = torch.randn(hessian.shape[0], dtype=F64, generator=generator)
+        product = hessian_vector_product(model, batches, cross_entropy, unflatten(vector, parameters))
+        torch.testing.assert_close(flatten(product), hessian @ vector, rtol=1e-10, atol=1e-12)
+    # The unused parameter has a zero Hessian block, returned as zeros (not dropped).
+    (unused,) = [part for p, part in zip(parameters, product) if p is model.unused]
+    assert torch.equal(unused, torch.zeros(2, dtype=F64))
+
+
+def test_hvp_uses_eval_mode_and_batch_size_weights(problem):
+    model, batches, hessian = problem
+    parameters = trainable_parameters(model)
+    vector = torch.randn(hessian.shape[0], dtype=F64, generator=torch.Generator().manual_seed(1))
+    expected = hessian @ vector
+    # Equal weights per batch (the mean of the batch means) is a different, wrong Hessian.
+    equal_weights = sum(exact_hessian(model, [batch], cross_entropy) for batch in batches) / len(batches)
+    assert not torch.allclose(equal_weights @ vector, expected, rtol=1e-3)
+    # So is the train-mode Hessian (batch statistics in BatchNorm, dropout on).
+    model.train()
+    product = flatten(hessian_vector_product(model, batches, cross_entropy, unflatten(vector, parameters)))
+    torch.testing.assert_close(product, expected, rtol=1e-10, atol=1e-12)
+    assert model.training
+
+
+def test_hvp_rejects_mismatched_vectors_and_bad_inputs(problem):
+    model, batches, _ = problem
+    parameters = trainable_parameters(model)
+    with pytest.raises(ValueError, match="tensors"):
+        hessian_vector_product(model, batches, cross_entropy, [torch.zeros_like(parameters[0])])
+    with pytest.raises(ValueError, match="shape"):
+        hessian_vector_product(model, batches, cross_entropy, [torch.zeros(1, dtype=F64) for _ in parameters])
+    with pytest.raises(ValueError, match="at least one batch"):
+        hessian_vector_product(model, [], cross_entropy, [torch.zeros_like(p) for p in parameters])
+    per_sample = lambda out, y: cross_entropy(out, y, reduction="none")  # noqa: E731
+    with pytest.raises(ValueError, match="scalar"):
+        hessian_vector_product(model, batches, per_sample, [torch.zeros_like(p) for p in parameters])
+
+
+# --- top eigenvalue -----------------------------------------------------------------------------
+
+
+def test_top_eigenvalue_matches_exact_to_1e_6(problem):
+    model, batches, hessian = problem
+    eigenvalues = torch.linalg.eigvalsh(hessian)
+    assert eigenvalues[-1] > 2.5 * eigenvalues.abs()[:-1].max()  # the test's premise: a dominant top eigenvalue
+    config = FlatnessConfig(eigen_iterations=200, eigen_tolerance=1e-10, trace_probes=2, sharpness_steps=1)
+    result = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
+    assert result.eigen_converged and result.eigen_iterations < 200
+    assert abs(result.top_eigenvalue - eigenvalues[-1].item()) <= 1e-6 * eigenvalues[-1].item()
+    # The default tolerance (1e-3 on the Rayleigh quotient) is already close here.
+    coarse = top_eigenvalue(model, batches, cross_entropy, torch.Generator().manual_seed(0))
+    assert coarse.converged and coarse.iterations <= 20
+    assert abs(coarse.eigenvalue - eigenvalues[-1].item()) <= 1e-2 * eigenvalues[-1].item()
+
+
+def test_top_eigenvalue_reports_the_iteration_cap():
+    a = symmetric([1.0, 0.99, 0.98, 0.5, 0.1], seed=0)  # tiny gap: cannot converge in 3 iterations
+    model = Quadratic(a, torch.zeros(5, dtype=F64), torch.zeros(5, dtype=F64))
+    result = top_eigenvalue(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0),
+                            max_iterations=3, tolerance=1e-12)
+    assert (result.iterations, result.converged) == (3, False)
+    assert 0.1 < result.eigenvalue <= 1.0 + 1e-12  # a Rayleigh quotient, inside the spectrum
+
+
+@pytest.mark.parametrize(
+    ("spectrum", "dominant", "largest"),
+    [
+        ([-5.0, 2.0, 1.0, 0.5, -0.3], -5.0, 2.0),
+        ([-4.0, -2.0, -1.0, -0.5, -0.2], -4.0, -0.2),
+        ([3.0, -1.0, 0.5, 0.2, 0.1], 3.0, 3.0),
+    ],
+)
+def test_top_eigenvalue_is_algebraic_unless_asked_for_magnitude(spectrum, dominant, largest):
+    """Power iteration finds the largest-|λ| eigenvalue; the default shifts to get the largest λ."""
+    model = Quadratic(symmetric(spectrum, seed=1), torch.ones(5, dtype=F64), torch.zeros(5, dtype=F64))
+    kwargs = dict(max_iterations=500, tolerance=1e-13)
+    magnitude = top_eigenvalue(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0),
+                               algebraic=False, **kwargs)
+    algebraic = top_eigenvalue(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0), **kwargs)
+    assert magnitude.converged and algebraic.converged
+    assert magnitude.eigenvalue == pytest.approx(dominant, rel=1e-8)
+    assert algebraic.eigenvalue == pytest.approx(largest, rel=1e-7)
+    if dominant < 0:  # the shifted second phase ran: its iterations are included
+        assert algebraic.iterations > magnitude.iterations
+
+
+# --- trace --------------------------------------------------------------------------------------
+
+
+def test_trace_within_its_reported_error_and_the_error_is_plausible(problem):
+    model, batches, hessian = problem
+    probes = 400
+    result = hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(0), probes=probes)
+    exact = hessian.trace().item()
+    assert result.probes == probes
+    assert abs(result.trace - exact) < 4 * result.stderr
+    # Var[zᵀHz] = 2·Σ_{i≠j} H_ij² for Rademacher z: the reported stderr must estimate that / √n.
+    off_diagonal = hessian - torch.diag(hessian.diag())
+    expected_stderr = math.sqrt(2 * (off_diagonal**2).sum().item() / probes)
+    assert 0.75 < result.stderr / expected_stderr < 1.33
+    # And the estimate is not trivially exact: the error is a sizeable fraction of the trace.
+    assert expected_stderr > 0.01 * abs(exact)
+
+
+def test_trace_of_a_diagonal_hessian_is_exact_with_zero_stderr():
+    spectrum = [3.0, -1.0, 0.5, 2.0, 0.25]
+    model = Quadratic(torch.diag(torch.tensor(spectrum, dtype=F64)), torch.ones(5, dtype=F64), torch.ones(5, dtype=F64))
+    result = hutchinson_trace(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0), probes=5)
+    assert result.trace == pytest.approx(sum(spectrum), rel=1e-14)
+    assert result.stderr == 0.0
+
+
+def test_trace_does_not_depend_on_probes_per_pass_and_one_probe_has_no_stderr(problem):
+    model, batches, _ = problem
+    runs = [
+        hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(5), probes=7, probes_per_pass=k)
+        for k in (1, 3, 7)
+    ]
+    for run in runs[1:]:
+        assert run.trace == pytest.approx(runs[0].trace, rel=1e-12)
+        assert run.stderr == pytest.approx(runs[0].stderr, rel=1e-12)
+    single = hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(5), probes=1)
+    assert math.isnan(single.stderr) and math.isfinite(single.trace)
+
+
+# --- ε-sharpness --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spectrum", [[4.0, 1.0, 0.5, 0.1, 0.0], [2.0, -3.0, 1.0, -0.5, 0.2]],
+                         ids=["psd", "indefinite"])
+@pytest.mark.parametrize("radius", [0.05, 0.5, 2.0])
+@pytest.mark.parametrize("step_size", [1.0, 0.5])
+def test_epsilon_sharpness_matches_the_trust_region_maximum(spectrum, radius, step_size):
+    generator = torch.Generator().manual_seed(2)
+    a = symmetric(spectrum, seed=2)
+    b = torch.randn(5, dtype=F64, generator=generator)
+    w = torch.randn(5, dtype=F64, generator=generator)
+    exact = trust_region_max(a, a @ w + b, radius)  # L(w+δ) − L(w) = ½δᵀAδ + (Aw + b)ᵀδ
+    model = Quadratic(a, b, w)
+    found = epsilon_sharpness(model, QUADRATIC_BATCHES, mean_output, radius, steps=100, step_size=step_size)
+    assert found <= exact + 1e-12 * abs(exact)  # every evaluated point is inside the ball
+    assert found >= exact - 1e-9 * abs(exact)
+
+
+def test_epsilon_sharpness_closed_form_and_convergence_with_steps():
+    # A = a·I: the maximizer is δ = ε·g/‖g‖, found by the first point: a/2·ε² + ε‖g‖.
+    a, radius = 3.0, 0.1
+    b = torch.tensor([1.0, -2.0, 0.5, 0.0, 2.0], dtype=F64)
+    w = torch.tensor([0.1, 0.2, -0.3, 0.4, 0.0], dtype=F64)
+    model = Quadratic(a * torch.eye(5, dtype=F64), b, w)
+    expected = a / 2 * radius**2 + radius * torch.linalg.vector_norm(a * w + b).item()
+    found = epsilon_sharpness(model, QUADRATIC_BATCHES, mean_output, radius, steps=1)
+    assert found == pytest.approx(expected, rel=1e-12)
+    # Otherwise the first point (the SAM perturbation) falls short and the ascent closes the gap.
+    curved = Quadratic(symmetric([5.0, -2.0, 1.0, 0.3, 0.1], seed=3), b, w)
+    exact = trust_region_max(curved.a, curved.a @ w + b, 1.0)
+    gaps = [exact - epsilon_sharpness(curved, QUADRATIC_BATCHES, mean_output, 1.0, steps=k) for k in (1, 5, 40)]
+    assert gaps[0] > 1e-2 * exact and gaps[1] < gaps[0] and 0 <= gaps[2] < 1e-8 * exact
+
+
+def test_epsilon_sharpness_at_a_stationary_point_uses_a_random_start():
+    # At the minimizer of a convex quadratic ∇L = 0 and the answer is ½·λ_max·ε².
+    a = symmetric([2.0, 1.0, 0.5, 0.2, 0.1], seed=4)
+    b = torch.tensor([1.0, -1.0, 0.5, 0.3, -0.2], dtype=F64)
+    model = Quadratic(a, b, -torch.linalg.solve(a, b))
+    generator = torch.Generator().manual_seed(0)
+    found = epsilon_sharpness(model, QUADRATIC_BATCHES, mean_output, 0.5, steps=80, generator=generator)
+    assert found == pytest.approx(0.5 * 2.0 * 0.5**2, rel=1e-8)
+
+
+# --- measure_flatness: side effects, determinism, dtypes ------------------------------------------
+
+
+def test_measure_flatness_leaves_the_model_exactly_as_found():
+    model, batches = small_problem()
+    model.body[1].eval()  # a mixed-mode model: frozen BN statistics in an otherwise training model
+    model.body[0].weight.grad = torch.full_like(model.body[0].weight, 0.25)
+    before = snapshot(model)
+    config = FlatnessConfig(eigen_iterations=5, trace_probes=3, sharpness_steps=3, sharpness_radius=0.5)
+    with torch.no_grad():  # callers inside no_grad still get Hessians
+        result = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
+    after = snapshot(model)
+    assert result.epsilon_sharpness > 0
+    assert all(torch.equal(x, y) for x, y in zip(before[0], after[0]))  # weights, bit for bit
+    with_grad = [index for index, p in enumerate(model.parameters()) if p is model.body[0].weight]
+    assert [index for index, g in enumerate(after[1]) if g is not None] == with_grad  # p.grad untouched
+    assert torch.equal(before[1][with_grad[0]], after[1][with_grad[0]])
+    assert all(torch.equal(x, y) for x, y in zip(before[2], after[2]))  # BN running stats and counter
+    assert before[3] == after[3] and model.training and not model.body[1].training
+
+
+def test_measure_flatness_is_deterministic_for_a_seed(problem):
+    model, batches, _ = problem
+    config = FlatnessConfig(eigen_iterations=10, trace_probes=6, sharpness_steps=2)
+    first = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(7))
+    second = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(7))
+    other = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(8))
+    assert first == second
+    assert other.trace != first.trace
+
+
+def test_measure_flatness_in_float32_agrees_with_float64():
+    config = FlatnessConfig(eigen_iterations=60, eigen_tolerance=1e-6, trace_probes=8, sharpness_steps=3)
+    results = {}
+    for dtype in (torch.float32, F64):
+        model, batches = small_problem(dtype)
+        results[dtype] = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
+    single, double = results[torch.float32], results[F64]
+    assert single.top_eigenvalue == pytest.approx(double.top_eigenvalue, rel=1e-4)
+    assert single.trace == pytest.approx(double.trace, rel=1e-4)  # same Rademacher probes
+    assert single.epsilon_sharpness == pytest.approx(double.epsilon_sharpness, rel=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("generator_device", ["cpu", "cuda"])
+def test_measure_flatness_on_cuda_matches_cpu(generator_device):
+    config = FlatnessConfig(eigen_iterations=60, eigen_tolerance=1e-8, trace_probes=8, sharpness_steps=3)
+    model, batches = small_problem()
+    reference = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
+    for dtype in (torch.float32, F64):
+        gpu_model = copy.deepcopy(model).to(device="cuda", dtype=dtype)
+        gpu_batches = [(x.to("cuda", dtype), y.to("cuda")) for x, y in batches]
+        generator = torch.Generator(device=generator_device).manual_seed(0)
+        result = measure_flatness(gpu_model, gpu_batches, cross_entropy, config, generator)
+        tolerance = 1e-3 if dtype == torch.float32 else 1e-8
+        assert result.top_eigenvalue == pytest.approx(reference.top_eigenvalue, rel=tolerance)
+        assert result.epsilon_sharpness == pytest.approx(reference.epsilon_sharpness, rel=tolerance)
+        if generator_device == "cpu":  # the same probes as on the CPU
+            assert result.trace == pytest.approx(reference.trace, rel=tolerance)
+        else:
+            assert abs(result.trace - reference.trace) < 5 * (result.trace_stderr + reference.trace_stderr)
+
+
+# --- results and scheduling ---------------------------------------------------------------------
+
+
+def test_to_metrics_uses_the_metric_constants():
+    result = FlatnessResult(top_eigenvalue=2.0, eigen_iterations=7, eigen_converged=True, trace=10.0,
+                            trace_stderr=0.5, epsilon_sharpness=0.01)
+    assert result.to_metrics() == {
+        metrics.HESSIAN_TOP_EIGENVALUE: 2.0,
+        metrics.HESSIAN_TRACE: 10.0,
+        metrics.HESSIAN_TRACE_STDERR: 0.5,
+        metrics.EPSILON_SHARPNESS: 0.01,
+    }
+
+
+@pytest.mark.parametrize(
+    ("when", "every", "total", "measured"),
+    [
+        ("off", 1, 5, []),
+        ("final", 1, 5, [4]),
+        ("final", 3, 1, [0]),
+        ("every", 1, 4, [0, 1, 2, 3]),
+        ("every", 2, 5, [1, 3, 4]),  # every 2nd epoch, and always the last
+        ("every", 3, 6, [2, 5]),
+        ("every", 10, 4, [3]),
+    ],
+)
+def test_should_measure(when, every, total, measured):
+    config = FlatnessConfig(when=when, every_epochs=every)
+    assert [epoch for epoch in range(total) if should_measure(config, epoch, total)] == measured
+
+
+def test_should_measure_rejects_epochs_outside_the_run():
+    config = FlatnessConfig(when="final")
+    with pytest.raises(ValueError, match="epoch"):
+        should_measure(config, 5, 5)
+    with pytest.raises(ValueError, match="total_epochs"):
+        should_measure(config, 0, 0)
