@@ -91,42 +91,24 @@ def run(
     )
     search.init_ray(address, num_cpus=num_cpus)
     try:
-        summaries = search.run_benchmark(
+        search.run_benchmark(
             config, results_dir=results, tracking_uri=uri, progress=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)
         )
     finally:
         import ray
 
         ray.shutdown()
-    console.print(_summary_table(config.benchmark, summaries))
+    _print_board(results, config.benchmark)
     console.print(f"Leaderboard: sharpbench leaderboard {results}    MLflow UI: mlflow ui --backend-store-uri {uri}", highlight=False)
 
 
-def _summary_table(benchmark: str, summaries: list) -> Table:
-    table = Table(title=f"{benchmark}: search summary")
-    for column in ("regularizer", "trials", "completed", "stopped", "failed", "best val acc", "its test acc", "final seeds test acc", "best hyperparameters", "time"):
-        table.add_column(column)
-    for s in summaries:
-        final = ""
-        if s.final_test_accuracies:
-            import statistics
+def _print_board(results: Path, benchmark: str) -> None:
+    """The leaderboard of ``benchmark``, read back from the Parquet rows just written."""
+    from bench.leaderboard import build_leaderboard, to_rich
+    from bench.results.parquet import read_rows
 
-            mean = statistics.fmean(s.final_test_accuracies)
-            std = statistics.stdev(s.final_test_accuracies) if len(s.final_test_accuracies) > 1 else 0.0
-            final = f"{mean:.4f} ± {std:.4f} (n={len(s.final_test_accuracies)})"
-        table.add_row(
-            s.regularizer,
-            str(s.trials),
-            str(s.completed),
-            str(s.stopped),
-            str(s.failed),
-            "-" if s.best_val_accuracy is None else f"{s.best_val_accuracy:.4f}",
-            "-" if s.best_test_accuracy is None else f"{s.best_test_accuracy:.4f}",
-            final,
-            json.dumps(s.best_hparams, sort_keys=True),
-            f"{s.wall_seconds:.0f}s",
-        )
-    return table
+    boards = [board for board in build_leaderboard(read_rows(results)) if board.benchmark == benchmark]
+    console.print(to_rich(boards))
 
 
 @app.command()

@@ -95,6 +95,8 @@ class Standing:
     best_test_accuracy: float | None  # that trial's own test accuracy
     regularizer_hparams: dict[str, Any]
     training_hparams: dict[str, Any]
+    #: The training hyperparameters the search tuned (those that vary across the method's trials).
+    tuned_training_hparams: dict[str, Any]
     trials_total: int
     trials_completed: int
     trials_stopped: int
@@ -191,6 +193,12 @@ def _final_rows(rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | Non
     return max(groups.values(), key=lambda g: max(r["timestamp"] for r in g))
 
 
+def _tuned(search: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any]) -> dict[str, Any]:
+    """The chosen values of the training hyperparameters that differ between search trials."""
+    recipes = [_hparams(r["training_hparams"]) for r in search]
+    return {k: v for k, v in chosen.items() if len({json.dumps(recipe.get(k)) for recipe in recipes}) > 1}
+
+
 def _standing(regularizer: str, rows: Sequence[Mapping[str, Any]]) -> Standing:
     search = [r for r in rows if r["phase"] == Phase.SEARCH.value]
     best = _best_search_row(search)
@@ -226,6 +234,7 @@ def _standing(regularizer: str, rows: Sequence[Mapping[str, Any]]) -> Standing:
         best_test_accuracy=_num(best[M.TEST_ACCURACY]) if best is not None else None,
         regularizer_hparams=_hparams(config["regularizer_hparams"]) if config is not None else {},
         training_hparams=_hparams(config["training_hparams"]) if config is not None else {},
+        tuned_training_hparams=_tuned(search, _hparams(config["training_hparams"]) if config is not None else {}),
         trials_total=len(search),
         trials_completed=count(TrialStatus.COMPLETED),
         trials_stopped=count(TrialStatus.STOPPED),
@@ -327,7 +336,7 @@ def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
             f"{s.trials_total} ({s.trials_completed}/{s.trials_stopped}/{s.trials_failed})",
             _fmt(s.mean_passes_per_trial, ",.0f"),
             _duration(s.search_wall_seconds),
-            _compact(s.regularizer_hparams),
+            _compact({**s.regularizer_hparams, **s.tuned_training_hparams}),
         ]
         if flat:
             row += [_fmt(s.hessian_top_eigenvalue, ".4g"), _fmt(s.hessian_trace, ".4g"), _fmt(s.epsilon_sharpness, ".4g")]

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, global_norm, gradients, perturbed_weights, zero_grads
+from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, global_norm, gradients
 from regularizers.registry import register
+from regularizers.sam import ascend_and_regrad
 from regularizers.space import Choice, Float, Int, hparam
 
 #: Metric: global L2 norm of the final perturbation δ_N.
@@ -86,7 +87,9 @@ class AMP(Regularizer):
     ascent_step_size: float = hparam(1.0, Float(0.1, 1.0, log=True), "ζ: inner gradient-ascent step size")
     inner_steps: int = hparam(1, Int(1, 2), "N: inner ascent steps (N = 0 is ERM)")
     projection: str = hparam(
-        PER_TENSOR, Choice((PER_TENSOR, GLOBAL)), "ball the perturbation is projected on: each tensor's or the global one",
+        PER_TENSOR,
+        Choice((PER_TENSOR, GLOBAL)),
+        "ball the perturbation is projected on: each tensor's or the global one",
         searched=False,
     )
 
@@ -107,22 +110,17 @@ class AMP(Regularizer):
             return self.report(closure, clean.loss, **{PERTURBATION_NORM: clean.loss.new_zeros(())})
         with torch.no_grad():
             delta = [torch.zeros_like(p) for p in parameters]
-        with perturbed_weights(parameters) as backup:
-            for _ in range(self.inner_steps):
-                grads = gradients(parameters)
-                ascent_step(
-                    delta,
-                    grads,
-                    ascent_step_size=self.ascent_step_size,
-                    perturbation_radius=self.perturbation_radius,
-                    projection=self.projection,
-                )
-                del grads
-                with torch.no_grad():
-                    torch._foreach_copy_(parameters, backup.saved)
-                    torch._foreach_add_(parameters, delta)
-                zero_grads(parameters)
-                closure(update_bn=False)
+        for _ in range(self.inner_steps):
+            grads = gradients(parameters)  # ∇L(w + δ), δ = 0 on the first step
+            ascent_step(
+                delta,
+                grads,
+                ascent_step_size=self.ascent_step_size,
+                perturbation_radius=self.perturbation_radius,
+                projection=self.projection,
+            )
+            del grads
+            ascend_and_regrad(closure, delta)  # p.grad ← ∇L(w + δ), w restored from a copy
         return self.report(closure, clean.loss, **{PERTURBATION_NORM: global_norm(delta).detach()})
 
     def cost(self, has_batchnorm: bool) -> PassCost:

@@ -48,7 +48,9 @@ class _GradientCoherent(Regularizer):
         0.0, Float(0.0, 0.5), "τ: impose the penalty on a tensor only if cos(g, g + penalty gradient) > τ"
     )
     delay_epochs: int = hparam(
-        0, Int(0, 100), "γ: no penalty during the first γ epochs (delayed strong regularization; 0 = off)",
+        0,
+        Int(0, 100),
+        "γ: no penalty during the first γ epochs (delayed strong regularization; 0 = off)",
         searched=False,
     )
 

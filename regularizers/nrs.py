@@ -95,7 +95,9 @@ class NRS(Regularizer):
     perturbation_radius: float = hparam(0.05, Float(0.005, 0.5, log=True), "r: L2 norm of the neighbour Δ")
     penalty_weight: float = hparam(1.0, Float(0.1, 10.0, log=True), "λ: weight of the KL term")
     neighbour: str = hparam(
-        RANDOM, Choice((RANDOM, ADVERSARIAL)), "how Δ is drawn: random direction or one VAT-style ascent step",
+        RANDOM,
+        Choice((RANDOM, ADVERSARIAL)),
+        "how Δ is drawn: random direction or one VAT-style ascent step",
         searched=False,
     )
 

@@ -52,7 +52,9 @@ PERTURBED_LOSS = "perturbed_loss"
 @register("nso")
 @dataclass
 class NSO(Regularizer):
-    """Zhang et al. 2023: G = 1/(2k) Σⱼ [∇L(W+Uⱼ) + ∇L(W−Uⱼ)], Uⱼ ~ N(0, σ²I). Cost: 2k passes (+ a clean forward with BN).
+    """Zhang et al. 2023: G = 1/(2k) Σⱼ [∇L(W+Uⱼ) + ∇L(W−Uⱼ)], Uⱼ ~ N(0, σ²I).
+
+    Cost: 2k passes, plus a clean forward with BatchNorm (and a clean backward when λ > 0).
 
     >>> import regularizers
     >>> nso = regularizers.create("nso", num_samples=2)
@@ -103,7 +105,7 @@ class NSO(Regularizer):
 
         with torch.no_grad():
             estimate = gradients(parameters)  # the sum over the 2k points
-            torch._foreach_mul_(estimate, 1.0 / self.num_samples)
+            torch._foreach_mul_(estimate, 1.0 / (2 * self.num_samples))
             if clean_grads is not None:
                 torch._foreach_lerp_(estimate, clean_grads, self.clean_gradient_weight)
             for p, g in zip(parameters, estimate):

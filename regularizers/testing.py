@@ -183,7 +183,8 @@ def check_regularizer(
         torch.manual_seed(seed)
         for batchnorm in (False, True):
             for optimizer_name, make_optimizer in _OPTIMIZERS.items():
-                label = f"{type(method).__name__} {method!r} [{'BatchNorm' if batchnorm else 'no BatchNorm'}, {optimizer_name}]"
+                setting = f"{'BatchNorm' if batchnorm else 'no BatchNorm'}, {optimizer_name}"
+                label = f"{type(method).__name__} {method!r} [{setting}]"
                 model = _tiny_model(batchnorm).to(device=device, dtype=dtype).train()
                 optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
                 inputs = torch.randn(_BATCH, 3, 5, 5, device=device, dtype=dtype)

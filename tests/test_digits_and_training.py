@@ -104,3 +104,24 @@ def test_float64_training_runs_in_float64():
     assert all(p.dtype == torch.float64 for p in trainer.model.parameters())
     assert trainer.data.train.inputs.dtype == torch.float64
     trainer.train_epoch()
+
+
+def test_flatness_measured_at_the_end_reaches_the_row():
+    from bench import metrics
+    from bench.results.rows import TrialOutcome, build_row
+    from bench.results.schema import Phase, TrialStatus
+
+    spec = dataclasses.replace(
+        _spec(), flatness=FlatnessConfig(when="final", subset_size=64, batch_size=32, eigen_iterations=5, trace_probes=4, sharpness_steps=2)
+    )
+    result = run_trial(spec)
+    assert all(not e.flatness for e in result.epochs[:-1])
+    final = result.epochs[-1].to_metrics()
+    assert final[metrics.HESSIAN_TOP_EIGENVALUE] > 0 and final[metrics.HESSIAN_TRACE_STDERR] >= 0
+    assert final[metrics.EPSILON_SHARPNESS] >= 0
+    row = build_row(
+        TrialOutcome("s", "t1", Phase.SEARCH.value, TrialStatus.COMPLETED, spec, 0, final)
+    )
+    assert row.hessian_top_eigenvalue == final[metrics.HESSIAN_TOP_EIGENVALUE]
+    assert row.hessian_trace == final[metrics.HESSIAN_TRACE]
+    assert row.epsilon_sharpness == final[metrics.EPSILON_SHARPNESS]

@@ -101,7 +101,9 @@ def loss_and_grad_at(
     return value.detach(), [g.detach() for g in torch.autograd.grad(value, trainable(twin))]
 
 
-def finite_difference_grad(function: Callable[[list[Tensor]], Tensor], point: Sequence[Tensor], step: float = 1e-5) -> list[Tensor]:
+def finite_difference_grad(
+    function: Callable[[list[Tensor]], Tensor], point: Sequence[Tensor], step: float = 1e-5
+) -> list[Tensor]:
     """Central differences of a scalar function of a list of tensors, coordinate by coordinate."""
     point = [t.detach().clone() for t in point]
     result = []
@@ -138,7 +140,13 @@ def assert_all_equal(actual: Sequence[Tensor], expected: Sequence[Tensor], what:
         assert torch.equal(a, e), f"{what} #{index} differs (max abs diff {(a - e).abs().max().item():.3e})"
 
 
-def assert_all_close(actual: Sequence[Tensor], expected: Sequence[Tensor], rtol: float = 1e-10, atol: float = 1e-12, what: str = "gradient") -> None:
+def assert_all_close(
+    actual: Sequence[Tensor],
+    expected: Sequence[Tensor],
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    what: str = "gradient",
+) -> None:
     assert len(actual) == len(expected)
     for index, (a, e) in enumerate(zip(actual, expected)):
         torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f"{what} #{index}: {m}")

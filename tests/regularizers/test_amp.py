@@ -110,7 +110,8 @@ def test_degenerate_amp_is_erm_exactly(batchnorm, hparams):
 
 def test_validation():
     amp = regularizers.get("amp")
-    for bad in ({"perturbation_radius": -0.1}, {"ascent_step_size": -1.0}, {"inner_steps": -1}, {"projection": "l_inf"}):
+    invalid = ({"perturbation_radius": -0.1}, {"ascent_step_size": -1.0}, {"inner_steps": -1}, {"projection": "l_inf"})
+    for bad in invalid:
         with pytest.raises(ValueError, match=next(iter(bad))):
             amp(**bad)
     assert amp(inner_steps=0).cost(False).forward == 1

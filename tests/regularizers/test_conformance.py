@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 import regularizers
 from regularizers import Choice, Float, Int, PassCost, RegistryError
@@ -33,7 +34,10 @@ def test_registered_method_conforms(name):
     check_regularizer(name)
 
 
-@pytest.mark.parametrize(("name", "hparams"), VARIANTS, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in h.items())}" for n, h in VARIANTS])
+VARIANT_IDS = [name + "".join(f"-{key}={value}" for key, value in hparams.items()) for name, hparams in VARIANTS]
+
+
+@pytest.mark.parametrize(("name", "hparams"), VARIANTS, ids=VARIANT_IDS)
 def test_variant_conforms(name, hparams):
     check_regularizer(regularizers.create(name, **hparams))
 
@@ -48,7 +52,7 @@ def test_declared_space_is_usable(name):
     default = regularizers.create(name)
     for hp in declared:
         assert hp.help, f"{name}.{hp.name} needs a help line"
-        assert hp.domain.contains(hp.default), f"{name}.{hp.name}: default {hp.default!r} outside {hp.domain.describe()}"
+        assert hp.domain.contains(hp.default), f"{name}.{hp.name}: default {hp.default!r} outside its domain"
         assert getattr(default, hp.name) == hp.default
         # Every point of the search domain's corners must be a valid configuration.
         corners = hp.domain.options if isinstance(hp.domain, Choice) else (hp.domain.low, hp.domain.high)
@@ -72,3 +76,9 @@ def test_invalid_values_are_rejected(name):
             continue
         with pytest.raises(RegistryError):
             regularizers.create(name, **{hp.name: bad})
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_registered_method_conforms_under_bf16_autocast(name):
+    """float32 parameters, bf16 autocast on the CPU: the mixed-precision path of the training loop."""
+    check_regularizer(name, dtype=torch.float32, autocast_dtype=torch.bfloat16)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from reg_helpers import (
     BATCHNORM_IDS,
     add,
@@ -63,7 +62,8 @@ def test_gradient_matches_finite_differences_of_the_objective(batchnorm, monkeyp
 
     def objective(point):
         loss = objective_at(model, point, batch)
-        return loss + penalty * objective_at(model, add(point, delta), batch, lambda logits, _: kl(clean_logits, logits))
+        neighbour_kl = objective_at(model, add(point, delta), batch, lambda logits, _: kl(clean_logits, logits))
+        return loss + penalty * neighbour_kl
 
     target = finite_difference_grad(objective, w, step=1e-5)
     closure = closure_for(model, batch)
@@ -101,7 +101,8 @@ def test_adversarial_neighbour_is_the_normalized_kl_ascent_from_the_random_start
     expected_delta = scale(ascent, radius / norm(ascent))
 
     closure = closure_for(model, batch)
-    regularizers.create("nrs", perturbation_radius=radius, penalty_weight=penalty, neighbour="adversarial").step(closure)
+    method = regularizers.create("nrs", perturbation_radius=radius, penalty_weight=penalty, neighbour="adversarial")
+    method.step(closure)
     (delta,) = found
     assert norm(delta).item() == pytest.approx(radius, rel=1e-10)
     assert_all_close(delta, expected_delta, rtol=1e-5, atol=1e-8, what="neighbour")

@@ -192,6 +192,8 @@ def test_a_failing_plugin_raises_naming_it(plugin_path):
 
 
 def test_a_plugin_that_is_not_a_regularizer_is_rejected(plugin_path):
-    _write_distribution(plugin_path, "sbtest_plugin_wrong", "Method = 42\n", {"sbtest_wrong": "sbtest_plugin_wrong:Method"})
+    _write_distribution(
+        plugin_path, "sbtest_plugin_wrong", "Method = 42\n", {"sbtest_wrong": "sbtest_plugin_wrong:Method"}
+    )
     with pytest.raises(RegistryError, match="not a Regularizer"):
         regularizers.load_entry_points(force=True)

@@ -1,0 +1,31 @@
+"""Every shipped config validates against the registries (no dataset files needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.config import load_config
+from bench.plan import plan_methods
+
+
+@pytest.mark.parametrize("name", ["digits", "smoke", "cifar10_resnet18", "cifar100_wrn28_10", "cifar10_quick"])
+def test_shipped_config_is_valid(repo_root, name):
+    config = load_config(repo_root / "configs" / f"{name}.yaml")
+    plans = plan_methods(config)
+    assert [p.regularizer for p in plans] == [entry.name for entry in config.regularizers]
+    # every method that has hyperparameters searches at least one of them
+    for plan in plans:
+        assert plan.params or plan.regularizer == "erm"
+
+
+def test_configs_folder_has_no_untested_config(repo_root):
+    shipped = {path.stem for path in (repo_root / "configs").glob("*.yaml")}
+    assert shipped == {"digits", "smoke", "cifar10_resnet18", "cifar100_wrn28_10", "cifar10_quick"}
+
+
+def test_paper_recipe_in_cifar_configs(repo_root):
+    for name in ("cifar10_resnet18", "cifar100_wrn28_10"):
+        training = load_config(repo_root / "configs" / f"{name}.yaml").training
+        assert (training.momentum, training.learning_rate, training.weight_decay, training.batch_size, training.epochs, training.schedule) == (
+            0.9, 0.1, 5e-4, 128, 200, "cosine"
+        )

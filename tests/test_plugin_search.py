@@ -1,0 +1,86 @@
+"""A third-party method, installed as a distribution with a `sharpbench.regularizers` entry point,
+runs in a real search: discovered by the CLI, the config validation and the Ray workers alike."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.results.parquet import read_rows
+
+pytestmark = pytest.mark.slow
+
+PLUGIN_MODULE = '''
+"""A tiny plugin: ERM with its gradient scaled by a factor (a stand-in for a real method)."""
+from dataclasses import dataclass
+
+import torch
+
+from regularizers import BatchClosure, Float, PassCost, Regularizer, StepReport, hparam
+
+
+@dataclass
+class ScaledGradient(Regularizer):
+    """g = scale * grad L(w)."""
+
+    gradient_scale: float = hparam(1.0, Float(0.5, 2.0, log=True), "factor applied to the gradient")
+
+    def step(self, closure: BatchClosure) -> StepReport:
+        clean = closure(update_bn=True)
+        with torch.no_grad():
+            for p in closure.parameters:
+                if p.grad is not None:
+                    p.grad.mul_(self.gradient_scale)
+        return self.report(closure, clean.loss)
+
+    def cost(self, has_batchnorm: bool) -> PassCost:
+        return PassCost(forward=1, backward=1)
+'''
+
+
+def _install_plugin(root: Path) -> None:
+    """A real distribution on sys.path: importlib.metadata finds its entry point like a pip install."""
+    (root / "scaled_plugin.py").write_text(PLUGIN_MODULE)
+    info = root / "scaled_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scaled-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[sharpbench.regularizers]\nscaled_gradient = scaled_plugin:ScaledGradient\n")
+
+
+def test_entry_point_plugin_runs_in_a_search(tmp_path, repo_root):
+    plugin_root = tmp_path / "site"
+    plugin_root.mkdir()
+    _install_plugin(plugin_root)
+    config = {
+        "benchmark": "plugin",
+        "dataset": {"name": "digits", "max_train_samples": 200},
+        "model": {"name": "mlp", "options": {"hidden": 16, "depth": 1}},
+        "training": {"epochs": 2, "batch_size": 50},
+        "search": {"trials_per_method": 2, "asha": {"enabled": False}},
+        "regularizers": ["scaled_gradient"],
+    }
+    config_path = tmp_path / "plugin.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_root), os.environ.get("PYTHONPATH", "")])}
+
+    listed = subprocess.run([sys.executable, "-m", "bench.cli", "list", "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
+    assert '"scaled_gradient"' in listed.stdout and '"gradient_scale"' in listed.stdout
+
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
+        env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, cwd=repo_root,
+    )
+    assert done.returncode == 0, textwrap.shorten(done.stdout[-2000:] + done.stderr[-2000:], 4000)
+    table = read_rows(results)
+    assert table.num_rows == 2
+    assert set(table.column("regularizer").to_pylist()) == {"scaled_gradient"}
+    assert set(table.column("status").to_pylist()) == {"completed"}
+    scales = [yaml.safe_load(h)["gradient_scale"] for h in table.column("regularizer_hparams").to_pylist()]
+    assert all(0.5 <= s <= 2.0 for s in scales)
