@@ -187,6 +187,7 @@ def perf(
     repeats: int = typer.Option(10, "--repeats", min=1, help="Timed steps; the median is reported."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    epoch_samples: Optional[int] = typer.Option(None, "--epoch-samples", min=1, help="Training-set size for the epoch-time estimate without --dataset (e.g. 45000 for CIFAR less validation)."),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Output format."),
 ) -> None:
     """Time one optimizer step of each method: step time, passes, ratio to ERM, overhead beyond the pass count."""
@@ -206,7 +207,7 @@ def perf(
     try:
         timings = benchmark_steps(
             models, methods, dataset=dataset, data_dir=data_dir, batch_size=batch_size, warmup=warmup,
-            repeats=repeats, device=device, compile=compile,
+            repeats=repeats, device=device, compile=compile, epoch_samples=epoch_samples,
             progress=(lambda line: errors.print(line, highlight=False)) if fmt is ListFormat.table else None,
         )
     except (DatasetError, ModelError, RuntimeError) as error:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -131,13 +132,15 @@ def benchmark_steps(
     repeats: int = 10,
     device: str = "auto",
     compile: bool = False,
-    progress=None,
+    epoch_samples: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[StepTiming]:
     """Time every (model, method); ratios are relative to ``erm`` on the same model.
 
     Without ``dataset`` the batches are random tensors of the model's default input shape (the
     cost of a step does not depend on pixel values); with it, real batches through the real
-    loader and augmentation, and the epoch time follows from the training-set size.
+    loader and augmentation, and the epoch time follows from the training-set size (or from
+    ``epoch_samples``, e.g. 45,000 for CIFAR's training split less validation).
     """
     # ERM first: it is the reference, and it absorbs the process-wide warm-up (allocator, kernels).
     methods = ["erm", *[m for m in (methods or regularizers.available()) if m != "erm"]]
@@ -159,8 +162,9 @@ def benchmark_steps(
                 model, method, dataset=data, data_config=data_config, batch_size=batch_size,
                 warmup=warmup, repeats=repeats, training=training,
             )
-            if dataset is not None:
-                timing.epoch_seconds = len(data.train) / timing.samples_per_second
+            samples = len(data.train) if dataset is not None else epoch_samples
+            if samples is not None:
+                timing.epoch_seconds = samples / timing.samples_per_second
             per_model.append(timing)
             if progress is not None:
                 progress(f"{model} {method}: {timing.median_step_seconds * 1000:.1f} ms/step")

@@ -32,11 +32,23 @@ from regularizers.space import Float, Int, hparam
 IMPOSED_FRACTION = "imposed_fraction"
 
 
-def cosine(a: Tensor, b: Tensor) -> Tensor:
-    """cos∠(a, b) as a 0-dim tensor; 0 when either vector is zero (no host-device sync)."""
-    dot = torch.sum(a * b)
-    denominator = torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)
-    return dot / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """⟨a, b⟩ as a 0-dim tensor, without a temporary when both are laid out alike."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.view(-1), b.view(-1))
+    return torch.sum(a * b)
+
+
+def coherence(gradient: Tensor, direction: Tensor, weight: float) -> Tensor:
+    """cos∠(g, g + λ·d) from three inner products, never forming g + λ·d (no host-device sync).
+
+    cos = (⟨g,g⟩ + λ⟨g,d⟩) / (‖g‖·‖g + λd‖) with ‖g + λd‖² = ⟨g,g⟩ + 2λ⟨g,d⟩ + λ²⟨d,d⟩;
+    0 when either vector is zero.
+    """
+    gg, gd, dd = _dot(gradient, gradient), _dot(gradient, direction), _dot(direction, direction)
+    combined_sq = (gg + 2 * weight * gd + weight * weight * dd).clamp_min(0)
+    denominator = torch.sqrt(gg) * torch.sqrt(combined_sq)
+    return (gg + weight * gd) / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
 
 
 @dataclass
@@ -63,7 +75,8 @@ class _GradientCoherent(Regularizer):
             raise ValueError(f"delay_epochs must be >= 0, got {self.delay_epochs}")
         self._epoch = 0
 
-    def penalty_gradient(self, weight: Tensor) -> Tensor:
+    def penalty_direction(self, weight: Tensor) -> Tensor:
+        """d with penalty gradient λ·d: w for L2, sign(w) for L1."""
         raise NotImplementedError
 
     def start_epoch(self, epoch: int, total_epochs: int) -> None:
@@ -82,9 +95,10 @@ class _GradientCoherent(Regularizer):
         imposed = []
         with torch.no_grad():
             for p, g in zip(parameters, gradients(parameters)):
-                combined = g + self.penalty_gradient(p)
-                coherent = cosine(g, combined) > self.coherence_threshold
-                p.grad = torch.where(coherent, combined, g)
+                direction = self.penalty_direction(p.detach())
+                coherent = coherence(g, direction, self.penalty_weight) > self.coherence_threshold
+                # g += λ·[coherent]·d in place: one fused op, no parameter-sized temporary for L2.
+                p.grad = g.addcmul_(direction, coherent.to(g.dtype) * self.penalty_weight)
                 imposed.append(coherent)
             fraction = torch.stack(imposed).to(clean.loss.dtype).mean()
         return self.report(closure, clean.loss, **{IMPOSED_FRACTION: fraction})
@@ -105,8 +119,8 @@ class CoherentL2(_GradientCoherent):
 
     penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "L2 coefficient λ (penalty λ/2·‖w‖²)")
 
-    def penalty_gradient(self, weight: Tensor) -> Tensor:
-        return weight.detach() * self.penalty_weight
+    def penalty_direction(self, weight: Tensor) -> Tensor:
+        return weight
 
 
 @register("coherent_l1")
@@ -116,5 +130,5 @@ class CoherentL1(_GradientCoherent):
 
     penalty_weight: float = hparam(1e-4, Float(1e-6, 1e-3, log=True), "L1 coefficient λ (penalty λ·‖w‖₁)")
 
-    def penalty_gradient(self, weight: Tensor) -> Tensor:
-        return torch.sign(weight.detach()) * self.penalty_weight
+    def penalty_direction(self, weight: Tensor) -> Tensor:
+        return torch.sign(weight)
