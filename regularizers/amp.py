@@ -83,25 +83,15 @@ class AMP(Regularizer):
     PassCost(forward=3, backward=3)
     """
 
-    perturbation_radius: float = hparam(0.5, Float(0.05, 1.0, log=True), "ε: L2 radius of the perturbation ball")
-    ascent_step_size: float = hparam(1.0, Float(0.1, 1.0, log=True), "ζ: inner gradient-ascent step size")
-    inner_steps: int = hparam(1, Int(1, 2), "N: inner ascent steps (N = 0 is ERM)")
+    perturbation_radius: float = hparam(0.5, Float(0.05, 1.0, log=True), "ε: L2 radius of the perturbation ball", minimum=0.0)
+    ascent_step_size: float = hparam(1.0, Float(0.1, 1.0, log=True), "ζ: inner gradient-ascent step size", minimum=0.0)
+    inner_steps: int = hparam(1, Int(1, 2), "N: inner ascent steps (N = 0 is ERM)", minimum=0)
     projection: str = hparam(
         PER_TENSOR,
         Choice((PER_TENSOR, GLOBAL)),
         "ball the perturbation is projected on: each tensor's or the global one",
         searched=False,
     )
-
-    def __post_init__(self) -> None:
-        if self.perturbation_radius < 0:
-            raise ValueError(f"perturbation_radius must be >= 0, got {self.perturbation_radius}")
-        if self.ascent_step_size < 0:
-            raise ValueError(f"ascent_step_size must be >= 0, got {self.ascent_step_size}")
-        if self.inner_steps < 0:
-            raise ValueError(f"inner_steps must be >= 0, got {self.inner_steps}")
-        if self.projection not in (PER_TENSOR, GLOBAL):
-            raise ValueError(f"projection must be {PER_TENSOR!r} or {GLOBAL!r}, got {self.projection!r}")
 
     def step(self, closure: BatchClosure) -> StepReport:
         clean = closure(update_bn=True)  # the gradient at δ₀ = 0

@@ -19,6 +19,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from regularizers.space import validate
+
 #: ``objective(logits, targets) -> scalar``: what a pass differentiates. ``None`` means the
 #: training loss the loop configured (cross-entropy, with label smoothing if set).
 Objective = Callable[[Tensor, Tensor], Tensor]
@@ -199,11 +201,15 @@ class Regularizer(ABC):
     """Base class of every method. Subclasses are dataclasses whose fields are hyperparameters.
 
     Subclasses implement :meth:`step` and :meth:`cost`; :func:`regularizers.register` sets
-    :attr:`name`. Hyperparameters are validated in ``__post_init__`` (ranges of *validity*,
-    which are wider than the search ranges declared with :func:`regularizers.space.hparam`).
+    :attr:`name`. ``__post_init__`` validates every hyperparameter against the valid values
+    declared with :func:`regularizers.space.hparam` (wider than its search range); a subclass
+    that defines its own ``__post_init__`` calls ``super().__post_init__()``.
     """
 
     name: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     @abstractmethod
     def step(self, closure: BatchClosure) -> StepReport:

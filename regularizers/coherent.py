@@ -55,24 +55,21 @@ def coherence(gradient: Tensor, direction: Tensor, weight: float) -> Tensor:
 class _GradientCoherent(Regularizer):
     """Shared step of :class:`CoherentL1` and :class:`CoherentL2` (one forward/backward pass)."""
 
-    penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "penalty coefficient λ")
+    penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "penalty coefficient λ", minimum=0.0)
     coherence_threshold: float = hparam(
-        0.0, Float(0.0, 0.5), "τ: impose the penalty on a tensor only if cos(g, g + penalty gradient) > τ"
+        0.0, Float(0.0, 0.5), "τ: impose the penalty on a tensor only if cos(g, g + penalty gradient) > τ",
+        minimum=-1.0, maximum=1.0,
     )
     delay_epochs: int = hparam(
         0,
         Int(0, 100),
         "γ: no penalty during the first γ epochs (delayed strong regularization; 0 = off)",
         searched=False,
+        minimum=0,
     )
 
     def __post_init__(self) -> None:
-        if self.penalty_weight < 0:
-            raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight}")
-        if not -1.0 <= self.coherence_threshold <= 1.0:
-            raise ValueError(f"coherence_threshold is a cosine and must lie in [-1, 1], got {self.coherence_threshold}")
-        if self.delay_epochs < 0:
-            raise ValueError(f"delay_epochs must be >= 0, got {self.delay_epochs}")
+        super().__post_init__()
         self._epoch = 0
 
     def penalty_direction(self, weight: Tensor) -> Tensor:
@@ -117,7 +114,7 @@ class CoherentL2(_GradientCoherent):
     False
     """
 
-    penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "L2 coefficient λ (penalty λ/2·‖w‖²)")
+    penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "L2 coefficient λ (penalty λ/2·‖w‖²)", minimum=0.0)
 
     def penalty_direction(self, weight: Tensor) -> Tensor:
         return weight
@@ -128,7 +125,7 @@ class CoherentL2(_GradientCoherent):
 class CoherentL1(_GradientCoherent):
     """Park et al. 2018 (arXiv 1811.08056) with the L1 penalty λ·‖w‖₁: penalty gradient λ·sign(w)."""
 
-    penalty_weight: float = hparam(1e-4, Float(1e-6, 1e-3, log=True), "L1 coefficient λ (penalty λ·‖w‖₁)")
+    penalty_weight: float = hparam(1e-4, Float(1e-6, 1e-3, log=True), "L1 coefficient λ (penalty λ·‖w‖₁)", minimum=0.0)
 
     def penalty_direction(self, weight: Tensor) -> Tensor:
         return torch.sign(weight)

@@ -34,16 +34,11 @@ class GNP(Regularizer):
     PassCost(forward=1, backward=1)
     """
 
-    perturbation_radius: float = hparam(0.1, Float(0.01, 0.5, log=True), "r: finite-difference step along g/‖g‖")
+    perturbation_radius: float = hparam(0.1, Float(0.01, 0.5, log=True), "r: finite-difference step along g/‖g‖", minimum=0.0)
     perturbed_gradient_weight: float = hparam(
-        0.8, Float(0.1, 1.0), "α = λ/r: weight of the perturbed gradient (1 − α on the clean one; α = 1 is SAM)"
+        0.8, Float(0.1, 1.0), "α = λ/r: weight of the perturbed gradient (1 − α on the clean one; α = 1 is SAM)",
+        minimum=0.0,
     )
-
-    def __post_init__(self) -> None:
-        if self.perturbation_radius < 0:
-            raise ValueError(f"perturbation_radius must be >= 0, got {self.perturbation_radius}")
-        if self.perturbed_gradient_weight < 0:
-            raise ValueError(f"perturbed_gradient_weight (α) must be >= 0, got {self.perturbed_gradient_weight}")
 
     def step(self, closure: BatchClosure) -> StepReport:
         clean = closure(update_bn=True)

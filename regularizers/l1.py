@@ -25,11 +25,7 @@ class L1(Regularizer):
     PassCost(forward=1, backward=1)
     """
 
-    penalty_weight: float = hparam(1e-5, Float(1e-6, 1e-3, log=True), "L1 coefficient λ")
-
-    def __post_init__(self) -> None:
-        if self.penalty_weight < 0:
-            raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight}")
+    penalty_weight: float = hparam(1e-5, Float(1e-6, 1e-3, log=True), "L1 coefficient λ", minimum=0.0)
 
     def step(self, closure: BatchClosure) -> StepReport:
         clean = closure(update_bn=True)

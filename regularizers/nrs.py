@@ -92,22 +92,14 @@ class NRS(Regularizer):
     PassCost(forward=3, backward=3)
     """
 
-    perturbation_radius: float = hparam(0.05, Float(0.005, 0.5, log=True), "r: L2 norm of the neighbour Δ")
-    penalty_weight: float = hparam(1.0, Float(0.1, 10.0, log=True), "λ: weight of the KL term")
+    perturbation_radius: float = hparam(0.05, Float(0.005, 0.5, log=True), "r: L2 norm of the neighbour Δ", minimum=0.0)
+    penalty_weight: float = hparam(1.0, Float(0.1, 10.0, log=True), "λ: weight of the KL term", minimum=0.0)
     neighbour: str = hparam(
         RANDOM,
         Choice((RANDOM, ADVERSARIAL)),
         "how Δ is drawn: random direction or one VAT-style ascent step",
         searched=False,
     )
-
-    def __post_init__(self) -> None:
-        if self.perturbation_radius < 0:
-            raise ValueError(f"perturbation_radius must be >= 0, got {self.perturbation_radius}")
-        if self.penalty_weight < 0:
-            raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight}")
-        if self.neighbour not in (RANDOM, ADVERSARIAL):
-            raise ValueError(f"neighbour must be {RANDOM!r} or {ADVERSARIAL!r}, got {self.neighbour!r}")
 
     def find_neighbour(self, closure: BatchClosure, clean_logits: Tensor) -> list[Tensor]:
         """Δ with ‖Δ‖₂ = r; the adversarial search runs one extra pass and leaves ``p.grad`` as found."""

@@ -62,20 +62,13 @@ class NSO(Regularizer):
     (PassCost(forward=4, backward=4), PassCost(forward=5, backward=4))
     """
 
-    noise_scale: float = hparam(0.01, Float(0.001, 0.05, log=True), "σ: standard deviation of the weight noise U")
-    num_samples: int = hparam(1, Int(1, 3), "k: noise draws per step, each evaluated at W + U and W − U")
+    noise_scale: float = hparam(0.01, Float(0.001, 0.05, log=True), "σ: standard deviation of the weight noise U", minimum=0.0)
+    num_samples: int = hparam(1, Int(1, 3), "k: noise draws per step, each evaluated at W + U and W − U", minimum=1)
     clean_gradient_weight: float = hparam(
         0.0, Float(0.0, 1.0), "λ: weight of the clean gradient ∇L(W) mixed into the estimate (0 = pure NSO)",
         searched=False,
+        minimum=0.0, maximum=1.0,
     )
-
-    def __post_init__(self) -> None:
-        if self.noise_scale < 0:
-            raise ValueError(f"noise_scale must be >= 0, got {self.noise_scale}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        if not 0.0 <= self.clean_gradient_weight <= 1.0:
-            raise ValueError(f"clean_gradient_weight must lie in [0, 1], got {self.clean_gradient_weight}")
 
     def step(self, closure: BatchClosure) -> StepReport:
         parameters = closure.parameters

@@ -57,16 +57,11 @@ class RWP(Regularizer):
     PassCost(forward=2, backward=1)
     """
 
-    noise_scale: float = hparam(0.01, Float(0.001, 0.05, log=True), "γ: noise std relative to each filter's norm")
+    noise_scale: float = hparam(0.01, Float(0.001, 0.05, log=True), "γ: noise std relative to each filter's norm", minimum=0.0)
     perturbed_gradient_weight: float = hparam(
-        0.5, Float(0.0, 1.0), "α: weight of the perturbed gradient (1 − α on the clean one; 0 is ERM)"
+        0.5, Float(0.0, 1.0), "α: weight of the perturbed gradient (1 − α on the clean one; 0 is ERM)",
+        minimum=0.0, maximum=1.0,
     )
-
-    def __post_init__(self) -> None:
-        if self.noise_scale < 0:
-            raise ValueError(f"noise_scale must be >= 0, got {self.noise_scale}")
-        if not 0.0 <= self.perturbed_gradient_weight <= 1.0:
-            raise ValueError(f"perturbed_gradient_weight (α) must lie in [0, 1], got {self.perturbed_gradient_weight}")
 
     def step(self, closure: BatchClosure) -> StepReport:
         parameters = closure.parameters

@@ -40,11 +40,7 @@ def ascend_and_regrad(closure: BatchClosure, ascent: list[torch.Tensor]) -> None
 class SAM(Regularizer):
     """Foret et al. 2021, eq. 2: the gradient at w + ρ·∇L/‖∇L‖₂, applied at w. Cost: 2 passes."""
 
-    perturbation_radius: float = hparam(0.05, Float(0.01, 0.5, log=True), "ρ: L2 radius of the ascent step")
-
-    def __post_init__(self) -> None:
-        if self.perturbation_radius < 0:
-            raise ValueError(f"perturbation_radius must be >= 0, got {self.perturbation_radius}")
+    perturbation_radius: float = hparam(0.05, Float(0.01, 0.5, log=True), "ρ: L2 radius of the ascent step", minimum=0.0)
 
     def step(self, closure: BatchClosure) -> StepReport:
         clean = closure(update_bn=True)
@@ -64,14 +60,8 @@ class SAM(Regularizer):
 class ASAM(Regularizer):
     """Kwon et al. 2021, eq. 9: ε = ρ·T²g/‖Tg‖₂ with T = |w| + η (element-wise). Cost: 2 passes."""
 
-    perturbation_radius: float = hparam(0.5, Float(0.05, 2.0, log=True), "ρ: radius in the normalized space")
-    eta: float = hparam(0.01, Float(1e-3, 0.1, log=True), "η: offset in T = |w| + η", searched=False)
-
-    def __post_init__(self) -> None:
-        if self.perturbation_radius < 0:
-            raise ValueError(f"perturbation_radius must be >= 0, got {self.perturbation_radius}")
-        if self.eta < 0:
-            raise ValueError(f"eta must be >= 0, got {self.eta}")
+    perturbation_radius: float = hparam(0.5, Float(0.05, 2.0, log=True), "ρ: radius in the normalized space", minimum=0.0)
+    eta: float = hparam(0.01, Float(1e-3, 0.1, log=True), "η: offset in T = |w| + η", searched=False, minimum=0.0)
 
     def step(self, closure: BatchClosure) -> StepReport:
         clean = closure(update_bn=True)

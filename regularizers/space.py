@@ -95,21 +95,52 @@ Domain = Union[Float, Int, Choice]
 _DOMAIN_KEY = "sharpbench_domain"
 _HELP_KEY = "sharpbench_help"
 _SEARCHED_KEY = "sharpbench_searched"
+_BOUNDS_KEY = "sharpbench_bounds"
 
 
-def hparam(default: Any, domain: Domain, help: str, *, searched: bool = True) -> Any:
-    """Declare a hyperparameter field: its default, its domain and one line of help.
+def hparam(
+    default: Any,
+    domain: Domain,
+    help: str,
+    *,
+    searched: bool = True,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """Declare a hyperparameter field: its default, its search domain and one line of help.
 
-    ``searched=False`` marks an *option* (a variant switch such as the projection kind): it has a
-    domain so configs can open it, but the default search keeps it at its default.
+    ``minimum``/``maximum`` bound the values that are *valid* (checked on creation), which is
+    wider than the search range: ``gnp`` with α = 0 is valid (it is ERM) but not searched.
+    A :class:`Choice` domain is its own validity set. ``searched=False`` marks an *option* (a
+    variant switch such as the projection kind): configs can open it, the default search does not.
     """
-    if not domain.contains(default) and not isinstance(domain, Choice):
-        # Defaults may lie outside the search range only on purpose; catch typos early.
+    if not domain.contains(default):
+        # Defaults lie inside the search domain; catch typos early.
         raise ValueError(f"default {default!r} lies outside its domain {domain.describe()}")
     return dataclasses.field(
         default=default,
-        metadata={_DOMAIN_KEY: domain, _HELP_KEY: help, _SEARCHED_KEY: searched},
+        metadata={_DOMAIN_KEY: domain, _HELP_KEY: help, _SEARCHED_KEY: searched, _BOUNDS_KEY: (minimum, maximum)},
     )
+
+
+def validate(instance: Any) -> None:
+    """Raise ``ValueError`` naming the first hyperparameter of ``instance`` outside its valid values."""
+    for field in dataclasses.fields(instance):
+        if _DOMAIN_KEY not in field.metadata:
+            continue
+        value = getattr(instance, field.name)
+        domain = field.metadata[_DOMAIN_KEY]
+        if isinstance(domain, Choice):
+            if not domain.contains(value):
+                raise ValueError(f"{field.name} must be one of {domain.describe()}, got {value!r}")
+            continue
+        minimum, maximum = field.metadata[_BOUNDS_KEY]
+        if minimum is not None and maximum is not None and not minimum <= value <= maximum:
+            raise ValueError(f"{field.name} must lie in [{minimum:g}, {maximum:g}], got {value}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{field.name} must be >= {minimum:g}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"{field.name} must be <= {maximum:g}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +153,8 @@ class HyperParameter:
     domain: Domain
     help: str
     searched: bool
+    minimum: float | None = None  # valid values (wider than the search domain)
+    maximum: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +164,7 @@ class HyperParameter:
             "domain": self.domain.to_dict(),
             "help": self.help,
             "searched": self.searched,
+            "valid": {"minimum": self.minimum, "maximum": self.maximum},
         }
 
 
@@ -152,6 +186,8 @@ def hyperparameters(cls: type) -> tuple[HyperParameter, ...]:
                 domain=field.metadata[_DOMAIN_KEY],
                 help=field.metadata[_HELP_KEY],
                 searched=field.metadata[_SEARCHED_KEY],
+                minimum=field.metadata[_BOUNDS_KEY][0],
+                maximum=field.metadata[_BOUNDS_KEY][1],
             )
         )
     return tuple(result)

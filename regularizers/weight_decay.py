@@ -20,11 +20,7 @@ from regularizers.space import Float, hparam
 class WeightDecay(Regularizer):
     """g = ∇L(w) + λ·w (L2 penalty λ/2·‖w‖² in the gradient)."""
 
-    penalty_weight: float = hparam(5e-4, Float(1e-5, 1e-2, log=True), "L2 coefficient λ")
-
-    def __post_init__(self) -> None:
-        if self.penalty_weight < 0:
-            raise ValueError(f"penalty_weight must be >= 0, got {self.penalty_weight}")
+    penalty_weight: float = hparam(5e-4, Float(1e-5, 1e-2, log=True), "L2 coefficient λ", minimum=0.0)
 
     def step(self, closure: BatchClosure) -> StepReport:
         clean = closure(update_bn=True)
