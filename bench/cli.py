@@ -194,16 +194,17 @@ def perf(
     import regularizers
     from bench.data import DatasetError
     from bench.models import ModelError, available_models
+    from bench.naming import unknown_name_message
     from bench.perf import TARGET_OVERHEAD, benchmark_steps
 
     for model in models or []:
         if model not in available_models():
-            _fail(f"unknown model {model!r}; valid: {', '.join(available_models())}")
+            _fail(unknown_name_message("model", model, available_models()))
     for method in methods or []:
         if method not in regularizers.available():
-            _fail(f"unknown regularizer {method!r}; valid: {', '.join(regularizers.available())}")
+            _fail(unknown_name_message("regularizer", method, regularizers.available()))
     if device not in ("auto", "cpu", "cuda"):
-        _fail(f"unknown device {device!r}; valid: auto, cpu, cuda")
+        _fail(unknown_name_message("device", device, ["auto", "cpu", "cuda"]))
     try:
         timings = benchmark_steps(
             models, methods, dataset=dataset, data_dir=data_dir, batch_size=batch_size, warmup=warmup,

@@ -7,7 +7,6 @@ every method) and the regularizers to compare. ``load_config`` turns any problem
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench import metrics
+from bench.naming import unknown_name_message
 
 
 class ConfigError(ValueError):
@@ -133,7 +133,7 @@ class SearchConfig(_Strict):
     @classmethod
     def _known_metric(cls, value: str) -> str:
         if value not in metrics.OBJECTIVES:
-            raise ValueError(_choice_message("search metric", value, list(metrics.OBJECTIVES)))
+            raise ValueError(unknown_name_message("search metric", value, list(metrics.OBJECTIVES)))
         return value
 
     @field_validator("space")
@@ -142,7 +142,7 @@ class SearchConfig(_Strict):
         searchable = sorted(name for name, info in TrainingConfig.model_fields.items() if info.annotation in (int, float, bool))
         for key in value:
             if key not in searchable:
-                raise ValueError(_choice_message("search space key", key, searchable))
+                raise ValueError(unknown_name_message("search space key", key, searchable))
         return value
 
 
@@ -193,12 +193,6 @@ class BenchmarkConfig(_Strict):
         if duplicates:
             raise ValueError(f"regularizer listed twice: {', '.join(duplicates)}")
         return self
-
-
-def _choice_message(what: str, value: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(value, choices, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {what} {value!r}{hint}; valid: {', '.join(choices)}"
 
 
 def _format_validation_error(error: ValidationError) -> str:
@@ -263,19 +257,19 @@ def _check_against_registries(config: BenchmarkConfig, source: str) -> None:
     from bench.models import available_models
 
     if config.dataset.name not in available_datasets():
-        raise ConfigError(f"{source}: " + _choice_message("dataset", config.dataset.name, available_datasets()))
+        raise ConfigError(f"{source}: " + unknown_name_message("dataset", config.dataset.name, available_datasets()))
     if config.model.name not in available_models():
-        raise ConfigError(f"{source}: " + _choice_message("model", config.model.name, available_models()))
+        raise ConfigError(f"{source}: " + unknown_name_message("model", config.model.name, available_models()))
     known = regularizers.available()
     for entry in config.regularizers:
         if entry.name not in known:
-            raise ConfigError(f"{source}: " + _choice_message("regularizer", entry.name, known))
+            raise ConfigError(f"{source}: " + unknown_name_message("regularizer", entry.name, known))
         declared = {hp.name: hp for hp in regularizers.space(entry.name)}
         for key in [*entry.fixed, *entry.space]:
             if key not in declared:
                 raise ConfigError(
                     f"{source}: regularizer {entry.name!r}: "
-                    + _choice_message("hyperparameter", key, sorted(declared))
+                    + unknown_name_message("hyperparameter", key, sorted(declared))
                 )
         overlap = sorted(set(entry.fixed) & set(entry.space))
         if overlap:

@@ -7,7 +7,6 @@ test split is only read for the final numbers of a trial; the search never sees 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor
 
 from bench.config import DataConfig
+from bench.naming import Registry
 
 
 class DatasetError(ValueError):
@@ -58,32 +58,16 @@ class Dataset:
 
 
 DatasetLoader = Callable[[DataConfig], Dataset]
-_DATASETS: dict[str, DatasetLoader] = {}
+_DATASETS: Registry[DatasetLoader] = Registry("dataset", DatasetError)
 
-
-def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    def decorator(loader: DatasetLoader) -> DatasetLoader:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _DATASETS[name] = loader
-        return loader
-
-    return decorator
-
-
-def available_datasets() -> list[str]:
-    return sorted(_DATASETS)
+#: ``@register_dataset("name")`` on a loader ``(DataConfig) -> Dataset``.
+register_dataset = _DATASETS.register
+available_datasets = _DATASETS.names
 
 
 def load_dataset(config: DataConfig) -> Dataset:
     """Load, split and normalize ``config.name`` (on the CPU; move it with :meth:`Dataset.to`)."""
-    try:
-        loader = _DATASETS[config.name]
-    except KeyError:
-        close = difflib.get_close_matches(config.name, list(_DATASETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DatasetError(f"unknown dataset {config.name!r}{hint}; valid: {', '.join(available_datasets())}") from None
-    dataset = loader(config)
+    dataset = _DATASETS.get(config.name)(config)
     if config.max_train_samples is not None:
         dataset.train = dataset.train.head(config.max_train_samples)
     return dataset

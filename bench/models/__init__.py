@@ -6,42 +6,30 @@ options (from the config's ``model.options``) and returns an ``nn.Module`` produ
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from bench.naming import Registry
+
 ModelFactory = Callable[..., nn.Module]
-_MODELS: dict[str, ModelFactory] = {}
 
 
 class ModelError(ValueError):
     """Unknown model or option; one printable line."""
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = factory
-        return factory
+_MODELS: Registry[ModelFactory] = Registry("model", ModelError)
 
-    return decorator
-
-
-def available_models() -> list[str]:
-    return sorted(_MODELS)
+#: ``@register_model("name")`` on a factory ``(input_shape, num_classes, **options) -> nn.Module``.
+register_model = _MODELS.register
+available_models = _MODELS.names
 
 
 def create_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
-    try:
-        factory = _MODELS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_MODELS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ModelError(f"unknown model {name!r}{hint}; valid: {', '.join(available_models())}") from None
+    factory = _MODELS.get(name)
     accepted = [p for p in inspect.signature(factory).parameters if p not in ("input_shape", "num_classes")]
     for key in options:
         if key not in accepted:

@@ -12,20 +12,26 @@ common re-implementation without the final BN has 1,024 fewer).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 from bench.models import register_model
-from bench.models.resnet import he_init
+from bench.models.resnet import he_init, residual_stages
 
 
 class PreActBlock(nn.Module):
-    """BN → ReLU → conv3×3 → BN → ReLU → conv3×3, plus the (projected) shortcut."""
+    """BN → ReLU → conv3×3 → BN → ReLU → [dropout] → conv3×3, plus the (projected) shortcut.
 
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+    With ``dropout > 0`` it is the Wide ResNet block B(3,3) with dropout between the convolutions.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.relu = nn.ReLU()
         self.projection: nn.Module | None = None
@@ -35,29 +41,37 @@ class PreActBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pre = self.relu(self.bn1(x))
         shortcut = x if self.projection is None else self.projection(pre)
-        out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        return out + shortcut
+        out = self.relu(self.bn2(self.conv1(pre)))
+        return self.conv2(self.dropout(out)) + shortcut
 
 
-class PreActResNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, blocks: tuple[int, ...], width: int) -> None:
+class PreActNetwork(nn.Module):
+    """Bare 3×3 stem, stages of pre-activation blocks, then BN → ReLU → pool → linear.
+
+    The shared skeleton of the pre-activation ResNet and the Wide ResNet.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, stem_width: int, widths: Sequence[int], counts: Sequence[int], dropout: float = 0.0
+    ) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        stages: list[nn.Module] = []
-        c_in = width
-        for stage, count in enumerate(blocks):
-            c_out = width * 2**stage
-            for index in range(count):
-                stages.append(PreActBlock(c_in, c_out, stride=2 if stage > 0 and index == 0 else 1))
-                c_in = c_out
-        self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(c_in, num_classes)
+        self.stem = nn.Conv2d(in_channels, stem_width, 3, padding=1, bias=False)
+        self.stages, c_out = residual_stages(
+            lambda c_in, c_out, stride: PreActBlock(c_in, c_out, stride, dropout), stem_width, widths, counts
+        )
+        self.head = nn.Sequential(nn.BatchNorm2d(c_out), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(c_out, num_classes)
         he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.head(self.stages(self.stem(x))))
+
+
+class PreActResNet(PreActNetwork):
+    """Stages of ``blocks[i]`` pre-activation blocks with ``width·2^i`` channels."""
+
+    def __init__(self, in_channels: int, num_classes: int, blocks: tuple[int, ...], width: int) -> None:
+        super().__init__(in_channels, num_classes, width, [width * 2**stage for stage in range(len(blocks))], blocks)
 
 
 @register_model("preact_resnet18")

@@ -9,6 +9,8 @@ the default ``width=64``: 11,173,962 parameters for 10 classes, 11,220,132 for 1
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from torch import Tensor, nn
 
 from bench.models import register_model
@@ -30,6 +32,20 @@ def he_init(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
             nn.init.zeros_(module.bias)
+
+
+BlockFactory = Callable[[int, int, int], nn.Module]  # (c_in, c_out, stride) -> block
+
+
+def residual_stages(make_block: BlockFactory, c_in: int, widths: Sequence[int], counts: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """Stages of ``counts[i]`` blocks with ``widths[i]`` channels; every stage after the first
+    halves the resolution in its first block. Returns the stages and their output channels."""
+    blocks: list[nn.Module] = []
+    for stage, (c_out, count) in enumerate(zip(widths, counts)):
+        for index in range(count):
+            blocks.append(make_block(c_in, c_out, 2 if stage > 0 and index == 0 else 1))
+            c_in = c_out
+    return nn.Sequential(*blocks), c_in
 
 
 class BasicBlock(nn.Module):
@@ -60,14 +76,7 @@ class CifarResNet(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )
-        stages: list[nn.Module] = []
-        c_in = width
-        for stage, count in enumerate(blocks):
-            c_out = width * 2**stage
-            for index in range(count):
-                stages.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and index == 0 else 1))
-                c_in = c_out
-        self.stages = nn.Sequential(*stages)
+        self.stages, c_in = residual_stages(BasicBlock, width, [width * 2**stage for stage in range(len(blocks))], blocks)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(c_in, num_classes)
         he_init(self)

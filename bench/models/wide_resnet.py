@@ -14,56 +14,23 @@ Parameter counts for 10 classes: WRN-28-10 36,479,194 (the paper's 36.5M), WRN-1
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from bench.models import ModelError, register_model
-from bench.models.resnet import he_init
+from bench.models.preact_resnet import PreActNetwork
 
 
-class WideBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.relu = nn.ReLU()
-        self.projection: nn.Module | None = None
-        if stride != 1 or c_in != c_out:
-            self.projection = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        pre = self.relu(self.bn1(x))
-        shortcut = x if self.projection is None else self.projection(pre)
-        out = self.relu(self.bn2(self.conv1(pre)))
-        return self.conv2(self.dropout(out)) + shortcut
-
-
-class WideResNet(nn.Module):
+class WideResNet(PreActNetwork):
     """WRN-``depth``-``widen``; ``depth`` must be 6n + 4."""
 
     def __init__(self, in_channels: int, num_classes: int, depth: int, widen: int, dropout: float = 0.0) -> None:
-        super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ModelError(f"a Wide ResNet's depth must be 6n + 4 (10, 16, 22, 28, ...), got {depth}")
         if not 0 <= dropout < 1:
             raise ModelError(f"dropout must be in [0, 1), got {dropout}")
         per_group = (depth - 4) // 6
-        self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        blocks: list[nn.Module] = []
-        c_in = 16
-        for group, c_out in enumerate((16 * widen, 32 * widen, 64 * widen)):
-            for index in range(per_group):
-                blocks.append(WideBlock(c_in, c_out, stride=2 if group > 0 and index == 0 else 1, dropout=dropout))
-                c_in = c_out
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(c_in, num_classes)
-        he_init(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.head(self.blocks(self.stem(x))))
+        widths = (16 * widen, 32 * widen, 64 * widen)
+        super().__init__(in_channels, num_classes, 16, widths, (per_group,) * 3, dropout=dropout)
 
 
 @register_model("wrn28_10")

@@ -301,23 +301,14 @@ class MlflowSink:
         ``params`` are logged on creation; on reuse only params the run lacks are added (MLflow
         params are immutable; a changed value is kept as first logged, with a warning).
         """
-        run_id = self._parents.get(search_name) or self._find_run(TAG_SEARCH_ID, _digest(search_name), search_name)
-        values = {k: param_value(v) for k, v in params.items()}
-        if run_id is None:
-            tags = {
-                TAG_ROLE: ROLE_SEARCH,
-                TAG_SEARCH_NAME: search_name,
-                TAG_SEARCH_ID: _digest(search_name),
-                TAG_BENCHMARK: benchmark,
-                TAG_REGULARIZER: regularizer,
-                TAG_PHASE: Phase(phase).value,
-            }
-            run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=search_name).info.run_id
-            self._log(run_id, params=values)
-        else:
-            self._log(run_id, params=self._missing_params(run_id, values))
-        self._parents[search_name] = run_id
-        return run_id
+        tags = {
+            TAG_ROLE: ROLE_SEARCH,
+            TAG_SEARCH_NAME: search_name,
+            TAG_BENCHMARK: benchmark,
+            TAG_REGULARIZER: regularizer,
+            TAG_PHASE: Phase(phase).value,
+        }
+        return self._get_or_create(self._parents, TAG_SEARCH_ID, search_name, search_name, params, tags)
 
     def trial_run(
         self,
@@ -333,22 +324,37 @@ class MlflowSink:
         Looked up in the in-memory map, then by tag in the experiment; created only when neither
         knows it. A found run is set RUNNING again, so a resumed trial logs into its old run.
         """
-        run_id = self._trials.get(trial_key) or self._find_run(TAG_TRIAL_ID, _digest(trial_key), trial_key)
+        all_tags = {
+            **{str(k): str(v) for k, v in tags.items()},
+            TAG_ROLE: ROLE_TRIAL,
+            TAG_TRIAL_KEY: trial_key,
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+        }
+        return self._get_or_create(self._trials, TAG_TRIAL_ID, trial_key, run_name, params, all_tags)
+
+    def _get_or_create(
+        self,
+        known: dict[str, str],
+        id_tag: str,
+        key: str,
+        run_name: str,
+        params: Mapping[str, object],
+        tags: Mapping[str, str],
+    ) -> str:
+        """The run identified by ``key``: from ``known``, else found by its ``id_tag`` digest, else created.
+
+        A new run gets ``tags`` (plus the digest) and ``params``; a found one is set RUNNING again
+        and only gets the params it lacks.
+        """
+        run_id = known.get(key) or self._find_run(id_tag, _digest(key), key)
         values = {k: param_value(v) for k, v in params.items()}
         if run_id is None:
-            all_tags = {
-                **{str(k): str(v) for k, v in tags.items()},
-                TAG_ROLE: ROLE_TRIAL,
-                TAG_TRIAL_KEY: trial_key,
-                TAG_TRIAL_ID: _digest(trial_key),
-                MLFLOW_PARENT_RUN_ID: parent_run_id,
-            }
-            all_tags = {k: truncate(v, MAX_TAG_VAL_LENGTH) for k, v in all_tags.items()}
+            all_tags = {k: truncate(v, MAX_TAG_VAL_LENGTH) for k, v in {**tags, id_tag: _digest(key)}.items()}
             run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name).info.run_id
             self._log(run_id, params=values)
         else:
             self._log(run_id, params=self._missing_params(run_id, values))
-        self._trials[trial_key] = run_id
+        known[key] = run_id
         return run_id
 
     def _missing_params(self, run_id: str, values: Mapping[str, str]) -> dict[str, str]:
