@@ -55,13 +55,25 @@ class BatchAugmentation:
         return images
 
 
+def _to_device(values: Tensor, device: torch.device) -> Tensor:
+    """Move CPU-drawn random numbers to the images' device without a host-device sync.
+
+    A plain ``.to("cuda")`` from pageable memory waits for the GPU to drain every batch; a pinned
+    buffer copied with ``non_blocking`` lets the host run ahead (PyTorch's pinned-memory allocator
+    keeps the buffer alive until the copy is done).
+    """
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
 def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
     """Zero-pad each side by ``padding`` and cut an ``H×W`` window at a random offset per image.
 
     The offsets ``(dy, dx)`` are uniform on ``{0, ..., 2·padding}²``, drawn on the CPU.
     """
     count, channels, height, width = images.shape
-    offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=generator).to(images.device)
+    offsets = _to_device(torch.randint(0, 2 * padding + 1, (count, 2), generator=generator), images.device)
     padded = F.pad(images, (padding, padding, padding, padding))
     rows = offsets[:, 0, None] + torch.arange(height, device=images.device)  # (N, H)
     cols = offsets[:, 1, None] + torch.arange(width, device=images.device)  # (N, W)
@@ -73,7 +85,7 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Ten
 
 def random_horizontal_flip(images: Tensor, generator: torch.Generator) -> Tensor:
     """Mirror each image left-right with probability 1/2."""
-    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+    flip = _to_device(torch.rand(images.shape[0], generator=generator) < 0.5, images.device)
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
@@ -87,8 +99,8 @@ def cutout(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
     count, _, height, width = images.shape
     centre_y = torch.randint(0, height, (count,), generator=generator)
     centre_x = torch.randint(0, width, (count,), generator=generator)
-    top = (centre_y - size // 2).to(images.device)
-    left = (centre_x - size // 2).to(images.device)
+    top = _to_device(centre_y - size // 2, images.device)
+    left = _to_device(centre_x - size // 2, images.device)
     rows = torch.arange(height, device=images.device)
     cols = torch.arange(width, device=images.device)
     inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # (N, H)
