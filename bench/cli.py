@@ -94,6 +94,12 @@ def run(
         search.run_benchmark(
             config, results_dir=results, tracking_uri=uri, progress=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)
         )
+    except search.SearchInterrupted as interrupted:
+        errors.print(
+            f"interrupted: {interrupted}. Resume with: sharpbench run {config_path} --results {results}",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(code=130) from None
     finally:
         import ray
 

@@ -32,7 +32,7 @@ from bench.config import BenchmarkConfig
 from bench.plan import SEED_KEY, MethodPlan, SearchParam, plan_methods, trial_spec
 from bench.provenance import hardware
 from bench.results.mlflow_sink import MlflowSink
-from bench.results.parquet import ParquetSink
+from bench.results.parquet import ParquetSink, read_rows
 from bench.results.rows import TrialOutcome, build_row
 from bench.results.schema import Phase, TrialStatus
 from bench.training import Trainer
@@ -135,15 +135,23 @@ def _trainable(sampled: dict[str, Any], *, config: BenchmarkConfig, plan: Method
 
 
 def _error_reason(trial: Any) -> str:
-    """The last line of the trial's traceback, e.g. ``FloatingPointError: training loss became nan``."""
+    """The last line of the trial's traceback, e.g. ``FloatingPointError: training loss became nan``.
+
+    Read from the trial's local error file: when ``on_trial_error`` runs, Tune has written it on
+    the driver but not yet synced it to the storage path that ``Trial.get_error`` reads.
+    """
+    text = None
     try:
-        error = trial.get_error()
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text()
+        elif (error := trial.get_error()) is not None:
+            text = str(error)
     except Exception as lookup_error:  # the reason itself could not be read: say so
         return f"error text unavailable ({type(lookup_error).__name__}: {lookup_error})"
-    if error is None:
+    if text is None:
         return "failed without an error message"
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else repr(error))[:2000]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "empty error message")[:2000]
 
 
 class SinkCallback(Callback):
@@ -328,6 +336,21 @@ def _progress_line(method: str, phase: Phase, done: int, row: Any, status: Trial
 # --- driving the searches -------------------------------------------------------------------------
 
 
+class SearchInterrupted(RuntimeError):
+    """A search stopped before all its trials ended (Ctrl-C); its state is saved for resuming."""
+
+
+def _check_finished(grid: Any, search_name: str, results_dir: Path) -> None:
+    """Ray Tune returns normally from an interrupted ``fit`` (and marks the stopped trials
+    terminated), so count what the sink callback recorded: every trial that really ended has its
+    row. Fewer rows than trials means Ctrl-C: stop here instead of going on to the next method."""
+    prefix = f"{search_name}/"
+    recorded = sum(run_id.startswith(prefix) for run_id in read_rows(results_dir).column("run_id").to_pylist())
+    unfinished = len(grid) - recorded
+    if unfinished > 0:
+        raise SearchInterrupted(f"search {search_name} was interrupted with {unfinished} trial(s) unfinished; its state is saved")
+
+
 @dataclass
 class MethodSummary:
     regularizer: str
@@ -460,6 +483,7 @@ def run_benchmark(
             config=config,
         )
         grid = tuner.fit()
+        _check_finished(grid, plan.search_name(Phase.SEARCH.value), results_dir)
         best = _best_completed(grid, metric, mode)
         final_accuracies: list[float] = []
         if best is not None and config.final.seeds:
@@ -467,15 +491,17 @@ def run_benchmark(
                 config=config, plan=plan, phase=Phase.FINAL, results_dir=str(results_dir), tracking_uri=tracking_uri, progress=progress
             )
             chosen = {k: v for k, v in best.config.items() if k != SEED_KEY}
+            final_name = plan.search_name(Phase.FINAL.value)
             final_grid = _tuner(
                 trainable,
-                name=plan.search_name(Phase.FINAL.value),
+                name=final_name,
                 storage=storage,
                 param_space={**chosen, SEED_KEY: tune.grid_search(list(config.final.seeds))},
                 tune_config=TuneConfig(metric=metric, mode=mode, max_concurrent_trials=_concurrency(config)),
                 callback=final_callback,
                 config=config,
             ).fit()
+            _check_finished(final_grid, final_name, results_dir)
             final_accuracies = [
                 r.metrics[metrics.TEST_ACCURACY] for r in final_grid if r.error is None and r.metrics and metrics.TEST_ACCURACY in r.metrics
             ]

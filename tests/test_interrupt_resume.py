@@ -1,0 +1,82 @@
+"""Ctrl-C in the middle of a search, then the same command again: the search resumes from the
+trials' checkpoints, every trial keeps its single MLflow run, and Parquet gets one row per trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.results.parquet import read_rows
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 120
+
+
+def _start(config_path, results, repo_root) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
+        cwd=repo_root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _child_runs(client: MlflowClient):
+    experiment = client.get_experiment_by_name("resume")
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_interrupted_search_resumes_into_the_same_runs(tmp_path, repo_root):
+    config = {
+        "benchmark": "resume",
+        "dataset": {"name": "digits"},
+        "model": {"name": "cnn", "options": {"width": 8}},
+        "training": {"epochs": EPOCHS, "batch_size": 32},
+        "search": {"trials_per_method": 2, "asha": {"enabled": False}, "checkpoint_every": 1, "max_concurrent_trials": 2},
+        "regularizers": ["sam"],
+    }
+    config_path = tmp_path / "resume.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    results = tmp_path / "results"
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+
+    first = _start(config_path, results, repo_root)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and first.poll() is None:
+        children = _child_runs(client) if (results / "mlflow.db").exists() else []
+        if len(children) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in children):
+            break
+        time.sleep(0.5)
+    assert first.poll() is None, "the search finished before it could be interrupted"
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr[-2000:]
+    assert "Resume with: sharpbench run" in stderr
+    interrupted = {c.info.run_id for c in _child_runs(client)}
+    assert len(interrupted) == 2
+    assert read_rows(results).num_rows == 0  # nothing finished, nothing written
+
+    second = _start(config_path, results, repo_root)
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stdout[-2000:] + stderr[-2000:]
+
+    children = _child_runs(client)
+    assert {c.info.run_id for c in children} == interrupted  # no second run for a resumed trial
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = {m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")}
+        assert steps == set(range(1, EPOCHS + 1))
+    table = read_rows(results)
+    assert table.num_rows == 2
+    assert table.column("epochs_run").to_pylist() == [EPOCHS, EPOCHS]
+    assert set(table.column("mlflow_run_id").to_pylist()) == interrupted
