@@ -45,7 +45,7 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
-        pass
+        pass  # no /proc (macOS, containers without it): fall back to what platform knows
     return platform.processor() or platform.machine()
 
 

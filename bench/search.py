@@ -351,20 +351,6 @@ def _check_finished(grid: Any, search_name: str, results_dir: Path) -> None:
         raise SearchInterrupted(f"search {search_name} was interrupted with {unfinished} trial(s) unfinished; its state is saved")
 
 
-@dataclass
-class MethodSummary:
-    regularizer: str
-    trials: int
-    completed: int
-    stopped: int
-    failed: int
-    best_val_accuracy: float | None
-    best_test_accuracy: float | None
-    best_hparams: dict[str, Any]
-    final_test_accuracies: list[float]
-    wall_seconds: float
-
-
 def _concurrency(config: BenchmarkConfig) -> int:
     if config.search.max_concurrent_trials is not None:
         return config.search.max_concurrent_trials
@@ -429,10 +415,86 @@ def _best_completed(result_grid: Any, metric: str, mode: str) -> Any | None:
     return best
 
 
-def _grid_status(result: Any) -> TrialStatus:
-    if result.error is not None:
-        return TrialStatus.FAILED
-    return TrialStatus.COMPLETED if result.metrics and metrics.ran_all_epochs(result.metrics) else TrialStatus.STOPPED
+@dataclass
+class _Context:
+    """What every search of one benchmark run shares."""
+
+    config: BenchmarkConfig
+    results_dir: Path
+    tracking_uri: str
+    progress: Progress | None
+
+    @property
+    def storage(self) -> Path:
+        return self.results_dir / "ray"
+
+    @property
+    def metric(self) -> str:
+        return self.config.search.metric
+
+    @property
+    def mode(self) -> str:
+        return metrics.OBJECTIVES[self.config.search.metric]
+
+    def trainable(self, plan: MethodPlan) -> Any:
+        resources = {"cpu": self.config.resources.cpus_per_trial, "gpu": self.config.resources.gpus_per_trial}
+        return tune.with_resources(tune.with_parameters(_trainable, config=self.config, plan=plan), resources)
+
+    def callback(self, plan: MethodPlan, phase: Phase) -> SinkCallback:
+        return SinkCallback(
+            config=self.config, plan=plan, phase=phase, results_dir=str(self.results_dir),
+            tracking_uri=self.tracking_uri, progress=self.progress,
+        )
+
+
+def _search(plan: MethodPlan, context: _Context) -> Any:
+    """The equal-budget TPE search of one method; returns Tune's result grid."""
+    config = context.config
+    searcher = None
+    if plan.params:
+        searcher = PruningAwareOptunaSearch(
+            space=DefineByRun(plan.params),
+            metric=context.metric,
+            mode=context.mode,
+            # OptunaSearch ignores its own seed once a sampler is given: seed the sampler.
+            sampler=optuna.samplers.TPESampler(seed=config.search.seed, multivariate=True, group=True),
+            points_to_evaluate=[plan.default_point()],
+        )
+    name = plan.search_name(Phase.SEARCH.value)
+    grid = _tuner(
+        context.trainable(plan),
+        name=name,
+        storage=context.storage,
+        param_space={SEED_KEY: config.seed},
+        tune_config=TuneConfig(
+            metric=context.metric,
+            mode=context.mode,
+            search_alg=searcher,
+            scheduler=_scheduler(config),
+            num_samples=config.search.trials_per_method,
+            max_concurrent_trials=_concurrency(config),
+        ),
+        callback=context.callback(plan, Phase.SEARCH),
+        config=config,
+    ).fit()
+    _check_finished(grid, name, context.results_dir)
+    return grid
+
+
+def _final(plan: MethodPlan, best: Any, context: _Context) -> None:
+    """The best search config re-run once per final seed."""
+    chosen = {k: v for k, v in best.config.items() if k != SEED_KEY}
+    name = plan.search_name(Phase.FINAL.value)
+    grid = _tuner(
+        context.trainable(plan),
+        name=name,
+        storage=context.storage,
+        param_space={**chosen, SEED_KEY: tune.grid_search(list(context.config.final.seeds))},
+        tune_config=TuneConfig(metric=context.metric, mode=context.mode, max_concurrent_trials=_concurrency(context.config)),
+        callback=context.callback(plan, Phase.FINAL),
+        config=context.config,
+    ).fit()
+    _check_finished(grid, name, context.results_dir)
 
 
 def run_benchmark(
@@ -441,87 +503,20 @@ def run_benchmark(
     results_dir: str | Path,
     tracking_uri: str,
     progress: Progress | None = None,
-) -> list[MethodSummary]:
-    """Run every method's search (and final seeds) on the connected Ray runtime.
+) -> None:
+    """Run every method's search, then its final seeds, on the connected Ray runtime.
 
-    The caller owns ``ray.init``/``ray.shutdown`` (local or ``address=``).
+    The caller owns ``ray.init``/``ray.shutdown`` (local or ``address=``). Results go to the
+    sinks; read them back with :func:`bench.results.parquet.read_rows`. Raises
+    :class:`SearchInterrupted` when a search was stopped before its trials ended.
     """
-    results_dir = Path(results_dir).resolve()
-    storage = results_dir / "ray"
-    storage.mkdir(parents=True, exist_ok=True)
-    metric, mode = config.search.metric, metrics.OBJECTIVES[config.search.metric]
-    resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
-    summaries = []
+    context = _Context(config, Path(results_dir).resolve(), tracking_uri, progress)
+    context.storage.mkdir(parents=True, exist_ok=True)
     for plan in plan_methods(config):
-        started = time.perf_counter()
-        trainable = tune.with_resources(tune.with_parameters(_trainable, config=config, plan=plan), resources)
-        searcher = PruningAwareOptunaSearch(
-            space=DefineByRun(plan.params),
-            metric=metric,
-            mode=mode,
-            # OptunaSearch ignores its own seed once a sampler is given: seed the sampler.
-            sampler=optuna.samplers.TPESampler(seed=config.search.seed, multivariate=True, group=True),
-            points_to_evaluate=[plan.default_point()] if plan.params else None,
-        ) if plan.params else None
-        search_callback = SinkCallback(
-            config=config, plan=plan, phase=Phase.SEARCH, results_dir=str(results_dir), tracking_uri=tracking_uri, progress=progress
-        )
-        tuner = _tuner(
-            trainable,
-            name=plan.search_name(Phase.SEARCH.value),
-            storage=storage,
-            param_space={SEED_KEY: config.seed},
-            tune_config=TuneConfig(
-                metric=metric,
-                mode=mode,
-                search_alg=searcher,
-                scheduler=_scheduler(config),
-                num_samples=config.search.trials_per_method,
-                max_concurrent_trials=_concurrency(config),
-            ),
-            callback=search_callback,
-            config=config,
-        )
-        grid = tuner.fit()
-        _check_finished(grid, plan.search_name(Phase.SEARCH.value), results_dir)
-        best = _best_completed(grid, metric, mode)
-        final_accuracies: list[float] = []
+        grid = _search(plan, context)
+        best = _best_completed(grid, context.metric, context.mode)
         if best is not None and config.final.seeds:
-            final_callback = SinkCallback(
-                config=config, plan=plan, phase=Phase.FINAL, results_dir=str(results_dir), tracking_uri=tracking_uri, progress=progress
-            )
-            chosen = {k: v for k, v in best.config.items() if k != SEED_KEY}
-            final_name = plan.search_name(Phase.FINAL.value)
-            final_grid = _tuner(
-                trainable,
-                name=final_name,
-                storage=storage,
-                param_space={**chosen, SEED_KEY: tune.grid_search(list(config.final.seeds))},
-                tune_config=TuneConfig(metric=metric, mode=mode, max_concurrent_trials=_concurrency(config)),
-                callback=final_callback,
-                config=config,
-            ).fit()
-            _check_finished(final_grid, final_name, results_dir)
-            final_accuracies = [
-                r.metrics[metrics.TEST_ACCURACY] for r in final_grid if r.error is None and r.metrics and metrics.TEST_ACCURACY in r.metrics
-            ]
-        # Counted from the grid, not the callback: a restored search brings its own callback copy.
-        statuses = [_grid_status(result).value for result in grid]
-        summaries.append(
-            MethodSummary(
-                regularizer=plan.regularizer,
-                trials=len(grid),
-                completed=statuses.count(TrialStatus.COMPLETED.value),
-                stopped=statuses.count(TrialStatus.STOPPED.value),
-                failed=statuses.count(TrialStatus.FAILED.value),
-                best_val_accuracy=best.metrics.get(metrics.VAL_ACCURACY) if best else None,
-                best_test_accuracy=best.metrics.get(metrics.TEST_ACCURACY) if best else None,
-                best_hparams=trial_spec(config, plan, best.config).regularizer_hparams if best else {},
-                final_test_accuracies=final_accuracies,
-                wall_seconds=time.perf_counter() - started,
-            )
-        )
-    return summaries
+            _final(plan, best, context)
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
