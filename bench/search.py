@@ -41,8 +41,9 @@ from regularizers.space import Choice, Float, Int
 _STATE_FILE = "trainer.pt"
 _ELAPSED_FILE = "elapsed.json"
 
-#: ``progress(message)``: one line per finished trial (the CLI prints it).
+#: ``progress(message)``: one line per finished trial, and a heartbeat while trials run.
 Progress = Callable[[str], None]
+PROGRESS_INTERVAL_SECONDS = 30.0
 
 
 # --- Optuna ---------------------------------------------------------------------------------------
@@ -184,11 +185,12 @@ class SinkCallback(Callback):
         self._mlflow: MlflowSink | None = None
         self._parquet: ParquetSink | None = None
         self.parent_run_id: str | None = None
+        self._last_progress = time.monotonic()
 
     # Sinks hold clients and connections: build them lazily and never pickle them.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_mlflow=None, _parquet=None, progress=None)
+        state.update(_mlflow=None, _parquet=None, progress=None, _last_progress=0.0)
         return state
 
     @property
@@ -253,6 +255,24 @@ class SinkCallback(Callback):
             and _is_reported_metric(key)
         }
         self.mlflow.log_epoch(self._run_id(trial), int(result.get(metrics.EPOCH, 0)), numeric)
+        now = time.monotonic()
+        if self.progress is not None and now - self._last_progress >= PROGRESS_INTERVAL_SECONDS:
+            self._last_progress = now
+            self.progress(self._status_line(trials))
+
+    def _status_line(self, trials: list) -> str:
+        """A heartbeat for long trials: how far the running ones are, the best validation so far."""
+        running = [t for t in trials if t.trial_id not in self.finished and t.last_result]
+        epochs = ", ".join(
+            f"{t.last_result.get(metrics.EPOCH, 0)}/{t.last_result.get(metrics.EPOCHS_PLANNED, '?')}" for t in running
+        )
+        values = [t.last_result.get(metrics.VAL_ACCURACY) for t in trials if t.last_result]
+        best = max((v for v in values if v is not None), default=None)
+        best_text = "-" if best is None else f"{best:.4f}"
+        return (
+            f"[{self.plan.regularizer} {self.phase.value}] {len(self.finished)}/{len(trials)} trials done; "
+            f"running at epoch {epochs or '-'}; best val_acc so far {best_text}"
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
