@@ -80,3 +80,22 @@ def test_help_explains_commands():
     assert done.returncode == 0
     for command in ("run", "leaderboard", "list"):
         assert command in done.stdout
+
+
+def test_perf_json_times_every_requested_method():
+    import json
+
+    done = _run("perf", "--model", "mlp", "--method", "sam", "--method", "nso", "--batch-size", "16", "--warmup", "1", "--repeats", "2", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    timings = {t["method"]: t for t in json.loads(done.stdout)}
+    assert set(timings) == {"erm", "sam", "nso"}  # erm always joins as the reference
+    assert (timings["sam"]["forward_passes"], timings["sam"]["backward_passes"]) == (2, 2)
+    assert (timings["nso"]["forward_passes"], timings["nso"]["backward_passes"]) == (2, 2)  # no BatchNorm in the MLP
+    assert timings["erm"]["ratio_to_erm"] == 1.0
+    for t in timings.values():
+        assert abs(t["overhead"] - t["ratio_to_erm"] / (t["pass_equivalents"] / timings["erm"]["pass_equivalents"])) < 1e-9
+
+
+def test_perf_rejects_unknown_model():
+    done = _run("perf", "--model", "resnet19")
+    assert done.returncode == 2 and "unknown model 'resnet19' (did you mean 'resnet18'?)" in done.stderr
