@@ -93,3 +93,20 @@ def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")
     assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 6
+
+
+def test_run_logs_to_a_tracking_server(mlflow_server, tmp_path, repo_root):
+    """--tracking-uri sends the runs to a real `mlflow server`; nothing goes to a local store."""
+    results = tmp_path / "results"
+    done = _sharpbench(
+        "run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2", "--tracking-uri", mlflow_server,
+        cwd=repo_root,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (results / "mlflow.db").exists()
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 6 and len(children) == 4
+    assert {c.info.run_id for c in children} == set(read_rows(results).column("mlflow_run_id").to_pylist())
