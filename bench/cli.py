@@ -164,7 +164,7 @@ def list_regularizers(
         return
     table = Table(title="Registered regularizers")
     for column in ("name", "hyperparameter", "default", "range", "scale", "searched", "meaning"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "meaning")
     for name in names:
         hparams = regularizers.space(name)
         if not hparams:
