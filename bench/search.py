@@ -423,16 +423,19 @@ def _tuner(
 
 
 def _best_completed(result_grid: Any, metric: str, mode: str) -> Any | None:
-    best = None
+    """The completed trial with the best ``metric``; ties go to the lower validation loss, then the
+    earlier trial id (the order ``bench.leaderboard`` uses, so both name the same config)."""
+    candidates = []
     for result in result_grid:
         if result.error is not None or not result.metrics or not metrics.ran_all_epochs(result.metrics):
             continue
         value = result.metrics.get(metric)
         if value is None or not math.isfinite(value):
             continue
-        if best is None or (value > best.metrics[metric] if mode == "max" else value < best.metrics[metric]):
-            best = result
-    return best
+        val_loss = result.metrics.get(metrics.VAL_LOSS)
+        tie_break = val_loss if val_loss is not None and math.isfinite(val_loss) else math.inf
+        candidates.append(((-value if mode == "max" else value), tie_break, str(result.metrics.get("trial_id", "")), result))
+    return min(candidates, key=lambda entry: entry[:3])[3] if candidates else None
 
 
 @dataclass

@@ -34,5 +34,5 @@ def test_run_joins_an_existing_cluster(two_node_cluster, tmp_path, repo_root):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = read_rows(results)
-    assert table.num_rows == 4
+    assert table.num_rows == 8  # 4 search trials + 4 final runs
     assert set(table.column("status").to_pylist()) == {"completed"}

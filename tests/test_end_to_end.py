@@ -38,19 +38,31 @@ def smoke_results(tmp_path_factory, repo_root) -> Path:
 def test_parquet_rows_are_complete(smoke_results):
     table = read_rows(smoke_results)
     assert table.schema.equals(SCHEMA, check_metadata=False)
-    assert table.num_rows == 4  # 2 methods x 2 trials
-    assert sorted(table.column("regularizer").to_pylist()) == ["erm", "erm", "sam", "sam"]
+    assert table.num_rows == 8  # 2 methods x (2 search trials + the best config x 2 final seeds)
+    rows = table.to_pylist()
     for column in REQUIRED_COLUMNS:
         assert table.column(column).null_count == 0, column
-    assert set(table.column("status").to_pylist()) == {"completed"}
+    assert {r["status"] for r in rows} == {"completed"}
     assert pc.min(table.column("test_accuracy")).as_py() > 0.1  # better than chance on 10 classes
+    search = [r for r in rows if r["phase"] == "search"]
+    final = [r for r in rows if r["phase"] == "final"]
+    assert sorted(r["regularizer"] for r in search) == sorted(r["regularizer"] for r in final) == ["erm", "erm", "sam", "sam"]
+    assert {r["seed"] for r in search} == {0} and sorted(r["seed"] for r in final) == [1, 1, 2, 2]
+    for method in ("erm", "sam"):
+        # the final runs re-use the best search config of their method: highest validation
+        # accuracy, ties to the lower validation loss, then the earlier trial
+        candidates = [r for r in search if r["regularizer"] == method]
+        best = min(candidates, key=lambda r: (-r["val_accuracy"], r["val_loss"], r["run_id"]))
+        for r in final:
+            if r["regularizer"] == method:
+                assert r["regularizer_hparams"] == best["regularizer_hparams"]
+                assert json.loads(r["training_hparams"])["learning_rate"] == json.loads(best["training_hparams"])["learning_rate"]
     # passes per trial: epochs x steps x passes per step; SAM costs twice ERM on the same data
-    passes = dict(zip(table.column("regularizer").to_pylist(), table.column("forward_passes").to_pylist()))
+    passes = {r["regularizer"]: r["forward_passes"] for r in search}
     assert passes["sam"] == 2 * passes["erm"] > 0
-    versions = json.loads(table.column("package_versions")[0].as_py())
+    versions = json.loads(rows[0]["package_versions"])
     assert {"torch", "ray", "optuna", "mlflow", "pyarrow"} <= set(versions)
-    hparams = [json.loads(h) for h, r in zip(table.column("regularizer_hparams").to_pylist(), table.column("regularizer").to_pylist()) if r == "sam"]
-    assert all(0.01 <= h["perturbation_radius"] <= 0.5 for h in hparams)
+    assert all(0.01 <= json.loads(r["regularizer_hparams"])["perturbation_radius"] <= 0.5 for r in rows if r["regularizer"] == "sam")
     # partitioned by benchmark and regularizer on disk
     assert (smoke_results / "leaderboard" / "benchmark=smoke" / "regularizer=sam").is_dir()
 
@@ -61,7 +73,7 @@ def test_mlflow_store_has_parent_and_child_runs(smoke_results):
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 2 and len(children) == 4
+    assert len(parents) == 4 and len(children) == 8  # a parent per method x phase
     parent_ids = {p.info.run_id for p in parents}
     table = read_rows(smoke_results)
     assert {c.info.run_id for c in children} == set(table.column("mlflow_run_id").to_pylist())
@@ -72,14 +84,17 @@ def test_mlflow_store_has_parent_and_child_runs(smoke_results):
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == [1, 2]  # one point per epoch
         assert "test_accuracy" in child.data.metrics
+    assert sorted(p.data.tags["sharpbench.phase"] for p in parents) == ["final", "final", "search", "search"]
 
 
 def test_leaderboard_names_both_methods(smoke_results, repo_root):
     done = _sharpbench("leaderboard", str(smoke_results), "--format", "json", cwd=repo_root)
     assert done.returncode == 0, done.stderr
     boards = json.loads(done.stdout)
-    text = json.dumps(boards)
-    assert "erm" in text and "sam" in text
+    standings = {s["regularizer"]: s for s in boards[0]["standings"]}
+    assert set(standings) == {"erm", "sam"}
+    for standing in standings.values():
+        assert standing["ranked_by"] == "final" and standing["n_seeds"] == 2
     plain = _sharpbench("leaderboard", str(smoke_results), cwd=repo_root)
     assert plain.returncode == 0 and "erm" in plain.stdout and "sam" in plain.stdout
 
@@ -92,7 +107,7 @@ def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
     assert read_rows(smoke_results).num_rows == before
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")
-    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 6
+    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 12
 
 
 def test_run_logs_to_a_tracking_server(mlflow_server, tmp_path, repo_root):
@@ -108,5 +123,5 @@ def test_run_logs_to_a_tracking_server(mlflow_server, tmp_path, repo_root):
     experiment = client.get_experiment_by_name("smoke")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(runs) == 6 and len(children) == 4
+    assert len(runs) == 12 and len(children) == 8
     assert {c.info.run_id for c in children} == set(read_rows(results).column("mlflow_run_id").to_pylist())
