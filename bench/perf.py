@@ -1,7 +1,8 @@
 """Cost of one optimizer step per method, and training throughput per model.
 
 Timings go through the real training step (:meth:`bench.training.Trainer.train_step`: the
-regularizer, autocast, channels_last, the optimizer), after warm-up, as the median of repeats.
+regularizer, autocast, channels_last, the optimizer), after warm-up, as the median of repeats
+taken round-robin over the methods.
 On CUDA every repeat is bracketed by CUDA events, so asynchronous launches are not mistaken for
 speed. Figures are printed, never asserted: speed targets live here, not in timed tests.
 
@@ -22,6 +23,7 @@ import regularizers
 from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.data import Dataset, TensorSplit, load_dataset
 from bench.training import Trainer, TrialSpec
+from regularizers import StepReport
 
 #: (model, input shape) pairs timed by default: the digits CNN and a ResNet-sized CNN on 32×32.
 DEFAULT_MODELS = (("cnn", (1, 8, 8)), ("resnet18", (3, 32, 32)))
@@ -64,61 +66,66 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_method(
-    model: str,
-    method: str,
-    *,
-    dataset: Dataset,
-    data_config: DataConfig,
-    batch_size: int,
-    warmup: int,
-    repeats: int,
-    training: TrainingConfig,
-) -> StepTiming:
-    """Median wall time of one training step of ``method`` on ``model``."""
-    spec = TrialSpec(
-        benchmark="perf",
-        dataset=data_config,
-        model=ModelConfig(name=model),
-        training=training.model_copy(update={"batch_size": batch_size, "epochs": 1}),
-        regularizer=method,
-        flatness=FlatnessConfig(when="off"),
-        seed=0,
-    )
-    trainer = Trainer(spec, dataset=dataset)
-    batches = []
-    while len(batches) < warmup + repeats:
-        batches.extend(trainer.batches())
-    durations = []
-    report = None
-    for index, (inputs, targets) in enumerate(batches[: warmup + repeats]):
-        _synchronize(trainer.device)
-        if trainer.device.type == "cuda":
+class _MethodClock:
+    """One method's trainer on one model, timing single training steps."""
+
+    def __init__(self, model: str, method: str, *, dataset: Dataset, data_config: DataConfig, batch_size: int, training: TrainingConfig) -> None:
+        self.model = model
+        self.method = method
+        self.batch_size = batch_size
+        spec = TrialSpec(
+            benchmark="perf",
+            dataset=data_config,
+            model=ModelConfig(name=model),
+            training=training.model_copy(update={"batch_size": batch_size, "epochs": 1}),
+            regularizer=method,
+            flatness=FlatnessConfig(when="off"),
+            seed=0,
+        )
+        self.trainer = Trainer(spec, dataset=dataset)
+        self._batches = self.trainer.batches()
+        self.durations: list[float] = []
+        self.report: StepReport | None = None
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return next(self._batches)
+        except StopIteration:  # a new epoch of the same seeded loader
+            self._batches = self.trainer.batches()
+            return next(self._batches)
+
+    def step(self, *, timed: bool) -> None:
+        inputs, targets = self._next_batch()
+        device = self.trainer.device
+        _synchronize(device)
+        if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            report = trainer.train_step(inputs, targets)
+            self.report = self.trainer.train_step(inputs, targets)
             end.record()
-            torch.cuda.synchronize(trainer.device)
+            torch.cuda.synchronize(device)
             seconds = start.elapsed_time(end) / 1000
         else:
             started = time.perf_counter()
-            report = trainer.train_step(inputs, targets)
+            self.report = self.trainer.train_step(inputs, targets)
             seconds = time.perf_counter() - started
-        if index >= warmup:
-            durations.append(seconds)
-    assert report is not None
-    median = statistics.median(durations)
-    return StepTiming(
-        model=model,
-        method=method,
-        device=str(trainer.device),
-        batch_size=batch_size,
-        median_step_seconds=median,
-        forward_passes=report.forward_passes,
-        backward_passes=report.backward_passes,
-        pass_equivalents=_pass_equivalents(report.forward_passes, report.backward_passes),
-        samples_per_second=batch_size / median,
-    )
+        if timed:
+            self.durations.append(seconds)
+
+    def timing(self) -> StepTiming:
+        assert self.report is not None and self.durations
+        median = statistics.median(self.durations)
+        return StepTiming(
+            model=self.model,
+            method=self.method,
+            device=str(self.trainer.device),
+            batch_size=self.batch_size,
+            median_step_seconds=median,
+            forward_passes=self.report.forward_passes,
+            backward_passes=self.report.backward_passes,
+            pass_equivalents=_pass_equivalents(self.report.forward_passes, self.report.backward_passes),
+            samples_per_second=self.batch_size / median,
+        )
 
 
 def benchmark_steps(
@@ -142,7 +149,7 @@ def benchmark_steps(
     loader and augmentation, and the epoch time follows from the training-set size (or from
     ``epoch_samples``, e.g. 45,000 for CIFAR's training split less validation).
     """
-    # ERM first: it is the reference, and it absorbs the process-wide warm-up (allocator, kernels).
+    # ERM first: it is the reference every ratio divides by.
     methods = ["erm", *[m for m in (methods or regularizers.available()) if m != "erm"]]
     training = TrainingConfig(device=device, compile=compile)
     shapes = dict(DEFAULT_MODELS)
@@ -156,18 +163,25 @@ def benchmark_steps(
             data_config = DataConfig()
             shape = shapes.get(model, (3, 32, 32))
             data = _synthetic(shape, 10, batch_size * (warmup + repeats), seed=0)
-        per_model = []
-        for method in methods:
-            timing = time_method(
-                model, method, dataset=data, data_config=data_config, batch_size=batch_size,
-                warmup=warmup, repeats=repeats, training=training,
-            )
-            samples = len(data.train) if dataset is not None else epoch_samples
+        clocks = [
+            _MethodClock(model, method, dataset=data, data_config=data_config, batch_size=batch_size, training=training)
+            for method in methods
+        ]
+        for clock in clocks:
+            for _ in range(warmup):
+                clock.step(timed=False)
+        # Round-robin over the methods, so slow drifts of the machine (other load, clock speed)
+        # hit every method alike instead of whichever happened to run during them.
+        for repeat in range(repeats):
+            for clock in clocks:
+                clock.step(timed=True)
+            if progress is not None:
+                progress(f"{model}: round {repeat + 1}/{repeats} of {len(clocks)} methods")
+        per_model = [clock.timing() for clock in clocks]
+        samples = len(data.train) if dataset is not None else epoch_samples
+        for timing in per_model:
             if samples is not None:
                 timing.epoch_seconds = samples / timing.samples_per_second
-            per_model.append(timing)
-            if progress is not None:
-                progress(f"{model} {method}: {timing.median_step_seconds * 1000:.1f} ms/step")
         erm = next(t for t in per_model if t.method == "erm")
         for timing in per_model:
             timing.ratio_to_erm = timing.median_step_seconds / erm.median_step_seconds

@@ -39,13 +39,19 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return torch.sum(a * b)
 
 
-def coherence(gradient: Tensor, direction: Tensor, weight: float) -> Tensor:
-    """cos∠(g, g + λ·d) from three inner products, never forming g + λ·d (no host-device sync).
+def _squared_norms(tensors: list[Tensor]) -> Tensor:
+    return torch.stack(torch._foreach_norm(tensors)).square()
+
+
+def coherence(gradients: list[Tensor], directions: list[Tensor], weight: float) -> Tensor:
+    """cos∠(g_t, g_t + λ·d_t) for every tensor t at once, without forming g + λ·d (no host sync).
 
     cos = (⟨g,g⟩ + λ⟨g,d⟩) / (‖g‖·‖g + λd‖) with ‖g + λd‖² = ⟨g,g⟩ + 2λ⟨g,d⟩ + λ²⟨d,d⟩;
-    0 when either vector is zero.
+    0 where either vector is zero. The inner products are exact per tensor; the rest is one
+    vector of scalars, so small models do not pay a dozen kernel launches per tensor.
     """
-    gg, gd, dd = _dot(gradient, gradient), _dot(gradient, direction), _dot(direction, direction)
+    gg, dd = _squared_norms(gradients), _squared_norms(directions)
+    gd = torch.stack([_dot(g, d) for g, d in zip(gradients, directions)])
     combined_sq = (gg + 2 * weight * gd + weight * weight * dd).clamp_min(0)
     denominator = torch.sqrt(gg) * torch.sqrt(combined_sq)
     return (gg + weight * gd) / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
@@ -89,15 +95,15 @@ class _GradientCoherent(Regularizer):
         parameters = closure.parameters
         if not self.penalty_active:
             return self.report(closure, clean.loss, **{IMPOSED_FRACTION: clean.loss.new_zeros(())})
-        imposed = []
         with torch.no_grad():
-            for p, g in zip(parameters, gradients(parameters)):
-                direction = self.penalty_direction(p.detach())
-                coherent = coherence(g, direction, self.penalty_weight) > self.coherence_threshold
+            grads = gradients(parameters)
+            directions = [self.penalty_direction(p.detach()) for p in parameters]
+            coherent = coherence(grads, directions, self.penalty_weight) > self.coherence_threshold
+            scales = (coherent.to(grads[0].dtype) * self.penalty_weight).unbind()
+            for p, g, direction, scale in zip(parameters, grads, directions, scales):
                 # g += λ·[coherent]·d in place: one fused op, no parameter-sized temporary for L2.
-                p.grad = g.addcmul_(direction, coherent.to(g.dtype) * self.penalty_weight)
-                imposed.append(coherent)
-            fraction = torch.stack(imposed).to(clean.loss.dtype).mean()
+                p.grad = g.addcmul_(direction, scale)
+            fraction = coherent.to(clean.loss.dtype).mean()
         return self.report(closure, clean.loss, **{IMPOSED_FRACTION: fraction})
 
     def cost(self, has_batchnorm: bool) -> PassCost:
