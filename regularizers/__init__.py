@@ -19,6 +19,7 @@ from regularizers.base import (
     global_norm,
     gradients,
     perturbed_weights,
+    rescale_,
     zero_grads,
 )
 from regularizers.registry import (
@@ -41,5 +42,5 @@ __all__ = [
     "BatchClosure", "Choice", "ENTRY_POINT_GROUP", "Float", "HyperParameter", "Int", "Objective",
     "PassCost", "PassOutput", "RegistryError", "Regularizer", "StepReport", "WeightBackup",
     "available", "create", "get", "global_norm", "gradients", "hparam", "hyperparameters",
-    "load_entry_points", "perturbed_weights", "register", "space", "unregister", "zero_grads",
+    "load_entry_points", "perturbed_weights", "register", "rescale_", "space", "unregister", "zero_grads",
 ]

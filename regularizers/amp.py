@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, global_norm, gradients
+from regularizers.base import NORM_EPSILON, BatchClosure, PassCost, Regularizer, StepReport, global_norm, gradients
 from regularizers.registry import register
 from regularizers.sam import ascend_and_regrad
 from regularizers.space import Choice, Float, Int, hparam
@@ -34,9 +34,6 @@ PER_TENSOR = "per_tensor"
 GLOBAL = "global"
 
 # Guards the division in the projection, as the official code does.
-_NORM_EPSILON = 1e-12
-
-
 @torch.no_grad()
 def ascent_step(
     delta: Sequence[Tensor],
@@ -63,13 +60,13 @@ def ascent_step(
     torch._foreach_add_(delta, grads, alpha=ascent_step_size)
     if projection == PER_TENSOR:
         norms = torch._foreach_norm(delta)
-        torch._foreach_add_(norms, _NORM_EPSILON)
+        torch._foreach_add_(norms, NORM_EPSILON)
         torch._foreach_reciprocal_(norms)
         torch._foreach_mul_(norms, perturbation_radius)
         torch._foreach_clamp_max_(norms, 1.0)
         torch._foreach_mul_(delta, norms)
     else:
-        scale = torch.clamp(perturbation_radius / (global_norm(delta) + _NORM_EPSILON), max=1.0)
+        scale = torch.clamp(perturbation_radius / (global_norm(delta) + NORM_EPSILON), max=1.0)
         torch._foreach_mul_(delta, scale)
 
 

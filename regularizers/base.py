@@ -167,6 +167,17 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
+#: Guards divisions by a norm that may vanish (the official SAM code uses 1e-12).
+NORM_EPSILON = 1e-12
+
+
+@torch.no_grad()
+def rescale_(tensors: Sequence[Tensor], radius: float, norm: Tensor) -> None:
+    """Scale ``tensors`` in place by ``radius / norm``: to global L2 norm ``radius`` when ``norm``
+    is theirs (SAM's ρ·g/‖g‖), or by another norm (ASAM's ρ·T²g/‖Tg‖)."""
+    torch._foreach_mul_(tensors, radius / (norm + NORM_EPSILON))
+
+
 class WeightBackup:
     """A copy of the weights, restored bit-exactly with :meth:`restore`.
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, global_norm, gradients
+from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, global_norm, gradients, rescale_
 from regularizers.registry import register
-from regularizers.sam import _NORM_EPSILON, GRAD_NORM, ascend_and_regrad
+from regularizers.sam import GRAD_NORM, ascend_and_regrad
 from regularizers.space import Float, hparam
 
 
@@ -46,9 +46,10 @@ class GNP(Regularizer):
         norm = global_norm(grads)
         if self.perturbed_gradient_weight == 0.0:
             return self.report(closure, clean.loss, **{GRAD_NORM: norm.detach()})
-        # Exactly SAM's ascent, so that α = 1 reproduces SAM bit for bit.
-        scale = self.perturbation_radius / (norm + _NORM_EPSILON)
-        ascent = torch._foreach_mul(grads, scale)
+        # Exactly SAM's ascent (on a copy: the clean gradient is mixed in below), so that α = 1
+        # reproduces SAM bit for bit.
+        ascent = [g.clone() for g in grads]
+        rescale_(ascent, self.perturbation_radius, norm)
         ascend_and_regrad(closure, ascent)
         del ascent
         if self.perturbed_gradient_weight != 1.0:

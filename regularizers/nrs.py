@@ -40,6 +40,7 @@ from regularizers.base import (
     global_norm,
     gradients,
     perturbed_weights,
+    rescale_,
     zero_grads,
 )
 from regularizers.registry import register
@@ -51,14 +52,11 @@ NEIGHBOUR_KL = "neighbour_kl"
 RANDOM = "random"
 ADVERSARIAL = "adversarial"
 
-_NORM_EPSILON = 1e-12
-
-
 def gaussian_direction(parameters: Sequence[nn.Parameter], radius: float) -> list[Tensor]:
     """z/‖z‖₂·r with z ~ N(0, I) over all tensors (global torch RNG): a uniform point on the sphere."""
     with torch.no_grad():
         direction = [torch.randn_like(p) for p in parameters]
-        torch._foreach_mul_(direction, radius / (global_norm(direction) + _NORM_EPSILON))
+        rescale_(direction, radius, global_norm(direction))
     return direction
 
 
@@ -116,7 +114,7 @@ class NRS(Regularizer):
             closure(update_bn=False, objective=kl_to_clean(clean_logits))
         direction = gradients(parameters)
         with torch.no_grad():
-            torch._foreach_mul_(direction, self.perturbation_radius / (global_norm(direction) + _NORM_EPSILON))
+            rescale_(direction, self.perturbation_radius, global_norm(direction))
         for p, g in zip(parameters, clean_grads):
             p.grad = g
         return direction

@@ -13,14 +13,21 @@ from dataclasses import dataclass
 
 import torch
 
-from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, global_norm, gradients, perturbed_weights, zero_grads
+from regularizers.base import (
+    BatchClosure,
+    PassCost,
+    Regularizer,
+    StepReport,
+    global_norm,
+    gradients,
+    perturbed_weights,
+    rescale_,
+    zero_grads,
+)
 from regularizers.registry import register
 from regularizers.space import Float, hparam
 
 GRAD_NORM = "grad_norm"
-
-# Guards the division when the gradient vanishes; the official implementations use 1e-12/1e-16.
-_NORM_EPSILON = 1e-12
 
 
 def ascend_and_regrad(closure: BatchClosure, ascent: list[torch.Tensor]) -> None:
@@ -46,9 +53,9 @@ class SAM(Regularizer):
         clean = closure(update_bn=True)
         grads = gradients(closure.parameters)
         norm = global_norm(grads)
-        scale = self.perturbation_radius / (norm + _NORM_EPSILON)
-        ascent = torch._foreach_mul(grads, scale)
-        ascend_and_regrad(closure, ascent)
+        # The clean gradient is not needed again: scale it in place into the ascent step.
+        rescale_(grads, self.perturbation_radius, norm)
+        ascend_and_regrad(closure, grads)
         return self.report(closure, clean.loss, **{GRAD_NORM: norm.detach()})
 
     def cost(self, has_batchnorm: bool) -> PassCost:
@@ -71,7 +78,7 @@ class ASAM(Regularizer):
             scaled = torch._foreach_mul(grads, operator)  # T·g
             norm = global_norm(scaled)
             ascent = torch._foreach_mul(scaled, operator)  # T²·g
-            torch._foreach_mul_(ascent, self.perturbation_radius / (norm + _NORM_EPSILON))
+            rescale_(ascent, self.perturbation_radius, norm)
         del operator, scaled
         ascend_and_regrad(closure, ascent)
         return self.report(closure, clean.loss, **{GRAD_NORM: global_norm(grads).detach()})
