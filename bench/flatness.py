@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from bench import metrics
 from bench.config import FlatnessConfig
+import regularizers.base as regularizers_base
 from regularizers.base import global_norm, perturbed_weights
 
 __all__ = [
@@ -145,8 +146,9 @@ def should_measure(config: FlatnessConfig, epoch: int, total_epochs: int) -> boo
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters the metrics are taken with respect to (``requires_grad``), in model order."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    """The parameters the metrics are taken with respect to (``requires_grad``), in model order;
+    an error when there are none (a Hessian of nothing is a bug upstream)."""
+    parameters = regularizers_base.trainable_parameters(model)
     if not parameters:
         raise ValueError("the model has no trainable parameters")
     return parameters

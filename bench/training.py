@@ -134,6 +134,8 @@ class Trainer:
         self.model = model
         self.forward_model: nn.Module = torch.compile(model) if recipe.compile else model
 
+        self._parameters = regularizers.trainable_parameters(model)
+        self._batchnorms = regularizers.batchnorm_modules(model)
         self.regularizer = regularizers.create(spec.regularizer, **spec.regularizer_hparams)
         self.optimizer = torch.optim.SGD(
             model.parameters(),
@@ -180,7 +182,10 @@ class Trainer:
 
     def train_step(self, inputs: Tensor, targets: Tensor) -> regularizers.StepReport:
         """One optimizer step: the regularizer fills the gradients, the optimizer applies them."""
-        closure = regularizers.BatchClosure(self.forward_model, inputs, targets, self.train_loss_fn, autocast=self.autocast)
+        closure = regularizers.BatchClosure(
+            self.forward_model, inputs, targets, self.train_loss_fn, autocast=self.autocast,
+            parameters=self._parameters, batchnorms=self._batchnorms,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         report = self.regularizer.step(closure)
         self.optimizer.step()

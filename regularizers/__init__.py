@@ -16,10 +16,12 @@ from regularizers.base import (
     Regularizer,
     StepReport,
     WeightBackup,
+    batchnorm_modules,
     global_norm,
     gradients,
     perturbed_weights,
     rescale_,
+    trainable_parameters,
     zero_grads,
 )
 from regularizers.registry import (
@@ -41,6 +43,6 @@ from regularizers import amp, coherent, erm, gnp, l1, nrs, nso, rwp, sam, weight
 __all__ = [
     "BatchClosure", "Choice", "ENTRY_POINT_GROUP", "Float", "HyperParameter", "Int", "Objective",
     "PassCost", "PassOutput", "RegistryError", "Regularizer", "StepReport", "WeightBackup",
-    "available", "create", "get", "global_norm", "gradients", "hparam", "hyperparameters",
-    "load_entry_points", "perturbed_weights", "register", "rescale_", "space", "unregister", "zero_grads",
+    "available", "batchnorm_modules", "create", "get", "global_norm", "gradients", "hparam", "hyperparameters",
+    "load_entry_points", "perturbed_weights", "register", "rescale_", "space", "trainable_parameters", "unregister", "zero_grads",
 ]

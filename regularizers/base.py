@@ -58,8 +58,12 @@ class PassOutput:
     logits: Tensor
 
 
-def _batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 class BatchClosure:
@@ -82,14 +86,19 @@ class BatchClosure:
         loss_fn: Objective,
         *,
         autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+        parameters: list[nn.Parameter] | None = None,
+        batchnorms: list[nn.modules.batchnorm._BatchNorm] | None = None,
     ) -> None:
+        """``parameters``/``batchnorms`` default to walking ``model``; a training loop that builds a
+        closure per step passes them in once computed (:func:`trainable_parameters`,
+        :func:`batchnorm_modules`) to keep the walk off the hot path."""
         self.model = model
         self.inputs = inputs
         self.targets = targets
         self.loss_fn = loss_fn
         self._autocast = autocast
-        self.parameters: list[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
-        self._batchnorms = _batchnorm_modules(model)
+        self.parameters = trainable_parameters(model) if parameters is None else parameters
+        self._batchnorms = batchnorm_modules(model) if batchnorms is None else batchnorms
         self.forward_passes = 0
         self.backward_passes = 0
 
@@ -131,18 +140,18 @@ class BatchClosure:
         if update_bn or not self.model.training or not self._batchnorms:
             yield
             return
-        saved = [
-            [buffer.clone() for buffer in (bn.running_mean, bn.running_var, bn.num_batches_tracked) if buffer is not None]
+        live = [
+            buffer
             for bn in self._batchnorms
+            for buffer in (bn.running_mean, bn.running_var, bn.num_batches_tracked)
+            if buffer is not None
         ]
+        saved = [buffer.clone() for buffer in live]
         try:
             yield
         finally:
             with torch.no_grad():
-                for bn, buffers in zip(self._batchnorms, saved):
-                    live = [b for b in (bn.running_mean, bn.running_var, bn.num_batches_tracked) if b is not None]
-                    for target, source in zip(live, buffers):
-                        target.copy_(source)
+                torch._foreach_copy_(live, saved)
 
 
 # --- small tensor helpers shared by the methods -------------------------------------------------
