@@ -137,7 +137,8 @@ def _coerce(method: str, key: str, value: Any, space_types: dict[str, type]) -> 
     expected = space_types.get(key)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)  # YAML writes 1 for 1.0
-    if expected is not None and expected is not object and not isinstance(value, expected):
+    wrong_bool = isinstance(value, bool) and expected in (int, float)  # bool is an int subclass
+    if expected is not None and expected is not object and (wrong_bool or not isinstance(value, expected)):
         raise RegistryError(
             f"regularizer {method!r}: {key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
         )

@@ -100,6 +100,10 @@ def test_wrong_type_is_an_error_and_ints_become_floats():
         regularizers.create("sam", perturbation_radius="0.1")
     with pytest.raises(RegistryError, match="num_samples must be int"):
         regularizers.create("nso", num_samples=2.0)
+    with pytest.raises(RegistryError, match="num_samples must be int, got bool True"):
+        regularizers.create("nso", num_samples=True)  # bool is an int subclass: still rejected
+    with pytest.raises(RegistryError, match="perturbation_radius must be float, got bool"):
+        regularizers.create("sam", perturbation_radius=True)
     sam = regularizers.create("sam", perturbation_radius=1)
     assert isinstance(sam.perturbation_radius, float)
 
