@@ -7,6 +7,7 @@ traceback; a crash inside a trial is recorded as a failed trial, not raised here
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from enum import Enum
 from pathlib import Path
@@ -22,6 +23,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click errors: a usage line and one "Error: ..." line, not a multi-line box.
+    rich_markup_mode=None,
 )
 # Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
 console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -59,15 +62,16 @@ def run(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default: the config's, else sqlite under --results."),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray runtime (default: all)."),
 ) -> None:
-    """Tune every regularizer in CONFIG with the same budget, then print a summary.
+    """Tune every regularizer in CONFIG with the same budget, then print the leaderboard.
 
-    Re-running the same CONFIG with the same --results resumes interrupted searches; finished
-    searches are not re-run. Use another --results folder (or benchmark name) to start afresh.
+    Re-running the same CONFIG with the same --results resumes interrupted searches (Ctrl-C
+    saves them); finished searches are not re-run. Use another --results folder (or benchmark
+    name) to start afresh.
     """
     from bench.config import ConfigError, load_config
     from bench.data import DatasetError, load_dataset
     from bench.models import ModelError
-    from bench.results.mlflow_sink import default_tracking_uri, normalize_tracking_uri
+    from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
 
     try:
         config = load_config(config_path)
@@ -75,12 +79,18 @@ def run(
             load_dataset(config.dataset)  # fail fast on a missing dataset, before any trial starts
     except (ConfigError, DatasetError, ModelError) as error:
         _fail(str(error))
+    if address is not None:
+        _check_ray_address(address)
     results = results.resolve()
     try:
         results.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         _fail(f"cannot create results folder {results}: {error.strerror}")
     uri = normalize_tracking_uri(tracking_uri or config.tracking_uri or default_tracking_uri(results))
+    try:
+        MlflowSink(uri, experiment_name=config.benchmark)  # reachable and usable, before any trial runs
+    except Exception as error:  # MLflow raises many types here; all mean "this URI does not work"
+        _fail(f"cannot use MLflow tracking URI {uri}: {_first_line(error)}")
 
     from bench import search
 
@@ -89,7 +99,10 @@ def run(
         f"{config.training.epochs} epochs each; results → {results}, MLflow → {uri}",
         highlight=False,
     )
-    search.init_ray(address, num_cpus=num_cpus)
+    try:
+        search.init_ray(address, num_cpus=num_cpus)
+    except ConnectionError as error:
+        _fail(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
     try:
         search.run_benchmark(
             config, results_dir=results, tracking_uri=uri, progress=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -106,6 +119,24 @@ def run(
         ray.shutdown()
     _print_board(results, config.benchmark)
     console.print(f"Leaderboard: sharpbench leaderboard {results}    MLflow UI: mlflow ui --backend-store-uri {uri}", highlight=False)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def _check_ray_address(address: str) -> None:
+    """HOST:PORT (or ray://HOST:PORT) must answer within seconds: Ray itself retries for minutes."""
+    if address == "auto":
+        return  # Ray finds the local cluster itself and fails fast when there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        _fail(f"--address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        _fail(f"no Ray cluster answers at {address}: {error.strerror or error}")
 
 
 def _print_board(results: Path, benchmark: str) -> None:

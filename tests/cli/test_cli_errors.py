@@ -99,3 +99,33 @@ def test_perf_json_times_every_requested_method():
 def test_perf_rejects_unknown_model():
     done = _run("perf", "--model", "resnet19")
     assert done.returncode == 2 and "unknown model 'resnet19' (did you mean 'resnet18'?)" in done.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("address", "fragment"),
+    [("nonsense", "expected 'auto', HOST:PORT or ray://HOST:PORT"), (f"127.0.0.1:{_free_port()}", "no Ray cluster answers at 127.0.0.1:")],
+)
+def test_unreachable_ray_address_fails_fast(tmp_path, repo_root, address, fragment):
+    done = _run("run", str(repo_root / "configs/smoke.yaml"), "--results", str(tmp_path / "results"), "--address", address)
+    assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_unusable_tracking_uri_fails_before_any_trial(tmp_path, repo_root):
+    done = _run("run", str(repo_root / "configs/smoke.yaml"), "--results", str(tmp_path / "results"), "--tracking-uri", "ftp://nowhere")
+    assert done.returncode == 2, done.stderr
+    assert "cannot use MLflow tracking URI ftp://nowhere" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "results" / "ray").exists()  # Ray never started
+
+
+def test_bad_option_value_exits_2():
+    done = _run("perf", "--repeats", "0")
+    assert done.returncode == 2 and "Invalid value for '--repeats'" in done.stderr
