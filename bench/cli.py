@@ -33,11 +33,8 @@ errors = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, w
 DEFAULT_RESULTS = Path("results")
 
 
-class UsageError(Exception):
-    """Bad input: printed as one line, exit status 2."""
-
-
 def _fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2, no traceback."""
     errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
