@@ -7,6 +7,7 @@ traceback; a crash inside a trial is recorded as a failed trial, not raised here
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import sys
 from enum import Enum
@@ -58,13 +59,24 @@ def run(
     address: Optional[str] = typer.Option(None, "--address", help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default: the config's, else sqlite under --results."),
     num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray runtime (default: all)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final leaderboard, the commands to open the results, and errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show Ray's, Tune's, Optuna's and MLflow's own log lines (filtered out by default)."),
 ) -> None:
     """Tune every regularizer in CONFIG with the same budget, then print the leaderboard.
+
+    While it runs: one line per finished trial (method k/M, trials done/planned, the sampled
+    hyperparameters, the result, and an ETA for the whole run from the trials finished so far),
+    with a progress bar on a terminal or a heartbeat line every 30 s in a pipe.
 
     Re-running the same CONFIG with the same --results resumes interrupted searches (Ctrl-C
     saves them); finished searches are not re-run. Use another --results folder (or benchmark
     name) to start afresh.
     """
+    from bench.console import RunProgress, Verbosity, quiet_third_party
+
+    if quiet and verbose:
+        _fail("--quiet and --verbose exclude each other")
+    verbosity = Verbosity.quiet if quiet else Verbosity.verbose if verbose else Verbosity.normal
     from bench.config import ConfigError, load_config
     from bench.data import DatasetError, load_dataset
     from bench.models import ModelError
@@ -83,27 +95,35 @@ def run(
         results.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         _fail(f"cannot create results folder {results}: {error.strerror}")
+    from bench import search  # imports Ray, Optuna and MLflow, which set up their loggers on import
+
+    quiet_third_party(verbosity)
     uri = normalize_tracking_uri(tracking_uri or config.tracking_uri or default_tracking_uri(results))
     try:
         MlflowSink(uri, experiment_name=config.benchmark)  # reachable and usable, before any trial runs
     except Exception as error:  # MLflow raises many types here; all mean "this URI does not work"
         _fail(f"cannot use MLflow tracking URI {uri}: {_first_line(error)}")
 
-    from bench import search
-
-    console.print(
-        f"[bold]{config.benchmark}[/]: {len(config.regularizers)} regularizers × {config.search.trials_per_method} trials, "
-        f"{config.training.epochs} epochs each; results → {results}, MLflow → {uri}",
-        highlight=False,
-    )
+    final_seeds = len(config.final.seeds)
+    if verbosity is not Verbosity.quiet:
+        console.print(
+            f"[bold]{config.benchmark}[/]: {len(config.regularizers)} methods × ({config.search.trials_per_method} search trials"
+            f" + {final_seeds} final seeds), {config.training.epochs} epochs each\nresults → {results}\nMLflow  → {uri}",
+            highlight=False, soft_wrap=True,
+        )
     try:
-        search.init_ray(address, num_cpus=num_cpus)
+        search.init_ray(address, num_cpus=num_cpus, verbose=verbosity is Verbosity.verbose)
     except ConnectionError as error:
         _fail(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
+    progress = RunProgress(
+        console,
+        [(entry.name, config.search.trials_per_method, final_seeds) for entry in config.regularizers],
+        verbosity=verbosity,
+        already_done=_recorded_trials(results, config.benchmark),
+    )
     try:
-        search.run_benchmark(
-            config, results_dir=results, tracking_uri=uri, progress=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)
-        )
+        with progress:
+            search.run_benchmark(config, results_dir=results, tracking_uri=uri, progress=progress)
     except search.SearchInterrupted as interrupted:
         errors.print(
             f"interrupted: {interrupted}. Resume with: sharpbench run {config_path} --results {results}",
@@ -115,7 +135,22 @@ def run(
 
         ray.shutdown()
     _print_board(results, config.benchmark)
-    console.print(f"Leaderboard: sharpbench leaderboard {results}    MLflow UI: mlflow ui --backend-store-uri {uri}", highlight=False)
+    # One command per line, never wrapped, so each can be pasted as it is.
+    for label, command in (
+        ("Leaderboard", f"sharpbench leaderboard {shlex.quote(str(results))}"),
+        ("MLflow UI  ", f"mlflow ui --backend-store-uri {shlex.quote(uri)}"),
+    ):
+        console.print(f"{label}: {command}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _recorded_trials(results: Path, benchmark: str) -> dict[tuple[str, str], int]:
+    """Trials an earlier run into ``results`` already recorded, per (method, phase)."""
+    from collections import Counter
+
+    from bench.results.parquet import read_rows
+
+    table = read_rows(results).select(["benchmark", "regularizer", "phase"]).to_pylist()
+    return dict(Counter((row["regularizer"], row["phase"]) for row in table if row["benchmark"] == benchmark))
 
 
 def _first_line(error: BaseException) -> str:

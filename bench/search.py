@@ -10,11 +10,11 @@ so trials on other nodes need no access to the results folder or the tracking st
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from bench import metrics
 from bench.config import BenchmarkConfig
+from bench.console import RunProgress, TrialLine
 from bench.plan import SEED_KEY, MethodPlan, SearchParam, plan_methods, trial_spec
 from bench.provenance import hardware
 from bench.results.mlflow_sink import MlflowSink
@@ -41,9 +42,21 @@ from regularizers.space import Choice, Float, Int
 _STATE_FILE = "trainer.pt"
 _ELAPSED_FILE = "elapsed.json"
 
-#: ``progress(message)``: one line per finished trial, and a heartbeat while trials run.
-Progress = Callable[[str], None]
-PROGRESS_INTERVAL_SECONDS = 30.0
+
+
+@dataclass
+class _LiveRun:
+    """What the current ``run_benchmark`` call registered for its callbacks to bind to.
+
+    Tune's restore brings back the callbacks pickled by an earlier run and ignores new ones, so a
+    callback must not carry live objects (a console, a progress printer) in its pickled state: it
+    binds to this at ``setup()`` instead, and a resumed search reports progress like a fresh one.
+    """
+
+    progress: RunProgress | None = None
+
+
+_LIVE = _LiveRun()
 
 
 # --- Optuna ---------------------------------------------------------------------------------------
@@ -170,7 +183,6 @@ class SinkCallback(Callback):
         phase: Phase,
         results_dir: str,
         tracking_uri: str,
-        progress: Progress | None = None,
     ) -> None:
         self.config = config
         self.plan = plan
@@ -178,19 +190,18 @@ class SinkCallback(Callback):
         self.search_name = plan.search_name(phase.value)
         self.results_dir = results_dir
         self.tracking_uri = tracking_uri
-        self.progress = progress
+        self.progress: RunProgress | None = None  # bound at setup() to the live run's
         self.run_ids: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.sink_state: dict[str, Any] = {}
         self.finished: dict[str, str] = {}  # trial id -> status, written once
         self._mlflow: MlflowSink | None = None
         self._parquet: ParquetSink | None = None
         self.parent_run_id: str | None = None
-        self._last_progress = time.monotonic()
 
     # Sinks hold clients and connections: build them lazily and never pickle them.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_mlflow=None, _parquet=None, progress=None, _last_progress=0.0)
+        state.update(_mlflow=None, _parquet=None, progress=None)
         return state
 
     @property
@@ -208,6 +219,7 @@ class SinkCallback(Callback):
         return self._parquet
 
     def setup(self, **info: Any) -> None:
+        self.progress = _LIVE.progress
         self.parent_run_id = self.mlflow.parent_run(
             search_name=self.search_name,
             benchmark=self.config.benchmark,
@@ -255,24 +267,23 @@ class SinkCallback(Callback):
             and _is_reported_metric(key)
         }
         self.mlflow.log_epoch(self._run_id(trial), int(result.get(metrics.EPOCH, 0)), numeric)
-        now = time.monotonic()
-        if self.progress is not None and now - self._last_progress >= PROGRESS_INTERVAL_SECONDS:
-            self._last_progress = now
-            self.progress(self._status_line(trials))
+        if self.progress is not None:
+            self.progress.heartbeat(*self._running_and_best(trials), self.config.search.metric)
 
-    def _status_line(self, trials: list) -> str:
-        """A heartbeat for long trials: how far the running ones are, the best validation so far."""
-        running = [t for t in trials if t.trial_id not in self.finished and t.last_result]
-        epochs = ", ".join(
-            f"{t.last_result.get(metrics.EPOCH, 0)}/{t.last_result.get(metrics.EPOCHS_PLANNED, '?')}" for t in running
-        )
-        values = [t.last_result.get(metrics.VAL_ACCURACY) for t in trials if t.last_result]
-        best = max((v for v in values if v is not None), default=None)
-        best_text = "-" if best is None else f"{best:.4f}"
-        return (
-            f"[{self.plan.regularizer} {self.phase.value}] {len(self.finished)}/{len(trials)} trials done; "
-            f"running at epoch {epochs or '-'}; best val_acc so far {best_text}"
-        )
+    def _running_and_best(self, trials: list) -> tuple[list[tuple[str, int, int]], dict[str, float]]:
+        """For the heartbeat: each running trial's epoch, and the best search metric so far."""
+        method = self.plan.regularizer
+        running = [
+            (method, int(t.last_result.get(metrics.EPOCH, 0)), int(t.last_result.get(metrics.EPOCHS_PLANNED, 0)))
+            for t in trials
+            if t.trial_id not in self.finished and t.last_result and metrics.EPOCH in t.last_result
+        ]
+        values = [t.last_result.get(self.config.search.metric) for t in trials if t.last_result]
+        values = [float(v) for v in values if v is not None]
+        best = {}
+        if values:
+            best[method] = max(values) if metrics.OBJECTIVES[self.config.search.metric] == "max" else min(values)
+        return running, best
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -307,7 +318,31 @@ class SinkCallback(Callback):
         )
         self.finished[trial.trial_id] = status.value
         if self.progress is not None:
-            self.progress(_progress_line(self.plan.regularizer, self.phase, len(self.finished), row, status))
+            self.progress.trial_finished(
+                TrialLine(
+                    method=self.plan.regularizer,
+                    phase=self.phase.value,
+                    status=status.value,
+                    epochs_run=row.epochs_run,
+                    epochs_planned=row.epochs_planned,
+                    sampled=self._sampled(trial.config or {}),
+                    val_accuracy=row.val_accuracy,
+                    test_accuracy=row.test_accuracy,
+                    wall_seconds=row.wall_seconds,
+                    error=error,
+                )
+            )
+
+    def _sampled(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The values this trial was given for the searched hyperparameters (a final run: its seed)."""
+        if self.phase is Phase.FINAL:
+            return {SEED_KEY: config.get(SEED_KEY)}
+        values = {}
+        for param in self.plan.params:
+            value = config.get(param.namespace, {}).get(param.name)
+            if value is not None:
+                values[param.name] = value
+        return values
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.parent_run_id is not None:
@@ -343,14 +378,6 @@ _REPORTED = {
 def _is_reported_metric(key: str) -> bool:
     """Our metrics only: Tune adds its own bookkeeping keys (time_this_iter_s, pid, ...)."""
     return key in _REPORTED or key.startswith(_REPORTED_PREFIXES)
-
-
-def _progress_line(method: str, phase: Phase, done: int, row: Any, status: TrialStatus) -> str:
-    figures = f"val_acc={row.val_accuracy:.4f}" if row.val_accuracy is not None else "no result"
-    if row.test_accuracy is not None:
-        figures += f" test_acc={row.test_accuracy:.4f}"
-    tail = f" — {row.error}" if row.error else ""
-    return f"[{method} {phase.value} #{done}] {status.value} after {row.epochs_run}/{row.epochs_planned} epochs, {figures}, {row.wall_seconds:.1f}s{tail}"
 
 
 # --- driving the searches -------------------------------------------------------------------------
@@ -445,7 +472,6 @@ class _Context:
     config: BenchmarkConfig
     results_dir: Path
     tracking_uri: str
-    progress: Progress | None
 
     @property
     def storage(self) -> Path:
@@ -465,8 +491,7 @@ class _Context:
 
     def callback(self, plan: MethodPlan, phase: Phase) -> SinkCallback:
         return SinkCallback(
-            config=self.config, plan=plan, phase=phase, results_dir=str(self.results_dir),
-            tracking_uri=self.tracking_uri, progress=self.progress,
+            config=self.config, plan=plan, phase=phase, results_dir=str(self.results_dir), tracking_uri=self.tracking_uri,
         )
 
 
@@ -484,6 +509,8 @@ def _search(plan: MethodPlan, context: _Context) -> Any:
             points_to_evaluate=[plan.default_point()],
         )
     name = plan.search_name(Phase.SEARCH.value)
+    if _LIVE.progress is not None:
+        _LIVE.progress.phase_started(plan.regularizer, Phase.SEARCH.value, config.search.trials_per_method)
     grid = _tuner(
         context.trainable(plan),
         name=name,
@@ -508,6 +535,8 @@ def _final(plan: MethodPlan, best: Any, context: _Context) -> None:
     """The best search config re-run once per final seed."""
     chosen = {k: v for k, v in best.config.items() if k != SEED_KEY}
     name = plan.search_name(Phase.FINAL.value)
+    if _LIVE.progress is not None:
+        _LIVE.progress.phase_started(plan.regularizer, Phase.FINAL.value, len(context.config.final.seeds))
     grid = _tuner(
         context.trainable(plan),
         name=name,
@@ -525,27 +554,39 @@ def run_benchmark(
     *,
     results_dir: str | Path,
     tracking_uri: str,
-    progress: Progress | None = None,
+    progress: RunProgress | None = None,
 ) -> None:
     """Run every method's search, then its final seeds, on the connected Ray runtime.
 
     The caller owns ``ray.init``/``ray.shutdown`` (local or ``address=``). Results go to the
-    sinks; read them back with :func:`bench.results.parquet.read_rows`. Raises
-    :class:`SearchInterrupted` when a search was stopped before its trials ended.
+    sinks; read them back with :func:`bench.results.parquet.read_rows`. ``progress`` receives
+    each finished trial (resumed searches included). Raises :class:`SearchInterrupted` when a
+    search was stopped before its trials ended.
     """
-    context = _Context(config, Path(results_dir).resolve(), tracking_uri, progress)
+    context = _Context(config, Path(results_dir).resolve(), tracking_uri)
     context.storage.mkdir(parents=True, exist_ok=True)
-    for plan in plan_methods(config):
-        grid = _search(plan, context)
-        best = _best_completed(grid, context.metric, context.mode)
-        if best is not None and config.final.seeds:
-            _final(plan, best, context)
+    _LIVE.progress = progress
+    try:
+        for plan in plan_methods(config):
+            grid = _search(plan, context)
+            best = _best_completed(grid, context.metric, context.mode)
+            if best is not None and config.final.seeds:
+                _final(plan, best, context)
+    finally:
+        _LIVE.progress = None
 
 
-def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
-    """Join ``address`` (a running cluster) or start a local runtime."""
+def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> None:
+    """Join ``address`` (a running cluster) or start a local runtime.
+
+    ``ray.init`` resets the level of the ``ray`` logger: pass it here, so that Ray's INFO lines
+    (instance started, results written) show only with ``verbose``; its warnings always do.
+    """
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    level = logging.INFO if verbose else logging.WARNING
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=level)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # "local": always a fresh runtime, never a cluster that another process on this machine
+        # started (Ray would otherwise join it, and refuse num_cpus).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)

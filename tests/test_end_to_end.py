@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +32,54 @@ def smoke_results(tmp_path_factory, repo_root) -> Path:
     results = tmp_path_factory.mktemp("smoke") / "results"
     done = _sharpbench("run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "[sam search #2] completed" in done.stdout  # progress lines while it ran
+    (results.parent / "stdout.txt").write_text(done.stdout)
+    (results.parent / "stderr.txt").write_text(done.stderr)
     return results
+
+
+#: Third-party lines that say nothing to a user and must not reach the console.
+_NOISE = (
+    "snapshotting has been triggered",  # Ray Tune's excessive-sync warning (3 lines a time)
+    "Configuration for experiment",  # Tune's boxes
+    "tensorboard",
+    "View detailed results here",
+    "A new study created",  # Optuna's INFO line
+    "ExperimentalWarning",
+    "Token authentication is enabled",
+    "Started a local Ray instance",
+    "Creating initial MLflow database tables",
+    "Wrote the latest version of all result files",
+)
+
+
+def test_console_is_quiet_and_informative(smoke_results):
+    """What a user sees: method k/M, trials done/planned, the sampled values, an ETA, the
+    leaderboard once, and the commands on lines of their own; no third-party noise."""
+    out = (smoke_results.parent / "stdout.txt").read_text()
+    err = (smoke_results.parent / "stderr.txt").read_text()
+    for noise in _NOISE:
+        assert noise.lower() not in (out + err).lower(), noise
+    lines = out.splitlines()
+    assert "── method 1/2: erm · search · 2 trials" in lines and "── method 2/2: sam · final · 2 seeds" in lines
+    pattern = re.compile(
+        r"^\[(?P<k>\d)/2 (?P<method>erm|sam) (?P<phase>search|final) (?P<done>\d)/2\] completed 2/2 ep"
+        r" \| (?P<sampled>[^|]+) \| val_acc=0\.\d{4} test_acc=0\.\d{4} \| [\d.]+s \| all (?P<all>\d)/8, ETA (?P<eta>\S+)$"
+    )
+    trials = [m for m in map(pattern.match, lines) if m]
+    assert len(trials) == 8, out
+    assert [int(m["all"]) for m in trials] == list(range(1, 9))
+    assert all(re.fullmatch(r"(\d+h)?(\d+m)?\d+s", m["eta"]) for m in trials)  # a time once a trial finished
+    for m in trials:
+        assert m["k"] == ("1" if m["method"] == "erm" else "2")
+        if m["phase"] == "final":
+            assert re.fullmatch(r"seed=[12]", m["sampled"])
+        else:
+            assert "learning_rate=" in m["sampled"]
+            assert ("perturbation_radius=" in m["sampled"]) == (m["method"] == "sam")
+    assert out.count("smoke (digits, mlp)") == 1  # the leaderboard, once
+    uri = f"sqlite:///{smoke_results / 'mlflow.db'}"
+    assert f"MLflow UI  : mlflow ui --backend-store-uri {uri}" in lines  # whole, on one line
+    assert f"Leaderboard: sharpbench leaderboard {smoke_results}" in lines
 
 
 def test_parquet_rows_are_complete(smoke_results):
@@ -102,8 +149,13 @@ def test_leaderboard_names_both_methods(smoke_results, repo_root):
 def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
     """Running the same config again restores the finished searches: no new rows or runs."""
     before = read_rows(smoke_results).num_rows
-    done = _sharpbench("run", str(repo_root / "configs/smoke.yaml"), "--results", str(smoke_results), "--num-cpus", "2", cwd=repo_root)
+    done = _sharpbench(
+        "run", str(repo_root / "configs/smoke.yaml"), "--results", str(smoke_results), "--num-cpus", "2", "--quiet", cwd=repo_root
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # --quiet: the leaderboard and the commands only
+    assert "── method" not in done.stdout and "[1/2" not in done.stdout and done.stdout.count("smoke (digits, mlp)") == 1
+    assert "MLflow UI  : mlflow ui" in done.stdout
     assert read_rows(smoke_results).num_rows == before
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")

@@ -34,7 +34,8 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
         cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "failed after" in done.stdout and "FloatingPointError" in done.stdout
+    failed_lines = [line for line in done.stdout.splitlines() if line.startswith("[1/1 erm search ") and "] failed " in line]
+    assert len(failed_lines) == 2 and all("FloatingPointError" in line for line in failed_lines), done.stdout
 
     table = read_rows(results)
     assert table.num_rows == 2

@@ -1,0 +1,291 @@
+"""What a benchmark run prints: third-party noise filtered, progress per method, an ETA.
+
+No Ray, Optuna or MLflow imports here: :func:`quiet_third_party` configures them through the
+standard ``logging``/``warnings`` machinery and the environment variables they read at run time,
+and :class:`RunProgress` only formats what the search tells it.
+
+Verbosity levels (``sharpbench run --quiet / --verbose``):
+
+* ``quiet``: nothing while trials run; the leaderboard and the commands to open the results.
+* ``normal``: a banner, one line per finished trial (method k/M, trials done/planned, sampled
+  hyperparameters, result, overall ETA), a progress bar on a terminal and a heartbeat line
+  every 30 s when output goes to a pipe or a file.
+* ``verbose``: as normal, and third-party output is left as the libraries print it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+
+class Verbosity(str, Enum):
+    quiet = "quiet"
+    normal = "normal"
+    verbose = "verbose"
+
+
+#: Seconds between heartbeat lines when no progress bar can be drawn (pipes, CI logs).
+HEARTBEAT_SECONDS = 30.0
+
+# Ray warns once per local start that it enabled token authentication by default: true, and
+# nothing for the user to act on. Its opposite ("... is disabled ...") is a real warning and stays.
+_RAY_NOISE_PREFIXES = ("Token authentication is enabled",)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_third_party(verbosity: Verbosity) -> None:
+    """Silence library output that tells a user nothing; keep their real warnings and errors.
+
+    What goes, and why it is noise here:
+
+    * Ray Tune's experiment boxes, TensorBoard hints and trial tables (the new output engine):
+      sharpbench prints its own progress. ``RAY_AIR_NEW_OUTPUT=0`` selects the legacy reporter,
+      which honours ``verbose=0``.
+    * Ray Tune's "Experiment state snapshotting has been triggered multiple times" warning: it
+      fires because each trial keeps one checkpoint (``num_to_keep=1``) by design; the threshold
+      variable Tune names in the message set to 0 disables exactly this warning.
+    * INFO lines of Ray, Tune and MLflow (instance started, state written, database created).
+    * Optuna's per-study INFO lines and its ExperimentalWarning for ``TPESampler(group=True)``.
+
+    Call after Ray, Optuna and MLflow are imported (each sets its logger's level on import) and
+    before they run (Tune reads its environment variables when a run starts). Nothing changes
+    with ``verbose``.
+    """
+    if verbosity is Verbosity.verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    for name in ("ray", "ray.tune", "ray.train", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropMessages(_RAY_NOISE_PREFIXES))
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    # Optuna's own class; matched by name so this module need not import optuna.
+    warnings.filterwarnings("ignore", message=r"Argument ``group`` is an experimental feature")
+    warnings.filterwarnings("ignore", message=r"Argument ``multivariate`` is an experimental feature")
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` → ``1m15s``; ``3725`` → ``1h02m``; ``9.4`` → ``9s``."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_value(value: Any) -> str:
+    """Hyperparameter values compactly: floats to 4 significant digits, others as they are."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@dataclass
+class MethodCounts:
+    """Trials of one method: planned and finished, per phase."""
+
+    index: int  # 1-based position in the config's list
+    search_planned: int
+    final_planned: int
+    search_done: int = 0
+    final_done: int = 0
+
+    @property
+    def planned(self) -> int:
+        return self.search_planned + self.final_planned
+
+    @property
+    def done(self) -> int:
+        return self.search_done + self.final_done
+
+
+@dataclass(frozen=True)
+class TrialLine:
+    """What one finished trial contributes to the console."""
+
+    method: str
+    phase: str  # "search" or "final"
+    status: str  # completed / stopped / failed
+    epochs_run: int
+    epochs_planned: int
+    sampled: Mapping[str, Any]  # the searched hyperparameters' values (or the final seed)
+    val_accuracy: float | None
+    test_accuracy: float | None
+    wall_seconds: float
+    error: str | None = None
+
+
+@dataclass
+class EtaClock:
+    """Remaining time from the trials finished so far in this process: elapsed / done × left.
+
+    Wall-clock elapsed (not summed trial time), so concurrency is accounted for. ``None`` until a
+    trial has finished: there is nothing to extrapolate from before that.
+    """
+
+    started: float | None = None  # set when the first trial phase starts, not at start-up
+    finished: int = 0
+
+    def start(self, now: float | None = None) -> None:
+        if self.started is None:
+            self.started = time.monotonic() if now is None else now
+
+    def eta_seconds(self, remaining: int, now: float | None = None) -> float | None:
+        if self.finished == 0 or self.started is None:
+            return None
+        elapsed = (time.monotonic() if now is None else now) - self.started
+        return elapsed / self.finished * remaining
+
+
+class RunProgress:
+    """The console of one ``sharpbench run``: plan, per-trial lines, bar or heartbeat, ETA.
+
+    ``plan`` maps each method, in config order, to (search trials planned, final trials planned).
+    ``already_done`` holds the trials recorded by an earlier, interrupted run into the same results
+    folder, as ``{(method, phase): count}``, so a resumed run counts from where it stopped.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        plan: Sequence[tuple[str, int, int]],
+        *,
+        verbosity: Verbosity = Verbosity.normal,
+        already_done: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        self.console = console
+        self.verbosity = verbosity
+        self.methods = {
+            name: MethodCounts(index=i + 1, search_planned=search, final_planned=final)
+            for i, (name, search, final) in enumerate(plan)
+        }
+        for (method, phase), count in (already_done or {}).items():
+            counts = self.methods.get(method)
+            if counts is not None:
+                if phase == "final":
+                    counts.final_done = min(count, counts.final_planned)
+                else:
+                    counts.search_done = min(count, counts.search_planned)
+        self.clock = EtaClock()
+        self._last_heartbeat = time.monotonic()
+        self._bar: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    # --- totals -----------------------------------------------------------------------------
+
+    @property
+    def planned(self) -> int:
+        return sum(c.planned for c in self.methods.values())
+
+    @property
+    def done(self) -> int:
+        return sum(c.done for c in self.methods.values())
+
+    def eta_text(self) -> str:
+        eta = self.clock.eta_seconds(self.planned - self.done)
+        return "ETA -" if eta is None else f"ETA {format_duration(eta)}"
+
+    # --- live bar (terminals only) ------------------------------------------------------------
+
+    def __enter__(self) -> RunProgress:
+        if self.verbosity is not Verbosity.quiet and self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[eta]}"),
+                console=self.console,
+                transient=True,
+            )
+            self._bar.start()
+            self._tasks["*"] = self._bar.add_task("all methods", total=self.planned, completed=self.done, eta="ETA -")
+            for name, counts in self.methods.items():
+                self._tasks[name] = self._bar.add_task(
+                    f"  {counts.index}/{len(self.methods)} {name}", total=counts.planned, completed=counts.done, eta=""
+                )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _print(self, text: str) -> None:
+        # soft_wrap: a long line (paths, commands) is never broken into two when piped.
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    # --- events from the search ----------------------------------------------------------------
+
+    def phase_started(self, method: str, phase: str, trials: int) -> None:
+        counts = self.methods[method]
+        self.clock.start()
+        if self.verbosity is Verbosity.quiet:
+            return
+        done = counts.final_done if phase == "final" else counts.search_done
+        what = "seeds" if phase == "final" else "trials"
+        resumed = f", {done} already recorded" if done else ""
+        self._print(f"── method {counts.index}/{len(self.methods)}: {method} · {phase} · {trials} {what}{resumed}")
+
+    def trial_finished(self, line: TrialLine) -> None:
+        counts = self.methods[line.method]
+        if line.phase == "final":
+            counts.final_done += 1
+            position = f"final {counts.final_done}/{counts.final_planned}"
+        else:
+            counts.search_done += 1
+            position = f"search {counts.search_done}/{counts.search_planned}"
+        self.clock.finished += 1
+        eta = self.eta_text()
+        if self._bar is not None:
+            self._bar.update(self._tasks[line.method], completed=counts.done)
+            self._bar.update(self._tasks["*"], completed=self.done, eta=eta)
+        if self.verbosity is Verbosity.quiet:
+            return
+        sampled = " ".join(f"{k}={format_value(v)}" for k, v in line.sampled.items()) or "(nothing searched)"
+        figures = "no result" if line.val_accuracy is None else f"val_acc={line.val_accuracy:.4f}"
+        if line.test_accuracy is not None:
+            figures += f" test_acc={line.test_accuracy:.4f}"
+        error = f" — {line.error}" if line.error else ""
+        self._print(
+            f"[{counts.index}/{len(self.methods)} {line.method} {position}] {line.status} "
+            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | {line.wall_seconds:.1f}s"
+            f" | all {self.done}/{self.planned}, {eta}{error}"
+        )
+
+    def heartbeat(self, running: Sequence[tuple[str, int, int]], best: Mapping[str, float], metric: str) -> None:
+        """Every :data:`HEARTBEAT_SECONDS` while trials run, when no bar is drawn.
+
+        ``running``: (method, epoch, epochs planned) of each running trial; ``best``: the best
+        value so far of the search ``metric`` per method.
+        """
+        now = time.monotonic()
+        if self._bar is not None or self.verbosity is Verbosity.quiet or now - self._last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        self._last_heartbeat = now
+        busy = ", ".join(f"{m} ep {e}/{p}" for m, e, p in running) or "-"
+        leaders = ", ".join(f"{m} {v:.4f}" for m, v in best.items() if math.isfinite(v)) or "-"
+        self._print(f"… {self.done}/{self.planned} trials done, {self.eta_text()}; running: {busy}; best {metric} reported so far: {leaders}")

@@ -1,0 +1,108 @@
+"""The run console: trial lines, counts, ETA arithmetic, and which third-party lines are dropped."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import pytest
+from rich.console import Console
+
+from bench.console import EtaClock, RunProgress, TrialLine, Verbosity, _DropMessages, format_duration
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, width=40, force_terminal=False), buffer
+
+
+def _line(method: str, phase: str = "search", **sampled: object) -> TrialLine:
+    return TrialLine(
+        method=method, phase=phase, status="completed", epochs_run=3, epochs_planned=3, sampled=sampled,
+        val_accuracy=0.5, test_accuracy=0.25, wall_seconds=1.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (9.4, "9s"), (59.4, "59s"), (60, "1m00s"), (75, "1m15s"), (3599, "59m59s"), (3600, "1h00m"), (3725, "1h02m"), (-3, "0s")],
+)
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_eta_is_elapsed_per_finished_trial_times_remaining():
+    clock = EtaClock()
+    assert clock.eta_seconds(10, now=5.0) is None  # not started
+    clock.start(now=100.0)
+    clock.start(now=200.0)  # a second phase does not move the start
+    assert clock.eta_seconds(10, now=130.0) is None  # nothing finished yet: nothing to extrapolate
+    clock.finished = 3
+    assert clock.eta_seconds(9, now=130.0) == pytest.approx(30.0 / 3 * 9, rel=1e-12)
+    assert clock.eta_seconds(0, now=130.0) == 0.0
+
+
+def test_trial_lines_count_per_method_and_overall_and_never_wrap():
+    console, buffer = _console()  # 40 columns: every line below is longer
+    progress = RunProgress(console, [("erm", 2, 1), ("sam", 2, 0)])
+    progress.phase_started("erm", "search", 2)
+    progress.trial_finished(_line("erm", learning_rate=0.123456789))
+    progress.trial_finished(_line("erm", learning_rate=0.05))
+    progress.phase_started("erm", "final", 1)
+    progress.trial_finished(_line("erm", "final", seed=1))
+    progress.phase_started("sam", "search", 2)
+    progress.trial_finished(_line("sam", perturbation_radius=0.05, learning_rate=0.1))
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "── method 1/2: erm · search · 2 trials"
+    trial_lines = [line for line in lines if line.startswith("[")]
+    assert [re.match(r"\[(\d/2 \w+ \w+ \d/\d)\]", line).group(1) for line in trial_lines] == [
+        "1/2 erm search 1/2", "1/2 erm search 2/2", "1/2 erm final 1/1", "2/2 sam search 1/2",
+    ]
+    assert "learning_rate=0.1235 " in trial_lines[0]  # 4 significant digits
+    assert "| seed=1 |" in trial_lines[2]
+    assert "perturbation_radius=0.05 learning_rate=0.1 " in trial_lines[3]
+    assert [re.search(r"all (\d+)/5, ETA \S+$", line).group(1) for line in trial_lines] == ["1", "2", "3", "4"]
+    assert "── method 2/2: sam · search · 2 trials" in lines
+    assert progress.done == 4 and progress.planned == 5
+
+
+def test_resumed_run_counts_what_was_recorded_before():
+    console, buffer = _console()
+    progress = RunProgress(console, [("erm", 4, 2)], already_done={("erm", "search"): 3, ("other", "search"): 9})
+    progress.phase_started("erm", "search", 4)
+    progress.trial_finished(_line("erm", learning_rate=0.1))
+    text = buffer.getvalue()
+    assert "── method 1/1: erm · search · 4 trials, 3 already recorded" in text
+    assert "[1/1 erm search 4/4]" in text and "all 4/6" in text
+
+
+def test_quiet_prints_nothing_but_still_counts():
+    console, buffer = _console()
+    progress = RunProgress(console, [("erm", 1, 0)], verbosity=Verbosity.quiet)
+    progress.phase_started("erm", "search", 1)
+    progress.trial_finished(_line("erm", learning_rate=0.1))
+    progress.heartbeat([("erm", 1, 3)], {"erm": 0.5}, "val_accuracy")
+    assert buffer.getvalue() == "" and progress.done == 1
+
+
+def test_failed_trial_line_carries_its_reason():
+    console, buffer = _console()
+    progress = RunProgress(console, [("erm", 1, 0)])
+    progress.trial_finished(
+        TrialLine("erm", "search", "failed", 1, 3, {"learning_rate": 9.0}, None, None, 0.2, "FloatingPointError: loss became nan")
+    )
+    assert buffer.getvalue() == (
+        "[1/1 erm search 1/1] failed 1/3 ep | learning_rate=9 | no result | 0.2s | all 1/1, ETA -"
+        " — FloatingPointError: loss became nan\n"
+    )
+
+
+def test_noise_filter_drops_only_the_named_message():
+    drop = _DropMessages(("Token authentication is enabled",))
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("ray", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not drop.filter(record("Token authentication is enabled for this Ray cluster. Set ..."))
+    assert drop.filter(record("Token authentication is disabled for this Ray cluster."))
