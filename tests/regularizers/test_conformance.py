@@ -46,7 +46,7 @@ def test_variant_conforms(name, hparams):
 def test_declared_space_is_usable(name):
     cls = regularizers.get(name)
     assert cls.__doc__, f"{name} needs a docstring"
-    declared = regularizers.space(name)
+    declared = regularizers.hyperparameters_of(name)
     fields = {f.name for f in dataclasses.fields(cls)}
     assert {hp.name for hp in declared} <= fields
     default = regularizers.create(name)
@@ -65,7 +65,7 @@ def test_declared_space_is_usable(name):
 
 @pytest.mark.parametrize("name", REGISTERED)
 def test_invalid_values_are_rejected(name):
-    for hp in regularizers.space(name):
+    for hp in regularizers.hyperparameters_of(name):
         if isinstance(hp.domain, Float) and hp.domain.low >= 0:
             bad = -10.0
         elif isinstance(hp.domain, Int) and hp.domain.low >= 0:

@@ -46,7 +46,7 @@ def test_register_create_and_list(scratch_names):
     assert "toy_registry_test" in regularizers.available()
     instance = regularizers.create("toy_registry_test", strength=0.3)
     assert isinstance(instance, cls) and instance.strength == 0.3
-    assert [hp.name for hp in regularizers.space("toy_registry_test")] == ["strength"]
+    assert [hp.name for hp in regularizers.hyperparameters_of("toy_registry_test")] == ["strength"]
     regularizers.unregister("toy_registry_test")
     assert "toy_registry_test" not in regularizers.available()
 
