@@ -201,3 +201,16 @@ def test_a_plugin_that_is_not_a_regularizer_is_rejected(plugin_path):
     )
     with pytest.raises(RegistryError, match="not a Regularizer"):
         regularizers.load_entry_points(force=True)
+
+
+def test_space_is_the_module_and_hyperparameters_of_the_lookup():
+    """``regularizers.space`` stays the domains module after ``import regularizers.space``."""
+    import regularizers.space
+
+    assert regularizers.space.Float is regularizers.Float
+    assert regularizers.space.hparam is regularizers.hparam
+    declared = regularizers.hyperparameters_of("asam")
+    assert [hp.name for hp in declared] == ["perturbation_radius", "eta", "adaptive_tensors"]
+    assert declared == regularizers.hyperparameters(regularizers.get("asam"))
+    with pytest.raises(regularizers.RegistryError, match="unknown regularizer"):
+        regularizers.hyperparameters_of("asma")
