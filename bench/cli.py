@@ -219,7 +219,7 @@ def list_regularizers(
                 "name": name,
                 "doc": (regularizers.get(name).__doc__ or "").strip().splitlines()[0] if regularizers.get(name).__doc__ else "",
                 "module": regularizers.get(name).__module__,
-                "hyperparameters": [hp.to_dict() for hp in regularizers.space(name)],
+                "hyperparameters": [hp.to_dict() for hp in regularizers.hyperparameters_of(name)],
             }
             for name in names
         ]
@@ -229,7 +229,7 @@ def list_regularizers(
     for column in ("name", "hyperparameter", "default", "range", "scale", "searched", "meaning"):
         table.add_column(column, no_wrap=column != "meaning")
     for name in names:
-        hparams = regularizers.space(name)
+        hparams = regularizers.hyperparameters_of(name)
         if not hparams:
             table.add_row(name, "-", "", "", "", "", "")
         for index, hp in enumerate(hparams):

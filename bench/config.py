@@ -264,7 +264,7 @@ def _check_against_registries(config: BenchmarkConfig, source: str) -> None:
     for entry in config.regularizers:
         if entry.name not in known:
             raise ConfigError(f"{source}: " + unknown_name_message("regularizer", entry.name, known))
-        declared = {hp.name: hp for hp in regularizers.space(entry.name)}
+        declared = {hp.name: hp for hp in regularizers.hyperparameters_of(entry.name)}
         for key in [*entry.fixed, *entry.space]:
             if key not in declared:
                 raise ConfigError(

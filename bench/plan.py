@@ -70,7 +70,7 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
     plans = []
     for entry in config.regularizers:
         params = []
-        for hp in regularizers.space(entry.name):
+        for hp in regularizers.hyperparameters_of(entry.name):
             if hp.name in entry.fixed:
                 continue
             if hp.name in entry.space:

@@ -5,6 +5,9 @@
 >>> sorted(regularizers.available())[:2]
 ['amp', 'asam']
 
+``regularizers.space`` is the module of search-space domains (``Float``, ``Int``, ``Choice``,
+``hparam``); :func:`hyperparameters_of` lists what a registered method declares.
+
 Depends on torch only: importable without Ray, Optuna or MLflow.
 """
 
@@ -31,10 +34,11 @@ from regularizers.registry import (
     create,
     get,
     load_entry_points,
+    hyperparameters_of,
     register,
-    space,
     unregister,
 )
+from regularizers import space  # the module, never shadowed by a function of the same name
 from regularizers.space import Choice, Float, HyperParameter, Int, hparam, hyperparameters
 
 # Importing the built-in methods registers them (the decorator runs at class definition).
@@ -44,5 +48,5 @@ __all__ = [
     "BatchClosure", "Choice", "ENTRY_POINT_GROUP", "Float", "HyperParameter", "Int", "Objective",
     "PassCost", "PassOutput", "RegistryError", "Regularizer", "StepReport", "WeightBackup",
     "available", "batchnorm_modules", "create", "get", "global_norm", "gradients", "hparam", "hyperparameters",
-    "load_entry_points", "perturbed_weights", "register", "rescale_", "space", "trainable_parameters", "unregister", "zero_grads",
+    "hyperparameters_of", "load_entry_points", "perturbed_weights", "register", "rescale_", "space", "trainable_parameters", "unregister", "zero_grads",
 ]

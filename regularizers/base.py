@@ -4,8 +4,21 @@ The training loop builds a :class:`BatchClosure` for each batch and hands it to
 :meth:`Regularizer.step`. The method calls the closure as often as it needs (ERM once, SAM twice,
 AMP N+1 times, NSO 2k times), leaves the gradient to apply in ``p.grad``, restores the weights
 exactly (from a copy, never by subtraction) and returns a :class:`StepReport`. The optimizer step
-stays in the loop, so every method works with every ``torch.optim`` optimizer, and BatchNorm and
-mixed-precision details live in the closure, once.
+stays in the loop, so every method works with every ``torch.optim`` optimizer, and the
+normalization-statistics and mixed-precision details live in the closure, once.
+
+**Gradient rule.** ``step`` starts from whatever the loop left in ``p.grad`` (stale gradients
+of the previous step, or none) and leaves exactly the gradient to apply. The closure enforces the
+first half: its first pass of a step clears ``p.grad`` (sets it to ``None``) before running, so
+gradients accumulate only over the passes of this step. A method therefore never reads ``p.grad``
+before its first closure call, and two ``erm.step`` calls give the gradient once, not twice.
+:func:`regularizers.testing.check_regularizer` checks the rule by starting a step from garbage
+gradients and comparing with a step started from none.
+
+**Running statistics.** Every normalization layer that tracks them (``torch.nn`` ``_NormBase``
+with ``track_running_stats``: BatchNorm, SyncBatchNorm, InstanceNorm) has them updated only by the
+pass called with ``update_bn=True`` (the clean pass). "BatchNorm" in names here (``has_batchnorm``,
+:func:`batchnorm_modules`) means any such layer.
 """
 
 from __future__ import annotations
@@ -58,8 +71,15 @@ class PassOutput:
     logits: Tensor
 
 
-def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._NormBase]:
+    """Every normalization layer of ``model`` that tracks running statistics.
+
+    ``_NormBase`` is the common base of BatchNorm (1d/2d/3d, lazy, SyncBatchNorm) and InstanceNorm;
+    InstanceNorm tracks statistics only with ``track_running_stats=True``, so the others are left out.
+    """
+    return [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+    ]
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -69,12 +89,15 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 class BatchClosure:
     """Forward + backward on one fixed batch, counting its passes.
 
-    BatchNorm policy, the same for every method: running statistics are updated only by a pass
-    called with ``update_bn=True`` (the clean pass). Other passes run in training mode (batch
-    statistics, as the papers do) but their running-statistic updates are undone *after* the
-    backward pass: restoring before backward would modify tensors autograd saved.
+    Running-statistics policy, the same for every method and every normalization layer that
+    tracks them (:func:`batchnorm_modules`): they are updated only by a pass called with
+    ``update_bn=True`` (the clean pass). Other passes run in training mode (batch statistics, as
+    the papers do) but their running-statistic updates are undone *after* the backward pass:
+    restoring before backward would modify tensors autograd saved.
 
-    Gradients accumulate into ``p.grad`` as with ``loss.backward()``; methods clear them with
+    Gradient rule (module docstring): the first pass through this closure clears ``p.grad`` of
+    :attr:`parameters`, so a step never inherits the loop's stale gradients. Later passes
+    accumulate into ``p.grad`` as ``loss.backward()`` does; methods clear them with
     :func:`zero_grads` when they need a fresh gradient.
     """
 
@@ -104,7 +127,13 @@ class BatchClosure:
 
     @property
     def has_batchnorm(self) -> bool:
+        """Whether the model has a layer with running statistics (see :func:`batchnorm_modules`)."""
         return bool(self._batchnorms)
+
+    def _start_pass(self) -> None:
+        # The gradient rule: the step's first pass starts from zero, whatever the loop left.
+        if self.forward_passes == 0:
+            zero_grads(self.parameters)
 
     def __call__(
         self,
@@ -112,13 +141,18 @@ class BatchClosure:
         update_bn: bool = False,
         objective: Objective | None = None,
         backward: bool = True,
+        full_precision: bool = False,
     ) -> PassOutput:
         """Run one forward (and by default one backward) pass at the current weights.
 
         ``objective`` replaces the training loss for this pass (NRS differentiates a KL term).
+        ``full_precision=True`` runs the pass outside autocast, in the parameters' own dtype
+        (float32 or wider): for objectives that compare two forward passes, whose difference
+        can be smaller than bf16 rounding (NRS's KL between neighbouring weights).
         """
+        self._start_pass()
         with self._batchnorm_policy(update_bn):
-            with self._autocast():
+            with self._precision(full_precision):
                 logits = self.model(self.inputs)
                 loss = (objective or self.loss_fn)(logits, self.targets)
             self.forward_passes += 1
@@ -127,13 +161,23 @@ class BatchClosure:
                 self.backward_passes += 1
         return PassOutput(loss=loss.detach(), logits=logits.detach())
 
-    def loss_and_logits(self, *, update_bn: bool = False) -> tuple[Tensor, Tensor]:
-        """A forward pass that keeps the graph, for methods that build their own objective."""
-        with self._batchnorm_policy(update_bn), self._autocast():
+    def loss_and_logits(self, *, update_bn: bool = False, full_precision: bool = False) -> tuple[Tensor, Tensor]:
+        """A forward pass that keeps the graph, for methods that build their own objective.
+
+        Counts as a pass for the gradient rule: the first one clears ``p.grad``.
+        """
+        self._start_pass()
+        with self._batchnorm_policy(update_bn), self._precision(full_precision):
             logits = self.model(self.inputs)
             loss = self.loss_fn(logits, self.targets)
         self.forward_passes += 1
         return loss, logits
+
+    def _precision(self, full_precision: bool) -> contextlib.AbstractContextManager[object]:
+        if not full_precision:
+            return self._autocast()
+        # Disables autocast for every device type; a no-op when the loop uses none.
+        return torch.autocast(device_type=self.inputs.device.type, enabled=False)
 
     @contextlib.contextmanager
     def _batchnorm_policy(self, update_bn: bool) -> Iterator[None]:
@@ -176,15 +220,23 @@ def global_norm(tensors: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(norms))
 
 
-#: Guards divisions by a norm that may vanish (the official SAM code uses 1e-12).
+#: Guards divisions by a norm that may vanish (davda54/sam, the widely used PyTorch SAM, adds 1e-12).
 NORM_EPSILON = 1e-12
 
 
 @torch.no_grad()
-def rescale_(tensors: Sequence[Tensor], radius: float, norm: Tensor) -> None:
-    """Scale ``tensors`` in place by ``radius / norm``: to global L2 norm ``radius`` when ``norm``
-    is theirs (SAM's ρ·g/‖g‖), or by another norm (ASAM's ρ·T²g/‖Tg‖)."""
-    torch._foreach_mul_(tensors, radius / (norm + NORM_EPSILON))
+def rescale_(tensors: Sequence[Tensor], radius: float, norm: Tensor, *, epsilon: float = NORM_EPSILON) -> None:
+    """Scale ``tensors`` in place by ``radius / (norm + epsilon)``: to global L2 norm ``radius`` when
+    ``norm`` is theirs (SAM's ρ·g/‖g‖), or by another norm (ASAM's ρ·T²g/‖Tg‖).
+
+    ``epsilon = 0`` divides by ``norm`` exactly, as the JAX reference codes of SAM and GNP do; a zero
+    ``norm`` then gives a zero step (there is no direction to follow) instead of 0/0.
+    """
+    if epsilon > 0.0:
+        factor = radius / (norm + epsilon)
+    else:
+        factor = torch.where(norm > 0, radius / norm, torch.zeros_like(norm))
+    torch._foreach_mul_(tensors, factor)
 
 
 class WeightBackup:
@@ -233,7 +285,11 @@ class Regularizer(ABC):
 
     @abstractmethod
     def step(self, closure: BatchClosure) -> StepReport:
-        """Leave the gradient to apply in ``p.grad`` and the weights exactly as found."""
+        """Leave exactly the gradient to apply in ``p.grad`` and the weights exactly as found.
+
+        ``p.grad`` on entry is whatever the loop left; the closure's first pass clears it, so
+        never read ``p.grad`` before calling the closure (the gradient rule, module docstring).
+        """
 
     @abstractmethod
     def cost(self, has_batchnorm: bool) -> PassCost:

@@ -18,6 +18,13 @@ Neighbours (``neighbour``):
   the Fisher information times Δ₀, so Δ leans towards the most sensitive direction. 3 passes.
   (VAT starts from a tiny ξ; we start at the neighbourhood's own radius r, so no extra knob.)
 
+Precision: every pass whose logits enter the KL (clean, perturbed, adversarial search) runs in
+full precision (``BatchClosure(full_precision=True)``: outside autocast, in the parameters' dtype).
+Under bf16 autocast the two forward passes differ by bf16 rounding (about 2⁻⁸ relative per
+activation), which at small r is larger than the effect of Δ itself: measured on a small MLP, the
+bf16 KL was 1.3× the float32 value at r = 0.05 and 18× at r = 0.005. The price on a GPU is that
+NRS's passes run at float32 speed.
+
 Randomness comes from the global torch RNG (``torch.randn_like``): the training loop seeds torch
 once per trial, which makes a trial reproducible without a generator per method.
 """
@@ -63,8 +70,9 @@ def gaussian_direction(parameters: Sequence[nn.Parameter], radius: float) -> lis
 def kl_to_clean(clean_logits: Tensor, weight: float = 1.0, record: list[Tensor] | None = None) -> Objective:
     """``objective(logits, _) = weight·KL(softmax(clean_logits) ‖ softmax(logits))``, batch mean.
 
-    The clean distribution is a constant (detached). Computed in float32 or wider, also under
-    autocast. ``record`` receives the detached unweighted KL, so reading it needs no division by
+    The clean distribution is a constant (detached). The softmaxes are computed in float32 or wider
+    whatever the logits' dtype; for the KL to measure Δ rather than rounding, the logits themselves
+    must come from full-precision passes (:class:`NRS` runs them so). ``record`` receives the detached unweighted KL, so reading it needs no division by
     ``weight``.
     """
     dtype = torch.promote_types(clean_logits.dtype, torch.float32)
@@ -111,7 +119,7 @@ class NRS(Regularizer):
             with torch.no_grad():
                 torch._foreach_add_(parameters, start)
             del start
-            closure(update_bn=False, objective=kl_to_clean(clean_logits))
+            closure(update_bn=False, objective=kl_to_clean(clean_logits), full_precision=True)
         direction = gradients(parameters)
         with torch.no_grad():
             rescale_(direction, self.perturbation_radius, global_norm(direction))
@@ -120,7 +128,9 @@ class NRS(Regularizer):
         return direction
 
     def step(self, closure: BatchClosure) -> StepReport:
-        clean = closure(update_bn=True)  # ∇L(w) stays in p.grad; the KL gradient accumulates onto it
+        # ∇L(w) stays in p.grad; the KL gradient accumulates onto it. Full precision: the clean
+        # logits are one side of the KL (module docstring).
+        clean = closure(update_bn=True, full_precision=True)
         parameters = closure.parameters
         delta = self.find_neighbour(closure, clean.logits)
         kl: list[Tensor] = []
@@ -128,7 +138,11 @@ class NRS(Regularizer):
             with torch.no_grad():
                 torch._foreach_add_(parameters, delta)
             del delta
-            closure(update_bn=False, objective=kl_to_clean(clean.logits, self.penalty_weight, record=kl))
+            closure(
+                update_bn=False,
+                objective=kl_to_clean(clean.logits, self.penalty_weight, record=kl),
+                full_precision=True,
+            )
         return self.report(closure, clean.loss, **{NEIGHBOUR_KL: kl[0]})
 
     def cost(self, has_batchnorm: bool) -> PassCost:

@@ -112,8 +112,10 @@ def get(name: str) -> type[Regularizer]:
         raise RegistryError(f"unknown regularizer {name!r}{_did_you_mean(name, list(_REGISTRY))}") from None
 
 
-def space(name: str) -> tuple[HyperParameter, ...]:
-    """The hyperparameters ``name`` declares, with defaults, domains and scales."""
+def hyperparameters_of(name: str) -> tuple[HyperParameter, ...]:
+    """The hyperparameters the regularizer registered as ``name`` declares, with defaults, domains
+    and scales (:func:`regularizers.space.hyperparameters` of its class). Raises
+    :class:`RegistryError` for an unknown name."""
     return hyperparameters(get(name))
 
 

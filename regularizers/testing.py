@@ -4,7 +4,11 @@
 with SGD and with Adam afterwards, and checks the contract of :class:`regularizers.Regularizer`:
 
 * the weights are bit-identical after :meth:`~regularizers.Regularizer.step` (restored from a copy);
-* BatchNorm running statistics equal those after exactly one clean forward pass;
+* the gradient rule: a step started from stale gradients in ``p.grad`` (garbage on the first step,
+  the previous step's on the second, as a loop that never zeroes would leave them) leaves exactly
+  the gradient of a step started from none, under the same RNG state;
+* running statistics of every normalization layer that tracks them equal those after exactly one
+  clean forward pass;
 * the reported forward/backward passes equal the closure's counters and
   :meth:`~regularizers.Regularizer.cost`;
 * every trainable parameter has a finite gradient of its own shape and dtype, frozen ones get none;
@@ -33,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport
+from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, batchnorm_modules
 from regularizers.registry import create
 
 __all__ = ["check_regularizer"]
@@ -65,11 +69,37 @@ def _tiny_model(batchnorm: bool) -> nn.Module:
 def _batchnorm_state(model: nn.Module) -> list[Tensor]:
     return [
         buffer.detach().clone()
-        for module in model.modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for module in batchnorm_modules(model)
         for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
         if buffer is not None
     ]
+
+
+#: What the first checked step finds in ``p.grad``: finite, so that a method that adds onto it
+#: fails the gradient-rule check (with its own message) rather than the finiteness one.
+_STALE_GRADIENT = 7.0
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _gradients_from_a_clean_start(
+    method: Regularizer, model: nn.Module, closure: BatchClosure, autocast: Callable[[], contextlib.AbstractContextManager[object]]
+) -> list[Tensor | None]:
+    """The gradients a step leaves when it starts with ``p.grad = None`` everywhere, on copies of
+    the method and the model (so neither's state moves)."""
+    twin = copy.deepcopy(model)
+    for p in twin.parameters():
+        p.grad = None
+    copy.deepcopy(method).step(BatchClosure(twin, closure.inputs, closure.targets, closure.loss_fn, autocast=autocast))
+    return [None if p.grad is None else p.grad.detach().clone() for p in twin.parameters()]
 
 
 def _same(a: Tensor, b: Tensor, exact: bool) -> bool:
@@ -97,11 +127,18 @@ def _check_one_step(
 ) -> None:
     named = list(model.named_parameters())
     weights_before = [p.detach().clone() for _, p in named]
-    reference = copy.deepcopy(model)
-    with torch.no_grad(), autocast():
-        reference(closure.inputs)  # exactly one clean forward in training mode
-    expected_stats = _batchnorm_state(reference)
+    # Exactly one clean forward in training mode, under the loop's autocast or in full precision
+    # (BatchClosure(full_precision=True)): which one is the method's choice.
+    expected_stats = []
+    for precision in (autocast, contextlib.nullcontext):
+        reference = copy.deepcopy(model)
+        with torch.no_grad(), precision():
+            reference(closure.inputs)
+        expected_stats.append(_batchnorm_state(reference))
 
+    rng = _rng_state(device)
+    from_clean_start = _gradients_from_a_clean_start(method, model, closure, autocast)
+    _set_rng_state(rng, device)  # the checked step draws the same noise as the clean-start one
     report = method.step(closure)
 
     assert isinstance(report, StepReport), f"{label}: step() must return a StepReport, got {type(report).__name__}"
@@ -112,12 +149,14 @@ def _check_one_step(
             "(WeightBackup / perturbed_weights), never by subtracting the perturbation"
         )
     stats = _batchnorm_state(model)
-    assert len(stats) == len(expected_stats)
-    for index, (got, want) in enumerate(zip(stats, expected_stats)):
-        assert _same(got, want, exact), (
-            f"{label}: BatchNorm running statistics (buffer #{index}) differ from one clean forward pass; "
-            "only the clean pass may run with update_bn=True, exactly once"
-        )
+    mismatches = [
+        [index for index, (got, want) in enumerate(zip(stats, expected)) if not _same(got, want, exact)]
+        for expected in expected_stats
+    ]
+    assert len(stats) == len(expected_stats[0]) and not all(mismatches), (
+        f"{label}: running statistics of normalization layers (buffers #{mismatches[0]}) differ from one clean "
+        "forward pass; only the clean pass may run with update_bn=True, exactly once"
+    )
 
     cost = method.cost(closure.has_batchnorm)
     assert isinstance(cost, PassCost), f"{label}: cost() must return a PassCost, got {type(cost).__name__}"
@@ -132,7 +171,7 @@ def _check_one_step(
         f"forward/backward passes but step() ran {counted}"
     )
 
-    for name, p in named:
+    for (name, p), expected in zip(named, from_clean_start):
         if not p.requires_grad:
             assert p.grad is None, f"{label}: frozen parameter {name!r} received a gradient"
             continue
@@ -143,6 +182,11 @@ def _check_one_step(
         )
         assert not p.grad.requires_grad, f"{label}: gradient of {name!r} is attached to a graph"
         assert bool(torch.isfinite(p.grad).all()), f"{label}: gradient of {name!r} is not finite"
+        assert expected is not None and _same(p.grad, expected, exact), (
+            f"{label}: the gradient of {name!r} after a step started from stale gradients in p.grad differs "
+            "from a step started with none; step() must leave exactly the gradient to apply: never read or "
+            "add to p.grad before the first closure call (the closure's first pass clears it)"
+        )
 
     _check_tensor_result(label, "report.loss", report.loss, device)
     assert isinstance(report.metrics, dict), f"{label}: report.metrics must be a dict"
@@ -190,9 +234,12 @@ def check_regularizer(
                 inputs = torch.randn(_BATCH, 3, 5, 5, device=device, dtype=dtype)
                 targets = torch.arange(_BATCH, device=device) % _CLASSES
                 method.start_epoch(0, 2)
-                for _ in range(2):  # two steps: the second one runs on optimizer state
+                with torch.no_grad():  # the gradient rule: whatever the loop left is not ours to use
+                    for p in model.parameters():
+                        if p.requires_grad:
+                            p.grad = torch.full_like(p, _STALE_GRADIENT)
+                for _ in range(2):  # two steps: the second one runs on optimizer state and stale gradients
                     closure = BatchClosure(model, inputs, targets, F.cross_entropy, autocast=autocast)
-                    optimizer.zero_grad(set_to_none=True)
                     _check_one_step(method, label, model, closure, autocast, device, exact)
                     frozen = [p.detach().clone() for p in model.parameters() if not p.requires_grad]
                     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]

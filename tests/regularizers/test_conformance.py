@@ -19,11 +19,16 @@ VARIANTS = [
     ("amp", {"inner_steps": 2, "projection": "global"}),
     ("coherent_l1", {"delay_epochs": 1}),
     ("coherent_l2", {"coherence_threshold": 0.5}),
+    ("asam", {"adaptive_tensors": "all", "eta": 0.0}),
     ("gnp", {"perturbed_gradient_weight": 0.0}),
+    ("gnp", {"perturbed_gradient_weight": 0.0, "normalize_clean_gradient": False}),
     ("gnp", {"perturbed_gradient_weight": 1.0}),
+    ("gnp", {"normalize_clean_gradient": False, "norm_epsilon": 1e-12}),
     ("nrs", {"neighbour": "adversarial"}),
     ("nso", {"num_samples": 3}),
     ("nso", {"clean_gradient_weight": 0.3}),
+    ("nso", {"estimator": "one_point", "num_samples": 2}),
+    ("nso", {"estimator": "one_point", "clean_gradient_weight": 0.3}),
     ("rwp", {"perturbed_gradient_weight": 0.0}),
     ("rwp", {"perturbed_gradient_weight": 1.0}),
 ]
@@ -46,7 +51,7 @@ def test_variant_conforms(name, hparams):
 def test_declared_space_is_usable(name):
     cls = regularizers.get(name)
     assert cls.__doc__, f"{name} needs a docstring"
-    declared = regularizers.space(name)
+    declared = regularizers.hyperparameters_of(name)
     fields = {f.name for f in dataclasses.fields(cls)}
     assert {hp.name for hp in declared} <= fields
     default = regularizers.create(name)
@@ -65,7 +70,7 @@ def test_declared_space_is_usable(name):
 
 @pytest.mark.parametrize("name", REGISTERED)
 def test_invalid_values_are_rejected(name):
-    for hp in regularizers.space(name):
+    for hp in regularizers.hyperparameters_of(name):
         if isinstance(hp.domain, Float) and hp.domain.low >= 0:
             bad = -10.0
         elif isinstance(hp.domain, Int) and hp.domain.low >= 0:

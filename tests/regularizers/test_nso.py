@@ -155,11 +155,10 @@ def test_expectation_is_gradient_plus_half_sigma_squared_grad_trace_hessian(samp
     target = gradient + sigma**2 / 2 * grad_trace
 
     method = regularizers.create("nso", noise_scale=sigma, num_samples=samples)
-    closure = BatchClosure(model, inputs, torch.zeros(6), lambda scores, _: _quartic(scores).mean())
     torch.manual_seed(1234)
     draws = []
-    for _ in range(steps):
-        method.step(closure)
+    for _ in range(steps):  # a closure serves one step (its first pass clears p.grad)
+        method.step(BatchClosure(model, inputs, torch.zeros(6), lambda scores, _: _quartic(scores).mean()))
         draws.append(torch.cat([model.a.grad, model.b.grad]))
     draws = torch.stack(draws)
     mean, standard_error = draws.mean(0), draws.std(0) / steps**0.5

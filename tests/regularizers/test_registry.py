@@ -46,7 +46,7 @@ def test_register_create_and_list(scratch_names):
     assert "toy_registry_test" in regularizers.available()
     instance = regularizers.create("toy_registry_test", strength=0.3)
     assert isinstance(instance, cls) and instance.strength == 0.3
-    assert [hp.name for hp in regularizers.space("toy_registry_test")] == ["strength"]
+    assert [hp.name for hp in regularizers.hyperparameters_of("toy_registry_test")] == ["strength"]
     regularizers.unregister("toy_registry_test")
     assert "toy_registry_test" not in regularizers.available()
 
@@ -201,3 +201,16 @@ def test_a_plugin_that_is_not_a_regularizer_is_rejected(plugin_path):
     )
     with pytest.raises(RegistryError, match="not a Regularizer"):
         regularizers.load_entry_points(force=True)
+
+
+def test_space_is_the_module_and_hyperparameters_of_the_lookup():
+    """``regularizers.space`` stays the domains module after ``import regularizers.space``."""
+    import regularizers.space
+
+    assert regularizers.space.Float is regularizers.Float
+    assert regularizers.space.hparam is regularizers.hparam
+    declared = regularizers.hyperparameters_of("asam")
+    assert [hp.name for hp in declared] == ["perturbation_radius", "eta", "adaptive_tensors"]
+    assert declared == regularizers.hyperparameters(regularizers.get("asam"))
+    with pytest.raises(regularizers.RegistryError, match="unknown regularizer"):
+        regularizers.hyperparameters_of("asma")

@@ -65,6 +65,7 @@ def test_sam_gradient_is_taken_at_the_normalized_ascent_point(batchnorm, radius)
 
 @pytest.mark.parametrize("batchnorm", BATCHNORM)
 def test_asam_follows_its_formula(batchnorm):
+    """T = |w| + η on every tensor (adaptive_tensors="all"); the authors' rule is in test_variants."""
     radius, eta = 0.5, 0.01
     model, batch = make_model(batchnorm), make_batch()
     w = weights(model)
@@ -73,7 +74,7 @@ def test_asam_follows_its_formula(batchnorm):
     scaled = [t * gi for t, gi in zip(operator, g)]  # T·g
     epsilon = [t * t * gi * (radius / norm(scaled)) for t, gi in zip(operator, g)]  # ρ·T²g/‖Tg‖
     expected = grad_at(model, add(w, epsilon), batch)
-    actual, _ = run("asam", model, batch, perturbation_radius=radius, eta=eta)
+    actual, _ = run("asam", model, batch, perturbation_radius=radius, eta=eta, adaptive_tensors="all")
     assert_all_close(actual, expected, rtol=1e-9, atol=1e-12)
     # ASAM's point differs from SAM's at the same radius: the test distinguishes the two.
     sam_point = grad_at(model, add(w, scale(g, radius / norm(g))), batch)

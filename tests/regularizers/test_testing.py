@@ -43,6 +43,23 @@ class UpdatesBatchNormTwice(Regularizer):
 
 
 @dataclass
+class AddsOntoTheLoopsGradient(Regularizer):
+    """Breaks the gradient rule: keeps what p.grad held when step() began and adds it back."""
+
+    def step(self, closure):
+        stale = [None if p.grad is None else p.grad.clone() for p in closure.parameters]
+        clean = closure(update_bn=True)
+        with torch.no_grad():
+            for p, old in zip(closure.parameters, stale):
+                if old is not None:
+                    p.grad.add_(old)
+        return self.report(closure, clean.loss)
+
+    def cost(self, has_batchnorm):
+        return PassCost(1, 1)
+
+
+@dataclass
 class MiscountsPasses(Regularizer):
     def step(self, closure):
         clean = closure(update_bn=True)
@@ -109,7 +126,8 @@ class ProducesNaN(Regularizer):
     ("broken", "message"),
     [
         (SubtractsToRestore, "changed during step"),
-        (UpdatesBatchNormTwice, "BatchNorm running statistics"),
+        (UpdatesBatchNormTwice, "running statistics of normalization layers"),
+        (AddsOntoTheLoopsGradient, "started from stale gradients in p.grad differs"),
         (MiscountsPasses, r"cost\(has_batchnorm=False\)"),
         (ForgesItsReport, "closure counted"),
         (KeepsTheGraph, "detached"),
