@@ -304,6 +304,7 @@ class SinkCallback(Callback):
             status=status,
             spec=trial_spec(self.config, self.plan, trial.config or {}),
             search_seed=self.config.search.seed,
+            search_metric=self.config.search.metric,
             last_result=dict(trial.last_result or {}),
             error=error,
             mlflow_run_id=run_id,

@@ -25,6 +25,10 @@ class TrialOutcome:
     last_result: dict[str, Any]
     error: str | None = None
     mlflow_run_id: str | None = None
+    search_metric: str | None = None
+    sampler: str | None = None  # JSON
+    budget: str | None = None  # JSON
+    selected_from_run_id: str | None = None
 
 
 def _number(result: dict[str, Any], key: str) -> float | None:
@@ -49,6 +53,10 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         model=spec.model.name,
         seed=spec.seed,
         search_seed=outcome.search_seed,
+        search_metric=outcome.search_metric,
+        sampler=outcome.sampler,
+        budget=outcome.budget,
+        selected_from_run_id=outcome.selected_from_run_id,
         regularizer_hparams=json.dumps(spec.regularizer_hparams, sort_keys=True),
         training_hparams=spec.training.model_dump_json(),
         val_accuracy=_number(result, metrics.VAL_ACCURACY),

@@ -3,7 +3,9 @@
 Parquet readers take the schema from the first file they open, so a column added later silently
 disappears and an int/string clash fails to merge. Every batch is therefore written with
 :data:`SCHEMA`; a change of columns bumps :data:`SCHEMA_VERSION`. Flatness columns exist from
-version 1 on and are null when flatness was not measured.
+version 1 on and are null when flatness was not measured. Version 2 added the selection and
+search provenance columns (``search_metric``, ``sampler``, ``budget``, ``selected_from_run_id``),
+null in version-1 rows.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Hive partition columns of the dataset, in directory order.
 PARTITION_COLUMNS = ("benchmark", "regularizer")
@@ -47,6 +49,12 @@ class TrialRow:
     model: str
     seed: int
     search_seed: int
+    #: The metric that chose "best" in this trial's search (``bench.selection``), e.g. val_accuracy.
+    search_metric: str | None
+    sampler: str | None  # JSON: the Optuna sampler's name and settings; null when nothing was searched
+    budget: str | None  # JSON: how the equal budget was counted ("trials" or "passes") and what it gave
+    #: Final rows: the run_id of the search trial whose config they re-run.
+    selected_from_run_id: str | None
     regularizer_hparams: str  # JSON object, sorted keys
     training_hparams: str  # JSON object of the effective training recipe
     val_accuracy: float | None
