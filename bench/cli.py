@@ -12,7 +12,7 @@ import socket
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -52,17 +52,31 @@ class ListFormat(str, Enum):
     json = "json"
 
 
+# Options shared by `run` and `final`.
+_ADDRESS = typer.Option(None, "--address", help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one.")
+_TRACKING_URI = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default: the config's, else sqlite under the results folder.")
+_NUM_CPUS = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray runtime (default: all).")
+_QUIET = typer.Option(False, "--quiet", "-q", help="Print only the final leaderboard, the commands to open the results, and errors.")
+_VERBOSE = typer.Option(False, "--verbose", "-v", help="Also show Ray's, Tune's, Optuna's and MLflow's own log lines (filtered out by default).")
+
+
 @app.command()
 def run(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="Benchmark YAML, e.g. configs/digits.yaml."),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="Folder for the Parquet leaderboard, the default MLflow store and Ray's search state."),
-    address: Optional[str] = typer.Option(None, "--address", help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default: the config's, else sqlite under --results."),
-    num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray runtime (default: all)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the final leaderboard, the commands to open the results, and errors."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show Ray's, Tune's, Optuna's and MLflow's own log lines (filtered out by default)."),
+    address: Optional[str] = _ADDRESS,
+    tracking_uri: Optional[str] = _TRACKING_URI,
+    num_cpus: Optional[int] = _NUM_CPUS,
+    quiet: bool = _QUIET,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Tune every regularizer in CONFIG with the same budget, then print the leaderboard.
+
+    Search: search.sampler (tpe, random, gp, cmaes, qmc) proposes each method's trials; TPE, GP
+    and CMA-ES draw n_startup_trials at random first, by default a third of the method's trials
+    (at least 2). search.budget counts the equal budget in trials (default) or in
+    forward+backward passes. The final phase re-runs each method's final.top_k best search
+    configs (search.metric decides, bench/selection.py) with every seed of final.seeds.
 
     While it runs: one line per finished trial (method k/M, trials done/planned, the sampled
     hyperparameters, the result, and an ETA for the whole run from the trials finished so far),
@@ -72,21 +86,99 @@ def run(
     saves them); finished searches are not re-run. Use another --results folder (or benchmark
     name) to start afresh.
     """
-    from bench.console import RunProgress, Verbosity, quiet_third_party
+    from bench.config import ConfigError, load_config
+
+    verbosity = _verbosity(quiet, verbose)
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        _fail(str(error))
+    _execute(config, results, address, tracking_uri, num_cpus, verbosity, resume_hint=f"sharpbench run {config_path} --results {results}")
+
+
+@app.command()
+def final(
+    results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="The --results folder of an earlier `sharpbench run`."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Which benchmark of the folder (needed when it holds several)."),
+    seeds: Optional[list[int]] = typer.Option(None, "--seed", help="Final training seed (repeatable); default: the run's final.seeds."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Re-run each method's K best search configs; default: the run's final.top_k."),
+    address: Optional[str] = _ADDRESS,
+    tracking_uri: Optional[str] = _TRACKING_URI,
+    num_cpus: Optional[int] = _NUM_CPUS,
+    quiet: bool = _QUIET,
+    verbose: bool = _VERBOSE,
+) -> None:
+    """Run only the final phase from an existing results folder: each method's top-k search
+    configs (the same rule as `run` and the leaderboard) × the final seeds.
+
+    Uses the config the run recorded in RESULTS_DIR; --seed and --top-k override its final
+    section (and are recorded for the next call). Final runs already recorded are not re-run.
+    """
+    from bench.config import ConfigError, load_recorded_configs, record_config
+    from bench.naming import unknown_name_message
+
+    verbosity = _verbosity(quiet, verbose)
+    if not results_dir.is_dir():
+        _fail(f"results folder not found: {results_dir}")
+    try:
+        recorded = load_recorded_configs(results_dir)
+    except ConfigError as error:
+        _fail(str(error))
+    if not recorded:
+        _fail(f"no recorded config in {results_dir}: run `sharpbench run CONFIG --results {results_dir}` first")
+    if benchmark is None:
+        if len(recorded) > 1:
+            _fail(f"{results_dir} holds several benchmarks; choose one with --benchmark: {', '.join(sorted(recorded))}")
+        benchmark = next(iter(recorded))
+    if benchmark not in recorded:
+        _fail(unknown_name_message("benchmark", benchmark, sorted(recorded)))
+    config = recorded[benchmark]
+    overrides = {key: value for key, value in (("seeds", seeds), ("top_k", top_k)) if value}
+    if overrides:
+        try:
+            config = config.with_final(**overrides)
+        except ConfigError as error:
+            _fail(str(error))
+    if not config.final.seeds:
+        _fail("no final seeds: the run's config has final.seeds empty; give them with --seed 1 --seed 2 ...")
+    record_config(config, results_dir)
+    _execute(
+        config, results_dir, address, tracking_uri, num_cpus, verbosity, final_only=True,
+        resume_hint=f"sharpbench final {results_dir} --benchmark {benchmark}",
+    )
+
+
+def _verbosity(quiet: bool, verbose: bool) -> Any:
+    from bench.console import Verbosity
 
     if quiet and verbose:
         _fail("--quiet and --verbose exclude each other")
-    verbosity = Verbosity.quiet if quiet else Verbosity.verbose if verbose else Verbosity.normal
-    from bench.config import ConfigError, load_config
+    return Verbosity.quiet if quiet else Verbosity.verbose if verbose else Verbosity.normal
+
+
+def _execute(
+    config: Any,
+    results: Path,
+    address: str | None,
+    tracking_uri: str | None,
+    num_cpus: int | None,
+    verbosity: Any,
+    *,
+    resume_hint: str,
+    final_only: bool = False,
+) -> None:
+    """Check everything checkable, start Ray, run the phases with a live console, print the board."""
+    from bench.config import record_config
+    from bench.console import RunProgress, Verbosity, quiet_third_party
     from bench.data import DatasetError, load_dataset
     from bench.models import ModelError
     from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
+    from bench.results.schema import Phase
 
     try:
-        config = load_config(config_path)
         if address is None:
             load_dataset(config.dataset)  # fail fast on a missing dataset, before any trial starts
-    except (ConfigError, DatasetError, ModelError) as error:
+    except (DatasetError, ModelError) as error:
         _fail(str(error))
     if address is not None:
         _check_ray_address(address)
@@ -96,6 +188,7 @@ def run(
     except OSError as error:
         _fail(f"cannot create results folder {results}: {error.strerror}")
     from bench import search  # imports Ray, Optuna and MLflow, which set up their loggers on import
+    from bench.plan import plan_methods
 
     quiet_third_party(verbosity)
     uri = normalize_tracking_uri(tracking_uri or config.tracking_uri or default_tracking_uri(results))
@@ -103,12 +196,18 @@ def run(
         MlflowSink(uri, experiment_name=config.benchmark)  # reachable and usable, before any trial runs
     except Exception as error:  # MLflow raises many types here; all mean "this URI does not work"
         _fail(f"cannot use MLflow tracking URI {uri}: {_first_line(error)}")
+    record_config(config, results)
 
-    final_seeds = len(config.final.seeds)
+    plans = plan_methods(config)
+    finals = len(config.final.seeds) * config.final.top_k
+    searched = 0 if final_only else 1
     if verbosity is not Verbosity.quiet:
+        trials = sorted({plan.budget.trials for plan in plans})
+        what = f"{'/'.join(map(str, trials))} search trials + " if searched else ""
         console.print(
-            f"[bold]{config.benchmark}[/]: {len(config.regularizers)} methods × ({config.search.trials_per_method} search trials"
-            f" + {final_seeds} final seeds), {config.training.epochs} epochs each\nresults → {results}\nMLflow  → {uri}",
+            f"[bold]{config.benchmark}[/]: {len(plans)} methods × ({what}{finals} final runs), "
+            f"{config.training.epochs} epochs each; sampler {config.search.sampler.name}, budget in {config.search.budget.kind}"
+            f"\nresults → {results}\nMLflow  → {uri}",
             highlight=False, soft_wrap=True,
         )
     try:
@@ -117,18 +216,16 @@ def run(
         _fail(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
     progress = RunProgress(
         console,
-        [(entry.name, config.search.trials_per_method, final_seeds) for entry in config.regularizers],
+        [(plan.regularizer, plan.budget.trials * searched, finals) for plan in plans],
         verbosity=verbosity,
         already_done=_recorded_trials(results, config.benchmark),
     )
+    phases = (Phase.FINAL,) if final_only else (Phase.SEARCH, Phase.FINAL)
     try:
         with progress:
-            search.run_benchmark(config, results_dir=results, tracking_uri=uri, progress=progress)
+            search.run_benchmark(config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases)
     except search.SearchInterrupted as interrupted:
-        errors.print(
-            f"interrupted: {interrupted}. Resume with: sharpbench run {config_path} --results {results}",
-            highlight=False, soft_wrap=True,
-        )
+        errors.print(f"interrupted: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
     finally:
         import ray

@@ -7,6 +7,7 @@ every method) and the regularizers to compare. ``load_config`` turns any problem
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,12 +114,58 @@ class AshaConfig(_Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+SamplerName = Literal["tpe", "random", "gp", "cmaes", "qmc"]
+
+
+def startup_trials(trials: int) -> int:
+    """The default number of random trials before a model-based sampler models the space.
+
+    About a third of the budget, at least 2: enough points to fit the first model, and most of
+    the budget left to use it. (Optuna's own default, 10, exceeds the budget of most configs,
+    which turns TPE into random search.) 6 trials → 2, 16 → 5, 48 → 16.
+    """
+    return max(2, round(trials / 3))
+
+
+class SamplerConfig(_Strict):
+    """Optuna's sampler for the search: ``search.sampler: tpe`` or ``{name: tpe, n_startup_trials: 3}``."""
+
+    name: SamplerName = "tpe"
+    #: Random trials before TPE, GP or CMA-ES model the space; ``None``: :func:`startup_trials`.
+    n_startup_trials: int | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class BudgetConfig(_Strict):
+    """What "the same tuning budget" counts: ``search.budget: trials`` or ``{kind: passes, scale: epochs}``.
+
+    ``trials``: every method gets ``trials_per_method`` trials of ``training.epochs`` epochs.
+    ``passes``: every method gets the forward+backward passes ERM spends on that; a method whose
+    step costs c times ERM's (SAM: 2) gives up ``scale``: trials (``trials_per_method / c``
+    trials, rounded, at least 1) or epochs (``training.epochs / c`` per trial, at least 1).
+    """
+
+    kind: Literal["trials", "passes"] = "trials"
+    scale: Literal["trials", "epochs"] = "trials"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_kind(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+
 class SearchConfig(_Strict):
     #: Trials per regularizer: the equal tuning budget.
     trials_per_method: int = Field(8, gt=0)
-    #: Seeds the TPE sampler; separate from the training seeds.
+    #: Seeds the sampler; separate from the training seeds.
     seed: int = 0
     metric: str = metrics.VAL_ACCURACY
+    sampler: SamplerConfig = SamplerConfig()
+    budget: BudgetConfig = BudgetConfig()
     asha: AshaConfig = AshaConfig()
     #: ``None`` fills the machine: cluster CPUs (or GPUs) divided by the per-trial resources.
     max_concurrent_trials: int | None = Field(None, gt=0)
@@ -161,8 +208,18 @@ class RegularizerEntry(_Strict):
 
 
 class FinalConfig(_Strict):
-    #: Training seeds for re-running each method's best config; empty skips the final phase.
+    #: Training seeds for re-running each method's best configs; empty skips the final phase.
     seeds: list[int] = Field(default_factory=list)
+    #: How many of each method's best search configs (``bench.selection``) are re-run with the seeds.
+    top_k: int = Field(1, gt=0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        repeated = sorted({seed for seed in value if value.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"final seeds must be distinct; repeated: {', '.join(map(str, repeated))}")
+        return value
 
 
 class BenchmarkConfig(_Strict):
@@ -192,6 +249,24 @@ class BenchmarkConfig(_Strict):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"regularizer listed twice: {', '.join(duplicates)}")
+        return self
+
+    def with_final(self, **changes: Any) -> BenchmarkConfig:
+        """A copy with ``final`` fields replaced (validated); raises :class:`ConfigError`."""
+        try:
+            final = FinalConfig.model_validate({**self.final.model_dump(), **changes})
+        except ValidationError as error:
+            raise ConfigError(f"final: {_format_validation_error(error)}") from None
+        return self.model_copy(update={"final": final})
+
+    @model_validator(mode="after")
+    def _one_owner_of_epochs(self) -> BenchmarkConfig:
+        budget = self.search.budget
+        if budget.kind == "passes" and budget.scale == "epochs" and "epochs" in self.search.space:
+            raise ValueError(
+                "search.budget {kind: passes, scale: epochs} sets each method's epochs; "
+                "it cannot be combined with epochs in search.space (use scale: trials)"
+            )
         return self
 
 
@@ -278,3 +353,33 @@ def _check_against_registries(config: BenchmarkConfig, source: str) -> None:
             regularizers.create(entry.name, **entry.fixed)
         except regularizers.RegistryError as error:
             raise ConfigError(f"{source}: {error}") from None
+
+
+#: Sub-folder of a results folder where each run records the resolved config it ran.
+RECORDED_CONFIGS_DIRNAME = "configs"
+
+
+def record_config(config: BenchmarkConfig, results_dir: str | Path) -> Path:
+    """Write the resolved ``config`` as ``<results_dir>/configs/<benchmark>.json`` (atomically),
+    so that later commands on the folder (``sharpbench final``) run exactly what the run ran."""
+    folder = Path(results_dir) / RECORDED_CONFIGS_DIRNAME
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{config.benchmark}.json"
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(config.model_dump_json(indent=2) + "\n")
+    staging.replace(path)
+    return path
+
+
+def load_recorded_configs(results_dir: str | Path) -> dict[str, BenchmarkConfig]:
+    """The configs recorded under ``results_dir``, by benchmark name; raises :class:`ConfigError`
+    (one line, naming the file) for a file that is not a valid config."""
+    configs = {}
+    for path in sorted((Path(results_dir) / RECORDED_CONFIGS_DIRNAME).glob("*.json")):
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"{path}: unreadable recorded config ({error})") from None
+        config = parse_config(raw, source=str(path))
+        configs[config.benchmark] = config
+    return configs

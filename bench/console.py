@@ -64,7 +64,8 @@ def quiet_third_party(verbosity: Verbosity) -> None:
       fires because each trial keeps one checkpoint (``num_to_keep=1``) by design; the threshold
       variable Tune names in the message set to 0 disables exactly this warning.
     * INFO lines of Ray, Tune and MLflow (instance started, state written, database created).
-    * Optuna's per-study INFO lines and its ExperimentalWarning for ``TPESampler(group=True)``.
+    * Optuna's per-study INFO lines and its ExperimentalWarnings (TPE's ``group``, CMA-ES's
+      ``consider_pruned_trials``, ``QMCSampler``): the features are the ones sharpbench chose.
 
     Call after Ray, Optuna and MLflow are imported (each sets its logger's level on import) and
     before they run (Tune reads its environment variables when a run starts). Nothing changes
@@ -79,9 +80,10 @@ def quiet_third_party(verbosity: Verbosity) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropMessages(_RAY_NOISE_PREFIXES))
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    # Optuna's own class; matched by name so this module need not import optuna.
-    warnings.filterwarnings("ignore", message=r"Argument ``group`` is an experimental feature")
-    warnings.filterwarnings("ignore", message=r"Argument ``multivariate`` is an experimental feature")
+    # Optuna's ExperimentalWarning (for group=, consider_pruned_trials=, QMCSampler), matched by
+    # its wording so that this module need not import optuna.
+    warnings.filterwarnings("ignore", message=r"Argument ``\w+`` is an experimental feature")
+    warnings.filterwarnings("ignore", message=r"\w+ is experimental \(supported from v")
 
 
 def format_duration(seconds: float) -> str:
@@ -286,6 +288,10 @@ class RunProgress:
         if self._bar is not None or self.verbosity is Verbosity.quiet or now - self._last_heartbeat < HEARTBEAT_SECONDS:
             return
         self._last_heartbeat = now
-        busy = ", ".join(f"{m} ep {e}/{p}" for m, e, p in running) or "-"
-        leaders = ", ".join(f"{m} {v:.4f}" for m, v in best.items() if math.isfinite(v)) or "-"
-        self._print(f"… {self.done}/{self.planned} trials done, {self.eta_text()}; running: {busy}; best {metric} reported so far: {leaders}")
+        text = f"… {self.done}/{self.planned} trials done, {self.eta_text()}"
+        if running:
+            text += "; running: " + ", ".join(f"{m} ep {e}/{p}" for m, e, p in running)
+        leaders = ", ".join(f"{m} {v:.4f}" for m, v in best.items() if math.isfinite(v))
+        if leaders:
+            text += f"; best {metric} reported so far: {leaders}"
+        self._print(text)

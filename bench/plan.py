@@ -8,8 +8,12 @@ them into nested dicts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
+
+import torch
 
 import regularizers
 from bench.config import BenchmarkConfig, RangeSpec, TrainingConfig
@@ -19,6 +23,8 @@ from regularizers.space import Choice, Domain, Float, Int
 REGULARIZER_NAMESPACE = "regularizer"
 TRAINING_NAMESPACE = "training"
 SEED_KEY = "seed"
+#: Final-phase trials carry the search trial they re-run under this key: ``{"run_id": ..., "config": {...}}``.
+SELECTED_KEY = "selected"
 
 
 @dataclass(frozen=True)
@@ -33,16 +39,46 @@ class SearchParam:
         return f"{self.namespace}/{self.name}"
 
 
+#: Forward + backward passes of one ERM step: the unit of ``search.budget: passes``.
+REFERENCE_PASSES_PER_STEP = 2
+
+
+@dataclass(frozen=True)
+class MethodBudget:
+    """What one method's share of the equal budget buys (see :class:`bench.config.BudgetConfig`)."""
+
+    kind: str  # "trials" or "passes"
+    scale: str  # with passes: what a costlier method gives up, "trials" or "epochs"
+    trials: int
+    epochs: int  # planned epochs per trial (the config's, or scaled down with scale=epochs)
+    passes_per_step: int  # forward + backward of one step, at the method's default hyperparameters
+    reference_passes_per_step: int = REFERENCE_PASSES_PER_STEP
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
 @dataclass(frozen=True)
 class MethodPlan:
     benchmark: str
     regularizer: str
     fixed: dict[str, Any]
     params: tuple[SearchParam, ...]
+    budget: MethodBudget
 
     def search_name(self, phase: str) -> str:
         """Stable across runs, so an interrupted search resumes under the same name."""
         return f"{self.benchmark}-{self.regularizer}-{phase}"
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs a trial of this plan can run: ASHA's ``max_t`` must reach it."""
+        epochs = self.budget.epochs
+        for param in self.params:
+            if param.namespace == TRAINING_NAMESPACE and param.name == "epochs":
+                domain = param.domain
+                epochs = max(epochs, int(max(domain.options) if isinstance(domain, Choice) else domain.high))
+        return epochs
 
     def default_point(self) -> dict[str, Any]:
         """The papers' defaults (and the config's recipe), evaluated first; only values inside the searched ranges."""
@@ -67,6 +103,7 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
         domain = Choice((False, True)) if value_type is bool and spec.choices is None else _domain_from_range(spec, value_type)
         training_params.append(SearchParam(TRAINING_NAMESPACE, name, domain, getattr(config.training, name)))
 
+    has_batchnorm = _model_has_batchnorm(config) if config.search.budget.kind == "passes" else None
     plans = []
     for entry in config.regularizers:
         params = []
@@ -83,15 +120,71 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
                 regularizer=entry.name,
                 fixed=dict(entry.fixed),
                 params=tuple(params) + tuple(training_params),
+                budget=_budget(config, entry.name, entry.fixed, has_batchnorm),
             )
         )
     return plans
 
 
+def _model_has_batchnorm(config: BenchmarkConfig) -> bool:
+    """Whether the config's model has normalization layers with running statistics (NSO's cost
+    depends on it). Built on the meta device: no memory, no data needed; the input shape only
+    sizes layers, it adds or removes none."""
+    from bench.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(config.model.name, (3, 32, 32), 10, **config.model.options)
+    return bool(regularizers.batchnorm_modules(model))
+
+
+def _budget(config: BenchmarkConfig, method: str, fixed: dict[str, Any], has_batchnorm: bool | None) -> MethodBudget:
+    """Trials and epochs of one method under ``search.budget`` (passes counted at its defaults)."""
+    spec = config.search.budget
+    trials, epochs = config.search.trials_per_method, config.training.epochs
+    if spec.kind == "trials":
+        return MethodBudget(spec.kind, spec.scale, trials, epochs, 0)
+    cost = regularizers.create(method, **fixed).cost(bool(has_batchnorm))
+    passes = cost.forward + cost.backward
+    ratio = passes / REFERENCE_PASSES_PER_STEP
+    if spec.scale == "trials":
+        trials = max(1, math.floor(trials / ratio + 0.5))
+    else:
+        epochs = max(1, math.floor(epochs / ratio + 0.5))
+    return MethodBudget(spec.kind, spec.scale, trials, epochs, passes)
+
+
+@dataclass(frozen=True)
+class SelectedConfig:
+    """A search trial chosen for the final phase (``bench.selection``), as a Tune config."""
+
+    run_id: str  # the search row it came from: final rows record it as ``selected_from_run_id``
+    config: dict[str, Any]  # {"regularizer": {...}, "training": {...}}: the searched values only
+
+    @classmethod
+    def from_row(cls, plan: MethodPlan, row: dict[str, Any]) -> SelectedConfig:
+        """The searched values of a Parquet search row (its JSON columns hold the full recipe)."""
+        recorded = {
+            REGULARIZER_NAMESPACE: json.loads(row["regularizer_hparams"] or "{}"),
+            TRAINING_NAMESPACE: json.loads(row["training_hparams"] or "{}"),
+        }
+        chosen: dict[str, dict[str, Any]] = {}
+        for param in plan.params:
+            if param.name in recorded[param.namespace]:
+                chosen.setdefault(param.namespace, {})[param.name] = recorded[param.namespace][param.name]
+        return cls(row["run_id"], chosen)
+
+    def to_tune(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "config": self.config}
+
+
 def trial_spec(config: BenchmarkConfig, plan: MethodPlan, sampled: dict[str, Any]) -> TrialSpec:
-    """The full trial from a (nested) Ray Tune config: ``{"regularizer": {...}, "training": {...}, "seed": s}``."""
+    """The full trial from a (nested) Ray Tune config: ``{"regularizer": {...}, "training": {...}, "seed": s}``;
+    a final trial's values come from its ``selected`` entry instead."""
+    if SELECTED_KEY in sampled:
+        sampled = {**sampled, **sampled[SELECTED_KEY]["config"]}
     hparams = {**plan.fixed, **sampled.get(REGULARIZER_NAMESPACE, {})}
-    training = TrainingConfig.model_validate({**config.training.model_dump(), **sampled.get(TRAINING_NAMESPACE, {})})
+    recipe = {**config.training.model_dump(), "epochs": plan.budget.epochs, **sampled.get(TRAINING_NAMESPACE, {})}
+    training = TrainingConfig.model_validate(recipe)
     return TrialSpec(
         benchmark=config.benchmark,
         dataset=config.dataset,

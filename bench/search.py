@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -27,10 +26,10 @@ from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunC
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from bench import metrics
-from bench.config import BenchmarkConfig
+from bench import metrics, selection
+from bench.config import BenchmarkConfig, SearchConfig, startup_trials
 from bench.console import RunProgress, TrialLine
-from bench.plan import SEED_KEY, MethodPlan, SearchParam, plan_methods, trial_spec
+from bench.plan import SEED_KEY, SELECTED_KEY, MethodPlan, SearchParam, SelectedConfig, plan_methods, trial_spec
 from bench.provenance import hardware
 from bench.results.mlflow_sink import MlflowSink
 from bench.results.parquet import ParquetSink, read_rows
@@ -83,6 +82,44 @@ class DefineByRun:
                 trial.suggest_categorical(param.key, list(domain.options))
             else:  # pragma: no cover - Domain is a closed union
                 raise TypeError(f"unsupported domain {domain!r} for {param.key}")
+
+
+def sampler_settings(search: SearchConfig, trials: int) -> dict[str, Any]:
+    """The sampler ``search.sampler`` names, with every setting it is built with (recorded in rows).
+
+    Model-based samplers (TPE, GP, CMA-ES) draw ``n_startup_trials`` at random first; by default
+    :func:`bench.config.startup_trials` of the method's ``trials``, so that the model is used
+    within the budget. TPE is Optuna's multivariate TPE with grouped conditional parameters;
+    QMC is scrambled Sobol; CMA-ES learns from pruned trials too.
+    """
+    name = search.sampler.name
+    startup = search.sampler.n_startup_trials
+    startup = startup_trials(trials) if startup is None else startup
+    settings: dict[str, Any] = {"name": name, "seed": search.seed}
+    if name == "tpe":
+        settings.update(n_startup_trials=startup, multivariate=True, group=True)
+    elif name == "gp":
+        settings.update(n_startup_trials=startup)
+    elif name == "cmaes":
+        settings.update(n_startup_trials=startup, consider_pruned_trials=True)
+    elif name == "qmc":
+        settings.update(qmc_type="sobol", scramble=True)
+    return settings
+
+
+_SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "gp": optuna.samplers.GPSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+
+
+def make_sampler(settings: dict[str, Any]) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of :func:`sampler_settings` (its keys are the constructor's arguments)."""
+    arguments = {key: value for key, value in settings.items() if key != "name"}
+    return _SAMPLERS[settings["name"]](**arguments)
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
@@ -168,6 +205,11 @@ def _error_reason(trial: Any) -> str:
     return (lines[-1] if lines else "empty error message")[:2000]
 
 
+def _selected_from(trial: Any) -> str | None:
+    """A final trial's source: the run_id of the search trial whose config it re-runs."""
+    return (trial.config or {}).get(SELECTED_KEY, {}).get("run_id")
+
+
 class SinkCallback(Callback):
     """Writes every finished trial to Parquet and MLflow, from the driver.
 
@@ -247,12 +289,16 @@ class SinkCallback(Callback):
             params: dict[str, object] = {f"regularizer.{k}": v for k, v in spec.regularizer_hparams.items()}
             params.update({f"training.{k}": v for k, v in spec.training.model_dump().items()})
             params["seed"] = spec.seed
+            tags = {"sharpbench.phase": self.phase.value, "sharpbench.regularizer": self.plan.regularizer}
+            selected = _selected_from(trial)
+            if selected is not None:
+                tags["sharpbench.selected_from_run_id"] = selected
             self.run_ids[trial.trial_id] = self.mlflow.trial_run(
                 self.parent_run_id or "",
                 self._trial_key(trial),
                 run_name=f"{self.plan.regularizer}-{trial.trial_id}",
                 params=params,
-                tags={"sharpbench.phase": self.phase.value, "sharpbench.regularizer": self.plan.regularizer},
+                tags=tags,
             )
         return self.run_ids[trial.trial_id]
 
@@ -305,6 +351,9 @@ class SinkCallback(Callback):
             spec=trial_spec(self.config, self.plan, trial.config or {}),
             search_seed=self.config.search.seed,
             search_metric=self.config.search.metric,
+            sampler=json.dumps(sampler_settings(self.config.search, self.plan.budget.trials), sort_keys=True) if self.plan.params else None,
+            budget=self.plan.budget.to_json(),
+            selected_from_run_id=_selected_from(trial),
             last_result=dict(trial.last_result or {}),
             error=error,
             mlflow_run_id=run_id,
@@ -337,7 +386,8 @@ class SinkCallback(Callback):
     def _sampled(self, config: dict[str, Any]) -> dict[str, Any]:
         """The values this trial was given for the searched hyperparameters (a final run: its seed)."""
         if self.phase is Phase.FINAL:
-            return {SEED_KEY: config.get(SEED_KEY)}
+            source = config.get(SELECTED_KEY, {}).get("run_id", "")
+            return {SEED_KEY: config.get(SEED_KEY), "from": source.rsplit("/", 1)[-1]}
         values = {}
         for param in self.plan.params:
             value = config.get(param.namespace, {}).get(param.name)
@@ -399,24 +449,26 @@ def _check_finished(grid: Any, search_name: str, results_dir: Path) -> None:
         raise SearchInterrupted(f"search {search_name} was interrupted with {unfinished} trial(s) unfinished; its state is saved")
 
 
-def _concurrency(config: BenchmarkConfig) -> int:
+def _concurrency(config: BenchmarkConfig, trials: int) -> int:
     if config.search.max_concurrent_trials is not None:
         return config.search.max_concurrent_trials
     available = ray.cluster_resources()
     slots = int(available.get("CPU", 1) // config.resources.cpus_per_trial)
     if config.resources.gpus_per_trial > 0:
         slots = min(slots, int(available.get("GPU", 0) // config.resources.gpus_per_trial))
-    return max(1, min(slots, config.search.trials_per_method))
+    return max(1, min(slots, trials))
 
 
-def _scheduler(config: BenchmarkConfig) -> ASHAScheduler | FIFOScheduler:
+def _scheduler(config: BenchmarkConfig, plan: MethodPlan) -> ASHAScheduler | FIFOScheduler:
+    """ASHA over epochs, with ``max_t`` the most epochs any trial of the plan can run: a trial
+    planned for more epochs than ``max_t`` would be cut there and look stopped."""
     asha = config.search.asha
     if not asha.enabled:
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr=metrics.EPOCH,
-        max_t=config.training.epochs,
-        grace_period=min(asha.grace_period, config.training.epochs),
+        max_t=plan.max_epochs,
+        grace_period=min(asha.grace_period, plan.max_epochs),
         reduction_factor=asha.reduction_factor,
     )
 
@@ -450,20 +502,17 @@ def _tuner(
     )
 
 
-def _best_completed(result_grid: Any, metric: str, mode: str) -> Any | None:
-    """The completed trial with the best ``metric``; ties go to the lower validation loss, then the
-    earlier trial id (the order ``bench.leaderboard`` uses, so both name the same config)."""
-    candidates = []
-    for result in result_grid:
-        if result.error is not None or not result.metrics or not metrics.ran_all_epochs(result.metrics):
-            continue
-        value = result.metrics.get(metric)
-        if value is None or not math.isfinite(value):
-            continue
-        val_loss = result.metrics.get(metrics.VAL_LOSS)
-        tie_break = val_loss if val_loss is not None and math.isfinite(val_loss) else math.inf
-        candidates.append(((-value if mode == "max" else value), tie_break, str(result.metrics.get("trial_id", "")), result))
-    return min(candidates, key=lambda entry: entry[:3])[3] if candidates else None
+def select_for_final(plan: MethodPlan, results_dir: Path, metric: str, k: int) -> list[SelectedConfig]:
+    """The top-``k`` search trials of ``plan``'s method by the one selection rule
+    (:mod:`bench.selection`), read back from the Parquet record: the leaderboard applies the same
+    rule to the same rows, so both always name the same configs."""
+    rows = [
+        row for row in read_rows(results_dir).to_pylist()
+        if row["benchmark"] == plan.benchmark and row["regularizer"] == plan.regularizer and row["phase"] == Phase.SEARCH.value
+    ]
+    by_id = {row["run_id"]: row for row in rows}
+    chosen = selection.top_k([selection.candidate_from_row(row) for row in rows], k, metric)
+    return [SelectedConfig.from_row(plan, by_id[candidate.run_id]) for candidate in chosen]
 
 
 @dataclass
@@ -505,13 +554,13 @@ def _search(plan: MethodPlan, context: _Context) -> Any:
             space=DefineByRun(plan.params),
             metric=context.metric,
             mode=context.mode,
-            # OptunaSearch ignores its own seed once a sampler is given: seed the sampler.
-            sampler=optuna.samplers.TPESampler(seed=config.search.seed, multivariate=True, group=True),
+            # OptunaSearch ignores its own seed once a sampler is given: the settings seed it.
+            sampler=make_sampler(sampler_settings(config.search, plan.budget.trials)),
             points_to_evaluate=[plan.default_point()],
         )
     name = plan.search_name(Phase.SEARCH.value)
     if _LIVE.progress is not None:
-        _LIVE.progress.phase_started(plan.regularizer, Phase.SEARCH.value, config.search.trials_per_method)
+        _LIVE.progress.phase_started(plan.regularizer, Phase.SEARCH.value, plan.budget.trials)
     grid = _tuner(
         context.trainable(plan),
         name=name,
@@ -521,9 +570,9 @@ def _search(plan: MethodPlan, context: _Context) -> Any:
             metric=context.metric,
             mode=context.mode,
             search_alg=searcher,
-            scheduler=_scheduler(config),
-            num_samples=config.search.trials_per_method,
-            max_concurrent_trials=_concurrency(config),
+            scheduler=_scheduler(config, plan),
+            num_samples=plan.budget.trials,
+            max_concurrent_trials=_concurrency(config, plan.budget.trials),
         ),
         callback=context.callback(plan, Phase.SEARCH),
         config=config,
@@ -532,22 +581,31 @@ def _search(plan: MethodPlan, context: _Context) -> Any:
     return grid
 
 
-def _final(plan: MethodPlan, best: Any, context: _Context) -> None:
-    """The best search config re-run once per final seed."""
-    chosen = {k: v for k, v in best.config.items() if k != SEED_KEY}
+def _final(plan: MethodPlan, selected: list[SelectedConfig], context: _Context) -> None:
+    """Each selected search config re-run once per final seed (one Tune run: configs × seeds)."""
     name = plan.search_name(Phase.FINAL.value)
     if _LIVE.progress is not None:
-        _LIVE.progress.phase_started(plan.regularizer, Phase.FINAL.value, len(context.config.final.seeds))
+        _LIVE.progress.phase_started(plan.regularizer, Phase.FINAL.value, len(selected) * len(context.config.final.seeds))
     grid = _tuner(
         context.trainable(plan),
         name=name,
         storage=context.storage,
-        param_space={**chosen, SEED_KEY: tune.grid_search(list(context.config.final.seeds))},
-        tune_config=TuneConfig(metric=context.metric, mode=context.mode, max_concurrent_trials=_concurrency(context.config)),
+        param_space={
+            SELECTED_KEY: tune.grid_search([choice.to_tune() for choice in selected]),
+            SEED_KEY: tune.grid_search(list(context.config.final.seeds)),
+        },
+        tune_config=TuneConfig(metric=context.metric, mode=context.mode, max_concurrent_trials=_concurrency(context.config, len(selected) * len(context.config.final.seeds))),
         callback=context.callback(plan, Phase.FINAL),
         config=context.config,
     ).fit()
     _check_finished(grid, name, context.results_dir)
+
+
+def run_final(plan: MethodPlan, context: _Context) -> None:
+    """The final phase of one method: its top-k search configs × the final seeds."""
+    selected = select_for_final(plan, context.results_dir, context.metric, context.config.final.top_k)
+    if selected:
+        _final(plan, selected, context)
 
 
 def run_benchmark(
@@ -556,23 +614,25 @@ def run_benchmark(
     results_dir: str | Path,
     tracking_uri: str,
     progress: RunProgress | None = None,
+    phases: tuple[Phase, ...] = (Phase.SEARCH, Phase.FINAL),
 ) -> None:
     """Run every method's search, then its final seeds, on the connected Ray runtime.
 
     The caller owns ``ray.init``/``ray.shutdown`` (local or ``address=``). Results go to the
     sinks; read them back with :func:`bench.results.parquet.read_rows`. ``progress`` receives
-    each finished trial (resumed searches included). Raises :class:`SearchInterrupted` when a
-    search was stopped before its trials ended.
+    each finished trial (resumed searches included). ``phases=(Phase.FINAL,)`` runs only the
+    final phase, from the search rows already recorded under ``results_dir``. Raises
+    :class:`SearchInterrupted` when a search was stopped before its trials ended.
     """
     context = _Context(config, Path(results_dir).resolve(), tracking_uri)
     context.storage.mkdir(parents=True, exist_ok=True)
     _LIVE.progress = progress
     try:
         for plan in plan_methods(config):
-            grid = _search(plan, context)
-            best = _best_completed(grid, context.metric, context.mode)
-            if best is not None and config.final.seeds:
-                _final(plan, best, context)
+            if Phase.SEARCH in phases:
+                _search(plan, context)
+            if Phase.FINAL in phases and config.final.seeds:
+                run_final(plan, context)
     finally:
         _LIVE.progress = None
 

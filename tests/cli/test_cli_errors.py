@@ -33,6 +33,15 @@ CASES = {
     "unknown hyperparameter": ({**GOOD, "regularizers": [{"name": "sam", "fixed": {"rho": 0.1}}]}, ["unknown hyperparameter 'rho'", "perturbation_radius"]),
     "bad hyperparameter value": ({**GOOD, "regularizers": [{"name": "sam", "fixed": {"perturbation_radius": -1.0}}]}, ["perturbation_radius must be >= 0"]),
     "unknown search space key": ({**GOOD, "search": {"space": {"learning_rat": {"low": 0.1, "high": 0.2}}}}, ["unknown search space key 'learning_rat'", "learning_rate"]),
+    "unknown sampler": ({**GOOD, "search": {"sampler": "tpee"}}, ["search.sampler.name", "'tpe'", "'cmaes'"]),
+    "negative startup trials": ({**GOOD, "search": {"sampler": {"name": "tpe", "n_startup_trials": -1}}}, ["n_startup_trials"]),
+    "unknown budget": ({**GOOD, "search": {"budget": "flops"}}, ["search.budget.kind", "'passes'"]),
+    "passes scaling epochs with epochs searched": (
+        {**GOOD, "search": {"budget": {"kind": "passes", "scale": "epochs"}, "space": {"epochs": {"low": 1, "high": 3}}}},
+        ["cannot be combined with epochs in search.space"],
+    ),
+    "repeated final seeds": ({**GOOD, "final": {"seeds": [1, 2, 1]}}, ["final.seeds", "repeated: 1"]),
+    "top_k of zero": ({**GOOD, "final": {"seeds": [1], "top_k": 0}}, ["final.top_k"]),
     "invalid yaml": ("benchmark: [unclosed\n", ["invalid YAML"]),
     "not a mapping": ("- just\n- a list\n", ["expected a mapping"]),
 }
