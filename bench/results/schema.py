@@ -3,7 +3,8 @@
 Parquet readers take the schema from the first file they open, so a column added later silently
 disappears and an int/string clash fails to merge. Every batch is therefore written with
 :data:`SCHEMA`; a change of columns bumps :data:`SCHEMA_VERSION`. Flatness columns exist from
-version 1 on and are null when flatness was not measured.
+version 1 on and are null when flatness was not measured; version 2 adds the eigenvalue's
+iterations and ``converged`` flag and the trace's probe count (null in version-1 files).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Hive partition columns of the dataset, in directory order.
 PARTITION_COLUMNS = ("benchmark", "regularizer")
@@ -60,8 +61,11 @@ class TrialRow:
     backward_passes: int
     wall_seconds: float
     hessian_top_eigenvalue: float | None
+    hessian_eigen_iterations: int | None  # Hessian-vector products the eigenvalue used
+    hessian_eigen_converged: bool | None  # False: stopped at the cap, short of its tolerance
     hessian_trace: float | None
     hessian_trace_stderr: float | None
+    hessian_trace_probes: int | None
     epsilon_sharpness: float | None
     device: str
     hardware: str
@@ -79,6 +83,8 @@ _TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
     "str | None": pa.string(),
     "int": pa.int64(),
+    "int | None": pa.int64(),
+    "bool | None": pa.bool_(),
     "float": pa.float64(),
     "float | None": pa.float64(),
     "dt.datetime": pa.timestamp("us", tz="UTC"),
