@@ -33,6 +33,8 @@ CASES = {
     "unknown hyperparameter": ({**GOOD, "regularizers": [{"name": "sam", "fixed": {"rho": 0.1}}]}, ["unknown hyperparameter 'rho'", "perturbation_radius"]),
     "bad hyperparameter value": ({**GOOD, "regularizers": [{"name": "sam", "fixed": {"perturbation_radius": -1.0}}]}, ["perturbation_radius must be >= 0"]),
     "unknown search space key": ({**GOOD, "search": {"space": {"learning_rat": {"low": 0.1, "high": 0.2}}}}, ["unknown search space key 'learning_rat'", "learning_rate"]),
+    "renamed flatness key": ({**GOOD, "flatness": {"trace_probes": 20}}, ["flatness: trace_probes was replaced by trace_rel_stderr"]),
+    "flatness probe range": ({**GOOD, "flatness": {"trace_min_probes": 50, "trace_max_probes": 20}}, ["trace_max_probes (20) must be >= trace_min_probes (50)"]),
     "invalid yaml": ("benchmark: [unclosed\n", ["invalid YAML"]),
     "not a mapping": ("- just\n- a list\n", ["expected a mapping"]),
 }
