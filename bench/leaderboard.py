@@ -20,7 +20,9 @@ deduplicated by run_id). For each (benchmark, regularizer):
   ``ranked_by`` field says which), descending; equal values share a rank (1, 2, 2, 4); a method
   without any test accuracy has no rank and is listed last.
 * **Flatness** columns (Hessian top eigenvalue, trace, epsilon-sharpness) are the means over the
-  chosen rows (the final runs, or the best trial), None when not measured.
+  chosen rows (the final runs, or the best trial), None when not measured. The trace comes with
+  the standard error of that mean from the rows' own Hutchinson errors, √(Σ se_i²)/k (the
+  estimates are independent), None when a row lacks one.
 
 >>> from bench.results.schema import SCHEMA
 >>> build_leaderboard(SCHEMA.empty_table())
@@ -76,6 +78,7 @@ _NEEDED_COLUMNS = (
     M.BACKWARD_PASSES,
     M.WALL_SECONDS,
     *FLATNESS_COLUMNS,
+    M.HESSIAN_TRACE_STDERR,
     "timestamp",
 )
 
@@ -107,6 +110,7 @@ class Standing:
     search_wall_seconds: float  # sum over all search trials
     hessian_top_eigenvalue: float | None
     hessian_trace: float | None
+    hessian_trace_stderr: float | None  # of that mean: the Hutchinson estimates' own error
     epsilon_sharpness: float | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +155,15 @@ def _num(value: Any) -> float | None:
 def _mean(values: Sequence[Any]) -> float | None:
     present = [v for v in (_num(x) for x in values) if v is not None]
     return statistics.fmean(present) if present else None
+
+
+def _stderr_of_mean(rows: Sequence[Mapping[str, Any]]) -> float | None:
+    """Standard error of the mean trace over the rows that have one: √(Σ se_i²)/k."""
+    pairs = [(_num(r[M.HESSIAN_TRACE]), _num(r[M.HESSIAN_TRACE_STDERR])) for r in rows]
+    errors = [se for trace, se in pairs if trace is not None]
+    if not errors or any(se is None for se in errors):
+        return None
+    return math.sqrt(sum(se * se for se in errors)) / len(errors)  # type: ignore[operator]
 
 
 def _hparams(text: str | None) -> dict[str, Any]:
@@ -245,6 +258,7 @@ def _standing(regularizer: str, rows: Sequence[Mapping[str, Any]]) -> Standing:
         mean_passes_per_trial=None if forward is None or backward is None else forward + backward,
         search_wall_seconds=float(sum(_num(r[M.WALL_SECONDS]) or 0.0 for r in search)),
         **{column: _mean([r[column] for r in chosen]) for column in FLATNESS_COLUMNS},
+        hessian_trace_stderr=_stderr_of_mean(chosen),
     )
 
 
@@ -310,6 +324,12 @@ def _accuracy(s: Standing) -> str:
     return f"{s.test_accuracy:.4f}{std} (n={s.n_seeds})"
 
 
+def _with_stderr(value: float | None, stderr: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}" if stderr is None else f"{value:.4g} ± {stderr:.2g}"
+
+
 def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
@@ -340,7 +360,7 @@ def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
             _compact({**s.regularizer_hparams, **s.tuned_training_hparams}),
         ]
         if flat:
-            row += [_fmt(s.hessian_top_eigenvalue, ".4g"), _fmt(s.hessian_trace, ".4g"), _fmt(s.epsilon_sharpness, ".4g")]
+            row += [_fmt(s.hessian_top_eigenvalue, ".4g"), _with_stderr(s.hessian_trace, s.hessian_trace_stderr), _fmt(s.epsilon_sharpness, ".4g")]
         rows.append(row)
     return header, rows
 

@@ -20,8 +20,13 @@ WALL_SECONDS: Final = "wall_seconds"
 
 # Flatness of the final minimum (bench.flatness).
 HESSIAN_TOP_EIGENVALUE: Final = "hessian_top_eigenvalue"
+#: Hessian-vector products power iteration used, and whether its tolerance was met (1.0 / 0.0).
+HESSIAN_EIGEN_ITERATIONS: Final = "hessian_eigen_iterations"
+HESSIAN_EIGEN_CONVERGED: Final = "hessian_eigen_converged"
 HESSIAN_TRACE: Final = "hessian_trace"
 HESSIAN_TRACE_STDERR: Final = "hessian_trace_stderr"
+#: Hutchinson probes the trace estimate used (its stopping rule picks the number).
+HESSIAN_TRACE_PROBES: Final = "hessian_trace_probes"
 EPSILON_SHARPNESS: Final = "epsilon_sharpness"
 
 #: Method-specific metrics reported by a regularizer are logged as ``reg/<name>``.

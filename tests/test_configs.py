@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.config import load_config
+from bench.config import ConfigError, FlatnessConfig, load_config, parse_config
 from bench.plan import plan_methods
 
 
@@ -29,3 +29,23 @@ def test_paper_recipe_in_cifar_configs(repo_root):
         assert (training.momentum, training.learning_rate, training.weight_decay, training.batch_size, training.epochs, training.schedule) == (
             0.9, 0.1, 5e-4, 128, 200, "cosine"
         )
+
+
+@pytest.mark.parametrize(
+    ("flatness", "fragment"),
+    [
+        ({"eigen_tolerance": 0}, "flatness.eigen_tolerance: Input should be greater than 0"),
+        ({"eigen_tolerance": 1.5}, "flatness.eigen_tolerance: Input should be less than 1"),
+        ({"eigen_max_iterations": 0}, "flatness.eigen_max_iterations: Input should be greater than 0"),
+        ({"trace_rel_stderr": -0.1}, "flatness.trace_rel_stderr: Input should be greater than or equal to 0"),
+        ({"trace_min_probes": 1}, "flatness.trace_min_probes: Input should be greater than or equal to 2"),
+        ({"trace_min_probes": 30, "trace_max_probes": 20}, "trace_max_probes (20) must be >= trace_min_probes (30)"),
+        ({"eigen_iterations": 20}, "eigen_iterations was replaced by eigen_max_iterations"),
+    ],
+)
+def test_flatness_stopping_rules_are_validated(flatness, fragment):
+    with pytest.raises(ConfigError) as error:
+        parse_config({"benchmark": "t", "regularizers": ["erm"], "flatness": flatness})
+    message = str(error.value)
+    assert fragment in message and "\n" not in message
+

@@ -8,6 +8,7 @@ import copy
 import math
 
 import pytest
+import scipy.stats
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -26,6 +27,7 @@ from bench.flatness import (
 )
 
 F64 = torch.float64
+EPS64 = torch.finfo(F64).eps
 cross_entropy = nn.functional.cross_entropy
 
 
@@ -161,6 +163,37 @@ def trust_region_max(a: Tensor, g: Tensor, radius: float) -> float:
     return float(0.5 * delta @ a @ delta + g @ delta)
 
 
+def gap_problem(seed: int) -> tuple[nn.Module, list[tuple[Tensor, Tensor]]]:
+    """A 64-parameter tanh MLP, 4 classes, after 200 full-batch SGD steps: a trained model whose
+    top eigenvalues are close, λ₂/λ₁ ≈ 0.91–0.92 for seeds 3 and 4 (the gap of the outliers of
+    real networks; the :func:`small_problem` gap of 0.34 is an easy case)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4)).to(F64)
+    x = torch.randn(40, 5, dtype=F64)
+    y = torch.randint(0, 4, (40,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(200):
+        optimizer.zero_grad()
+        cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model, [(x[:25], y[:25]), (x[25:], y[25:])]
+
+
+def fixed_trace(model, batches, loss_fn, generator, probes: int, **kwargs):
+    """Hutchinson with exactly ``probes`` probes (the stopping rule switched off by min = max)."""
+    return hutchinson_trace(model, batches, loss_fn, generator, min_probes=probes, max_probes=probes, **kwargs)
+
+
+def rounding(*magnitudes: float, operations: int = 64) -> float:
+    """An absolute tolerance for float64 results built from terms of these magnitudes.
+
+    Each of ``operations`` roundings contributes at most eps·|term|; the default 64 is generous
+    for the few-dozen-operation sums here, and still ~1e-13 relative: far below any effect the
+    tests look for, far above the last-bit differences between CPUs (MKL on AMD vs Intel).
+    """
+    return operations * EPS64 * sum(abs(m) for m in magnitudes)
+
+
 def snapshot(model: nn.Module):
     return (
         [p.detach().clone() for p in model.parameters()],
@@ -182,8 +215,12 @@ def test_hvp_equals_exact_hessian_times_vector(problem):
     for _ in range(3):
         vector = torch.randn(hessian.shape[0], dtype=F64, generator=generator)
         product = hessian_vector_product(model, batches, cross_entropy, unflatten(vector, parameters))
+        # Two float64 evaluation orders of the same ~60×60 product (autograd vs a dense matmul):
+        # they differ by a few hundred eps at most; 1e-10 leaves a wide margin yet catches any
+        # error in the math (a missing batch weight is off by tens of percent).
         torch.testing.assert_close(flatten(product), hessian @ vector, rtol=1e-10, atol=1e-12)
-    # The unused parameter has a zero Hessian block, returned as zeros (not dropped).
+    # The unused parameter has a zero Hessian block, returned as zeros (not dropped). Exactly zero
+    # is the contract here: no arithmetic ever touches that block, so no rounding can enter it.
     (unused,) = [part for p, part in zip(parameters, product) if p is model.unused]
     assert torch.equal(unused, torch.zeros(2, dtype=F64))
 
@@ -223,15 +260,30 @@ def test_hvp_rejects_mismatched_vectors_and_bad_inputs(problem):
 def test_top_eigenvalue_matches_exact_to_1e_6(problem):
     model, batches, hessian = problem
     eigenvalues = torch.linalg.eigvalsh(hessian)
-    assert eigenvalues[-1] > 2.5 * eigenvalues.abs()[:-1].max()  # the test's premise: a dominant top eigenvalue
-    config = FlatnessConfig(eigen_iterations=200, eigen_tolerance=1e-10, trace_probes=2, sharpness_steps=1)
+    config = FlatnessConfig(eigen_max_iterations=200, eigen_tolerance=1e-8, trace_min_probes=2, trace_max_probes=2,
+                            sharpness_steps=1)
     result = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
     assert result.eigen_converged and result.eigen_iterations < 200
     assert abs(result.top_eigenvalue - eigenvalues[-1].item()) <= 1e-6 * eigenvalues[-1].item()
-    # The default tolerance (1e-3 on the Rayleigh quotient) is already close here.
-    coarse = top_eigenvalue(model, batches, cross_entropy, torch.Generator().manual_seed(0))
-    assert coarse.converged and coarse.iterations <= 20
-    assert abs(coarse.eigenvalue - eigenvalues[-1].item()) <= 1e-2 * eigenvalues[-1].item()
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_top_eigenvalue_defaults_are_within_1_percent_on_a_small_eigen_gap(seed):
+    """The promise of the defaults (FlatnessConfig: tolerance 1e-3, cap 100), from 20 starts."""
+    model, batches = gap_problem(seed)
+    eigenvalues = torch.linalg.eigvalsh(exact_hessian(model, batches, cross_entropy))
+    top = eigenvalues[-1].item()
+    ratio = eigenvalues[-2].item() / top
+    assert 0.9 < ratio < 0.95 and eigenvalues[0] > -0.1 * top  # the premise: a small gap, a minimum
+    defaults = FlatnessConfig()
+    for start in range(20):
+        result = top_eigenvalue(model, batches, cross_entropy, torch.Generator().manual_seed(start))
+        assert result.converged and result.iterations < defaults.eigen_max_iterations
+        assert abs(result.eigenvalue - top) <= 0.01 * top
+        # The residual bound it reports holds: an exact eigenvalue lies within it (the exact
+        # spectrum is itself computed in float64: allow its rounding on top).
+        nearest = (eigenvalues - result.eigenvalue).abs().min().item()
+        assert nearest <= result.relative_error * abs(result.eigenvalue) + rounding(top, operations=10 * len(eigenvalues))
 
 
 def test_top_eigenvalue_reports_the_iteration_cap():
@@ -240,7 +292,9 @@ def test_top_eigenvalue_reports_the_iteration_cap():
     result = top_eigenvalue(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0),
                             max_iterations=3, tolerance=1e-12)
     assert (result.iterations, result.converged) == (3, False)
-    assert 0.1 < result.eigenvalue <= 1.0 + 1e-12  # a Rayleigh quotient, inside the spectrum
+    assert result.relative_error > 1e-12  # why it did not stop
+    # A Ritz value lies inside the spectrum [0.1, 1]; up to the rounding of eigenvalues of size 1.
+    assert 0.1 - rounding(1.0) <= result.eigenvalue <= 1.0 + rounding(1.0)
 
 
 @pytest.mark.parametrize(
@@ -252,7 +306,7 @@ def test_top_eigenvalue_reports_the_iteration_cap():
     ],
 )
 def test_top_eigenvalue_is_algebraic_unless_asked_for_magnitude(spectrum, dominant, largest):
-    """Power iteration finds the largest-|λ| eigenvalue; the default shifts to get the largest λ."""
+    """algebraic=False gives the largest-|λ| eigenvalue (power iteration's answer); the default λ_max."""
     model = Quadratic(symmetric(spectrum, seed=1), torch.ones(5, dtype=F64), torch.zeros(5, dtype=F64))
     kwargs = dict(max_iterations=500, tolerance=1e-13)
     magnitude = top_eigenvalue(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0),
@@ -261,47 +315,119 @@ def test_top_eigenvalue_is_algebraic_unless_asked_for_magnitude(spectrum, domina
     assert magnitude.converged and algebraic.converged
     assert magnitude.eigenvalue == pytest.approx(dominant, rel=1e-8)
     assert algebraic.eigenvalue == pytest.approx(largest, rel=1e-7)
-    if dominant < 0:  # the shifted second phase ran: its iterations are included
-        assert algebraic.iterations > magnitude.iterations
 
 
 # --- trace --------------------------------------------------------------------------------------
 
 
+def single_probe_std(hessian: Tensor) -> float:
+    """√Var[zᵀHz] = √(2·Σ_{i≠j} H_ij²) for Rademacher z (Avron & Toledo 2011, JACM 58(2))."""
+    off_diagonal = hessian - torch.diag(hessian.diag())
+    return math.sqrt(2 * (off_diagonal**2).sum().item())
+
+
 def test_trace_within_its_reported_error_and_the_error_is_plausible(problem):
     model, batches, hessian = problem
-    probes = 400
-    result = hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(0), probes=probes)
+    result = fixed_trace(model, batches, cross_entropy, torch.Generator().manual_seed(0), probes=400)
     exact = hessian.trace().item()
-    assert result.probes == probes
+    assert result.probes == 400
     assert abs(result.trace - exact) < 4 * result.stderr
-    # Var[zᵀHz] = 2·Σ_{i≠j} H_ij² for Rademacher z: the reported stderr must estimate that / √n.
-    off_diagonal = hessian - torch.diag(hessian.diag())
-    expected_stderr = math.sqrt(2 * (off_diagonal**2).sum().item() / probes)
-    assert 0.75 < result.stderr / expected_stderr < 1.33
-    # And the estimate is not trivially exact: the error is a sizeable fraction of the trace.
-    assert expected_stderr > 0.01 * abs(exact)
+    # And the estimate is not trivially exact: one probe's error is a sizeable fraction of the trace.
+    assert single_probe_std(hessian) > 0.2 * abs(exact)
+
+
+def test_trace_stderr_matches_the_spread_of_repeated_estimates(problem):
+    """Over 60 independent estimates of 40 probes each, the reported standard error describes the
+    actual errors: as a z-score, as the spread of the estimates, and as an unbiased variance."""
+    model, batches, hessian = problem
+    exact = hessian.trace().item()
+    probes, repeats = 40, 60
+    runs = [fixed_trace(model, batches, cross_entropy, torch.Generator().manual_seed(100 + r), probes=probes,
+                        probes_per_pass=8) for r in range(repeats)]
+    estimates = torch.tensor([run.trace for run in runs], dtype=F64)
+    stderrs = torch.tensor([run.stderr for run in runs], dtype=F64)
+    true_variance = single_probe_std(hessian) ** 2 / probes  # of one estimate
+    # |error| ≤ 3·stderr for most: with 40 probes z is close to Student's t(39), P(|t| > 3) ≈ 0.5%;
+    # allow a heavier-tailed 2% per run and fail only on a count that has probability < 1e-4.
+    outside = int(((estimates - exact).abs() > 3 * stderrs).sum())
+    assert outside <= scipy.stats.binom.isf(1e-4, repeats, 0.02), outside
+    # The estimates' spread matches the true variance: (n−1)s²/σ² ~ χ²(n−1) for normal estimates
+    # (a mean of 40 probes is close to normal). Two-sided test at level 1e-4.
+    statistic = (repeats - 1) * estimates.var(correction=1).item() / true_variance
+    chi2 = scipy.stats.chi2(repeats - 1)
+    assert min(chi2.cdf(statistic), chi2.sf(statistic)) > 0.5e-4, statistic / (repeats - 1)
+    # The reported stderr² is an unbiased estimate of that variance: its mean over the runs agrees
+    # with the truth (t-test on the 60 values, two-sided, level 1e-4).
+    test = scipy.stats.ttest_1samp((stderrs**2).numpy(), true_variance)
+    assert test.pvalue > 1e-4, (stderrs**2).mean().item() / true_variance
+
+
+def test_trace_stops_at_the_first_probe_count_that_meets_the_target(problem):
+    model, batches, hessian = problem
+    target, cap = 0.15, 400
+    # The premise: one probe's relative spread is well above the target, so the rule must work.
+    assert single_probe_std(hessian) / abs(hessian.trace().item()) > 3 * target
+    result = hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(3),
+                              rel_stderr=target, min_probes=2, max_probes=cap)
+    assert 2 < result.probes < cap and result.stderr <= target * abs(result.trace)
+    # The same probes, one fewer, under a cap: the target is not met yet (the rule stopped at the first).
+    shorter = hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(3),
+                               rel_stderr=target, min_probes=2, max_probes=result.probes - 1)
+    assert shorter.probes == result.probes - 1 and shorter.stderr > target * abs(shorter.trace)
+    # And it is the plain estimate over those probes: a fixed count gives the same numbers (the same
+    # float64 operations in another grouping of probes per pass: equal to rounding).
+    fixed = fixed_trace(model, batches, cross_entropy, torch.Generator().manual_seed(3), probes=result.probes)
+    assert fixed.trace == pytest.approx(result.trace, rel=1e-12)
+    assert fixed.stderr == pytest.approx(result.stderr, rel=1e-12)
+
+
+def test_trace_respects_its_minimum_and_its_cap(problem):
+    model, batches, _ = problem
+    generator = torch.Generator().manual_seed(0)
+    # Out of reach: runs to the cap and reports the standard error it reached.
+    capped = hutchinson_trace(model, batches, cross_entropy, generator, rel_stderr=1e-4, min_probes=5, max_probes=13)
+    assert capped.probes == 13 and capped.stderr > 1e-4 * abs(capped.trace)
+    # Met from the start (a huge target): the minimum still applies.
+    early = hutchinson_trace(model, batches, cross_entropy, generator, rel_stderr=100.0, min_probes=7, max_probes=50)
+    assert early.probes == 7
 
 
 def test_trace_of_a_diagonal_hessian_is_exact_with_zero_stderr():
     spectrum = [3.0, -1.0, 0.5, 2.0, 0.25]
     model = Quadratic(torch.diag(torch.tensor(spectrum, dtype=F64)), torch.ones(5, dtype=F64), torch.ones(5, dtype=F64))
-    result = hutchinson_trace(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0), probes=5)
-    assert result.trace == pytest.approx(sum(spectrum), rel=1e-14)
-    assert result.stderr == 0.0
+    result = hutchinson_trace(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0),
+                              rel_stderr=0.0, min_probes=5, max_probes=50)
+    # Every probe gives Σ H_ii z_i² = tr H: the sample has no spread, the target (0) is met at the
+    # minimum. Each zᵀHz sums 5 terms of size ≤ 3, so allow float64 rounding of that size.
+    assert result.probes == 5
+    assert result.trace == pytest.approx(sum(spectrum), abs=rounding(*spectrum))
+    assert result.stderr <= rounding(*spectrum)
 
 
-def test_trace_does_not_depend_on_probes_per_pass_and_one_probe_has_no_stderr(problem):
+def test_trace_does_not_depend_on_probes_per_pass(problem):
     model, batches, _ = problem
     runs = [
-        hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(5), probes=7, probes_per_pass=k)
+        hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(5), rel_stderr=0.2,
+                         min_probes=3, max_probes=60, probes_per_pass=k)
         for k in (1, 3, 7)
     ]
+    assert 3 < runs[0].probes < 60  # the rule stopped it, not the cap
     for run in runs[1:]:
+        assert run.probes == runs[0].probes
+        # The same probes, grouped differently per pass: equal up to float64 rounding.
         assert run.trace == pytest.approx(runs[0].trace, rel=1e-12)
         assert run.stderr == pytest.approx(runs[0].stderr, rel=1e-12)
-    single = hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(5), probes=1)
-    assert math.isnan(single.stderr) and math.isfinite(single.trace)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"min_probes": 1}, "min_probes"), ({"min_probes": 5, "max_probes": 4}, "max_probes"),
+     ({"rel_stderr": -0.1}, "rel_stderr"), ({"probes_per_pass": 0}, "probes_per_pass")],
+)
+def test_trace_rejects_bad_stopping_rules(problem, kwargs, match):
+    model, batches, _ = problem
+    with pytest.raises(ValueError, match=match):
+        hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(0), **kwargs)
 
 
 # --- ε-sharpness --------------------------------------------------------------------------------
@@ -319,7 +445,11 @@ def test_epsilon_sharpness_matches_the_trust_region_maximum(spectrum, radius, st
     exact = trust_region_max(a, a @ w + b, radius)  # L(w+δ) − L(w) = ½δᵀAδ + (Aw + b)ᵀδ
     model = Quadratic(a, b, w)
     found = epsilon_sharpness(model, QUADRATIC_BATCHES, mean_output, radius, steps=100, step_size=step_size)
-    assert found <= exact + 1e-12 * abs(exact)  # every evaluated point is inside the ball
+    base = float(0.5 * w @ a @ w + b @ w)
+    # Every evaluated point is inside the ball, so found ≤ exact; both are differences of losses of
+    # size |L(w)| + |exact|, rounded in float64 (and the secular equation is solved to eps).
+    assert found <= exact + rounding(base, exact)
+    # 100 ascent steps converge to well within 1e-9 (a tolerance of the algorithm, not of rounding).
     assert found >= exact - 1e-9 * abs(exact)
 
 
@@ -331,12 +461,19 @@ def test_epsilon_sharpness_closed_form_and_convergence_with_steps():
     model = Quadratic(a * torch.eye(5, dtype=F64), b, w)
     expected = a / 2 * radius**2 + radius * torch.linalg.vector_norm(a * w + b).item()
     found = epsilon_sharpness(model, QUADRATIC_BATCHES, mean_output, radius, steps=1)
-    assert found == pytest.approx(expected, rel=1e-12)
+    base = float(0.5 * a * w @ w + b @ w)
+    assert found == pytest.approx(expected, abs=rounding(base, expected))  # a difference of two losses
     # Otherwise the first point (the SAM perturbation) falls short and the ascent closes the gap.
     curved = Quadratic(symmetric([5.0, -2.0, 1.0, 0.3, 0.1], seed=3), b, w)
     exact = trust_region_max(curved.a, curved.a @ w + b, 1.0)
     gaps = [exact - epsilon_sharpness(curved, QUADRATIC_BATCHES, mean_output, 1.0, steps=k) for k in (1, 5, 40)]
-    assert gaps[0] > 1e-2 * exact and gaps[1] < gaps[0] and 0 <= gaps[2] < 1e-8 * exact
+    assert gaps[0] > 1e-2 * exact and gaps[1] < 0.5 * gaps[0]
+    # The gap is ≥ 0 mathematically (every point is in the ball), but once the ascent has converged
+    # it is a difference of equal numbers: on AMD EPYC/MKL it came out as −4.4e-15 (issue 8).
+    # Allow float64 rounding of the losses involved (|L(w)| + exact); the upper bound is the
+    # ascent's convergence, not rounding.
+    base = float(0.5 * w @ curved.a @ w + b @ w)
+    assert -rounding(base, exact) <= gaps[2] < 1e-8 * exact
 
 
 def test_epsilon_sharpness_at_a_stationary_point_uses_a_random_start():
@@ -346,7 +483,7 @@ def test_epsilon_sharpness_at_a_stationary_point_uses_a_random_start():
     model = Quadratic(a, b, -torch.linalg.solve(a, b))
     generator = torch.Generator().manual_seed(0)
     found = epsilon_sharpness(model, QUADRATIC_BATCHES, mean_output, 0.5, steps=80, generator=generator)
-    assert found == pytest.approx(0.5 * 2.0 * 0.5**2, rel=1e-8)
+    assert found == pytest.approx(0.5 * 2.0 * 0.5**2, rel=1e-8)  # 80 steps converge to 1e-8: the algorithm's accuracy
 
 
 # --- measure_flatness: side effects, determinism, dtypes ------------------------------------------
@@ -357,11 +494,13 @@ def test_measure_flatness_leaves_the_model_exactly_as_found():
     model.body[1].eval()  # a mixed-mode model: frozen BN statistics in an otherwise training model
     model.body[0].weight.grad = torch.full_like(model.body[0].weight, 0.25)
     before = snapshot(model)
-    config = FlatnessConfig(eigen_iterations=5, trace_probes=3, sharpness_steps=3, sharpness_radius=0.5)
+    config = FlatnessConfig(eigen_max_iterations=5, trace_min_probes=3, trace_max_probes=3, sharpness_steps=3,
+                            sharpness_radius=0.5)
     with torch.no_grad():  # callers inside no_grad still get Hessians
         result = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
     after = snapshot(model)
-    assert result.epsilon_sharpness > 0
+    # The ascent ran: a radius of 0.5 raises this loss by ~0.1, far from 0 (and from rounding).
+    assert result.epsilon_sharpness > 1e-3
     assert all(torch.equal(x, y) for x, y in zip(before[0], after[0]))  # weights, bit for bit
     with_grad = [index for index, p in enumerate(model.parameters()) if p is model.body[0].weight]
     assert [index for index, g in enumerate(after[1]) if g is not None] == with_grad  # p.grad untouched
@@ -372,21 +511,25 @@ def test_measure_flatness_leaves_the_model_exactly_as_found():
 
 def test_measure_flatness_is_deterministic_for_a_seed(problem):
     model, batches, _ = problem
-    config = FlatnessConfig(eigen_iterations=10, trace_probes=6, sharpness_steps=2)
+    config = FlatnessConfig(sharpness_steps=2)
     first = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(7))
     second = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(7))
     other = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(8))
-    assert first == second
-    assert other.trace != first.trace
+    assert first == second  # bit-exact: same seed, same machine is the contract
+    # Other probes give another estimate: different by far more than rounding (its stderr is ~5%).
+    assert abs(other.trace - first.trace) > 1e-6 * abs(first.trace)
 
 
 def test_measure_flatness_in_float32_agrees_with_float64():
-    config = FlatnessConfig(eigen_iterations=60, eigen_tolerance=1e-6, trace_probes=8, sharpness_steps=3)
+    config = FlatnessConfig(eigen_tolerance=1e-5, trace_min_probes=8, trace_max_probes=8, sharpness_steps=3)
     results = {}
     for dtype in (torch.float32, F64):
         model, batches = small_problem(dtype)
         results[dtype] = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
     single, double = results[torch.float32], results[F64]
+    # float32 (eps 1.2e-7) through sums of ~60 parameters × 15 samples: ~1e-5 relative at worst,
+    # so 1e-4; ε-sharpness is a difference of losses ~20× larger than it: 1e-3.
+    assert single.eigen_converged and double.eigen_converged
     assert single.top_eigenvalue == pytest.approx(double.top_eigenvalue, rel=1e-4)
     assert single.trace == pytest.approx(double.trace, rel=1e-4)  # same Rademacher probes
     assert single.epsilon_sharpness == pytest.approx(double.epsilon_sharpness, rel=1e-3)
@@ -395,7 +538,7 @@ def test_measure_flatness_in_float32_agrees_with_float64():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("generator_device", ["cpu", "cuda"])
 def test_measure_flatness_on_cuda_matches_cpu(generator_device):
-    config = FlatnessConfig(eigen_iterations=60, eigen_tolerance=1e-8, trace_probes=8, sharpness_steps=3)
+    config = FlatnessConfig(eigen_tolerance=1e-6, trace_min_probes=8, trace_max_probes=8, sharpness_steps=3)
     model, batches = small_problem()
     reference = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
     for dtype in (torch.float32, F64):
@@ -416,14 +559,19 @@ def test_measure_flatness_on_cuda_matches_cpu(generator_device):
 
 
 def test_to_metrics_uses_the_metric_constants():
-    result = FlatnessResult(top_eigenvalue=2.0, eigen_iterations=7, eigen_converged=True, trace=10.0,
-                            trace_stderr=0.5, epsilon_sharpness=0.01)
+    result = FlatnessResult(top_eigenvalue=2.0, eigen_iterations=7, eigen_converged=False, trace=10.0,
+                            trace_stderr=0.5, trace_probes=42, epsilon_sharpness=0.01)
+    # Values are passed through, not computed: exact equality is the contract.
     assert result.to_metrics() == {
         metrics.HESSIAN_TOP_EIGENVALUE: 2.0,
+        metrics.HESSIAN_EIGEN_ITERATIONS: 7.0,
+        metrics.HESSIAN_EIGEN_CONVERGED: 0.0,
         metrics.HESSIAN_TRACE: 10.0,
         metrics.HESSIAN_TRACE_STDERR: 0.5,
+        metrics.HESSIAN_TRACE_PROBES: 42.0,
         metrics.EPSILON_SHARPNESS: 0.01,
     }
+    assert all(type(value) is float for value in result.to_metrics().values())  # Tune/MLflow log numbers
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,17 @@ def _number(result: dict[str, Any], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _integer(result: dict[str, Any], key: str) -> int | None:
+    value = _number(result, key)
+    return None if value is None else int(value)
+
+
+def _flag(result: dict[str, Any], key: str) -> bool | None:
+    """A flag reported as 1.0 / 0.0 (Tune and MLflow carry numbers)."""
+    value = _number(result, key)
+    return None if value is None else value != 0.0
+
+
 def build_row(outcome: TrialOutcome) -> TrialRow:
     result = outcome.last_result
     spec = outcome.spec
@@ -70,8 +81,11 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         backward_passes=int(result.get(metrics.BACKWARD_PASSES, 0)),
         wall_seconds=float(result.get(metrics.WALL_SECONDS, 0.0)),
         hessian_top_eigenvalue=_number(result, metrics.HESSIAN_TOP_EIGENVALUE),
+        hessian_eigen_iterations=_integer(result, metrics.HESSIAN_EIGEN_ITERATIONS),
+        hessian_eigen_converged=_flag(result, metrics.HESSIAN_EIGEN_CONVERGED),
         hessian_trace=_number(result, metrics.HESSIAN_TRACE),
         hessian_trace_stderr=_number(result, metrics.HESSIAN_TRACE_STDERR),
+        hessian_trace_probes=_integer(result, metrics.HESSIAN_TRACE_PROBES),
         epsilon_sharpness=_number(result, metrics.EPSILON_SHARPNESS),
         device=str(result.get(metrics.DEVICE, "unknown")),
         hardware=str(result.get(metrics.HARDWARE, "unknown")),

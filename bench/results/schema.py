@@ -5,7 +5,8 @@ disappears and an int/string clash fails to merge. Every batch is therefore writ
 :data:`SCHEMA`; a change of columns bumps :data:`SCHEMA_VERSION`. Flatness columns exist from
 version 1 on and are null when flatness was not measured. Version 2 added the selection and
 search provenance columns (``search_metric``, ``sampler``, ``budget``, ``selected_from_run_id``),
-null in version-1 rows.
+the eigenvalue's iterations and ``converged`` flag and the trace's probe count, all null in
+version-1 files.
 """
 
 from __future__ import annotations
@@ -68,8 +69,11 @@ class TrialRow:
     backward_passes: int
     wall_seconds: float
     hessian_top_eigenvalue: float | None
+    hessian_eigen_iterations: int | None  # Hessian-vector products the eigenvalue used
+    hessian_eigen_converged: bool | None  # False: stopped at the cap, short of its tolerance
     hessian_trace: float | None
     hessian_trace_stderr: float | None
+    hessian_trace_probes: int | None
     epsilon_sharpness: float | None
     device: str
     hardware: str
@@ -87,6 +91,8 @@ _TYPES: dict[str, pa.DataType] = {
     "str": pa.string(),
     "str | None": pa.string(),
     "int": pa.int64(),
+    "int | None": pa.int64(),
+    "bool | None": pa.bool_(),
     "float": pa.float64(),
     "float | None": pa.float64(),
     "dt.datetime": pa.timestamp("us", tz="UTC"),

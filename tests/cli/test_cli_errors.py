@@ -42,6 +42,8 @@ CASES = {
     ),
     "repeated final seeds": ({**GOOD, "final": {"seeds": [1, 2, 1]}}, ["final.seeds", "repeated: 1"]),
     "top_k of zero": ({**GOOD, "final": {"seeds": [1], "top_k": 0}}, ["final.top_k"]),
+    "renamed flatness key": ({**GOOD, "flatness": {"trace_probes": 20}}, ["flatness: trace_probes was replaced by trace_rel_stderr"]),
+    "flatness probe range": ({**GOOD, "flatness": {"trace_min_probes": 50, "trace_max_probes": 20}}, ["trace_max_probes (20) must be >= trace_min_probes (50)"]),
     "invalid yaml": ("benchmark: [unclosed\n", ["invalid YAML"]),
     "not a mapping": ("- just\n- a list\n", ["expected a mapping"]),
 }

@@ -18,14 +18,18 @@ def test_cifar_trial_with_augmentation_and_flatness(cifar10_dir):
         model=ModelConfig(name="resnet18", options={"width": 4}),
         training=TrainingConfig(epochs=2, batch_size=16, learning_rate=0.05, weight_decay=5e-4),
         regularizer="sam",
-        flatness=FlatnessConfig(when="final", subset_size=16, batch_size=8, eigen_iterations=3, trace_probes=2, sharpness_steps=2),
+        flatness=FlatnessConfig(when="final", subset_size=16, batch_size=8, eigen_max_iterations=3, trace_min_probes=2,
+                                trace_max_probes=2, sharpness_steps=2),
         seed=0,
     )
     result = run_trial(spec)
     steps = 80 // 16  # 100 training images, 20 held out for validation
     assert result.epochs[-1].forward_passes == 2 * steps * 2
     assert 0.0 <= result.test.test_accuracy <= 1.0 and math.isfinite(result.test.test_loss)
-    assert set(result.epochs[-1].flatness) == {"hessian_top_eigenvalue", "hessian_trace", "hessian_trace_stderr", "epsilon_sharpness"}
+    assert set(result.epochs[-1].flatness) == {
+        "hessian_top_eigenvalue", "hessian_eigen_iterations", "hessian_eigen_converged", "hessian_trace",
+        "hessian_trace_stderr", "hessian_trace_probes", "epsilon_sharpness",
+    }
 
 
 def test_perf_on_a_real_dataset_reports_epoch_time(cifar10_dir):

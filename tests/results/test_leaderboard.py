@@ -178,6 +178,26 @@ def test_flatness_is_the_mean_over_the_chosen_rows() -> None:
     assert not plain.has_flatness
 
 
+
+def test_trace_stderr_is_that_of_the_mean_and_is_rendered_next_to_the_trace() -> None:
+    cfg = '{"rho": 0.1}'
+    rows = [
+        _search("sam", C, 0.9, 0.8, hessian_trace=500.0, hessian_trace_stderr=9.0, regularizer_hparams=cfg),
+        _final("sam", 0.8, 1, hessian_trace=100.0, hessian_trace_stderr=3.0, regularizer_hparams=cfg),
+        _final("sam", 0.8, 2, hessian_trace=120.0, hessian_trace_stderr=4.0, regularizer_hparams=cfg),
+        _search("erm", C, 0.9, 0.7, hessian_trace=80.0, hessian_trace_stderr=None),
+    ]
+    got = _by_method(build_leaderboard(_table(rows))[0])
+    # Independent estimates: Var(mean) = Σ se_i² / k² = (9 + 16) / 4, so se = 2.5 (exact in binary).
+    assert got["sam"].hessian_trace == pytest.approx(110.0) and got["sam"].hessian_trace_stderr == pytest.approx(2.5)
+    assert got["erm"].hessian_trace == 80.0 and got["erm"].hessian_trace_stderr is None  # no error known
+    boards = build_leaderboard(_table(rows))
+    for fmt in ("table", "markdown"):
+        text = render(boards, fmt, width=250)
+        assert "110 ± 2.5" in text and "80 " in text and "80 ±" not in text, text
+    assert json.loads(render(boards, "json"))[0]["standings"][0]["hessian_trace_stderr"] == pytest.approx(2.5)
+    assert "hessian_trace_stderr" in render(boards, "csv").splitlines()[0]
+
 def test_empty_table_and_missing_columns() -> None:
     assert build_leaderboard(SCHEMA.empty_table()) == []
     with pytest.raises(ValueError, match="lacks columns"):

@@ -31,7 +31,8 @@ def _grid_rows(row_factory) -> list[TrialRow]:
                         # one row with every nullable column null, others fully populated
                         **({name: None for name in NULLABLE_COLUMNS} if i == 2 else {}),
                         **(
-                            {"hessian_top_eigenvalue": 12.5, "hessian_trace": 300.0, "hessian_trace_stderr": 4.0,
+                            {"hessian_top_eigenvalue": 12.5, "hessian_eigen_iterations": 17, "hessian_eigen_converged": True,
+                             "hessian_trace": 300.0, "hessian_trace_stderr": 4.0, "hessian_trace_probes": 42,
                              "epsilon_sharpness": 0.01, "mlflow_run_id": "ab" * 16}
                             if i == 0
                             else {}
