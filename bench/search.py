@@ -548,4 +548,6 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # "local": always a fresh runtime. With no address, ray.init joins the cluster the machine
+        # started last (/tmp/ray/ray_current_cluster), whoever started it.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
