@@ -36,3 +36,15 @@ def test_run_joins_an_existing_cluster(two_node_cluster, tmp_path, repo_root):
     table = read_rows(results)
     assert table.num_rows == 8  # 4 search trials + 4 final runs
     assert set(table.column("status").to_pylist()) == {"completed"}
+
+
+def test_local_run_starts_its_own_runtime_beside_a_running_cluster(two_node_cluster, repo_root):
+    """Without --address a run starts a fresh local runtime, even though ray.init() alone would join
+    the cluster this machine started last (here, the fixture's; on a shared box, anyone's)."""
+    code = (
+        "import ray; from bench.search import init_ray; init_ray(None, num_cpus=1); "
+        "print(ray.get_runtime_context().gcs_address); ray.shutdown()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] != two_node_cluster.address

@@ -1,4 +1,8 @@
-"""Batched augmentation: each output is checked against slow, per-image reasoning."""
+"""Batched augmentation: each output is checked against slow, per-image reasoning.
+
+Crop, flip and Cutout only move or zero pixels (no arithmetic), so outputs are compared bit for
+bit: that is exact on every CPU.
+"""
 
 from __future__ import annotations
 

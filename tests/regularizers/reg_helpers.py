@@ -17,6 +17,9 @@ from torch import Tensor, nn
 from regularizers import BatchClosure
 
 DTYPE = torch.float64
+#: Unit roundoff scale of DTYPE (2.2e-16): tolerances below are small multiples of it, sized by
+#: how many roundings the compared computations can differ by.
+EPS = torch.finfo(DTYPE).eps
 
 
 def make_model(batchnorm: bool = False, seed: int = 0, width: int = 5) -> nn.Module:
@@ -135,6 +138,9 @@ def norm(a: Sequence[Tensor]) -> Tensor:
 
 
 def assert_all_equal(actual: Sequence[Tensor], expected: Sequence[Tensor], what: str = "gradient") -> None:
+    """Bit-for-bit equality. Only for what the contract makes exact: weights restored from a copy,
+    or the very same operations on the same inputs in one process (a degenerate setting that runs
+    ERM's ops); never for two different formulas, which may round differently on another CPU."""
     assert len(actual) == len(expected)
     for index, (a, e) in enumerate(zip(actual, expected)):
         assert torch.equal(a, e), f"{what} #{index} differs (max abs diff {(a - e).abs().max().item():.3e})"

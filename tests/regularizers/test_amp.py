@@ -45,6 +45,8 @@ def test_per_tensor_projection_bounds_every_tensor(seed):
     start = [d.clone() for d in delta]
     ascent_step(delta, g, ascent_step_size=0.7, perturbation_radius=radius, projection=PER_TENSOR)
     for d in delta:
+        # ‖δ‖·ε/(‖δ‖ + 1e-12) ≤ ε in exact arithmetic; a norm of ≤ 12 terms and 3 scalings add
+        # ~15 roundings, far below the 1e-12 slack.
         assert d.norm().item() <= radius * (1 + 1e-12)
     assert_all_close(delta, project(add(start, g, alpha=0.7), radius, PER_TENSOR), rtol=1e-10, atol=1e-15)
     # The global ball would be violated: per-tensor and global projections really differ here.
@@ -90,7 +92,7 @@ def test_amp_gradient_is_taken_at_the_projected_ascent_point(batchnorm, projecti
     assert_all_close(grads(model), expected, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(report.metrics[PERTURBATION_NORM], norm(delta), rtol=1e-10, atol=0)
     assert (closure.forward_passes, closure.backward_passes) == (steps + 1, steps + 1)
-    assert_all_equal(weights(model), w, what="weight")
+    assert_all_equal(weights(model), w, what="weight")  # the contract: restored from a copy
     clean = grad_at(model, w, batch)
     assert max((a - c).abs().max().item() for a, c in zip(grads(model), clean)) > 1e-6
 
@@ -103,8 +105,9 @@ def test_degenerate_amp_is_erm_exactly(batchnorm, hparams):
     regularizers.create("erm").step(closure_for(erm_model, batch))
     closure = closure_for(amp_model, batch)
     report = regularizers.create("amp", **hparams).step(closure)
+    # Exact: δ = 0·(…) is exactly 0, so the last pass runs ERM's ops on the same weights and batch.
     assert_all_equal(grads(amp_model), grads(erm_model))
-    assert report.metrics[PERTURBATION_NORM].item() == 0.0
+    assert report.metrics[PERTURBATION_NORM].item() == 0.0  # ‖0‖: an exact zero, not a rounded one
     assert closure.forward_passes == regularizers.create("amp", **hparams).cost(batchnorm).forward
 
 

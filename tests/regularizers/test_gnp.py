@@ -41,6 +41,7 @@ def test_alpha_one_is_sam_bit_for_bit(batchnorm, radius):
     gnp_grads, gnp_report, _ = step(
         "gnp", gnp_model, batch, perturbation_radius=radius, perturbed_gradient_weight=1.0, norm_epsilon=1e-12
     )
+    # Exact by contract (gnp.py): at α = 1 with SAM's guard GNP runs SAM's very operations, in one process.
     assert_all_equal(gnp_grads, sam_grads)
     assert torch.equal(gnp_report.loss, sam_report.loss)
 
@@ -51,7 +52,7 @@ def test_alpha_zero_is_erm_bit_for_bit_in_one_pass(batchnorm):
     erm_model, gnp_model = make_model(batchnorm), make_model(batchnorm)
     erm_grads, _, _ = step("erm", erm_model, batch)
     gnp_grads, _, closure = step("gnp", gnp_model, batch, perturbed_gradient_weight=0.0, normalize_clean_gradient=False)
-    assert_all_equal(gnp_grads, erm_grads)
+    assert_all_equal(gnp_grads, erm_grads)  # exact: α = 0 returns after ERM's one pass
     assert (closure.forward_passes, closure.backward_passes) == (1, 1)
 
 
@@ -72,7 +73,7 @@ def test_mixture_of_clean_and_perturbed_gradients(batchnorm, alpha, normalized):
     )
     assert_all_close(actual, expected, rtol=1e-9, atol=1e-12)
     assert (closure.forward_passes, closure.backward_passes) == (2, 2)
-    assert_all_equal(weights(model), w, what="weight")
+    assert_all_equal(weights(model), w, what="weight")  # the contract: restored from a copy
 
 
 def test_matches_finite_differences_of_the_gradient_norm_penalty():

@@ -45,7 +45,8 @@ def test_filter_wise_noise_scales_with_each_filter_norm():
         weight[i] = value
     gamma = 0.05
     noise = filter_wise_noise(weight, gamma)
-    assert torch.equal(noise[0], torch.zeros_like(noise[0]))  # a zero filter is not perturbed
+    # A zero filter is not perturbed: its std is 0·γ, and z·0 is an exact (signed) zero.
+    assert torch.equal(noise[0], torch.zeros_like(noise[0]))
     for i in range(1, 4):
         expected = gamma * weight[i].norm().item()
         assert noise[i].std().item() == pytest.approx(expected, rel=0.05)
@@ -73,7 +74,7 @@ def test_mixture_of_clean_and_perturbed_gradients(batchnorm, alpha, recorded_noi
     clean = grad_at(model, w, batch)
     expected = [alpha * p + (1 - alpha) * c for p, c in zip(perturbed, clean)]
     assert_all_close(grads(model), expected, rtol=1e-9, atol=1e-12)
-    assert_all_equal(weights(model), w, what="weight")
+    assert_all_equal(weights(model), w, what="weight")  # the contract: restored from a copy
     expected_passes = (2, 2) if alpha < 1 else (2, 1)  # α = 1 needs no clean gradient
     assert (closure.forward_passes, closure.backward_passes) == expected_passes
     assert max((a - c).abs().max().item() for a, c in zip(grads(model), clean)) > 1e-7
@@ -87,6 +88,8 @@ def test_degenerate_rwp_is_erm_exactly(batchnorm, hparams):
     regularizers.create("erm").step(closure_for(erm_model, batch))
     closure = closure_for(rwp_model, batch)
     regularizers.create("rwp", **hparams).step(closure)
+    # Exact: α = 0 stops after ERM's pass; γ = 0 adds exact zeros, so both passes repeat ERM's ops
+    # at w and lerp(g, g, ½) = g + ½·0 = g.
     assert_all_equal(grads(rwp_model), grads(erm_model))
     if hparams.get("perturbed_gradient_weight") == 0.0:
         assert (closure.forward_passes, closure.backward_passes) == (1, 1)
