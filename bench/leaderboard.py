@@ -629,7 +629,8 @@ def legend(board: BenchmarkBoard) -> str:
     else:
         versus = (
             f"Δ = method − {board.baseline}, mean test accuracy; paired t-test on seed-matched final runs when both "
-            f"have the same seeds, Welch's t-test otherwise; p Holm-adjusted over the {tested} tests of this board, "
+            f"have the same seeds, Welch's t-test otherwise; p Holm-adjusted over the {tested} test{'' if tested == 1 else 's'} "
+            f"of this board, "
             f"* = p ≤ {board.alpha:g}."
         )
     return (
