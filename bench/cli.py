@@ -281,9 +281,13 @@ def _print_board(results: Path, benchmark: str) -> None:
 def leaderboard(
     results_dir: Path = typer.Argument(DEFAULT_RESULTS, metavar="[RESULTS_DIR]", help="The --results folder of `sharpbench run`."),
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Method every other is tested against (default: erm; a benchmark without it gets no comparisons)."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."),
 ) -> None:
-    """Rank methods per benchmark by the test accuracy of their best-validation config."""
-    from bench.leaderboard import build_leaderboard, render
+    """Rank methods per benchmark by the test accuracy of their best config (bench/selection.py),
+    with 95% t-intervals, tests against a baseline (paired on seeds, else Welch; Holm-adjusted)
+    and rank groups of overlapping intervals."""
+    from bench.leaderboard import DEFAULT_BASELINE, build_leaderboard, methods_present, render
     from bench.results.parquet import read_rows
 
     if not results_dir.is_dir():
@@ -291,7 +295,12 @@ def leaderboard(
     table = read_rows(results_dir)
     if table.num_rows == 0:
         _fail(f"no results in {results_dir}: the Parquet dataset {results_dir / 'leaderboard'} is empty or missing")
-    boards = build_leaderboard(table)
+    if not 0.0 < alpha < 1.0:
+        _fail(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    present = methods_present(table)
+    if baseline is not None and baseline not in present:
+        _fail(f"--baseline {baseline!r} has no rows in {results_dir}; methods present: {', '.join(present)}")
+    boards = build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
     output = render(boards, fmt.value)
     if isinstance(output, str):
         sys.stdout.write(output if output.endswith("\n") else output + "\n")

@@ -1,24 +1,32 @@
-"""The leaderboard: per benchmark, one standing per regularizer, ranked by test accuracy.
+"""The leaderboard: per benchmark, one standing per regularizer, ranked with its uncertainty.
 
 Input is the table of :func:`bench.results.parquet.read_rows` (one row per trial, already
 deduplicated by run_id). For each (benchmark, regularizer):
 
 * **Search trials** are the rows with phase ``search``. All of them are counted (total /
   completed / stopped / failed) and make up the search cost: mean forward and backward passes per
-  trial and the summed wall time.
-* **Best config**: among *completed* search trials with a validation accuracy, the one with the
-  highest validation accuracy (ties: lower validation loss, then run_id). Stopped trials were cut
-  short by ASHA, so their numbers come from fewer epochs: they never compete for "best". The test
-  accuracy reported is that trial's, never the best test accuracy of the search (that would be
-  selection on the test set).
-* **Final runs** are the completed rows with phase ``final`` (the best config re-run with other
-  training seeds). When a method has them, it is reported and ranked by their mean ± sample
-  standard deviation (ddof=1; no std for one seed) of test accuracy. If final rows of more than
-  one config exist, the group whose ``regularizer_hparams`` equal the search's best config is
-  used, otherwise the most recently written group.
-* **Rank**: by that test accuracy (final mean where present, best-val trial's otherwise; the
-  ``ranked_by`` field says which), descending; equal values share a rank (1, 2, 2, 4); a method
-  without any test accuracy has no rank and is listed last.
+  trial, the wall time summed over trials and the elapsed time (first start to last end, a
+  row's start being its ``timestamp`` minus its ``wall_seconds``), and the summed time as
+  trial-slot hours (GPU when the row's device is CUDA, CPU otherwise; one slot per trial, since
+  rows do not record the resources a trial held).
+* **Best config**: the rule of :mod:`bench.selection`, the same the search used to choose what
+  the final seeds re-run: completed trials with a finite value of the search metric (the rows'
+  ``search_metric``; val_accuracy for rows that predate it), in its direction, ties by the other
+  objective, then run_id. The test accuracy reported is that trial's, never the best test
+  accuracy of the search (that would be selection on the test set).
+* **Final runs** are the completed rows with phase ``final`` and a test accuracy, grouped by the
+  search trial they re-run (``selected_from_run_id``). The method stands by the group of the
+  first trial in the selection order that has final runs (the top-1 config; others, from
+  ``final.top_k`` > 1, are listed in ``other_final_groups``). Rows without
+  ``selected_from_run_id`` (written before schema version 2) join the highest-ranked search
+  trial with equal ``regularizer_hparams``; when no group matches any ranked trial, the most
+  recently written group is used.
+* **Statistics** (:mod:`bench.stats`): mean, sample std, n and a t-interval of the final test
+  accuracies; the difference to a baseline method with a paired t-test on seed-matched runs
+  (Welch's otherwise), p-values Holm-adjusted over the board; rank groups from overlapping
+  intervals. A method ranked by its search trial alone has n=1: no interval and no test.
+* **Rank**: see :func:`bench.stats.rank_groups`; methods without any test accuracy have no rank and
+  are listed last.
 * **Flatness** columns (Hessian top eigenvalue, trace, epsilon-sharpness) are the means over the
   chosen rows (the final runs, or the best trial), None when not measured. The trace comes with
   the standard error of that mean from the rows' own Hutchinson errors, √(Σ se_i²)/k (the
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import json
 import math
@@ -48,6 +57,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bench import metrics as M
+from bench import selection
+from bench import stats
 from bench.results.schema import Phase, TrialStatus
 
 Format = Literal["table", "json", "csv", "markdown"]
@@ -61,6 +72,13 @@ RANKED_BY_FINAL = "final"
 RANKED_BY_SEARCH = "search"
 RANKED_BY_NONE = "none"
 
+#: The baseline method of the statistics, unless the caller names another.
+DEFAULT_BASELINE = "erm"
+
+#: Why a method ranked by one search trial has no interval.
+NO_INTERVAL_SEARCH = "n=1, no interval"
+NO_INTERVAL_ONE_SEED = "one final seed, no interval"
+
 _NEEDED_COLUMNS = (
     "run_id",
     "benchmark",
@@ -69,6 +87,9 @@ _NEEDED_COLUMNS = (
     "status",
     "dataset",
     "model",
+    "seed",
+    "search_metric",
+    "selected_from_run_id",
     "regularizer_hparams",
     "training_hparams",
     M.VAL_ACCURACY,
@@ -79,27 +100,62 @@ _NEEDED_COLUMNS = (
     M.WALL_SECONDS,
     *FLATNESS_COLUMNS,
     M.HESSIAN_TRACE_STDERR,
+    M.DEVICE,
     "timestamp",
 )
 
 
 @dataclass(frozen=True)
-class Standing:
-    """One regularizer on one benchmark."""
+class FinalGroup:
+    """The final runs of one selected config: test accuracy (fraction) over its seeds."""
 
-    rank: int | None
+    selected_from_run_id: str | None  # None: rows predating the column that matched no search trial
+    selection_rank: int | None  # that trial's position in the selection order (1 = best)
+    regularizer_hparams: dict[str, Any]
+    seeds: tuple[int, ...]
+    n: int
+    test_accuracy: float
+    test_accuracy_std: float | None
+    test_accuracy_ci_low: float | None
+    test_accuracy_ci_high: float | None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One regularizer on one benchmark. Accuracies are fractions in [0, 1]."""
+
+    rank: int | None  # shared by a rank group (bench.stats.rank_groups); None without a test accuracy
+    rank_group: int | None
+    tied: bool  # the rank group holds more than one method
     regularizer: str
-    ranked_by: str  # "final" (mean over final seeds), "search" (best-val trial) or "none"
-    test_accuracy: float | None  # the ranking value: final mean, else the best-val trial's
-    test_accuracy_std: float | None  # sample std over final seeds (None for fewer than 2)
+    ranked_by: str  # "final" (mean over final seeds), "search" (best trial) or "none"
+    search_metric: str  # the metric that chose the best config (bench.selection)
+    test_accuracy: float | None  # the ranking value: final mean, else the best trial's
+    test_accuracy_std: float | None  # sample std (ddof=1) over final seeds; None for fewer than 2
+    test_accuracy_ci_low: float | None  # t-interval of the mean at the board's confidence level
+    test_accuracy_ci_high: float | None
+    interval_note: str | None  # why there is no interval
     n_seeds: int  # number of final runs (0 when ranked by the search)
-    best_run_id: str | None  # the search trial with the best validation accuracy
+    seeds: tuple[int, ...]  # their training seeds
+    baseline: str | None  # the method compared against; None when the board has none
+    vs_baseline_difference: float | None  # mean test accuracy minus the baseline's
+    vs_baseline_ci_low: float | None  # t-interval of the difference
+    vs_baseline_ci_high: float | None
+    vs_baseline_test: str | None  # "paired" or "welch"; None when no test ran
+    vs_baseline_p: float | None  # two-sided raw p-value
+    vs_baseline_p_holm: float | None  # Holm-adjusted over the board's tests
+    vs_baseline_significant: bool | None  # p_holm <= alpha
+    vs_baseline_note: str | None  # why no test ran ("baseline" on the baseline itself)
+    best_run_id: str | None  # the search trial chosen by bench.selection
     best_val_accuracy: float | None
+    best_val_loss: float | None
     best_test_accuracy: float | None  # that trial's own test accuracy
+    final_selected_from_run_id: str | None  # the search trial the ranked final group re-runs
     regularizer_hparams: dict[str, Any]
     training_hparams: dict[str, Any]
     #: The training hyperparameters the search tuned (those that vary across the method's trials).
     tuned_training_hparams: dict[str, Any]
+    other_final_groups: tuple[FinalGroup, ...]  # final groups of other selected configs (top_k > 1)
     trials_total: int
     trials_completed: int
     trials_stopped: int
@@ -107,7 +163,10 @@ class Standing:
     mean_forward_passes: float | None  # per search trial, all statuses
     mean_backward_passes: float | None
     mean_passes_per_trial: float | None  # forward + backward
-    search_wall_seconds: float  # sum over all search trials
+    search_wall_seconds: float  # summed over all search trials
+    search_elapsed_seconds: float  # first search trial's start to the last one's end
+    search_cpu_slot_hours: float  # summed wall time of CPU trials / 3600, one slot per trial
+    search_gpu_slot_hours: float  # the same for trials on CUDA
     hessian_top_eigenvalue: float | None
     hessian_trace: float | None
     hessian_trace_stderr: float | None  # of that mean: the Hutchinson estimates' own error
@@ -119,12 +178,16 @@ class Standing:
 
 @dataclass(frozen=True)
 class BenchmarkBoard:
-    """The ranked standings of one benchmark."""
+    """The ranked standings of one benchmark, with the settings of its statistics."""
 
     benchmark: str
     dataset: str  # comma-joined when rows disagree
     model: str
     standings: tuple[Standing, ...]
+    baseline: str | None  # None when the requested baseline has no rows on this board
+    baseline_note: str | None  # why there are no comparisons
+    confidence: float
+    alpha: float
 
     @property
     def has_flatness(self) -> bool:
@@ -135,6 +198,11 @@ class BenchmarkBoard:
             "benchmark": self.benchmark,
             "dataset": self.dataset,
             "model": self.model,
+            "baseline": self.baseline,
+            "baseline_note": self.baseline_note,
+            "confidence": self.confidence,
+            "alpha": self.alpha,
+            "rule": legend(self),
             "standings": [s.to_dict() for s in self.standings],
         }
 
@@ -170,40 +238,59 @@ def _hparams(text: str | None) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
 
-def _best_search_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    candidates = [
-        r
-        for r in rows
-        if r["phase"] == Phase.SEARCH.value
-        and r["status"] == TrialStatus.COMPLETED.value
-        and _num(r[M.VAL_ACCURACY]) is not None
-    ]
-    if not candidates:
-        return None
-
-    def key(r: Mapping[str, Any]) -> tuple[float, float, str]:
-        val_loss = _num(r[M.VAL_LOSS])
-        return (-_num(r[M.VAL_ACCURACY]), math.inf if val_loss is None else val_loss, r["run_id"])  # type: ignore[operator]
-
-    return min(candidates, key=key)
+@dataclass(frozen=True)
+class _Group:
+    source: str | None
+    position: int | None
+    rows: tuple[Mapping[str, Any], ...]
 
 
-def _final_rows(rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+def _final_groups(rows: Sequence[Mapping[str, Any]], order: Sequence[Mapping[str, Any]]) -> list[_Group]:
+    """Completed final rows with a test accuracy, grouped by the search trial they re-run, in
+    the order the method stands by them (selection order, then unmatched legacy groups, latest
+    first). ``order``: the ranked search rows."""
+    position = {r["run_id"]: i for i, r in enumerate(order, start=1)}
     finals = [
         r
         for r in rows
-        if r["phase"] == Phase.FINAL.value
-        and r["status"] == TrialStatus.COMPLETED.value
-        and _num(r[M.TEST_ACCURACY]) is not None
+        if r["phase"] == Phase.FINAL.value and r["status"] == TrialStatus.COMPLETED.value and _num(r[M.TEST_ACCURACY]) is not None
     ]
-    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str | None, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in finals:
-        groups[r["regularizer_hparams"]].append(r)
-    if len(groups) <= 1:
-        return finals
-    if best is not None and best["regularizer_hparams"] in groups:
-        return groups[best["regularizer_hparams"]]
-    return max(groups.values(), key=lambda g: max(r["timestamp"] for r in g))
+        source = r["selected_from_run_id"]
+        if source is None:  # written before schema v2: match the config, as earlier versions did
+            source = next((s["run_id"] for s in order if s["regularizer_hparams"] == r["regularizer_hparams"]), None)
+        groups[(source, "" if source is not None else r["regularizer_hparams"])].append(r)
+    out = [_Group(source, position.get(source) if source is not None else None, tuple(g)) for (source, _), g in groups.items()]
+
+    def key(g: _Group) -> tuple[int, float]:
+        latest = max(r["timestamp"] for r in g.rows).timestamp()
+        return (g.position if g.position is not None else len(position) + 1, -latest)
+
+    return sorted(out, key=key)
+
+
+def _seeded(rows: Sequence[Mapping[str, Any]]) -> dict[int, float] | list[float]:
+    """Test accuracies keyed by seed (pairable), or a plain list when a seed repeats."""
+    values = [float(r[M.TEST_ACCURACY]) for r in rows]
+    seeds = [int(r["seed"]) for r in rows]
+    return dict(zip(seeds, values)) if len(set(seeds)) == len(seeds) else values
+
+
+def _final_group(group: _Group, confidence: float) -> FinalGroup:
+    ordered = sorted(group.rows, key=lambda r: (r["seed"], r["run_id"]))
+    summary = stats.summarize([float(r[M.TEST_ACCURACY]) for r in ordered], confidence)
+    return FinalGroup(
+        selected_from_run_id=group.source,
+        selection_rank=group.position,
+        regularizer_hparams=_hparams(ordered[0]["regularizer_hparams"]),
+        seeds=tuple(int(r["seed"]) for r in ordered),
+        n=summary.n,
+        test_accuracy=summary.mean,  # type: ignore[arg-type]
+        test_accuracy_std=summary.std,
+        test_accuracy_ci_low=summary.ci_low,
+        test_accuracy_ci_high=summary.ci_high,
+    )
 
 
 def _tuned(search: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,43 +299,91 @@ def _tuned(search: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any]) -> di
     return {k: v for k, v in chosen.items() if len({json.dumps(recipe.get(k)) for recipe in recipes}) > 1}
 
 
-def _standing(regularizer: str, rows: Sequence[Mapping[str, Any]]) -> Standing:
+def _elapsed(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Seconds from the earliest start (end − wall time) to the latest end (``timestamp``)."""
+    if not rows:
+        return 0.0
+    ends = [r["timestamp"] for r in rows]
+    starts = [r["timestamp"] - dt.timedelta(seconds=_num(r[M.WALL_SECONDS]) or 0.0) for r in rows]
+    return (max(ends) - min(starts)).total_seconds()
+
+
+def _slot_hours(rows: Sequence[Mapping[str, Any]], gpu: bool) -> float:
+    return sum(_num(r[M.WALL_SECONDS]) or 0.0 for r in rows if str(r[M.DEVICE]).startswith("cuda") == gpu) / 3600.0
+
+
+@dataclass(frozen=True)
+class _Method:
+    """A method's standing before the board-wide statistics, with the values they need."""
+
+    standing: Standing
+    values: dict[int, float] | list[float]  # final test accuracies (by seed when pairable)
+
+
+def _method(regularizer: str, rows: Sequence[Mapping[str, Any]], confidence: float) -> _Method:
     search = [r for r in rows if r["phase"] == Phase.SEARCH.value]
-    best = _best_search_row(search)
-    finals = _final_rows(rows, best)
+    metric = selection.metric_of_rows(search)
+    by_id = {r["run_id"]: r for r in search}
+    order = [by_id[c.run_id] for c in selection.ranked((selection.candidate_from_row(r) for r in search), metric)]
+    best = order[0] if order else None
+    raw_groups = _final_groups(rows, order)
+    groups = [_final_group(g, confidence) for g in raw_groups]
+    chosen_rows = list(raw_groups[0].rows) if raw_groups else []
 
     def count(status: TrialStatus) -> int:
         return sum(r["status"] == status.value for r in search)
 
-    if finals:
+    values: dict[int, float] | list[float] = []
+    if groups:
+        top = groups[0]
         ranked_by = RANKED_BY_FINAL
-        tests = [_num(r[M.TEST_ACCURACY]) for r in finals]
-        test_accuracy: float | None = statistics.fmean(tests)  # type: ignore[arg-type]
-        test_std = statistics.stdev(tests) if len(tests) > 1 else None  # type: ignore[arg-type]
-        chosen: Sequence[Mapping[str, Any]] = finals
+        summary = stats.Summary(top.n, top.test_accuracy, top.test_accuracy_std, top.test_accuracy_ci_low, top.test_accuracy_ci_high)
+        interval_note = NO_INTERVAL_ONE_SEED if top.n < 2 else None
+        values = _seeded(chosen_rows)
+        flat_rows: Sequence[Mapping[str, Any]] = chosen_rows
+        config = chosen_rows[0]
     else:
-        ranked_by = RANKED_BY_SEARCH if best is not None and _num(best[M.TEST_ACCURACY]) is not None else RANKED_BY_NONE
-        test_accuracy = _num(best[M.TEST_ACCURACY]) if best is not None else None
-        test_std = None
-        chosen = [best] if best is not None else []
-
-    # Show the config whose numbers are reported: the one re-run with the final seeds, if any.
-    config = finals[0] if finals else best
+        best_test = _num(best[M.TEST_ACCURACY]) if best is not None else None
+        ranked_by = RANKED_BY_SEARCH if best_test is not None else RANKED_BY_NONE
+        summary = stats.Summary(1 if best_test is not None else 0, best_test, None, None, None)
+        interval_note = NO_INTERVAL_SEARCH if best_test is not None else None
+        flat_rows = [best] if best is not None else []
+        config = best
     forward = _mean([r[M.FORWARD_PASSES] for r in search])
     backward = _mean([r[M.BACKWARD_PASSES] for r in search])
-    return Standing(
+    standing = Standing(
         rank=None,
+        rank_group=None,
+        tied=False,
         regularizer=regularizer,
         ranked_by=ranked_by,
-        test_accuracy=test_accuracy,
-        test_accuracy_std=test_std,
-        n_seeds=len(finals),
+        search_metric=metric,
+        test_accuracy=summary.mean,
+        test_accuracy_std=summary.std,
+        test_accuracy_ci_low=summary.ci_low,
+        test_accuracy_ci_high=summary.ci_high,
+        interval_note=interval_note,
+        n_seeds=groups[0].n if groups else 0,
+        seeds=groups[0].seeds if groups else (),
+        baseline=None,
+        vs_baseline_difference=None,
+        vs_baseline_ci_low=None,
+        vs_baseline_ci_high=None,
+        vs_baseline_test=None,
+        vs_baseline_p=None,
+        vs_baseline_p_holm=None,
+        vs_baseline_significant=None,
+        vs_baseline_note=None,
         best_run_id=best["run_id"] if best is not None else None,
         best_val_accuracy=_num(best[M.VAL_ACCURACY]) if best is not None else None,
+        best_val_loss=_num(best[M.VAL_LOSS]) if best is not None else None,
         best_test_accuracy=_num(best[M.TEST_ACCURACY]) if best is not None else None,
+        final_selected_from_run_id=groups[0].selected_from_run_id if groups else None,
+        # Show the config whose numbers are reported: the one the ranked final group re-ran, if any.
         regularizer_hparams=_hparams(config["regularizer_hparams"]) if config is not None else {},
         training_hparams=_hparams(config["training_hparams"]) if config is not None else {},
         tuned_training_hparams=_tuned(search, _hparams(config["training_hparams"]) if config is not None else {}),
+        other_final_groups=tuple(groups[1:]),
         trials_total=len(search),
         trials_completed=count(TrialStatus.COMPLETED),
         trials_stopped=count(TrialStatus.STOPPED),
@@ -257,26 +392,90 @@ def _standing(regularizer: str, rows: Sequence[Mapping[str, Any]]) -> Standing:
         mean_backward_passes=backward,
         mean_passes_per_trial=None if forward is None or backward is None else forward + backward,
         search_wall_seconds=float(sum(_num(r[M.WALL_SECONDS]) or 0.0 for r in search)),
-        **{column: _mean([r[column] for r in chosen]) for column in FLATNESS_COLUMNS},
-        hessian_trace_stderr=_stderr_of_mean(chosen),
+        search_elapsed_seconds=_elapsed(search),
+        search_cpu_slot_hours=_slot_hours(search, gpu=False),
+        search_gpu_slot_hours=_slot_hours(search, gpu=True),
+        **{column: _mean([r[column] for r in flat_rows]) for column in FLATNESS_COLUMNS},
+        hessian_trace_stderr=_stderr_of_mean(flat_rows),
     )
+    return _Method(standing, values)
+
+
+def _compared(methods: Sequence[_Method], baseline: str | None, confidence: float, alpha: float) -> list[Standing]:
+    """Standings with the vs-baseline fields filled in (Holm over this board's tests)."""
+    if baseline is None:
+        return [m.standing for m in methods]
+    (base,) = [m for m in methods if m.standing.regularizer == baseline]
+    others = [m for m in methods if m is not base]
+    comparisons = stats.holm_adjust_comparisons([_comparison(m, base, confidence) for m in others], alpha)
+    out = []
+    for m in methods:
+        if m is base:
+            out.append(dataclasses.replace(m.standing, baseline=baseline, vs_baseline_note="baseline"))
+            continue
+        c = comparisons[others.index(m)]
+        out.append(
+            dataclasses.replace(
+                m.standing,
+                baseline=baseline,
+                vs_baseline_difference=c.mean_difference,
+                vs_baseline_ci_low=c.ci_low,
+                vs_baseline_ci_high=c.ci_high,
+                vs_baseline_test=c.test,
+                vs_baseline_p=c.p_value,
+                vs_baseline_p_holm=c.p_holm,
+                vs_baseline_significant=c.significant,
+                vs_baseline_note=c.note,
+            )
+        )
+    return out
+
+
+def _comparison(method: _Method, base: _Method, confidence: float) -> stats.Comparison:
+    a, b = method.standing, base.standing
+    if a.test_accuracy is None:
+        return stats.Comparison(None, 0, b.n_seeds, None, None, None, None, note="no test accuracy: no test")
+    if a.ranked_by != RANKED_BY_FINAL or b.ranked_by != RANKED_BY_FINAL:
+        difference = None if a.test_accuracy is None or b.test_accuracy is None else a.test_accuracy - b.test_accuracy
+        who = "baseline" if b.ranked_by != RANKED_BY_FINAL else "method"
+        return stats.Comparison(None, a.n_seeds, b.n_seeds, difference, None, None, None, note=f"{who} has no final seeds (n=1): no test")
+    return stats.compare(method.values, base.values, confidence)
 
 
 def _ranked(standings: Sequence[Standing]) -> tuple[Standing, ...]:
-    scored = sorted((s for s in standings if s.test_accuracy is not None), key=lambda s: (-s.test_accuracy, s.regularizer))  # type: ignore[operator]
+    scored = {s.regularizer: s for s in standings if s.test_accuracy is not None}
+    groups = stats.rank_groups(
+        [stats.Interval(s.regularizer, s.test_accuracy, s.test_accuracy_ci_low, s.test_accuracy_ci_high) for s in scored.values()]  # type: ignore[arg-type]
+    )
+    out = [dataclasses.replace(scored[g.name], rank=g.rank, rank_group=g.group, tied=g.tied) for g in groups]
     unscored = sorted((s for s in standings if s.test_accuracy is None), key=lambda s: s.regularizer)
-    out: list[Standing] = []
-    for position, s in enumerate(scored, start=1):
-        tied = out and out[-1].test_accuracy == s.test_accuracy
-        out.append(dataclasses.replace(s, rank=out[-1].rank if tied else position))
     return (*out, *unscored)
 
 
-def build_leaderboard(table: pa.Table) -> list[BenchmarkBoard]:
-    """One :class:`BenchmarkBoard` per benchmark (sorted by name) from a :func:`read_rows` table."""
+def methods_present(table: pa.Table) -> list[str]:
+    """The regularizers that have rows in ``table``, sorted (to validate a baseline name)."""
+    return sorted(set(table.column("regularizer").to_pylist())) if "regularizer" in table.column_names else []
+
+
+def build_leaderboard(
+    table: pa.Table,
+    *,
+    baseline: str = DEFAULT_BASELINE,
+    confidence: float = stats.CONFIDENCE,
+    alpha: float = stats.ALPHA,
+) -> list[BenchmarkBoard]:
+    """One :class:`BenchmarkBoard` per benchmark (sorted by name) from a :func:`read_rows` table.
+
+    ``baseline``: the method every other is tested against; a board without it has no
+    comparisons (``baseline_note`` says so). ``confidence``: level of every interval;
+    ``alpha``: family-wise level of the Holm-adjusted tests. Raises ValueError for missing
+    columns, a level outside (0, 1) or an unknown search metric in the rows."""
     missing = [c for c in _NEEDED_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"leaderboard table lacks columns {missing}")
+    for name, level in (("confidence", confidence), ("alpha", alpha)):
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"{name} must lie strictly between 0 and 1, got {level}")
     by_benchmark: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for row in table.select(list(_NEEDED_COLUMNS)).to_pylist():
         by_benchmark[row["benchmark"]][row["regularizer"]].append(row)
@@ -284,12 +483,19 @@ def build_leaderboard(table: pa.Table) -> list[BenchmarkBoard]:
     for benchmark in sorted(by_benchmark):
         methods = by_benchmark[benchmark]
         rows = [r for rs in methods.values() for r in rs]
+        built = [_method(name, rs, confidence) for name, rs in sorted(methods.items())]
+        present = baseline in methods
+        note = None if present else f"no rows of baseline {baseline!r} on this benchmark: no comparisons"
         boards.append(
             BenchmarkBoard(
                 benchmark=benchmark,
                 dataset=", ".join(sorted({r["dataset"] for r in rows})),
                 model=", ".join(sorted({r["model"] for r in rows})),
-                standings=_ranked([_standing(name, rs) for name, rs in methods.items()]),
+                standings=_ranked(_compared(built, baseline if present else None, confidence, alpha)),
+                baseline=baseline if present else None,
+                baseline_note=note,
+                confidence=confidence,
+                alpha=alpha,
             )
         )
     return boards
@@ -315,13 +521,51 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
 def _accuracy(s: Standing) -> str:
+    """``mean ± std [CI low, CI high] (n=…)``, or the value and why it has no interval."""
     if s.test_accuracy is None:
         return "–"
     if s.ranked_by != RANKED_BY_FINAL:
-        return f"{s.test_accuracy:.4f}"
-    std = f" ± {s.test_accuracy_std:.4f}" if s.test_accuracy_std is not None else ""
-    return f"{s.test_accuracy:.4f}{std} (n={s.n_seeds})"
+        return f"{s.test_accuracy:.4f} ({s.interval_note})"
+    if s.test_accuracy_ci_low is None:
+        return f"{s.test_accuracy:.4f} (n={s.n_seeds}, no interval)"
+    return f"{s.test_accuracy:.4f} ± {s.test_accuracy_std:.4f} [{s.test_accuracy_ci_low:.4f}, {s.test_accuracy_ci_high:.4f}] (n={s.n_seeds})"
+
+
+def _rank(s: Standing) -> str:
+    if s.rank is None:
+        return "–"
+    return f"{s.rank}=" if s.tied else str(s.rank)
+
+
+def _difference(s: Standing) -> str:
+    """``Δ [CI]`` against the baseline; "baseline" on the baseline itself."""
+    if s.baseline is None:
+        return "–"
+    if s.vs_baseline_note == "baseline":
+        return "baseline"
+    if s.vs_baseline_ci_low is None:
+        return _signed(s.vs_baseline_difference)
+    return f"{_signed(s.vs_baseline_difference)} [{_signed(s.vs_baseline_ci_low)}, {_signed(s.vs_baseline_ci_high)}]"
+
+
+def _p(s: Standing) -> str:
+    """Holm-adjusted p, ``*`` when significant, and the test; "no test" when none ran."""
+    if s.baseline is None or s.vs_baseline_note == "baseline":
+        return "–"
+    if s.vs_baseline_p_holm is None:
+        return "no test"
+    mark = "*" if s.vs_baseline_significant else ""
+    return f"{s.vs_baseline_p_holm:.3g}{mark} {s.vs_baseline_test}"
+
+
+def _best_value(s: Standing) -> str:
+    value = s.best_val_loss if s.search_metric == M.VAL_LOSS else s.best_val_accuracy
+    return _fmt(value)
 
 
 def _with_stderr(value: float | None, stderr: float | None) -> str:
@@ -338,31 +582,84 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+def _slot_hours_text(s: Standing) -> str:
+    parts = []
+    if s.search_cpu_slot_hours or not s.search_gpu_slot_hours:
+        parts.append(f"{s.search_cpu_slot_hours:.3g} CPU")
+    if s.search_gpu_slot_hours:
+        parts.append(f"{s.search_gpu_slot_hours:.3g} GPU")
+    return " + ".join(parts)
+
+
 def _compact(hparams: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(hparams.items()))
 
 
+def _metric_header(board: BenchmarkBoard) -> str:
+    metrics = sorted({s.search_metric for s in board.standings})
+    return f"Best {metrics[0]}" if len(metrics) == 1 else "Best search metric"
+
+
 def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
-    header = ["Rank", "Method", "Test acc", "Best val acc", "Trials (c/s/f)", "Passes/trial", "Search time", "Hyperparameters"]
+    level = f"{board.confidence:.0%}"
+    header = [
+        "Rank",
+        "Method",
+        f"Test acc: mean ± std [{level} CI] (n)",
+        f"Δ vs {board.baseline or 'baseline'} [{level} CI]",
+        "p (Holm)",
+        _metric_header(board),
+        "Trials (c/s/f)",
+        "Passes/trial",
+        "Search time (summed / elapsed)",
+        "Slot-hours",
+        "Hyperparameters",
+    ]
     flat = board.has_flatness
     if flat:
         header += ["λ_max", "Tr(H)", "ε-sharpness"]
     rows = []
     for s in board.standings:
         row = [
-            "–" if s.rank is None else str(s.rank),
+            _rank(s),
             s.regularizer,
             _accuracy(s),
-            _fmt(s.best_val_accuracy),
+            _difference(s),
+            _p(s),
+            _best_value(s),
             f"{s.trials_total} ({s.trials_completed}/{s.trials_stopped}/{s.trials_failed})",
             _fmt(s.mean_passes_per_trial, ",.0f"),
-            _duration(s.search_wall_seconds),
+            f"{_duration(s.search_wall_seconds)} / {_duration(s.search_elapsed_seconds)}",
+            _slot_hours_text(s),
             _compact({**s.regularizer_hparams, **s.tuned_training_hparams}),
         ]
         if flat:
             row += [_fmt(s.hessian_top_eigenvalue, ".4g"), _with_stderr(s.hessian_trace, s.hessian_trace_stderr), _fmt(s.epsilon_sharpness, ".4g")]
         rows.append(row)
     return header, rows
+
+
+def legend(board: BenchmarkBoard) -> str:
+    """The rules behind the board's numbers, in one paragraph (printed under every table)."""
+    level = f"{board.confidence:.0%}"
+    metrics = ", ".join(sorted({s.search_metric for s in board.standings})) or selection.DEFAULT_METRIC
+    tested = sum(s.vs_baseline_p is not None for s in board.standings)
+    if board.baseline is None:
+        versus = board.baseline_note or "no baseline"
+    else:
+        versus = (
+            f"Δ = method − {board.baseline}, mean test accuracy; paired t-test on seed-matched final runs when both "
+            f"have the same seeds, Welch's t-test otherwise; p Holm-adjusted over the {tested} test{'' if tested == 1 else 's'} "
+            f"of this board, "
+            f"* = p ≤ {board.alpha:g}."
+        )
+    return (
+        f"Best config: the completed search trial with the best {metrics} (ties: the other validation metric, "
+        f"then run id); the final seeds re-run it. Test acc: mean ± sample std [{level} t-interval] over the "
+        f"final seeds (n=1 when ranked by the search trial: no interval). Rank: the highest mean leads; methods "
+        f"whose interval overlaps the leader's share its rank ('='); repeated on the rest. {versus} "
+        f"Search time: summed over trials / elapsed; slot-hours: summed time, one CPU or GPU slot per trial."
+    )
 
 
 def _title(board: BenchmarkBoard) -> str:
@@ -375,7 +672,7 @@ def to_rich(boards: Sequence[BenchmarkBoard]) -> Group:
     tables = []
     for board in boards:
         header, rows = _display_rows(board)
-        table = Table(title=_title(board), title_justify="left", header_style="bold")
+        table = Table(title=_title(board), title_justify="left", header_style="bold", caption=legend(board), caption_justify="left")
         for name in header:
             table.add_column(name, justify="right" if name not in ("Method", "Hyperparameters") else "left")
         for row in rows:
@@ -388,8 +685,9 @@ def _json(boards: Sequence[BenchmarkBoard]) -> str:
     return json.dumps([_clean(b.to_dict()) for b in boards], indent=2, allow_nan=False)
 
 
-#: CSV columns: the board's identity, then every :class:`Standing` field.
-CSV_COLUMNS = ("benchmark", "dataset", "model", *(f.name for f in dataclasses.fields(Standing)))
+#: CSV columns: the board's identity and statistics settings, then every :class:`Standing` field.
+_BOARD_COLUMNS = ("benchmark", "dataset", "model", "confidence", "alpha")
+CSV_COLUMNS = (*_BOARD_COLUMNS, *(f.name for f in dataclasses.fields(Standing)))
 
 
 def _csv(boards: Sequence[BenchmarkBoard]) -> str:
@@ -399,8 +697,8 @@ def _csv(boards: Sequence[BenchmarkBoard]) -> str:
     for board in boards:
         for s in board.standings:
             record = _clean(s.to_dict())
-            record = {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else ("" if v is None else v) for k, v in record.items()}
-            writer.writerow({"benchmark": board.benchmark, "dataset": board.dataset, "model": board.model, **record})
+            record = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else ("" if v is None else v) for k, v in record.items()}
+            writer.writerow({**{name: getattr(board, name) for name in _BOARD_COLUMNS}, **record})
     return out.getvalue()
 
 
@@ -413,6 +711,7 @@ def _markdown(boards: Sequence[BenchmarkBoard]) -> str:
         header, rows = _display_rows(board)
         lines = [f"## {_title(board)}", "", cells(header), "|" + "|".join("---" for _ in header) + "|"]
         lines += [cells(row) for row in rows]
+        lines += ["", legend(board)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -445,11 +744,15 @@ def render(boards: Sequence[BenchmarkBoard], fmt: Format | str, *, width: int = 
 
 __all__ = [
     "CSV_COLUMNS",
+    "DEFAULT_BASELINE",
     "FORMATS",
     "BenchmarkBoard",
+    "FinalGroup",
     "Format",
     "Standing",
     "build_leaderboard",
+    "legend",
+    "methods_present",
     "render",
     "to_rich",
 ]

@@ -140,3 +140,39 @@ def test_unusable_tracking_uri_fails_before_any_trial(tmp_path, repo_root):
 def test_bad_option_value_exits_2():
     done = _run("perf", "--repeats", "0")
     assert done.returncode == 2 and "Invalid value for '--repeats'" in done.stderr
+
+
+def _results_with(tmp_path: Path, methods: tuple[str, ...]) -> Path:
+    from bench.results.parquet import ParquetSink
+    from tests.results.conftest import make_row
+
+    sink = ParquetSink(tmp_path)
+    sink.write([make_row(regularizer=m) for m in methods])
+    return tmp_path
+
+
+def test_leaderboard_unknown_baseline_lists_the_methods(tmp_path):
+    results = _results_with(tmp_path, ("erm", "sam"))
+    done = _run("leaderboard", str(results), "--baseline", "samm")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "--baseline 'samm'" in lines[0] and "methods present: erm, sam" in lines[0]
+    bad_alpha = _run("leaderboard", str(results), "--alpha", "1.5")
+    assert bad_alpha.returncode == 2 and "--alpha must lie strictly between 0 and 1" in bad_alpha.stderr
+    assert "Traceback" not in done.stderr + bad_alpha.stderr
+
+
+def test_leaderboard_baseline_and_alpha_reach_the_board(tmp_path):
+    import json
+
+    results = _results_with(tmp_path, ("erm", "sam"))
+    done = _run("leaderboard", str(results), "--baseline", "sam", "--alpha", "0.1", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    (board,) = json.loads(done.stdout)
+    assert (board["baseline"], board["alpha"]) == ("sam", 0.1)
+    # the default baseline erm is absent here: a note, not an error
+    only_sam = _results_with(tmp_path / "only_sam", ("sam",))
+    done = _run("leaderboard", str(only_sam), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    (board,) = json.loads(done.stdout)
+    assert board["baseline"] is None and "no rows of baseline 'erm'" in board["baseline_note"]

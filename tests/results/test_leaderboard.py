@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import scipy.stats
 
-from bench.leaderboard import CSV_COLUMNS, FORMATS, BenchmarkBoard, Standing, build_leaderboard, render, to_rich
+from bench import stats
+from bench.leaderboard import CSV_COLUMNS, FORMATS, BenchmarkBoard, Standing, build_leaderboard, legend, render, to_rich
 from bench.results.parquet import ParquetSink, read_rows, rows_to_table
 from bench.results.schema import SCHEMA, TrialRow
 
@@ -270,7 +272,12 @@ def test_render_markdown(boards: list[BenchmarkBoard]) -> None:
             assert f"| {s.regularizer} |" in line
     assert "x\\|y" in text  # a pipe inside a cell is escaped
     assert "λ_max" in text  # flatness columns where measured
-    assert "0.8550 ± 0.0071 (n=2)" in text
+    # erm's finals 0.85, 0.86: mean 0.855, s = 0.01/√2, half-width t(0.975, 1)·s/√2 = 12.706·0.005
+    half = scipy.stats.t.ppf(0.975, 1) * 0.005
+    assert f"0.8550 ± 0.0071 [{0.855 - half:.4f}, {0.855 + half:.4f}] (n=2)" in text
+    assert "0.8200 (n=1, no interval)" in text  # asam, ranked by its search trial
+    for board in boards:  # the rule is stated under every table
+        assert legend(board) in text
 
 
 def test_render_table(boards: list[BenchmarkBoard]) -> None:
@@ -290,3 +297,189 @@ def test_render_table(boards: list[BenchmarkBoard]) -> None:
 def test_render_rejects_unknown_format(boards: list[BenchmarkBoard]) -> None:
     with pytest.raises(ValueError, match="unknown leaderboard format"):
         render(boards, "html")
+
+
+# ------------------------------------------------------------------------------ selection rule
+
+
+def _ab_rows(search_metric: str | None) -> tuple[TrialRow, TrialRow]:
+    """The issue's case: A has the better val accuracy, B the better val loss."""
+    a = _search("m", C, 0.90, 0.81, val_loss=0.60, search_metric=search_metric, regularizer_hparams='{"rho": 0.1}')
+    b = _search("m", C, 0.89, 0.83, val_loss=0.30, search_metric=search_metric, regularizer_hparams='{"rho": 0.2}')
+    return a, b
+
+
+def test_val_loss_search_picks_b_everywhere() -> None:
+    from bench import selection
+
+    a, b = _ab_rows("val_loss")
+    finals = [
+        _final("m", t, seed, selected_from_run_id=b.run_id, regularizer_hparams=b.regularizer_hparams, search_metric="val_loss")
+        for seed, t in [(1, 0.84), (2, 0.86), (3, 0.85)]
+    ]
+    rows = [a, b, *finals]
+    # the search side: candidates built from the same rows choose B
+    candidates = [selection.candidate_from_row(r.to_record()) for r in (a, b)]
+    assert selection.best(candidates, "val_loss").run_id == b.run_id
+    # the leaderboard: B's run id, B's numbers, B's config, B's finals
+    (s,) = build_leaderboard(_table(rows))[0].standings
+    assert s.search_metric == "val_loss"
+    assert (s.best_run_id, s.best_val_accuracy, s.best_val_loss, s.best_test_accuracy) == (b.run_id, 0.89, 0.30, 0.83)
+    assert s.final_selected_from_run_id == b.run_id
+    assert s.regularizer_hparams == {"rho": 0.2}
+    assert s.test_accuracy == pytest.approx(0.85, abs=1e-12) and s.n_seeds == 3 and s.seeds == (1, 2, 3)
+
+
+def test_rows_without_search_metric_are_chosen_by_val_accuracy() -> None:
+    a, b = _ab_rows(None)  # schema v1 rows
+    (s,) = build_leaderboard(_table([a, b]))[0].standings
+    assert s.search_metric == "val_accuracy" and s.best_run_id == a.run_id and s.regularizer_hparams == {"rho": 0.1}
+    assert s.ranked_by == "search" and s.interval_note == "n=1, no interval" and s.test_accuracy_ci_low is None
+
+
+def test_final_groups_follow_selected_from_run_id() -> None:
+    a, b = _ab_rows("val_loss")  # order by val_loss: B (top-1), A (top-2)
+    of_b = [_final("m", t, seed, selected_from_run_id=b.run_id, regularizer_hparams=b.regularizer_hparams) for seed, t in [(1, 0.84), (2, 0.86)]]
+    # top_k = 2: A's config re-run too, written later; it must not be the ranked group
+    of_a = [_final("m", t, seed, selected_from_run_id=a.run_id, regularizer_hparams=a.regularizer_hparams) for seed, t in [(1, 0.95), (2, 0.97)]]
+    (s,) = build_leaderboard(_table([a, b, *of_b, *of_a]))[0].standings
+    assert s.final_selected_from_run_id == b.run_id and s.test_accuracy == pytest.approx(0.85, abs=1e-12)
+    (other,) = s.other_final_groups
+    assert (other.selected_from_run_id, other.selection_rank, other.seeds, other.n) == (a.run_id, 2, (1, 2), 2)
+    assert other.regularizer_hparams == {"rho": 0.1}
+    assert other.test_accuracy == pytest.approx(0.96, abs=1e-12)
+    expected = stats.summarize([0.95, 0.97])
+    assert (other.test_accuracy_ci_low, other.test_accuracy_ci_high) == (pytest.approx(expected.ci_low), pytest.approx(expected.ci_high))
+    # without finals of the top-1 config, the best-ranked config that has them is used
+    (s,) = build_leaderboard(_table([a, b, *of_a]))[0].standings
+    assert s.final_selected_from_run_id == a.run_id and s.best_run_id == b.run_id and s.other_final_groups == ()
+    # rows before schema v2 (no selected_from_run_id) join the ranked trial with their config
+    legacy = [_final("m", t, seed, regularizer_hparams=b.regularizer_hparams) for seed, t in [(1, 0.80), (2, 0.82)]]
+    (s,) = build_leaderboard(_table([a, b, *legacy, *of_a]))[0].standings
+    assert s.final_selected_from_run_id == b.run_id and s.test_accuracy == pytest.approx(0.81, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def _stats_board_rows() -> list[TrialRow]:
+    """erm, sam (same seeds as erm: paired), asam (other seeds: Welch), wd (one seed), gnp (no finals)."""
+    rows = [_search(m, C, 0.9, 0.9, regularizer_hparams="{}") for m in ("erm", "sam", "asam", "wd", "gnp")]
+    finals = {
+        "erm": {1: 0.900, 2: 0.910, 3: 0.905},
+        "sam": {1: 0.930, 2: 0.935, 3: 0.925},
+        "asam": {4: 0.920, 5: 0.940, 6: 0.890},
+        "wd": {1: 0.800},
+    }
+    for method, by_seed in finals.items():
+        rows += [_final(method, t, seed, regularizer_hparams="{}") for seed, t in by_seed.items()]
+    rows[4] = _search("gnp", C, 0.9, 0.70, regularizer_hparams="{}")
+    return rows
+
+
+def test_statistics_against_scipy_on_a_hand_made_board() -> None:
+    (board,) = build_leaderboard(_table(_stats_board_rows()))
+    got = _by_method(board)
+    assert board.baseline == "erm" and board.confidence == 0.95 and board.alpha == 0.05
+    erm, sam, asam = [0.900, 0.910, 0.905], [0.930, 0.935, 0.925], [0.920, 0.940, 0.890]
+    for name, values in (("erm", erm), ("sam", sam), ("asam", asam)):
+        interval = scipy.stats.ttest_1samp(values, 0.0).confidence_interval()
+        s = got[name]
+        assert s.test_accuracy == pytest.approx(statistics.fmean(values), abs=1e-12)
+        assert s.test_accuracy_std == pytest.approx(statistics.stdev(values), abs=1e-12)
+        assert (s.test_accuracy_ci_low, s.test_accuracy_ci_high) == (pytest.approx(interval.low, abs=1e-12), pytest.approx(interval.high, abs=1e-12))
+    paired = scipy.stats.ttest_rel(sam, erm)
+    welch = scipy.stats.ttest_ind(asam, erm, equal_var=False)
+    assert got["sam"].vs_baseline_test == "paired" and got["sam"].vs_baseline_p == pytest.approx(paired.pvalue, abs=1e-12)
+    assert got["asam"].vs_baseline_test == "welch" and got["asam"].vs_baseline_p == pytest.approx(welch.pvalue, abs=1e-12)
+    assert got["sam"].vs_baseline_difference == pytest.approx(0.025, abs=1e-12)
+    assert got["asam"].vs_baseline_difference == pytest.approx(statistics.fmean(asam) - statistics.fmean(erm), abs=1e-12)
+    ci = paired.confidence_interval()
+    assert (got["sam"].vs_baseline_ci_low, got["sam"].vs_baseline_ci_high) == (pytest.approx(ci.low, abs=1e-12), pytest.approx(ci.high, abs=1e-12))
+    # Holm over the two tests that ran (wd has one seed, gnp no finals): by hand
+    p_sam, p_asam = paired.pvalue, welch.pvalue
+    low, high = sorted([p_sam, p_asam])
+    adjusted_low, adjusted_high = min(1, 2 * low), max(min(1, 2 * low), high)
+    expected = {"sam": adjusted_low if p_sam <= p_asam else adjusted_high, "asam": adjusted_high if p_sam <= p_asam else adjusted_low}
+    for name in ("sam", "asam"):
+        assert got[name].vs_baseline_p_holm == pytest.approx(expected[name], abs=1e-12)
+        assert got[name].vs_baseline_significant == (expected[name] <= 0.05)
+    assert got["sam"].vs_baseline_significant is True  # p ≈ 0.013 raw, ≈ 0.026 adjusted (asam p ≈ 0.51)
+    assert got["asam"].vs_baseline_significant is False
+    assert got["wd"].vs_baseline_p is None and "fewer than 2" in got["wd"].vs_baseline_note
+    assert got["gnp"].vs_baseline_p is None and "no final seeds" in got["gnp"].vs_baseline_note
+    assert got["gnp"].vs_baseline_difference == pytest.approx(0.70 - 0.905, abs=1e-12)
+    assert got["erm"].vs_baseline_note == "baseline" and got["erm"].vs_baseline_difference is None
+    # rank groups: sam leads; asam's wide interval overlaps it, erm's does not; erm leads group 2
+    assert got["asam"].test_accuracy_ci_high > got["sam"].test_accuracy_ci_low > got["erm"].test_accuracy_ci_high
+    order = [(s.regularizer, s.rank, s.rank_group, s.tied) for s in board.standings]
+    assert order == [("sam", 1, 1, True), ("asam", 1, 1, True), ("erm", 3, 2, False), ("wd", 4, 3, False), ("gnp", 5, 4, False)]
+
+
+def test_baseline_choice_and_absence() -> None:
+    rows = _stats_board_rows()
+    (board,) = build_leaderboard(_table(rows), baseline="sam", alpha=0.01)
+    got = _by_method(board)
+    assert board.baseline == "sam" and got["sam"].vs_baseline_note == "baseline"
+    assert got["erm"].vs_baseline_difference == pytest.approx(-0.025, abs=1e-12)
+    assert got["erm"].vs_baseline_p == pytest.approx(scipy.stats.ttest_rel([0.900, 0.910, 0.905], [0.930, 0.935, 0.925]).pvalue, abs=1e-12)
+    (board,) = build_leaderboard(_table([r for r in rows if r.regularizer != "erm"]))
+    assert board.baseline is None and "no rows of baseline 'erm'" in board.baseline_note
+    assert all(s.baseline is None and s.vs_baseline_p is None and s.vs_baseline_note is None for s in board.standings)
+    assert board.standings[0].rank == 1  # ranks and intervals do not need a baseline
+    assert board.baseline_note in render([board], "markdown")  # the table wraps its caption
+    with pytest.raises(ValueError, match="alpha"):
+        build_leaderboard(_table(rows), alpha=1.5)
+
+
+def test_search_time_summed_elapsed_and_slot_hours() -> None:
+    import datetime as dt
+
+    t0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    rows = [
+        # two trials in parallel from t0: ends at t0+100 (100 s) and t0+60 (60 s), then one from t0+100 to t0+130
+        _search("erm", C, 0.9, 0.9, wall_seconds=100.0, timestamp=t0 + dt.timedelta(seconds=100), device="cpu"),
+        _search("erm", S, 0.8, 0.8, wall_seconds=60.0, timestamp=t0 + dt.timedelta(seconds=60), device="cuda"),
+        _search("erm", C, 0.7, 0.7, wall_seconds=30.0, timestamp=t0 + dt.timedelta(seconds=130), device="cuda:1"),
+    ]
+    (s,) = build_leaderboard(_table(rows))[0].standings
+    assert s.search_wall_seconds == pytest.approx(190.0, abs=1e-9)
+    assert s.search_elapsed_seconds == pytest.approx(130.0, abs=1e-6)  # timestamps are stored in µs
+    assert s.search_cpu_slot_hours == pytest.approx(100.0 / 3600, abs=1e-12)
+    assert s.search_gpu_slot_hours == pytest.approx(90.0 / 3600, abs=1e-12)
+    text = render(build_leaderboard(_table(rows)), "markdown")
+    assert "3m 10s / 2m 10s" in text and "0.0278 CPU + 0.025 GPU" in text
+
+
+def test_every_format_carries_the_statistics() -> None:
+    boards = build_leaderboard(_table(_stats_board_rows()))
+    new_fields = (
+        "rank_group", "tied", "search_metric", "test_accuracy_ci_low", "test_accuracy_ci_high", "seeds", "baseline",
+        "vs_baseline_difference", "vs_baseline_ci_low", "vs_baseline_ci_high", "vs_baseline_test", "vs_baseline_p",
+        "vs_baseline_p_holm", "vs_baseline_significant", "search_elapsed_seconds", "search_cpu_slot_hours",
+        "search_gpu_slot_hours", "other_final_groups",
+    )  # fmt: skip
+    # json: every field, the board's settings and its rule
+    (parsed,) = json.loads(render(boards, "json"))
+    assert (parsed["baseline"], parsed["confidence"], parsed["alpha"], parsed["rule"]) == ("erm", 0.95, 0.05, legend(boards[0]))
+    by_name = {s["regularizer"]: s for s in parsed["standings"]}
+    for s in boards[0].standings:
+        assert by_name[s.regularizer] == json.loads(json.dumps(dataclasses.asdict(s)))
+        assert all(field in by_name[s.regularizer] for field in new_fields)
+    assert by_name["sam"]["tied"] is True and by_name["sam"]["vs_baseline_test"] == "paired"
+    # csv: a column per field, values read back
+    records = {r["regularizer"]: r for r in csv.DictReader(io.StringIO(render(boards, "csv")))}
+    assert set(new_fields) <= set(records["sam"])
+    sam = _by_method(boards[0])["sam"]
+    assert float(records["sam"]["vs_baseline_p_holm"]) == sam.vs_baseline_p_holm
+    assert float(records["sam"]["test_accuracy_ci_low"]) == sam.test_accuracy_ci_low
+    assert (records["sam"]["rank_group"], records["sam"]["tied"], records["sam"]["vs_baseline_significant"]) == ("1", "True", "True")
+    assert json.loads(records["sam"]["seeds"]) == [1, 2, 3] and records["erm"]["vs_baseline_note"] == "baseline"
+    assert (records["sam"]["confidence"], records["sam"]["alpha"]) == ("0.95", "0.05")
+    # markdown and table: rank "1=", Δ with its interval, Holm p with its mark and test
+    for fmt in ("markdown", "table"):
+        text = render(boards, fmt, width=300)
+        assert "1=" in text and "Δ vs erm [95% CI]" in text and "p (Holm)" in text
+        assert f"{sam.vs_baseline_p_holm:.3g}* paired" in text
+        assert f"+0.0250 [{sam.vs_baseline_ci_low:+.4f}, {sam.vs_baseline_ci_high:+.4f}]" in text
+        assert "0.8000 (n=1, no interval)" in text  # wd: one final seed
