@@ -65,8 +65,8 @@ Format = Literal["table", "json", "csv", "markdown"]
 #: The formats :func:`render` accepts.
 FORMATS: tuple[str, ...] = get_args(Format)
 
-#: Flatness columns averaged over the chosen rows.
-FLATNESS_COLUMNS = (M.HESSIAN_TOP_EIGENVALUE, M.HESSIAN_TRACE, M.EPSILON_SHARPNESS)
+#: Flatness columns averaged over the chosen rows (declared in bench.metrics).
+FLATNESS_COLUMNS = M.FLATNESS_COLUMNS
 
 RANKED_BY_FINAL = "final"
 RANKED_BY_SEARCH = "search"

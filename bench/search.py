@@ -310,7 +310,7 @@ class SinkCallback(Callback):
             key: float(value)
             for key, value in result.items()
             if key not in metrics.TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
-            and _is_reported_metric(key)
+            and metrics.is_reported(key)
         }
         self.mlflow.log_epoch(self._run_id(trial), int(result.get(metrics.EPOCH, 0)), numeric)
         if self.progress is not None:
@@ -415,21 +415,6 @@ class SinkCallback(Callback):
         self.sink_state = state.get("sink") or {}
         if self._mlflow is not None and self.sink_state:
             self._mlflow.load_state(self.sink_state)
-
-
-_REPORTED_PREFIXES = (metrics.REGULARIZER_PREFIX,)
-_REPORTED = {
-    metrics.EPOCH, metrics.TRAIN_LOSS, metrics.VAL_LOSS, metrics.VAL_ACCURACY, metrics.TEST_LOSS,
-    metrics.TEST_ACCURACY, metrics.EPOCH_SECONDS, metrics.LEARNING_RATE, metrics.FORWARD_PASSES,
-    metrics.BACKWARD_PASSES, metrics.WALL_SECONDS, metrics.HESSIAN_TOP_EIGENVALUE, metrics.HESSIAN_TRACE,
-    metrics.HESSIAN_TRACE_STDERR, metrics.EPSILON_SHARPNESS, metrics.HESSIAN_EIGEN_ITERATIONS,
-    metrics.HESSIAN_EIGEN_CONVERGED, metrics.HESSIAN_TRACE_PROBES,
-}
-
-
-def _is_reported_metric(key: str) -> bool:
-    """Our metrics only: Tune adds its own bookkeeping keys (time_this_iter_s, pid, ...)."""
-    return key in _REPORTED or key.startswith(_REPORTED_PREFIXES)
 
 
 # --- driving the searches -------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.config import ConfigError, FlatnessConfig, load_config, parse_config
+from bench.config import ConfigError, load_config, parse_config
 from bench.plan import plan_methods
 
 

@@ -12,12 +12,12 @@ version-1 files.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import pyarrow as pa
+
+from bench import metrics
 
 SCHEMA_VERSION = 2
 
@@ -36,55 +36,51 @@ class Phase(str, Enum):
     FINAL = "final"  # the best config re-run with another training seed
 
 
-@dataclass
-class TrialRow:
-    """Everything recorded about one trial. Field order is column order."""
+# The row's columns, in order: who the trial is and what it ran; then one column per metric of
+# ``bench.metrics.ROW_METRICS`` (declared there, with unit and type); then where it ran.
+_IDENTITY: tuple[tuple[str, str], ...] = (
+    ("run_id", "str"),  # unique: "<search name>/<trial id>"
+    ("benchmark", "str"),
+    ("regularizer", "str"),
+    ("phase", "str"),
+    ("status", "str"),
+    ("error", "str | None"),
+    ("dataset", "str"),
+    ("model", "str"),
+    ("seed", "int"),
+    ("search_seed", "int"),
+    ("search_metric", "str | None"),  # the metric that chose "best" in this trial's search (bench.selection)
+    ("sampler", "str | None"),  # JSON: the Optuna sampler's name and settings; null when nothing was searched
+    ("budget", "str | None"),  # JSON: how the equal budget was counted ("trials" or "passes") and what it gave
+    ("selected_from_run_id", "str | None"),  # final rows: the run_id of the search trial they re-run
+    ("regularizer_hparams", "str"),  # JSON object, sorted keys
+    ("training_hparams", "str"),  # JSON object of the effective training recipe
+    ("epochs_planned", "int"),
+)
+_PROVENANCE: tuple[tuple[str, str], ...] = (
+    ("device", "str"),
+    ("hardware", "str"),
+    ("package_versions", "str"),  # JSON object name -> version
+    ("git_commit", "str | None"),
+    ("mlflow_run_id", "str | None"),
+    ("timestamp", "dt.datetime"),
+)
 
-    run_id: str  # unique: "<search name>/<trial id>"
-    benchmark: str
-    regularizer: str
-    phase: str
-    status: str
-    error: str | None
-    dataset: str
-    model: str
-    seed: int
-    search_seed: int
-    #: The metric that chose "best" in this trial's search (``bench.selection``), e.g. val_accuracy.
-    search_metric: str | None
-    sampler: str | None  # JSON: the Optuna sampler's name and settings; null when nothing was searched
-    budget: str | None  # JSON: how the equal budget was counted ("trials" or "passes") and what it gave
-    #: Final rows: the run_id of the search trial whose config they re-run.
-    selected_from_run_id: str | None
-    regularizer_hparams: str  # JSON object, sorted keys
-    training_hparams: str  # JSON object of the effective training recipe
-    val_accuracy: float | None
-    val_loss: float | None
-    test_accuracy: float | None
-    test_loss: float | None
-    train_loss: float | None
-    epochs_run: int
-    epochs_planned: int
-    forward_passes: int
-    backward_passes: int
-    wall_seconds: float
-    hessian_top_eigenvalue: float | None
-    hessian_eigen_iterations: int | None  # Hessian-vector products the eigenvalue used
-    hessian_eigen_converged: bool | None  # False: stopped at the cap, short of its tolerance
-    hessian_trace: float | None
-    hessian_trace_stderr: float | None
-    hessian_trace_probes: int | None
-    epsilon_sharpness: float | None
-    device: str
-    hardware: str
-    package_versions: str  # JSON object name -> version
-    git_commit: str | None
-    mlflow_run_id: str | None
-    timestamp: dt.datetime
-    schema_version: int = SCHEMA_VERSION
 
-    def to_record(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def _metric_columns() -> list[tuple[str, str]]:
+    return [(str(m.column), m.kind if m.required else f"{m.kind} | None") for m in metrics.ROW_METRICS]
+
+
+def _to_record(self: Any) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+#: Everything recorded about one trial (a dataclass; field order is column order).
+TrialRow = dataclasses.make_dataclass(
+    "TrialRow",
+    [*_IDENTITY, *_metric_columns(), *_PROVENANCE, ("schema_version", "int", dataclasses.field(default=SCHEMA_VERSION))],
+    namespace={"to_record": _to_record, "__doc__": "Everything recorded about one trial. Field order is column order."},
+)
 
 
 _TYPES: dict[str, pa.DataType] = {
