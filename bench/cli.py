@@ -147,18 +147,31 @@ def _print_board(results: Path, benchmark: str) -> None:
 
 @app.command()
 def leaderboard(
-    results_dir: Path = typer.Argument(DEFAULT_RESULTS, metavar="[RESULTS_DIR]", help="The --results folder of `sharpbench run`."),
+    results_dirs: Optional[list[Path]] = typer.Argument(
+        None, metavar="[RESULTS_DIR]...", help="One or more --results folders of `sharpbench run` (default: results)."
+    ),
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
 ) -> None:
-    """Rank methods per benchmark by the test accuracy of their best-validation config."""
-    from bench.leaderboard import build_leaderboard, render
-    from bench.results.parquet import read_rows
+    """Rank methods per benchmark by the test accuracy of their best-validation config.
 
-    if not results_dir.is_dir():
-        _fail(f"results folder not found: {results_dir} (run `sharpbench run CONFIG --results {results_dir}` first)")
-    table = read_rows(results_dir)
-    if table.num_rows == 0:
-        _fail(f"no results in {results_dir}: the Parquet dataset {results_dir / 'leaderboard'} is empty or missing")
+    Several folders (e.g. from several machines or clusters) are ranked as one: the union of their
+    rows, each run id once (the row with the latest timestamp wins).
+    """
+    from bench.leaderboard import build_leaderboard, render
+    from bench.results.parquet import dataset_dir, has_rows, read_rows
+
+    folders = results_dirs or [DEFAULT_RESULTS]
+    for folder in folders:
+        if not folder.is_dir():
+            _fail(f"results folder not found: {folder} (run `sharpbench run CONFIG --results {folder}` first)")
+    empty = [folder for folder in folders if not has_rows(folder)]
+    if len(empty) == len(folders):
+        where = ", ".join(str(dataset_dir(folder)) for folder in folders)
+        _fail(f"no results: the Parquet dataset{'s' if len(folders) > 1 else ''} {where} {'are' if len(folders) > 1 else 'is'} empty or missing")
+    for folder in empty:
+        # Not an error (the others have rows), but a folder that adds nothing is worth a line.
+        errors.print(f"note: no results in {folder}; ranking the other folders", highlight=False, soft_wrap=True)
+    table = read_rows(*folders)
     boards = build_leaderboard(table)
     output = render(boards, fmt.value)
     if isinstance(output, str):
