@@ -161,7 +161,7 @@ def leaderboard(
     from bench.leaderboard import build_leaderboard, render
     from bench.results.parquet import dataset_dir, has_rows, read_rows
 
-    folders = results_dirs or [DEFAULT_RESULTS]
+    folders = list(dict.fromkeys(results_dirs or [DEFAULT_RESULTS]))  # a folder named twice counts once
     for folder in folders:
         if not folder.is_dir():
             _fail(f"results folder not found: {folder} (run `sharpbench run CONFIG --results {folder}` first)")
@@ -246,7 +246,7 @@ def perf(
     Overhead = ratio to ERM / ratio of pass-equivalents (a forward-only pass counts 1/3); target
     <= 1.05, '!' marks a median above it. Unreliable figures are marked '?': fewer than 4 rounds;
     a step time whose IQR exceeds 10% of its median; an overhead whose IQR exceeds both 0.05 and
-    |overhead - 1|.
+    |overhead - 1|. (The numbers are bench.perf's constants; a test keeps this text in step.)
     """
     import regularizers
     from bench.data import DatasetError
@@ -292,7 +292,10 @@ def perf(
             "-" if t.epoch_seconds is None else f"{t.epoch_seconds:.1f}s{step_mark}",
         )
     console.print(table)
-    say = lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
     say(f"± is the interquartile range (q3 - q1) over rounds. overhead = (time ratio to erm) / (pass-equivalents ratio); target <= {TARGET_OVERHEAD} ('!' marks a median above it).")
     say(RELIABILITY_RULE + ".")
     # Other processes compete for the cores: the load says how much, next to the spreads it causes.

@@ -2,8 +2,8 @@
 
 Timings go through the real training step (:meth:`bench.training.Trainer.train_step`: the
 regularizer, autocast, channels_last, the optimizer), after warm-up. The methods are
-*interleaved*: each round times one block of steps of every method in turn, so a slow drift of
-the machine (other load, clock speed) hits every method alike. Each figure is reported as the
+*interleaved*: each round times one block of steps of every method in turn (starting one method
+later each round), so a slow drift of the machine (other load, clock speed) hits every method alike. Each figure is reported as the
 median and the interquartile range (IQR) over rounds:
 
 * step time: over the per-round block times (divided by the steps in a block);
@@ -225,9 +225,11 @@ def _time_model(clocks: list[_MethodClock], *, warmup: int, repeats: int, steps_
     for _ in range(warmup):
         for clock in clocks:
             clock.run_block(1)
-    # Round-robin: every round times one block of each method, back to back.
+    # Round-robin: every round times one block of each method, back to back. Each round starts
+    # one method later, so no method always runs first or right after the same neighbour.
     for repeat in range(repeats):
-        for clock in clocks:
+        start = repeat % len(clocks)
+        for clock in clocks[start:] + clocks[:start]:
             clock.seconds_per_step.append(clock.run_block(steps_per_block))
         if progress is not None:
             progress(f"{clocks[0].model}: round {repeat + 1}/{repeats} of {len(clocks)} methods")

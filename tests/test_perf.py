@@ -144,8 +144,9 @@ def probes():
 def test_methods_are_interleaved_in_blocks(probes: list[str]) -> None:
     a, b = probes
     timings = benchmark_steps(["mlp"], [a, b], batch_size=8, warmup=1, repeats=3, steps_per_block=2)
-    # warm-up: one step each in turn; then every round runs a block of 2 steps of each method
-    assert STEP_LOG == [a, b] + [a, a, b, b] * 3
+    # warm-up: one step each in turn; then every round runs a block of 2 steps of each method,
+    # starting one method later each round: (erm, a, b), (a, b, erm), (b, erm, a)
+    assert STEP_LOG == [a, b] + [a, a, b, b] + [a, a, b, b] + [b, b, a, a]
     assert [t.method for t in timings] == ["erm", a, b]
     assert all(t.rounds == 3 and t.steps_per_block == 2 and t.step_seconds.n == 3 for t in timings)
 

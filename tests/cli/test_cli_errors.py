@@ -152,6 +152,17 @@ def test_bad_option_value_exits_2(option):
     assert done.returncode == 2 and f"Invalid value for '{option}'" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_perf_help_states_the_reliability_rule():
+    from bench.perf import MAX_RELATIVE_STEP_IQR, MIN_ROUNDS, OVERHEAD_RESOLUTION, TARGET_OVERHEAD
+
+    done = _run("perf", "--help")
+    text = " ".join(done.stdout.split())  # click re-wraps the docstring
+    assert done.returncode == 0
+    for fragment in (f"fewer than {MIN_ROUNDS} rounds", f"exceeds {MAX_RELATIVE_STEP_IQR:.0%} of its median",
+                     f"exceeds both {OVERHEAD_RESOLUTION:.2f} and |overhead - 1|", f"<= {TARGET_OVERHEAD}"):
+        assert fragment in text, fragment
+
+
 def test_perf_rejects_unknown_device_and_method():
     done = _run("perf", "--device", "tpu")
     assert done.returncode == 2 and "unknown device 'tpu'" in done.stderr and done.stderr.count("\n") == 1
