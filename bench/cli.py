@@ -149,7 +149,7 @@ def _print_board(results: Path, benchmark: str) -> None:
 @app.command()
 def leaderboard(
     results_dirs: Optional[list[Path]] = typer.Argument(
-        None, metavar="[RESULTS_DIR]...", help="One or more --results folders of `sharpbench run` (default: results)."
+        None, metavar="RESULTS_DIR", help="One or more --results folders of `sharpbench run` (default: results)."
     ),
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
 ) -> None:
