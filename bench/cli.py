@@ -246,7 +246,7 @@ def perf(
     Overhead = ratio to ERM / ratio of pass-equivalents (a forward-only pass counts 1/3); target
     <= 1.05, '!' marks a median above it. Unreliable figures are marked '?': fewer than 4 rounds;
     a step time whose IQR exceeds 10% of its median; an overhead whose IQR exceeds both 0.05 and
-    |overhead - 1|. (The numbers are bench.perf's constants; a test keeps this text in step.)
+    |overhead - 1| / 2. (The numbers are bench.perf's constants; a test keeps this text in step.)
     """
     import regularizers
     from bench.data import DatasetError

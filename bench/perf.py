@@ -51,10 +51,14 @@ MIN_ROUNDS = 4
 MAX_RELATIVE_STEP_IQR = 0.10
 #: The resolution the overhead column must have: the margin of the target.
 OVERHEAD_RESOLUTION = TARGET_OVERHEAD - 1
+#: An overhead's distance from 1 (the effect it reports) must be at least this many IQRs: then
+#: its quartile interval stays clear of 1 with room to spare.
+EFFECT_IN_IQRS = 2
 RELIABILITY_RULE = (
     f"a figure is unreliable ('?') when it comes from fewer than {MIN_ROUNDS} rounds; a step time, when its IQR "
     f"exceeds {MAX_RELATIVE_STEP_IQR:.0%} of its median; a ratio/overhead, when the overhead's IQR exceeds both "
-    f"{OVERHEAD_RESOLUTION:.2f} (the target's margin) and |overhead - 1| (the effect it reports)"
+    f"{OVERHEAD_RESOLUTION:.2f} (the target's margin) and |overhead - 1| / {EFFECT_IN_IQRS} (the effect it reports, "
+    f"which must be at least {EFFECT_IN_IQRS} IQRs)"
 )
 
 
@@ -108,8 +112,8 @@ def judge(step_seconds: Spread, overhead: Spread) -> Reliability:
     """Apply :data:`RELIABILITY_RULE` to one row's step time and overhead spreads.
 
     The overhead's floor of :data:`OVERHEAD_RESOLUTION` keeps a precise "costs exactly its
-    passes" (overhead 1.00, tiny IQR) reliable, while a spread wider than the effect reported
-    (weight decay at 0.39× ERM with an IQR of 0.8) is not.
+    passes" (overhead 1.00, tiny IQR) reliable, while a spread that is not small against the
+    effect reported (weight decay at 0.39× ERM with an IQR of 0.8) is not.
     """
     if step_seconds.n < MIN_ROUNDS:
         too_few = f"{step_seconds.n} rounds < {MIN_ROUNDS}"
@@ -119,7 +123,7 @@ def judge(step_seconds: Spread, overhead: Spread) -> Reliability:
     if relative > MAX_RELATIVE_STEP_IQR:
         step = f"step time IQR {relative:.0%} of its median > {MAX_RELATIVE_STEP_IQR:.0%}"
     ratio = None
-    allowed = max(OVERHEAD_RESOLUTION, abs(overhead.median - 1))
+    allowed = max(OVERHEAD_RESOLUTION, abs(overhead.median - 1) / EFFECT_IN_IQRS)
     if overhead.iqr > allowed:
         ratio = f"overhead IQR {overhead.iqr:.3f} > {allowed:.3f}"
     return Reliability(step_time=step, ratio=ratio)

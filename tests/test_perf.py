@@ -94,11 +94,13 @@ def test_step_time_spread_above_ten_percent_of_median() -> None:
     ("overhead", "iqr", "reliable"),
     [
         (0.39, 0.80, False),  # the weight decay "at 0.39× ERM": the spread exceeds the effect
-        (3.82, 0.30, True),  # far from 1: the spread does not change what the figure says
-        (3.82, 3.00, False),
-        (1.03, 0.06, False),  # wider than the 0.05 margin of the target and than the effect
-        (1.03, 0.04, True),
-        (1.20, 0.15, True),  # wider than 0.05, but narrower than the 0.20 effect
+        (3.82, 0.30, True),  # far from 1: the 2.82 effect is over 9 IQRs
+        (3.82, 1.60, False),  # an effect of less than 2 IQRs
+        (2.45, 1.36, False),  # measured on a loaded machine: the effect (1.45) is not 2 IQRs
+        (1.03, 0.06, False),  # wider than the 0.05 margin of the target and than half the effect
+        (1.03, 0.04, True),  # within the target's margin
+        (1.40, 0.15, True),  # wider than 0.05, but the 0.40 effect is over 2 IQRs
+        (1.20, 0.15, False),  # the 0.20 effect is under 2 IQRs
         (1.00, 0.00, True),  # erm itself
     ],
 )

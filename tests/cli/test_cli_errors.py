@@ -153,13 +153,13 @@ def test_bad_option_value_exits_2(option):
 
 
 def test_perf_help_states_the_reliability_rule():
-    from bench.perf import MAX_RELATIVE_STEP_IQR, MIN_ROUNDS, OVERHEAD_RESOLUTION, TARGET_OVERHEAD
+    from bench.perf import EFFECT_IN_IQRS, MAX_RELATIVE_STEP_IQR, MIN_ROUNDS, OVERHEAD_RESOLUTION, TARGET_OVERHEAD
 
     done = _run("perf", "--help")
     text = " ".join(done.stdout.split())  # click re-wraps the docstring
     assert done.returncode == 0
     for fragment in (f"fewer than {MIN_ROUNDS} rounds", f"exceeds {MAX_RELATIVE_STEP_IQR:.0%} of its median",
-                     f"exceeds both {OVERHEAD_RESOLUTION:.2f} and |overhead - 1|", f"<= {TARGET_OVERHEAD}"):
+                     f"exceeds both {OVERHEAD_RESOLUTION:.2f} and |overhead - 1| / {EFFECT_IN_IQRS}.", f"<= {TARGET_OVERHEAD}"):
         assert fragment in text, fragment
 
 
