@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import os
 import socket
 import sys
 from enum import Enum
@@ -279,27 +280,40 @@ def _print_board(results: Path, benchmark: str) -> None:
 
 @app.command()
 def leaderboard(
-    results_dir: Path = typer.Argument(DEFAULT_RESULTS, metavar="[RESULTS_DIR]", help="The --results folder of `sharpbench run`."),
+    results_dirs: Optional[list[Path]] = typer.Argument(
+        None, metavar="RESULTS_DIR", help="One or more --results folders of `sharpbench run` (default: results)."
+    ),
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Method every other is tested against (default: erm; a benchmark without it gets no comparisons)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."),
 ) -> None:
     """Rank methods per benchmark by the test accuracy of their best config (bench/selection.py),
     with 95% t-intervals, tests against a baseline (paired on seeds, else Welch; Holm-adjusted)
-    and rank groups of overlapping intervals."""
-    from bench.leaderboard import DEFAULT_BASELINE, build_leaderboard, methods_present, render
-    from bench.results.parquet import read_rows
+    and rank groups of overlapping intervals.
 
-    if not results_dir.is_dir():
-        _fail(f"results folder not found: {results_dir} (run `sharpbench run CONFIG --results {results_dir}` first)")
-    table = read_rows(results_dir)
-    if table.num_rows == 0:
-        _fail(f"no results in {results_dir}: the Parquet dataset {results_dir / 'leaderboard'} is empty or missing")
+    Several folders (e.g. from several machines or clusters) are ranked as one: the union of their
+    rows, each run id once (the row with the latest timestamp wins).
+    """
+    from bench.leaderboard import DEFAULT_BASELINE, build_leaderboard, methods_present, render
+    from bench.results.parquet import dataset_dir, has_rows, read_rows
+
+    folders = list(dict.fromkeys(results_dirs or [DEFAULT_RESULTS]))  # a folder named twice counts once
+    for folder in folders:
+        if not folder.is_dir():
+            _fail(f"results folder not found: {folder} (run `sharpbench run CONFIG --results {folder}` first)")
+    empty = [folder for folder in folders if not has_rows(folder)]
+    if len(empty) == len(folders):
+        where = ", ".join(str(dataset_dir(folder)) for folder in folders)
+        _fail(f"no results: the Parquet dataset{'s' if len(folders) > 1 else ''} {where} {'are' if len(folders) > 1 else 'is'} empty or missing")
     if not 0.0 < alpha < 1.0:
         _fail(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    for folder in empty:
+        # Not an error (the others have rows), but a folder that adds nothing is worth a line.
+        errors.print(f"note: no results in {folder}; ranking the other folders", highlight=False, soft_wrap=True)
+    table = read_rows(*folders)
     present = methods_present(table)
     if baseline is not None and baseline not in present:
-        _fail(f"--baseline {baseline!r} has no rows in {results_dir}; methods present: {', '.join(present)}")
+        _fail(f"--baseline {baseline!r} has no rows in {', '.join(map(str, folders))}; methods present: {', '.join(present)}")
     boards = build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
     output = render(boards, fmt.value)
     if isinstance(output, str):
@@ -358,19 +372,28 @@ def perf(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Time real batches of this dataset (with its augmentation) and report epoch time; default: random tensors."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where --dataset's files are."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed steps first."),
-    repeats: int = typer.Option(10, "--repeats", min=1, help="Timed steps; the median is reported."),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed steps of every method first."),
+    repeats: int = typer.Option(10, "--repeats", min=1, help="Rounds: each times one block of every method in turn; medians and IQRs are over rounds (at least 4 for a reliable figure)."),
+    block_steps: int = typer.Option(1, "--block-steps", min=1, help="Steps per timed block (more for very short steps)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     epoch_samples: Optional[int] = typer.Option(None, "--epoch-samples", min=1, help="Training-set size for the epoch-time estimate without --dataset (e.g. 45000 for CIFAR less validation)."),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Output format."),
 ) -> None:
-    """Time one optimizer step of each method: step time, passes, ratio to ERM, overhead beyond the pass count."""
+    """Time one optimizer step of each method: step time, passes, ratio to ERM, overhead beyond the pass count.
+
+    Methods are interleaved (each round times every method once, back to back) and every figure
+    is the median ± interquartile range over rounds; the ratio to ERM is taken within each round.
+    Overhead = ratio to ERM / ratio of pass-equivalents (a forward-only pass counts 1/3); target
+    <= 1.05, '!' marks a median above it. Unreliable figures are marked '?': fewer than 4 rounds;
+    a step time whose IQR exceeds 10% of its median; an overhead whose IQR exceeds both 0.05 and
+    |overhead - 1| / 2. (The numbers are bench.perf's constants; a test keeps this text in step.)
+    """
     import regularizers
     from bench.data import DatasetError
     from bench.models import ModelError, available_models
     from bench.naming import unknown_name_message
-    from bench.perf import TARGET_OVERHEAD, benchmark_steps
+    from bench.perf import RELIABILITY_RULE, TARGET_OVERHEAD, benchmark_steps
 
     for model in models or []:
         if model not in available_models():
@@ -380,29 +403,55 @@ def perf(
             _fail(unknown_name_message("regularizer", method, regularizers.available()))
     if device not in ("auto", "cpu", "cuda"):
         _fail(unknown_name_message("device", device, ["auto", "cpu", "cuda"]))
+    load_before = os.getloadavg()[0]
     try:
         timings = benchmark_steps(
             models, methods, dataset=dataset, data_dir=data_dir, batch_size=batch_size, warmup=warmup,
-            repeats=repeats, device=device, compile=compile, epoch_samples=epoch_samples,
+            repeats=repeats, steps_per_block=block_steps, device=device, compile=compile, epoch_samples=epoch_samples,
             progress=(lambda line: errors.print(line, highlight=False)) if fmt is ListFormat.table else None,
         )
+        load_after = os.getloadavg()[0]
     except (DatasetError, ModelError, RuntimeError) as error:
         _fail(str(error).splitlines()[0])
     if fmt is ListFormat.json:
         sys.stdout.write(json.dumps([t.to_dict() for t in timings], indent=2) + "\n")
         return
-    table = Table(title=f"One optimizer step (median of {repeats}, after {warmup} warm-up)")
+    block = f"blocks of {block_steps} steps, " if block_steps > 1 else ""
+    table = Table(title=f"One optimizer step: median ± IQR over {repeats} interleaved rounds ({block}after {warmup} warm-up)")
     for column in ("model", "method", "device", "batch", "ms/step", "samples/s", "fwd/bwd", "× erm", "overhead", "epoch"):
         table.add_column(column, justify="right" if column not in ("model", "method", "device") else "left")
     for t in timings:
-        flag = "" if t.overhead is None or t.overhead <= TARGET_OVERHEAD else " !"
+        step_mark = "" if t.reliability.step_time is None else " ?"
+        ratio_mark = "" if t.reliability.ratio is None else " ?"
         table.add_row(
-            t.model, t.method, t.device, str(t.batch_size), f"{t.median_step_seconds * 1000:.1f}", f"{t.samples_per_second:.0f}",
-            f"{t.forward_passes}/{t.backward_passes}", f"{t.ratio_to_erm:.2f}", f"{t.overhead:.2f}{flag}",
-            "-" if t.epoch_seconds is None else f"{t.epoch_seconds:.1f}s",
+            t.model, t.method, t.device, str(t.batch_size),
+            f"{_milliseconds(t.step_seconds.median, t.step_seconds.iqr)}{step_mark}",
+            f"{t.samples_per_second:.0f}{step_mark}",
+            f"{t.forward_passes}/{t.backward_passes}",
+            f"{t.ratio_to_erm.median:.2f} ± {t.ratio_to_erm.iqr:.2f}{ratio_mark}",
+            f"{t.overhead.median:.2f} ± {t.overhead.iqr:.2f}{' !' if t.misses_target else ''}{ratio_mark}",
+            "-" if t.epoch_seconds is None else f"{t.epoch_seconds:.1f}s{step_mark}",
         )
     console.print(table)
-    console.print(f"overhead = (time ratio to erm) / (pass-equivalents ratio); target ≤ {TARGET_OVERHEAD} ('!' marks misses)", highlight=False)
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    say(f"± is the interquartile range (q3 - q1) over rounds. overhead = (time ratio to erm) / (pass-equivalents ratio); target <= {TARGET_OVERHEAD} ('!' marks a median above it).")
+    say(RELIABILITY_RULE + ".")
+    # Other processes compete for the cores: the load says how much, next to the spreads it causes.
+    say(f"1-minute load average: {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} CPUs.")
+    unreliable = [t for t in timings if not t.reliable]
+    if unreliable:
+        say(f"{len(unreliable)} of {len(timings)} rows have unreliable figures (a busy machine? more --repeats?):")
+        for t in unreliable:
+            say(f"  ? {t.model}/{t.method}: {t.reliability.reason}")
+
+
+def _milliseconds(median: float, iqr: float) -> str:
+    """``median ± iqr`` in ms, to the precision the median deserves (0.1 ms above 10 ms)."""
+    digits = 1 if median >= 0.010 else 2
+    return f"{median * 1000:.{digits}f} ± {iqr * 1000:.{digits}f}"
 
 
 def main() -> None:

@@ -1,10 +1,26 @@
-"""Cost of one optimizer step per method, and training throughput per model.
+"""Cost of one optimizer step per method, and training throughput per model, with their spread.
 
 Timings go through the real training step (:meth:`bench.training.Trainer.train_step`: the
-regularizer, autocast, channels_last, the optimizer), after warm-up, as the median of repeats
-taken round-robin over the methods.
-On CUDA every repeat is bracketed by CUDA events, so asynchronous launches are not mistaken for
-speed. Figures are printed, never asserted: speed targets live here, not in timed tests.
+regularizer, autocast, channels_last, the optimizer), after warm-up. The methods are
+*interleaved*: each round times one block of steps of every method in turn (starting one method
+later each round), so a slow drift of the machine (other load, clock speed) hits every method alike. Each figure is reported as the
+median and the interquartile range (IQR) over rounds:
+
+* step time: over the per-round block times (divided by the steps in a block);
+* ratio to ERM: over the per-round ratios (the method's block time / ERM's block time *in the same
+  round*), so a round disturbed for everyone cancels out instead of widening two spreads;
+* overhead: the per-round ratio divided by the ratio of pass-equivalents.
+
+The clock (:func:`_clock`) is the one ``torch.utils.benchmark.timer`` uses: synchronize the
+device, then read the host clock, so asynchronous launches are not mistaken for speed.
+``torch.utils.benchmark`` itself is not imported: its import loads the C++ extension builder,
+which logs a "No CUDA runtime is found" warning on machines without one, and ``Timer.timeit`` runs
+extra untimed calls before every measurement and times one statement at a time, which defeats the
+interleaving. Quartiles interpolate linearly, as ``torch.utils.benchmark.Measurement``'s do (the
+tests check :class:`Spread` against it).
+
+A figure is marked *unreliable* by :func:`judge` (rule in :data:`RELIABILITY_RULE`). Figures are
+printed, never asserted: speed targets live here, not in timed tests.
 
 *Pass-equivalents* weigh a forward-only pass as 1/3 of a forward+backward pair (the backward
 costs about twice the forward), so NSO's extra clean forward on BatchNorm models counts fairly.
@@ -12,9 +28,8 @@ costs about twice the forward), so NSO's extra clean forward on BatchNorm models
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,26 +42,131 @@ from regularizers import StepReport
 
 #: (model, input shape) pairs timed by default: the digits CNN and a ResNet-sized CNN on 32×32.
 DEFAULT_MODELS = (("cnn", (1, 8, 8)), ("resnet18", (3, 32, 32)))
+#: The overhead a method may have beyond its passes (1.05 = 5% more than its passes cost).
 TARGET_OVERHEAD = 1.05
+#: Fewer rounds than this give no usable quartiles (``Measurement`` hides its IQR below 4 too).
+MIN_ROUNDS = 4
+#: Step time IQR / median above this is unreliable: the level at which
+#: ``torch.utils.benchmark.Measurement`` warns of "system fluctuation".
+MAX_RELATIVE_STEP_IQR = 0.10
+#: The resolution the overhead column must have: the margin of the target.
+OVERHEAD_RESOLUTION = TARGET_OVERHEAD - 1
+#: An overhead's distance from 1 (the effect it reports) must be at least this many IQRs: then
+#: its quartile interval stays clear of 1 with room to spare.
+EFFECT_IN_IQRS = 2
+RELIABILITY_RULE = (
+    f"a figure is unreliable ('?') when it comes from fewer than {MIN_ROUNDS} rounds; a step time, when its IQR "
+    f"exceeds {MAX_RELATIVE_STEP_IQR:.0%} of its median; a ratio/overhead, when the overhead's IQR exceeds both "
+    f"{OVERHEAD_RESOLUTION:.2f} (the target's margin) and |overhead - 1| / {EFFECT_IN_IQRS} (the effect it reports, "
+    f"which must be at least {EFFECT_IN_IQRS} IQRs)"
+)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and quartiles of ``n`` samples; quartiles interpolate linearly between order
+    statistics (``torch.quantile``'s default, as in ``torch.utils.benchmark.Measurement``)."""
+
+    median: float
+    q1: float
+    q3: float
+    n: int
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Spread:
+        """Raises ValueError on no samples or a non-finite one."""
+        if not samples:
+            raise ValueError("a spread needs at least one sample")
+        values = torch.tensor(list(samples), dtype=torch.float64)
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(f"non-finite sample in {list(samples)}")
+        q1, median, q3 = values.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+        return cls(median=median, q1=q1, q3=q3, n=len(samples))
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"median": self.median, "q1": self.q1, "q3": self.q3, "iqr": self.iqr, "n": self.n}
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Why a row's figures are unreliable; ``None`` where a figure is reliable."""
+
+    step_time: str | None
+    ratio: str | None  # the ratio to ERM and the overhead (one is the other over a constant)
+
+    @property
+    def reliable(self) -> bool:
+        return self.step_time is None and self.ratio is None
+
+    @property
+    def reason(self) -> str | None:
+        reasons = dict.fromkeys(r for r in (self.step_time, self.ratio) if r is not None)  # ordered, no repeats
+        return "; ".join(reasons) or None
+
+
+def judge(step_seconds: Spread, overhead: Spread) -> Reliability:
+    """Apply :data:`RELIABILITY_RULE` to one row's step time and overhead spreads.
+
+    The overhead's floor of :data:`OVERHEAD_RESOLUTION` keeps a precise "costs exactly its
+    passes" (overhead 1.00, tiny IQR) reliable, while a spread that is not small against the
+    effect reported (weight decay at 0.39× ERM with an IQR of 0.8) is not.
+    """
+    if step_seconds.n < MIN_ROUNDS:
+        too_few = f"{step_seconds.n} rounds < {MIN_ROUNDS}"
+        return Reliability(step_time=too_few, ratio=too_few)
+    step = None
+    relative = step_seconds.iqr / step_seconds.median
+    if relative > MAX_RELATIVE_STEP_IQR:
+        step = f"step time IQR {relative:.0%} of its median > {MAX_RELATIVE_STEP_IQR:.0%}"
+    ratio = None
+    allowed = max(OVERHEAD_RESOLUTION, abs(overhead.median - 1) / EFFECT_IN_IQRS)
+    if overhead.iqr > allowed:
+        ratio = f"overhead IQR {overhead.iqr:.3f} > {allowed:.3f}"
+    return Reliability(step_time=step, ratio=ratio)
 
 
 @dataclass
 class StepTiming:
+    """One (model, method): seconds per optimizer step, and its cost relative to ERM's."""
+
     model: str
     method: str
     device: str
     batch_size: int
-    median_step_seconds: float
+    rounds: int
+    steps_per_block: int
+    step_seconds: Spread  # seconds per step, over rounds
     forward_passes: int
     backward_passes: int
     pass_equivalents: float
-    samples_per_second: float
-    ratio_to_erm: float | None = None  # step time / ERM's step time
-    overhead: float | None = None  # ratio_to_erm / (pass-equivalents relative to ERM): 1.0 = no cost beyond passes
-    epoch_seconds: float | None = None  # training-set size / samples per second (real datasets only)
+    samples_per_second: float  # batch size / median step time
+    ratio_to_erm: Spread  # per-round step time / ERM's in the same round (exactly 1 for erm)
+    overhead: Spread  # per-round ratio / (pass-equivalents relative to ERM): 1.0 = no cost beyond passes
+    reliability: Reliability
+    epoch_seconds: float | None = None  # training-set size / samples per second
+
+    @property
+    def reliable(self) -> bool:
+        return self.reliability.reliable
+
+    @property
+    def misses_target(self) -> bool:
+        return self.overhead.median > TARGET_OVERHEAD
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        record = asdict(self)
+        for name in ("step_seconds", "ratio_to_erm", "overhead"):
+            record[name] = getattr(self, name).to_dict()
+        del record["reliability"]
+        record["reliable"] = self.reliable
+        record["reason"] = self.reliability.reason
+        record["step_seconds_reliable"] = self.reliability.step_time is None
+        record["ratio_reliable"] = self.reliability.ratio is None
+        return record
 
 
 def _synthetic(input_shape: tuple[int, int, int], num_classes: int, samples: int, seed: int) -> Dataset:
@@ -57,17 +177,19 @@ def _synthetic(input_shape: tuple[int, int, int], num_classes: int, samples: int
     return Dataset("synthetic", split, split.head(min(samples, 64)), split.head(min(samples, 64)), num_classes)
 
 
+def _clock(device: torch.device) -> float:
+    """Seconds on the host clock, after the work queued on ``device`` has finished."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+    return time.perf_counter()
+
+
 def _pass_equivalents(forward: int, backward: int) -> float:
     return backward + (forward - backward) / 3
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class _MethodClock:
-    """One method's trainer on one model, timing single training steps."""
+    """One method's trainer on one model, timing blocks of training steps."""
 
     def __init__(self, model: str, method: str, *, dataset: Dataset, data_config: DataConfig, batch_size: int, training: TrainingConfig) -> None:
         self.model = model
@@ -84,7 +206,7 @@ class _MethodClock:
         )
         self.trainer = Trainer(spec, dataset=dataset)
         self._batches = self.trainer.batches()
-        self.durations: list[float] = []
+        self.seconds_per_step: list[float] = []  # one entry per timed block
         self.report: StepReport | None = None
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,38 +216,62 @@ class _MethodClock:
             self._batches = self.trainer.batches()
             return next(self._batches)
 
-    def step(self, *, timed: bool) -> None:
-        inputs, targets = self._next_batch()
-        device = self.trainer.device
-        _synchronize(device)
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+    def run_block(self, steps: int) -> float:
+        """Run ``steps`` training steps; the seconds per step (batches are drawn before the clock)."""
+        batches = [self._next_batch() for _ in range(steps)]
+        started = _clock(self.trainer.device)
+        for inputs, targets in batches:
             self.report = self.trainer.train_step(inputs, targets)
-            end.record()
-            torch.cuda.synchronize(device)
-            seconds = start.elapsed_time(end) / 1000
-        else:
-            started = time.perf_counter()
-            self.report = self.trainer.train_step(inputs, targets)
-            seconds = time.perf_counter() - started
-        if timed:
-            self.durations.append(seconds)
+        return (_clock(self.trainer.device) - started) / steps
 
-    def timing(self) -> StepTiming:
-        assert self.report is not None and self.durations
-        median = statistics.median(self.durations)
-        return StepTiming(
-            model=self.model,
-            method=self.method,
-            device=str(self.trainer.device),
-            batch_size=self.batch_size,
-            median_step_seconds=median,
-            forward_passes=self.report.forward_passes,
-            backward_passes=self.report.backward_passes,
-            pass_equivalents=_pass_equivalents(self.report.forward_passes, self.report.backward_passes),
-            samples_per_second=self.batch_size / median,
+
+def _time_model(clocks: list[_MethodClock], *, warmup: int, repeats: int, steps_per_block: int, progress: Callable[[str], None] | None) -> None:
+    for _ in range(warmup):
+        for clock in clocks:
+            clock.run_block(1)
+    # Round-robin: every round times one block of each method, back to back. Each round starts
+    # one method later, so no method always runs first or right after the same neighbour.
+    for repeat in range(repeats):
+        start = repeat % len(clocks)
+        for clock in clocks[start:] + clocks[:start]:
+            clock.seconds_per_step.append(clock.run_block(steps_per_block))
+        if progress is not None:
+            progress(f"{clocks[0].model}: round {repeat + 1}/{repeats} of {len(clocks)} methods")
+
+
+def _timings(clocks: list[_MethodClock], *, steps_per_block: int, epoch_samples: int | None) -> list[StepTiming]:
+    erm = clocks[0]
+    assert erm.method == "erm" and erm.report is not None
+    erm_passes = _pass_equivalents(erm.report.forward_passes, erm.report.backward_passes)
+    timings = []
+    for clock in clocks:
+        assert clock.report is not None
+        passes = _pass_equivalents(clock.report.forward_passes, clock.report.backward_passes)
+        # Per round: x / x is exactly 1.0 in IEEE arithmetic, so erm's ratio is exactly 1.
+        ratios = [mine / reference for mine, reference in zip(clock.seconds_per_step, erm.seconds_per_step, strict=True)]
+        step = Spread.of(clock.seconds_per_step)
+        overhead = Spread.of([ratio / (passes / erm_passes) for ratio in ratios])
+        samples_per_second = clock.batch_size / step.median
+        timings.append(
+            StepTiming(
+                model=clock.model,
+                method=clock.method,
+                device=str(clock.trainer.device),
+                batch_size=clock.batch_size,
+                rounds=len(clock.seconds_per_step),
+                steps_per_block=steps_per_block,
+                step_seconds=step,
+                forward_passes=clock.report.forward_passes,
+                backward_passes=clock.report.backward_passes,
+                pass_equivalents=passes,
+                samples_per_second=samples_per_second,
+                ratio_to_erm=Spread.of(ratios),
+                overhead=overhead,
+                reliability=judge(step, overhead),
+                epoch_seconds=None if epoch_samples is None else epoch_samples / samples_per_second,
+            )
         )
+    return timings
 
 
 def benchmark_steps(
@@ -137,19 +283,24 @@ def benchmark_steps(
     batch_size: int = 32,
     warmup: int = 2,
     repeats: int = 10,
+    steps_per_block: int = 1,
     device: str = "auto",
     compile: bool = False,
     epoch_samples: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[StepTiming]:
-    """Time every (model, method); ratios are relative to ``erm`` on the same model.
+    """Time every (model, method) over ``repeats`` interleaved rounds; ratios are to ``erm`` on
+    the same model, which is always timed (first).
 
     Without ``dataset`` the batches are random tensors of the model's default input shape (the
     cost of a step does not depend on pixel values); with it, real batches through the real
-    loader and augmentation, and the epoch time follows from the training-set size (or from
-    ``epoch_samples``, e.g. 45,000 for CIFAR's training split less validation).
+    loader and augmentation (drawn before the clock starts), and the epoch time follows from the
+    training-set size (or from ``epoch_samples``, e.g. 45,000 for CIFAR's training split less
+    validation). Raises ValueError when ``repeats`` or ``steps_per_block`` is below 1 or
+    ``warmup`` below 0, and what the dataset, model and trainer raise for bad names or devices.
     """
-    # ERM first: it is the reference every ratio divides by.
+    if repeats < 1 or steps_per_block < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1, steps_per_block >= 1, warmup >= 0; got {repeats}, {steps_per_block}, {warmup}")
     methods = ["erm", *[m for m in (methods or regularizers.available()) if m != "erm"]]
     training = TrainingConfig(device=device, compile=compile)
     shapes = dict(DEFAULT_MODELS)
@@ -159,32 +310,16 @@ def benchmark_steps(
         if dataset is not None:
             data_config = DataConfig(name=dataset, data_dir=data_dir, crop_padding=4 if dataset != "digits" else 0, horizontal_flip=dataset != "digits")
             data = load_dataset(data_config)
+            samples = len(data.train)
         else:
             data_config = DataConfig()
-            shape = shapes.get(model, (3, 32, 32))
-            data = _synthetic(shape, 10, batch_size * (warmup + repeats), seed=0)
+            # A few distinct batches suffice: the cost of a step does not depend on the values.
+            data = _synthetic(shapes.get(model, (3, 32, 32)), 10, batch_size * 4, seed=0)
+            samples = epoch_samples
         clocks = [
             _MethodClock(model, method, dataset=data, data_config=data_config, batch_size=batch_size, training=training)
             for method in methods
         ]
-        for clock in clocks:
-            for _ in range(warmup):
-                clock.step(timed=False)
-        # Round-robin over the methods, so slow drifts of the machine (other load, clock speed)
-        # hit every method alike instead of whichever happened to run during them.
-        for repeat in range(repeats):
-            for clock in clocks:
-                clock.step(timed=True)
-            if progress is not None:
-                progress(f"{model}: round {repeat + 1}/{repeats} of {len(clocks)} methods")
-        per_model = [clock.timing() for clock in clocks]
-        samples = len(data.train) if dataset is not None else epoch_samples
-        for timing in per_model:
-            if samples is not None:
-                timing.epoch_seconds = samples / timing.samples_per_second
-        erm = next(t for t in per_model if t.method == "erm")
-        for timing in per_model:
-            timing.ratio_to_erm = timing.median_step_seconds / erm.median_step_seconds
-            timing.overhead = timing.ratio_to_erm / (timing.pass_equivalents / erm.pass_equivalents)
-        timings.extend(per_model)
+        _time_model(clocks, warmup=warmup, repeats=repeats, steps_per_block=steps_per_block, progress=progress)
+        timings.extend(_timings(clocks, steps_per_block=steps_per_block, epoch_samples=samples))
     return timings

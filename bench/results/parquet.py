@@ -145,24 +145,23 @@ class ParquetSink:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_rows(results_dir: str | os.PathLike[str]) -> pa.Table:
-    """All trial rows under ``results_dir``, as a table with exactly :data:`SCHEMA`.
+def read_rows(results_dir: str | os.PathLike[str], *more_results_dirs: str | os.PathLike[str]) -> pa.Table:
+    """All trial rows under one or more results folders, as a table with exactly :data:`SCHEMA`.
+
+    Several folders (runs from several machines or clusters) are read as their union.
 
     * Partition columns are restored as plain strings (not dictionary-encoded).
     * Nothing there (no folder, no files): an empty table with :data:`SCHEMA`.
-    * Deduplication: when a run_id was written more than once (a resumed or re-recorded trial),
-      only the row with the latest ``timestamp`` is kept; on equal timestamps the row from the
-      file written last wins (file names start with the write time in nanoseconds).
+    * Deduplication, over the union: when a run_id was written more than once (a resumed or
+      re-recorded trial, or the same run copied into two folders), only the row with the latest
+      ``timestamp`` is kept; on equal timestamps the row from the file written last wins (file
+      names start with the write time in nanoseconds), and on equal names the folder given last.
     * Rows are sorted by benchmark, regularizer, run_id.
     """
-    root = dataset_dir(results_dir)
-    files = _data_files(root)
-    if not files:
+    parts = [table for root in (results_dir, *more_results_dirs) if (table := _read_one(dataset_dir(root))) is not None]
+    if not parts:
         return SCHEMA.empty_table()
-    dataset = ds.dataset(
-        files, format="parquet", schema=SCHEMA, partitioning=_partitioning(), partition_base_dir=str(root)
-    )
-    table = dataset.to_table(columns=[*SCHEMA.names, "__filename"])
+    table = pa.concat_tables(parts)  # in argument order: the row index breaks the last ties
     keep = _latest_per_run_id(
         table.column("run_id").to_pylist(),
         table.column("timestamp").to_pylist(),
@@ -171,6 +170,22 @@ def read_rows(results_dir: str | os.PathLike[str]) -> pa.Table:
     table = table.take(pa.array(keep, pa.int64())).select(SCHEMA.names)
     table = table.sort_by([(name, "ascending") for name in (*PARTITION_COLUMNS, "run_id")])
     return table.cast(SCHEMA)
+
+
+def has_rows(results_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``results_dir`` holds any data file (the sink never writes an empty one)."""
+    return bool(_data_files(dataset_dir(results_dir)))
+
+
+def _read_one(root: Path) -> pa.Table | None:
+    """One dataset's rows with :data:`SCHEMA` plus ``__filename``; None when it has no files."""
+    files = _data_files(root)
+    if not files:
+        return None
+    dataset = ds.dataset(
+        files, format="parquet", schema=SCHEMA, partitioning=_partitioning(), partition_base_dir=str(root)
+    )
+    return dataset.to_table(columns=[*SCHEMA.names, "__filename"])
 
 
 def _data_files(root: Path) -> list[str]:
@@ -200,6 +215,7 @@ __all__ = [
     "ParquetSink",
     "RowValidationError",
     "dataset_dir",
+    "has_rows",
     "read_rows",
     "rows_to_table",
 ]

@@ -93,18 +93,38 @@ def test_help_explains_commands():
         assert command in done.stdout
 
 
-def test_perf_json_times_every_requested_method():
+def test_perf_json_rows_carry_medians_and_spreads():
     import json
 
-    done = _run("perf", "--model", "mlp", "--method", "sam", "--method", "nso", "--batch-size", "16", "--warmup", "1", "--repeats", "2", "--format", "json")
+    done = _run("perf", "--model", "mlp", "--method", "sam", "--method", "nso", "--batch-size", "16", "--warmup", "1", "--repeats", "4", "--format", "json")
     assert done.returncode == 0, done.stderr
     timings = {t["method"]: t for t in json.loads(done.stdout)}
     assert set(timings) == {"erm", "sam", "nso"}  # erm always joins as the reference
     assert (timings["sam"]["forward_passes"], timings["sam"]["backward_passes"]) == (2, 2)
     assert (timings["nso"]["forward_passes"], timings["nso"]["backward_passes"]) == (2, 2)  # no BatchNorm in the MLP
-    assert timings["erm"]["ratio_to_erm"] == 1.0  # t / t: exactly 1; JSON round-trips floats exactly
-    for t in timings.values():  # the same expression recomputed: equal up to one division's rounding
-        assert abs(t["overhead"] - t["ratio_to_erm"] / (t["pass_equivalents"] / timings["erm"]["pass_equivalents"])) < 1e-9
+    # erm's per-round ratios are t / t: exactly 1.0, so its quartiles are exactly 1 (and survive JSON)
+    assert timings["erm"]["ratio_to_erm"] == {"median": 1.0, "q1": 1.0, "q3": 1.0, "iqr": 0.0, "n": 4}
+    for t in timings.values():
+        for name in ("step_seconds", "ratio_to_erm", "overhead"):
+            spread = t[name]
+            assert spread["n"] == 4 and spread["q1"] <= spread["median"] <= spread["q3"]
+            # iqr is q3 - q1 of the same float64 values; JSON round-trips float64 exactly
+            assert abs(spread["iqr"] - (spread["q3"] - spread["q1"])) <= 1e-14 * spread["q3"]
+        scale = t["pass_equivalents"] / timings["erm"]["pass_equivalents"]
+        # per-round overhead = per-round ratio / scale; the median commutes with the scaling
+        assert abs(t["overhead"]["median"] - t["ratio_to_erm"]["median"] / scale) <= 1e-14 * t["overhead"]["median"]
+        assert isinstance(t["reliable"], bool) and (t["reason"] is None) is t["reliable"]
+
+
+def test_perf_table_marks_unreliable_figures_and_explains_them():
+    # 2 rounds are below the 4 needed for a spread: every row must be marked, whatever the load.
+    done = _run("perf", "--model", "mlp", "--method", "l1", "--batch-size", "8", "--warmup", "0", "--repeats", "2")
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("│ mlp")]
+    assert len(rows) == 2 and all(line.count(" ?") >= 3 for line in rows), done.stdout
+    assert "± is the interquartile range" in done.stdout and "unreliable ('?')" in done.stdout
+    assert "? mlp/erm: 2 rounds < 4" in done.stdout and "? mlp/l1: 2 rounds < 4" in done.stdout
+    assert "1-minute load average" in done.stdout
 
 
 def test_perf_rejects_unknown_model():
@@ -137,9 +157,28 @@ def test_unusable_tracking_uri_fails_before_any_trial(tmp_path, repo_root):
     assert not (tmp_path / "results" / "ray").exists()  # Ray never started
 
 
-def test_bad_option_value_exits_2():
-    done = _run("perf", "--repeats", "0")
-    assert done.returncode == 2 and "Invalid value for '--repeats'" in done.stderr
+@pytest.mark.parametrize("option", ["--repeats", "--block-steps", "--batch-size"])
+def test_bad_option_value_exits_2(option):
+    done = _run("perf", option, "0")
+    assert done.returncode == 2 and f"Invalid value for '{option}'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_perf_help_states_the_reliability_rule():
+    from bench.perf import EFFECT_IN_IQRS, MAX_RELATIVE_STEP_IQR, MIN_ROUNDS, OVERHEAD_RESOLUTION, TARGET_OVERHEAD
+
+    done = _run("perf", "--help")
+    text = " ".join(done.stdout.split())  # click re-wraps the docstring
+    assert done.returncode == 0
+    for fragment in (f"fewer than {MIN_ROUNDS} rounds", f"exceeds {MAX_RELATIVE_STEP_IQR:.0%} of its median",
+                     f"exceeds both {OVERHEAD_RESOLUTION:.2f} and |overhead - 1| / {EFFECT_IN_IQRS}.", f"<= {TARGET_OVERHEAD}"):
+        assert fragment in text, fragment
+
+
+def test_perf_rejects_unknown_device_and_method():
+    done = _run("perf", "--device", "tpu")
+    assert done.returncode == 2 and "unknown device 'tpu'" in done.stderr and done.stderr.count("\n") == 1
+    done = _run("perf", "--method", "samm")
+    assert done.returncode == 2 and "unknown regularizer 'samm'" in done.stderr and done.stderr.count("\n") == 1
 
 
 def _results_with(tmp_path: Path, methods: tuple[str, ...]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import dataclasses
 import io
 import json
@@ -483,3 +484,51 @@ def test_every_format_carries_the_statistics() -> None:
         assert f"{sam.vs_baseline_p_holm:.3g}* paired" in text
         assert f"+0.0250 [{sam.vs_baseline_ci_low:+.4f}, {sam.vs_baseline_ci_high:+.4f}]" in text
         assert "0.8000 (n=1, no interval)" in text  # wd: one final seed
+
+
+# ------------------------------------------------------------------ the CLI over several folders
+
+
+def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_cli_ranks_the_union_of_several_folders(tmp_path: Path) -> None:
+    here, there = tmp_path / "cluster-a", tmp_path / "cluster-b"
+    rows_here = [_search("erm", C, 0.88, 0.84), _search("sam", C, 0.80, 0.70)]
+    rows_there = [_search("asam", C, 0.86, 0.82), _search("sam", C, 0.85, 0.86)]
+    # Run sam's first trial again on the other cluster, later and better: without deduplication
+    # by run id, sam would count 3 trials and still pick the other trial as its best.
+    rerun = dataclasses.replace(rows_here[1], val_accuracy=0.95, test_accuracy=0.91, timestamp=rows_here[1].timestamp + dt.timedelta(hours=1))
+    ParquetSink(here).write(rows_here)
+    ParquetSink(there).write([*rows_there, rerun])
+    expected = build_leaderboard(_table([rows_here[0], *rows_there, rerun]))
+
+    done = _cli("leaderboard", str(here), str(there), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads(render(expected, "json"))
+    sam = _by_method(expected[0])["sam"]
+    assert sam.trials_total == 2 and sam.test_accuracy == 0.91  # the expectation itself uses the rerun (a copied value, not computed)
+    for fmt in ("csv", "markdown", "table"):
+        done = _cli("leaderboard", str(here), str(there), "--format", fmt)
+        assert done.returncode == 0 and "asam" in done.stdout and "erm" in done.stdout, done.stderr
+
+
+def test_cli_several_folders_bad_input(tmp_path: Path) -> None:
+    full, empty = tmp_path / "full", tmp_path / "empty"
+    ParquetSink(full).write([_search("erm", C, 0.88, 0.84)])
+    empty.mkdir()
+
+    done = _cli("leaderboard", str(full), str(tmp_path / "missing"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "results folder not found" in done.stderr and "missing" in done.stderr
+
+    done = _cli("leaderboard", str(empty), str(empty))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no results" in done.stderr, done.stderr
+
+    done = _cli("leaderboard", str(full), str(empty), "--format", "json")  # one empty folder: said, not fatal
+    assert done.returncode == 0 and f"no results in {empty}" in done.stderr
+    assert [s["regularizer"] for s in json.loads(done.stdout)[0]["standings"]] == ["erm"]

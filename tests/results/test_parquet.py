@@ -189,3 +189,41 @@ def test_relative_results_dir_is_resolved(tmp_path: Path, row_factory, monkeypat
     os.chdir("/")
     sink.write([row_factory()])
     assert read_rows(tmp_path / "results").num_rows == 1
+
+
+# ------------------------------------------------------------------ several results folders
+
+
+def test_union_of_folders_keeps_the_latest_row_per_run_id(tmp_path: Path, row_factory) -> None:
+    here, there = tmp_path / "machine-a", tmp_path / "machine-b"
+    only_here, only_there = row_factory(), row_factory()
+    shared = row_factory(status=TrialStatus.FAILED.value, test_accuracy=None)
+    # the same run id recorded again, later, on the other machine (a retried trial)
+    shared_later = dataclasses.replace(shared, status="completed", test_accuracy=0.9, timestamp=shared.timestamp + dt.timedelta(hours=1))
+    ParquetSink(here).write([only_here, shared_later])
+    ParquetSink(there).write([only_there, shared])  # written last, but the older row
+
+    for order in ((here, there), (there, here)):  # the timestamp decides, not the argument order
+        got = _by_run_id(read_rows(*order))
+        assert got == {r.run_id: r.to_record() for r in (only_here, only_there, shared_later)}
+    assert read_rows(here, here).equals(read_rows(here))  # a folder named twice adds nothing
+    assert read_rows(here, tmp_path / "missing").equals(read_rows(here))
+
+
+def test_union_on_equal_timestamps_keeps_the_file_written_last(tmp_path: Path, row_factory) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    row = row_factory(seed=1)
+    ParquetSink(first).write([row])
+    ParquetSink(second).write([dataclasses.replace(row, seed=2)])  # same timestamp, written later
+    for order in ((first, second), (second, first)):
+        assert read_rows(*order).column("seed").to_pylist() == [2]
+
+
+def test_has_rows(tmp_path: Path, row_factory) -> None:
+    from bench.results.parquet import has_rows
+
+    assert not has_rows(tmp_path) and not has_rows(tmp_path / "missing")
+    ParquetSink(tmp_path).write([])
+    assert not has_rows(tmp_path)
+    ParquetSink(tmp_path).write([row_factory()])
+    assert has_rows(tmp_path)
