@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import csv
 import datetime as dt
 import dataclasses
@@ -489,10 +492,7 @@ def test_every_format_carries_the_statistics() -> None:
 # ------------------------------------------------------------------ the CLI over several folders
 
 
-def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
