@@ -70,6 +70,11 @@ def run(
     num_cpus: Optional[int] = _NUM_CPUS,
     quiet: bool = _QUIET,
     verbose: bool = _VERBOSE,
+    restart: bool = typer.Option(
+        False, "--restart",
+        help="The results folder holds a run of this benchmark with another config: set that run aside "
+        "(rows and state moved under RESULTS/superseded/) and start afresh. Without it, such a run stops with exit 2.",
+    ),
 ) -> None:
     """Tune every regularizer in CONFIG with the same budget, then print the leaderboard.
 
@@ -84,8 +89,9 @@ def run(
     with a progress bar on a terminal or a heartbeat line every 30 s in a pipe.
 
     Re-running the same CONFIG with the same --results resumes interrupted searches (Ctrl-C
-    saves them); finished searches are not re-run. Use another --results folder (or benchmark
-    name) to start afresh.
+    saves them); finished searches are not re-run. A changed CONFIG (anything that changes
+    results) stops with exit 2 naming the keys that differ: use another --results folder or
+    benchmark name, or --restart. One run at a time per results folder.
     """
     from bench.config import ConfigError, load_config
 
@@ -94,7 +100,10 @@ def run(
         config = load_config(config_path)
     except ConfigError as error:
         _fail(str(error))
-    _execute(config, results, address, tracking_uri, num_cpus, verbosity, resume_hint=f"sharpbench run {config_path} --results {results}")
+    _execute(
+        config, results, address, tracking_uri, num_cpus, verbosity, restart=restart,
+        resume_hint=f"sharpbench run {config_path} --results {results}",
+    )
 
 
 @app.command()
@@ -115,18 +124,19 @@ def final(
     Uses the config the run recorded in RESULTS_DIR; --seed and --top-k override its final
     section (and are recorded for the next call). Final runs already recorded are not re-run.
     """
-    from bench.config import ConfigError, load_recorded_configs, record_config
+    from bench.config import ConfigError
     from bench.naming import unknown_name_message
+    from bench.run_record import load_records
 
     verbosity = _verbosity(quiet, verbose)
     if not results_dir.is_dir():
         _fail(f"results folder not found: {results_dir}")
     try:
-        recorded = load_recorded_configs(results_dir)
+        recorded = {name: record.config for name, record in load_records(results_dir).items()}
     except ConfigError as error:
         _fail(str(error))
     if not recorded:
-        _fail(f"no recorded config in {results_dir}: run `sharpbench run CONFIG --results {results_dir}` first")
+        _fail(f"no recorded run in {results_dir}: run `sharpbench run CONFIG --results {results_dir}` first")
     if benchmark is None:
         if len(recorded) > 1:
             _fail(f"{results_dir} holds several benchmarks; choose one with --benchmark: {', '.join(sorted(recorded))}")
@@ -142,7 +152,6 @@ def final(
             _fail(str(error))
     if not config.final.seeds:
         _fail("no final seeds: the run's config has final.seeds empty; give them with --seed 1 --seed 2 ...")
-    record_config(config, results_dir)
     _execute(
         config, results_dir, address, tracking_uri, num_cpus, verbosity, final_only=True,
         resume_hint=f"sharpbench final {results_dir} --benchmark {benchmark}",
@@ -167,14 +176,13 @@ def _execute(
     *,
     resume_hint: str,
     final_only: bool = False,
+    restart: bool = False,
 ) -> None:
-    """Check everything checkable, start Ray, run the phases with a live console, print the board."""
-    from bench.config import record_config
-    from bench.console import RunProgress, Verbosity, quiet_third_party
+    """Check everything checkable, take the folder's lock and its run identity, start Ray, run
+    the phases with a live console, print the board."""
+    from bench import run_record
     from bench.data import DatasetError, load_dataset
     from bench.models import ModelError
-    from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
-    from bench.results.schema import Phase
 
     try:
         if address is None:
@@ -188,6 +196,23 @@ def _execute(
         results.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         _fail(f"cannot create results folder {results}: {error.strerror}")
+    try:
+        with run_record.FolderLock(results):
+            _execute_locked(config, results, address, tracking_uri, num_cpus, verbosity, resume_hint, final_only, restart)
+    except run_record.FolderBusy as busy:
+        _fail(str(busy))
+
+
+def _execute_locked(
+    config: Any, results: Path, address: str | None, tracking_uri: str | None, num_cpus: int | None, verbosity: Any,
+    resume_hint: str, final_only: bool, restart: bool,
+) -> None:
+    from bench import run_record
+    from bench.console import RunProgress, Verbosity, quiet_third_party
+    from bench.config import ConfigError
+    from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
+    from bench.results.schema import Phase
+
     from bench import search  # imports Ray, Optuna and MLflow, which set up their loggers on import
     from bench.plan import plan_methods
 
@@ -197,7 +222,15 @@ def _execute(
         MlflowSink(uri, experiment_name=config.benchmark)  # reachable and usable, before any trial runs
     except Exception as error:  # MLflow raises many types here; all mean "this URI does not work"
         _fail(f"cannot use MLflow tracking URI {uri}: {_first_line(error)}")
-    record_config(config, results)
+    try:
+        if final_only:
+            # `final` may change the final section (seeds, top-k) of the run it extends, nothing else.
+            record = run_record.load_record(run_record.record_path(results, config.benchmark)).with_config(config)
+            record.save(results)
+        else:
+            record = run_record.resolve(config, results, restart=restart)
+    except (run_record.IdentityMismatch, ConfigError) as error:
+        _fail(str(error))
 
     plans = plan_methods(config)
     finals = len(config.final.seeds) * config.final.top_k
@@ -224,7 +257,9 @@ def _execute(
     phases = (Phase.FINAL,) if final_only else (Phase.SEARCH, Phase.FINAL)
     try:
         with progress:
-            search.run_benchmark(config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases)
+            search.run_benchmark(
+                config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases, instance=record.instance
+            )
     except search.SearchInterrupted as interrupted:
         errors.print(f"interrupted: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None

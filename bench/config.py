@@ -7,7 +7,6 @@ every method) and the regularizers to compare. ``load_config`` turns any problem
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -395,32 +394,3 @@ def _check_against_registries(config: BenchmarkConfig, source: str) -> None:
         except regularizers.RegistryError as error:
             raise ConfigError(f"{source}: {error}") from None
 
-
-#: Sub-folder of a results folder where each run records the resolved config it ran.
-RECORDED_CONFIGS_DIRNAME = "configs"
-
-
-def record_config(config: BenchmarkConfig, results_dir: str | Path) -> Path:
-    """Write the resolved ``config`` as ``<results_dir>/configs/<benchmark>.json`` (atomically),
-    so that later commands on the folder (``sharpbench final``) run exactly what the run ran."""
-    folder = Path(results_dir) / RECORDED_CONFIGS_DIRNAME
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{config.benchmark}.json"
-    staging = path.with_suffix(".json.tmp")
-    staging.write_text(config.model_dump_json(indent=2) + "\n")
-    staging.replace(path)
-    return path
-
-
-def load_recorded_configs(results_dir: str | Path) -> dict[str, BenchmarkConfig]:
-    """The configs recorded under ``results_dir``, by benchmark name; raises :class:`ConfigError`
-    (one line, naming the file) for a file that is not a valid config."""
-    configs = {}
-    for path in sorted((Path(results_dir) / RECORDED_CONFIGS_DIRNAME).glob("*.json")):
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"{path}: unreadable recorded config ({error})") from None
-        config = parse_config(raw, source=str(path))
-        configs[config.benchmark] = config
-    return configs

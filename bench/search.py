@@ -48,10 +48,15 @@ class _LiveRun:
     """What the current ``run_benchmark`` call registered for its callbacks to bind to.
 
     Tune's restore brings back the callbacks pickled by an earlier run and ignores new ones, so a
-    callback must not carry live objects (a console, a progress printer) in its pickled state: it
-    binds to this at ``setup()`` instead, and a resumed search reports progress like a fresh one.
+    callback must take nothing from its pickled state but its own bookkeeping: at ``setup()`` it
+    binds to this call's config, results folder, tracking URI, run instance and console. A moved
+    results folder, another tracking URI or a resumed search then work like a fresh run.
     """
 
+    config: BenchmarkConfig | None = None
+    results_dir: str = ""
+    tracking_uri: str = ""
+    instance: str = ""  # bench.run_record's run instance: MLflow parent runs are keyed by it
     progress: RunProgress | None = None
 
 
@@ -233,6 +238,8 @@ class SinkCallback(Callback):
         self.results_dir = results_dir
         self.tracking_uri = tracking_uri
         self.progress: RunProgress | None = None  # bound at setup() to the live run's
+        self.instance = ""
+        self._state_tracking_uri: str | None = None  # the store a restored state's run ids live in
         self.run_ids: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.sink_state: dict[str, Any] = {}
         self.finished: dict[str, str] = {}  # trial id -> status, written once
@@ -261,9 +268,16 @@ class SinkCallback(Callback):
         return self._parquet
 
     def setup(self, **info: Any) -> None:
-        self.progress = _LIVE.progress
+        live = _LIVE
+        if live.config is not None:  # bind to this call, whatever an earlier run pickled
+            self.config, self.results_dir, self.tracking_uri = live.config, live.results_dir, live.tracking_uri
+            self.instance, self.progress = live.instance, live.progress
+            self._mlflow = self._parquet = None
+        if self._state_tracking_uri not in (None, self.tracking_uri):
+            # The restored MLflow run ids belong to another store: find or create runs here.
+            self.run_ids, self.sink_state, self.parent_run_id = {}, {}, None
         self.parent_run_id = self.mlflow.parent_run(
-            search_name=self.search_name,
+            search_name=f"{self.search_name}@{self.instance}" if self.instance else self.search_name,
             benchmark=self.config.benchmark,
             regularizer=self.plan.regularizer,
             phase=self.phase.value,
@@ -406,6 +420,7 @@ class SinkCallback(Callback):
             "finished": dict(self.finished),
             "parent_run_id": self.parent_run_id,
             "sink": self._mlflow.state() if self._mlflow is not None else self.sink_state,
+            "tracking_uri": self.tracking_uri,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -413,6 +428,7 @@ class SinkCallback(Callback):
         self.finished.update(state.get("finished", {}))
         self.parent_run_id = state.get("parent_run_id", self.parent_run_id)
         self.sink_state = state.get("sink") or {}
+        self._state_tracking_uri = state.get("tracking_uri")
         if self._mlflow is not None and self.sink_state:
             self._mlflow.load_state(self.sink_state)
 
@@ -601,18 +617,21 @@ def run_benchmark(
     tracking_uri: str,
     progress: RunProgress | None = None,
     phases: tuple[Phase, ...] = (Phase.SEARCH, Phase.FINAL),
+    instance: str = "",
 ) -> None:
     """Run every method's search, then its final seeds, on the connected Ray runtime.
 
     The caller owns ``ray.init``/``ray.shutdown`` (local or ``address=``). Results go to the
     sinks; read them back with :func:`bench.results.parquet.read_rows`. ``progress`` receives
     each finished trial (resumed searches included). ``phases=(Phase.FINAL,)`` runs only the
-    final phase, from the search rows already recorded under ``results_dir``. Raises
+    final phase, from the search rows already recorded under ``results_dir``. ``instance`` is the
+    run instance of :mod:`bench.run_record` (MLflow parent runs are found by it). Raises
     :class:`SearchInterrupted` when a search was stopped before its trials ended.
     """
     context = _Context(config, Path(results_dir).resolve(), tracking_uri)
     context.storage.mkdir(parents=True, exist_ok=True)
-    _LIVE.progress = progress
+    _LIVE.config, _LIVE.results_dir, _LIVE.tracking_uri = config, str(context.results_dir), tracking_uri
+    _LIVE.instance, _LIVE.progress = instance, progress
     try:
         for plan in plan_methods(config):
             if Phase.SEARCH in phases:
@@ -620,7 +639,7 @@ def run_benchmark(
             if Phase.FINAL in phases and config.final.seeds:
                 run_final(plan, context)
     finally:
-        _LIVE.progress = None
+        _LIVE.config, _LIVE.progress = None, None
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> None:

@@ -1,0 +1,149 @@
+"""Run identity through the real CLI: a changed config never resumes into an old run's results,
+--restart sets the old run aside, one run at a time per folder, and a folder moved after kill -9
+resumes in its new place with every trial once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.results.parquet import read_rows
+from bench.run_record import LOCK_FILENAME, SUPERSEDED_DIRNAME, load_records
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp_path: Path, name: str = "ident", *, epochs: int = 1, low: float = 0.02, trials: int = 1) -> Path:
+    raw = {
+        "benchmark": "ident",
+        "dataset": {"name": "digits", "max_train_samples": 128},
+        "model": {"name": "mlp", "options": {"hidden": 8, "depth": 1}},
+        "training": {"epochs": epochs, "batch_size": 32},
+        "search": {"trials_per_method": trials, "asha": {"enabled": False}, "checkpoint_every": 1,
+                   "space": {"learning_rate": {"low": low, "high": 0.2, "log": True}}},
+        "regularizers": ["erm"],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )
+
+
+def _start(*args: str, cwd: Path) -> subprocess.Popen:
+    # A session of its own: kill -9 of the group takes Ray's processes too, as a killed job would.
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _parents_and_children(store: Path) -> tuple[list, list]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("ident")
+    if experiment is None:  # the store exists before the run creates its experiment
+        return [], []
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parents, children
+
+
+def test_changed_config_stops_and_restart_sets_the_old_run_aside(tmp_path, repo_root):
+    results = tmp_path / "results"
+    done = _cli("run", str(_config(tmp_path)), "--results", str(results), "--num-cpus", "2", "--quiet", cwd=repo_root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first = read_rows(results).to_pylist()
+    assert len(first) == 1 and first[0]["epochs_planned"] == 1
+    old_instance = load_records(results)["ident"].instance
+
+    changed = _config(tmp_path, "changed", epochs=2, low=0.05)
+    started = time.monotonic()
+    done = _cli("run", str(changed), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
+    assert time.monotonic() - started < 30  # refused before Ray starts
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "training.epochs" in lines[0] and "search.space.learning_rate.low" in lines[0] and "--restart" in lines[0]
+    assert "search.trials_per_method" not in lines[0]  # only the keys that differ
+    assert read_rows(results).to_pylist() == first  # nothing written
+
+    done = _cli("run", str(changed), "--results", str(results), "--num-cpus", "2", "--restart", "--quiet", cwd=repo_root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = read_rows(results).to_pylist()
+    assert row["epochs_planned"] == 2 and row["run_id"] != first[0]["run_id"]
+    new_instance = load_records(results)["ident"].instance
+    assert new_instance != old_instance
+    aside = results / SUPERSEDED_DIRNAME / f"ident-{old_instance}"
+    assert read_rows(aside).num_rows == 0  # set aside: not a results folder's dataset layout...
+    assert (aside / "benchmark=ident").is_dir() and (aside / "run.json").is_file()
+    assert sorted(p.name for p in (aside / "ray").iterdir()) == ["ident-erm-search"]
+    # MLflow: the fresh run has a parent of its own (keyed by run instance), its trial under it
+    parents, children = _parents_and_children(results / "mlflow.db")
+    assert len(parents) == 2 and len(children) == 2
+    (new_child,) = [c for c in children if c.info.run_id == row["mlflow_run_id"]]
+    (new_parent,) = [p for p in parents if p.info.run_id == new_child.data.tags["mlflow.parentRunId"]]
+    assert new_parent.data.tags["sharpbench.search_name"].endswith(f"@{new_instance}")
+
+
+def test_a_second_run_into_a_busy_folder_stops_at_once(tmp_path, repo_root):
+    results = tmp_path / "results"
+    first = _start("run", str(_config(tmp_path, epochs=200)), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not read_rows(results).num_rows and not (results / "ray" / "ident-erm-search").exists():
+            time.sleep(0.5)
+        assert (results / LOCK_FILENAME).exists()
+        started = time.monotonic()
+        second = _cli("run", str(_config(tmp_path, epochs=200)), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
+        # A bound on a hang (the busy run holds the folder for minutes), not a speed target: the
+        # refusal comes after imports and config checks, which take seconds on a loaded machine.
+        assert time.monotonic() - started < 30
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert second.returncode == 2 and len(lines) == 1 and "in use by another sharpbench run (pid" in lines[0], second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.communicate(timeout=60)
+
+
+def test_folder_moved_after_kill_9_resumes_with_every_trial_once(tmp_path, repo_root):
+    results, moved = tmp_path / "results", tmp_path / "elsewhere" / "results"
+    config = _config(tmp_path, epochs=60, trials=2)
+    first = _start("run", str(config), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    deadline = time.monotonic() + 240
+    children: list = []
+    while time.monotonic() < deadline and first.poll() is None:
+        if (results / "mlflow.db").exists():
+            children = _parents_and_children(results / "mlflow.db")[1]
+            if len(children) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in children):
+                break
+        time.sleep(0.5)
+    assert first.poll() is None, "the search finished before it could be killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    started_ids = {c.info.run_id for c in children}
+
+    moved.parent.mkdir()
+    os.replace(results, moved)
+    done = _cli("run", str(config), "--results", str(moved), "--num-cpus", "2", cwd=repo_root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert not results.exists()  # nothing recreated at the old place (no stray mlflow.db)
+    rows = read_rows(moved).to_pylist()
+    assert len(rows) == 2 and all(r["status"] == "completed" and r["epochs_run"] == 60 for r in rows)
+    parents, children = _parents_and_children(moved / "mlflow.db")
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.info.run_id for c in children} == started_ids == {r["mlflow_run_id"] for r in rows}
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    assert "[1/1 erm search" in done.stdout  # a resumed search reports its trials
