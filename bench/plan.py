@@ -120,7 +120,7 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
                 regularizer=entry.name,
                 fixed=dict(entry.fixed),
                 params=tuple(params) + tuple(training_params),
-                budget=_budget(config, entry.name, entry.fixed, has_batchnorm),
+                budget=_budget(config, entry.name, entry.fixed, has_batchnorm, searched=bool(params or training_params)),
             )
         )
     return plans
@@ -137,10 +137,16 @@ def _model_has_batchnorm(config: BenchmarkConfig) -> bool:
     return bool(regularizers.batchnorm_modules(model))
 
 
-def _budget(config: BenchmarkConfig, method: str, fixed: dict[str, Any], has_batchnorm: bool | None) -> MethodBudget:
-    """Trials and epochs of one method under ``search.budget`` (passes counted at its defaults)."""
+def _budget(
+    config: BenchmarkConfig, method: str, fixed: dict[str, Any], has_batchnorm: bool | None, *, searched: bool
+) -> MethodBudget:
+    """Trials and epochs of one method under ``search.budget`` (passes counted at its defaults).
+
+    A method with nothing to search runs one trial: every other would repeat it exactly (same
+    config, same training seed), spending budget on nothing.
+    """
     spec = config.search.budget
-    trials, epochs = config.search.trials_per_method, config.training.epochs
+    trials, epochs = (config.search.trials_per_method if searched else 1), config.training.epochs
     if spec.kind == "trials":
         return MethodBudget(spec.kind, spec.scale, trials, epochs, 0)
     cost = regularizers.create(method, **fixed).cost(bool(has_batchnorm))

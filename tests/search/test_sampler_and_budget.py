@@ -126,3 +126,12 @@ def test_selected_config_takes_only_the_searched_values_of_a_row():
     spec = trial_spec(config, plan, {"selected": selected.to_tune(), "seed": 3})
     assert spec.regularizer_hparams == {"perturbation_radius": 0.07} and spec.training.learning_rate == 0.123
     assert spec.seed == 3
+
+
+def test_a_method_with_nothing_to_search_runs_one_trial():
+    config = parse_config({
+        "benchmark": "unit", "model": {"name": "mlp"}, "search": {"trials_per_method": 6},
+        "regularizers": ["erm", "sam", {"name": "asam", "fixed": {"perturbation_radius": 1.0}}],
+    })
+    trials = {p.regularizer: p.budget.trials for p in plan_methods(config)}
+    assert trials == {"erm": 1, "sam": 6, "asam": 1}  # sam searches its radius; the others nothing
