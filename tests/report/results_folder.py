@@ -4,6 +4,7 @@ flatness on some runs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -141,11 +142,21 @@ TRIALS: dict[int, Trial] = {
 }
 
 
-def write_results(folder: Path, *, with_config: bool = True, trials: dict[int, Trial] | None = None) -> Path:
+def write_results(folder: Path, *, with_config: bool = True, trials: dict[int, Trial] | None = None, benchmark: str = BENCHMARK) -> Path:
     """Write the rows of ``trials`` (default :data:`TRIALS`) into ``folder`` with ParquetSink,
-    and the recorded config unless ``with_config`` is False. Returns ``folder``."""
+    and the recorded config unless ``with_config`` is False. Returns ``folder``. Another
+    ``benchmark`` renames the rows (and their run ids, which start with it)."""
     chosen = TRIALS if trials is None else trials
-    ParquetSink(folder).write([row(t, i) for i, t in chosen.items()])
+    rows = [row(t, i) for i, t in chosen.items()]
+    if benchmark != BENCHMARK:
+        rows = [
+            dataclasses.replace(
+                r, benchmark=benchmark, run_id=r.run_id.replace(BENCHMARK, benchmark, 1),
+                selected_from_run_id=r.selected_from_run_id and r.selected_from_run_id.replace(BENCHMARK, benchmark, 1),
+            )
+            for r in rows
+        ]
+    ParquetSink(folder).write(rows)
     if with_config:
         record_config(config(), folder)
     return folder
