@@ -31,7 +31,7 @@ def chromium(page: Path, *args: str) -> str:
                 "--force-device-scale-factor=1", "--virtual-time-budget=10000", f"--user-data-dir={profile}", *args,
                 page.resolve().as_uri(),
             ],
-            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
         )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout

@@ -3,6 +3,7 @@ contents, several folders, and the cases without a figure."""
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import struct
@@ -65,7 +66,7 @@ def test_leaderboard_markdown_and_table_match_the_leaderboard(artifacts, results
     header, rows = leaderboard_cells(board)
     assert header[:2] == ["Rank", "Method"] and [r[1] for r in rows] == [s.regularizer for s in board.standings]
     page = artifacts.html_path.read_text(encoding="utf-8")
-    table = re.search(r"<table class=\"leaderboard\".*?</table>", page, re.S).group(0)
+    table = re.search(r"<table class=\"leaderboard\".*?</table>", page, re.DOTALL).group(0)
     assert table.count("<tr>") == 1 + len(board.standings)
     for row in rows:
         for cell in row:
@@ -80,8 +81,6 @@ def test_the_page_is_self_contained(artifacts):
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"<link|@import|url\(", page)
     # The embedded images are the PNG files, byte for byte.
-    import base64
-
     embedded = {base64.b64decode(s.split(",", 1)[1]) for s in sources}
     assert embedded == {p.read_bytes() for p in artifacts.png_paths}
 
