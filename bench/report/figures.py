@@ -86,13 +86,13 @@ def compute_figure(results: Sequence[MethodResult], colors: Mapping[str, object]
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("test accuracy (fraction; mean, 95% CI)")
-    axes[0].legend(
+    figure.legend(  # below the axes: inside, it would hide points or intervals
         handles=[
             Line2D([], [], marker="o", linestyle="", color="0.3", label="mean over final seeds, 95% t-interval"),
             Line2D([], [], marker="o", linestyle="", color="0.3", markerfacecolor="white", label="best search trial (n=1)"),
             Line2D([], [], marker="o", linestyle="--", color="0.35", markerfacecolor="none", markersize=14, label="Pareto front"),
         ],
-        loc="lower right", fontsize=8,
+        loc="outside lower center", ncols=3, fontsize=8,
     )
     figure.suptitle(f"{title}: test accuracy against compute")
     return figure
@@ -121,13 +121,13 @@ def seeds_figure(results: Sequence[MethodResult], colors: Mapping[str, object], 
     ax.set_xlabel("method (leaderboard order)")
     ax.set_ylabel("test accuracy (fraction)")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(
+    figure.legend(
         handles=[
             Line2D([], [], marker="o", linestyle="", color="0.3", label="one final seed (sN = seed N)"),
             Line2D([], [], color="black", linewidth=1.5, label="mean"),
             Line2D([], [], color="black", linewidth=1.2, marker="|", label="95% t-interval"),
         ],
-        fontsize=8, loc="best",
+        loc="outside lower center", ncols=3, fontsize=8,
     )
     figure.suptitle(f"{title}: test accuracy over final seeds")
     return figure
@@ -165,7 +165,7 @@ def flatness_figure(points: Sequence[FlatnessPoint], colors: Mapping[str, object
         Line2D([], [], marker="o", linestyle="", color="0.3", label="final run"),
         Line2D([], [], marker="^", linestyle="", color="0.3", markerfacecolor="white", label="search trial"),
     ]
-    axes[1].legend(handles=handles, fontsize=8, loc="best")
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     figure.suptitle(f"{title}: flatness against generalization")
     return figure
 
