@@ -357,6 +357,25 @@ def leaderboard(
         console.print(output)
 
 
+@app.command()
+def report(
+    results_dirs: list[Path] = typer.Argument(..., metavar="DIR [DIR ...]", help="Results folders of `sharpbench run` (e.g. committed reference results and your own)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write (default: DIR/report.html of the first DIR); PNGs go to figures/ beside it."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Method every other is tested against (default: erm)."),
+) -> None:
+    """One self-contained HTML page (figures embedded, opens from disk) plus the PNGs: the
+    leaderboard, accuracy against compute with the Pareto front, every final seed, flatness
+    against test accuracy, and each method's search history and hyperparameter importance."""
+    from bench.report.build import ReportError, build_report
+
+    try:
+        artifacts = build_report(results_dirs, out, baseline=baseline)
+    except ReportError as error:
+        _fail(str(error))
+    # One unwrapped line, so the path can be pasted.
+    console.print(str(artifacts.html_path.resolve()), highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command("list")
 def list_regularizers(
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Output format."),

@@ -1,0 +1,253 @@
+"""``sharpbench report``: read results folders, build the leaderboard, draw, write the page.
+
+:func:`build_report` writes ``report.html`` (self-contained) and ``figures/*.png`` next to it and
+returns a :class:`ReportArtifacts` with the PNG paths and the leaderboard as markdown, so a run
+can log them to its MLflow parent runs as artifacts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from bench.config import BenchmarkConfig, ConfigError
+from bench.run_record import load_records
+from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present, render
+from bench.report import data, figures
+from bench.report.page import BoardSection, ReportFigure, page
+from bench.report.studies import RebuiltStudy, rebuild_study
+from bench.results.parquet import dataset_dir, read_rows
+
+FIGURE_COMPUTE = "compute"
+FIGURE_SEEDS = "seeds"
+FIGURE_FLATNESS = "flatness"
+FIGURE_HISTORY = "history"
+FIGURE_IMPORTANCE = "importance"
+FIGURE_KINDS = (FIGURE_COMPUTE, FIGURE_SEEDS, FIGURE_FLATNESS, FIGURE_HISTORY, FIGURE_IMPORTANCE)
+
+REPORT_FILENAME = "report.html"
+FIGURES_DIRNAME = "figures"
+#: Resolution of the PNGs: sharp on screen at the page's width, small enough to embed.
+DPI = 110
+
+
+class ReportError(ValueError):
+    """Bad input to the report (a missing folder, no rows, an unknown baseline): one line."""
+
+
+@dataclass(frozen=True)
+class ReportArtifacts:
+    """What :func:`build_report` wrote.
+
+    ``figures`` lists every figure in page order (``path`` None where the caption says why it
+    could not be drawn); ``leaderboard_markdown`` maps each benchmark to its board as markdown
+    (:func:`bench.leaderboard.render`)."""
+
+    html_path: Path
+    figures: tuple[ReportFigure, ...]
+    leaderboard_markdown: dict[str, str]
+
+    @property
+    def png_paths(self) -> tuple[Path, ...]:
+        return tuple(f.path for f in self.figures if f.path is not None)
+
+    def png_paths_of(self, benchmark: str, regularizer: str | None = None) -> tuple[Path, ...]:
+        """The PNGs of one benchmark: all of them, or the benchmark-wide ones plus one method's
+        (what that method's MLflow parent run should carry)."""
+        return tuple(
+            f.path
+            for f in self.figures
+            if f.path is not None and f.benchmark == benchmark and (regularizer is None or f.regularizer in (None, regularizer))
+        )
+
+
+def read_results(results_dirs: Sequence[Path]) -> pa.Table:
+    """The rows of every folder, one table; a run_id present in several folders (a copy of the
+    same results) is kept once, its latest row. Raises ReportError for a missing folder or
+    when no folder holds a row."""
+    if not results_dirs:
+        raise ReportError("no results folder given")
+    for folder in results_dirs:
+        if not folder.is_dir():
+            raise ReportError(f"results folder not found: {folder}")
+    table = read_rows(*results_dirs)  # one row per run_id across the folders, the latest
+    if table.num_rows == 0:
+        where = ", ".join(str(dataset_dir(d)) for d in results_dirs)
+        raise ReportError(f"no results in {', '.join(map(str, results_dirs))}: no Parquet rows under {where}")
+    return table
+
+
+def recorded_configs(results_dirs: Sequence[Path]) -> dict[str, BenchmarkConfig]:
+    """Recorded configs by benchmark; the first folder that recorded a benchmark wins. Raises
+    ReportError for an unreadable recorded config."""
+    configs: dict[str, BenchmarkConfig] = {}
+    for folder in results_dirs:
+        try:
+            for name, config in ((n, r.config) for n, r in load_records(folder).items()):
+                configs.setdefault(name, config)
+        except ConfigError as error:
+            raise ReportError(str(error).splitlines()[0]) from None
+    return configs
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    """PNG without the Software text chunk (it names a web address) and with the figure freed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)  # a no-op for Figure objects pyplot does not manage; frees Optuna's
+    return path
+
+
+_COMPUTE_CAPTION = (
+    "Each point is a method's mean test accuracy over the final seeds of its chosen config, with the 95% "
+    "t-interval; a hollow point is a method without final seeds, shown by its best search trial's own test "
+    "accuracy (n=1). x: the mean forward + backward passes (left) and the mean wall time (right) of one "
+    "training run of that config. Ringed and joined by the dashed line: the Pareto front, the methods that no "
+    "other method matches or beats on both accuracy and cost (computed on the means, ignoring the intervals). "
+    "The cost of the whole search is in the table."
+)
+_SEEDS_CAPTION = (
+    "Test accuracy of each final run of the chosen config: every seed is a point (sN = training seed N; one "
+    "seed fixes the initialization and the data order, so equal seeds pair across methods). Black bar: the "
+    "mean; black line: its 95% t-interval (Student t with n−1 degrees of freedom)."
+)
+_FLATNESS_CAPTION = (
+    "Flatness against generalization: each completed run that measured flatness (bench/flatness.py, on the "
+    "training loss at the end of training) is a point. Left: the Hessian trace by Hutchinson's estimator, "
+    "with its standard error; right: the top Hessian eigenvalue by power iteration. Filled circles: final "
+    "runs; hollow triangles: search trials. {counts}"
+)
+
+
+def _board_figures(
+    board: BenchmarkBoard,
+    rows_by_method: Mapping[str, Sequence[Mapping[str, Any]]],
+    config: BenchmarkConfig | None,
+    folder: Path,
+) -> tuple[list[ReportFigure], list[str]]:
+    name = board.benchmark
+    title = f"{board.benchmark} ({board.dataset}, {board.model})"
+    colors = figures.method_colors(list(rows_by_method))
+    results = [r for s in board.standings if (r := data.method_result(s, rows_by_method[s.regularizer])) is not None]
+    out: list[ReportFigure] = []
+    notes: list[str] = []
+    unranked = [s.regularizer for s in board.standings if s.test_accuracy is None]
+    if unranked:
+        notes.append(f"Without a test accuracy (no completed trial), not plotted: {', '.join(unranked)}.")
+    stem = folder / _safe(name)
+    if results:
+        out.append(ReportFigure(name, None, FIGURE_COMPUTE, "Test accuracy against compute", _COMPUTE_CAPTION,
+                                _save(figures.compute_figure(results, colors, title), Path(f"{stem}-compute.png"))))
+        out.append(ReportFigure(name, None, FIGURE_SEEDS, "Test accuracy over final seeds", _SEEDS_CAPTION,
+                                _save(figures.seeds_figure(results, colors, title), Path(f"{stem}-seeds.png"))))
+    else:
+        for kind, what in ((FIGURE_COMPUTE, "Test accuracy against compute"), (FIGURE_SEEDS, "Test accuracy over final seeds")):
+            out.append(ReportFigure(name, None, kind, what, "No method has a test accuracy yet: nothing to plot.", None))
+    points = data.flatness_points([r for rows in rows_by_method.values() for r in rows])
+    if points:
+        traces = sum(p.hessian_trace is not None for p in points)
+        eigen = sum(p.hessian_top_eigenvalue is not None for p in points)
+        counts = f"{traces} run{'s' if traces != 1 else ''} with a trace, {eigen} with a top eigenvalue."
+        out.append(ReportFigure(name, None, FIGURE_FLATNESS, "Flatness against generalization", _FLATNESS_CAPTION.format(counts=counts),
+                                _save(figures.flatness_figure(points, colors, title), Path(f"{stem}-flatness.png"))))
+    else:
+        out.append(ReportFigure(name, None, FIGURE_FLATNESS, "Flatness against generalization",
+                                "No completed run measured flatness (the config's flatness.when was off): no figure.", None))
+    for standing in board.standings:
+        method = standing.regularizer
+        rebuilt = rebuild_study(name, method, rows_by_method[method], config)
+        out += _search_figures(rebuilt, Path(f"{stem}-{_safe(method)}"))
+    return out, notes
+
+
+def _search_figures(rebuilt: RebuiltStudy, stem: Path) -> list[ReportFigure]:
+    method = rebuilt.regularizer
+    direction = "highest" if rebuilt.study.direction.name == "MAXIMIZE" else "lowest"
+    counts = (
+        f"{rebuilt.completed} completed, {rebuilt.pruned} stopped early by ASHA (Optuna state PRUNED), "
+        f"{rebuilt.failed} failed or unscored"
+    )
+    if rebuilt.completed:
+        caption = (
+            f"Search of {method}: {counts} trials, numbered in order of start. Dots: each completed trial's "
+            f"{rebuilt.metric}; line: the best so far ({direction}). Stopped and failed trials have no value and "
+            f"leave gaps in the numbers. Drawn by Optuna's plot_optimization_history on a study rebuilt from the "
+            f"Parquet rows. {rebuilt.space_note}"
+        )
+        history = ReportFigure(rebuilt.benchmark, method, FIGURE_HISTORY, f"{method}: search history", caption,
+                               _save(figures.history_figure(rebuilt), Path(f"{stem}-history.png")))
+    else:
+        history = ReportFigure(rebuilt.benchmark, method, FIGURE_HISTORY, f"{method}: search history",
+                               f"Search of {method}: {counts} trials; no completed trial has a finite {rebuilt.metric}: no history.", None)
+    if rebuilt.importances is not None:
+        caption = f"{rebuilt.importance_note} Drawn by Optuna's plot_param_importances. {rebuilt.space_note}"
+        importance = ReportFigure(rebuilt.benchmark, method, FIGURE_IMPORTANCE, f"{method}: hyperparameter importance", caption,
+                                  _save(figures.importance_figure(rebuilt), Path(f"{stem}-importance.png")))
+    else:
+        importance = ReportFigure(rebuilt.benchmark, method, FIGURE_IMPORTANCE, f"{method}: hyperparameter importance",
+                                  f"No importance for {method}: {rebuilt.importance_note}. {rebuilt.space_note}", None)
+    return [history, importance]
+
+
+def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None, *, baseline: str | None = None) -> ReportArtifacts:
+    """Write the report of ``results_dirs`` to ``out`` (default: ``<first dir>/report.html``) and
+    its PNGs to ``figures/`` beside it.
+
+    ``baseline``: the method the leaderboard tests the others against (default ``erm``). Raises
+    :class:`ReportError` for a missing folder, folders without rows, a baseline with no rows, an
+    unreadable recorded config, or an ``out`` that is not an ``.html`` file path."""
+    folders = [Path(d) for d in results_dirs]
+    table = read_results(folders)
+    present = methods_present(table)
+    if baseline is not None and baseline not in present:
+        raise ReportError(f"--baseline {baseline!r} has no rows; methods present: {', '.join(present)}")
+    html_path = Path(out) if out is not None else folders[0] / REPORT_FILENAME
+    if html_path.suffix.lower() not in (".html", ".htm"):
+        raise ReportError(f"--out must name an .html file, got {html_path}")
+    if html_path.is_dir():
+        raise ReportError(f"--out names a folder, not a file: {html_path}")
+    configs = recorded_configs(folders)
+    boards = build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE)
+    rows_by: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for row in table.to_pylist():
+        rows_by[row["benchmark"]][row["regularizer"]].append(row)
+    figure_dir = html_path.parent / FIGURES_DIRNAME
+    sections = []
+    for board in boards:
+        made, notes = _board_figures(board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir)
+        sections.append(BoardSection(board, tuple(made), tuple(notes)))
+    sources = [f"{folder} ({read_rows(folder).num_rows} rows)" for folder in folders]
+    built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = html_path.with_name(html_path.name + ".tmp")
+    staging.write_text(page(sections, sources, built), encoding="utf-8")
+    staging.replace(html_path)
+    return ReportArtifacts(
+        html_path=html_path,
+        figures=tuple(f for s in sections for f in s.figures),
+        leaderboard_markdown={board.benchmark: render([board], "markdown") for board in boards},
+    )
+
+
+__all__ = [
+    "FIGURE_KINDS",
+    "ReportArtifacts",
+    "ReportError",
+    "build_report",
+    "read_results",
+    "recorded_configs",
+]

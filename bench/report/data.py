@@ -1,0 +1,165 @@
+"""Typed data behind the report's figures, read from the Parquet rows and the leaderboard.
+
+Nothing here draws or imports matplotlib/Optuna: each function turns rows (mappings with the
+columns of :mod:`bench.results.schema`) and :class:`~bench.leaderboard.Standing` values into small
+frozen dataclasses that :mod:`bench.report.figures` plots. Accuracies are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench import metrics as M
+from bench.leaderboard import RANKED_BY_FINAL, RANKED_BY_SEARCH, Standing
+from bench.results.schema import Phase, TrialStatus
+
+Row = Mapping[str, Any]
+
+
+def finite(value: Any) -> float | None:
+    """A finite float, or None for missing, NaN and infinite values."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class SeedValue:
+    """One training run the method stands by: its seed and test accuracy."""
+
+    seed: int
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """A ranked method as the figures show it.
+
+    ``runs`` are the rows the leaderboard's number comes from: the final runs of the top-1
+    config (``ranked_by == "final"``), or the best search trial alone (``"search"``).
+    ``passes_per_run`` is the mean forward + backward passes of those runs, ``seconds_per_run``
+    their mean wall time (s): the compute one training run of the chosen config costs."""
+
+    regularizer: str
+    ranked_by: str
+    test_accuracy: float
+    ci_low: float | None
+    ci_high: float | None
+    runs: tuple[SeedValue, ...]
+    passes_per_run: float
+    seconds_per_run: float
+
+
+@dataclass(frozen=True)
+class FlatnessPoint:
+    """One run with a flatness measurement and a test accuracy (bench.flatness: Hessian trace by
+    Hutchinson's estimator with its standard error, top eigenvalue by power iteration)."""
+
+    regularizer: str
+    phase: str
+    test_accuracy: float
+    hessian_trace: float | None
+    hessian_trace_stderr: float | None
+    hessian_top_eigenvalue: float | None
+
+
+def standing_rows(standing: Standing, rows: Sequence[Row]) -> list[Row]:
+    """The rows behind ``standing``'s test accuracy (``rows``: that method's rows on its board).
+
+    Final runs are matched by ``selected_from_run_id``; rows written before that column existed
+    (schema version 1) match the chosen search trial's hyperparameters, as the leaderboard does.
+    Empty when the method has no test accuracy."""
+    if standing.ranked_by == RANKED_BY_SEARCH:
+        return [r for r in rows if r["run_id"] == standing.best_run_id]
+    if standing.ranked_by != RANKED_BY_FINAL:
+        return []
+    source = standing.final_selected_from_run_id
+    finals = [
+        r
+        for r in rows
+        if r["phase"] == Phase.FINAL.value and r["status"] == TrialStatus.COMPLETED.value and finite(r[M.TEST_ACCURACY]) is not None
+    ]
+    matched = [r for r in finals if r["selected_from_run_id"] is not None and r["selected_from_run_id"] == source]
+    if matched:
+        return matched
+    chosen = next((r for r in rows if r["run_id"] == source), None)
+    legacy = [r for r in finals if r["selected_from_run_id"] is None]
+    if chosen is not None:
+        return [r for r in legacy if r["regularizer_hparams"] == chosen["regularizer_hparams"]]
+    return legacy
+
+
+def method_result(standing: Standing, rows: Sequence[Row]) -> MethodResult | None:
+    """The figures' view of one standing; None when it has no test accuracy to plot."""
+    behind = standing_rows(standing, rows)
+    if standing.test_accuracy is None or not behind:
+        return None
+    runs = tuple(sorted((SeedValue(int(r["seed"]), float(r[M.TEST_ACCURACY])) for r in behind), key=lambda v: v.seed))
+    return MethodResult(
+        regularizer=standing.regularizer,
+        ranked_by=standing.ranked_by,
+        test_accuracy=standing.test_accuracy,
+        ci_low=standing.test_accuracy_ci_low,
+        ci_high=standing.test_accuracy_ci_high,
+        runs=runs,
+        passes_per_run=statistics.fmean(float(r[M.FORWARD_PASSES] + r[M.BACKWARD_PASSES]) for r in behind),
+        seconds_per_run=statistics.fmean(float(r[M.WALL_SECONDS]) for r in behind),
+    )
+
+
+def flatness_points(rows: Sequence[Row]) -> list[FlatnessPoint]:
+    """Every completed run with a test accuracy and at least one of trace / top eigenvalue."""
+    points = []
+    for r in rows:
+        accuracy = finite(r[M.TEST_ACCURACY])
+        trace = finite(r[M.HESSIAN_TRACE])
+        eigenvalue = finite(r[M.HESSIAN_TOP_EIGENVALUE])
+        if r["status"] != TrialStatus.COMPLETED.value or accuracy is None or (trace is None and eigenvalue is None):
+            continue
+        points.append(
+            FlatnessPoint(
+                regularizer=r["regularizer"],
+                phase=r["phase"],
+                test_accuracy=accuracy,
+                hessian_trace=trace,
+                hessian_trace_stderr=finite(r[M.HESSIAN_TRACE_STDERR]) if trace is not None else None,
+                hessian_top_eigenvalue=eigenvalue,
+            )
+        )
+    return points
+
+
+def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[int]:
+    """Indices of the non-dominated points, lowest cost first (ties: higher value first).
+
+    Cost is minimized and value maximized: point i is dominated when some j has cost_j ≤ cost_i
+    and value_j ≥ value_i with at least one inequality strict. Equal points do not dominate each
+    other, so both stay on the front. Raises ValueError when the lengths differ."""
+    if len(costs) != len(values):
+        raise ValueError(f"pareto_front needs as many costs as values, got {len(costs)} and {len(values)}")
+
+    def dominated(i: int) -> bool:
+        return any(
+            costs[j] <= costs[i] and values[j] >= values[i] and (costs[j] < costs[i] or values[j] > values[i])
+            for j in range(len(costs))
+        )
+
+    front = [i for i in range(len(costs)) if not dominated(i)]
+    return sorted(front, key=lambda i: (costs[i], -values[i]))
+
+
+__all__ = [
+    "FlatnessPoint",
+    "MethodResult",
+    "SeedValue",
+    "finite",
+    "flatness_points",
+    "method_result",
+    "pareto_front",
+    "standing_rows",
+]

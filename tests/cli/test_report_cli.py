@@ -1,0 +1,42 @@
+"""`sharpbench report`: bad input exits 2 with one line; success prints the HTML path last."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.report.results_folder import write_results
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.cli", "report", *args], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (lambda d: [str(d / "absent")], "results folder not found"),
+        (lambda d: [str(d)], "no results in"),
+        (lambda d: [str(write_results(d / "r")), "--baseline", "samm"], "--baseline 'samm' has no rows; methods present: asam, erm, sam"),
+        (lambda d: [str(write_results(d / "r")), "--out", str(d / "report.pdf")], "--out must name an .html file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
+    done = _run(*args(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_report_prints_the_html_path(tmp_path):
+    # A long path: the printed line must not wrap.
+    results = write_results(tmp_path / ("a-rather-long-folder-name-" * 4) / "results")
+    out = results.parent / "site" / "page.html"
+    done = _run(str(results), "--out", str(out), "--baseline", "sam")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == str(out.resolve())
+    assert out.is_file() and len(list((out.parent / "figures").glob("*.png"))) == 8
+    assert "Δ vs sam" in out.read_text(encoding="utf-8")
