@@ -16,7 +16,7 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY bench/__init__.py bench/__init__.py
 RUN mkdir -p regularizers && touch regularizers/__init__.py \
-    && pip install -c constraints.txt -e . \
+    && pip install -c constraints.txt -e ".[cluster]" \
     && rm -rf bench regularizers
 COPY . .
 RUN pip install --no-deps -e . && sharpbench list

@@ -331,12 +331,6 @@ def test_launcher_setup_pins_with_the_images_constraints_file():
             assert PurePosixPath(argv[argv.index("-c") + 1]) == workdir() / "constraints.txt"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the image installs ray[tune] only; KubeRay's job submission and its readiness probes need "
-    "Ray's dashboard: install ray[default] in the image (a pyproject extra that the Dockerfile installs), "
-    "then drop this marker",
-)
 def test_the_image_serves_rays_job_api_for_kuberay():
     """A RayJob is submitted through the head's dashboard (port 8265), which only `ray[default]`
     installs; KubeRay's probes query it too."""
