@@ -72,7 +72,7 @@ def test_console_is_quiet_and_informative(smoke_results):
     for m in trials:
         assert m["k"] == ("1" if m["method"] == "erm" else "2")
         if m["phase"] == "final":
-            assert re.fullmatch(r"seed=[12]", m["sampled"])
+            assert re.fullmatch(r"seed=[12] from=\w+", m["sampled"])  # the seed and the search trial it re-runs
         else:
             assert "learning_rate=" in m["sampled"]
             assert ("perturbation_radius=" in m["sampled"]) == (m["method"] == "sam")

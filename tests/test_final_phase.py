@@ -105,4 +105,4 @@ def test_final_command_errors(tmp_path, repo_root):
     assert done.returncode == 2 and "results folder not found" in done.stderr
     (tmp_path / "empty").mkdir()
     done = _cli("final", str(tmp_path / "empty"), cwd=repo_root)
-    assert done.returncode == 2 and "no recorded config" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "no recorded run" in done.stderr and "Traceback" not in done.stderr
