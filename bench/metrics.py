@@ -38,7 +38,9 @@ OBJECTIVES: Final = {VAL_ACCURACY: "max", VAL_LOSS: "min"}
 # Text facts a trial reports with its metrics (not logged as MLflow metrics).
 DEVICE: Final = "device"
 HARDWARE: Final = "hardware"
-TEXT_KEYS: Final = (DEVICE, HARDWARE)
+#: The precision training used (``training.precision: auto`` resolved): float32, bfloat16 or float64.
+PRECISION: Final = "precision"
+TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION)
 EPOCHS_PLANNED: Final = "epochs_planned"
 
 

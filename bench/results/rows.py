@@ -89,6 +89,7 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         epsilon_sharpness=_number(result, metrics.EPSILON_SHARPNESS),
         device=str(result.get(metrics.DEVICE, "unknown")),
         hardware=str(result.get(metrics.HARDWARE, "unknown")),
+        precision=None if result.get(metrics.PRECISION) is None else str(result[metrics.PRECISION]),
         package_versions=provenance.package_versions_json(),
         git_commit=provenance.git_commit(),
         mlflow_run_id=outcome.mlflow_run_id,
