@@ -410,7 +410,7 @@ class SinkCallback(Callback):
         if board is None:  # nothing recorded (every trial interrupted before it ended)
             self.mlflow.finish_parent(self.parent_run_id, values)
             return
-        parent = summary.summarize(board)
+        parent = summary.summarize(board, self.phase)
         self.mlflow.finish_parent(self.parent_run_id, {**values, **parent.metrics}, tags=parent.tags, standing=parent.board_json)
 
     def get_state(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from bench import metrics as M
 from bench.leaderboard import RANKED_BY_FINAL, BenchmarkBoard, Standing, build_leaderboard, render
 from bench.results.parquet import read_rows
+from bench.results.schema import Phase
 
 #: Parent-run metric names, each a :class:`~bench.leaderboard.Standing` field (accuracies are fractions).
 BEST_VAL_ACCURACY: Final = "best_val_accuracy"  # of the config bench.selection chose
@@ -59,13 +60,18 @@ def method_board(results_dir: str | Path, benchmark: str, regularizer: str) -> B
     return boards[0] if boards else None
 
 
-def summarize(board: BenchmarkBoard) -> ParentSummary:
-    """Parent-run metrics (None: not available, e.g. no final seeds yet) and tags of the one
-    method on ``board`` (:func:`method_board`). Raises ValueError for a board of several methods."""
+def summarize(board: BenchmarkBoard, phase: Phase | str) -> ParentSummary:
+    """Parent-run metrics (None: not available) and tags of the one method on ``board``
+    (:func:`method_board`), for the parent of ``phase``.
+
+    A search parent carries the search's numbers only, so it reads the same whether or not the
+    final seeds have run (a resumed run ends its finished searches again); a final parent adds
+    the final seeds' statistics. Raises ValueError for a board of several methods.
+    """
     if len(board.standings) != 1:
         raise ValueError(f"expected a board of one method, got {[s.regularizer for s in board.standings]}")
     standing = board.standings[0]
-    final = standing.ranked_by == RANKED_BY_FINAL
+    final = Phase(phase) is Phase.FINAL and standing.ranked_by == RANKED_BY_FINAL
     values: dict[str, float | None] = {
         BEST_VAL_ACCURACY: standing.best_val_accuracy,
         BEST_VAL_LOSS: standing.best_val_loss,
@@ -74,7 +80,7 @@ def summarize(board: BenchmarkBoard) -> ParentSummary:
         FINAL_TEST_ACCURACY_STD: standing.test_accuracy_std if final else None,
         FINAL_TEST_ACCURACY_CI_LOW: standing.test_accuracy_ci_low if final else None,
         FINAL_TEST_ACCURACY_CI_HIGH: standing.test_accuracy_ci_high if final else None,
-        N_SEEDS: float(standing.n_seeds),
+        N_SEEDS: float(standing.n_seeds) if final else None,
         SEARCH_TRIALS: float(standing.trials_total),
         SEARCH_WALL_SECONDS: standing.search_wall_seconds,
         PASSES_PER_TRIAL: standing.mean_passes_per_trial,
