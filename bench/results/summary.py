@@ -72,6 +72,9 @@ def summarize(board: BenchmarkBoard, phase: Phase | str) -> ParentSummary:
         raise ValueError(f"expected a board of one method, got {[s.regularizer for s in board.standings]}")
     standing = board.standings[0]
     final = Phase(phase) is Phase.FINAL and standing.ranked_by == RANKED_BY_FINAL
+    # The standing's flatness is the mean over the final runs once they exist, else the best
+    # search trial's: a search parent ended again after the final phase keeps its own.
+    flat = final or standing.ranked_by != RANKED_BY_FINAL
     values: dict[str, float | None] = {
         BEST_VAL_ACCURACY: standing.best_val_accuracy,
         BEST_VAL_LOSS: standing.best_val_loss,
@@ -84,9 +87,9 @@ def summarize(board: BenchmarkBoard, phase: Phase | str) -> ParentSummary:
         SEARCH_TRIALS: float(standing.trials_total),
         SEARCH_WALL_SECONDS: standing.search_wall_seconds,
         PASSES_PER_TRIAL: standing.mean_passes_per_trial,
-        M.HESSIAN_TOP_EIGENVALUE: standing.hessian_top_eigenvalue,
-        M.HESSIAN_TRACE: standing.hessian_trace,
-        M.EPSILON_SHARPNESS: standing.epsilon_sharpness,
+        M.HESSIAN_TOP_EIGENVALUE: standing.hessian_top_eigenvalue if flat else None,
+        M.HESSIAN_TRACE: standing.hessian_trace if flat else None,
+        M.EPSILON_SHARPNESS: standing.epsilon_sharpness if flat else None,
     }
     tags = {}
     if standing.best_run_id is not None:
