@@ -67,8 +67,20 @@ class DataConfig(_Strict):
     horizontal_flip: bool = False
     #: Cutout square side in pixels (0: off).
     cutout: int = Field(0, ge=0)
-    #: Keep at most this many training samples (quick runs and tests); ``None`` keeps all.
+    #: Keep this fraction of the training split (after the val/test split): a subset stratified
+    #: by class and fixed by ``split_seed``, the same for every trial. 1.0 keeps all.
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    #: Then keep at most this many training samples, the first ones (quick runs and tests);
+    #: ``None`` keeps all.
     max_train_samples: int | None = Field(None, gt=0)
+    #: Symmetric label noise on the training split only (validation and test stay clean), applied
+    #: last, to the samples actually trained on: exactly round(label_noise × n_train) labels, chosen
+    #: by a seeded permutation, each replaced by a uniformly drawn *other* class. As in the
+    #: noisy-label experiments of SAM (Foret et al. 2021, ICLR), which follow the synthetic noise
+    #: of Zhang et al. 2017 and Jiang et al. 2018 (:func:`bench.data.noise.flip_labels`).
+    label_noise: float = Field(0.0, ge=0, lt=1)
+    #: Seed of the flipped samples and their new labels; ``None`` uses ``split_seed``.
+    label_noise_seed: int | None = None
 
 
 class ModelConfig(_Strict):

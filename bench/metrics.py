@@ -105,7 +105,9 @@ FLATNESS_COLUMNS: Final = tuple(m.column for m in METRICS.values() if m.leaderbo
 # Text facts a trial reports with its metrics (not logged as MLflow metrics).
 DEVICE: Final = "device"
 HARDWARE: Final = "hardware"
-TEXT_KEYS: Final = (DEVICE, HARDWARE)
+#: The precision training used (``training.precision: auto`` resolved): float32, bfloat16 or float64.
+PRECISION: Final = "precision"
+TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION)
 EPOCHS_PLANNED: Final = "epochs_planned"
 
 

@@ -31,7 +31,8 @@ from bench.config import BenchmarkConfig, SearchConfig, startup_trials
 from bench.console import RunProgress, TrialLine
 from bench.plan import SEED_KEY, SELECTED_KEY, MethodPlan, SearchParam, SelectedConfig, plan_methods, trial_spec
 from bench.provenance import hardware
-from bench.results.mlflow_sink import MlflowSink
+from bench.results import summary
+from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink
 from bench.results.parquet import ParquetSink, read_rows
 from bench.results.rows import TrialOutcome, build_row
 from bench.results.schema import Phase, TrialStatus
@@ -168,7 +169,7 @@ def _trainable(sampled: dict[str, Any], *, config: BenchmarkConfig, plan: Method
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(torch.load(Path(folder, _STATE_FILE), map_location=trainer.device, weights_only=False))
             elapsed_before = json.loads(Path(folder, _ELAPSED_FILE).read_text())["seconds"]
-    text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device)}
+    text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision}
     while not trainer.finished:
         epoch = trainer.train_epoch()
         elapsed = elapsed_before + time.perf_counter() - started
@@ -282,6 +283,7 @@ class SinkCallback(Callback):
             regularizer=self.plan.regularizer,
             phase=self.phase.value,
             params=self._parent_params(),
+            config=self.config.model_dump(mode="json"),
         )
 
     def _parent_params(self) -> dict[str, str]:
@@ -313,6 +315,7 @@ class SinkCallback(Callback):
                 run_name=f"{self.plan.regularizer}-{trial.trial_id}",
                 params=params,
                 tags=tags,
+                config=spec.to_dict(),
             )
         return self.run_ids[trial.trial_id]
 
@@ -326,7 +329,8 @@ class SinkCallback(Callback):
             if key not in metrics.TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
             and metrics.is_reported(key)
         }
-        self.mlflow.log_epoch(self._run_id(trial), int(result.get(metrics.EPOCH, 0)), numeric)
+        used = {tag: str(result[key]) for key, tag in _USED_TAGS.items() if result.get(key) is not None}
+        self.mlflow.log_epoch(self._run_id(trial), int(result.get(metrics.EPOCH, 0)), numeric, tags=used)
         if self.progress is not None:
             self.progress.heartbeat(*self._running_and_best(trials), self.config.search.metric)
 
@@ -410,9 +414,18 @@ class SinkCallback(Callback):
         return values
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        if self.parent_run_id is not None:
-            counts = {s.value: sum(v == s.value for v in self.finished.values()) for s in TrialStatus}
-            self.mlflow.finish_parent(self.parent_run_id, {f"trials_{k}": float(v) for k, v in counts.items()})
+        """End the parent run with this phase's trial counts and the method's standing so far:
+        the leaderboard's numbers from the rows just written (:mod:`bench.results.summary`)."""
+        if self.parent_run_id is None:
+            return
+        counts = {s.value: sum(v == s.value for v in self.finished.values()) for s in TrialStatus}
+        values: dict[str, float | None] = {f"trials_{k}": float(v) for k, v in counts.items()}
+        board = summary.method_board(self.results_dir, self.config.benchmark, self.plan.regularizer)
+        if board is None:  # nothing recorded (every trial interrupted before it ended)
+            self.mlflow.finish_parent(self.parent_run_id, values)
+            return
+        parent = summary.summarize(board, self.phase)
+        self.mlflow.finish_parent(self.parent_run_id, {**values, **parent.metrics}, tags=parent.tags, standing=parent.board_json)
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -431,6 +444,10 @@ class SinkCallback(Callback):
         self._state_tracking_uri = state.get("tracking_uri")
         if self._mlflow is not None and self.sink_state:
             self._mlflow.load_state(self.sink_state)
+
+
+#: Text a trial reports → the MLflow tag that records it as used (params keep the request, "auto").
+_USED_TAGS = {metrics.DEVICE: TAG_DEVICE, metrics.PRECISION: TAG_PRECISION, metrics.HARDWARE: TAG_HARDWARE}
 
 
 # --- driving the searches -------------------------------------------------------------------------

@@ -46,6 +46,22 @@ class TrialSpec:
     #: Fixes init, data order and the regularizer's noise (the split has its own seed).
     seed: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field, the config sections as their validated key/value mappings.
+
+        ``training`` equals the Parquet row's ``training_hparams`` and ``regularizer_hparams``
+        its ``regularizer_hparams`` (both as requested: ``precision: auto`` stays ``auto``)."""
+        return {
+            "benchmark": self.benchmark,
+            "dataset": self.dataset.model_dump(mode="json"),
+            "model": self.model.model_dump(mode="json"),
+            "training": self.training.model_dump(mode="json"),
+            "regularizer": self.regularizer,
+            "regularizer_hparams": dict(self.regularizer_hparams),
+            "flatness": self.flatness.model_dump(mode="json"),
+            "seed": self.seed,
+        }
+
 
 @dataclass
 class EpochResult:
@@ -90,9 +106,15 @@ def select_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def _dtype_and_autocast(precision: str, device: torch.device) -> tuple[torch.dtype, Callable[[], contextlib.AbstractContextManager[Any]]]:
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``training.precision`` as used on ``device``: ``auto`` is bf16 autocast on CUDA, float32 elsewhere."""
     if precision == "auto":
-        precision = "bfloat16" if device.type == "cuda" else "float32"
+        return "bfloat16" if device.type == "cuda" else "float32"
+    return precision
+
+
+def _dtype_and_autocast(precision: str, device: torch.device) -> tuple[torch.dtype, Callable[[], contextlib.AbstractContextManager[Any]]]:
+    precision = resolve_precision(precision, device)
     if precision == "float64":
         return torch.float64, contextlib.nullcontext
     if precision == "bfloat16":
@@ -116,6 +138,8 @@ class Trainer:
         self.spec = spec
         recipe = spec.training
         self.device = device or select_device(recipe.device)
+        #: The precision as used (``auto`` resolved for this device), reported with every result.
+        self.precision = resolve_precision(recipe.precision, self.device)
         self.dtype, self.autocast = _dtype_and_autocast(recipe.precision, self.device)
 
         torch.manual_seed(spec.seed)  # init and the regularizers' noise draw from the global RNG
@@ -305,6 +329,7 @@ class TrialResult:
     wall_seconds: float
     device: str
     hardware: str
+    precision: str  # as used: float32, bfloat16 or float64
 
 
 def run_trial(spec: TrialSpec, on_epoch: Callable[[EpochResult], None] | None = None) -> TrialResult:
@@ -323,4 +348,5 @@ def run_trial(spec: TrialSpec, on_epoch: Callable[[EpochResult], None] | None = 
         wall_seconds=time.perf_counter() - started,
         device=str(trainer.device),
         hardware=hardware(trainer.device),
+        precision=trainer.precision,
     )

@@ -8,7 +8,10 @@ from bench.config import ConfigError, load_config, parse_config
 from bench.plan import plan_methods
 
 
-@pytest.mark.parametrize("name", ["digits", "smoke", "cifar10_resnet18", "cifar100_wrn28_10", "cifar10_quick"])
+SHIPPED = ["digits", "digits_noisy", "smoke", "cifar10_resnet18", "cifar100_wrn28_10", "cifar10_quick"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_config_is_valid(repo_root, name):
     config = load_config(repo_root / "configs" / f"{name}.yaml")
     plans = plan_methods(config)
@@ -20,7 +23,16 @@ def test_shipped_config_is_valid(repo_root, name):
 
 def test_configs_folder_has_no_untested_config(repo_root):
     shipped = {path.stem for path in (repo_root / "configs").glob("*.yaml")}
-    assert shipped == {"digits", "smoke", "cifar10_resnet18", "cifar100_wrn28_10", "cifar10_quick"}
+    assert shipped == set(SHIPPED)
+
+
+def test_digits_noisy_compares_every_built_in_method_on_noisy_labels(repo_root):
+    import regularizers
+
+    config = load_config(repo_root / "configs" / "digits_noisy.yaml")
+    built_in = {name for name in regularizers.available() if type(regularizers.create(name)).__module__.startswith("regularizers.")}
+    assert {entry.name for entry in config.regularizers} == built_in and len(built_in) >= 12
+    assert config.dataset.label_noise > 0 and len(config.final.seeds) == 5 and config.flatness.when == "final"
 
 
 def test_paper_recipe_in_cifar_configs(repo_root):

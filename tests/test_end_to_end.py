@@ -177,3 +177,58 @@ def test_run_logs_to_a_tracking_server(mlflow_server, tmp_path, repo_root):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 12 and len(children) == 8
     assert {c.info.run_id for c in children} == set(read_rows(results).column("mlflow_run_id").to_pylist())
+
+
+def test_mlflow_reads_as_a_training_benchmark(smoke_results, tmp_path):
+    """Read back from the run's sqlite store: the experiment kind, each trial's resolved config,
+    provenance and the precision/device it used, and parent metrics equal to the leaderboard's."""
+    from bench.leaderboard import build_leaderboard
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    rows = {r["mlflow_run_id"]: r for r in read_rows(smoke_results).to_pylist()}
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {c.info.run_id for c in children} == set(rows)
+    for child in children:
+        row = rows[child.info.run_id]
+        config = json.loads(Path(client.download_artifacts(child.info.run_id, "config.json", str(tmp_path))).read_text())
+        assert config["training"] == json.loads(row["training_hparams"])
+        assert config["regularizer_hparams"] == json.loads(row["regularizer_hparams"])
+        assert (config["seed"], config["regularizer"], config["benchmark"]) == (row["seed"], row["regularizer"], row["benchmark"])
+        assert (config["dataset"]["name"], config["model"]["name"]) == (row["dataset"], row["model"])
+        tags = child.data.tags
+        dirty = tags["mlflow.source.git.dirty"] == "true"
+        assert tags["mlflow.source.git.commit"] + ("-dirty" if dirty else "") == row["git_commit"]
+        assert tags["mlflow.source.name"] == "sharpbench"
+        versions = {k.removeprefix("sharpbench.package."): v for k, v in tags.items() if k.startswith("sharpbench.package.")}
+        assert versions == json.loads(row["package_versions"])
+        # As used, on this CPU-only run: "auto" resolved to float32 on the CPU; the params keep the request.
+        assert child.data.params["training.precision"] == "auto" and child.data.params["training.device"] == "auto"
+        assert tags["sharpbench.precision"] == row["precision"] == "float32"
+        assert tags["sharpbench.device"] == row["device"] == "cpu"
+    board = build_leaderboard(read_rows(smoke_results))[0]
+    parents = {p.data.tags["sharpbench.search_name"]: p for p in runs if "mlflow.parentRunId" not in p.data.tags}
+    for standing in board.standings:
+        search = parents[f"smoke-{standing.regularizer}-search"].data.metrics
+        final = parents[f"smoke-{standing.regularizer}-final"].data
+        # The same float64 computation on the same rows, stored as doubles: equal up to the
+        # last bits a storage round trip could touch.
+        expected = {
+            "best_val_accuracy": standing.best_val_accuracy,
+            "final_test_accuracy_mean": standing.test_accuracy,
+            "final_test_accuracy_ci_low": standing.test_accuracy_ci_low,
+            "final_test_accuracy_ci_high": standing.test_accuracy_ci_high,
+            "n_seeds": standing.n_seeds,
+            "search_trials": standing.trials_total,
+        }
+        assert {key: final.metrics.get(key) for key in expected} == pytest.approx(expected, rel=1e-12)
+        assert standing.n_seeds == 2 and final.metrics["trials_completed"] == 2
+        assert final.tags["sharpbench.best_run_id"] == standing.best_run_id
+        # the search parent carries the search's numbers only (also after the resumed re-run)
+        assert search["best_val_accuracy"] == pytest.approx(standing.best_val_accuracy, rel=1e-12)
+        assert "final_test_accuracy_mean" not in search and "n_seeds" not in search
+        final_id = parents[f"smoke-{standing.regularizer}-final"].info.run_id
+        standing_json = json.loads(Path(client.download_artifacts(final_id, "standing.json", str(tmp_path))).read_text())
+        assert standing_json["standings"][0]["test_accuracy"] == pytest.approx(standing.test_accuracy, rel=1e-12)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from bench.config import DataConfig
+from bench.data.noise import flip_labels, stratified_subset
 from bench.naming import Registry
 
 
@@ -66,10 +67,26 @@ available_datasets = _DATASETS.names
 
 
 def load_dataset(config: DataConfig) -> Dataset:
-    """Load, split and normalize ``config.name`` (on the CPU; move it with :meth:`Dataset.to`)."""
+    """Load, split and normalize ``config.name`` (on the CPU; move it with :meth:`Dataset.to`).
+
+    Then, on the training split only and in this order: the stratified ``train_fraction`` subset
+    (seeded by ``split_seed``), the first ``max_train_samples``, and symmetric ``label_noise``
+    (seeded by ``label_noise_seed``, default ``split_seed``) on what is left, so the noise rate
+    is the rate of the samples trained on (:mod:`bench.data.noise`). Normalization statistics
+    stay those of the full training split. Raises :class:`DatasetError` when nothing is left.
+    """
     dataset = _DATASETS.get(config.name)(config)
+    if config.train_fraction < 1.0:
+        keep = stratified_subset(dataset.train.targets, config.train_fraction, config.split_seed)
+        dataset.train = TensorSplit(dataset.train.inputs[keep], dataset.train.targets[keep])
     if config.max_train_samples is not None:
         dataset.train = dataset.train.head(config.max_train_samples)
+    if len(dataset.train) == 0:
+        raise DatasetError(f"dataset {config.name!r}: train_fraction {config.train_fraction} leaves no training samples")
+    if config.label_noise > 0.0:
+        seed = config.split_seed if config.label_noise_seed is None else config.label_noise_seed
+        noisy = flip_labels(dataset.train.targets, dataset.num_classes, config.label_noise, seed)
+        dataset.train = TensorSplit(dataset.train.inputs, noisy.targets)
     return dataset
 
 

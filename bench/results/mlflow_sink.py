@@ -19,6 +19,11 @@ quotes, and tag values have a length limit); the readable name is stored in a se
 Use an absolute tracking URI (:func:`default_tracking_uri`, :func:`normalize_tracking_uri`): a
 trial runs in its own working directory, where ``sqlite:///mlflow.db`` would be another database.
 
+Every run carries its provenance as MLflow's own source tags (``mlflow.source.git.commit``,
+``mlflow.source.name``/``type``) plus one ``sharpbench.package.<name>`` tag per tracked package
+(:class:`RunSource`); the experiment is tagged as a model-training experiment
+(:data:`EXPERIMENT_KIND_TAG`), so MLflow 3's UI opens it on its runs, not on its GenAI traces.
+
 A sink is not thread-safe; use it from one thread (the driver's callback).
 """
 
@@ -29,17 +34,27 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_GIT_DIRTY,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 
+from bench import provenance
 from bench.results.schema import Phase, TrialStatus
 
 try:  # MLflow's own limits (3.17: params 6000, tags 8000, keys 250, 1000 metrics / 100 params per batch)
@@ -67,6 +82,29 @@ TAG_REGULARIZER = "sharpbench.regularizer"
 TAG_PHASE = "sharpbench.phase"
 TAG_STATUS = "sharpbench.status"  # a TrialStatus value; "stopped" runs are FINISHED in MLflow
 TAG_ERROR = "sharpbench.error"
+#: What a trial actually ran on: ``training.precision``/``device`` params are as requested ("auto").
+TAG_DEVICE = "sharpbench.device"
+TAG_PRECISION = "sharpbench.precision"
+TAG_HARDWARE = "sharpbench.hardware"
+#: One tag per tracked package: ``sharpbench.package.torch`` = ``2.14.1``.
+TAG_PACKAGE_PREFIX = "sharpbench.package."
+
+#: MLflow 3's experiment-type tag: without it the UI opens an experiment in its GenAI view
+#: ("Traces 0"); ``custom_model_development`` opens it on its training runs. The value is the UI's
+#: ``ExperimentKind.CUSTOM_MODEL_DEVELOPMENT`` (mlflow/server/js, MLflow 3.17).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+
+#: MLflow's source name and type for every run: a local program (``SourceType.LOCAL``, what MLflow
+#: itself records for a script), not an MLflow Project (``PROJECT`` means ``mlflow run``).
+SOURCE_NAME = "sharpbench"
+SOURCE_TYPE = "LOCAL"
+
+#: Artifact names: a trial run's resolved TrialSpec; a parent run's resolved benchmark config
+#: and its method's leaderboard standing.
+TRIAL_CONFIG_ARTIFACT = "config.json"
+BENCHMARK_CONFIG_ARTIFACT = "benchmark_config.json"
+STANDING_ARTIFACT = "standing.json"
 
 ROLE_SEARCH = "search"
 ROLE_TRIAL = "trial"
@@ -193,6 +231,46 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
 
 
 # --------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """Where every run of a sink came from, written as tags when a run is created.
+
+    ``git_commit`` is :func:`bench.provenance.git_commit`'s value (``<sha>`` or ``<sha>-dirty``,
+    ``None`` outside a checkout); MLflow's ``mlflow.source.git.commit`` gets the bare sha and
+    ``mlflow.source.git.dirty`` says whether the tree had changes, so ``commit + "-dirty"`` is the
+    Parquet row's ``git_commit``.
+    """
+
+    git_commit: str | None
+    package_versions: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def current(cls) -> RunSource:
+        """This process's checkout and installed packages (:mod:`bench.provenance`)."""
+        return cls(git_commit=provenance.git_commit(), package_versions=provenance.package_versions())
+
+    def tags(self) -> dict[str, str]:
+        tags = {MLFLOW_SOURCE_NAME: SOURCE_NAME, MLFLOW_SOURCE_TYPE: SOURCE_TYPE}
+        if self.git_commit:
+            sha, dirty, _ = self.git_commit.partition("-dirty")
+            tags[MLFLOW_GIT_COMMIT] = sha
+            tags[MLFLOW_GIT_DIRTY] = "true" if dirty else "false"
+        tags.update({TAG_PACKAGE_PREFIX + name: version for name, version in self.package_versions.items()})
+        return tags
+
+
+def _artifact_path(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"artifact name {name!r} must be a relative path without '..'")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
 # The sink
 # --------------------------------------------------------------------------------------------
 
@@ -202,12 +280,15 @@ class MlflowSink:
 
     ``tracking_uri`` is normalized with :func:`normalize_tracking_uri`; for a SQLite store the
     database's folder is created and new experiments keep artifacts in ``<that folder>/mlartifacts``.
-    The experiment is created (or restored, if deleted) on construction.
+    The experiment is created (or restored, if deleted) on construction and tagged as a
+    model-training experiment unless it already declares a kind. ``source`` (default:
+    :meth:`RunSource.current`) is tagged on every run the sink creates.
     """
 
-    def __init__(self, tracking_uri: str, experiment_name: str) -> None:
+    def __init__(self, tracking_uri: str, experiment_name: str, source: RunSource | None = None) -> None:
         self.tracking_uri = normalize_tracking_uri(tracking_uri)
         self.experiment_name = experiment_name
+        self.source = source if source is not None else RunSource.current()
         artifact_location: str | None = None
         if self.tracking_uri.startswith("sqlite:////"):
             db = Path(self.tracking_uri[len("sqlite:///") :].partition("?")[0])
@@ -218,6 +299,7 @@ class MlflowSink:
         self._parents: dict[str, str] = {}  # search name -> run id
         self._trials: dict[str, str] = {}  # trial key -> run id
         self._last_step: dict[str, int] = {}  # run id -> last step logged by log_epoch
+        self._tags_sent: dict[str, dict[str, str]] = {}  # run id -> tags log_epoch already sent
 
     # ---------------------------------------------------------------- experiment / lookups
 
@@ -225,13 +307,19 @@ class MlflowSink:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return self.client.create_experiment(name, artifact_location=artifact_location)
+                return self.client.create_experiment(
+                    name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_TRAINING}
+                )
             except MlflowException:  # created concurrently by another process
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
                     raise
         if experiment.lifecycle_stage == "deleted":
             self.client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            # An experiment created before the tag existed (or by another tool); one a user has
+            # set to another kind in the UI is left as it is.
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING)
         return experiment.experiment_id
 
     def _find_run(self, tag: str, digest: str, what: str) -> str | None:
@@ -295,11 +383,14 @@ class MlflowSink:
         regularizer: str,
         phase: Phase | str,
         params: Mapping[str, str],
+        config: Mapping[str, Any] | None = None,
     ) -> str:
         """The run of search ``search_name``: created once, reused (and set RUNNING) afterwards.
 
         ``params`` are logged on creation; on reuse only params the run lacks are added (MLflow
         params are immutable; a changed value is kept as first logged, with a warning).
+        ``config`` (the resolved benchmark config, JSON-serializable) becomes the artifact
+        ``benchmark_config.json`` of a new run.
         """
         tags = {
             TAG_ROLE: ROLE_SEARCH,
@@ -308,7 +399,10 @@ class MlflowSink:
             TAG_REGULARIZER: regularizer,
             TAG_PHASE: Phase(phase).value,
         }
-        return self._get_or_create(self._parents, TAG_SEARCH_ID, search_name, search_name, params, tags)
+        run_id, created = self._get_or_create(self._parents, TAG_SEARCH_ID, search_name, search_name, params, tags)
+        if created and config is not None:
+            self.client.log_dict(run_id, dict(config), BENCHMARK_CONFIG_ARTIFACT)
+        return run_id
 
     def trial_run(
         self,
@@ -317,12 +411,15 @@ class MlflowSink:
         run_name: str,
         params: Mapping[str, object],
         tags: Mapping[str, str],
+        config: Mapping[str, Any] | None = None,
     ) -> str:
         """The run of trial ``trial_key`` (unique across searches, e.g. ``"<search>/<trial id>"``),
         nested under ``parent_run_id``.
 
         Looked up in the in-memory map, then by tag in the experiment; created only when neither
         knows it. A found run is set RUNNING again, so a resumed trial logs into its old run.
+        ``config`` (the resolved trial spec, JSON-serializable) becomes the artifact
+        ``config.json`` of a new run.
         """
         all_tags = {
             **{str(k): str(v) for k, v in tags.items()},
@@ -330,7 +427,10 @@ class MlflowSink:
             TAG_TRIAL_KEY: trial_key,
             MLFLOW_PARENT_RUN_ID: parent_run_id,
         }
-        return self._get_or_create(self._trials, TAG_TRIAL_ID, trial_key, run_name, params, all_tags)
+        run_id, created = self._get_or_create(self._trials, TAG_TRIAL_ID, trial_key, run_name, params, all_tags)
+        if created and config is not None:
+            self.client.log_dict(run_id, dict(config), TRIAL_CONFIG_ARTIFACT)
+        return run_id
 
     def _get_or_create(
         self,
@@ -340,22 +440,29 @@ class MlflowSink:
         run_name: str,
         params: Mapping[str, object],
         tags: Mapping[str, str],
-    ) -> str:
-        """The run identified by ``key``: from ``known``, else found by its ``id_tag`` digest, else created.
+    ) -> tuple[str, bool]:
+        """The run identified by ``key``, and whether it was created now: from ``known``, else
+        found by its ``id_tag`` digest, else created.
 
-        A new run gets ``tags`` (plus the digest) and ``params``; a found one is set RUNNING again
-        and only gets the params it lacks.
+        A new run gets the source tags, ``tags`` (plus the digest) and ``params``; a found one is
+        set RUNNING again and only gets the params it lacks.
         """
         run_id = known.get(key) or self._find_run(id_tag, _digest(key), key)
         values = {k: param_value(v) for k, v in params.items()}
+        created = run_id is None
         if run_id is None:
-            all_tags = {k: truncate(v, MAX_TAG_VAL_LENGTH) for k, v in {**tags, id_tag: _digest(key)}.items()}
+            merged = {**self.source.tags(), **tags, id_tag: _digest(key)}
+            all_tags = {k: truncate(v, MAX_TAG_VAL_LENGTH) for k, v in merged.items()}
             run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=run_name).info.run_id
             self._log(run_id, params=values)
         else:
             self._log(run_id, params=self._missing_params(run_id, values))
         known[key] = run_id
-        return run_id
+        return run_id, created
+
+    def find_parent_run(self, search_name: str) -> str | None:
+        """The run id of search ``search_name`` in this experiment, ``None`` when it has none."""
+        return self._parents.get(search_name) or self._find_run(TAG_SEARCH_ID, _digest(search_name), search_name)
 
     def _missing_params(self, run_id: str, values: Mapping[str, str]) -> dict[str, str]:
         logged = self._reopen(run_id)
@@ -364,11 +471,17 @@ class MlflowSink:
             _log.warning("run %s keeps its first values of params %s (MLflow params are immutable)", run_id, changed)
         return {k: v for k, v in values.items() if k not in logged}
 
-    def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
+    def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> None:
         """All of one epoch's metrics at ``step`` in one ``log_batch`` call (more than
         MLflow's 1000 metrics per batch would be split). A resumed trial that repeats epochs
-        logs those steps again; MLflow keeps both points."""
-        self._log(run_id, metrics=self._metrics(metrics, step))
+        logs those steps again; MLflow keeps both points.
+
+        ``tags`` (e.g. the device and precision a trial used) ride in the same batch, and only
+        those whose value differs from what this sink last sent for the run."""
+        sent = self._tags_sent.setdefault(run_id, {})
+        changed = {k: str(v) for k, v in (tags or {}).items() if sent.get(k) != str(v)}
+        self._log(run_id, metrics=self._metrics(metrics, step), tags=changed)
+        sent.update(changed)
         self._last_step[run_id] = max(step, self._last_step.get(run_id, step))
 
     def finish_trial(
@@ -394,10 +507,41 @@ class MlflowSink:
         self._log(run_id, metrics=self._metrics(metrics, self._last_step.get(run_id, 0)), tags=tags)
         self.client.set_terminated(run_id, status=RUN_STATUS[status])
 
-    def finish_parent(self, run_id: str, metrics: Mapping[str, float | None]) -> None:
-        """Log the search's summary ``metrics`` (None skipped) and end its run as FINISHED."""
-        self._log(run_id, metrics=self._metrics(metrics, 0))
+    def finish_parent(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float | None],
+        tags: Mapping[str, str] | None = None,
+        standing: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Log the search's summary ``metrics`` (None skipped) and ``tags`` in one batch, the
+        method's leaderboard ``standing`` (JSON-serializable) as ``standing.json``, and end the
+        run as FINISHED."""
+        self._log(run_id, metrics=self._metrics(metrics, 0), tags=tags)
+        if standing is not None:
+            self.client.log_dict(run_id, dict(standing), STANDING_ARTIFACT)
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+
+    def log_parent_artifacts(self, parent_run_id: str, files: Mapping[str, str | os.PathLike[str]]) -> None:
+        """Attach files to a run (e.g. a parent run's report figures): ``{artifact name: local file}``.
+
+        The name is the artifact's path inside the run (``"figures/accuracy.png"``); a file whose
+        own name differs is logged under the given one. Raises FileNotFoundError for a missing
+        file and ValueError for an absolute name or one containing ``..``.
+        """
+        targets = {name: (_artifact_path(name), Path(local)) for name, local in files.items()}
+        for name, (_, local) in targets.items():
+            if not local.is_file():
+                raise FileNotFoundError(f"artifact {name!r}: no file at {local}")
+        for artifact, local in targets.values():
+            folder = None if str(artifact.parent) == "." else str(artifact.parent)
+            if local.name == artifact.name:
+                self.client.log_artifact(parent_run_id, str(local), artifact_path=folder)
+                continue
+            with tempfile.TemporaryDirectory() as staging:  # log_artifact keeps the file's own name
+                renamed = Path(staging) / artifact.name
+                shutil.copyfile(local, renamed)
+                self.client.log_artifact(parent_run_id, str(renamed), artifact_path=folder)
 
     # ---------------------------------------------------------------- state
 
@@ -424,6 +568,7 @@ class MlflowSink:
 __all__ = [
     "RUN_STATUS",
     "MlflowSink",
+    "RunSource",
     "default_tracking_uri",
     "normalize_tracking_uri",
     "param_value",

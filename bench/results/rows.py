@@ -54,6 +54,7 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         **{str(m.column): m.row_value(result) for m in metrics.ROW_METRICS},
         device=str(result.get(metrics.DEVICE, "unknown")),
         hardware=str(result.get(metrics.HARDWARE, "unknown")),
+        precision=None if result.get(metrics.PRECISION) is None else str(result[metrics.PRECISION]),
         package_versions=provenance.package_versions_json(),
         git_commit=provenance.git_commit(),
         mlflow_run_id=outcome.mlflow_run_id,

@@ -6,7 +6,8 @@ disappears and an int/string clash fails to merge. Every batch is therefore writ
 version 1 on and are null when flatness was not measured. Version 2 added the selection and
 search provenance columns (``search_metric``, ``sampler``, ``budget``, ``selected_from_run_id``),
 the eigenvalue's iterations and ``converged`` flag and the trace's probe count, all null in
-version-1 files.
+version-1 files. Version 3 added ``precision`` (the precision training used, ``auto`` resolved),
+null in older files.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 
 from bench import metrics
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Hive partition columns of the dataset, in directory order.
 PARTITION_COLUMNS = ("benchmark", "regularizer")
@@ -60,6 +61,7 @@ _IDENTITY: tuple[tuple[str, str], ...] = (
 _PROVENANCE: tuple[tuple[str, str], ...] = (
     ("device", "str"),
     ("hardware", "str"),
+    ("precision", "str | None"),  # as used: float32, bfloat16 or float64; null when the trial never reported
     ("package_versions", "str"),  # JSON object name -> version
     ("git_commit", "str | None"),
     ("mlflow_run_id", "str | None"),

@@ -13,6 +13,14 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from bench import metrics as M
 from bench.results.mlflow_sink import (
+    BENCHMARK_CONFIG_ARTIFACT,
+    EXPERIMENT_KIND_TAG,
+    EXPERIMENT_KIND_TRAINING,
+    STANDING_ARTIFACT,
+    TAG_DEVICE,
+    TAG_PRECISION,
+    TRIAL_CONFIG_ARTIFACT,
+    RunSource,
     TAG_ERROR,
     TAG_SEARCH_NAME,
     TAG_STATUS,
@@ -91,6 +99,14 @@ def experiment_name(request: pytest.FixtureRequest) -> str:
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list:
     return list(client.search_runs([experiment_id], run_view_type=ViewType.ALL, max_results=1000))
+
+
+def _artifact_json(client: MlflowClient, run_id: str, path: str) -> object:
+    """An artifact read back through ``client``'s store (its own tracking URI, not the global one)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return json.loads(Path(client.download_artifacts(run_id, path, folder)).read_text())
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -255,6 +271,107 @@ def test_load_state_rejects_unknown_version(sqlite_uri: str, experiment_name: st
         sink.load_state({"version": 99, "trials": {}})
 
 
+# ------------------------------------------------------------------------------ a training benchmark in the UI
+
+
+def test_experiment_declares_itself_a_model_training_experiment(sqlite_uri: str, experiment_name: str) -> None:
+    """MLflow 3's UI opens an experiment without this tag in its GenAI view ("Traces 0")."""
+    client = MlflowClient(sqlite_uri)
+    sink = MlflowSink(sqlite_uri, experiment_name)
+    assert client.get_experiment(sink.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND_TRAINING
+    # an experiment created before the tag existed gets it; a kind a user chose is kept
+    older = client.create_experiment(experiment_name + "_older")
+    MlflowSink(sqlite_uri, experiment_name + "_older")
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND_TRAINING
+    chosen = client.create_experiment(experiment_name + "_chosen", tags={EXPERIMENT_KIND_TAG: "finetuning"})
+    MlflowSink(sqlite_uri, experiment_name + "_chosen")
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "finetuning"
+
+
+@pytest.mark.parametrize(
+    ("commit", "expected"),
+    [
+        ("0123abcd", {"mlflow.source.git.commit": "0123abcd", "mlflow.source.git.dirty": "false"}),
+        ("0123abcd-dirty", {"mlflow.source.git.commit": "0123abcd", "mlflow.source.git.dirty": "true"}),
+        (None, {}),
+    ],
+)
+def test_every_run_carries_its_source_and_package_versions(sqlite_uri, experiment_name, commit, expected) -> None:
+    source = RunSource(git_commit=commit, package_versions={"torch": "2.14.1", "mlflow": "3.17.2"})
+    sink = MlflowSink(sqlite_uri, experiment_name, source=source)
+    parent = sink.parent_run("s", "b", "erm", "search", {})
+    trial = sink.trial_run(parent, "s/0", "t0", {}, {})
+    client = MlflowClient(sqlite_uri)
+    for run_id in (parent, trial):
+        tags = client.get_run(run_id).data.tags
+        assert tags["mlflow.source.name"] == "sharpbench" and tags["mlflow.source.type"] == "LOCAL"
+        assert {k: v for k, v in tags.items() if k.startswith("mlflow.source.git")} == expected
+        assert tags["sharpbench.package.torch"] == "2.14.1" and tags["sharpbench.package.mlflow"] == "3.17.2"
+
+
+def test_default_source_is_this_checkout(sqlite_uri: str, experiment_name: str) -> None:
+    from bench.provenance import git_commit, package_versions
+
+    sink = MlflowSink(sqlite_uri, experiment_name)
+    assert sink.source == RunSource(git_commit(), package_versions())
+
+
+def test_config_artifacts_are_logged_once_and_read_back(sqlite_uri: str, experiment_name: str) -> None:
+    sink = MlflowSink(sqlite_uri, experiment_name)
+    benchmark = {"benchmark": "b", "final": {"seeds": [1, 2]}}
+    parent = sink.parent_run("s", "b", "sam", "search", {}, config=benchmark)
+    spec = {"training": {"learning_rate": 0.1, "precision": "auto"}, "regularizer_hparams": {"perturbation_radius": 0.05}, "seed": 0}
+    trial = sink.trial_run(parent, "s/0", "t0", {}, {}, config=spec)
+    # A resumed trial finds its run and does not log the config again (a changed one is ignored).
+    again = MlflowSink(sqlite_uri, experiment_name)
+    assert again.trial_run(parent, "s/0", "t0", {}, {}, config={"other": 1}) == trial
+    client = MlflowClient(sqlite_uri)
+    assert _artifact_json(client, trial, TRIAL_CONFIG_ARTIFACT) == spec
+    assert _artifact_json(client, parent, BENCHMARK_CONFIG_ARTIFACT) == benchmark
+    assert [a.path for a in client.list_artifacts(trial)] == [TRIAL_CONFIG_ARTIFACT]
+
+
+def test_device_and_precision_as_used_are_tags_updated_when_they_change(sqlite_uri: str, experiment_name: str) -> None:
+    sink = MlflowSink(sqlite_uri, experiment_name)
+    run_id = sink.trial_run(sink.parent_run("s", "b", "erm", "search", {}), "s/0", "t0", {"training.precision": "auto"}, {})
+    used = {TAG_DEVICE: "cpu", TAG_PRECISION: "float32"}
+    sink.log_epoch(run_id, 1, {M.VAL_ACCURACY: 0.5}, tags=used)
+    sink.log_epoch(run_id, 2, {M.VAL_ACCURACY: 0.6}, tags=used)
+    client = MlflowClient(sqlite_uri)
+    run = client.get_run(run_id)
+    assert {k: run.data.tags[k] for k in used} == used and run.data.params["training.precision"] == "auto"
+    sink.log_epoch(run_id, 3, {M.VAL_ACCURACY: 0.7}, tags={TAG_DEVICE: "cuda:0", TAG_PRECISION: "bfloat16"})
+    assert client.get_run(run_id).data.tags[TAG_PRECISION] == "bfloat16"
+    assert _history(client, run_id, M.VAL_ACCURACY) == [(1, 0.5), (2, 0.6), (3, 0.7)]
+
+
+def test_parent_summary_and_artifacts(sqlite_uri: str, experiment_name: str, tmp_path: Path) -> None:
+    sink = MlflowSink(sqlite_uri, experiment_name)
+    parent = sink.parent_run("s-final", "b", "sam", "final", {})
+    assert sink.find_parent_run("s-final") == parent
+    assert MlflowSink(sqlite_uri, experiment_name).find_parent_run("s-final") == parent  # found by tag
+    assert sink.find_parent_run("never-ran") is None
+    sink.finish_parent(parent, {"final_test_accuracy_mean": 0.9, "n_seeds": 3.0, "skipped": None}, tags={"sharpbench.best_run_id": "s/1"}, standing={"standings": [{"regularizer": "sam"}]})
+    figure, table = tmp_path / "plot-7.png", tmp_path / "board.md"
+    figure.write_bytes(b"\x89PNG fake bytes")
+    table.write_text("| rank | method |\n")
+    sink.log_parent_artifacts(parent, {"figures/accuracy.png": figure, "leaderboard.md": table})
+    client = MlflowClient(sqlite_uri)
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics == {"final_test_accuracy_mean": 0.9, "n_seeds": 3.0}
+    assert run.data.tags["sharpbench.best_run_id"] == "s/1"
+    assert _artifact_json(client, parent, STANDING_ARTIFACT) == {"standings": [{"regularizer": "sam"}]}
+    assert sorted(a.path for a in client.list_artifacts(parent)) == ["figures", "leaderboard.md", STANDING_ARTIFACT]
+    assert [a.path for a in client.list_artifacts(parent, "figures")] == ["figures/accuracy.png"]
+    downloaded = Path(client.download_artifacts(parent, "figures/accuracy.png", str(tmp_path)))
+    assert downloaded.read_bytes() == figure.read_bytes()
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        sink.log_parent_artifacts(parent, {"figures/missing.png": tmp_path / "missing.png"})
+    with pytest.raises(ValueError, match="relative path"):
+        sink.log_parent_artifacts(parent, {"../escape.md": table})
+
+
 # ------------------------------------------------------------------------------ tracking server
 
 
@@ -263,7 +380,9 @@ def test_tracking_server(mlflow_server: str) -> None:
     assert normalize_tracking_uri(mlflow_server) == mlflow_server
     sink = MlflowSink(mlflow_server, "server-exp")
     parent = sink.parent_run("s-http", "digits-mlp", "sam", Phase.SEARCH, {"num_samples": "2"})
-    run_id = sink.trial_run(parent, "s-http/t0", "t0", {"rho": 0.1, "long": "v" * (MAX_PARAM_VAL_LENGTH * 2)}, {"x": "y"})
+    run_id = sink.trial_run(
+        parent, "s-http/t0", "t0", {"rho": 0.1, "long": "v" * (MAX_PARAM_VAL_LENGTH * 2)}, {"x": "y"}, config={"seed": 3}
+    )
     for epoch in range(3):
         sink.log_epoch(run_id, epoch, {M.VAL_ACCURACY: epoch / 10, M.VAL_LOSS: 1 - epoch / 10})
     sink.finish_trial(run_id, TrialStatus.STOPPED, {M.TEST_ACCURACY: 0.3, M.TEST_LOSS: None}, None)
@@ -280,3 +399,5 @@ def test_tracking_server(mlflow_server: str) -> None:
     assert len(run.data.params["long"]) == MAX_PARAM_VAL_LENGTH
     assert _history(client, run_id, M.VAL_ACCURACY) == [(0, 0.0), (1, 0.1), (2, 0.2)]
     assert client.get_run(parent).data.metrics == {M.VAL_ACCURACY: 0.2}
+    # artifacts go through the server's artifact proxy
+    assert _artifact_json(client, run_id, TRIAL_CONFIG_ARTIFACT) == {"seed": 3}
