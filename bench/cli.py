@@ -268,12 +268,48 @@ def _execute_locked(
 
         ray.shutdown()
     _print_board(results, config.benchmark)
+    report = _report_to_mlflow(results, config.benchmark, uri, plans, record.instance)
     # One command per line, never wrapped, so each can be pasted as it is.
-    for label, command in (
+    commands = [
         ("Leaderboard", f"sharpbench leaderboard {shlex.quote(str(results))}"),
         ("MLflow UI  ", f"mlflow ui --backend-store-uri {shlex.quote(uri)}"),
-    ):
+    ]
+    if report is not None:
+        commands.append(("Report     ", f"xdg-open {shlex.quote(str(report))}"))
+    for label, command in commands:
         console.print(f"{label}: {command}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _report_to_mlflow(results: Path, benchmark: str, uri: str, plans: list[Any], instance: str) -> Path | None:
+    """Write the HTML report and attach its figures and the leaderboard to each method's MLflow
+    parent runs. A failure is said in one line and the run still succeeds: Parquet, the record,
+    holds every result, and `sharpbench report` can redo this."""
+    import tempfile
+
+    from bench.report.build import build_report
+    from bench.results.mlflow_sink import MlflowSink
+    from bench.results.schema import Phase
+
+    try:
+        artifacts = build_report([results])
+    except Exception as error:  # the run's results are safe in Parquet: say why, carry on
+        errors.print(f"warning: the report could not be written: {_first_line(error)}", highlight=False, soft_wrap=True)
+        return None
+    try:
+        sink = MlflowSink(uri, experiment_name=benchmark)
+        with tempfile.TemporaryDirectory() as folder:
+            board = Path(folder, "leaderboard.md")
+            board.write_text(artifacts.leaderboard_markdown.get(benchmark, ""))
+            for plan in plans:
+                files = {f"report/{png.name}": png for png in artifacts.png_paths_of(benchmark, plan.regularizer)}
+                files["report/leaderboard.md"] = board
+                for phase in Phase:
+                    parent = sink.find_parent_run(plan.parent_key(phase.value, instance))
+                    if parent is not None:
+                        sink.log_parent_artifacts(parent, files)
+    except Exception as error:  # MLflow is a mirror of the Parquet record: say so, carry on
+        errors.print(f"warning: report figures not attached to MLflow: {_first_line(error)}", highlight=False, soft_wrap=True)
+    return artifacts.html_path
 
 
 def _recorded_trials(results: Path, benchmark: str) -> dict[tuple[str, str], int]:

@@ -70,6 +70,11 @@ class MethodPlan:
         """Stable across runs, so an interrupted search resumes under the same name."""
         return f"{self.benchmark}-{self.regularizer}-{phase}"
 
+    def parent_key(self, phase: str, instance: str) -> str:
+        """The MLflow parent run's key: the search name within one run instance (bench.run_record),
+        so a fresh run of the same benchmark never reuses an old run's parent."""
+        return f"{self.search_name(phase)}@{instance}" if instance else self.search_name(phase)
+
     @property
     def max_epochs(self) -> int:
         """The most epochs a trial of this plan can run: ASHA's ``max_t`` must reach it."""

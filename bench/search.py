@@ -278,7 +278,7 @@ class SinkCallback(Callback):
             # The restored MLflow run ids belong to another store: find or create runs here.
             self.run_ids, self.sink_state, self.parent_run_id = {}, {}, None
         self.parent_run_id = self.mlflow.parent_run(
-            search_name=f"{self.search_name}@{self.instance}" if self.instance else self.search_name,
+            search_name=self.plan.parent_key(self.phase.value, self.instance),
             benchmark=self.config.benchmark,
             regularizer=self.plan.regularizer,
             phase=self.phase.value,
