@@ -5,14 +5,35 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from bench.results.parquet import DATASET_DIRNAME, STAGING_DIRNAME, ParquetSink, RowValidationError, read_rows
+from bench.results.parquet import (
+    DATASET_DIRNAME,
+    QUARANTINE_DIRNAME,
+    STAGING_DIRNAME,
+    STALE_STAGING_SECONDS,
+    ParquetSink,
+    RowValidationError,
+    UnreadableFile,
+    UnreadableFileWarning,
+    clean_staging,
+    read_rows,
+    run_key,
+    tidy_dataset,
+)
 from bench.results.schema import FILE_SCHEMA, PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, TrialRow, TrialStatus
 
 NULLABLE_COLUMNS = [f.name for f in SCHEMA if f.nullable]
@@ -64,25 +85,26 @@ def test_round_trip_every_field_schema_and_partitions(tmp_path: Path, row_factor
     assert any(r[name] is None for r in got.values() for name in NULLABLE_COLUMNS)
 
     root = tmp_path / DATASET_DIRNAME
-    for benchmark in ("digits-mlp", "digits-cnn"):
-        for regularizer in ("erm", "sam"):
-            folder = root / f"benchmark={benchmark}" / f"regularizer={regularizer}"
-            assert folder.is_dir()
-            files = list(folder.glob("*.parquet"))
-            assert files
-            for file in files:
-                assert pq.read_schema(file).equals(FILE_SCHEMA, check_metadata=True)
+    for row in rows:
+        # one file per run id, in plain (not key=value) folders, holding every column
+        path = root / row.benchmark / row.regularizer / run_key(row.run_id)
+        assert path.is_file(), path
+        assert pq.read_schema(path).remove_metadata().equals(SCHEMA.remove_metadata())
+        assert pq.read_schema(path).metadata[b"sharpbench_schema_version"] == SCHEMA.metadata[b"sharpbench_schema_version"]
+        assert pq.read_table(path).num_rows == 1
+    assert len(list(root.rglob("*.parquet"))) == len(rows)
     # staging is cleaned up and never inside the dataset
     assert not any((tmp_path / STAGING_DIRNAME).iterdir())
     assert not any(STAGING_DIRNAME in str(p) for p in root.rglob("*"))
 
 
-def test_file_names_are_unique_per_call(tmp_path: Path, row_factory) -> None:
+def test_one_file_per_run_id(tmp_path: Path, row_factory) -> None:
     sink = ParquetSink(tmp_path)
-    for _ in range(3):
-        sink.write([row_factory()])
-    files = list((tmp_path / DATASET_DIRNAME).rglob("*.parquet"))
-    assert len(files) == 3 and len({f.name for f in files}) == 3
+    rows = [row_factory() for _ in range(3)]
+    sink.write(rows[:1])
+    sink.write(rows[1:])  # several rows in one call: still one file each
+    files = sorted(p.name for p in (tmp_path / DATASET_DIRNAME).rglob("*.parquet"))
+    assert files == sorted(run_key(r.run_id) for r in rows)
     assert read_rows(tmp_path).num_rows == 3
 
 
@@ -151,6 +173,12 @@ def test_latest_timestamp_per_run_id_wins(tmp_path: Path, row_factory) -> None:
     sink.write([again])
     assert _by_run_id(read_rows(tmp_path))[first.run_id]["seed"] == 999
 
+    # the dataset itself holds each run id once, so a plain pandas read needs no dedupe
+    assert len(list((tmp_path / DATASET_DIRNAME).rglob(run_key(first.run_id)))) == 1
+    frame = pd.read_parquet(tmp_path / DATASET_DIRNAME)
+    assert sorted(frame["run_id"]) == sorted([first.run_id, other.run_id])
+    assert frame.set_index("run_id").loc[first.run_id, "seed"] == 999
+
 
 def test_stray_files_are_ignored(tmp_path: Path, row_factory) -> None:
     row = row_factory()
@@ -174,13 +202,27 @@ def test_pandas_reads_the_dataset(tmp_path: Path, row_factory) -> None:
         assert str(by_id.loc[row.run_id, "regularizer"]) == record["regularizer"]
         assert by_id.loc[row.run_id, "forward_passes"] == record["forward_passes"]
         assert by_id.loc[row.run_id, "timestamp"] == pd.Timestamp(record["timestamp"])
+    # the partition columns come from the files, as strings (not dictionary/categorical)
+    assert all(type(v) is str for v in frame["benchmark"]) and all(type(v) is str for v in frame["regularizer"])
 
 
-def test_partition_values_with_special_characters(tmp_path: Path, row_factory) -> None:
-    row = row_factory(benchmark="cifar10/resnet 18", regularizer="sam%asam")
+@pytest.mark.parametrize(
+    "benchmark, regularizer",
+    [("cifar10/resnet 18", "sam%asam"), ("_private", ".hidden"), ("lr=0.1", "a=b"), ("..", "~")],
+)
+def test_partition_values_with_special_characters(tmp_path: Path, row_factory, benchmark: str, regularizer: str) -> None:
+    row = row_factory(benchmark=benchmark, regularizer=regularizer)
     ParquetSink(tmp_path).write([row])
     assert read_rows(tmp_path).to_pylist() == [row.to_record()]
-    assert len(list((tmp_path / DATASET_DIRNAME).iterdir())) == 1  # the "/" did not nest folders
+    root = tmp_path / DATASET_DIRNAME
+    (folder,) = root.iterdir()  # the "/" did not nest folders, ".." did not escape
+    # pyarrow (hence pandas) skips names starting with "." or "_", and reads "k=v" as a column
+    assert not folder.name.startswith((".", "_")) and "=" not in folder.name
+    (inner,) = folder.iterdir()
+    assert not inner.name.startswith((".", "_")) and "=" not in inner.name
+    frame = pd.read_parquet(root)
+    assert list(frame["benchmark"]) == [benchmark] and list(frame["regularizer"]) == [regularizer]
+    assert set(frame.columns) == set(SCHEMA.names)
 
 
 def test_relative_results_dir_is_resolved(tmp_path: Path, row_factory, monkeypatch: pytest.MonkeyPatch) -> None:
