@@ -237,7 +237,8 @@ def _read_file(path: Path, root: Path) -> _FileRows:
         if missing:
             raise _NotARowFile(f"foreign schema: no column {', '.join(missing)}")
         table = parquet.read(columns=present, use_threads=False)
-    except _NotARowFile:
+        mtime_ns = path.stat().st_mtime_ns
+    except (_NotARowFile, FileNotFoundError):
         raise
     except (pa.ArrowException, OSError, ValueError) as error:  # not Parquet, truncated, corrupt pages
         raise _NotARowFile(_one_line(error)) from error
@@ -260,7 +261,7 @@ def _read_file(path: Path, root: Path) -> _FileRows:
     elif legacy:
         written_ns = int(legacy.group(1))
     else:
-        written_ns = path.stat().st_mtime_ns
+        written_ns = mtime_ns
     current = (
         table.num_rows == 1
         and physical.remove_metadata().equals(SCHEMA.remove_metadata())
@@ -332,6 +333,8 @@ class ParquetSink:
         if target.exists():
             try:
                 recorded = _read_file(target, self.dataset_dir)
+            except FileNotFoundError:
+                pass  # removed meanwhile: nothing to compare with
             except _NotARowFile as error:
                 moved = _quarantine(self.results_dir, target, str(error))
                 warnings.warn(str(moved), UnreadableFileWarning, stacklevel=3)
@@ -431,6 +434,8 @@ def read_rows(
         for path in _data_files(root):
             try:
                 rows = _read_file(path, root)
+            except FileNotFoundError:
+                continue  # moved by a writer since it was listed (quarantined or rewritten): not lost
             except _NotARowFile as error:
                 _report(UnreadableFile(path, str(error)), problems)
                 continue
@@ -512,18 +517,20 @@ def tidy_dataset(results_dir: str | os.PathLike[str]) -> TidyReport:
     for path in _data_files(root):
         try:
             rows = _read_file(path, root)
+        except FileNotFoundError:
+            continue  # moved by another writer since it was listed
         except _NotARowFile as error:
             try:
                 quarantined.append(_quarantine(results_dir, path, str(error)))
             except FileNotFoundError:
-                pass  # replaced or removed by another writer meanwhile: nothing left to move
+                pass  # removed by another writer meanwhile: nothing left to move
             continue
         if rows.current or rows.newer:
             continue
         # Oldest first within the file, so a later row of one run id replaces an earlier one.
         for i in range(rows.table.num_rows):
             sink._put(rows.table.slice(i, 1), rows.written_ns)
-        path.unlink()
+        path.unlink(missing_ok=True)
         rewritten.append(path)
     for folder in sorted({p.parent for p in rewritten}, key=lambda p: len(p.parts), reverse=True):
         while folder != root:
