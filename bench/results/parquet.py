@@ -254,13 +254,13 @@ def _read_file(path: Path, root: Path) -> _FileRows:
     nulls = [name for name in REQUIRED_COLUMNS if table.column(name).null_count]
     if nulls:
         raise _NotARowFile(f"null values in required column(s) {', '.join(nulls)}")
-    metadata = physical.metadata or {}
+    written = (physical.metadata or {}).get(_WRITTEN_KEY, b"")
     legacy = _LEGACY_NAME.match(path.name)
-    if _WRITTEN_KEY in metadata:
-        written_ns = int(metadata[_WRITTEN_KEY])
+    if written.isdigit():
+        written_ns = int(written)
     elif legacy:
         written_ns = int(legacy.group(1))
-    else:
+    else:  # written by another tool: its modification time is the best order there is
         written_ns = mtime_ns
     current = (
         table.num_rows == 1
