@@ -211,6 +211,7 @@ def _execute_locked(
     from bench.console import RunProgress, Verbosity, quiet_third_party
     from bench.config import ConfigError
     from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
+    from bench.results.parquet import tidy_dataset
     from bench.results.schema import Phase
 
     from bench import search  # imports Ray, Optuna and MLflow, which set up their loggers on import
@@ -231,6 +232,12 @@ def _execute_locked(
             record = run_record.resolve(config, results, restart=restart)
     except (run_record.IdentityMismatch, ConfigError) as error:
         _fail(str(error))
+    try:
+        tidy = tidy_dataset(results)  # unreadable files quarantined, old layouts rewritten, stale staging removed
+    except OSError as error:
+        _fail(f"cannot tidy the results folder {results}: {error}")
+    for line in tidy.lines():
+        errors.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
 
     plans = plan_methods(config)
     finals = len(config.final.seeds) * config.final.top_k
@@ -366,7 +373,7 @@ def leaderboard(
     rows, each run id once (the row with the latest timestamp wins).
     """
     from bench.leaderboard import DEFAULT_BASELINE, build_leaderboard, methods_present, render
-    from bench.results.parquet import dataset_dir, has_rows, read_rows
+    from bench.results.parquet import UnreadableFile, dataset_dir, has_rows, read_rows
 
     folders = list(dict.fromkeys(results_dirs or [DEFAULT_RESULTS]))  # a folder named twice counts once
     for folder in folders:
@@ -381,7 +388,12 @@ def leaderboard(
     for folder in empty:
         # Not an error (the others have rows), but a folder that adds nothing is worth a line.
         errors.print(f"note: no results in {folder}; ranking the other folders", highlight=False, soft_wrap=True)
-    table = read_rows(*folders)
+    problems: list[UnreadableFile] = []
+    table = read_rows(*folders, problems=problems)
+    for problem in problems:  # a read-only command: skip and say so, never move data
+        errors.print(f"warning: {problem}", highlight=False, markup=False, soft_wrap=True)
+    if table.num_rows == 0:
+        _fail(f"no readable results in {', '.join(map(str, folders))} ({len(problems)} unreadable file(s) skipped)")
     present = methods_present(table)
     if baseline is not None and baseline not in present:
         _fail(f"--baseline {baseline!r} has no rows in {', '.join(map(str, folders))}; methods present: {', '.join(present)}")

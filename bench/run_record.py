@@ -179,13 +179,13 @@ def supersede(old: RunRecord, results_dir: Path) -> Path:
     Moves within one file system (``os.replace``), so nothing is copied and nothing is half
     there: each part is either in the live folder or set aside.
     """
-    from bench.results.parquet import dataset_dir
+    from bench.results.parquet import benchmark_dir
 
     target = results_dir / SUPERSEDED_DIRNAME / f"{old.benchmark}-{old.instance}"
     target.mkdir(parents=True, exist_ok=True)
-    rows = dataset_dir(results_dir) / f"benchmark={old.benchmark}"
+    rows = benchmark_dir(results_dir, old.benchmark)
     if rows.exists():
-        os.replace(rows, target / rows.name)
+        os.replace(rows, target / "rows")
     tune_state = results_dir / "ray"
     for experiment in sorted(tune_state.glob(f"{old.benchmark}-*")) if tune_state.is_dir() else []:
         (target / "ray").mkdir(exist_ok=True)

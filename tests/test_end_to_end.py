@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench.results.parquet import read_rows
+from bench.results.parquet import read_rows, run_key
 from bench.results.schema import REQUIRED_COLUMNS, SCHEMA
 
 pytestmark = pytest.mark.slow
@@ -110,8 +110,10 @@ def test_parquet_rows_are_complete(smoke_results):
     versions = json.loads(rows[0]["package_versions"])
     assert {"torch", "ray", "optuna", "mlflow", "pyarrow"} <= set(versions)
     assert all(0.01 <= json.loads(r["regularizer_hparams"])["perturbation_radius"] <= 0.5 for r in rows if r["regularizer"] == "sam")
-    # partitioned by benchmark and regularizer on disk
-    assert (smoke_results / "leaderboard" / "benchmark=smoke" / "regularizer=sam").is_dir()
+    # one file per run id, in a folder per benchmark and regularizer (see bench.results.parquet)
+    files = sorted((smoke_results / "leaderboard").rglob("*.parquet"))
+    assert [f.parent.relative_to(smoke_results / "leaderboard").parts for f in files].count(("smoke", "sam")) == 4
+    assert sorted(f.name for f in files) == sorted(run_key(r["run_id"]) for r in rows)
 
 
 def test_mlflow_store_has_parent_and_child_runs(smoke_results):

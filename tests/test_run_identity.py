@@ -86,8 +86,8 @@ def test_changed_config_stops_and_restart_sets_the_old_run_aside(tmp_path, repo_
     new_instance = load_records(results)["ident"].instance
     assert new_instance != old_instance
     aside = results / SUPERSEDED_DIRNAME / f"ident-{old_instance}"
-    assert read_rows(aside).num_rows == 0  # set aside: not a results folder's dataset layout...
-    assert (aside / "benchmark=ident").is_dir() and (aside / "run.json").is_file()
+    assert read_rows(aside).num_rows == 0  # set aside: never read as results
+    assert len(list((aside / "rows").rglob("*.parquet"))) == 1 and (aside / "run.json").is_file()
     assert sorted(p.name for p in (aside / "ray").iterdir()) == ["ident-erm-search"]
     # MLflow: the fresh run has a parent of its own (keyed by run instance), its trial under it
     parents, children = _parents_and_children(results / "mlflow.db")

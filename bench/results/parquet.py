@@ -1,16 +1,36 @@
-"""The Parquet leaderboard dataset: one small, atomically placed file per finished trial.
+"""The Parquet leaderboard dataset: one file per run id, readable by any Parquet reader.
 
-Layout (hive partitioning, values URI-encoded by pyarrow)::
+Layout::
 
-    <results_dir>/leaderboard/benchmark=<b>/regularizer=<r>/<time_ns>-<uuid>-<i>.parquet
-    <results_dir>/.staging/<uuid>/...        (transient, same file system, never read)
+    <results_dir>/leaderboard/<benchmark>/<regularizer>/<run key>.parquet   one row: one trial
+    <results_dir>/.staging/<host>~<pid>~<uuid>/...    transient, same file system, never read
+    <results_dir>/quarantine/...                      unreadable files moved aside by tidy_dataset
 
-Every file is written with :data:`~bench.results.schema.FILE_SCHEMA` (the row schema minus the
-partition columns, which live in the directory names), never an inferred one. A file is first
-written completely under the staging folder and then moved into place with :func:`os.replace`,
-which is atomic on one file system: a concurrent reader sees either the whole file or none of it.
+Why this shape (each point is a trap that a reader other than ours fell into):
 
-:class:`ParquetSink` is meant for a single writer (the driver), called once per finished trial.
+* **One run id, one file.** The file name is derived from the run id (:func:`run_key`), and a
+  file is written completely under ``.staging`` and then moved into place with :func:`os.replace`,
+  atomic on one file system. A resumed or re-recorded trial therefore *replaces* its row, so
+  ``pd.read_parquet`` sees each run id once, and a concurrent reader sees the old file or the new
+  one, never half of one.
+* **Every column is inside every file**, with exactly :data:`~bench.results.schema.SCHEMA`.
+  The folders are named by the benchmark and the regularizer for people, *not* as ``key=value``
+  (hive) segments: readers type-infer hive values (pandas and pyarrow turn a benchmark ``007``
+  into the integer 7, DuckDB infers dates and numbers too), and pyarrow refuses a column that is
+  both in the files and in the path. Folder names are percent-encoded, with a leading ``.``/``_``
+  encoded too because pyarrow skips such names.
+* **Older datasets** (hive folders ``benchmark=<b>/regularizer=<r>/``, several rows per file,
+  schema version 1) are still read by :func:`read_rows`, which takes the partition columns from
+  the path when a file lacks them and keeps the latest row per run id. :func:`tidy_dataset`
+  rewrites them into the layout above so that other readers get them right as well.
+
+Unreadable files (random bytes, truncated, a foreign schema) never raise: :func:`read_rows` skips
+each one and reports it as an :class:`UnreadableFile` (one line naming it); it never changes the
+data, so the read-only ``sharpbench leaderboard`` uses it. The writer side, :func:`tidy_dataset`
+(meant for the start of ``sharpbench run``), moves them to ``<results_dir>/quarantine/`` instead,
+so that ``pd.read_parquet`` works afterwards too.
+
+:class:`ParquetSink` is meant for one writer per run id (the driver, once per finished trial).
 
 >>> import tempfile
 >>> from bench.results.parquet import ParquetSink, read_rows
@@ -21,16 +41,23 @@ which is atomic on one file system: a concurrent reader sees either the whole fi
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import errno
+import hashlib
 import os
+import re
 import shutil
+import socket
 import time
+import urllib.parse
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from bench.results.schema import PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, Phase, TrialRow, TrialStatus
 
@@ -38,20 +65,93 @@ from bench.results.schema import PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, Ph
 DATASET_DIRNAME = "leaderboard"
 #: Sub-folder of ``results_dir`` where files are written before being moved into the dataset.
 STAGING_DIRNAME = ".staging"
+#: Sub-folder of ``results_dir`` where :func:`tidy_dataset` moves unreadable files.
+QUARANTINE_DIRNAME = "quarantine"
+#: A staging entry older than this (seconds) is abandoned whoever owns it: a write takes
+#: milliseconds, so an hour leaves room for slow shared file systems and clock skew between hosts.
+STALE_STAGING_SECONDS = 3600.0
 
-_PARTITIONING_SCHEMA = pa.schema([SCHEMA.field(name) for name in PARTITION_COLUMNS])
+# File metadata key: when the file was written (ns since the epoch). It breaks ties between two
+# rows of one run id with equal timestamps (e.g. the same run in two folders); unlike an mtime it
+# survives a copy.
+_WRITTEN_KEY = b"sharpbench_written_ns"
+# Files written before this module named files "<time_ns>-<uuid>-<i>.parquet".
+_LEGACY_NAME = re.compile(r"^(\d{20})-[0-9a-f]{32}-\d+\.parquet$")
 _STATUSES = frozenset(s.value for s in TrialStatus)
 _PHASES = frozenset(p.value for p in Phase)
 
 
 def dataset_dir(results_dir: str | os.PathLike[str]) -> Path:
-    """Where the hive-partitioned dataset lives under ``results_dir``."""
+    """Where the dataset lives under ``results_dir``."""
     return Path(results_dir) / DATASET_DIRNAME
 
 
-def _partitioning() -> ds.Partitioning:
-    # Explicit string fields: partition columns come back as plain strings, not dictionaries.
-    return ds.partitioning(_PARTITIONING_SCHEMA, flavor="hive")
+def run_key(run_id: str) -> str:
+    """The file name of ``run_id``'s row: 32 hex digits of its SHA-256, then ``.parquet``.
+
+    A hash, not the run id itself: run ids hold ``/`` and may exceed a file name's 255 bytes.
+    """
+    return hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:32] + ".parquet"
+
+
+def _segment(value: str) -> str:
+    """A folder name for a partition value: percent-encoded (no ``/``, ``=`` or ``%`` left), and a
+    leading ``.`` or ``_`` encoded too, since pyarrow (hence pandas) skips such names."""
+    quoted = urllib.parse.quote(value, safe="")
+    if quoted[:1] in (".", "_"):
+        quoted = f"%{ord(quoted[0]):02X}" + quoted[1:]
+    return quoted
+
+
+def benchmark_dir(results_dir: str | os.PathLike[str], benchmark: str) -> Path:
+    """The folder of one benchmark's rows under ``results_dir``."""
+    return dataset_dir(results_dir) / _segment(benchmark)
+
+
+def _row_path(root: Path, benchmark: str, regularizer: str, run_id: str) -> Path:
+    return root / _segment(benchmark) / _segment(regularizer) / run_key(run_id)
+
+
+# ------------------------------------------------------------------ problems
+
+
+@dataclasses.dataclass(frozen=True)
+class UnreadableFile:
+    """A file under the dataset that is not a sharpbench row file: ``reason`` is one line."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped unreadable Parquet file {self.path}: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Quarantined:
+    """An unreadable file that :func:`tidy_dataset` moved from ``source`` to ``destination``."""
+
+    source: Path
+    destination: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"moved unreadable Parquet file {self.source} to {self.destination}: {self.reason}"
+
+
+class UnreadableFileWarning(UserWarning):
+    """Issued by :func:`read_rows` for each skipped file when the caller collects no ``problems``."""
+
+
+class _NotARowFile(Exception):
+    """Internal: why a file cannot be read as sharpbench rows (one line)."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# ------------------------------------------------------------------ validation (writer)
 
 
 class RowValidationError(ValueError):
@@ -103,119 +203,368 @@ def rows_to_table(rows: Sequence[TrialRow]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=SCHEMA)
 
 
-class ParquetSink:
-    """Appends trial rows to ``<results_dir>/leaderboard`` (see the module docstring).
-
-    Not thread-safe and meant for one writer process; files are named uniquely, so two writers
-    would not overwrite each other, but nothing coordinates them either.
-    """
-
-    def __init__(self, results_dir: str | os.PathLike[str]) -> None:
-        self.results_dir = Path(results_dir).expanduser().resolve()
-        self.dataset_dir = dataset_dir(self.results_dir)
-
-    def write(self, rows: Sequence[TrialRow]) -> None:
-        """Write ``rows`` as one file per (benchmark, regularizer) present in them.
-
-        Everything is validated before anything touches the disk. Writing a row whose run_id was
-        written before is allowed (a resumed trial): :func:`read_rows` keeps the latest one.
-        """
-        table = rows_to_table(rows)
-        if table.num_rows == 0:
-            return
-        # Time-ordered names: within a partition, sorting names sorts by write order.
-        basename = f"{time.time_ns():020d}-{uuid.uuid4().hex}-{{i}}.parquet"
-        staging = self.results_dir / STAGING_DIRNAME / uuid.uuid4().hex
-        staging.mkdir(parents=True, exist_ok=False)
-        try:
-            ds.write_dataset(
-                table,
-                staging,
-                format="parquet",
-                partitioning=_partitioning(),
-                basename_template=basename,
-                existing_data_behavior="overwrite_or_ignore",
-                use_threads=False,
-            )
-            for path in sorted(p for p in staging.rglob("*.parquet") if p.is_file()):
-                target = self.dataset_dir / path.relative_to(staging)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+# ------------------------------------------------------------------ reading one file
 
 
-def read_rows(results_dir: str | os.PathLike[str], *more_results_dirs: str | os.PathLike[str]) -> pa.Table:
-    """All trial rows under one or more results folders, as a table with exactly :data:`SCHEMA`.
+@dataclasses.dataclass(frozen=True)
+class _FileRows:
+    table: pa.Table  # exactly SCHEMA
+    written_ns: int  # write order, for ties on equal timestamps
+    current: bool  # already in this module's layout (one row, named by its run key, full SCHEMA)
+    newer: bool  # holds columns this version does not know (a later schema): read, never rewritten
 
-    Several folders (runs from several machines or clusters) are read as their union.
 
-    * Partition columns are restored as plain strings (not dictionary-encoded).
-    * Nothing there (no folder, no files): an empty table with :data:`SCHEMA`.
-    * Deduplication, over the union: when a run_id was written more than once (a resumed or
-      re-recorded trial, or the same run copied into two folders), only the row with the latest
-      ``timestamp`` is kept; on equal timestamps the row from the file written last wins (file
-      names start with the write time in nanoseconds), and on equal names the folder given last.
-    * Rows are sorted by benchmark, regularizer, run_id.
-    """
-    parts = [table for root in (results_dir, *more_results_dirs) if (table := _read_one(dataset_dir(root))) is not None]
-    if not parts:
-        return SCHEMA.empty_table()
-    table = pa.concat_tables(parts)  # in argument order: the row index breaks the last ties
-    keep = _latest_per_run_id(
-        table.column("run_id").to_pylist(),
-        table.column("timestamp").to_pylist(),
-        [os.path.basename(f) for f in table.column("__filename").to_pylist()],
+def _legacy_partitions(path: Path, root: Path) -> dict[str, str]:
+    """Partition values from the hive folders of an older dataset (``benchmark=<b>/...``)."""
+    values: dict[str, str] = {}
+    for part in path.relative_to(root).parts[:-1]:
+        key, sep, value = part.partition("=")
+        if sep and key in PARTITION_COLUMNS:
+            values[key] = urllib.parse.unquote(value)  # pyarrow wrote them URI-encoded
+    return values
+
+
+def _read_file(path: Path, root: Path) -> _FileRows:
+    """The rows of one file, checked and cast to :data:`SCHEMA`; raises :class:`_NotARowFile`."""
+    try:
+        parquet = pq.ParquetFile(path)
+        physical = parquet.schema_arrow
+        present = [name for name in SCHEMA.names if name in physical.names]
+        wrong = [
+            f"{name} is {physical.field(name).type}, expected {SCHEMA.field(name).type}"
+            for name in present
+            if physical.field(name).type != SCHEMA.field(name).type
+        ]
+        if wrong:
+            raise _NotARowFile(f"foreign schema: {'; '.join(wrong)}")
+        from_path = {k: v for k, v in _legacy_partitions(path, root).items() if k not in present}
+        missing = [name for name in REQUIRED_COLUMNS if name not in present and name not in from_path]
+        if missing:
+            raise _NotARowFile(f"foreign schema: no column {', '.join(missing)}")
+        table = parquet.read(columns=present, use_threads=False)
+        mtime_ns = path.stat().st_mtime_ns
+    except (_NotARowFile, FileNotFoundError):
+        raise
+    except (pa.ArrowException, OSError, ValueError) as error:  # not Parquet, truncated, corrupt pages
+        raise _NotARowFile(_one_line(error)) from error
+    columns = []
+    for field in SCHEMA:
+        if field.name in present:
+            columns.append(table.column(field.name))
+        elif field.name in from_path:
+            columns.append(pa.array([from_path[field.name]] * table.num_rows, field.type))
+        else:  # a column added after this file's schema version: null, as documented in schema.py
+            columns.append(pa.nulls(table.num_rows, field.type))
+    table = pa.Table.from_arrays(columns, schema=SCHEMA)
+    nulls = [name for name in REQUIRED_COLUMNS if table.column(name).null_count]
+    if nulls:
+        raise _NotARowFile(f"null values in required column(s) {', '.join(nulls)}")
+    written = (physical.metadata or {}).get(_WRITTEN_KEY, b"")
+    legacy = _LEGACY_NAME.match(path.name)
+    if written.isdigit():
+        written_ns = int(written)
+    elif legacy:
+        written_ns = int(legacy.group(1))
+    else:  # written by another tool: its modification time is the best order there is
+        written_ns = mtime_ns
+    current = (
+        table.num_rows == 1
+        and physical.remove_metadata().equals(SCHEMA.remove_metadata())
+        and path == _row_path(root, *(table.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id")))
     )
-    table = table.take(pa.array(keep, pa.int64())).select(SCHEMA.names)
-    table = table.sort_by([(name, "ascending") for name in (*PARTITION_COLUMNS, "run_id")])
-    return table.cast(SCHEMA)
+    newer = any(name not in SCHEMA.names for name in physical.names)
+    return _FileRows(table, written_ns, current, newer)
 
 
-def has_rows(results_dir: str | os.PathLike[str]) -> bool:
-    """Whether ``results_dir`` holds any data file (the sink never writes an empty one)."""
-    return bool(_data_files(dataset_dir(results_dir)))
-
-
-def _read_one(root: Path) -> pa.Table | None:
-    """One dataset's rows with :data:`SCHEMA` plus ``__filename``; None when it has no files."""
-    files = _data_files(root)
-    if not files:
-        return None
-    dataset = ds.dataset(
-        files, format="parquet", schema=SCHEMA, partitioning=_partitioning(), partition_base_dir=str(root)
-    )
-    return dataset.to_table(columns=[*SCHEMA.names, "__filename"])
-
-
-def _data_files(root: Path) -> list[str]:
+def _data_files(root: Path) -> list[Path]:
     """The ``*.parquet`` files under ``root``, skipping hidden or ``_``-prefixed names (as pyarrow
-    does) and anything else a tool may have left there."""
+    does, so that both see the same files) and anything else a tool may have left there."""
     if not root.is_dir():
         return []
     return sorted(
-        str(path)
+        path
         for path in root.rglob("*.parquet")
         if path.is_file() and not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
     )
 
 
-def _latest_per_run_id(run_ids: list[str], stamps: list[object], files: list[str]) -> list[int]:
+def _report(problem: UnreadableFile, problems: list[UnreadableFile] | None) -> None:
+    if problems is None:
+        warnings.warn(str(problem), UnreadableFileWarning, stacklevel=3)
+    else:
+        problems.append(problem)
+
+
+# ------------------------------------------------------------------ writer
+
+
+class ParquetSink:
+    """Records trial rows under ``<results_dir>/leaderboard`` (see the module docstring).
+
+    Not thread-safe; several processes may write into one folder as long as no two of them write
+    the same run id (each trial is recorded by its own search's driver). On its first write it
+    removes stale staging entries (:func:`clean_staging`).
+    """
+
+    def __init__(self, results_dir: str | os.PathLike[str]) -> None:
+        self.results_dir = Path(results_dir).expanduser().resolve()
+        self.dataset_dir = dataset_dir(self.results_dir)
+        self._staging_cleaned = False
+
+    def write(self, rows: Sequence[TrialRow]) -> None:
+        """Record ``rows``, one file per row, named by the row's run id.
+
+        Everything is validated before anything touches the disk (:class:`RowValidationError`).
+        A row whose run id was recorded before replaces that file atomically, unless the recorded
+        row has a later ``timestamp`` (the rule :func:`read_rows` applies too: the latest row of a
+        run id wins; on equal timestamps the one written last). If the recorded file is
+        unreadable it is moved to quarantine first, with an :class:`UnreadableFileWarning`.
+        """
+        table = rows_to_table(rows)
+        if table.num_rows == 0:
+            return
+        if not self._staging_cleaned:
+            clean_staging(self.results_dir)
+            self._staging_cleaned = True
+        for i in range(table.num_rows):
+            self._put(table.slice(i, 1))
+
+    def _put(self, row: pa.Table, written_ns: int | None = None) -> None:
+        """Place one row (a :data:`SCHEMA` table of length 1) at its run id's path; ``written_ns``
+        keeps the write order of a row moved from an older file (default: now)."""
+        written_ns = time.time_ns() if written_ns is None else written_ns
+        benchmark, regularizer, run_id = (row.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id"))
+        target = _row_path(self.dataset_dir, benchmark, regularizer, run_id)
+        if target.exists():
+            try:
+                recorded = _read_file(target, self.dataset_dir)
+            except FileNotFoundError:
+                pass  # removed meanwhile: nothing to compare with
+            except _NotARowFile as error:
+                moved = _quarantine(self.results_dir, target, str(error))
+                warnings.warn(str(moved), UnreadableFileWarning, stacklevel=3)
+            else:
+                new = (row.column("timestamp")[0].as_py(), written_ns)
+                if (recorded.table.column("timestamp")[0].as_py(), recorded.written_ns) > new:
+                    return  # the recorded row is the later one and stays
+        metadata = {**SCHEMA.metadata, _WRITTEN_KEY: str(written_ns).encode()}
+        staging = _new_staging_dir(self.results_dir)
+        try:
+            staged = staging / target.name
+            pq.write_table(row.replace_schema_metadata(metadata), staged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # only our own, just-made folder
+
+
+# ------------------------------------------------------------------ staging
+
+
+def _new_staging_dir(results_dir: Path) -> Path:
+    # The owner is in the name, so clean_staging can tell a live writer's entry from a dead one's.
+    path = results_dir / STAGING_DIRNAME / f"{socket.gethostname()}~{os.getpid()}~{uuid.uuid4().hex}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_staging(results_dir: str | os.PathLike[str], *, older_than_s: float = STALE_STAGING_SECONDS) -> list[Path]:
+    """Remove abandoned entries of ``<results_dir>/.staging`` (left by a writer that was killed).
+
+    An entry is abandoned when its owner (``<host>~<pid>~...``) is a process of this host that no
+    longer runs, or, whatever its owner (another host, an unknown name), when it was last modified
+    more than ``older_than_s`` seconds ago. A live writer's entry is younger than that: each write
+    makes its own and removes it within milliseconds. Returns the removed paths.
+    """
+    staging = Path(results_dir) / STAGING_DIRNAME
+    if not staging.is_dir():
+        return []
+    removed = []
+    host, now = socket.gethostname(), time.time()
+    for entry in sorted(staging.iterdir()):
+        owner_host, _, rest = entry.name.partition("~")
+        pid = rest.partition("~")[0]
+        dead_owner = owner_host == host and pid.isdigit() and not _pid_alive(int(pid))
+        try:
+            old = now - entry.lstat().st_mtime > older_than_s
+        except FileNotFoundError:
+            continue  # its writer finished meanwhile
+        if dead_owner or old:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+# ------------------------------------------------------------------ reader
+
+
+def read_rows(
+    results_dir: str | os.PathLike[str],
+    *more_results_dirs: str | os.PathLike[str],
+    problems: list[UnreadableFile] | None = None,
+) -> pa.Table:
+    """All trial rows under one or more results folders, as a table with exactly :data:`SCHEMA`.
+
+    Several folders (runs from several machines or clusters) are read as their union.
+
+    * Nothing there (no folder, no files): an empty table with :data:`SCHEMA`.
+    * Unreadable files (not Parquet, truncated, a foreign schema, nulls in a required column) are
+      skipped and reported, one :class:`UnreadableFile` each: appended to ``problems`` when a list
+      is given, else issued as an :class:`UnreadableFileWarning`. Nothing on disk is changed.
+    * Older files (hive folders, several rows per file, schema version 1) are read too: partition
+      values from the path when the file lacks them, columns added later as nulls.
+    * Deduplication, over the union: when a run_id was recorded more than once (an older dataset,
+      or the same run copied into two folders), only the row with the latest ``timestamp`` is
+      kept; on equal timestamps the row from the file written last wins, and then the folder
+      given last.
+    * Rows are sorted by benchmark, regularizer, run_id.
+    """
+    tables: list[pa.Table] = []
+    order: list[int] = []
+    for root in (results_dir, *more_results_dirs):
+        root = dataset_dir(root)
+        for path in _data_files(root):
+            try:
+                rows = _read_file(path, root)
+            except FileNotFoundError:
+                continue  # moved by a writer since it was listed (quarantined or rewritten): not lost
+            except _NotARowFile as error:
+                _report(UnreadableFile(path, str(error)), problems)
+                continue
+            tables.append(rows.table)
+            order.extend([rows.written_ns] * rows.table.num_rows)
+    if not tables:
+        return SCHEMA.empty_table()
+    table = pa.concat_tables(tables)  # in argument order: the row index breaks the last ties
+    keep = _latest_per_run_id(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist(), order)
+    table = table.take(pa.array(keep, pa.int64()))
+    return table.sort_by([(name, "ascending") for name in (*PARTITION_COLUMNS, "run_id")])
+
+
+def has_rows(results_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``results_dir`` holds any data file (the sink never writes an empty one); the file
+    may still turn out unreadable."""
+    return bool(_data_files(dataset_dir(results_dir)))
+
+
+def _latest_per_run_id(run_ids: list[str], stamps: list[object], written: list[int]) -> list[int]:
     best: dict[str, int] = {}
     for i, run_id in enumerate(run_ids):
         j = best.get(run_id)
-        if j is None or (stamps[i], files[i], i) >= (stamps[j], files[j], j):
+        if j is None or (stamps[i], written[i], i) >= (stamps[j], written[j], j):
             best[run_id] = i
     return sorted(best.values())
 
 
+# ------------------------------------------------------------------ tidying (writers only)
+
+
+@dataclasses.dataclass(frozen=True)
+class TidyReport:
+    """What :func:`tidy_dataset` changed."""
+
+    quarantined: tuple[Quarantined, ...]
+    rewritten: tuple[Path, ...]  # older files whose rows now live in one file per run id
+    staging_removed: tuple[Path, ...]
+
+    def lines(self) -> list[str]:
+        """One line per quarantined file (worth a user's attention); the rest is routine."""
+        return [str(q) for q in self.quarantined]
+
+
+def _quarantine(results_dir: Path, path: Path, reason: str) -> Quarantined:
+    """Move ``path`` (under the dataset) to ``<results_dir>/quarantine/``, keeping its relative
+    path, never overwriting an earlier quarantined file; its reason goes into ``<name>.reason``."""
+    relative = path.relative_to(dataset_dir(results_dir))
+    destination = results_dir / QUARANTINE_DIRNAME / relative
+    if destination.exists():
+        destination = destination.with_name(f"{destination.stem}.{time.time_ns()}{destination.suffix}")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, destination)
+    destination.with_name(destination.name + ".reason").write_text(reason + "\n")
+    return Quarantined(path, destination, reason)
+
+
+def tidy_dataset(results_dir: str | os.PathLike[str]) -> TidyReport:
+    """Make ``<results_dir>/leaderboard`` right for every reader; for ``sharpbench run`` at start-up.
+
+    1. Stale staging entries are removed (:func:`clean_staging`).
+    2. Unreadable files are moved to ``<results_dir>/quarantine/`` (:class:`Quarantined`, one
+       line each in :meth:`TidyReport.lines`, for the caller to print).
+    3. Older files (hive folders, several rows per file, an older schema version) are rewritten
+       as one current file per run id (the latest row wins, as in :func:`read_rows`), then
+       removed, and so are the folders they leave empty. A crash in between leaves both, which
+       :func:`read_rows` deduplicates; the next call completes the rewrite.
+
+    Changes the folder: call it from a writer, never from a read-only command. Raises ``OSError``
+    when the folder cannot be written.
+    """
+    results_dir = Path(results_dir).expanduser().resolve()
+    root = dataset_dir(results_dir)
+    staging_removed = tuple(clean_staging(results_dir))
+    quarantined: list[Quarantined] = []
+    rewritten: list[Path] = []
+    sink = ParquetSink(results_dir)
+    sink._staging_cleaned = True
+    for path in _data_files(root):
+        try:
+            rows = _read_file(path, root)
+        except FileNotFoundError:
+            continue  # moved by another writer since it was listed
+        except _NotARowFile as error:
+            try:
+                quarantined.append(_quarantine(results_dir, path, str(error)))
+            except FileNotFoundError:
+                pass  # removed by another writer meanwhile: nothing left to move
+            continue
+        if rows.current or rows.newer:
+            continue
+        # Oldest first within the file, so a later row of one run id replaces an earlier one.
+        for i in range(rows.table.num_rows):
+            sink._put(rows.table.slice(i, 1), rows.written_ns)
+        path.unlink(missing_ok=True)
+        rewritten.append(path)
+    for folder in sorted({p.parent for p in rewritten}, key=lambda p: len(p.parts), reverse=True):
+        while folder != root:
+            try:
+                folder.rmdir()
+            except OSError as error:
+                if error.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    break
+                raise
+            folder = folder.parent
+    return TidyReport(tuple(quarantined), tuple(rewritten), staging_removed)
+
+
 __all__ = [
     "DATASET_DIRNAME",
+    "QUARANTINE_DIRNAME",
     "STAGING_DIRNAME",
+    "STALE_STAGING_SECONDS",
     "ParquetSink",
+    "Quarantined",
     "RowValidationError",
+    "TidyReport",
+    "UnreadableFile",
+    "UnreadableFileWarning",
+    "clean_staging",
     "dataset_dir",
     "has_rows",
     "read_rows",
     "rows_to_table",
+    "run_key",
+    "tidy_dataset",
 ]

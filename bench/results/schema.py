@@ -104,5 +104,6 @@ SCHEMA = pa.schema(
     metadata={"sharpbench_schema_version": str(SCHEMA_VERSION)},
 )
 
-#: The schema of the files on disk: the partition columns live in the directory names.
+#: The schema of files written before the partition columns moved into every file (the columns
+#: then lived only in hive folder names); bench.results.parquet still reads and rewrites them.
 FILE_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in PARTITION_COLUMNS], metadata=SCHEMA.metadata)
