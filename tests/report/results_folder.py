@@ -98,6 +98,7 @@ def row(trial: Trial, index: int) -> TrialRow:
         hardware="test cpu",
         package_versions="{}",
         git_commit=None,
+        precision="float32",
         mlflow_run_id=None,
         # Trials start 60 s apart, in index order (start = timestamp - wall_seconds).
         timestamp=START + dt.timedelta(seconds=60 * index + trial.wall_seconds),
