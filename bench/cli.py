@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shlex
 import os
-import socket
 import sys
 from enum import Enum
 from pathlib import Path
@@ -169,6 +168,14 @@ def _execute(
     final_only: bool = False,
 ) -> None:
     """Check everything checkable, start Ray, run the phases with a live console, print the board."""
+    from bench.preflight import PreflightError, check_before_start
+
+    try:
+        # Everything checkable, in seconds, before Ray starts or anything is written (bench/preflight.py);
+        # first, before the imports below (MLflow alone takes seconds).
+        check_before_start(config, results, address=address, tracking_uri=tracking_uri, num_cpus=num_cpus)
+    except PreflightError as error:
+        _fail(str(error))
     from bench.config import record_config
     from bench.console import RunProgress, Verbosity, quiet_third_party
     from bench.data import DatasetError, load_dataset
@@ -181,8 +188,6 @@ def _execute(
             load_dataset(config.dataset)  # fail fast on a missing dataset, before any trial starts
     except (DatasetError, ModelError) as error:
         _fail(str(error))
-    if address is not None:
-        _check_ray_address(address)
     results = results.resolve()
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -254,19 +259,6 @@ def _recorded_trials(results: Path, benchmark: str) -> dict[tuple[str, str], int
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0].strip() if text else type(error).__name__
-
-
-def _check_ray_address(address: str) -> None:
-    """HOST:PORT (or ray://HOST:PORT) must answer within seconds: Ray itself retries for minutes."""
-    if address == "auto":
-        return  # Ray finds the local cluster itself and fails fast when there is none
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        _fail(f"--address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as error:
-        _fail(f"no Ray cluster answers at {address}: {error.strerror or error}")
 
 
 def _print_board(results: Path, benchmark: str) -> None:
