@@ -69,6 +69,7 @@ def run(
     num_cpus: Optional[int] = _NUM_CPUS,
     quiet: bool = _QUIET,
     verbose: bool = _VERBOSE,
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run the failed trials of searches already in --results (by default they stay failed)."),
 ) -> None:
     """Tune every regularizer in CONFIG with the same budget, then print the leaderboard.
 
@@ -83,8 +84,8 @@ def run(
     with a progress bar on a terminal or a heartbeat line every 30 s in a pipe.
 
     Re-running the same CONFIG with the same --results resumes interrupted searches (Ctrl-C
-    saves them); finished searches are not re-run. Use another --results folder (or benchmark
-    name) to start afresh.
+    saves them); finished searches are not re-run, and their failed trials stay failed unless
+    --retry-failed is given. Use another --results folder (or benchmark name) to start afresh.
     """
     from bench.config import ConfigError, load_config
 
@@ -93,7 +94,10 @@ def run(
         config = load_config(config_path)
     except ConfigError as error:
         _fail(str(error))
-    _execute(config, results, address, tracking_uri, num_cpus, verbosity, resume_hint=f"sharpbench run {config_path} --results {results}")
+    _execute(
+        config, results, address, tracking_uri, num_cpus, verbosity,
+        resume_hint=f"sharpbench run {config_path} --results {results}", retry_failed=retry_failed,
+    )
 
 
 @app.command()
@@ -166,6 +170,7 @@ def _execute(
     *,
     resume_hint: str,
     final_only: bool = False,
+    retry_failed: bool = False,
 ) -> None:
     """Check everything checkable, start Ray, run the phases with a live console, print the board."""
     from bench.preflight import PreflightError, check_before_start
@@ -229,7 +234,7 @@ def _execute(
     phases = (Phase.FINAL,) if final_only else (Phase.SEARCH, Phase.FINAL)
     try:
         with progress:
-            search.run_benchmark(config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases)
+            search.run_benchmark(config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases, retry_failed=retry_failed)
     except search.SearchInterrupted as interrupted:
         errors.print(f"interrupted: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
