@@ -179,15 +179,15 @@ def check_placeable(config: BenchmarkConfig, nodes: list[NodeResources], *, wher
         raise PreflightError("training.device is 'cuda' but no node of the cluster has a GPU")
     if not any(node.cpus >= resources.cpus_per_trial and node.gpus >= gpus for node in nodes):
         if resources.cpus_per_trial > most_cpus:
-            need, have = f"resources.cpus_per_trial is {resources.cpus_per_trial:g}", f"{_count(most_cpus)} CPUs"
+            need, have = f"resources.cpus_per_trial is {resources.cpus_per_trial:g}", _count(most_cpus, "CPU")
         else:
-            need, have = f"resources.gpus_per_trial is {gpus:g}", f"{_count(most_gpus)} GPUs"
+            need, have = f"resources.gpus_per_trial is {gpus:g}", _count(most_gpus, "GPU")
         hint = " (see --num-cpus)" if where == "this machine" else ""
         raise PreflightError(f"{need} but {where} has at most {have} on one node{hint}: no trial could ever start")
 
 
-def _count(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+def _count(value: float, unit: str) -> str:
+    return f"{value:g} {unit}{'' if value == 1 else 's'}"
 
 
 # --- places: the results folder, the tracking store, the cluster ----------------------------------

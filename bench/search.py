@@ -30,6 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from bench import metrics, selection
 from bench.config import BenchmarkConfig, SearchConfig, startup_trials
 from bench.console import RunProgress, TrialLine
+from bench.preflight import NodeResources
 from bench.plan import SEED_KEY, SELECTED_KEY, MethodPlan, SearchParam, SelectedConfig, plan_methods, trial_spec
 from bench.provenance import hardware
 from bench.results.mlflow_sink import MlflowSink
@@ -658,6 +659,17 @@ def run_benchmark(
                 run_final(plan, context)
     finally:
         _LIVE.progress = None
+
+
+def node_resources() -> list[NodeResources]:
+    """CPUs and GPUs of every live node of the connected Ray runtime, for
+    :func:`bench.preflight.check_placeable` (a trial must fit on one node: the cluster's totals
+    in ``ray.cluster_resources()`` do not say whether it does)."""
+    return [
+        NodeResources(cpus=float(node["Resources"].get("CPU", 0.0)), gpus=float(node["Resources"].get("GPU", 0.0)))
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> None:

@@ -115,3 +115,19 @@ def test_a_tracking_server_that_never_answers_times_out():
 @pytest.mark.parametrize("uri", ["sqlite:////tmp/x/mlflow.db", "postgresql+psycopg2://u@h/db", "file:///tmp/mlruns", "databricks"])
 def test_store_schemes_mlflow_accepts_pass_without_network(uri):
     check_tracking_uri(uri)
+
+
+def test_node_resources_of_a_real_local_runtime():
+    import ray
+    import torch
+
+    from bench import search
+
+    search.init_ray(None, num_cpus=1)
+    try:
+        nodes = search.node_resources()
+    finally:
+        ray.shutdown()
+    assert nodes == [NodeResources(cpus=1.0, gpus=float(torch.cuda.device_count()))]
+    with pytest.raises(PreflightError, match="cpus_per_trial is 2 but the cluster has at most 1 CPU on one node"):
+        check_placeable(_config(resources={"cpus_per_trial": 2}), nodes)
