@@ -114,8 +114,6 @@ def _timed_run(*args: str, env: dict[str, str] | None = None) -> tuple[subproces
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_exits_2_with_one_line_before_anything_starts(tmp_path, case):
     raw, fragments, *options = CASES[case]
-    if case == "more GPUs per trial than this machine":
-        assert torch.cuda.device_count() < 1024
     results = tmp_path / "results"
     done, elapsed = _timed_run("run", _config(tmp_path, raw), "--results", str(results), *(options[0] if options else []))
     _assert_refused(done, elapsed, fragments)
