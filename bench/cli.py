@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shlex
 import os
-import socket
 import sys
 from enum import Enum
 from pathlib import Path
@@ -75,6 +74,7 @@ def run(
         help="The results folder holds a run of this benchmark with another config: set that run aside "
         "(rows and state moved under RESULTS/superseded/) and start afresh. Without it, such a run stops with exit 2.",
     ),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run the failed trials of searches already in --results (by default they stay failed)."),
 ) -> None:
     """Tune every regularizer in CONFIG with the same budget, then print the leaderboard.
 
@@ -89,9 +89,10 @@ def run(
     with a progress bar on a terminal or a heartbeat line every 30 s in a pipe.
 
     Re-running the same CONFIG with the same --results resumes interrupted searches (Ctrl-C
-    saves them); finished searches are not re-run. A changed CONFIG (anything that changes
-    results) stops with exit 2 naming the keys that differ: use another --results folder or
-    benchmark name, or --restart. One run at a time per results folder.
+    saves them); finished searches are not re-run, and their failed trials stay failed unless
+    --retry-failed is given. A changed CONFIG (anything that changes results) stops with exit 2
+    naming the keys that differ: use another --results folder or benchmark name, or --restart.
+    One run at a time per results folder.
     """
     from bench.config import ConfigError, load_config
 
@@ -101,7 +102,7 @@ def run(
     except ConfigError as error:
         _fail(str(error))
     _execute(
-        config, results, address, tracking_uri, num_cpus, verbosity, restart=restart,
+        config, results, address, tracking_uri, num_cpus, verbosity, restart=restart, retry_failed=retry_failed,
         resume_hint=f"sharpbench run {config_path} --results {results}",
     )
 
@@ -177,10 +178,19 @@ def _execute(
     resume_hint: str,
     final_only: bool = False,
     restart: bool = False,
+    retry_failed: bool = False,
 ) -> None:
     """Check everything checkable, take the folder's lock and its run identity, start Ray, run
     the phases with a live console, print the board."""
     from bench import run_record
+    from bench.preflight import PreflightError, check_before_start
+
+    try:
+        # Everything checkable, in seconds, before Ray starts or anything is written (bench/preflight.py);
+        # first, before the imports below (MLflow alone takes seconds).
+        check_before_start(config, results, address=address, tracking_uri=tracking_uri, num_cpus=num_cpus)
+    except PreflightError as error:
+        _fail(str(error))
     from bench.data import DatasetError, load_dataset
     from bench.models import ModelError
 
@@ -189,8 +199,6 @@ def _execute(
             load_dataset(config.dataset)  # fail fast on a missing dataset, before any trial starts
     except (DatasetError, ModelError) as error:
         _fail(str(error))
-    if address is not None:
-        _check_ray_address(address)
     results = results.resolve()
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -198,14 +206,14 @@ def _execute(
         _fail(f"cannot create results folder {results}: {error.strerror}")
     try:
         with run_record.FolderLock(results):
-            _execute_locked(config, results, address, tracking_uri, num_cpus, verbosity, resume_hint, final_only, restart)
+            _execute_locked(config, results, address, tracking_uri, num_cpus, verbosity, resume_hint, final_only, restart, retry_failed)
     except run_record.FolderBusy as busy:
         _fail(str(busy))
 
 
 def _execute_locked(
     config: Any, results: Path, address: str | None, tracking_uri: str | None, num_cpus: int | None, verbosity: Any,
-    resume_hint: str, final_only: bool, restart: bool,
+    resume_hint: str, final_only: bool, restart: bool, retry_failed: bool,
 ) -> None:
     from bench import run_record
     from bench.console import RunProgress, Verbosity, quiet_third_party
@@ -255,6 +263,17 @@ def _execute_locked(
         search.init_ray(address, num_cpus=num_cpus, verbose=verbosity is Verbosity.verbose)
     except ConnectionError as error:
         _fail(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
+    if address is not None:
+        # A trial must fit on one node: only the connected cluster can tell (bench/preflight.py).
+        from bench.preflight import PreflightError, check_placeable
+
+        try:
+            check_placeable(config, search.node_resources())
+        except PreflightError as error:
+            import ray
+
+            ray.shutdown()
+            _fail(str(error))
     progress = RunProgress(
         console,
         [(plan.regularizer, plan.budget.trials * searched, finals) for plan in plans],
@@ -265,7 +284,8 @@ def _execute_locked(
     try:
         with progress:
             search.run_benchmark(
-                config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases, instance=record.instance
+                config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases, instance=record.instance,
+                retry_failed=retry_failed,
             )
     except search.SearchInterrupted as interrupted:
         errors.print(f"interrupted: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
@@ -275,6 +295,10 @@ def _execute_locked(
 
         ray.shutdown()
     _print_board(results, config.benchmark)
+    from bench.outcome import ALL_FAILED_EXIT_STATUS, failure_summary
+    from bench.results.parquet import read_rows
+
+    all_failed = failure_summary(read_rows(results).to_pylist(), config.benchmark)
     report = _report_to_mlflow(results, config.benchmark, uri, plans, record.instance)
     # One command per line, never wrapped, so each can be pasted as it is.
     commands = [
@@ -285,6 +309,9 @@ def _execute_locked(
         commands.append(("Report     ", f"xdg-open {shlex.quote(str(report))}"))
     for label, command in commands:
         console.print(f"{label}: {command}", highlight=False, markup=False, soft_wrap=True)
+    if all_failed:
+        errors.print(f"error: {all_failed}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=ALL_FAILED_EXIT_STATUS)
 
 
 def _report_to_mlflow(results: Path, benchmark: str, uri: str, plans: list[Any], instance: str) -> Path | None:
@@ -332,19 +359,6 @@ def _recorded_trials(results: Path, benchmark: str) -> dict[tuple[str, str], int
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0].strip() if text else type(error).__name__
-
-
-def _check_ray_address(address: str) -> None:
-    """HOST:PORT (or ray://HOST:PORT) must answer within seconds: Ray itself retries for minutes."""
-    if address == "auto":
-        return  # Ray finds the local cluster itself and fails fast when there is none
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        _fail(f"--address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as error:
-        _fail(f"no Ray cluster answers at {address}: {error.strerror or error}")
 
 
 def _print_board(results: Path, benchmark: str) -> None:

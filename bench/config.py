@@ -239,10 +239,25 @@ class SearchConfig(_Strict):
     @classmethod
     def _known_training_keys(cls, value: dict[str, RangeSpec]) -> dict[str, RangeSpec]:
         searchable = sorted(name for name, info in TrainingConfig.model_fields.items() if info.annotation in (int, float, bool))
-        for key in value:
+        for key, spec in value.items():
             if key not in searchable:
                 raise ValueError(unknown_name_message("search space key", key, searchable))
+            if spec.choices is not None:
+                _check_choices(key, spec.choices, TrainingConfig.model_fields[key].annotation)
         return value
+
+
+def _check_choices(key: str, choices: list[Any], value_type: Any) -> None:
+    """Choices of a training hyperparameter must have its type (YAML reads ``fast`` as text)."""
+    is_bool = [isinstance(choice, bool) for choice in choices]
+    if value_type is bool:
+        ok, kind = all(is_bool), "true/false"
+    elif value_type is int:
+        ok, kind = all(isinstance(c, int) and not b for c, b in zip(choices, is_bool)), "whole numbers"
+    else:
+        ok, kind = all(isinstance(c, (int, float)) and not b for c, b in zip(choices, is_bool)), "numbers"
+    if not ok:
+        raise ValueError(f"choices for {key} must be {kind}, got {choices!r}")
 
 
 class ResourcesConfig(_Strict):
@@ -363,11 +378,15 @@ def load_config(path: str | Path) -> BenchmarkConfig:
     """Read and validate a YAML benchmark config."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"cannot read config {path}: it is a folder, not a YAML file") from None
     except OSError as error:
         raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {error.start}); is it a YAML file?") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -387,7 +406,10 @@ def _check_against_registries(config: BenchmarkConfig, source: str) -> None:
         raise ConfigError(f"{source}: " + unknown_name_message("dataset", config.dataset.name, available_datasets()))
     if config.model.name not in available_models():
         raise ConfigError(f"{source}: " + unknown_name_message("model", config.model.name, available_models()))
-    known = regularizers.available()
+    try:
+        known = regularizers.available()  # loads the plug-ins: one that fails to import is named
+    except regularizers.RegistryError as error:
+        raise ConfigError(f"{source}: {error}") from None
     for entry in config.regularizers:
         if entry.name not in known:
             raise ConfigError(f"{source}: " + unknown_name_message("regularizer", entry.name, known))

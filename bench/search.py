@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -29,6 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 from bench import metrics, selection
 from bench.config import BenchmarkConfig, SearchConfig, startup_trials
 from bench.console import RunProgress, TrialLine
+from bench.preflight import NodeResources
 from bench.plan import SEED_KEY, SELECTED_KEY, MethodPlan, SearchParam, SelectedConfig, plan_methods, trial_spec
 from bench.provenance import hardware
 from bench.results import summary
@@ -162,13 +164,34 @@ def _trainable(sampled: dict[str, Any], *, config: BenchmarkConfig, plan: Method
     if 0 < gpus < 1 and torch.cuda.is_available():
         # Fractional GPUs pack trials on one device; nothing else isolates their memory.
         torch.cuda.set_per_process_memory_fraction(gpus)
-    trainer = Trainer(trial_spec(config, plan, sampled))
     elapsed_before = 0.0
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(torch.load(Path(folder, _STATE_FILE), map_location=trainer.device, weights_only=False))
-            elapsed_before = json.loads(Path(folder, _ELAPSED_FILE).read_text())["seconds"]
+    trainer: Trainer | None = None
+    # The last report (a failure report repeats its epoch, so ASHA sees no new rung), or the
+    # epochs a retried trial restored from its checkpoint.
+    last: dict[str, Any] = {metrics.EPOCH: 0}
+    try:
+        trainer = Trainer(trial_spec(config, plan, sampled))
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                trainer.load_state_dict(torch.load(Path(folder, _STATE_FILE), map_location=trainer.device, weights_only=False))
+                elapsed_before = json.loads(Path(folder, _ELAPSED_FILE).read_text())["seconds"]
+            last[metrics.EPOCH] = trainer.epochs_done
+        _train(trainer, config, started, elapsed_before, last)
+    except Exception:
+        # Honest cost: a failed trial spent passes and time that no per-epoch report carried.
+        # One more report (the last epoch's figures, the counters as they stand) becomes the
+        # trial's last_result, which the sink callback records with the failure; then re-raise.
+        spent = {metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started}
+        if trainer is not None:
+            spent |= {metrics.FORWARD_PASSES: trainer.forward_passes, metrics.BACKWARD_PASSES: trainer.backward_passes}
+        # Tune requires the search metric in every result; NaN is "no value" to the row builder.
+        tune.report({config.search.metric: math.nan, **last, **spent})
+        raise
+
+
+def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, last: dict[str, Any]) -> None:
+    """Train to the end, reporting each epoch; ``last`` holds the latest report."""
     text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision}
     while not trainer.finished:
         epoch = trainer.train_epoch()
@@ -186,6 +209,8 @@ def _trainable(sampled: dict[str, Any], *, config: BenchmarkConfig, plan: Method
                 tune.report(report, checkpoint=Checkpoint.from_directory(folder))
         else:
             tune.report(report)
+        last.clear()
+        last.update(report)
 
 
 # --- the single writer ----------------------------------------------------------------------------
@@ -320,6 +345,10 @@ class SinkCallback(Callback):
         return self.run_ids[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.finished.get(trial.trial_id) == TrialStatus.FAILED.value:
+            # A failed trial started again (``--retry-failed``): record its new outcome, in the
+            # same MLflow run; the Parquet reader keeps the latest row of a run id.
+            del self.finished[trial.trial_id]
         self._run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -501,11 +530,13 @@ def _tuner(
     tune_config: TuneConfig,
     callback: SinkCallback,
     config: BenchmarkConfig,
+    retry_failed: bool,
 ) -> Tuner:
     path = storage / name
     if Tuner.can_restore(str(path)):
-        # An interrupted search continues where it stopped (finished trials are not re-run).
-        return Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        # An interrupted search continues where it stopped: finished trials are not re-run, and
+        # failed ones (their retries, max_failures, already spent) stay failed unless asked.
+        return Tuner.restore(str(path), trainable=trainable, resume_errored=retry_failed)
     return Tuner(
         trainable,
         param_space=param_space,
@@ -541,6 +572,8 @@ class _Context:
     config: BenchmarkConfig
     results_dir: Path
     tracking_uri: str
+    #: Restart the failed trials of a search that is restored (``sharpbench run --retry-failed``).
+    retry_failed: bool = False
 
     @property
     def storage(self) -> Path:
@@ -595,6 +628,7 @@ def _search(plan: MethodPlan, context: _Context) -> Any:
         ),
         callback=context.callback(plan, Phase.SEARCH),
         config=config,
+        retry_failed=context.retry_failed,
     ).fit()
     _check_finished(grid, name, context.results_dir)
     return grid
@@ -616,6 +650,7 @@ def _final(plan: MethodPlan, selected: list[SelectedConfig], context: _Context) 
         tune_config=TuneConfig(metric=context.metric, mode=context.mode, max_concurrent_trials=_concurrency(context.config, len(selected) * len(context.config.final.seeds))),
         callback=context.callback(plan, Phase.FINAL),
         config=context.config,
+        retry_failed=context.retry_failed,
     ).fit()
     _check_finished(grid, name, context.results_dir)
 
@@ -635,6 +670,7 @@ def run_benchmark(
     progress: RunProgress | None = None,
     phases: tuple[Phase, ...] = (Phase.SEARCH, Phase.FINAL),
     instance: str = "",
+    retry_failed: bool = False,
 ) -> None:
     """Run every method's search, then its final seeds, on the connected Ray runtime.
 
@@ -642,10 +678,12 @@ def run_benchmark(
     sinks; read them back with :func:`bench.results.parquet.read_rows`. ``progress`` receives
     each finished trial (resumed searches included). ``phases=(Phase.FINAL,)`` runs only the
     final phase, from the search rows already recorded under ``results_dir``. ``instance`` is the
-    run instance of :mod:`bench.run_record` (MLflow parent runs are found by it). Raises
-    :class:`SearchInterrupted` when a search was stopped before its trials ended.
+    run instance of :mod:`bench.run_record` (MLflow parent runs are found by it). A search
+    already in ``results_dir`` is restored, not re-run; its failed trials run again only with
+    ``retry_failed``. Raises :class:`SearchInterrupted` when a search was stopped before its
+    trials ended.
     """
-    context = _Context(config, Path(results_dir).resolve(), tracking_uri)
+    context = _Context(config, Path(results_dir).resolve(), tracking_uri, retry_failed)
     context.storage.mkdir(parents=True, exist_ok=True)
     _LIVE.config, _LIVE.results_dir, _LIVE.tracking_uri = config, str(context.results_dir), tracking_uri
     _LIVE.instance, _LIVE.progress = instance, progress
@@ -657,6 +695,17 @@ def run_benchmark(
                 run_final(plan, context)
     finally:
         _LIVE.config, _LIVE.progress = None, None
+
+
+def node_resources() -> list[NodeResources]:
+    """CPUs and GPUs of every live node of the connected Ray runtime, for
+    :func:`bench.preflight.check_placeable` (a trial must fit on one node: the cluster's totals
+    in ``ray.cluster_resources()`` do not say whether it does)."""
+    return [
+        NodeResources(cpus=float(node["Resources"].get("CPU", 0.0)), gpus=float(node["Resources"].get("GPU", 0.0)))
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
 
 
 def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool = False) -> None:

@@ -85,15 +85,19 @@ def load_entry_points(force: bool = False) -> None:
     global _entry_points_loaded
     if _entry_points_loaded and not force:
         return
-    _entry_points_loaded = True
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry_point.load()
-        except Exception as error:  # re-raised with the plugin named
-            raise RegistryError(f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {error}") from error
+        except Exception as error:  # re-raised with the plugin named, as one line
+            lines = str(error).strip().splitlines()
+            detail = f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
+            raise RegistryError(f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {detail}") from error
         if isinstance(loaded, type) and _REGISTRY.get(getattr(loaded, "name", "")) is loaded:
             continue  # the plugin registered itself with @register
         _add(entry_point.name, loaded)
+    # Only once every plug-in loaded: a failed one raises again on the next lookup instead of
+    # leaving a registry that silently lacks it.
+    _entry_points_loaded = True
 
 
 def available() -> list[str]:

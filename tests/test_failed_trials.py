@@ -10,6 +10,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from bench.config import DataConfig
+from bench.data import load_dataset
 from bench.results.parquet import read_rows
 
 pytestmark = pytest.mark.slow
@@ -29,11 +31,19 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
     config_path = tmp_path / "diverge.yaml"
     config_path.write_text(yaml.safe_dump(config))
     results = tmp_path / "results"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
-        cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    def run(*options: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2", *options],
+            cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        )
+        # Every trial failed: the leaderboard still prints, then one error line and exit status 1.
+        assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+        error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(error_lines) == 1 and "FloatingPointError" in error_lines[0], done.stderr
+        return done
+
+    done = run()
     failed_lines = [line for line in done.stdout.splitlines() if line.startswith("[1/1 erm search ") and "] failed " in line]
     assert len(failed_lines) == 2 and all("FloatingPointError" in line for line in failed_lines), done.stdout
 
@@ -43,6 +53,28 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
     for error in table.column("error").to_pylist():
         assert error.startswith("FloatingPointError: training loss became")
     assert table.column("test_accuracy").null_count == 2
+    # Honest cost: the loss is checked once per epoch, so each trial ran every step of epoch 1
+    # (one forward and one backward pass per ERM step) before failing, and spent time doing it.
+    train = load_dataset(DataConfig.model_validate(config["dataset"])).train
+    steps = len(train) // config["training"]["batch_size"]  # drop_last: the split exceeds a batch
+    assert table.column("forward_passes").to_pylist() == [steps, steps]
+    assert table.column("backward_passes").to_pylist() == [steps, steps]
+    assert all(seconds > 0 for seconds in table.column("wall_seconds").to_pylist())
+    assert table.column("epochs_run").to_pylist() == [0, 0]  # no epoch finished
+
+    # Running the finished folder again re-runs nothing: the failed trials stay failed ...
+    stamps = dict(zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist()))
+    again = run()
+    assert "] failed " not in again.stdout, again.stdout
+    table = read_rows(results)
+    assert dict(zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist())) == stamps
+    # ... unless asked: each is retried (and fails again), recorded under its own run id
+    retried = run("--retry-failed")
+    assert sum("] failed " in line for line in retried.stdout.splitlines()) == 2, retried.stdout
+    table = read_rows(results)
+    assert table.num_rows == 2 and table.column("status").to_pylist() == ["failed", "failed"]
+    for run_id, stamp in zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist()):
+        assert stamp > stamps[run_id]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("diverge")

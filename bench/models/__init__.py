@@ -28,6 +28,11 @@ register_model = _MODELS.register
 available_models = _MODELS.names
 
 
+def model_factory(name: str) -> ModelFactory:
+    """The factory registered as ``name``; :class:`ModelError` (did-you-mean) otherwise."""
+    return _MODELS.get(name)
+
+
 def create_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
     factory = _MODELS.get(name)
     accepted = [p for p in inspect.signature(factory).parameters if p not in ("input_shape", "num_classes")]

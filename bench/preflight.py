@@ -1,0 +1,263 @@
+"""Checks that run before anything starts: a bad run fails in seconds, with one line.
+
+Ray-free (it imports neither Ray nor MLflow): everything here looks at the config, the local
+machine, the network and the file system, so that a mistake that would otherwise surface inside
+every trial (an unknown model option, ``training.device: cuda`` without a GPU), as a hang (a trial
+no node can ever place) or after minutes of retries (an MLflow server nobody runs) is refused
+before Ray starts. Every check raises :class:`PreflightError`, whose message is one printable
+line; the CLI turns it into exit status 2.
+
+:func:`check_before_start` runs every check that needs no Ray runtime. With ``--address`` the
+workers' hardware is not this machine's: :func:`check_placeable` then takes the cluster's
+per-node resources (``ray.nodes()``), once Ray is connected.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import BenchmarkConfig, TrainingConfig
+from bench.naming import unknown_name_message
+
+#: Seconds a network check waits for an answer: the MLflow client and Ray retry for minutes.
+NETWORK_TIMEOUT_S = 3.0
+
+#: The regularizer that adds λ·w to the gradient: the same L2 penalty as ``training.weight_decay``.
+L2_REGULARIZER = "weight_decay"
+
+#: URI schemes MLflow's built-in tracking stores accept (mlflow/tracking/_tracking_service/utils.py
+#: registers these); plug-in stores declare theirs under the ``mlflow.tracking_store`` entry point.
+_MLFLOW_SCHEMES = frozenset({"", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc"})
+
+#: Input shape and classes the model is built with for the option check. A model's layers do not
+#: depend on them (they only size the first and last layer), and the check builds on the meta
+#: device, so no dataset needs to be loaded.
+_PROBE_INPUT_SHAPE = (3, 32, 32)
+_PROBE_CLASSES = 10
+
+
+class PreflightError(ValueError):
+    """A run that cannot work; the message is one printable line."""
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    """What one Ray node offers: logical CPUs and GPUs (Ray's ``CPU`` and ``GPU`` resources)."""
+
+    cpus: float
+    gpus: float
+
+
+def check_before_start(
+    config: BenchmarkConfig,
+    results: Path,
+    *,
+    address: str | None,
+    tracking_uri: str | None,
+    num_cpus: int | None,
+) -> None:
+    """Every check that needs no Ray runtime, cheapest first; raises :class:`PreflightError`.
+
+    ``tracking_uri`` is the ``--tracking-uri`` option (``None``: the config's, else the default
+    store under ``results``). Without ``address`` the trials run here, so devices and resources
+    are checked against this machine; with it, call :func:`check_placeable` after connecting.
+    Writes nothing: the results folder is probed with a file (or folder) that is removed again.
+    """
+    check_recipe(config)
+    check_model_options(config)
+    if address is not None:
+        check_ray_address(address)
+    else:
+        check_device(config.training, cuda_available=_cuda_available())
+        check_placeable(config, [local_node(num_cpus)], where="this machine")
+    check_results_folder(results)
+    uri = tracking_uri or config.tracking_uri
+    if uri is not None:
+        check_tracking_uri(uri)
+
+
+# --- the config against itself and the registries ---------------------------------------------
+
+
+def check_recipe(config: BenchmarkConfig) -> None:
+    """Refuse a recipe that applies the same thing twice: ``training.weight_decay`` (coupled L2 in
+    SGD) together with the ``weight_decay`` regularizer (λ·w added to the gradient) would apply
+    both λs in every step while the leaderboard shows only the regularizer's."""
+    methods = {entry.name for entry in config.regularizers}
+    if L2_REGULARIZER not in methods:
+        return
+    if config.training.weight_decay > 0 or "weight_decay" in config.search.space:
+        what = "searched in search.space" if "weight_decay" in config.search.space else f"{config.training.weight_decay:g}"
+        raise PreflightError(
+            f"training.weight_decay ({what}) and the {L2_REGULARIZER!r} regularizer both apply an L2 penalty, "
+            f"and every {L2_REGULARIZER} trial would apply their sum; set training.weight_decay: 0 "
+            f"(and drop it from search.space) to compare L2 as a method, or remove {L2_REGULARIZER!r} from regularizers"
+        )
+
+
+def check_model_options(config: BenchmarkConfig) -> None:
+    """``model.options`` against the model factory's signature (did-you-mean for an unknown
+    name), then the model built on the meta device (no memory, no data) so that a bad value
+    (``hidden: -4``, a string for a width) fails here rather than in every trial."""
+    import torch
+
+    from bench.models import ModelError, create_model, model_factory
+
+    name = config.model.name
+    options = config.model.options
+    accepted = [p for p in inspect.signature(model_factory(name)).parameters if p not in ("input_shape", "num_classes")]
+    for key in options:
+        if key not in accepted:
+            raise PreflightError(f"model.options: {unknown_name_message(f'option of model {name!r}', key, accepted)}")
+    try:
+        with torch.device("meta"):
+            create_model(name, _PROBE_INPUT_SHAPE, _PROBE_CLASSES, **options)
+    except (ModelError, TypeError, ValueError, RuntimeError) as error:
+        raise PreflightError(f"model.options {_options_text(options)} do not build model {name!r}: {_first_line(error)}") from None
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{key}: {value!r}" for key, value in options.items()) + "}"
+
+
+# --- devices and resources ------------------------------------------------------------------------
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_device(training: TrainingConfig, *, cuda_available: bool) -> None:
+    """``training.device: cuda`` on a machine without a CUDA device (a local run)."""
+    if training.device == "cuda" and not cuda_available:
+        raise PreflightError("training.device is 'cuda' but this machine has no CUDA device; use device: auto or cpu, or --address a cluster with GPUs")
+
+
+def local_node(num_cpus: int | None) -> NodeResources:
+    """What a local Ray runtime started here offers: ``--num-cpus`` or the CPUs Ray detects
+    (the affinity mask and a cgroup CPU quota, as ``ray._private.utils.get_num_cpus`` counts
+    them), and the visible CUDA devices."""
+    import torch
+
+    cpus = num_cpus if num_cpus is not None else _detected_cpus()
+    return NodeResources(cpus=float(cpus), gpus=float(torch.cuda.device_count()))
+
+
+def _detected_cpus() -> int:
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # cgroup v2: "max 100000" (no limit) or "<quota> <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 CPU limit readable: the affinity count stands
+    return count
+
+
+def check_placeable(config: BenchmarkConfig, nodes: list[NodeResources], *, where: str = "the cluster") -> None:
+    """A trial needs ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs on one node; a request
+    no node can ever meet is an error, not a trial that waits forever. Above 1, a GPU request
+    must be whole: Ray packs fractions of one GPU, never parts of several."""
+    resources = config.resources
+    gpus = resources.gpus_per_trial
+    if gpus > 1 and not float(gpus).is_integer():
+        raise PreflightError(f"resources.gpus_per_trial is {gpus:g}: above 1 it must be a whole number (fractions pack several trials on one GPU)")
+    most_cpus = max((node.cpus for node in nodes), default=0.0)
+    most_gpus = max((node.gpus for node in nodes), default=0.0)
+    if config.training.device == "cuda" and most_gpus == 0 and where == "the cluster":
+        raise PreflightError("training.device is 'cuda' but no node of the cluster has a GPU")
+    if not any(node.cpus >= resources.cpus_per_trial and node.gpus >= gpus for node in nodes):
+        if resources.cpus_per_trial > most_cpus:
+            need, have = f"resources.cpus_per_trial is {resources.cpus_per_trial:g}", _count(most_cpus, "CPU")
+        else:
+            need, have = f"resources.gpus_per_trial is {gpus:g}", _count(most_gpus, "GPU")
+        hint = " (see --num-cpus)" if where == "this machine" else ""
+        raise PreflightError(f"{need} but {where} has at most {have} on one node{hint}: no trial could ever start")
+
+
+def _count(value: float, unit: str) -> str:
+    return f"{value:g} {unit}{'' if value == 1 else 's'}"
+
+
+# --- places: the results folder, the tracking store, the cluster ----------------------------------
+
+
+def check_results_folder(results: Path) -> None:
+    """The results folder exists and takes files, or can be created: probed with a temporary file
+    (or folder) that is removed again, so a bad path fails before any work, and nothing is left."""
+    path = Path(os.path.abspath(results.expanduser()))
+    if path.exists() and not path.is_dir():
+        raise PreflightError(f"results folder {path} is a file, not a folder")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise PreflightError(f"cannot create results folder {path}: {ancestor} is a file, not a folder")
+    try:
+        if ancestor == path:
+            handle, probe = tempfile.mkstemp(prefix=".sharpbench-probe-", dir=path)
+            os.close(handle)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".sharpbench-probe-", dir=ancestor))
+    except OSError as error:
+        verb = "write into" if ancestor == path else "create"
+        raise PreflightError(f"cannot {verb} results folder {path}: {error.strerror or error}") from None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """A scheme MLflow can store to, and an HTTP(S) server that answers within
+    :data:`NETWORK_TIMEOUT_S` (MLflow's client retries a dead server for minutes)."""
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme not in _MLFLOW_SCHEMES and scheme.split("+")[0] not in _MLFLOW_SCHEMES and scheme not in _plugin_schemes():
+        known = sorted(s for s in _MLFLOW_SCHEMES | _plugin_schemes() if s)
+        raise PreflightError(f"cannot use MLflow tracking URI {uri}: scheme {scheme!r} is not a tracking store; valid: {', '.join(known)}")
+    if scheme not in ("http", "https"):
+        return
+    health = uri.rstrip("/") + "/health"  # MLflow's server answers "OK" there
+    try:
+        with urllib.request.urlopen(health, timeout=NETWORK_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # something answered (a proxy, an older server): MLflow's own check decides
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        text = getattr(reason, "strerror", None) or str(reason)
+        raise PreflightError(f"no MLflow tracking server answers at {uri} within {NETWORK_TIMEOUT_S:g} s: {text}") from None
+
+
+def _plugin_schemes() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {entry.name for entry in entry_points(group="mlflow.tracking_store")}
+
+
+def check_ray_address(address: str) -> None:
+    """``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``, and a TCP connect within
+    :data:`NETWORK_TIMEOUT_S` for the last two (``ray.init`` retries an unreachable head for
+    minutes). ``auto`` is left to Ray, which fails fast when no local cluster runs."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise PreflightError(f"--address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=NETWORK_TIMEOUT_S).close()
+    except OSError as error:
+        raise PreflightError(f"no Ray cluster answers at {address}: {error.strerror or error}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__

@@ -1,0 +1,132 @@
+"""bench.preflight in process: placement against per-node resources, the results-folder probe,
+the tracking server's time-out, and no false alarm on any registered model's defaults."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+import time
+
+import pytest
+
+from bench.config import parse_config
+from bench.models import available_models
+from bench.preflight import (
+    NETWORK_TIMEOUT_S,
+    NodeResources,
+    PreflightError,
+    check_model_options,
+    check_placeable,
+    check_results_folder,
+    check_tracking_uri,
+)
+
+GOOD = {"benchmark": "t", "regularizers": ["erm"], "model": {"name": "mlp"}}
+
+
+def _config(**sections):
+    return parse_config({**GOOD, **sections})
+
+
+def test_a_trial_must_fit_on_one_node():
+    config = _config(resources={"cpus_per_trial": 8, "gpus_per_trial": 1})
+    # 8 CPUs on one node and a GPU on another: the cluster has both in total, no node has both
+    split = [NodeResources(cpus=16, gpus=0), NodeResources(cpus=4, gpus=2)]
+    with pytest.raises(PreflightError, match="gpus_per_trial is 1 but the cluster has at most 2 GPUs") as refused:
+        check_placeable(config, split)
+    assert "\n" not in str(refused.value)
+    check_placeable(config, [*split, NodeResources(cpus=8, gpus=1)])  # exactly enough on one node
+
+
+def test_cpu_shortage_names_cpus_and_fractions_below_one_pack():
+    with pytest.raises(PreflightError, match="cpus_per_trial is 3 but this machine has at most 2 CPUs"):
+        check_placeable(_config(resources={"cpus_per_trial": 3}), [NodeResources(cpus=2, gpus=0)], where="this machine")
+    check_placeable(_config(resources={"cpus_per_trial": 1, "gpus_per_trial": 0.25}), [NodeResources(cpus=1, gpus=1)])
+    with pytest.raises(PreflightError, match="whole number"):  # even where 2 GPUs would cover it
+        check_placeable(_config(resources={"gpus_per_trial": 1.5}), [NodeResources(cpus=8, gpus=2)])
+
+
+def test_cuda_on_a_cluster_without_gpus():
+    config = _config(training={"device": "cuda"})
+    with pytest.raises(PreflightError, match="no node of the cluster has a GPU"):
+        check_placeable(config, [NodeResources(cpus=4, gpus=0)])
+    check_placeable(config, [NodeResources(cpus=4, gpus=0), NodeResources(cpus=4, gpus=1)])
+
+
+def test_results_probe_leaves_nothing_behind(tmp_path):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    check_results_folder(existing)
+    check_results_folder(tmp_path / "new" / "deeper")
+    assert [p.name for p in tmp_path.iterdir()] == ["existing"]
+    assert list(existing.iterdir()) == []
+
+
+def test_results_folder_under_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(PreflightError, match="is a file, not a folder"):
+        check_results_folder(tmp_path / "f" / "a" / "b")
+
+
+@pytest.mark.parametrize("model", available_models())
+def test_every_registered_model_passes_with_its_defaults(model):
+    check_model_options(_config(model={"name": model}))
+
+
+@pytest.fixture
+def health_server():
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's API
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_tracking_server_that_answers_passes(health_server):
+    check_tracking_uri(health_server)
+    check_tracking_uri(health_server + "/")
+
+
+def test_a_tracking_server_that_never_answers_times_out():
+    # Accepts the connection (the kernel completes it from the backlog) and never replies: the
+    # hang a dead proxy causes. The check must give up after its time-out, not after minutes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        with pytest.raises(PreflightError, match="within 3 s"):
+            check_tracking_uri(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        # a bound on a hang, not a speed target: the time-out plus generous slack for a busy machine
+        assert time.monotonic() - started < NETWORK_TIMEOUT_S + 5
+
+
+@pytest.mark.parametrize("uri", ["sqlite:////tmp/x/mlflow.db", "postgresql+psycopg2://u@h/db", "file:///tmp/mlruns", "databricks"])
+def test_store_schemes_mlflow_accepts_pass_without_network(uri):
+    check_tracking_uri(uri)
+
+
+def test_node_resources_of_a_real_local_runtime():
+    import ray
+    import torch
+
+    from bench import search
+
+    search.init_ray(None, num_cpus=1)
+    try:
+        nodes = search.node_resources()
+    finally:
+        ray.shutdown()
+    assert nodes == [NodeResources(cpus=1.0, gpus=float(torch.cuda.device_count()))]
+    with pytest.raises(PreflightError, match="cpus_per_trial is 2 but the cluster has at most 1 CPU on one node"):
+        check_placeable(_config(resources={"cpus_per_trial": 2}), nodes)
