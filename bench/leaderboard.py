@@ -81,6 +81,7 @@ NO_INTERVAL_ONE_SEED = "one final seed, no interval"
 
 _NEEDED_COLUMNS = (
     "run_id",
+    "budget",
     "benchmark",
     "regularizer",
     "phase",
@@ -156,6 +157,9 @@ class Standing:
     #: The training hyperparameters the search tuned (those that vary across the method's trials).
     tuned_training_hparams: dict[str, Any]
     other_final_groups: tuple[FinalGroup, ...]  # final groups of other selected configs (top_k > 1)
+    #: How the equal budget was counted for this method (the search rows' ``budget``, bench.plan.MethodBudget):
+    #: kind "trials" or "passes", scale, trials, epochs, passes per step; empty for rows before schema v2.
+    budget: dict[str, Any]
     trials_total: int
     trials_completed: int
     trials_stopped: int
@@ -384,6 +388,7 @@ def _method(regularizer: str, rows: Sequence[Mapping[str, Any]], confidence: flo
         training_hparams=_hparams(config["training_hparams"]) if config is not None else {},
         tuned_training_hparams=_tuned(search, _hparams(config["training_hparams"]) if config is not None else {}),
         other_final_groups=tuple(groups[1:]),
+        budget=_hparams(max(search, key=lambda r: r["timestamp"])["budget"]) if search else {},
         trials_total=len(search),
         trials_completed=count(TrialStatus.COMPLETED),
         trials_stopped=count(TrialStatus.STOPPED),
@@ -627,7 +632,7 @@ def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
             _difference(s),
             _p(s),
             _best_value(s),
-            f"{s.trials_total} ({s.trials_completed}/{s.trials_stopped}/{s.trials_failed})",
+            f"{s.trials_total} ({s.trials_completed}/{s.trials_stopped}/{s.trials_failed})" + _budget_note(s),
             _fmt(s.mean_passes_per_trial, ",.0f"),
             f"{_duration(s.search_wall_seconds)} / {_duration(s.search_elapsed_seconds)}",
             _slot_hours_text(s),
@@ -637,6 +642,13 @@ def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
             row += [_fmt(s.hessian_top_eigenvalue, ".4g"), _with_stderr(s.hessian_trace, s.hessian_trace_stderr), _fmt(s.epsilon_sharpness, ".4g")]
         rows.append(row)
     return header, rows
+
+
+def _budget_note(s: Standing) -> str:
+    """Under a passes budget the trials (or epochs) differ by method: say what this one got."""
+    if s.budget.get("kind") != "passes":
+        return ""
+    return f" · {s.budget.get('epochs')} ep, {s.budget.get('passes_per_step')} passes/step"
 
 
 def legend(board: BenchmarkBoard) -> str:
@@ -659,6 +671,20 @@ def legend(board: BenchmarkBoard) -> str:
         f"final seeds (n=1 when ranked by the search trial: no interval). Rank: the highest mean leads; methods "
         f"whose interval overlaps the leader's share its rank ('='); repeated on the rest. {versus} "
         f"Search time: summed over trials / elapsed; slot-hours: summed time, one CPU or GPU slot per trial."
+        + _budget_legend(board)
+    )
+
+
+def _budget_legend(board: BenchmarkBoard) -> str:
+    kinds = {(s.budget.get("kind"), s.budget.get("scale")) for s in board.standings if s.budget}
+    if not kinds:
+        return ""
+    if kinds == {("trials", "trials")} or all(kind == "trials" for kind, _ in kinds):
+        return " Budget: the same number of trials per method."
+    scales = ", ".join(sorted({str(scale) for _, scale in kinds}))
+    return (
+        f" Budget: the same forward+backward passes per method (ERM's trials × epochs × 2 passes per step); "
+        f"a method with a costlier step gets fewer {scales}."
     )
 
 

@@ -134,6 +134,11 @@ def test_mlflow_store_has_parent_and_child_runs(smoke_results):
         assert sorted(m.step for m in history) == [1, 2]  # one point per epoch
         assert "test_accuracy" in child.data.metrics
     assert sorted(p.data.tags["sharpbench.phase"] for p in parents) == ["final", "final", "search", "search"]
+    # the report's figures and the leaderboard ride on every parent run (written at the end of run)
+    for parent in parents:
+        names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+        assert "report/leaderboard.md" in names and any(n.endswith(".png") for n in names), names
+    assert (smoke_results / "report.html").is_file()
 
 
 def test_leaderboard_names_both_methods(smoke_results, repo_root):

@@ -532,3 +532,21 @@ def test_cli_several_folders_bad_input(tmp_path: Path) -> None:
     done = _cli("leaderboard", str(full), str(empty), "--format", "json")  # one empty folder: said, not fatal
     assert done.returncode == 0 and f"no results in {empty}" in done.stderr
     assert [s["regularizer"] for s in json.loads(done.stdout)[0]["standings"]] == ["erm"]
+
+
+def test_a_passes_budget_is_stated_per_method_and_in_the_legend() -> None:
+    def budget(trials: int, epochs: int, passes: int) -> str:
+        return json.dumps({"kind": "passes", "scale": "trials", "trials": trials, "epochs": epochs, "passes_per_step": passes,
+                           "reference_passes_per_step": 2})
+
+    rows = [_search("erm", C, 0.80, 0.79, budget=budget(6, 12, 2)), _search("sam", C, 0.82, 0.81, budget=budget(3, 12, 4))]
+    (board,) = build_leaderboard(_table(rows))
+    by = _by_method(board)
+    assert by["sam"].budget["trials"] == 3 and by["erm"].budget["passes_per_step"] == 2
+    text = render([board], "markdown")
+    assert "· 12 ep, 4 passes/step" in text and "· 12 ep, 2 passes/step" in text
+    assert "Budget: the same forward+backward passes per method" in text and "fewer trials" in text
+    assert json.loads(render([board], "json"))[0]["standings"][0]["budget"]["kind"] == "passes"
+    # the trials budget: one sentence, no per-row note
+    plain = render(build_leaderboard(_table([_search("erm", C, 0.8, 0.79, budget=json.dumps({"kind": "trials", "scale": "trials"}))])), "markdown")
+    assert "Budget: the same number of trials per method." in plain and "passes/step" not in plain
