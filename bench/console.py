@@ -61,7 +61,7 @@ def quiet_third_party(verbosity: Verbosity) -> None:
       sharpbench prints its own progress. ``RAY_AIR_NEW_OUTPUT=0`` selects the legacy reporter,
       which honours ``verbose=0``.
     * Ray Tune's "Experiment state snapshotting has been triggered multiple times" warning: it
-      fires because each trial keeps one checkpoint (``num_to_keep=1``) by design; the threshold
+      fires because each trial keeps only its last checkpoints (``num_to_keep``) by design; the threshold
       variable Tune names in the message set to 0 disables exactly this warning.
     * INFO lines of Ray, Tune and MLflow (instance started, state written, database created).
     * Optuna's per-study INFO lines and its ExperimentalWarnings (TPE's ``group``, CMA-ES's

@@ -546,7 +546,9 @@ def _tuner(
             storage_path=str(storage),
             callbacks=[callback],
             failure_config=FailureConfig(max_failures=config.search.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            # Two, not one: after kill -9 the last experiment snapshot may name the checkpoint
+            # before the newest, and with one kept that one is already deleted (seen in a test).
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
             verbose=0,
         ),
     )

@@ -147,3 +147,36 @@ def test_folder_moved_after_kill_9_resumes_with_every_trial_once(tmp_path, repo_
     assert {c.info.run_id for c in children} == started_ids == {r["mlflow_run_id"] for r in rows}
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert "[1/1 erm search" in done.stdout  # a resumed search reports its trials
+
+
+def test_kill_9_in_the_final_phase_then_resume_counts_every_run_once(tmp_path, repo_root):
+    raw = yaml.safe_load(_config(tmp_path, epochs=40).read_text())
+    raw["search"]["space"] = {}  # nothing searched: one search trial, then the final seeds
+    raw["final"] = {"seeds": [1, 2]}
+    config = tmp_path / "finals.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    results = tmp_path / "results"
+    first = _start("run", str(config), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    deadline = time.monotonic() + 300
+    finals: list = []
+    while time.monotonic() < deadline and first.poll() is None:
+        if (results / "mlflow.db").exists():
+            finals = [c for c in _parents_and_children(results / "mlflow.db")[1] if c.data.tags.get("sharpbench.phase") == "final"]
+            if len(finals) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in finals):
+                break
+        time.sleep(0.5)
+    assert first.poll() is None, "the run finished before its final phase could be killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    started = {c.info.run_id for c in finals}
+
+    done = _cli("run", str(config), "--results", str(results), "--num-cpus", "2", "--quiet", cwd=repo_root)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = read_rows(results).to_pylist()
+    assert sorted((r["phase"], r["seed"]) for r in rows) == [("final", 1), ("final", 2), ("search", 0)]
+    assert all(r["status"] == "completed" and r["epochs_run"] == 40 for r in rows), [(r["phase"], r["status"], r["epochs_run"], r["error"]) for r in rows]
+    parents, children = _parents_and_children(results / "mlflow.db")
+    per_parent = {p.data.tags["sharpbench.phase"]: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id] for p in parents}
+    assert sorted(per_parent) == ["final", "search"] and len(per_parent["search"]) == 1
+    assert {c.info.run_id for c in per_parent["final"]} == started == {r["mlflow_run_id"] for r in rows if r["phase"] == "final"}
