@@ -323,10 +323,11 @@ class MlflowSink:
             artifact_location = (db.parent / "mlartifacts").as_uri()
         for name, value in BOUNDED_HTTP_ENV.items():
             os.environ.setdefault(name, value)  # read by MLflow per request: set before the first
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        # The first call creates a fresh SQLite store's schema; two processes doing it at once
-        # race ("table ... already exists"), so one at a time (FIELD-NOTES, MLflow).
+        # The client (3.17: on construction) and the first call create a fresh SQLite store's
+        # schema; two processes doing it at once race ("table ... already exists", alembic's
+        # version row), so one at a time (FIELD-NOTES, MLflow).
         with _store_lock(db):
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
             self.experiment_id = self._experiment(experiment_name, artifact_location)
         self._parents: dict[str, str] = {}  # search name -> run id
         self._trials: dict[str, str] = {}  # trial key -> run id
