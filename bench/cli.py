@@ -231,6 +231,16 @@ def _execute_locked(
         MlflowSink(uri, experiment_name=config.benchmark)  # reachable and usable, before any trial runs
     except Exception as error:  # MLflow raises many types here; all mean "this URI does not work"
         _fail(f"cannot use MLflow tracking URI {uri}: {_first_line(error)}")
+    from bench.results.mlflow_mirror import open_mirror
+
+    def tell_outage(outage: Any) -> None:  # once per run: later MLflow calls are skipped
+        errors.print(
+            f"warning: {outage.describe()}: the run goes on; rows are in Parquet; back-fill later with: "
+            f"sharpbench sync-mlflow {shlex.quote(str(results))} --tracking-uri {shlex.quote(uri)}",
+            highlight=False, markup=False, soft_wrap=True,
+        )
+
+    mirror = open_mirror(uri, tell_outage)
     try:
         if final_only:
             # `final` may change the final section (seeds, top-k) of the run it extends, nothing else.
@@ -299,7 +309,7 @@ def _execute_locked(
     from bench.results.parquet import read_rows
 
     all_failed = failure_summary(read_rows(results).to_pylist(), config.benchmark)
-    report = _report_to_mlflow(results, config.benchmark, uri, plans, record.instance)
+    report = _report_to_mlflow(results, config.benchmark, None if mirror.down else uri, plans, record.instance)
     # One command per line, never wrapped, so each can be pasted as it is.
     commands = [
         ("Leaderboard", f"sharpbench leaderboard {shlex.quote(str(results))}"),
@@ -314,10 +324,11 @@ def _execute_locked(
         raise typer.Exit(code=ALL_FAILED_EXIT_STATUS)
 
 
-def _report_to_mlflow(results: Path, benchmark: str, uri: str, plans: list[Any], instance: str) -> Path | None:
+def _report_to_mlflow(results: Path, benchmark: str, uri: str | None, plans: list[Any], instance: str) -> Path | None:
     """Write the HTML report and attach its figures and the leaderboard to each method's MLflow
-    parent runs. A failure is said in one line and the run still succeeds: Parquet, the record,
-    holds every result, and `sharpbench report` can redo this."""
+    parent runs (none when ``uri`` is None: MLflow went down during the run, already said). A
+    failure is said in one line and the run still succeeds: Parquet, the record, holds every
+    result, and `sharpbench report` can redo this."""
     import tempfile
 
     from bench.report.build import build_report
@@ -329,6 +340,8 @@ def _report_to_mlflow(results: Path, benchmark: str, uri: str, plans: list[Any],
     except Exception as error:  # the run's results are safe in Parquet: say why, carry on
         errors.print(f"warning: the report could not be written: {_first_line(error)}", highlight=False, soft_wrap=True)
         return None
+    if uri is None:
+        return artifacts.html_path
     try:
         sink = MlflowSink(uri, experiment_name=benchmark)
         with tempfile.TemporaryDirectory() as folder:
@@ -368,6 +381,39 @@ def _print_board(results: Path, benchmark: str) -> None:
 
     boards = [board for board in build_leaderboard(read_rows(results)) if board.benchmark == benchmark]
     console.print(to_rich(boards))
+
+
+@app.command("sync-mlflow")
+def sync_mlflow(
+    results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A --results folder of `sharpbench run`."),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI to fill; default: the run's, else sqlite under the results folder."
+    ),
+) -> None:
+    """Back-fill MLflow from the Parquet rows (after a tracking-store outage, or into another
+    store): every row gets its trial run under its method's parent, with params, final metrics,
+    status and tags. Idempotent: runs are found by their trial key, a second call changes nothing.
+    """
+    from bench.config import ConfigError
+    from bench.preflight import PreflightError, check_tracking_uri
+    from bench.results.mlflow_sync import SyncError, sync_to_mlflow
+
+    if tracking_uri is not None:
+        try:
+            check_tracking_uri(tracking_uri)
+        except PreflightError as error:
+            _fail(str(error))
+    try:
+        done = sync_to_mlflow(results_dir, tracking_uri)
+    except (SyncError, ConfigError) as error:
+        _fail(str(error))
+    except Exception as error:  # MLflow failed part-way: what is done stays done, a rerun finishes
+        errors.print(
+            f"error: MLflow failed during the sync ({_first_line(error)}); run the same command again to finish",
+            highlight=False, markup=False, soft_wrap=True,
+        )
+        raise typer.Exit(code=1) from None
+    console.print(done.line(), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

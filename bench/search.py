@@ -17,7 +17,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import optuna
 import ray
@@ -34,6 +35,8 @@ from bench.preflight import NodeResources
 from bench.plan import SEED_KEY, SELECTED_KEY, MethodPlan, SearchParam, SelectedConfig, plan_methods, trial_spec
 from bench.provenance import hardware
 from bench.results import summary
+from bench.results.mlflow_mirror import mirror_for
+from bench.results.mlflow_sync import parent_params
 from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink
 from bench.results.parquet import ParquetSink, read_rows
 from bench.results.rows import TrialOutcome, build_row
@@ -41,6 +44,7 @@ from bench.results.schema import Phase, TrialStatus
 from bench.training import Trainer
 from regularizers.space import Choice, Float, Int
 
+_R = TypeVar("_R")
 _STATE_FILE = "trainer.pt"
 _ELAPSED_FILE = "elapsed.json"
 
@@ -287,6 +291,11 @@ class SinkCallback(Callback):
                 self._mlflow.load_state(self.sink_state)
         return self._mlflow
 
+    def _to_mlflow(self, what: str, call: Callable[[MlflowSink], _R]) -> _R | None:
+        """``call(sink)`` through this URI's mirror: ``None`` once MLflow failed (said once),
+        never an exception, so Parquet rows and trial outcomes never depend on MLflow."""
+        return mirror_for(self.tracking_uri).call(what, lambda: call(self.mlflow))
+
     @property
     def parquet(self) -> ParquetSink:
         if self._parquet is None:
@@ -302,29 +311,23 @@ class SinkCallback(Callback):
         if self._state_tracking_uri not in (None, self.tracking_uri):
             # The restored MLflow run ids belong to another store: find or create runs here.
             self.run_ids, self.sink_state, self.parent_run_id = {}, {}, None
-        self.parent_run_id = self.mlflow.parent_run(
+        self.parent_run_id = self._to_mlflow("parent run", lambda sink: sink.parent_run(
             search_name=self.plan.parent_key(self.phase.value, self.instance),
             benchmark=self.config.benchmark,
             regularizer=self.plan.regularizer,
             phase=self.phase.value,
             params=self._parent_params(),
             config=self.config.model_dump(mode="json"),
-        )
+        ))
 
     def _parent_params(self) -> dict[str, str]:
-        return {
-            "dataset": self.config.dataset.name,
-            "model": self.config.model.name,
-            "trials_per_method": str(self.config.search.trials_per_method),
-            "search_seed": str(self.config.search.seed),
-            "search_space": json.dumps({p.key: p.domain.describe() for p in self.plan.params}),
-            "fixed": json.dumps(self.plan.fixed, sort_keys=True),
-        }
+        return parent_params(self.config, self.plan)
 
     def _trial_key(self, trial: Any) -> str:
         return f"{self.search_name}/{trial.trial_id}"
 
-    def _run_id(self, trial: Any) -> str:
+    def _run_id(self, trial: Any) -> str | None:
+        """The trial's MLflow run id; ``None`` while MLflow is down (sync-mlflow back-fills it)."""
         if trial.trial_id not in self.run_ids:
             spec = trial_spec(self.config, self.plan, trial.config or {})
             params: dict[str, object] = {f"regularizer.{k}": v for k, v in spec.regularizer_hparams.items()}
@@ -334,14 +337,17 @@ class SinkCallback(Callback):
             selected = _selected_from(trial)
             if selected is not None:
                 tags["sharpbench.selected_from_run_id"] = selected
-            self.run_ids[trial.trial_id] = self.mlflow.trial_run(
+            run_id = self._to_mlflow("trial run", lambda sink: sink.trial_run(
                 self.parent_run_id or "",
                 self._trial_key(trial),
                 run_name=f"{self.plan.regularizer}-{trial.trial_id}",
                 params=params,
                 tags=tags,
                 config=spec.to_dict(),
-            )
+            ))
+            if run_id is None:
+                return None
+            self.run_ids[trial.trial_id] = run_id
         return self.run_ids[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -359,7 +365,9 @@ class SinkCallback(Callback):
             and metrics.is_reported(key)
         }
         used = {tag: str(result[key]) for key, tag in _USED_TAGS.items() if result.get(key) is not None}
-        self.mlflow.log_epoch(self._run_id(trial), int(result.get(metrics.EPOCH, 0)), numeric, tags=used)
+        run_id = self._run_id(trial)
+        if run_id is not None:
+            self._to_mlflow("log epoch", lambda sink: sink.log_epoch(run_id, int(result.get(metrics.EPOCH, 0)), numeric, tags=used))
         if self.progress is not None:
             self.progress.heartbeat(*self._running_and_best(trials), self.config.search.metric)
 
@@ -407,12 +415,9 @@ class SinkCallback(Callback):
         )
         row = build_row(outcome)
         self.parquet.write([row])
-        self.mlflow.finish_trial(
-            run_id,
-            status,
-            {metrics.TEST_ACCURACY: row.test_accuracy, metrics.TEST_LOSS: row.test_loss, metrics.WALL_SECONDS: row.wall_seconds},
-            error,
-        )
+        if run_id is not None:
+            final = {metrics.TEST_ACCURACY: row.test_accuracy, metrics.TEST_LOSS: row.test_loss, metrics.WALL_SECONDS: row.wall_seconds}
+            self._to_mlflow("finish trial", lambda sink: sink.finish_trial(run_id, status, final, error))
         self.finished[trial.trial_id] = status.value
         if self.progress is not None:
             self.progress.trial_finished(
@@ -450,11 +455,14 @@ class SinkCallback(Callback):
         counts = {s.value: sum(v == s.value for v in self.finished.values()) for s in TrialStatus}
         values: dict[str, float | None] = {f"trials_{k}": float(v) for k, v in counts.items()}
         board = summary.method_board(self.results_dir, self.config.benchmark, self.plan.regularizer)
+        parent_run_id = self.parent_run_id
         if board is None:  # nothing recorded (every trial interrupted before it ended)
-            self.mlflow.finish_parent(self.parent_run_id, values)
+            self._to_mlflow("finish parent", lambda sink: sink.finish_parent(parent_run_id, values))
             return
         parent = summary.summarize(board, self.phase)
-        self.mlflow.finish_parent(self.parent_run_id, {**values, **parent.metrics}, tags=parent.tags, standing=parent.board_json)
+        self._to_mlflow("finish parent", lambda sink: sink.finish_parent(
+            parent_run_id, {**values, **parent.metrics}, tags=parent.tags, standing=parent.board_json
+        ))
 
     def get_state(self) -> dict[str, Any]:
         return {

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,43 +34,79 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
+@dataclass
+class MlflowServer:
+    """A running `mlflow server` process on loopback over a SQLite backend store."""
+
+    url: str
+    backend_dir: Path
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the server and its uvicorn worker: our own group
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def _launch_mlflow_server(tmp_path: Path, backend_dir: Path, log_name: str) -> MlflowServer:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "server.log").open("wb")
+    log_path = tmp_path / log_name
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    (tmp_path / "server").mkdir()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", default_tracking_uri(tmp_path / "server"),
-            "--artifacts-destination", str(tmp_path / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True,
-    )  # fmt: skip
+    backend_dir.mkdir(exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "server",
+                "--backend-store-uri", default_tracking_uri(backend_dir),
+                "--artifacts-destination", str(tmp_path / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+    server = MlflowServer(url, backend_dir, proc)
+    deadline = time.monotonic() + 90  # ~15 s normally; slack for a busy machine
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            pytest.fail(f"mlflow server not ready in 90 s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def mlflow_servers(tmp_path: Path) -> Iterator[Callable[[Path], MlflowServer]]:
+    """Starts `mlflow server` processes (``start(backend_dir)``; two on one folder share its
+    SQLite store); every one still running is stopped at teardown."""
+    started: list[MlflowServer] = []
+
+    def start(backend_dir: Path) -> MlflowServer:
+        server = _launch_mlflow_server(tmp_path, backend_dir, f"server-{len(started)}.log")
+        started.append(server)
+        return server
+
     try:
-        deadline = time.monotonic() + 90  # ~15 s normally; slack for a busy machine
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not ready in 90 s:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
+        yield start
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker: our own group
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        log.close()
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    server = _launch_mlflow_server(tmp_path, tmp_path / "server", "server.log")
+    try:
+        yield server.url
+    finally:
+        server.stop()

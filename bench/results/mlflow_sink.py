@@ -29,7 +29,9 @@ A sink is not thread-safe; use it from one thread (the driver's callback).
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import hashlib
 import json
 import logging
@@ -118,6 +120,15 @@ RUN_STATUS: Mapping[TrialStatus, str] = {
 }
 
 _STATE_VERSION = 1
+
+#: MLflow's HTTP client waits 120 s per request and retries 7 times with a backoff factor of 2
+#: (mlflow/environment_variables.py, 3.17): minutes per call against a dead server. sharpbench's
+#: own client gets these bounds (a few seconds per failed call) unless the user set them.
+BOUNDED_HTTP_ENV: Mapping[str, str] = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",  # seconds per request
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # seconds: sleeps ~1 s, then ~2 s (plus jitter)
+}
 _TRUNCATION_MARK = "...[truncated {n} chars]"
 _T = TypeVar("_T")
 
@@ -263,6 +274,21 @@ class RunSource:
         return tags
 
 
+@contextlib.contextmanager
+def _store_lock(db: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<db>.lock`` (nothing for other stores); the kernel releases
+    it when the holder dies."""
+    if db is None:
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _artifact_path(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     if not name or path.is_absolute() or ".." in path.parts:
@@ -290,12 +316,19 @@ class MlflowSink:
         self.experiment_name = experiment_name
         self.source = source if source is not None else RunSource.current()
         artifact_location: str | None = None
+        db: Path | None = None
         if self.tracking_uri.startswith("sqlite:////"):
             db = Path(self.tracking_uri[len("sqlite:///") :].partition("?")[0])
             db.parent.mkdir(parents=True, exist_ok=True)
             artifact_location = (db.parent / "mlartifacts").as_uri()
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        self.experiment_id = self._experiment(experiment_name, artifact_location)
+        for name, value in BOUNDED_HTTP_ENV.items():
+            os.environ.setdefault(name, value)  # read by MLflow per request: set before the first
+        # The client (3.17: on construction) and the first call create a fresh SQLite store's
+        # schema; two processes doing it at once race ("table ... already exists", alembic's
+        # version row), so one at a time (FIELD-NOTES, MLflow).
+        with _store_lock(db):
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            self.experiment_id = self._experiment(experiment_name, artifact_location)
         self._parents: dict[str, str] = {}  # search name -> run id
         self._trials: dict[str, str] = {}  # trial key -> run id
         self._last_step: dict[str, int] = {}  # run id -> last step logged by log_epoch
@@ -464,6 +497,10 @@ class MlflowSink:
         """The run id of search ``search_name`` in this experiment, ``None`` when it has none."""
         return self._parents.get(search_name) or self._find_run(TAG_SEARCH_ID, _digest(search_name), search_name)
 
+    def find_trial_run(self, trial_key: str) -> str | None:
+        """The run id of trial ``trial_key`` in this experiment, ``None`` when it has none (not reopened)."""
+        return self._trials.get(trial_key) or self._find_run(TAG_TRIAL_ID, _digest(trial_key), trial_key)
+
     def _missing_params(self, run_id: str, values: Mapping[str, str]) -> dict[str, str]:
         logged = self._reopen(run_id)
         changed = sorted(k for k, v in values.items() if k in logged and logged[k] != v)
@@ -490,12 +527,13 @@ class MlflowSink:
         status: TrialStatus,
         metrics: Mapping[str, float | None],
         error: str | None = None,
+        step: int | None = None,
     ) -> None:
         """Log final ``metrics`` (None values skipped) and the status tags in one batch, then end
         the run: FINISHED for completed and stopped trials, FAILED for failed ones.
 
         Final metrics are logged at the last step :meth:`log_epoch` logged for this run (so they
-        are the run's latest values in the UI), step 0 when that is unknown. A failed trial gets
+        are the run's latest values in the UI), step 0 when that is unknown, or at ``step``. A failed trial gets
         the tag ``sharpbench.error`` with ``error`` (or "unknown error"), truncated to MLflow's limit.
         """
         status = TrialStatus(status)
@@ -504,7 +542,8 @@ class MlflowSink:
             tags[TAG_ERROR] = error or "unknown error"
         elif error:
             tags[TAG_ERROR] = error
-        self._log(run_id, metrics=self._metrics(metrics, self._last_step.get(run_id, 0)), tags=tags)
+        at = self._last_step.get(run_id, 0) if step is None else step
+        self._log(run_id, metrics=self._metrics(metrics, at), tags=tags)
         self.client.set_terminated(run_id, status=RUN_STATUS[status])
 
     def finish_parent(
@@ -566,6 +605,7 @@ class MlflowSink:
 
 
 __all__ = [
+    "BOUNDED_HTTP_ENV",
     "RUN_STATUS",
     "MlflowSink",
     "RunSource",
