@@ -376,11 +376,16 @@ def _first_line(error: BaseException) -> str:
 
 def _print_board(results: Path, benchmark: str) -> None:
     """The leaderboard of ``benchmark``, read back from the Parquet rows just written."""
-    from bench.leaderboard import build_leaderboard, to_rich
+    from bench.leaderboard import build_leaderboard, render, to_rich
     from bench.results.parquet import read_rows
 
     boards = [board for board in build_leaderboard(read_rows(results)) if board.benchmark == benchmark]
-    console.print(to_rich(boards))
+    if console.is_terminal:
+        console.print(to_rich(boards))
+    else:
+        # A pipe or a log file: markdown, whose rows are never wrapped or cut (a fixed-width table
+        # would truncate the chosen hyperparameters).
+        sys.stdout.write(render(boards, "markdown").rstrip("\n") + "\n")
 
 
 @app.command("sync-mlflow")

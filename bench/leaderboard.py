@@ -657,7 +657,7 @@ def legend(board: BenchmarkBoard) -> str:
     metrics = ", ".join(sorted({s.search_metric for s in board.standings})) or selection.DEFAULT_METRIC
     tested = sum(s.vs_baseline_p is not None for s in board.standings)
     if board.baseline is None:
-        versus = board.baseline_note or "no baseline"
+        versus = (board.baseline_note or "no baseline").rstrip(".") + "."
     else:
         versus = (
             f"Δ = method − {board.baseline}, mean test accuracy; paired t-test on seed-matched final runs when both "

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -494,13 +495,14 @@ class SearchInterrupted(RuntimeError):
     """A search stopped before all its trials ended (Ctrl-C); its state is saved for resuming."""
 
 
-def _check_finished(grid: Any, search_name: str, results_dir: Path) -> None:
+def _check_finished(planned: int, search_name: str, results_dir: Path) -> None:
     """Ray Tune returns normally from an interrupted ``fit`` (and marks the stopped trials
     terminated), so count what the sink callback recorded: every trial that really ended has its
-    row. Fewer rows than trials means Ctrl-C: stop here instead of going on to the next method."""
+    row. Fewer rows than the trials planned means Ctrl-C (even one so early that Tune had made no
+    trial yet): stop here instead of going on to the next method."""
     prefix = f"{search_name}/"
     recorded = sum(run_id.startswith(prefix) for run_id in read_rows(results_dir).column("run_id").to_pylist())
-    unfinished = len(grid) - recorded
+    unfinished = planned - recorded
     if unfinished > 0:
         raise SearchInterrupted(f"search {search_name} was interrupted with {unfinished} trial(s) unfinished; its state is saved")
 
@@ -529,6 +531,17 @@ def _scheduler(config: BenchmarkConfig, plan: MethodPlan) -> ASHAScheduler | FIF
     )
 
 
+def _has_trials(experiment: Path) -> bool:
+    """Whether a Tune experiment folder's latest state lists any trial."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    if not states:
+        return False
+    try:
+        return bool(json.loads(states[-1].read_text()).get("trial_data"))
+    except (OSError, ValueError):
+        return True  # unreadable: let Tune's own restore decide and report
+
+
 def _tuner(
     trainable: Any,
     *,
@@ -541,6 +554,10 @@ def _tuner(
     retry_failed: bool,
 ) -> Tuner:
     path = storage / name
+    if Tuner.can_restore(str(path)) and not _has_trials(path):
+        # Interrupted before Tune made a single trial: nothing to resume, and Tune's restore of
+        # such a state fails part-way and then runs fewer trials than planned (seen). Start afresh.
+        shutil.rmtree(path)
     if Tuner.can_restore(str(path)):
         # An interrupted search continues where it stopped: finished trials are not re-run, and
         # failed ones (their retries, max_failures, already spent) stay failed unless asked.
@@ -640,16 +657,17 @@ def _search(plan: MethodPlan, context: _Context) -> Any:
         config=config,
         retry_failed=context.retry_failed,
     ).fit()
-    _check_finished(grid, name, context.results_dir)
+    _check_finished(plan.budget.trials, name, context.results_dir)
     return grid
 
 
 def _final(plan: MethodPlan, selected: list[SelectedConfig], context: _Context) -> None:
     """Each selected search config re-run once per final seed (one Tune run: configs × seeds)."""
     name = plan.search_name(Phase.FINAL.value)
+    runs = len(selected) * len(context.config.final.seeds)
     if _LIVE.progress is not None:
-        _LIVE.progress.phase_started(plan.regularizer, Phase.FINAL.value, len(selected) * len(context.config.final.seeds))
-    grid = _tuner(
+        _LIVE.progress.phase_started(plan.regularizer, Phase.FINAL.value, runs)
+    _tuner(
         context.trainable(plan),
         name=name,
         storage=context.storage,
@@ -657,12 +675,12 @@ def _final(plan: MethodPlan, selected: list[SelectedConfig], context: _Context) 
             SELECTED_KEY: tune.grid_search([choice.to_tune() for choice in selected]),
             SEED_KEY: tune.grid_search(list(context.config.final.seeds)),
         },
-        tune_config=TuneConfig(metric=context.metric, mode=context.mode, max_concurrent_trials=_concurrency(context.config, len(selected) * len(context.config.final.seeds))),
+        tune_config=TuneConfig(metric=context.metric, mode=context.mode, max_concurrent_trials=_concurrency(context.config, runs)),
         callback=context.callback(plan, Phase.FINAL),
         config=context.config,
         retry_failed=context.retry_failed,
     ).fit()
-    _check_finished(grid, name, context.results_dir)
+    _check_finished(runs, name, context.results_dir)
 
 
 def run_final(plan: MethodPlan, context: _Context) -> None:

@@ -238,6 +238,10 @@ def _importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     ]
     if not varying:
         return None, "the searched hyperparameters took one value over the completed trials: no importance"
+    values = {t.value for t in complete}
+    if len(values) == 1:
+        # fANOVA divides by the variance of the objective: with one value there is none to explain.
+        return None, f"all {len(complete)} completed trials scored the same value: no variance to attribute, no importance"
     importances = optuna.importance.get_param_importances(study, evaluator=importance_evaluator())
     note = (
         f"fANOVA importance (Hutter et al. 2014; Optuna's FanovaImportanceEvaluator, seed {IMPORTANCE_SEED}) "

@@ -134,3 +134,18 @@ def test_val_loss_searches_minimize(tmp_path):
     rebuilt = rebuild_study("tiny", "erm", rows, config())
     assert rebuilt.metric == "val_loss" and rebuilt.study.direction.name == "MINIMIZE"
     assert rebuilt.study.best_value == pytest.approx(1.0 - 0.93, abs=1e-15)  # val_loss = 1 - val_accuracy in the fixture
+
+
+def test_no_importance_when_every_completed_trial_scored_the_same():
+    """Seen on digits: two completed trials with the same validation accuracy (one image in 359
+    is 0.0028) made fANOVA raise "zero total variance"; the report says why instead."""
+    import optuna
+
+    from bench.report.studies import _importances
+
+    study = optuna.create_study(direction="maximize")
+    distribution = FloatDistribution(0.01, 0.3, log=True)
+    for lr in (0.02, 0.2):
+        study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions={"lr": distribution}, value=0.983287))
+    importances, note = _importances(study)
+    assert importances is None and "scored the same value" in note
