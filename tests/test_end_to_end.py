@@ -216,7 +216,8 @@ def test_mlflow_reads_as_a_training_benchmark(smoke_results, tmp_path):
         assert tags["sharpbench.precision"] == row["precision"] == "float32"
         assert tags["sharpbench.device"] == row["device"] == "cpu"
     board = build_leaderboard(read_rows(smoke_results))[0]
-    parents = {p.data.tags["sharpbench.search_name"]: p for p in runs if "mlflow.parentRunId" not in p.data.tags}
+    # parent runs are keyed by search name within a run instance (bench.run_record): "<search>@<instance>"
+    parents = {p.data.tags["sharpbench.search_name"].split("@")[0]: p for p in runs if "mlflow.parentRunId" not in p.data.tags}
     for standing in board.standings:
         search = parents[f"smoke-{standing.regularizer}-search"].data.metrics
         final = parents[f"smoke-{standing.regularizer}-final"].data

@@ -38,6 +38,7 @@ import logging
 import os
 import shutil
 import tempfile
+import urllib.parse
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -329,6 +330,16 @@ class MlflowSink:
         with _store_lock(db):
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             self.experiment_id = self._experiment(experiment_name, artifact_location)
+        #: MLflow fixes an experiment's artifact folder when it is created. When the results folder
+        #: holding the sqlite store has moved since, that folder is the old place: logging there
+        #: would recreate the old results folder, so artifacts are skipped (said once, below).
+        self.artifacts_elsewhere = db is not None and not self._artifacts_beside(db)
+        if self.artifacts_elsewhere:
+            _log.warning(
+                "MLflow artifacts of experiment %r live in %s, fixed when it was created; the store has moved to %s, "
+                "so this run logs no artifacts (metrics, params and tags still go to MLflow; Parquet has every row)",
+                experiment_name, self.client.get_experiment(self.experiment_id).artifact_location, db.parent,
+            )
         self._parents: dict[str, str] = {}  # search name -> run id
         self._trials: dict[str, str] = {}  # trial key -> run id
         self._last_step: dict[str, int] = {}  # run id -> last step logged by log_epoch
@@ -354,6 +365,13 @@ class MlflowSink:
             # set to another kind in the UI is left as it is.
             self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING)
         return experiment.experiment_id
+
+    def _artifacts_beside(self, db: Path) -> bool:
+        location = self.client.get_experiment(self.experiment_id).artifact_location or ""
+        if not location.startswith("file://"):
+            return True  # not a local folder: nothing of ours to recreate
+        folder = Path(urllib.parse.urlparse(location).path)
+        return folder.is_relative_to(db.parent.resolve()) or folder.is_relative_to(db.parent)
 
     def _find_run(self, tag: str, digest: str, what: str) -> str | None:
         runs = self.client.search_runs(
@@ -433,7 +451,7 @@ class MlflowSink:
             TAG_PHASE: Phase(phase).value,
         }
         run_id, created = self._get_or_create(self._parents, TAG_SEARCH_ID, search_name, search_name, params, tags)
-        if created and config is not None:
+        if created and config is not None and not self.artifacts_elsewhere:
             self.client.log_dict(run_id, dict(config), BENCHMARK_CONFIG_ARTIFACT)
         return run_id
 
@@ -461,7 +479,7 @@ class MlflowSink:
             MLFLOW_PARENT_RUN_ID: parent_run_id,
         }
         run_id, created = self._get_or_create(self._trials, TAG_TRIAL_ID, trial_key, run_name, params, all_tags)
-        if created and config is not None:
+        if created and config is not None and not self.artifacts_elsewhere:
             self.client.log_dict(run_id, dict(config), TRIAL_CONFIG_ARTIFACT)
         return run_id
 
@@ -557,7 +575,7 @@ class MlflowSink:
         method's leaderboard ``standing`` (JSON-serializable) as ``standing.json``, and end the
         run as FINISHED."""
         self._log(run_id, metrics=self._metrics(metrics, 0), tags=tags)
-        if standing is not None:
+        if standing is not None and not self.artifacts_elsewhere:
             self.client.log_dict(run_id, dict(standing), STANDING_ARTIFACT)
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
 
@@ -572,6 +590,8 @@ class MlflowSink:
         for name, (_, local) in targets.items():
             if not local.is_file():
                 raise FileNotFoundError(f"artifact {name!r}: no file at {local}")
+        if self.artifacts_elsewhere:
+            return
         for artifact, local in targets.values():
             folder = None if str(artifact.parent) == "." else str(artifact.parent)
             if local.name == artifact.name:
