@@ -160,6 +160,9 @@ class Standing:
     #: How the equal budget was counted for this method (the search rows' ``budget``, bench.plan.MethodBudget):
     #: kind "trials" or "passes", scale, trials, epochs, passes per step; empty for rows before schema v2.
     budget: dict[str, Any]
+    #: The rows behind ``test_accuracy`` (the ranked final group, or the best search trial): the
+    #: report plots exactly these, so it never re-derives which runs a standing stands on.
+    behind_run_ids: tuple[str, ...]
     trials_total: int
     trials_completed: int
     trials_stopped: int
@@ -389,6 +392,7 @@ def _method(regularizer: str, rows: Sequence[Mapping[str, Any]], confidence: flo
         tuned_training_hparams=_tuned(search, _hparams(config["training_hparams"]) if config is not None else {}),
         other_final_groups=tuple(groups[1:]),
         budget=_hparams(max(search, key=lambda r: r["timestamp"])["budget"]) if search else {},
+        behind_run_ids=tuple(r["run_id"] for r in flat_rows) if summary.mean is not None else (),
         trials_total=len(search),
         trials_completed=count(TrialStatus.COMPLETED),
         trials_stopped=count(TrialStatus.STOPPED),

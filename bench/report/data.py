@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import metrics as M
-from bench.leaderboard import RANKED_BY_FINAL, RANKED_BY_SEARCH, Standing
-from bench.results.schema import Phase, TrialStatus
+from bench.leaderboard import Standing
+from bench.results.schema import TrialStatus
 
 Row = Mapping[str, Any]
 
@@ -69,29 +69,10 @@ class FlatnessPoint:
 
 
 def standing_rows(standing: Standing, rows: Sequence[Row]) -> list[Row]:
-    """The rows behind ``standing``'s test accuracy (``rows``: that method's rows on its board).
-
-    Final runs are matched by ``selected_from_run_id``; rows written before that column existed
-    (schema version 1) match the chosen search trial's hyperparameters, as the leaderboard does.
-    Empty when the method has no test accuracy."""
-    if standing.ranked_by == RANKED_BY_SEARCH:
-        return [r for r in rows if r["run_id"] == standing.best_run_id]
-    if standing.ranked_by != RANKED_BY_FINAL:
-        return []
-    source = standing.final_selected_from_run_id
-    finals = [
-        r
-        for r in rows
-        if r["phase"] == Phase.FINAL.value and r["status"] == TrialStatus.COMPLETED.value and finite(r[M.TEST_ACCURACY]) is not None
-    ]
-    matched = [r for r in finals if r["selected_from_run_id"] is not None and r["selected_from_run_id"] == source]
-    if matched:
-        return matched
-    chosen = next((r for r in rows if r["run_id"] == source), None)
-    legacy = [r for r in finals if r["selected_from_run_id"] is None]
-    if chosen is not None:
-        return [r for r in legacy if r["regularizer_hparams"] == chosen["regularizer_hparams"]]
-    return legacy
+    """The rows behind ``standing``'s test accuracy, as the leaderboard chose them
+    (``Standing.behind_run_ids``); empty when the method has no test accuracy."""
+    behind = set(standing.behind_run_ids)
+    return [r for r in rows if r["run_id"] in behind]
 
 
 def method_result(standing: Standing, rows: Sequence[Row]) -> MethodResult | None:
