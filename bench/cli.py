@@ -55,6 +55,10 @@ class ListFormat(str, Enum):
 # Options shared by `run` and `final`.
 _ADDRESS = typer.Option(None, "--address", help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one.")
 _TRACKING_URI = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default: the config's, else sqlite under the results folder.")
+_OPTUNA_STORAGE = typer.Option(
+    None, "--optuna-storage",
+    help="SQLAlchemy URL of the Optuna studies (one per method; optuna-dashboard reads them); default: the config's, else sqlite under the results folder.",
+)
 _NUM_CPUS = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray runtime (default: all).")
 _QUIET = typer.Option(False, "--quiet", "-q", help="Print only the final leaderboard, the commands to open the results, and errors.")
 _VERBOSE = typer.Option(False, "--verbose", "-v", help="Also show Ray's, Tune's, Optuna's and MLflow's own log lines (filtered out by default).")
@@ -66,6 +70,7 @@ def run(
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="Folder for the Parquet leaderboard, the default MLflow store and Ray's search state."),
     address: Optional[str] = _ADDRESS,
     tracking_uri: Optional[str] = _TRACKING_URI,
+    optuna_storage: Optional[str] = _OPTUNA_STORAGE,
     num_cpus: Optional[int] = _NUM_CPUS,
     quiet: bool = _QUIET,
     verbose: bool = _VERBOSE,
@@ -88,8 +93,12 @@ def run(
     hyperparameters, the result, and an ETA for the whole run from the trials finished so far),
     with a progress bar on a terminal or a heartbeat line every 30 s in a pipe.
 
-    Re-running the same CONFIG with the same --results resumes interrupted searches (Ctrl-C
-    saves them); finished searches are not re-run, and their failed trials stay failed unless
+    All methods search at once, in one Ray Tune experiment: each keeps its own Optuna study
+    (persisted, see --optuna-storage), its own ASHA early stopping and its own budget, and its
+    final seeds start as soon as its own search has ended.
+
+    Re-running the same CONFIG with the same --results resumes an interrupted run (Ctrl-C
+    saves it) and continues the same Optuna studies; finished trials are not re-run, and failed trials stay failed unless
     --retry-failed is given. A changed CONFIG (anything that changes results) stops with exit 2
     naming the keys that differ: use another --results folder or benchmark name, or --restart.
     One run at a time per results folder.
@@ -101,6 +110,8 @@ def run(
         config = load_config(config_path)
     except ConfigError as error:
         _fail(str(error))
+    if optuna_storage is not None:
+        config = config.model_copy(update={"optuna_storage": optuna_storage})
     _execute(
         config, results, address, tracking_uri, num_cpus, verbosity, restart=restart, retry_failed=retry_failed,
         resume_hint=f"sharpbench run {config_path} --results {results}",
@@ -115,6 +126,7 @@ def final(
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Re-run each method's K best search configs; default: the run's final.top_k."),
     address: Optional[str] = _ADDRESS,
     tracking_uri: Optional[str] = _TRACKING_URI,
+    optuna_storage: Optional[str] = _OPTUNA_STORAGE,
     num_cpus: Optional[int] = _NUM_CPUS,
     quiet: bool = _QUIET,
     verbose: bool = _VERBOSE,
@@ -153,6 +165,8 @@ def final(
             _fail(str(error))
     if not config.final.seeds:
         _fail("no final seeds: the run's config has final.seeds empty; give them with --seed 1 --seed 2 ...")
+    if optuna_storage is not None:
+        config = config.model_copy(update={"optuna_storage": optuna_storage})
     _execute(
         config, results_dir, address, tracking_uri, num_cpus, verbosity, final_only=True,
         resume_hint=f"sharpbench final {results_dir} --benchmark {benchmark}",
@@ -257,6 +271,7 @@ def _execute_locked(
     for line in tidy.lines():
         errors.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
 
+    storage = config.optuna_storage or search.default_storage(results)
     plans = plan_methods(config)
     finals = len(config.final.seeds) * config.final.top_k
     searched = 0 if final_only else 1
@@ -266,7 +281,7 @@ def _execute_locked(
         console.print(
             f"[bold]{config.benchmark}[/]: {len(plans)} methods × ({what}{finals} final runs), "
             f"{config.training.epochs} epochs each; sampler {config.search.sampler.name}, budget in {config.search.budget.kind}"
-            f"\nresults → {results}\nMLflow  → {uri}",
+            f"\nresults → {results}\nMLflow  → {uri}\nOptuna  → {storage}",
             highlight=False, soft_wrap=True,
         )
     try:
@@ -314,6 +329,7 @@ def _execute_locked(
     commands = [
         ("Leaderboard", f"sharpbench leaderboard {shlex.quote(str(results))}"),
         ("MLflow UI  ", f"mlflow ui --backend-store-uri {shlex.quote(uri)}"),
+        ("Studies    ", f"optuna-dashboard {shlex.quote(storage)}"),
     ]
     if report is not None:
         commands.append(("Report     ", f"xdg-open {shlex.quote(str(report))}"))

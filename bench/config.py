@@ -302,6 +302,9 @@ class BenchmarkConfig(_Strict):
     #: Training seed of the search trials (data order, init, noise).
     seed: int = 0
     tracking_uri: str | None = None
+    #: SQLAlchemy URL of the Optuna studies (one per method), e.g. ``postgresql://host/db`` on a
+    #: cluster; ``None``: ``sqlite:///<results>/optuna.db``. ``sharpbench run --optuna-storage`` overrides it.
+    optuna_storage: str | None = None
 
     @field_validator("regularizers", mode="before")
     @classmethod

@@ -23,6 +23,9 @@ from regularizers.space import Choice, Domain, Float, Int
 REGULARIZER_NAMESPACE = "regularizer"
 TRAINING_NAMESPACE = "training"
 SEED_KEY = "seed"
+#: Every trial of the one Tune experiment says which method and phase it belongs to.
+METHOD_KEY = "method"
+PHASE_KEY = "phase"
 #: Final-phase trials carry the search trial they re-run under this key: ``{"run_id": ..., "config": {...}}``.
 SELECTED_KEY = "selected"
 

@@ -64,6 +64,7 @@ def check_before_start(
     address: str | None,
     tracking_uri: str | None,
     num_cpus: int | None,
+    optuna_storage: str | None = None,
 ) -> None:
     """Every check that needs no Ray runtime, cheapest first; raises :class:`PreflightError`.
 
@@ -83,6 +84,9 @@ def check_before_start(
     uri = tracking_uri or config.tracking_uri
     if uri is not None:
         check_tracking_uri(uri)
+    storage = optuna_storage or config.optuna_storage
+    if storage is not None:
+        check_optuna_storage(storage)
 
 
 # --- the config against itself and the registries ---------------------------------------------
@@ -235,6 +239,20 @@ def check_tracking_uri(uri: str) -> None:
         reason = getattr(error, "reason", error)
         text = getattr(reason, "strerror", None) or str(reason)
         raise PreflightError(f"no MLflow tracking server answers at {uri} within {NETWORK_TIMEOUT_S:g} s: {text}") from None
+
+
+def check_optuna_storage(url: str) -> None:
+    """A SQLAlchemy URL whose database driver is installed (Optuna's RDB storage takes any);
+    whether the database answers is Optuna's to say when the first study opens."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except ArgumentError:
+        raise PreflightError(f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)") from None
+    except (NoSuchModuleError, ImportError) as error:
+        raise PreflightError(f"cannot use Optuna storage {url!r}: {_first_line(error)}") from None
 
 
 def _plugin_schemes() -> set[str]:

@@ -40,6 +40,7 @@ LOCK_FILENAME = ".sharpbench.lock"
 #: resumed run may change them (e.g. resume on a bigger machine, log to another server).
 NOT_IDENTITY = frozenset({
     "tracking_uri",
+    "optuna_storage",
     "search.max_concurrent_trials",
     "search.max_failures",
     "search.checkpoint_every",

@@ -1,0 +1,177 @@
+"""The whole benchmark as one Tune experiment: every method's search and final seeds at once.
+
+One driver, one experiment, one searcher (:mod:`bench.search.searcher`) that routes each free
+slot to a method with work left, one scheduler that gives each method its own ASHA
+(:mod:`bench.search.scheduler`), and one sink callback that writes every finished trial
+(:mod:`bench.search.sink`). An interrupted experiment is restored, not re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from ray import tune
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+from bench import metrics
+from bench.config import BenchmarkConfig
+from bench.console import RunProgress
+from bench.plan import SEED_KEY, plan_methods
+from bench.results.schema import Phase
+from bench.search import finals
+from bench.search.live import LIVE, LiveRun
+from bench.search.runtime import trial_slots
+from bench.search.scheduler import PerMethodScheduler
+from bench.search.searcher import BenchmarkSearcher
+from bench.search.sink import SinkCallback
+from bench.search.studies import default_storage
+from bench.search.trainable import run_trial
+
+#: Ray Tune's experiments live here, under the results folder.
+RAY_DIRNAME = "ray"
+
+
+class SearchInterrupted(RuntimeError):
+    """The experiment stopped before all its trials ended (Ctrl-C); its state is saved for resuming."""
+
+
+def experiment_name(config: BenchmarkConfig, final_only: bool) -> str:
+    """Stable across runs, so an interrupted experiment resumes under the same name. A final-only
+    call (``sharpbench final``) is its own experiment per final section (seeds, top-k): another
+    ``--seed`` is a new experiment, the same one resumes."""
+    if not final_only:
+        return config.benchmark
+    digest = hashlib.sha256(json.dumps(config.final.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config.benchmark}-final-{digest}"
+
+
+def unfinished(live: LiveRun) -> list[str]:
+    """What the sink has not recorded yet, per method (empty when the experiment is complete).
+
+    Ray Tune returns normally from an interrupted ``fit`` (and marks the stopped trials
+    terminated), so count rows: every trial that really ended has its row."""
+    rows = finals.results_rows(live.results_dir)
+    missing = []
+    for plan in live.plans.values():
+        if not live.final_only:
+            left = plan.budget.trials - finals.search_rows(plan, rows)
+            if left > 0:
+                missing.append(f"{plan.regularizer}: {left} search trial(s)")
+                continue  # its finals are not chosen yet
+        if live.config.final.seeds:
+            left = len(finals.missing_finals(plan, rows, live.config))
+            if left:
+                missing.append(f"{plan.regularizer}: {left} final run(s)")
+    return missing
+
+
+def _has_trials(experiment: Path) -> bool:
+    """Whether a Tune experiment folder's latest state lists any trial."""
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    if not states:
+        return False
+    try:
+        return bool(json.loads(states[-1].read_text()).get("trial_data"))
+    except (OSError, ValueError):
+        return True  # unreadable: let Tune's own restore decide and report
+
+
+def _tuner(live: LiveRun, name: str, storage: Path) -> Tuner:
+    config = live.config
+    plans = list(live.plans.values())
+    resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, config=config, plans=live.plans), resources)
+    path = storage / name
+    if Tuner.can_restore(str(path)) and not _has_trials(path):
+        # Interrupted before Tune made a single trial: nothing to resume, and Tune's restore of
+        # such a state fails part-way and then runs fewer trials than planned (seen). Start afresh.
+        shutil.rmtree(path)
+    if Tuner.can_restore(str(path)):
+        # An interrupted experiment continues where it stopped: finished trials are not re-run,
+        # and failed ones (their retries, max_failures, already spent) stay failed unless asked.
+        return Tuner.restore(str(path), trainable=trainable, resume_errored=live.retry_failed)
+    metric = config.search.metric
+    mode = metrics.OBJECTIVES[metric]
+    searcher = BenchmarkSearcher(
+        metric=metric, mode=mode, plans=plans, config=config, storage=live.optuna_storage, instance=live.instance,
+        final_only=live.final_only,
+    )
+    concurrency = config.search.max_concurrent_trials or trial_slots(config.resources.cpus_per_trial, config.resources.gpus_per_trial)
+    return Tuner(
+        trainable,
+        param_space={SEED_KEY: config.seed},
+        tune_config=TuneConfig(
+            metric=metric,
+            mode=mode,
+            search_alg=searcher,
+            scheduler=PerMethodScheduler(config.search.asha, plans),
+            num_samples=-1,  # the searcher says when it is done: budgets, then final runs
+            max_concurrent_trials=concurrency,
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            callbacks=[SinkCallback()],
+            failure_config=FailureConfig(max_failures=config.search.max_failures),
+            # Two, not one: after kill -9 the last experiment snapshot may name the checkpoint
+            # before the newest, and with one kept that one is already deleted (seen in a test).
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    )
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    *,
+    results_dir: str | Path,
+    tracking_uri: str,
+    progress: RunProgress | None = None,
+    phases: tuple[Phase, ...] = (Phase.SEARCH, Phase.FINAL),
+    instance: str = "",
+    retry_failed: bool = False,
+    optuna_storage: str | None = None,
+) -> None:
+    """Run every method's search and final seeds, all at once, on the connected Ray runtime.
+
+    The caller owns ``ray.init``/``ray.shutdown`` (local or ``address=``). Results go to the
+    sinks; read them back with :func:`bench.results.parquet.read_rows`. ``progress`` receives
+    each finished trial (resumed experiments included). ``phases=(Phase.FINAL,)`` runs only the
+    final phase, from the search rows already recorded under ``results_dir``. ``instance`` is the
+    run instance of :mod:`bench.run_record` (MLflow parent runs and Optuna studies are keyed by
+    it). ``optuna_storage``: SQLAlchemy URL of the Optuna studies; default
+    ``sqlite:///<results_dir>/optuna.db``. An experiment already in ``results_dir`` is restored,
+    not re-run; its failed trials run again only with ``retry_failed``. Raises
+    :class:`SearchInterrupted` when the experiment stopped before its trials ended.
+    """
+    results = Path(results_dir).resolve()
+    storage = results / RAY_DIRNAME
+    storage.mkdir(parents=True, exist_ok=True)
+    final_only = Phase.SEARCH not in phases
+    if final_only and not config.final.seeds:
+        return
+    if not final_only and Phase.FINAL not in phases:
+        config = config.with_final(seeds=[]) if config.final.seeds else config
+    live = LiveRun(
+        config=config,
+        plans={plan.regularizer: plan for plan in plan_methods(config)},
+        results_dir=results,
+        tracking_uri=tracking_uri,
+        optuna_storage=optuna_storage or config.optuna_storage or default_storage(results),
+        instance=instance,
+        progress=progress,
+        final_only=final_only,
+        retry_failed=retry_failed,
+    )
+    name = experiment_name(config, final_only)
+    LIVE.bind(live)
+    try:
+        _tuner(live, name, storage).fit()
+    finally:
+        LIVE.bind(None)
+    missing = unfinished(live)
+    if missing:
+        raise SearchInterrupted(f"experiment {name} was interrupted with trials unfinished ({'; '.join(missing)}); its state is saved")

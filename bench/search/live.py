@@ -1,0 +1,56 @@
+"""The live run that Tune's pickled objects bind to.
+
+Tune's restore brings back the searcher and the callbacks pickled by an earlier run and ignores
+new ones, so they must take nothing from their pickled state but their own bookkeeping: they bind
+to this module's :data:`LIVE`, which the current :func:`bench.search.run_benchmark` call fills
+(config, plans, results folder, stores, run instance, console). A moved results folder, another
+tracking URI or a resumed search then work like a fresh run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import BenchmarkConfig
+from bench.console import RunProgress
+from bench.plan import MethodPlan
+
+
+@dataclass
+class LiveRun:
+    config: BenchmarkConfig
+    plans: dict[str, MethodPlan]  # regularizer name -> plan, in the config's order
+    results_dir: Path
+    tracking_uri: str
+    optuna_storage: str  # SQLAlchemy URL of the Optuna studies
+    instance: str = ""  # bench.run_record's run instance: MLflow parent runs and studies are keyed by it
+    progress: RunProgress | None = None
+    #: Methods whose search phase is not part of this call (``sharpbench final``): their
+    #: search trials are the rows already recorded.
+    final_only: bool = False
+    #: Restart the failed trials of a restored experiment (``sharpbench run --retry-failed``).
+    retry_failed: bool = False
+
+
+class _Slot:
+    """Holds the one live run of this process (a driver runs one benchmark at a time)."""
+
+    def __init__(self) -> None:
+        self._run: LiveRun | None = None
+
+    def bind(self, run: LiveRun | None) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> LiveRun:
+        if self._run is None:
+            raise RuntimeError("no live sharpbench run: bench.search.run_benchmark binds one before Tune starts")
+        return self._run
+
+    @property
+    def bound(self) -> bool:
+        return self._run is not None
+
+
+LIVE = _Slot()

@@ -1,0 +1,80 @@
+"""Early stopping per method: each method's search trials have their own ASHA.
+
+One Tune experiment runs every method, but ASHA compares a trial with the others at the same
+rung: a shared instance would stop SAM trials because ERM trials score higher at epoch 2. So
+each method's search trials go to its own ASHA (``max_t`` its plan's longest trial); final
+trials are never stopped early.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from bench import metrics
+from bench.config import AshaConfig
+from bench.plan import METHOD_KEY, PHASE_KEY, MethodPlan
+from bench.results.schema import Phase
+
+
+def asha_for(asha: AshaConfig, plan: MethodPlan) -> TrialScheduler:
+    """ASHA over epochs with ``max_t`` the most epochs any trial of the plan can run (a trial
+    planned for more would be cut at ``max_t`` and look stopped); FIFO when ASHA is off."""
+    if not asha.enabled:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=metrics.EPOCH,
+        max_t=plan.max_epochs,
+        grace_period=min(asha.grace_period, plan.max_epochs),
+        reduction_factor=asha.reduction_factor,
+    )
+
+
+class PerMethodScheduler(TrialScheduler):
+    """Routes every trial event to the scheduler of the trial's method (search) or to FIFO (final)."""
+
+    def __init__(self, asha: AshaConfig, plans: list[MethodPlan]) -> None:
+        super().__init__()
+        self.by_method: dict[str, TrialScheduler] = {plan.regularizer: asha_for(asha, plan) for plan in plans}
+        self.final = FIFOScheduler()
+
+    def _of(self, trial: Any) -> TrialScheduler:
+        config = trial.config or {}
+        if config.get(PHASE_KEY) == Phase.SEARCH.value:
+            return self.by_method.get(config.get(METHOD_KEY), self.final)
+        return self.final
+
+    def _all(self) -> list[TrialScheduler]:
+        return [*self.by_method.values(), self.final]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        done = [scheduler.set_search_properties(metric, mode, **spec) for scheduler in self._all()]
+        self._metric, self._mode = metric, mode
+        return all(done)
+
+    @property
+    def supports_buffered_results(self) -> bool:
+        return all(scheduler.supports_buffered_results for scheduler in self._all())
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        # Any pending trial may take a free slot; which method it belongs to was the searcher's choice.
+        return self.final.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return "; ".join(f"{method}: {scheduler.debug_string()}" for method, scheduler in self.by_method.items())

@@ -1,0 +1,205 @@
+"""One searcher for the whole benchmark: every method's equal-budget search and its final seeds,
+scheduled together in one Tune experiment.
+
+Tune asks :meth:`BenchmarkSearcher.suggest` whenever a slot is free. The searcher routes the ask
+to a method with work left, the one with the fewest trials running (ties: config order), so
+all methods search at once and a slow method never holds back a fast one:
+
+* **search** trials come from the method's own Optuna study (:mod:`bench.search.studies`),
+  exactly ``plan.budget.trials`` of them: the equal budget;
+* **final** trials start as soon as the method's own search has ended (every search trial
+  ended, its rows written by the sink callback): its top-k configs × the final seeds, minus
+  those already recorded (:mod:`bench.search.finals`).
+
+When every method has issued all of its trials the searcher says ``FINISHED``; Tune ends the
+experiment once the running ones end. Its state (tickets, samplers) is saved with Tune's
+experiment state, so a resumed run continues the same studies.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from bench import metrics
+from bench.config import BenchmarkConfig
+from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, MethodPlan
+from bench.results.schema import Phase
+from bench.search import finals
+from bench.search.live import LIVE, LiveRun
+from bench.search.space import make_sampler, sampler_settings
+from bench.search.studies import MethodStudy, study_name
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One Tune trial as the searcher issued it."""
+
+    method: str
+    phase: str
+    number: int | None = None  # its study trial (search phase)
+    selected_run_id: str | None = None  # final phase: the search row it re-runs
+    seed: int | None = None
+
+
+class BenchmarkSearcher(Searcher):
+    """Routes Tune's asks to one Optuna study per method, then to its final runs.
+
+    ``plans``: every method of the benchmark (config order). ``final_only``: no search this time
+    (``sharpbench final``); the recorded search rows are the searches. ``max_concurrent`` is
+    handled here (not by Ray's ``ConcurrencyLimiter``) so that a trial retried after a restore
+    is still reported to this searcher and its study.
+    """
+
+    def __init__(self, *, metric: str, mode: str, plans: list[MethodPlan], config: BenchmarkConfig,
+                 storage: str, instance: str, final_only: bool) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.order = [plan.regularizer for plan in plans]
+        self.final_only = final_only
+        self.run_finals = bool(config.final.seeds)
+        self.max_concurrent = 0  # 0: no limit of our own
+        direction = "maximize" if mode == "max" else "minimize"
+        self.studies: dict[str, MethodStudy] = {}
+        if not final_only:
+            for plan in plans:
+                if plan.params:
+                    settings = sampler_settings(config.search, plan.budget.trials)
+                    self.studies[plan.regularizer] = MethodStudy(
+                        plan, storage=storage, name=study_name(plan.benchmark, plan.regularizer, instance), direction=direction,
+                        sampler=make_sampler(settings),
+                        attrs={"benchmark": plan.benchmark, "regularizer": plan.regularizer, "instance": instance,
+                               "metric": metric, "sampler": settings, "trials_planned": plan.budget.trials},
+                    )
+        self.tickets: dict[str, Ticket] = {}
+        self.ended: set[str] = set()
+        #: Per method, once its search has ended: the final runs still to issue.
+        self.final_queue: dict[str, list[finals.FinalRun]] = {}
+
+    # --- Tune's interface ------------------------------------------------------------------------
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = max_concurrent
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        live = LIVE.run
+        for study in self.studies.values():
+            study.rebind(live.optuna_storage)
+        if self.max_concurrent and len(self._running()) >= self.max_concurrent:
+            return None
+        ready = [method for method in self.order if self._has_work(method, live)]
+        if not ready:
+            return Searcher.FINISHED if self._all_issued() else None
+        running = self._running_per_method()
+        method = min(ready, key=lambda m: (running.get(m, 0), self.order.index(m)))
+        plan = live.plans[method]
+        if self._issued(method, Phase.SEARCH) < self._search_budget(plan):
+            return self._search_trial(trial_id, plan, live)
+        return self._final_trial(trial_id, plan)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        ticket = self.tickets.get(trial_id)
+        if ticket is None:
+            return
+        self.ended.discard(trial_id)  # a failed trial restarted by --retry-failed runs again
+        if ticket.number is not None:
+            self.studies[ticket.method].report(ticket.number, result.get(self.metric), int(result.get(metrics.EPOCH, 0)))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        ticket = self.tickets.get(trial_id)
+        if ticket is None:
+            return
+        self.ended.add(trial_id)
+        if ticket.number is None:
+            return
+        value = (result or {}).get(self.metric)
+        value = None if value is None or not math.isfinite(float(value)) else float(value)
+        if error or value is None:
+            state = TrialState.FAIL
+        elif metrics.ran_all_epochs(result or {}):
+            state = TrialState.COMPLETE
+        else:
+            state = TrialState.PRUNED
+        number = self.studies[ticket.method].tell(ticket.number, state, value)
+        if number != ticket.number:
+            self.tickets[trial_id] = Ticket(ticket.method, ticket.phase, number)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.__dict__, file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as file:
+            self.__dict__.update(pickle.load(file))
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+
+    def _search_budget(self, plan: MethodPlan) -> int:
+        return 0 if self.final_only else plan.budget.trials
+
+    def _issued(self, method: str, phase: Phase) -> int:
+        return sum(t.method == method and t.phase == phase.value for t in self.tickets.values())
+
+    def _running(self) -> list[str]:
+        return [trial_id for trial_id in self.tickets if trial_id not in self.ended]
+
+    def _running_per_method(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for trial_id in self._running():
+            method = self.tickets[trial_id].method
+            counts[method] = counts.get(method, 0) + 1
+        return counts
+
+    def _search_ended(self, method: str) -> bool:
+        return all(trial_id in self.ended for trial_id, t in self.tickets.items() if t.method == method and t.phase == Phase.SEARCH.value)
+
+    def _has_work(self, method: str, live: LiveRun) -> bool:
+        plan = live.plans[method]
+        if self._issued(method, Phase.SEARCH) < self._search_budget(plan):
+            return True
+        if not self.run_finals or not self._search_ended(method):
+            return False
+        if method not in self.final_queue:
+            self._plan_finals(plan, live)
+        return bool(self.final_queue[method])
+
+    def _plan_finals(self, plan: MethodPlan, live: LiveRun) -> None:
+        """The method's search has ended (its rows are written): queue its final runs."""
+        rows = finals.results_rows(live.results_dir)
+        issued = {(t.selected_run_id, t.seed) for t in self.tickets.values() if t.method == plan.regularizer and t.phase == Phase.FINAL.value}
+        queue = [run for run in finals.missing_finals(plan, rows, live.config) if (run.selected.run_id, run.seed) not in issued]
+        self.final_queue[plan.regularizer] = queue
+        if live.progress is not None:
+            live.progress.phase_started(plan.regularizer, Phase.FINAL.value, len(finals.planned_finals(plan, rows, live.config)))
+
+    def _all_issued(self) -> bool:
+        return all(
+            self._issued(method, Phase.SEARCH) >= self._search_budget(LIVE.run.plans[method])
+            and (not self.run_finals or (method in self.final_queue and not self.final_queue[method]))
+            for method in self.order
+        )
+
+    def _search_trial(self, trial_id: str, plan: MethodPlan, live: LiveRun) -> dict[str, Any]:
+        method = plan.regularizer
+        if self._issued(method, Phase.SEARCH) == 0 and live.progress is not None:
+            live.progress.phase_started(method, Phase.SEARCH.value, plan.budget.trials)
+        config: dict[str, Any] = {METHOD_KEY: method, PHASE_KEY: Phase.SEARCH.value}
+        number = None
+        study = self.studies.get(method)
+        if study is not None:
+            taken = {t.number for t in self.tickets.values() if t.method == method and t.number is not None}
+            number, values = study.ask(taken)
+            study.label(number, trial_id, f"{plan.search_name(Phase.SEARCH.value)}/{trial_id}")
+            config.update(values)
+        self.tickets[trial_id] = Ticket(method, Phase.SEARCH.value, number)
+        return config
+
+    def _final_trial(self, trial_id: str, plan: MethodPlan) -> dict[str, Any]:
+        run = self.final_queue[plan.regularizer].pop(0)
+        self.tickets[trial_id] = Ticket(plan.regularizer, Phase.FINAL.value, selected_run_id=run.selected.run_id, seed=run.seed)
+        return {METHOD_KEY: plan.regularizer, PHASE_KEY: Phase.FINAL.value, SELECTED_KEY: run.selected.to_tune(), SEED_KEY: run.seed}

@@ -1,0 +1,320 @@
+"""The single writer: every finished trial to Parquet and MLflow, from the driver.
+
+Trials on other nodes need no access to the results folder or the tracking store. One callback
+serves every method and phase of the experiment: a trial's method and phase are in its config.
+It keeps its trial-id → MLflow-run-id map in ``get_state``/``set_state``, so a retried or
+resumed trial logs into its existing run instead of opening a second one, and it binds at
+``setup()`` to the live run (:mod:`bench.search.live`), never to what an earlier run pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ray.tune import Callback
+
+from bench import metrics
+from bench.console import TrialLine
+from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, MethodPlan, trial_spec
+from bench.results import summary
+from bench.results.mlflow_mirror import mirror_for
+from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink
+from bench.results.mlflow_sync import parent_params
+from bench.results.parquet import ParquetSink
+from bench.results.rows import TrialOutcome, build_row
+from bench.results.schema import Phase, TrialStatus
+from bench.search.live import LIVE, LiveRun
+from bench.search.space import sampler_settings
+
+_R = TypeVar("_R")
+
+#: Text a trial reports → the MLflow tag that records it as used (params keep the request, "auto").
+_USED_TAGS = {metrics.DEVICE: TAG_DEVICE, metrics.PRECISION: TAG_PRECISION, metrics.HARDWARE: TAG_HARDWARE}
+
+
+def error_reason(trial: Any) -> str:
+    """The last line of the trial's traceback, e.g. ``FloatingPointError: training loss became nan``.
+
+    Read from the trial's local error file: when ``on_trial_error`` runs, Tune has written it on
+    the driver but not yet synced it to the storage path that ``Trial.get_error`` reads.
+    """
+    text = None
+    try:
+        if trial.error_file and Path(trial.error_file).is_file():
+            text = Path(trial.error_file).read_text()
+        elif (error := trial.get_error()) is not None:
+            text = str(error)
+    except Exception as lookup_error:  # the reason itself could not be read: say so
+        return f"error text unavailable ({type(lookup_error).__name__}: {lookup_error})"
+    if text is None:
+        return "failed without an error message"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "empty error message")[:2000]
+
+
+def _selected_from(trial: Any) -> str | None:
+    """A final trial's source: the run_id of the search trial whose config it re-runs."""
+    return (trial.config or {}).get(SELECTED_KEY, {}).get("run_id")
+
+
+def _phase_key(method: str, phase: str) -> str:
+    return f"{method}/{phase}"
+
+
+class SinkCallback(Callback):
+    """Writes every finished trial of the experiment to Parquet and MLflow."""
+
+    def __init__(self) -> None:
+        self.live: LiveRun | None = None  # bound at setup(); never pickled
+        self._state_tracking_uri: str | None = None  # the store a restored state's run ids live in
+        self.run_ids: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.parent_run_ids: dict[str, str] = {}  # "<method>/<phase>" -> MLflow parent run id
+        self.sink_state: dict[str, Any] = {}
+        self.finished: dict[str, str] = {}  # trial id -> status, written once
+        self._mlflow: MlflowSink | None = None
+        self._parquet: ParquetSink | None = None
+
+    # Sinks hold clients and connections: build them lazily and never pickle them.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_mlflow": None, "_parquet": None, "live": None}
+
+    @property
+    def run(self) -> LiveRun:
+        if self.live is None:
+            self.live = LIVE.run
+        return self.live
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.run.tracking_uri
+
+    @property
+    def mlflow(self) -> MlflowSink:
+        if self._mlflow is None:
+            self._mlflow = MlflowSink(self.tracking_uri, experiment_name=self.run.config.benchmark)
+            if self.sink_state:
+                self._mlflow.load_state(self.sink_state)
+        return self._mlflow
+
+    def _to_mlflow(self, what: str, call: Callable[[MlflowSink], _R]) -> _R | None:
+        """``call(sink)`` through this URI's mirror: ``None`` once MLflow failed (said once),
+        never an exception, so Parquet rows and trial outcomes never depend on MLflow."""
+        return mirror_for(self.tracking_uri).call(what, lambda: call(self.mlflow))
+
+    @property
+    def parquet(self) -> ParquetSink:
+        if self._parquet is None:
+            self._parquet = ParquetSink(str(self.run.results_dir))
+        return self._parquet
+
+    def setup(self, **info: Any) -> None:
+        self.live = LIVE.run  # bind to this call, whatever an earlier run pickled
+        self._mlflow = self._parquet = None
+        if self._state_tracking_uri not in (None, self.tracking_uri):
+            # The restored MLflow run ids belong to another store: find or create runs here.
+            self.run_ids, self.sink_state, self.parent_run_ids = {}, {}, {}
+
+    # --- what a trial is ---------------------------------------------------------------------------
+
+    def _plan(self, trial: Any) -> MethodPlan:
+        return self.run.plans[(trial.config or {})[METHOD_KEY]]
+
+    @staticmethod
+    def _phase(trial: Any) -> Phase:
+        return Phase((trial.config or {})[PHASE_KEY])
+
+    def _trial_key(self, trial: Any) -> str:
+        return f"{self._plan(trial).search_name(self._phase(trial).value)}/{trial.trial_id}"
+
+    def _parent(self, plan: MethodPlan, phase: Phase) -> str | None:
+        """The method × phase parent run, made (or found, by its key) on first use."""
+        key = _phase_key(plan.regularizer, phase.value)
+        if key not in self.parent_run_ids:
+            run = self.run
+            parent = self._to_mlflow("parent run", lambda sink: sink.parent_run(
+                search_name=plan.parent_key(phase.value, run.instance),
+                benchmark=run.config.benchmark,
+                regularizer=plan.regularizer,
+                phase=phase.value,
+                params=parent_params(run.config, plan),
+                config=run.config.model_dump(mode="json"),
+            ))
+            if parent is None:
+                return None
+            self.parent_run_ids[key] = parent
+        return self.parent_run_ids[key]
+
+    def _run_id(self, trial: Any) -> str | None:
+        """The trial's MLflow run id; ``None`` while MLflow is down (sync-mlflow back-fills it)."""
+        if trial.trial_id not in self.run_ids:
+            plan, phase = self._plan(trial), self._phase(trial)
+            spec = trial_spec(self.run.config, plan, trial.config or {})
+            params: dict[str, object] = {f"regularizer.{k}": v for k, v in spec.regularizer_hparams.items()}
+            params.update({f"training.{k}": v for k, v in spec.training.model_dump().items()})
+            params["seed"] = spec.seed
+            tags = {"sharpbench.phase": phase.value, "sharpbench.regularizer": plan.regularizer}
+            selected = _selected_from(trial)
+            if selected is not None:
+                tags["sharpbench.selected_from_run_id"] = selected
+            parent = self._parent(plan, phase)
+            run_id = self._to_mlflow("trial run", lambda sink: sink.trial_run(
+                parent or "",
+                self._trial_key(trial),
+                run_name=f"{plan.regularizer}-{trial.trial_id}",
+                params=params,
+                tags=tags,
+                config=spec.to_dict(),
+            ))
+            if run_id is None:
+                return None
+            self.run_ids[trial.trial_id] = run_id
+        return self.run_ids[trial.trial_id]
+
+    # --- Tune's hooks ------------------------------------------------------------------------------
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.finished.get(trial.trial_id) == TrialStatus.FAILED.value:
+            # A failed trial started again (``--retry-failed``): record its new outcome, in the
+            # same MLflow run; the Parquet reader keeps the latest row of a run id.
+            del self.finished[trial.trial_id]
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        numeric = {
+            key: float(value)
+            for key, value in result.items()
+            if key not in metrics.TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and metrics.is_reported(key)
+        }
+        used = {tag: str(result[key]) for key, tag in _USED_TAGS.items() if result.get(key) is not None}
+        run_id = self._run_id(trial)
+        if run_id is not None:
+            self._to_mlflow("log epoch", lambda sink: sink.log_epoch(run_id, int(result.get(metrics.EPOCH, 0)), numeric, tags=used))
+        if self.run.progress is not None:
+            self.run.progress.heartbeat(*self._running_and_best(trials), self.run.config.search.metric)
+
+    def _running_and_best(self, trials: list) -> tuple[list[tuple[str, int, int]], dict[str, float]]:
+        """For the heartbeat: each running trial's epoch, and each method's best search metric so far."""
+        metric = self.run.config.search.metric
+        better = max if metrics.OBJECTIVES[metric] == "max" else min
+        running, best = [], {}
+        for t in trials:
+            if not t.last_result or METHOD_KEY not in (t.config or {}):
+                continue
+            method = t.config[METHOD_KEY]
+            if t.trial_id not in self.finished and metrics.EPOCH in t.last_result:
+                running.append((method, int(t.last_result.get(metrics.EPOCH, 0)), int(t.last_result.get(metrics.EPOCHS_PLANNED, 0))))
+            value = t.last_result.get(metric)
+            if value is not None and not math.isnan(value):  # NaN: a failure report, no value
+                best[method] = better(best.get(method, float(value)), float(value))
+        return running, best
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        status = TrialStatus.COMPLETED if metrics.ran_all_epochs(result) else TrialStatus.STOPPED
+        self._finish(trial, status, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, TrialStatus.FAILED, error_reason(trial))
+
+    def _finish(self, trial: Any, status: TrialStatus, error: str | None) -> None:
+        if trial.trial_id in self.finished:
+            return
+        run, plan, phase = self.run, self._plan(trial), self._phase(trial)
+        run_id = self._run_id(trial)
+        outcome = TrialOutcome(
+            search_name=plan.search_name(phase.value),
+            trial_id=trial.trial_id,
+            phase=phase.value,
+            status=status,
+            spec=trial_spec(run.config, plan, trial.config or {}),
+            search_seed=run.config.search.seed,
+            search_metric=run.config.search.metric,
+            sampler=json.dumps(sampler_settings(run.config.search, plan.budget.trials), sort_keys=True) if plan.params else None,
+            budget=plan.budget.to_json(),
+            selected_from_run_id=_selected_from(trial),
+            last_result=dict(trial.last_result or {}),
+            error=error,
+            mlflow_run_id=run_id,
+        )
+        row = build_row(outcome)
+        self.parquet.write([row])
+        if run_id is not None:
+            final = {metrics.TEST_ACCURACY: row.test_accuracy, metrics.TEST_LOSS: row.test_loss, metrics.WALL_SECONDS: row.wall_seconds}
+            self._to_mlflow("finish trial", lambda sink: sink.finish_trial(run_id, status, final, error))
+        self.finished[trial.trial_id] = status.value
+        if run.progress is not None:
+            run.progress.trial_finished(
+                TrialLine(
+                    method=plan.regularizer,
+                    phase=phase.value,
+                    status=status.value,
+                    epochs_run=row.epochs_run,
+                    epochs_planned=row.epochs_planned,
+                    sampled=self._sampled(plan, phase, trial.config or {}),
+                    val_accuracy=row.val_accuracy,
+                    test_accuracy=row.test_accuracy,
+                    wall_seconds=row.wall_seconds,
+                    error=error,
+                )
+            )
+
+    @staticmethod
+    def _sampled(plan: MethodPlan, phase: Phase, config: dict[str, Any]) -> dict[str, Any]:
+        """The values this trial was given for the searched hyperparameters (a final run: its seed)."""
+        if phase is Phase.FINAL:
+            source = config.get(SELECTED_KEY, {}).get("run_id", "")
+            return {SEED_KEY: config.get(SEED_KEY), "from": source.rsplit("/", 1)[-1]}
+        values = {}
+        for param in plan.params:
+            value = config.get(param.namespace, {}).get(param.name)
+            if value is not None:
+                values[param.name] = value
+        return values
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """End each method × phase parent run with its trial counts and the method's standing:
+        the leaderboard's numbers from the rows just written (:mod:`bench.results.summary`)."""
+        run = self.run
+        by_parent: dict[str, list[str]] = {}
+        for t in trials:
+            config = t.config or {}
+            if METHOD_KEY in config and t.trial_id in self.finished:
+                by_parent.setdefault(_phase_key(config[METHOD_KEY], config[PHASE_KEY]), []).append(self.finished[t.trial_id])
+        for key, parent_run_id in self.parent_run_ids.items():
+            method, phase = key.split("/", 1)
+            statuses = by_parent.get(key, [])
+            values: dict[str, float | None] = {f"trials_{s.value}": float(statuses.count(s.value)) for s in TrialStatus}
+            board = summary.method_board(str(run.results_dir), run.config.benchmark, method)
+            if board is None:  # nothing recorded (every trial interrupted before it ended)
+                self._to_mlflow("finish parent", lambda sink, p=parent_run_id, v=values: sink.finish_parent(p, v))
+                continue
+            parent = summary.summarize(board, Phase(phase))
+            self._to_mlflow("finish parent", lambda sink, p=parent_run_id, v=values, s=parent: sink.finish_parent(
+                p, {**v, **s.metrics}, tags=s.tags, standing=s.board_json
+            ))
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "run_ids": dict(self.run_ids),
+            "finished": dict(self.finished),
+            "parent_run_ids": dict(self.parent_run_ids),
+            "sink": self._mlflow.state() if self._mlflow is not None else self.sink_state,
+            "tracking_uri": self.live.tracking_uri if self.live is not None else self._state_tracking_uri,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.run_ids.update(state.get("run_ids", {}))
+        self.finished.update(state.get("finished", {}))
+        self.parent_run_ids.update(state.get("parent_run_ids", {}))
+        self.sink_state = state.get("sink") or {}
+        self._state_tracking_uri = state.get("tracking_uri")
+        if LIVE.bound and self._state_tracking_uri not in (None, LIVE.run.tracking_uri):
+            # The restored MLflow run ids belong to another store: find or create runs here.
+            self.run_ids, self.sink_state, self.parent_run_ids = {}, {}, {}
+        if self._mlflow is not None and self.sink_state:
+            self._mlflow.load_state(self.sink_state)

@@ -1,0 +1,142 @@
+"""One persisted Optuna study per benchmark × method: ask, report, tell, with true states.
+
+The studies live in an Optuna RDB storage (a sqlite file under the results folder by default, any
+SQLAlchemy URL such as PostgreSQL on a cluster), so optuna-dashboard and ``optuna.importance``
+can read them, and a resumed run continues the same studies. Every Tune search trial is one
+study trial, told COMPLETE (it ran every epoch), PRUNED (ASHA stopped it; Optuna then ranks it by
+its last intermediate value, as its own pruners do) or FAIL (it errored, or gave no value).
+
+Why our own ask-and-tell glue instead of Ray's ``OptunaSearch``: that adapter keeps one study,
+tells an ASHA-stopped trial COMPLETE with its early value and a retried one never, and cannot
+re-attach the trial an interrupted run had asked for; here a study is per method, states are
+true, and the one routing searcher (:mod:`bench.search.searcher`) owns the budgets.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from bench.plan import MethodPlan
+from bench.search.space import DefineByRun, nested
+
+#: The default storage's file, under the results folder.
+STORAGE_FILENAME = "optuna.db"
+#: Study trial user attribute: the Tune trial id and the run id of its Parquet row.
+ATTR_TUNE_TRIAL = "tune_trial_id"
+ATTR_RUN_ID = "run_id"
+#: Set on a study trial that records a ``--retry-failed`` re-run of a FAILed one (its number).
+ATTR_RETRY_OF = "retry_of"
+
+
+def default_storage(results_dir: Path) -> str:
+    """``sqlite:///<results>/optuna.db`` (absolute: trials and the driver may run elsewhere)."""
+    return f"sqlite:///{Path(results_dir).resolve() / STORAGE_FILENAME}"
+
+
+def study_name(benchmark: str, method: str, instance: str) -> str:
+    """``<benchmark>/<method>@<instance>``: one study per run instance, so a ``--restart`` or a
+    second results folder on a shared PostgreSQL never continues another run's study."""
+    name = f"{benchmark}/{method}"
+    return f"{name}@{instance}" if instance else name
+
+
+class MethodStudy:
+    """One method's study. Pickled with the searcher's state: the sampler (its RNG continues
+    where it was) and names; the ``optuna.Study`` (a database connection) is reopened lazily."""
+
+    def __init__(self, plan: MethodPlan, *, storage: str, name: str, direction: str, sampler: optuna.samplers.BaseSampler,
+                 attrs: dict[str, Any]) -> None:
+        self.plan = plan
+        self.storage = storage
+        self.name = name
+        self.direction = direction
+        self.sampler = sampler
+        self.attrs = attrs
+        self._study: optuna.Study | None = None
+        self._trials: dict[int, optuna.Trial] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_study": None, "_trials": {}}
+
+    def rebind(self, storage: str) -> None:
+        """Use ``storage`` from now on (a resumed run may name another URL for the same studies)."""
+        if storage != self.storage:
+            self.storage, self._study, self._trials = storage, None, {}
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            study = optuna.create_study(
+                storage=self.storage, study_name=self.name, sampler=self.sampler, direction=self.direction, load_if_exists=True
+            )
+            if not study.get_trials(deepcopy=False):
+                for key, value in self.attrs.items():
+                    study.set_user_attr(key, value)
+                # The papers' defaults (and the config's recipe) are the first trial.
+                default = self.plan.default_point()
+                if default:
+                    study.enqueue_trial(default)
+            self._study = study
+        return self._study
+
+    def ask(self, taken: set[int]) -> tuple[int, dict[str, dict[str, Any]]]:
+        """A new trial's number and its config; a trial left RUNNING by an interrupted run that
+        no Tune trial holds (numbers in ``taken`` are held) is taken up again first, so every
+        trial is asked once."""
+        study = self.study
+        orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number not in taken]
+        # Re-attaching needs the storage's trial id, which Optuna exposes only as FrozenTrial._trial_id.
+        trial = optuna.Trial(study, orphans[0]._trial_id) if orphans else study.ask()
+        DefineByRun(self.plan.params)(trial)
+        self._trials[trial.number] = trial
+        return trial.number, nested(trial.params)
+
+    def _trial(self, number: int) -> optuna.Trial:
+        if number not in self._trials:
+            frozen = self.study.get_trials(deepcopy=False)[number]
+            self._trials[number] = optuna.Trial(self.study, frozen._trial_id)
+        return self._trials[number]
+
+    def label(self, number: int, tune_trial_id: str, run_id: str) -> None:
+        trial = self._trial(number)
+        trial.set_user_attr(ATTR_TUNE_TRIAL, tune_trial_id)
+        trial.set_user_attr(ATTR_RUN_ID, run_id)
+
+    def report(self, number: int, value: float | None, epoch: int) -> None:
+        """One epoch's value of the search metric (skipped when missing or NaN)."""
+        if value is None or not math.isfinite(value):
+            return
+        frozen = self.study.get_trials(deepcopy=False)[number]
+        if frozen.state is TrialState.RUNNING and epoch not in frozen.intermediate_values:
+            self._trial(number).report(float(value), epoch)
+
+    def tell(self, number: int, state: TrialState, value: float | None) -> int:
+        """Record the trial's outcome; returns the number that now holds it.
+
+        Told twice (a trial Tune re-ran after a crash of the driver between telling Optuna and
+        saving its own state) is a no-op. A FAILed trial that a ``--retry-failed`` run finished is
+        added as a new trial marked ``retry_of``: Optuna never changes a finished state.
+        """
+        study = self.study
+        frozen = study.get_trials(deepcopy=False)[number]
+        if state is TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+            state, value = TrialState.FAIL, None
+        if frozen.state is TrialState.RUNNING:
+            study.tell(number, value if state is TrialState.COMPLETE else None, state=state)
+            return number
+        if frozen.state is TrialState.FAIL and state is not TrialState.FAIL:
+            study.add_trial(optuna.trial.create_trial(
+                state=state,
+                value=value if state is TrialState.COMPLETE else None,
+                params=frozen.params,
+                distributions=frozen.distributions,
+                intermediate_values=dict(frozen.intermediate_values) if state is TrialState.PRUNED else None,
+                user_attrs={**frozen.user_attrs, ATTR_RETRY_OF: number},
+            ))
+            return study.get_trials(deepcopy=False)[-1].number
+        return number

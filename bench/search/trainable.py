@@ -1,0 +1,86 @@
+"""One Tune trial: train epoch by epoch, report, checkpoint; the test split only at the end.
+
+The trial's method and phase come in its config (``method``/``phase`` keys, set by the
+searcher), so one trainable serves every method of the experiment. A checkpoint is a folder with
+the trainer's state (``trainer.pt``) and the wall seconds spent before it (``elapsed.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+from ray.tune import Checkpoint
+
+from bench import metrics
+from bench.config import BenchmarkConfig
+from bench.plan import METHOD_KEY, MethodPlan, trial_spec
+from bench.provenance import hardware
+from bench.training import Trainer
+
+STATE_FILE = "trainer.pt"
+ELAPSED_FILE = "elapsed.json"
+
+
+def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[str, MethodPlan]) -> None:
+    """The function Tune runs for every trial (bound with ``tune.with_parameters``)."""
+    started = time.perf_counter()
+    plan = plans[sampled[METHOD_KEY]]
+    torch.set_num_threads(max(1, int(config.resources.cpus_per_trial)))
+    gpus = config.resources.gpus_per_trial
+    if 0 < gpus < 1 and torch.cuda.is_available():
+        # Fractional GPUs pack trials on one device; nothing else isolates their memory.
+        torch.cuda.set_per_process_memory_fraction(gpus)
+    elapsed_before = 0.0
+    checkpoint = tune.get_checkpoint()
+    trainer: Trainer | None = None
+    # The last report (a failure report repeats its epoch, so ASHA sees no new rung), or the
+    # epochs a retried trial restored from its checkpoint.
+    last: dict[str, Any] = {metrics.EPOCH: 0}
+    try:
+        trainer = Trainer(trial_spec(config, plan, sampled))
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                trainer.load_state_dict(torch.load(Path(folder, STATE_FILE), map_location=trainer.device, weights_only=False))
+                elapsed_before = json.loads(Path(folder, ELAPSED_FILE).read_text())["seconds"]
+            last[metrics.EPOCH] = trainer.epochs_done
+        _train(trainer, config, started, elapsed_before, last)
+    except Exception:
+        # Honest cost: a failed trial spent passes and time that no per-epoch report carried.
+        # One more report (the last epoch's figures, the counters as they stand) becomes the
+        # trial's last_result, which the sink callback records with the failure; then re-raise.
+        spent = {metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started}
+        if trainer is not None:
+            spent |= {metrics.FORWARD_PASSES: trainer.forward_passes, metrics.BACKWARD_PASSES: trainer.backward_passes}
+        # Tune requires the search metric in every result; NaN is "no value" to the row builder.
+        tune.report({config.search.metric: math.nan, **last, **spent})
+        raise
+
+
+def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, last: dict[str, Any]) -> None:
+    """Train to the end, reporting each epoch; ``last`` holds the latest report."""
+    text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision}
+    while not trainer.finished:
+        epoch = trainer.train_epoch()
+        elapsed = elapsed_before + time.perf_counter() - started
+        report = {**epoch.to_metrics(), **text, metrics.EPOCHS_PLANNED: trainer.epochs_planned, metrics.WALL_SECONDS: elapsed}
+        if trainer.finished:
+            test = trainer.test()
+            report[metrics.TEST_ACCURACY] = test.test_accuracy
+            report[metrics.TEST_LOSS] = test.test_loss
+            tune.report(report)
+        elif trainer.epochs_done % config.search.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(trainer.state_dict(), Path(folder, STATE_FILE))
+                Path(folder, ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed}))
+                tune.report(report, checkpoint=Checkpoint.from_directory(folder))
+        else:
+            tune.report(report)
+        last.clear()
+        last.update(report)
