@@ -107,7 +107,10 @@ DEVICE: Final = "device"
 HARDWARE: Final = "hardware"
 #: The precision training used (``training.precision: auto`` resolved): float32, bfloat16 or float64.
 PRECISION: Final = "precision"
-TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION)
+#: The Ray node the trial ran on (its last attempt), and when its first attempt started (Unix seconds).
+NODE: Final = "node"
+STARTED_AT: Final = "started_at"
+TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION, NODE)
 EPOCHS_PLANNED: Final = "epochs_planned"
 
 

@@ -177,7 +177,8 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
 def supersede(old: RunRecord, results_dir: Path) -> Path:
     """Move ``old``'s Parquet rows, Tune state and record under ``superseded/<b>-<instance>/``.
 
-    Moves within one file system (``os.replace``), so nothing is copied and nothing is half
+    Its Optuna studies stay where they are: their names carry the run instance, so the new run
+    never continues them (bench.search.studies). Moves within one file system (``os.replace``), so nothing is copied and nothing is half
     there: each part is either in the live folder or set aside.
     """
     from bench.results.parquet import benchmark_dir
@@ -188,7 +189,10 @@ def supersede(old: RunRecord, results_dir: Path) -> Path:
     if rows.exists():
         os.replace(rows, target / "rows")
     tune_state = results_dir / "ray"
-    for experiment in sorted(tune_state.glob(f"{old.benchmark}-*")) if tune_state.is_dir() else []:
+    # ray/<b>/ holds the benchmark's experiments; ray/<b>-<method>-<phase>/ are older layouts.
+    experiments = [tune_state / old.benchmark, *sorted(tune_state.glob(f"{old.benchmark}-*-search")),
+                   *sorted(tune_state.glob(f"{old.benchmark}-*-final"))]
+    for experiment in [e for e in experiments if e.is_dir()]:
         (target / "ray").mkdir(exist_ok=True)
         os.replace(experiment, target / "ray" / experiment.name)
     os.replace(old.path(results_dir), target / "run.json")

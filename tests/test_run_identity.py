@@ -88,7 +88,7 @@ def test_changed_config_stops_and_restart_sets_the_old_run_aside(tmp_path, repo_
     aside = results / SUPERSEDED_DIRNAME / f"ident-{old_instance}"
     assert read_rows(aside).num_rows == 0  # set aside: never read as results
     assert len(list((aside / "rows").rglob("*.parquet"))) == 1 and (aside / "run.json").is_file()
-    assert sorted(p.name for p in (aside / "ray").iterdir()) == ["ident-erm-search"]
+    assert sorted(p.name for p in (aside / "ray").iterdir()) == ["ident"]
     # MLflow: the fresh run has a parent of its own (keyed by run instance), its trial under it
     parents, children = _parents_and_children(results / "mlflow.db")
     assert len(parents) == 2 and len(children) == 2
@@ -102,7 +102,7 @@ def test_a_second_run_into_a_busy_folder_stops_at_once(tmp_path, repo_root):
     first = _start("run", str(_config(tmp_path, epochs=200)), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not read_rows(results).num_rows and not (results / "ray" / "ident-erm-search").exists():
+        while time.monotonic() < deadline and not read_rows(results).num_rows and not (results / "ray" / "ident").exists():
             time.sleep(0.5)
         assert (results / LOCK_FILENAME).exists()
         started = time.monotonic()

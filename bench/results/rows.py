@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -58,5 +59,7 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         package_versions=provenance.package_versions_json(),
         git_commit=provenance.git_commit(),
         mlflow_run_id=outcome.mlflow_run_id,
+        node=None if result.get(metrics.NODE) is None else str(result[metrics.NODE]),
+        started_at=None if result.get(metrics.STARTED_AT) is None else dt.datetime.fromtimestamp(float(result[metrics.STARTED_AT]), dt.timezone.utc),
         timestamp=provenance.utc_now(),
     )

@@ -7,7 +7,8 @@ version 1 on and are null when flatness was not measured. Version 2 added the se
 search provenance columns (``search_metric``, ``sampler``, ``budget``, ``selected_from_run_id``),
 the eigenvalue's iterations and ``converged`` flag and the trace's probe count, all null in
 version-1 files. Version 3 added ``precision`` (the precision training used, ``auto`` resolved),
-null in older files.
+null in older files. Version 4 added ``node`` (the Ray node id a trial ran on) and
+``started_at`` (when its first attempt started), null in older files.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from bench import metrics
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Hive partition columns of the dataset, in directory order.
 PARTITION_COLUMNS = ("benchmark", "regularizer")
@@ -65,6 +66,8 @@ _PROVENANCE: tuple[tuple[str, str], ...] = (
     ("package_versions", "str"),  # JSON object name -> version
     ("git_commit", "str | None"),
     ("mlflow_run_id", "str | None"),
+    ("node", "str | None"),  # Ray node id of the trial's last attempt; null outside Ray
+    ("started_at", "dt.datetime | None"),  # first attempt's start; ``timestamp`` is when the row was written
     ("timestamp", "dt.datetime"),
 )
 
@@ -94,6 +97,7 @@ _TYPES: dict[str, pa.DataType] = {
     "float": pa.float64(),
     "float | None": pa.float64(),
     "dt.datetime": pa.timestamp("us", tz="UTC"),
+    "dt.datetime | None": pa.timestamp("us", tz="UTC"),
 }
 
 #: Columns that must never be null.

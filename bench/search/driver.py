@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ray import tune
@@ -30,6 +31,9 @@ from bench.search.sink import SinkCallback
 from bench.search.studies import default_storage
 from bench.search.trainable import run_trial
 
+#: What Tune runs per trial: ``(sampled config, *, config=BenchmarkConfig, plans={name: MethodPlan})``.
+TrialFunction = Callable[..., None]
+
 #: Ray Tune's experiments live here, under the results folder.
 RAY_DIRNAME = "ray"
 
@@ -39,13 +43,14 @@ class SearchInterrupted(RuntimeError):
 
 
 def experiment_name(config: BenchmarkConfig, final_only: bool) -> str:
-    """Stable across runs, so an interrupted experiment resumes under the same name. A final-only
-    call (``sharpbench final``) is its own experiment per final section (seeds, top-k): another
-    ``--seed`` is a new experiment, the same one resumes."""
+    """Stable across runs, so an interrupted experiment resumes under the same name (in the
+    benchmark's own folder, ``<results>/ray/<benchmark>/``). A final-only call (``sharpbench
+    final``) is its own experiment per final section (seeds, top-k): another ``--seed`` is a new
+    experiment, the same one resumes."""
     if not final_only:
-        return config.benchmark
+        return "run"
     digest = hashlib.sha256(json.dumps(config.final.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{config.benchmark}-final-{digest}"
+    return f"final-{digest}"
 
 
 def unfinished(live: LiveRun) -> list[str]:
@@ -79,11 +84,11 @@ def _has_trials(experiment: Path) -> bool:
         return True  # unreadable: let Tune's own restore decide and report
 
 
-def _tuner(live: LiveRun, name: str, storage: Path) -> Tuner:
+def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunction, sequential: bool) -> Tuner:
     config = live.config
     plans = list(live.plans.values())
     resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, config=config, plans=live.plans), resources)
+    trainable = tune.with_resources(tune.with_parameters(trial_function, config=config, plans=live.plans), resources)
     path = storage / name
     if Tuner.can_restore(str(path)) and not _has_trials(path):
         # Interrupted before Tune made a single trial: nothing to resume, and Tune's restore of
@@ -97,7 +102,7 @@ def _tuner(live: LiveRun, name: str, storage: Path) -> Tuner:
     mode = metrics.OBJECTIVES[metric]
     searcher = BenchmarkSearcher(
         metric=metric, mode=mode, plans=plans, config=config, storage=live.optuna_storage, instance=live.instance,
-        final_only=live.final_only,
+        final_only=live.final_only, sequential=sequential,
     )
     concurrency = config.search.max_concurrent_trials or trial_slots(config.resources.cpus_per_trial, config.resources.gpus_per_trial)
     return Tuner(
@@ -134,6 +139,8 @@ def run_benchmark(
     instance: str = "",
     retry_failed: bool = False,
     optuna_storage: str | None = None,
+    trial_function: TrialFunction = run_trial,
+    sequential: bool = False,
 ) -> None:
     """Run every method's search and final seeds, all at once, on the connected Ray runtime.
 
@@ -146,9 +153,13 @@ def run_benchmark(
     ``sqlite:///<results_dir>/optuna.db``. An experiment already in ``results_dir`` is restored,
     not re-run; its failed trials run again only with ``retry_failed``. Raises
     :class:`SearchInterrupted` when the experiment stopped before its trials ended.
+
+    For :mod:`bench.search.orchestration` only: ``trial_function`` replaces the trial Tune runs
+    (same signature as :func:`bench.search.trainable.run_trial`), ``sequential`` schedules one
+    method at a time (the scheduling sharpbench had before this package).
     """
     results = Path(results_dir).resolve()
-    storage = results / RAY_DIRNAME
+    storage = results / RAY_DIRNAME / config.benchmark
     storage.mkdir(parents=True, exist_ok=True)
     final_only = Phase.SEARCH not in phases
     if final_only and not config.final.seeds:
@@ -169,9 +180,9 @@ def run_benchmark(
     name = experiment_name(config, final_only)
     LIVE.bind(live)
     try:
-        _tuner(live, name, storage).fit()
+        _tuner(live, name, storage, trial_function, sequential).fit()
     finally:
         LIVE.bind(None)
     missing = unfinished(live)
     if missing:
-        raise SearchInterrupted(f"experiment {name} was interrupted with trials unfinished ({'; '.join(missing)}); its state is saved")
+        raise SearchInterrupted(f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); its state is saved")

@@ -51,16 +51,19 @@ class BenchmarkSearcher(Searcher):
     """Routes Tune's asks to one Optuna study per method, then to its final runs.
 
     ``plans``: every method of the benchmark (config order). ``final_only``: no search this time
-    (``sharpbench final``); the recorded search rows are the searches. ``max_concurrent`` is
+    (``sharpbench final``); the recorded search rows are the searches. ``sequential``: one method
+    at a time, its search then its final runs, the next method only when all its trials ended
+    (how sharpbench scheduled before; kept as the orchestration benchmark's baseline). ``max_concurrent`` is
     handled here (not by Ray's ``ConcurrencyLimiter``) so that a trial retried after a restore
     is still reported to this searcher and its study.
     """
 
     def __init__(self, *, metric: str, mode: str, plans: list[MethodPlan], config: BenchmarkConfig,
-                 storage: str, instance: str, final_only: bool) -> None:
+                 storage: str, instance: str, final_only: bool, sequential: bool = False) -> None:
         super().__init__(metric=metric, mode=mode)
         self.order = [plan.regularizer for plan in plans]
         self.final_only = final_only
+        self.sequential = sequential
         self.run_finals = bool(config.final.seeds)
         self.max_concurrent = 0  # 0: no limit of our own
         direction = "maximize" if mode == "max" else "minimize"
@@ -92,7 +95,7 @@ class BenchmarkSearcher(Searcher):
             study.rebind(live.optuna_storage)
         if self.max_concurrent and len(self._running()) >= self.max_concurrent:
             return None
-        ready = [method for method in self.order if self._has_work(method, live)]
+        ready = [method for method in self._open_methods() if self._has_work(method, live)]
         if not ready:
             return Searcher.FINISHED if self._all_issued() else None
         running = self._running_per_method()
@@ -154,6 +157,19 @@ class BenchmarkSearcher(Searcher):
             method = self.tickets[trial_id].method
             counts[method] = counts.get(method, 0) + 1
         return counts
+
+    def _open_methods(self) -> list[str]:
+        """Methods that may start trials now: all of them, or (sequential) the first not done."""
+        if not self.sequential:
+            return self.order
+        for method in self.order:
+            mine = [trial_id for trial_id, t in self.tickets.items() if t.method == method]
+            queued = self.final_queue.get(method)
+            finals_left = self.run_finals and (queued is None or bool(queued))
+            searching = self._issued(method, Phase.SEARCH) < self._search_budget(LIVE.run.plans[method])
+            if searching or finals_left or any(trial_id not in self.ended for trial_id in mine):
+                return [method]
+        return []
 
     def _search_ended(self, method: str) -> bool:
         return all(trial_id in self.ended for trial_id, t in self.tickets.items() if t.method == method and t.phase == Phase.SEARCH.value)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 from ray.tune import Checkpoint
@@ -31,6 +32,7 @@ ELAPSED_FILE = "elapsed.json"
 def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[str, MethodPlan]) -> None:
     """The function Tune runs for every trial (bound with ``tune.with_parameters``)."""
     started = time.perf_counter()
+    started_at = time.time()
     plan = plans[sampled[METHOD_KEY]]
     torch.set_num_threads(max(1, int(config.resources.cpus_per_trial)))
     gpus = config.resources.gpus_per_trial
@@ -48,14 +50,15 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 trainer.load_state_dict(torch.load(Path(folder, STATE_FILE), map_location=trainer.device, weights_only=False))
-                elapsed_before = json.loads(Path(folder, ELAPSED_FILE).read_text())["seconds"]
+                spent = json.loads(Path(folder, ELAPSED_FILE).read_text())
+                elapsed_before, started_at = spent["seconds"], spent.get("started_at", started_at)
             last[metrics.EPOCH] = trainer.epochs_done
-        _train(trainer, config, started, elapsed_before, last)
+        _train(trainer, config, started, elapsed_before, started_at, last)
     except Exception:
         # Honest cost: a failed trial spent passes and time that no per-epoch report carried.
         # One more report (the last epoch's figures, the counters as they stand) becomes the
         # trial's last_result, which the sink callback records with the failure; then re-raise.
-        spent = {metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started}
+        spent = {metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started, **_where(started_at)}
         if trainer is not None:
             spent |= {metrics.FORWARD_PASSES: trainer.forward_passes, metrics.BACKWARD_PASSES: trainer.backward_passes}
         # Tune requires the search metric in every result; NaN is "no value" to the row builder.
@@ -63,9 +66,16 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
         raise
 
 
-def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, last: dict[str, Any]) -> None:
+def _where(started_at: float) -> dict[str, Any]:
+    """Where and since when the trial runs: the Ray node id, the first attempt's start."""
+    return {metrics.NODE: ray.get_runtime_context().get_node_id(), metrics.STARTED_AT: started_at}
+
+
+def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, started_at: float,
+           last: dict[str, Any]) -> None:
     """Train to the end, reporting each epoch; ``last`` holds the latest report."""
-    text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision}
+    text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision,
+            **_where(started_at)}
     while not trainer.finished:
         epoch = trainer.train_epoch()
         elapsed = elapsed_before + time.perf_counter() - started
@@ -78,7 +88,7 @@ def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_be
         elif trainer.epochs_done % config.search.checkpoint_every == 0:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder, STATE_FILE))
-                Path(folder, ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed}))
+                Path(folder, ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed, "started_at": started_at}))
                 tune.report(report, checkpoint=Checkpoint.from_directory(folder))
         else:
             tune.report(report)

@@ -1,0 +1,201 @@
+"""The routing searcher and its persisted Optuna studies, driven the way Tune drives them
+(suggest, per-epoch results, completion, save/restore), without a Ray runtime: every figure is
+read back from the study storage (a real sqlite file) by a fresh Optuna client."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from bench import metrics
+from bench.config import parse_config
+from bench.plan import METHOD_KEY, PHASE_KEY, plan_methods
+from bench.search.live import LIVE, LiveRun
+from bench.search.searcher import BenchmarkSearcher
+from bench.search.studies import ATTR_RETRY_OF, ATTR_RUN_ID, ATTR_TUNE_TRIAL, default_storage, study_name
+
+EPOCHS = 4
+
+
+def _config(trials: int = 3, **overrides):
+    raw = {
+        "benchmark": "unit",
+        "model": {"name": "mlp"},
+        "training": {"epochs": EPOCHS, "learning_rate": 0.05},
+        "search": {"trials_per_method": trials, "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}}},
+        "regularizers": ["erm", {"name": "sam", "space": {"perturbation_radius": {"low": 0.02, "high": 0.2, "log": True}}}],
+        "final": {"seeds": []},
+    }
+    raw.update(overrides)
+    return parse_config(raw)
+
+
+@pytest.fixture
+def live(tmp_path):
+    config = _config()
+    run = LiveRun(
+        config=config, plans={p.regularizer: p for p in plan_methods(config)}, results_dir=tmp_path, tracking_uri="",
+        optuna_storage=default_storage(tmp_path), instance="i1",
+    )
+    LIVE.bind(run)
+    yield run
+    LIVE.bind(None)
+
+
+def _searcher(run: LiveRun) -> BenchmarkSearcher:
+    return BenchmarkSearcher(
+        metric=metrics.VAL_ACCURACY, mode="max", plans=list(run.plans.values()), config=run.config,
+        storage=run.optuna_storage, instance=run.instance, final_only=False,
+    )
+
+
+def _study(run: LiveRun, method: str) -> optuna.Study:
+    """The study as any other reader (optuna-dashboard) sees it: a fresh client on the storage."""
+    return optuna.load_study(study_name=study_name(run.config.benchmark, method, run.instance), storage=run.optuna_storage)
+
+
+def _report(searcher: BenchmarkSearcher, trial_id: str, epochs: int, value=lambda e: 0.5 + 0.1 * e) -> dict:
+    result = {}
+    for epoch in range(1, epochs + 1):
+        result = {metrics.EPOCH: epoch, metrics.EPOCHS_PLANNED: EPOCHS, metrics.VAL_ACCURACY: value(epoch)}
+        searcher.on_trial_result(trial_id, result)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("last_epoch", "error", "expected"),
+    [(EPOCHS, False, TrialState.COMPLETE), (2, False, TrialState.PRUNED), (1, True, TrialState.FAIL)],
+)
+def test_each_trial_reaches_its_study_with_its_true_state(live, last_epoch, error, expected):
+    searcher = _searcher(live)
+    config = searcher.suggest("t1")
+    assert config[METHOD_KEY] == "erm" and config[PHASE_KEY] == "search"
+    result = _report(searcher, "t1", last_epoch)
+    searcher.on_trial_complete("t1", result=result, error=error)
+    (trial,) = _study(live, "erm").trials
+    assert trial.state == expected
+    # Values are stored as given (sqlite REAL is a float64): exact.
+    assert trial.intermediate_values == {e: 0.5 + 0.1 * e for e in range(1, last_epoch + 1)}
+    assert trial.user_attrs[ATTR_TUNE_TRIAL] == "t1" and trial.user_attrs[ATTR_RUN_ID] == "unit-erm-search/t1"
+    if expected is TrialState.COMPLETE:
+        assert trial.value == 0.5 + 0.1 * EPOCHS
+    if expected is TrialState.PRUNED:  # Optuna ranks a pruned trial by its last intermediate value
+        assert trial.value == 0.5 + 0.1 * last_epoch
+
+
+def test_a_nan_result_is_a_failed_trial_not_a_value(live):
+    searcher = _searcher(live)
+    searcher.suggest("t1")
+    result = _report(searcher, "t1", EPOCHS, value=lambda e: float("nan"))
+    searcher.on_trial_complete("t1", result=result)
+    assert _study(live, "erm").trials[0].state is TrialState.FAIL
+
+
+def test_methods_are_interleaved_and_budgets_are_exact(live):
+    searcher = _searcher(live)
+    issued = [searcher.suggest(f"t{i}") for i in range(6)]
+    # The method with the fewest running trials goes next: ERM and SAM alternate.
+    assert [c[METHOD_KEY] for c in issued] == ["erm", "sam"] * 3
+    # Budgets spent and no final seeds configured: no more trials (Tune waits for the running ones).
+    assert searcher.suggest("t6") == Searcher.FINISHED
+    for i in range(len(issued)):
+        searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
+    for method, plan in live.plans.items():
+        trials = _study(live, method).trials
+        assert len(trials) == plan.budget.trials == 3
+        assert all(t.state is TrialState.COMPLETE for t in trials)
+
+
+def test_the_default_point_is_each_studys_first_trial(live):
+    searcher = _searcher(live)
+    first = {c[METHOD_KEY]: c for c in (searcher.suggest("a"), searcher.suggest("b"))}
+    for method, config in first.items():
+        flat = {f"{namespace}/{name}": value for namespace, values in config.items() if isinstance(values, dict) for name, value in values.items()}
+        assert flat == live.plans[method].default_point()
+
+
+def test_concurrency_limit_is_kept_by_the_searcher(live):
+    searcher = _searcher(live)
+    assert searcher.set_max_concurrency(2) is True  # Ray's ConcurrencyLimiter then passes through
+    assert searcher.suggest("a") is not None and searcher.suggest("b") is not None
+    assert searcher.suggest("c") is None
+    searcher.on_trial_complete("a", result=_report(searcher, "a", EPOCHS))
+    assert searcher.suggest("c") is not None
+
+
+def test_same_sampler_seed_gives_the_same_configs(tmp_path, live):
+    first = [_searcher(live).suggest(f"t{i}") for i in range(1)]
+    other = dataclasses.replace(live, optuna_storage=default_storage(tmp_path / "other"), instance="i2")
+    (tmp_path / "other").mkdir()
+    LIVE.bind(other)
+    second = [_searcher(other).suggest(f"t{i}") for i in range(1)]
+    assert first == second
+
+
+def _drive(searcher, ids, complete=True):
+    configs = {}
+    for trial_id in ids:
+        configs[trial_id] = searcher.suggest(trial_id)
+        if complete:
+            searcher.on_trial_complete(trial_id, result=_report(searcher, trial_id, EPOCHS, value=lambda e, t=trial_id: 0.1 * e + 0.01 * len(configs)))
+    return configs
+
+
+def test_a_restored_searcher_continues_the_same_studies_and_sequence(tmp_path, live):
+    ids = [f"t{i}" for i in range(6)]
+    # Uninterrupted reference, in its own storage.
+    reference_run = dataclasses.replace(live, optuna_storage=default_storage(tmp_path / "ref"))
+    (tmp_path / "ref").mkdir()
+    LIVE.bind(reference_run)
+    reference = _drive(_searcher(reference_run), ids)
+
+    LIVE.bind(live)
+    searcher = _searcher(live)
+    before = _drive(searcher, ids[:3])
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = _searcher(live)  # what Tune's restore builds: a pristine searcher, then its saved state
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    after = _drive(restored, ids[3:])
+    assert {**before, **after} == reference
+    counts = collections.Counter(c[METHOD_KEY] for c in reference.values())
+    for method in live.plans:
+        trials = _study(live, method).trials
+        assert len(trials) == counts[method] == 3  # every trial once
+        assert [t.user_attrs[ATTR_TUNE_TRIAL] for t in trials] == [i for i in ids if reference[i][METHOD_KEY] == method]
+
+
+def test_a_trial_asked_after_the_last_snapshot_is_taken_up_again_not_asked_twice(tmp_path, live):
+    """kill -9 after the study recorded a new trial but before Tune saved the searcher: the
+    restored searcher re-attaches that RUNNING trial (same values) instead of asking a new one."""
+    searcher = _searcher(live)
+    before = _drive(searcher, ["t0", "t1"])
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    lost = searcher.suggest("t2")  # then the driver dies: no snapshot names t2
+    restored = _searcher(live)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    again = restored.suggest("t2b")
+    assert again == lost
+    restored.on_trial_complete("t2b", result=_report(restored, "t2b", EPOCHS))
+    trials = _study(live, lost[METHOD_KEY]).trials
+    assert len(trials) == 1 + sum(c[METHOD_KEY] == lost[METHOD_KEY] for c in before.values())  # t2 once
+    assert trials[-1].state is TrialState.COMPLETE and trials[-1].user_attrs[ATTR_TUNE_TRIAL] == "t2b"
+
+
+def test_a_failed_trial_that_a_retry_finishes_is_added_not_rewritten(live):
+    searcher = _searcher(live)
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", result=_report(searcher, "t1", 1), error=True)
+    # --retry-failed: Tune runs t1 again from its checkpoint; it reports and completes.
+    searcher.on_trial_complete("t1", result=_report(searcher, "t1", EPOCHS))
+    failed, retried = _study(live, "erm").trials
+    assert failed.state is TrialState.FAIL
+    assert retried.state is TrialState.COMPLETE and retried.value == 0.5 + 0.1 * EPOCHS
+    assert retried.user_attrs[ATTR_RETRY_OF] == failed.number and retried.params == failed.params
+    # Told twice (the driver died between telling Optuna and saving its state): nothing changes.
+    searcher.on_trial_complete("t1", result=_report(searcher, "t1", EPOCHS))
+    assert len(_study(live, "erm").trials) == 2
