@@ -248,7 +248,7 @@ def check_optuna_storage(url: str) -> None:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(url).get_dialect()
+        make_url(url).get_dialect().import_dbapi()  # the driver module itself, e.g. psycopg
     except ArgumentError:
         raise PreflightError(f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)") from None
     except (NoSuchModuleError, ImportError) as error:

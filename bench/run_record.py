@@ -156,10 +156,17 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
         record.save(results_dir)
         return record
     old = load_record(path)
-    if old.config_hash == config_hash(config):
+    legacy = legacy_experiments(results_dir, config.benchmark)
+    if old.config_hash == config_hash(config) and not legacy:
         record = old.with_config(config)  # non-identity keys (e.g. concurrency) may have changed
         record.save(results_dir)
         return record
+    if legacy and not restart:
+        raise IdentityMismatch(
+            f"{results_dir} holds a run of benchmark {config.benchmark!r} started by an older sharpbench "
+            f"(one Tune experiment per method, e.g. ray/{legacy[0].name}), which this version cannot resume; "
+            f"pass --restart to set it aside under {results_dir / SUPERSEDED_DIRNAME} and start afresh, or use another --results folder"
+        )
     if not restart:
         keys = differing_keys(old.config, config)
         shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
@@ -189,14 +196,21 @@ def supersede(old: RunRecord, results_dir: Path) -> Path:
     if rows.exists():
         os.replace(rows, target / "rows")
     tune_state = results_dir / "ray"
-    # ray/<b>/ holds the benchmark's experiments; ray/<b>-<method>-<phase>/ are older layouts.
-    experiments = [tune_state / old.benchmark, *sorted(tune_state.glob(f"{old.benchmark}-*-search")),
-                   *sorted(tune_state.glob(f"{old.benchmark}-*-final"))]
-    for experiment in [e for e in experiments if e.is_dir()]:
+    # ray/<b>/ holds the benchmark's experiments; ray/<b>-<method>-<phase>/ is the older layout.
+    for experiment in [e for e in [tune_state / old.benchmark, *legacy_experiments(results_dir, old.benchmark)] if e.is_dir()]:
         (target / "ray").mkdir(exist_ok=True)
         os.replace(experiment, target / "ray" / experiment.name)
     os.replace(old.path(results_dir), target / "run.json")
     return target
+
+
+def legacy_experiments(results_dir: Path, benchmark: str) -> list[Path]:
+    """Tune experiments of ``benchmark`` in the layout before one experiment ran the whole
+    benchmark (``ray/<benchmark>-<method>-<search|final>/``): not resumable by this version."""
+    tune_state = Path(results_dir) / "ray"
+    if not tune_state.is_dir():
+        return []
+    return sorted(p for p in tune_state.iterdir() if p.is_dir() and p.name.startswith(f"{benchmark}-") and p.name.endswith(("-search", "-final")))
 
 
 class FolderBusy(RuntimeError):

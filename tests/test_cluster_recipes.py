@@ -386,7 +386,7 @@ def test_gpu_workers_can_place_the_configs_trials(recipe):
         assert by_gpu >= 1, f"{worker.name}: {worker.gpus} GPUs cannot hold a trial of {gpus_per_trial}"
         assert by_cpu >= by_gpu, f"{worker.name}: {worker.cpus} CPUs leave GPU shares idle"
         # `sharpbench run` sizes each search's concurrency from the cluster's resources when the
-        # search starts (bench.search._concurrency): a pool that scaled up later would stay unused.
+        # run starts (bench.search.runtime.trial_slots): a pool that scaled up later would stay unused.
         assert worker.fixed_size, f"{worker.name} autoscales"
 
 

@@ -1,5 +1,6 @@
 """Ctrl-C in the middle of a search, then the same command again: the search resumes from the
-trials' checkpoints, every trial keeps its single MLflow run, and Parquet gets one row per trial."""
+trials' checkpoints, every trial keeps its single MLflow run and its single Optuna study trial,
+and Parquet gets one row per trial."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.results.parquet import read_rows
+from bench.run_record import load_records
+from bench.search import default_storage, study_name
 
 pytestmark = pytest.mark.slow
 
@@ -80,3 +84,9 @@ def test_interrupted_search_resumes_into_the_same_runs(tmp_path, repo_root):
     assert table.num_rows == 2
     assert table.column("epochs_run").to_pylist() == [EPOCHS, EPOCHS]
     assert set(table.column("mlflow_run_id").to_pylist()) == interrupted
+    # The method's Optuna study: each trial once, told COMPLETE, every epoch's value once.
+    instance = load_records(results)["resume"].instance
+    study = optuna.load_study(study_name=study_name("resume", "sam", instance), storage=default_storage(results))
+    assert sorted(t.user_attrs["run_id"] for t in study.trials) == sorted(table.column("run_id").to_pylist())
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(sorted(t.intermediate_values) == list(range(1, EPOCHS + 1)) for t in study.trials)

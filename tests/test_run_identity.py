@@ -182,3 +182,26 @@ def test_kill_9_in_the_final_phase_then_resume_counts_every_run_once(tmp_path, r
     per_parent = {p.data.tags["sharpbench.phase"]: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id] for p in parents}
     assert sorted(per_parent) == ["final", "search"] and len(per_parent["search"]) == 1
     assert {c.info.run_id for c in per_parent["final"]} == started == {r["mlflow_run_id"] for r in rows if r["phase"] == "final"}
+
+
+def test_a_run_in_the_older_layout_is_refused_and_restart_sets_it_aside(tmp_path):
+    """A folder whose run an older sharpbench started (one Tune experiment per method and phase)
+    cannot be resumed by one experiment: starting afresh beside it would run its trials twice."""
+    from bench.config import load_config
+    from bench.run_record import IdentityMismatch, RunRecord, resolve
+
+    config = load_config(_config(tmp_path))
+    results = tmp_path / "results"
+    old = RunRecord.new(config)
+    old.save(results)
+    legacy = results / "ray" / "ident-erm-search"
+    legacy.mkdir(parents=True)
+    (legacy / "experiment_state-2026.json").write_text("{}")
+    with pytest.raises(IdentityMismatch, match="older sharpbench.*ray/ident-erm-search.*--restart"):
+        resolve(config, results)
+    assert legacy.is_dir() and load_records(results)["ident"].instance == old.instance  # nothing moved
+    record = resolve(config, results, restart=True)
+    assert record.instance != old.instance
+    aside = results / SUPERSEDED_DIRNAME / f"ident-{old.instance}"
+    assert not legacy.exists() and (aside / "ray" / "ident-erm-search" / "experiment_state-2026.json").is_file()
+    assert resolve(config, results).instance == record.instance  # and the new run resumes as usual

@@ -1,7 +1,9 @@
 """Optuna studies rebuilt from the Parquet search rows, for Optuna's own history and importance tools.
 
-The searches keep their Optuna study in memory (``bench.search``), so the report rebuilds one
-study per (benchmark, method) from the rows: each search row becomes a trial added with
+The runs persist their Optuna studies (:mod:`bench.search.studies`), but the report reads the
+record, Parquet, which it can combine across results folders and which stays when a study's
+database is elsewhere or gone: it rebuilds one study per (benchmark, method) from the rows
+(the same trials and states as the persisted study's): each search row becomes a trial added with
 ``study.add_trial(optuna.trial.create_trial(...))``, in the order the trials started (a row's
 ``timestamp`` is its end; start = end − ``wall_seconds``, ties by run id).
 

@@ -87,6 +87,10 @@ CASES = {
     "no Ray cluster at the address": (GOOD, ["no Ray cluster answers at 127.0.0.1:"], ["--address", f"127.0.0.1:{_free_port()}"]),
     "malformed address": (GOOD, ["expected 'auto', HOST:PORT or ray://HOST:PORT"], ["--address", "nonsense"]),
     "quiet and verbose": (GOOD, ["--quiet and --verbose exclude each other"], ["--quiet", "--verbose"]),
+    "Optuna storage that is no URL": (GOOD, ["cannot use Optuna storage 'optuna.db'", "not a SQLAlchemy URL"], ["--optuna-storage", "optuna.db"]),
+    # no test machine installs MySQLdb: a database whose driver is missing is named before anything runs
+    "Optuna storage without its driver": (GOOD, ["cannot use Optuna storage 'mysql+mysqldb://u@127.0.0.1/db'", "MySQLdb"], ["--optuna-storage", "mysql+mysqldb://u@127.0.0.1/db"]),
+    "Optuna storage in the config": ({**GOOD, "optuna_storage": "nowhere"}, ["cannot use Optuna storage 'nowhere'"]),
 }
 
 #: Refusals must come within this many seconds of starting the command. A bound on a hang (the
