@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -12,17 +13,25 @@ from bench.results.parquet import read_rows
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def two_node_cluster():
+@contextlib.contextmanager
+def _loopback_cluster(*worker_cpus: int):
+    """A head (1 CPU) and one worker per entry of ``worker_cpus``, all on this machine."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    for cpus in worker_cpus:
+        cluster.add_node(num_cpus=cpus)
     cluster.wait_for_nodes()
     try:
         yield cluster
     finally:
         cluster.shutdown()
+
+
+@pytest.fixture
+def two_node_cluster():
+    with _loopback_cluster(1) as cluster:
+        yield cluster
 
 
 def test_run_joins_an_existing_cluster(two_node_cluster, tmp_path, repo_root):
@@ -53,16 +62,8 @@ def test_local_run_starts_its_own_runtime_beside_a_running_cluster(two_node_clus
 @pytest.fixture
 def three_node_cluster():
     """A head and two workers on loopback; trials may land on any of them."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for _ in range(2):
-        cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    try:
+    with _loopback_cluster(2, 2) as cluster:
         yield cluster
-    finally:
-        cluster.shutdown()
 
 
 def _overlap(a: dict, b: dict) -> bool:

@@ -170,8 +170,8 @@ def main(
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
     """Best validation figure against trials and passes: TPE+ASHA against random search."""
-    from bench.console import Verbosity, quiet_third_party
     from bench.config import ConfigError
+    from bench.console import Verbosity, quiet_third_party
 
     try:
         config = load_config(config_path)

@@ -100,6 +100,8 @@ def row(trial: Trial, index: int) -> TrialRow:
         git_commit=None,
         precision="float32",
         mlflow_run_id=None,
+        node=None,
+        started_at=None,
         # Trials start 60 s apart, in index order (start = timestamp - wall_seconds).
         timestamp=START + dt.timedelta(seconds=60 * index + trial.wall_seconds),
     )

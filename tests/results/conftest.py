@@ -59,6 +59,8 @@ def make_row(**overrides: Any) -> TrialRow:
         package_versions=json.dumps({"torch": "2.14.1"}),
         git_commit="abc123",
         mlflow_run_id=None,
+        node=None,
+        started_at=None,
         timestamp=BASE_TIME + dt.timedelta(seconds=n),
     )
     fields.update(overrides)
