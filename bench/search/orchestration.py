@@ -30,6 +30,7 @@ trial that took its slot (Tune's trial start latency, or a searcher with nothing
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -267,15 +268,16 @@ class Setup:
     gpus_per_trial: float = 1.0
     grace_period: int = 1
     reduction_factor: float = 2.0
+    #: Every method searches the learning rate; off, ERM has nothing to search (the no-search check).
+    search_learning_rate: bool = True
 
     @property
     def slots(self) -> int:
         return int(self.workers * self.gpus_per_worker // self.gpus_per_trial)
 
-    def config(self, benchmark: str, *, searched_learning_rate: bool = True) -> BenchmarkConfig:
-        """The benchmark config (digits/MLP names only: nothing is trained). Every method searches
-        the learning rate, unless ``searched_learning_rate`` is off (ERM then has nothing to search)."""
-        space = {"learning_rate": {"low": 0.01, "high": 0.5, "log": True}} if searched_learning_rate else {}
+    def config(self, benchmark: str) -> BenchmarkConfig:
+        """The benchmark config (digits/MLP names only: nothing is trained)."""
+        space = {"learning_rate": {"low": 0.01, "high": 0.5, "log": True}} if self.search_learning_rate else {}
         return parse_config({
             "benchmark": benchmark,
             "model": {"name": "mlp"},
@@ -295,6 +297,7 @@ DEFAULT = Setup()
 QUICK = Setup(epochs=3, epoch_seconds=0.5)
 #: The no-search check: ERM has nothing to search once the learning rate is fixed; SAM searches ρ.
 NO_SEARCH_METHODS = ("erm", "sam")
+NO_SEARCH_BENCHMARK = "nosearch"
 
 
 @dataclass(frozen=True)
@@ -303,20 +306,11 @@ class RunFigures:
 
     scheduler: str  # "concurrent" or "sequential"
     utilization: Utilization
-    trials_by_phase: dict[str, int]
+    counts: dict[str, dict[str, int]]  # method -> phase -> trials
     trials_by_status: dict[str, int]
     nodes: int  # distinct Ray nodes the trials ran on
     on_head: int  # trials that ran on the head node (it declares no GPU: expected 0)
     driver_seconds: float  # run_benchmark's own wall time, Tune's start-up and shut-down included
-
-
-@dataclass(frozen=True)
-class NoSearchFigures:
-    """Trials per method and phase of a benchmark where ``method`` has nothing to search."""
-
-    method: str
-    trials_per_method: int
-    counts: dict[str, dict[str, int]]  # method -> phase -> trials
 
 
 def intervals_from_rows(rows: list[dict[str, Any]]) -> list[TrialInterval]:
@@ -349,18 +343,23 @@ def _run(config: BenchmarkConfig, trial: SimulatedTraining, *, sequential: bool,
     return read_rows(results).to_pylist(), time.perf_counter() - began
 
 
-def measure_run(setup: Setup, *, sequential: bool, head_node: str, workdir: Path) -> RunFigures:
-    """One benchmark run on the connected cluster; figures from the rows the sink wrote."""
+def measure_run(setup: Setup, *, sequential: bool, head_node: str, workdir: Path, name: str | None = None) -> RunFigures:
+    """One benchmark run on the connected cluster; figures from the rows the sink wrote.
+    ``name``: the benchmark's name (default: the scheduler's, ``concurrent`` or ``sequential``)."""
     from bench.plan import plan_methods
 
-    config = setup.config("sequential" if sequential else "concurrent")
+    scheduler = "sequential" if sequential else "concurrent"
+    config = setup.config(name or scheduler)
     trial = SimulatedTraining(setup.epoch_seconds, {plan.regularizer: passes_per_step(plan) for plan in plan_methods(config)})
     rows, seconds = _run(config, trial, sequential=sequential, results=workdir / config.benchmark)
     intervals = intervals_from_rows(rows)
+    counts: dict[str, dict[str, int]] = {method: {Phase.SEARCH.value: 0, Phase.FINAL.value: 0} for method in setup.methods}
+    for row in rows:
+        counts[row["regularizer"]][row["phase"]] += 1
     return RunFigures(
-        scheduler=config.benchmark,
+        scheduler=scheduler,
         utilization=utilization(intervals, setup.slots),
-        trials_by_phase=_count(row["phase"] for row in rows),
+        counts=counts,
         trials_by_status=_count(row["status"] for row in rows),
         nodes=len({i.node for i in intervals}),
         on_head=sum(i.node == head_node for i in intervals),
@@ -368,21 +367,10 @@ def measure_run(setup: Setup, *, sequential: bool, head_node: str, workdir: Path
     )
 
 
-def measure_no_search(setup: Setup, workdir: Path) -> NoSearchFigures:
-    """A run of ERM (nothing to search: the learning rate fixed) beside SAM (ρ searched)."""
-    from bench.plan import plan_methods
-
-    small = Setup(methods=NO_SEARCH_METHODS, trials_per_method=setup.trials_per_method, epochs=2,
-                  epoch_seconds=setup.epoch_seconds / 2, seeds=setup.seeds, top_k=setup.top_k,
-                  workers=setup.workers, gpus_per_worker=setup.gpus_per_worker, gpus_per_trial=setup.gpus_per_trial)
-    config = small.config("nosearch", searched_learning_rate=False)
-    trial = SimulatedTraining(small.epoch_seconds, {plan.regularizer: passes_per_step(plan) for plan in plan_methods(config)})
-    rows, _ = _run(config, trial, sequential=False, results=workdir / config.benchmark)
-    counts: dict[str, dict[str, int]] = {}
-    for row in rows:
-        phases = counts.setdefault(row["regularizer"], {Phase.SEARCH.value: 0, Phase.FINAL.value: 0})
-        phases[row["phase"]] += 1
-    return NoSearchFigures(method=NO_SEARCH_METHODS[0], trials_per_method=small.trials_per_method, counts=counts)
+def no_search_setup(setup: Setup) -> Setup:
+    """The no-search check's shape: ERM (nothing to search: the learning rate fixed) beside SAM
+    (ρ searched), with ``setup``'s trials, seeds and cluster, and shorter trials."""
+    return dataclasses.replace(setup, methods=NO_SEARCH_METHODS, epochs=2, epoch_seconds=setup.epoch_seconds / 2, search_learning_rate=False)
 
 
 @dataclass
@@ -393,7 +381,7 @@ class Report:
     slots: int
     bound: SequentialBound
     runs: list[RunFigures]
-    no_search: NoSearchFigures | None
+    no_search: RunFigures | None  # a concurrent run of :func:`no_search_setup`
     cluster_start_seconds: float
 
     def utilizations(self, scheduler: str) -> list[float]:
@@ -412,7 +400,7 @@ class Report:
             "sequential_bound": asdict(self.bound),
             "utilization": summary,
             "runs": [{**asdict(run), "utilization": run.utilization.to_dict()} for run in self.runs],
-            "no_search": None if self.no_search is None else asdict(self.no_search),
+            "no_search": None if self.no_search is None else {**asdict(self.no_search), "utilization": self.no_search.utilization.to_dict()},
             "cluster_start_seconds": self.cluster_start_seconds,
         }
 
@@ -446,7 +434,10 @@ def measure(setup: Setup, *, repeats: int = 1, no_search: bool = True, log=lambd
                     runs.append(run)
                     log(f"repeat {repeat + 1}/{repeats} {run.scheduler}: utilization {run.utilization.utilization:.3f}, "
                         f"wall {run.utilization.wall_seconds:.1f} s")
-            nosearch = measure_no_search(setup, Path(folder)) if no_search else None
+            nosearch = None
+            if no_search:
+                nosearch = measure_run(no_search_setup(setup), sequential=False, head_node=head_node, workdir=Path(folder),
+                                       name=NO_SEARCH_BENCHMARK)
         finals_per_method = setup.top_k * len(setup.seeds)
         return Report(setup, setup.slots, sequential_bound(setup.trials_per_method, finals_per_method, setup.slots), runs, nosearch, started)
     finally:
@@ -491,9 +482,9 @@ def _format_table(report: Report) -> str:
         f"≤ {setup.top_k * len(setup.seeds)}/{report.slots} = {bound.final:.2f} while a method's final seeds run"
     )
     if report.no_search is not None:
-        ns = report.no_search
-        counts = "; ".join(f"{method}: {c['search']} search + {c['final']} final" for method, c in ns.counts.items())
-        lines.append(f"no-search method ({ns.method}, nothing searched; {ns.trials_per_method} trials per method): {counts}")
+        counts = "; ".join(f"{method} {c[Phase.SEARCH.value]} search + {c[Phase.FINAL.value]} final"
+                           for method, c in report.no_search.counts.items())
+        lines.append(f"no-search method ({NO_SEARCH_METHODS[0]} with the learning rate fixed, {setup.trials_per_method} trials per method): {counts}")
     return "\n".join(lines)
 
 
