@@ -24,8 +24,10 @@ run while the figure measures scheduling, not this machine's cores.
 
 Where idle slot-time comes from is split by phase (:class:`Utilization`): the ramp (until
 ``slots`` trials have started), the middle, and the tail (after the last trial started, when no
-work is left to hand out), and the *handover*: the time from a trial's end to the start of the
-trial that took its slot (Tune's trial start latency, or a searcher with nothing to give yet).
+work is left to hand out), and the *handover*: how long a freed slot waits for its next trial
+(freed slots are taken in the order they were freed): Tune's trial start latency when work is
+waiting, longer when the searcher has nothing to give yet (a search must end before its final
+seeds are chosen; the sequential scheduler waits for a whole method to end).
 """
 
 from __future__ import annotations
@@ -81,9 +83,9 @@ class Utilization:
     ``wall_seconds`` runs from the first start to the last end. The idle slot-seconds
     ``slots × wall − busy`` are split at ``ramp_end`` (the ``slots``-th start, or the last start
     when fewer trials ran) and ``tail_start`` (the last start): ``idle_ramp + idle_middle +
-    idle_tail`` equals the total. ``handovers``: for each start after the first ``slots``, the
-    time since the end it replaces (the k-th such start is matched to the k-th end, in time
-    order; at most ``slots`` trials run at once, so that end came first).
+    idle_tail`` equals the total. ``handovers``: for each start after the first ``slots``, how
+    long the slot it takes had been free (the k-th such start takes the slot of the k-th end, in
+    time order; at most ``slots`` trials run at once, so that end came first).
     """
 
     slots: int
@@ -294,7 +296,8 @@ class Setup:
 
 
 DEFAULT = Setup()
-QUICK = Setup(epochs=3, epoch_seconds=0.5)
+#: Smaller in every direction (fewer trial processes to start on a small machine too).
+QUICK = Setup(trials_per_method=4, epochs=3, epoch_seconds=0.5, seeds=(1, 2), gpus_per_worker=2)
 #: The no-search check: ERM has nothing to search once the learning rate is fixed; SAM searches ρ.
 NO_SEARCH_METHODS = ("erm", "sam")
 NO_SEARCH_BENCHMARK = "nosearch"
@@ -498,7 +501,7 @@ def _group() -> None:
 
 @app.command("utilization")
 def utilization_command(
-    quick: bool = typer.Option(False, "--quick", help="Shorter epochs (about 2 minutes in all)."),
+    quick: bool = typer.Option(False, "--quick", help="4 methods × 4 trials + 2 seeds on 4 slots, shorter epochs (about 2 minutes)."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Runs per scheduler; figures are the median and range over them."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
