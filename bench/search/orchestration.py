@@ -39,18 +39,26 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 import typer
+from ray import tune
+from ray.cluster_utils import Cluster
 
 import regularizers
 from bench import metrics
 from bench.config import BenchmarkConfig, parse_config
-from bench.plan import METHOD_KEY, REFERENCE_PASSES_PER_STEP, MethodPlan, trial_spec
+from bench.plan import METHOD_KEY, REFERENCE_PASSES_PER_STEP, SEED_KEY, MethodPlan, plan_methods, trial_spec
+from bench.results.mlflow_sink import default_tracking_uri
+from bench.results.parquet import read_rows
 from bench.results.schema import Phase
+from bench.search.driver import run_benchmark
+from bench.search.runtime import init_ray
 
 #: Nominal optimizer steps per simulated epoch: only sizes the pass counters the rows record.
 SIMULATED_STEPS_PER_EPOCH = 10
@@ -219,15 +227,12 @@ class SimulatedTraining:
     passes: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[str, MethodPlan]) -> None:
-        import ray
-        from ray import tune
-
         started, started_at = time.perf_counter(), time.time()
         plan = plans[sampled[METHOD_KEY]]
         passes = self.passes.get(plan.regularizer, REFERENCE_PASSES_PER_STEP)
         epoch_wall = self.epoch_seconds * passes / REFERENCE_PASSES_PER_STEP
         epochs = trial_spec(config, plan, sampled).training.epochs
-        seed = int(sampled.get("seed", config.seed))
+        seed = int(sampled.get(SEED_KEY, config.seed))
         where = {metrics.NODE: ray.get_runtime_context().get_node_id(), metrics.STARTED_AT: started_at,
                  metrics.DEVICE: SIMULATED_DEVICE, metrics.HARDWARE: SIMULATED_DEVICE, metrics.PRECISION: "float32"}
         for epoch in range(1, epochs + 1):
@@ -329,18 +334,7 @@ def intervals_from_rows(rows: list[dict[str, Any]]) -> list[TrialInterval]:
     ]
 
 
-def _count(values: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return dict(sorted(counts.items()))
-
-
 def _run(config: BenchmarkConfig, trial: SimulatedTraining, *, sequential: bool, results: Path) -> tuple[list[dict[str, Any]], float]:
-    from bench.results.mlflow_sink import default_tracking_uri
-    from bench.results.parquet import read_rows
-    from bench.search import run_benchmark
-
     began = time.perf_counter()
     run_benchmark(config, results_dir=results, tracking_uri=default_tracking_uri(results), trial_function=trial, sequential=sequential)
     return read_rows(results).to_pylist(), time.perf_counter() - began
@@ -349,8 +343,6 @@ def _run(config: BenchmarkConfig, trial: SimulatedTraining, *, sequential: bool,
 def measure_run(setup: Setup, *, sequential: bool, head_node: str, workdir: Path, name: str | None = None) -> RunFigures:
     """One benchmark run on the connected cluster; figures from the rows the sink wrote.
     ``name``: the benchmark's name (default: the scheduler's, ``concurrent`` or ``sequential``)."""
-    from bench.plan import plan_methods
-
     scheduler = "sequential" if sequential else "concurrent"
     config = setup.config(name or scheduler)
     trial = SimulatedTraining(setup.epoch_seconds, {plan.regularizer: passes_per_step(plan) for plan in plan_methods(config)})
@@ -363,7 +355,7 @@ def measure_run(setup: Setup, *, sequential: bool, head_node: str, workdir: Path
         scheduler=scheduler,
         utilization=utilization(intervals, setup.slots),
         counts=counts,
-        trials_by_status=_count(row["status"] for row in rows),
+        trials_by_status=dict(sorted(Counter(row["status"] for row in rows).items())),
         nodes=len({i.node for i in intervals}),
         on_head=sum(i.node == head_node for i in intervals),
         driver_seconds=seconds,
@@ -408,14 +400,11 @@ class Report:
         }
 
 
-def measure(setup: Setup, *, repeats: int = 1, no_search: bool = True, log=lambda line: None) -> Report:
+def measure(setup: Setup, *, repeats: int = 1, no_search: bool = True, log: Callable[[str], None] = lambda line: None) -> Report:
     """Start the loopback cluster, run the benchmark ``repeats`` times under each scheduler
-    (alternating which goes first), then the no-search check; shut everything down."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from bench.search.runtime import init_ray
-
+    (alternating which goes first), then the no-search check; shut everything down.
+    Raises what Ray raises when the cluster cannot start, and :class:`bench.search.SearchInterrupted`
+    when a run stops before its trials end."""
     began = time.perf_counter()
     # The head declares no GPU, so every trial (1 GPU each) is placed on a worker node.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
@@ -454,16 +443,16 @@ def measure(setup: Setup, *, repeats: int = 1, no_search: bool = True, log=lambd
 def _format_table(report: Report) -> str:
     setup = report.setup
     lines = [
-        f"Slot utilization: {len(setup.methods)} methods ({', '.join(setup.methods)}) × {setup.trials_per_method} search trials "
+        (f"Slot utilization: {len(setup.methods)} methods ({', '.join(setup.methods)}) × {setup.trials_per_method} search trials "
         f"+ top-{setup.top_k} × {len(setup.seeds)} final seeds; {setup.epochs} epochs, {setup.epoch_seconds:g} s per epoch "
-        f"per 2 passes per step (SAM/ASAM epochs take twice ERM's); ASHA grace {setup.grace_period}, "
-        f"reduction {setup.reduction_factor:g}",
-        f"cluster: head (0 GPUs) + {setup.workers} workers × {setup.gpus_per_worker} GPUs, {setup.gpus_per_trial:g} GPU per trial "
-        f"→ {report.slots} slots (started in {report.cluster_start_seconds:.1f} s)",
+        f"× passes per step / 2 (an SAM epoch takes twice an ERM one); ASHA grace {setup.grace_period}, "
+        f"reduction {setup.reduction_factor:g}"),
+        (f"cluster: head (0 GPUs) + {setup.workers} workers × {setup.gpus_per_worker} GPUs, {setup.gpus_per_trial:g} GPU per trial "
+        f"→ {report.slots} slots (started in {report.cluster_start_seconds:.1f} s)"),
         "utilization = busy slot-seconds / (slots × wall); busy = a trial's code running; wall = first trial start → last trial end",
         "",
-        f"{'scheduler':<11} {'util':>6} {'wall s':>7} {'busy slot-s':>11} {'trials':>6} {'nodes':>5} "
-        f"{'idle ramp/middle/tail slot-s':>29} {'handover med (max) s':>21} {'driver s':>8}",
+        (f"{'scheduler':<11} {'util':>6} {'wall s':>7} {'busy slot-s':>11} {'trials':>6} {'nodes':>5} "
+        f"{'idle ramp/middle/tail slot-s':>29} {'slot wait med (max) s':>21} {'driver s':>8}"),
     ]
     for run in report.runs:
         u = run.utilization
