@@ -115,6 +115,9 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
             scheduler=PerMethodScheduler(config.search.asha, plans),
             num_samples=-1,  # the searcher says when it is done: budgets, then final runs
             max_concurrent_trials=concurrency,
+            # One worker process per slot, not one per trial: a new actor re-imports torch and
+            # bench (seconds per trial, measured by bench.search.orchestration).
+            reuse_actors=True,
         ),
         run_config=RunConfig(
             name=name,
