@@ -185,6 +185,8 @@ def run_benchmark(
     try:
         _tuner(live, name, storage, trial_function, sequential).fit()
     finally:
+        for close in live.closers:
+            close()
         LIVE.bind(None)
     missing = unfinished(live)
     if missing:

@@ -9,7 +9,8 @@ tracking URI or a resumed search then work like a fresh run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.config import BenchmarkConfig
@@ -31,6 +32,8 @@ class LiveRun:
     final_only: bool = False
     #: Restart the failed trials of a restored experiment (``sharpbench run --retry-failed``).
     retry_failed: bool = False
+    #: Called when the experiment ends, interrupted or not (the sink's MLflow thread registers here).
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
 
 class _Slot:
