@@ -32,6 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 from bench import metrics, selection
 from bench.config import BenchmarkConfig, SearchConfig, startup_trials
 from bench.console import RunProgress, TrialLine
+from bench.data import load_dataset_cached
 from bench.preflight import NodeResources
 from bench.plan import SEED_KEY, SELECTED_KEY, MethodPlan, SearchParam, SelectedConfig, plan_methods, trial_spec
 from bench.provenance import hardware
@@ -162,7 +163,13 @@ class PruningAwareOptunaSearch(OptunaSearch):
 
 
 def _trainable(sampled: dict[str, Any], *, config: BenchmarkConfig, plan: MethodPlan) -> None:
-    """One Tune trial: train epoch by epoch, report, checkpoint; the test split only at the end."""
+    """One Tune trial: train epoch by epoch, report, checkpoint; the test split only at the end.
+
+    Actors are reused (``TuneConfig(reuse_actors=True)``): one worker process runs trial after
+    trial, so nothing may carry over from one trial to the next but the dataset, which is cached
+    per process by its config (:func:`bench.data.load_dataset_cached`) and never written to.
+    Every per-trial setting (threads, GPU memory share, seeds inside ``Trainer``) is set here.
+    """
     started = time.perf_counter()
     torch.set_num_threads(max(1, int(config.resources.cpus_per_trial)))
     gpus = config.resources.gpus_per_trial
@@ -176,7 +183,8 @@ def _trainable(sampled: dict[str, Any], *, config: BenchmarkConfig, plan: Method
     # epochs a retried trial restored from its checkpoint.
     last: dict[str, Any] = {metrics.EPOCH: 0}
     try:
-        trainer = Trainer(trial_spec(config, plan, sampled))
+        spec = trial_spec(config, plan, sampled)
+        trainer = Trainer(spec, dataset=load_dataset_cached(spec.dataset))
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 trainer.load_state_dict(torch.load(Path(folder, _STATE_FILE), map_location=trainer.device, weights_only=False))
@@ -652,6 +660,7 @@ def _search(plan: MethodPlan, context: _Context) -> Any:
             scheduler=_scheduler(config, plan),
             num_samples=plan.budget.trials,
             max_concurrent_trials=_concurrency(config, plan.budget.trials),
+            reuse_actors=True,  # one worker process per slot, not one per trial (see _trainable)
         ),
         callback=context.callback(plan, Phase.SEARCH),
         config=config,
@@ -675,7 +684,9 @@ def _final(plan: MethodPlan, selected: list[SelectedConfig], context: _Context) 
             SELECTED_KEY: tune.grid_search([choice.to_tune() for choice in selected]),
             SEED_KEY: tune.grid_search(list(context.config.final.seeds)),
         },
-        tune_config=TuneConfig(metric=context.metric, mode=context.mode, max_concurrent_trials=_concurrency(context.config, runs)),
+        tune_config=TuneConfig(
+            metric=context.metric, mode=context.mode, max_concurrent_trials=_concurrency(context.config, runs), reuse_actors=True,
+        ),
         callback=context.callback(plan, Phase.FINAL),
         config=context.config,
         retry_failed=context.retry_failed,
