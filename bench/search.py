@@ -48,6 +48,9 @@ from regularizers.space import Choice, Float, Int
 
 _R = TypeVar("_R")
 _STATE_FILE = "trainer.pt"
+#: A trial waits for the driver's callbacks after each report: its epochs go to MLflow together,
+#: at most this many seconds late (bench.results.mlflow_sink.MlflowSink), not one write each.
+_EPOCH_FLUSH_SECONDS = 2.0
 _ELAPSED_FILE = "elapsed.json"
 
 
@@ -295,7 +298,7 @@ class SinkCallback(Callback):
     @property
     def mlflow(self) -> MlflowSink:
         if self._mlflow is None:
-            self._mlflow = MlflowSink(self.tracking_uri, experiment_name=self.config.benchmark)
+            self._mlflow = MlflowSink(self.tracking_uri, experiment_name=self.config.benchmark, epoch_flush_seconds=_EPOCH_FLUSH_SECONDS)
             if self.sink_state:
                 self._mlflow.load_state(self.sink_state)
         return self._mlflow
@@ -459,6 +462,8 @@ class SinkCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """End the parent run with this phase's trial counts and the method's standing so far:
         the leaderboard's numbers from the rows just written (:mod:`bench.results.summary`)."""
+        if self._mlflow is not None:
+            self._to_mlflow("log epochs", lambda sink: sink.flush())
         if self.parent_run_id is None:
             return
         counts = {s.value: sum(v == s.value for v in self.finished.values()) for s in TrialStatus}
@@ -474,6 +479,10 @@ class SinkCallback(Callback):
         ))
 
     def get_state(self) -> dict[str, Any]:
+        if self._mlflow is not None:
+            # Tune saves this with its experiment state: MLflow then holds every epoch reported
+            # before it, and a trial resumed from that state re-runs (and re-logs) the ones after.
+            self._to_mlflow("log epochs", lambda sink: sink.flush())
         return {
             "run_ids": dict(self.run_ids),
             "finished": dict(self.finished),
