@@ -25,6 +25,7 @@ import optuna
 import ray
 import torch
 from ray import tune
+from ray.train.constants import CHECKPOINT_DIR_NAME
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -52,6 +53,13 @@ _STATE_FILE = "trainer.pt"
 #: at most this many seconds late (bench.results.mlflow_sink.MlflowSink), not one write each.
 _EPOCH_FLUSH_SECONDS = 2.0
 _ELAPSED_FILE = "elapsed.json"
+#: Tune deletes a trial's oldest checkpoint as soon as a newer one beyond ``num_to_keep`` is
+#: registered, but copies its experiment state (which names the checkpoint to resume from) to
+#: the storage folder in the background. Checkpoints milliseconds apart (tiny epochs) outran that
+#: copy: after kill -9 the saved state named a deleted checkpoint and the resumed trial failed
+#: (seen in tests/test_run_identity.py once trials stopped waiting on per-epoch MLflow writes).
+#: Seconds apart they cannot, and a retried trial redoes at most these seconds more.
+_MIN_CHECKPOINT_SECONDS = 2.0
 
 
 
@@ -207,8 +215,12 @@ def _trainable(sampled: dict[str, Any], *, config: BenchmarkConfig, plan: Method
 
 
 def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, last: dict[str, Any]) -> None:
-    """Train to the end, reporting each epoch; ``last`` holds the latest report."""
+    """Train to the end, reporting each epoch; ``last`` holds the latest report.
+
+    A checkpoint every ``search.checkpoint_every`` epochs, but never sooner than
+    ``_MIN_CHECKPOINT_SECONDS`` after the trial's start or its last checkpoint (see there)."""
     text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision}
+    checkpointed = time.perf_counter()
     while not trainer.finished:
         epoch = trainer.train_epoch()
         elapsed = elapsed_before + time.perf_counter() - started
@@ -218,7 +230,8 @@ def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_be
             report[metrics.TEST_ACCURACY] = test.test_accuracy
             report[metrics.TEST_LOSS] = test.test_loss
             tune.report(report)
-        elif trainer.epochs_done % config.search.checkpoint_every == 0:
+        elif trainer.epochs_done % config.search.checkpoint_every == 0 and time.perf_counter() - checkpointed >= _MIN_CHECKPOINT_SECONDS:
+            checkpointed = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder, _STATE_FILE))
                 Path(folder, _ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed}))
@@ -380,6 +393,12 @@ class SinkCallback(Callback):
         run_id = self._run_id(trial)
         if run_id is not None:
             self._to_mlflow("log epoch", lambda sink: sink.log_epoch(run_id, int(result.get(metrics.EPOCH, 0)), numeric, tags=used))
+            if result.get(CHECKPOINT_DIR_NAME):  # Tune's key: the checkpoint's folder, None without one
+                # A trial resumes from a checkpoint and re-runs (and re-logs) the epochs after it:
+                # the epochs up to one are sent with it, so a driver killed later loses none.
+                # (Not in get_state: a flush inside Tune's experiment snapshot made kill -9
+                # resumes name deleted checkpoints, seen in tests/test_run_identity.py.)
+                self._to_mlflow("log epochs", lambda sink: sink.flush(run_id))
         if self.progress is not None:
             self.progress.heartbeat(*self._running_and_best(trials), self.config.search.metric)
 
@@ -479,10 +498,6 @@ class SinkCallback(Callback):
         ))
 
     def get_state(self) -> dict[str, Any]:
-        if self._mlflow is not None:
-            # Tune saves this with its experiment state: MLflow then holds every epoch reported
-            # before it, and a trial resumed from that state re-runs (and re-logs) the ones after.
-            self._to_mlflow("log epochs", lambda sink: sink.flush())
         return {
             "run_ids": dict(self.run_ids),
             "finished": dict(self.finished),

@@ -20,13 +20,16 @@ from bench.training import Trainer, TrialSpec
 pytestmark = pytest.mark.slow
 
 
+def _tune_results(results) -> list[dict]:
+    """Every result Tune recorded (its own result.json per trial), all phases."""
+    return [json.loads(line) for path in (results / "ray").glob("*/*/result.json") for line in path.read_text().splitlines()]
+
+
 def _worker_pids(results) -> dict[str, set[int]]:
-    """Tune trial id → the worker process ids its results came from (Tune's own result.json)."""
+    """Tune trial id → the worker process ids its results came from."""
     pids: dict[str, set[int]] = {}
-    for path in (results / "ray").glob("*/*/result.json"):
-        for line in path.read_text().splitlines():
-            result = json.loads(line)
-            pids.setdefault(result["trial_id"], set()).add(int(result["pid"]))
+    for result in _tune_results(results):
+        pids.setdefault(result["trial_id"], set()).add(int(result["pid"]))
     return pids
 
 
@@ -57,6 +60,11 @@ def test_trials_in_one_reused_worker_train_as_they_would_alone(tmp_path, repo_ro
     rows = read_rows(results).to_pylist()
     assert sorted(row["phase"] for row in rows) == ["final"] * 2 + ["search"] * 3
     assert all(row["status"] == "completed" for row in rows)
+
+    # checkpoint_every: 2 asks for one at epoch 2 of every trial, but none comes sooner than
+    # bench.search._MIN_CHECKPOINT_SECONDS (2 s) after the trial's start (these trials take ~0.2 s).
+    checkpointed = [r for r in _tune_results(results) if r.get("checkpoint_dir_name")]
+    assert all(r["wall_seconds"] >= 2.0 for r in checkpointed), [(r["epoch"], r["wall_seconds"]) for r in checkpointed]
 
     pids = _worker_pids(results)
     assert len(pids) == 5 and all(len(p) == 1 for p in pids.values())
