@@ -49,8 +49,8 @@ from regularizers.space import Choice, Float, Int
 
 _R = TypeVar("_R")
 _STATE_FILE = "trainer.pt"
-#: A trial waits for the driver's callbacks after each report: its epochs go to MLflow together,
-#: at most this many seconds late (bench.results.mlflow_sink.MlflowSink), not one write each.
+#: A trial waits for the driver's callbacks after each report: its epochs go to MLflow at most
+#: once per this many seconds (bench.results.mlflow_sink.MlflowSink), not one write each.
 _EPOCH_FLUSH_SECONDS = 2.0
 _ELAPSED_FILE = "elapsed.json"
 #: Tune deletes a trial's oldest checkpoint as soon as a newer one beyond ``num_to_keep`` is
@@ -396,8 +396,8 @@ class SinkCallback(Callback):
             if result.get(CHECKPOINT_DIR_NAME):  # Tune's key: the checkpoint's folder, None without one
                 # A trial resumes from a checkpoint and re-runs (and re-logs) the epochs after it:
                 # the epochs up to one are sent with it, so a driver killed later loses none.
-                # (Not in get_state: a flush inside Tune's experiment snapshot made kill -9
-                # resumes name deleted checkpoints, seen in tests/test_run_identity.py.)
+                # (A flush in get_state, inside Tune's experiment snapshot, was tried first: kill -9
+                # resumes then failed more often in tests/test_run_identity.py.)
                 self._to_mlflow("log epochs", lambda sink: sink.flush(run_id))
         if self.progress is not None:
             self.progress.heartbeat(*self._running_and_best(trials), self.config.search.metric)

@@ -306,7 +306,6 @@ def _artifact_path(name: str) -> PurePosixPath:
 class _PendingEpochs:
     """Epochs of one run that :meth:`MlflowSink.log_epoch` holds back, oldest first."""
 
-    since: float  # time.monotonic() when the oldest of them was logged
     metrics: list[Metric] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -320,9 +319,11 @@ class MlflowSink:
     model-training experiment unless it already declares a kind. ``source`` (default:
     :meth:`RunSource.current`) is tagged on every run the sink creates.
 
-    ``epoch_flush_seconds`` (default 0: every epoch is sent at once) lets :meth:`log_epoch` hold
-    a run's epochs back and send them together, in one ``log_batch``, once the oldest has waited
-    that long, or with the run's :meth:`finish_trial`, or at :meth:`flush`. Ray Tune's trials wait
+    ``epoch_flush_seconds`` (default 0: every epoch is sent at once) lets :meth:`log_epoch` send
+    a run's epochs at most once per that many seconds: an epoch logged sooner after the run's
+    last send is held back, and goes with the run's next epoch logged after the period, its
+    :meth:`finish_trial` or a :meth:`flush`, all in one ``log_batch``. Epochs longer than the
+    period are sent as they come. Ray Tune's trials wait
     for the driver's callbacks after every report, so one SQLite write per epoch (~5 ms here)
     is paid by every epoch of every trial; held back, it is paid once per period. Each point
     keeps the time it was logged at; the UI shows a running trial's curve up to that period late.
@@ -335,6 +336,7 @@ class MlflowSink:
             raise ValueError(f"epoch_flush_seconds must be >= 0, got {epoch_flush_seconds}")
         self.epoch_flush_seconds = epoch_flush_seconds
         self._pending: dict[str, _PendingEpochs] = {}  # run id -> epochs not sent yet
+        self._last_sent: dict[str, float] = {}  # run id -> time.monotonic() of its last epoch send
         self.tracking_uri = normalize_tracking_uri(tracking_uri)
         self.experiment_name = experiment_name
         self.source = source if source is not None else RunSource.current()
@@ -556,17 +558,17 @@ class MlflowSink:
         ``tags`` (e.g. the device and precision a trial used) ride in the same batch, and only
         those whose value differs from what this sink last sent for the run.
 
-        With ``epoch_flush_seconds`` > 0 the epoch joins the run's held-back ones, and all are
-        sent when the oldest has waited that long (see the class docstring)."""
+        With ``epoch_flush_seconds`` > 0 the epoch is held back when the run's last send was
+        less than that long ago (see the class docstring)."""
         sent = self._tags_sent.setdefault(run_id, {})
         changed = {k: str(v) for k, v in (tags or {}).items() if sent.get(k) != str(v)}
-        now = time.monotonic()
-        pending = self._pending.setdefault(run_id, _PendingEpochs(since=now))
+        pending = self._pending.setdefault(run_id, _PendingEpochs())
         pending.metrics += self._metrics(metrics, step)
         pending.tags.update(changed)
         sent.update(changed)
         self._last_step[run_id] = max(step, self._last_step.get(run_id, step))
-        if now - pending.since >= self.epoch_flush_seconds:
+        last = self._last_sent.get(run_id)
+        if last is None or time.monotonic() - last >= self.epoch_flush_seconds:
             self.flush(run_id)
 
     def flush(self, run_id: str | None = None) -> None:
@@ -576,6 +578,7 @@ class MlflowSink:
         for held in [run_id] if run_id is not None else list(self._pending):
             pending = self._pending.pop(held, None)
             if pending is not None and (pending.metrics or pending.tags):
+                self._last_sent[held] = time.monotonic()
                 self._log(held, metrics=pending.metrics, tags=pending.tags)
 
     @property
@@ -606,7 +609,7 @@ class MlflowSink:
         elif error:
             tags[TAG_ERROR] = error
         at = self._last_step.get(run_id, 0) if step is None else step
-        held = self._pending.pop(run_id, None) or _PendingEpochs(since=0.0)
+        held = self._pending.pop(run_id, None) or _PendingEpochs()
         # The held-back epochs and the final figures in one batch.
         self._log(run_id, metrics=[*held.metrics, *self._metrics(metrics, at)], tags={**held.tags, **tags})
         self.client.set_terminated(run_id, status=RUN_STATUS[status])
