@@ -7,6 +7,7 @@ test split is only read for the final numbers of a trial; the search never sees 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,6 +89,69 @@ def load_dataset(config: DataConfig) -> Dataset:
         noisy = flip_labels(dataset.train.targets, dataset.num_classes, config.label_noise, seed)
         dataset.train = TensorSplit(dataset.train.inputs, noisy.targets)
     return dataset
+
+
+class _ProcessCache:
+    """The last dataset loaded in this process, keyed by its whole config (as JSON).
+
+    One entry: a worker process serves one benchmark, whose trials share one dataset config, and
+    a bigger cache would keep a second copy of a large dataset (CIFAR-100: ~0.6 GB) alive for
+    nothing. The lock makes two threads asking at once load it once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: str | None = None
+        self._dataset: Dataset | None = None
+        self.loads = 0  # how many times a dataset was actually loaded: tests and benchmarks read it
+
+    def get(self, config: DataConfig) -> Dataset:
+        key = config.model_dump_json()
+        with self._lock:
+            if self._key != key or self._dataset is None:
+                self._dataset, self._key = None, None  # free the old one before loading the new
+                self._dataset, self._key = load_dataset(config), key
+                self.loads += 1
+            cached = self._dataset
+        # Fresh Dataset/TensorSplit objects around the shared tensors: a caller may rebind a
+        # split's tensors (Trainer does, to change their dtype) without touching the cache.
+        return Dataset(
+            cached.name,
+            TensorSplit(cached.train.inputs, cached.train.targets),
+            TensorSplit(cached.val.inputs, cached.val.targets),
+            TensorSplit(cached.test.inputs, cached.test.targets),
+            cached.num_classes,
+        )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._key, self._dataset = None, None
+
+
+_PROCESS_CACHE = _ProcessCache()
+
+
+def load_dataset_cached(config: DataConfig) -> Dataset:
+    """:func:`load_dataset`, loaded once per process for consecutive calls with an equal config.
+
+    For Ray Tune workers that run trial after trial (reused actors): the split, the subset and
+    the label noise are computed once per worker process instead of once per trial. The same
+    config always gives the same dataset (every step of :func:`load_dataset` is seeded), so the
+    cached one is what a fresh load would return. The tensors are shared between callers: treat
+    them as read-only (training never writes them; tests check that a trial leaves them
+    bit-identical). Raises what :func:`load_dataset` raises; a failed load caches nothing.
+    """
+    return _PROCESS_CACHE.get(config)
+
+
+def clear_dataset_cache() -> None:
+    """Forget the dataset :func:`load_dataset_cached` holds (e.g. after its files changed on disk)."""
+    _PROCESS_CACHE.clear()
+
+
+def dataset_loads() -> int:
+    """How many times :func:`load_dataset_cached` has loaded a dataset in this process."""
+    return _PROCESS_CACHE.loads
 
 
 def normalize(train: Tensor, *others: Tensor) -> list[Tensor]:

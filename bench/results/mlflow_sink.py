@@ -302,6 +302,14 @@ def _artifact_path(name: str) -> PurePosixPath:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _PendingEpochs:
+    """Epochs of one run that :meth:`MlflowSink.log_epoch` holds back, oldest first."""
+
+    metrics: list[Metric] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
 class MlflowSink:
     """Parent run per search, nested run per trial, in experiment ``experiment_name``.
 
@@ -310,9 +318,25 @@ class MlflowSink:
     The experiment is created (or restored, if deleted) on construction and tagged as a
     model-training experiment unless it already declares a kind. ``source`` (default:
     :meth:`RunSource.current`) is tagged on every run the sink creates.
+
+    ``epoch_flush_seconds`` (default 0: every epoch is sent at once) lets :meth:`log_epoch` send
+    a run's epochs at most once per that many seconds: an epoch logged sooner after the run's
+    last send is held back, and goes with the run's next epoch logged after the period, its
+    :meth:`finish_trial` or a :meth:`flush`, all in one ``log_batch``. Epochs longer than the
+    period are sent as they come. Ray Tune's trials wait
+    for the driver's callbacks after every report, so one SQLite write per epoch (~5 ms here)
+    is paid by every epoch of every trial; held back, it is paid once per period. Each point
+    keeps the time it was logged at; the UI shows a running trial's curve up to that period late.
     """
 
-    def __init__(self, tracking_uri: str, experiment_name: str, source: RunSource | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment_name: str, source: RunSource | None = None, *, epoch_flush_seconds: float = 0.0,
+    ) -> None:
+        if epoch_flush_seconds < 0:
+            raise ValueError(f"epoch_flush_seconds must be >= 0, got {epoch_flush_seconds}")
+        self.epoch_flush_seconds = epoch_flush_seconds
+        self._pending: dict[str, _PendingEpochs] = {}  # run id -> epochs not sent yet
+        self._last_sent: dict[str, float] = {}  # run id -> time.monotonic() of its last epoch send
         self.tracking_uri = normalize_tracking_uri(tracking_uri)
         self.experiment_name = experiment_name
         self.source = source if source is not None else RunSource.current()
@@ -532,12 +556,35 @@ class MlflowSink:
         logs those steps again; MLflow keeps both points.
 
         ``tags`` (e.g. the device and precision a trial used) ride in the same batch, and only
-        those whose value differs from what this sink last sent for the run."""
+        those whose value differs from what this sink last sent for the run.
+
+        With ``epoch_flush_seconds`` > 0 the epoch is held back when the run's last send was
+        less than that long ago (see the class docstring)."""
         sent = self._tags_sent.setdefault(run_id, {})
         changed = {k: str(v) for k, v in (tags or {}).items() if sent.get(k) != str(v)}
-        self._log(run_id, metrics=self._metrics(metrics, step), tags=changed)
+        pending = self._pending.setdefault(run_id, _PendingEpochs())
+        pending.metrics += self._metrics(metrics, step)
+        pending.tags.update(changed)
         sent.update(changed)
         self._last_step[run_id] = max(step, self._last_step.get(run_id, step))
+        last = self._last_sent.get(run_id)
+        if last is None or time.monotonic() - last >= self.epoch_flush_seconds:
+            self.flush(run_id)
+
+    def flush(self, run_id: str | None = None) -> None:
+        """Send the epochs :meth:`log_epoch` holds back: ``run_id``'s, or every run's. Held-back
+        epochs leave the buffer before the call, so a failing store raises once and they are not
+        sent twice (``sharpbench sync-mlflow`` back-fills from Parquet)."""
+        for held in [run_id] if run_id is not None else list(self._pending):
+            pending = self._pending.pop(held, None)
+            if pending is not None and (pending.metrics or pending.tags):
+                self._last_sent[held] = time.monotonic()
+                self._log(held, metrics=pending.metrics, tags=pending.tags)
+
+    @property
+    def pending_epochs(self) -> int:
+        """How many epoch metrics (points) are held back, over all runs."""
+        return sum(len(p.metrics) for p in self._pending.values())
 
     def finish_trial(
         self,
@@ -551,7 +598,8 @@ class MlflowSink:
         the run: FINISHED for completed and stopped trials, FAILED for failed ones.
 
         Final metrics are logged at the last step :meth:`log_epoch` logged for this run (so they
-        are the run's latest values in the UI), step 0 when that is unknown, or at ``step``. A failed trial gets
+        are the run's latest values in the UI), step 0 when that is unknown, or at ``step``, in the
+        same batch as the run's held-back epochs. A failed trial gets
         the tag ``sharpbench.error`` with ``error`` (or "unknown error"), truncated to MLflow's limit.
         """
         status = TrialStatus(status)
@@ -561,7 +609,9 @@ class MlflowSink:
         elif error:
             tags[TAG_ERROR] = error
         at = self._last_step.get(run_id, 0) if step is None else step
-        self._log(run_id, metrics=self._metrics(metrics, at), tags=tags)
+        held = self._pending.pop(run_id, None) or _PendingEpochs()
+        # The held-back epochs and the final figures in one batch.
+        self._log(run_id, metrics=[*held.metrics, *self._metrics(metrics, at)], tags={**held.tags, **tags})
         self.client.set_terminated(run_id, status=RUN_STATUS[status])
 
     def finish_parent(

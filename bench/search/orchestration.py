@@ -510,5 +510,14 @@ def utilization_command(
         typer.echo(_format_table(report))
 
 
+@app.command("overhead", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def overhead_command(ctx: typer.Context) -> None:
+    """Ray Tune against the same trials in-process (where the time goes), and throughput with
+    1 and 2 concurrent CPU trials. Options: `overhead --help` (bench/search/overhead.py)."""
+    from bench.search import overhead
+
+    raise typer.Exit(overhead.main(["overhead", *ctx.args]))
+
+
 if __name__ == "__main__":
     app()

@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ray.train.constants import CHECKPOINT_DIR_NAME
 from ray.tune import Callback
 
 from bench import metrics
@@ -40,6 +41,9 @@ from bench.search.live import LIVE, LiveRun
 from bench.search.space import sampler_settings
 
 _R = TypeVar("_R")
+#: A trial's epochs go to MLflow at most once per this many seconds, in one batch
+#: (:class:`bench.results.mlflow_sink.MlflowSink`), not one SQLite write each.
+EPOCH_FLUSH_SECONDS = 2.0
 
 #: Text a trial reports → the MLflow tag that records it as used (params keep the request, "auto").
 _USED_TAGS = {metrics.DEVICE: TAG_DEVICE, metrics.PRECISION: TAG_PRECISION, metrics.HARDWARE: TAG_HARDWARE}
@@ -106,7 +110,7 @@ class SinkCallback(Callback):
     @property
     def mlflow(self) -> MlflowSink:
         if self._mlflow is None:
-            self._mlflow = MlflowSink(self.tracking_uri, experiment_name=self.run.config.benchmark)
+            self._mlflow = MlflowSink(self.tracking_uri, experiment_name=self.run.config.benchmark, epoch_flush_seconds=EPOCH_FLUSH_SECONDS)
             if self.sink_state:
                 self._mlflow.load_state(self.sink_state)
         return self._mlflow
@@ -124,6 +128,8 @@ class SinkCallback(Callback):
         """Send what the MLflow thread still holds and stop it (the driver calls this at the end,
         interrupted or not)."""
         if self._calls is not None:
+            if self._mlflow is not None:
+                self._to_mlflow("log epochs", lambda sink: sink.flush())
             self._calls.shutdown(wait=True)
             self._calls = None
 
@@ -217,9 +223,16 @@ class SinkCallback(Callback):
         used = {tag: str(result[key]) for key, tag in _USED_TAGS.items() if result.get(key) is not None}
         run_id, epoch = self._run_id(trial), int(result.get(metrics.EPOCH, 0))
 
+        checkpoint = bool(result.get(CHECKPOINT_DIR_NAME))  # Tune's key: the checkpoint's folder, None without one
+
         def log(sink: MlflowSink) -> None:
-            if run_id.result() is not None:  # queued before this call: already done
-                sink.log_epoch(run_id.result(), epoch, numeric, tags=used)
+            if run_id.result() is None:  # queued before this call: already done; None while MLflow is down
+                return
+            sink.log_epoch(run_id.result(), epoch, numeric, tags=used)
+            if checkpoint:
+                # A trial resumes from a checkpoint and re-runs (and re-logs) the epochs after it:
+                # the epochs up to one are sent with it.
+                sink.flush(run_id.result())
 
         self._to_mlflow("log epoch", log)
         if self.run.progress is not None:
@@ -309,7 +322,7 @@ class SinkCallback(Callback):
         the leaderboard's numbers from the rows just written (:mod:`bench.results.summary`)."""
         run = self.run
         if self._calls is not None:
-            self._to_mlflow("drain", lambda sink: None).result()  # everything queued before is sent
+            self._to_mlflow("log epochs", lambda sink: sink.flush()).result()  # everything queued before is sent
         by_parent: dict[str, list[str]] = {}
         for t in trials:
             config = t.config or {}

@@ -21,16 +21,30 @@ from ray.tune import Checkpoint
 
 from bench import metrics
 from bench.config import BenchmarkConfig
+from bench.data import load_dataset_cached
 from bench.plan import METHOD_KEY, MethodPlan, trial_spec
 from bench.provenance import hardware
 from bench.training import Trainer
 
 STATE_FILE = "trainer.pt"
 ELAPSED_FILE = "elapsed.json"
+#: Tune deletes a trial's oldest checkpoint as soon as a newer one beyond ``num_to_keep`` is
+#: registered, but copies its experiment state (which names the checkpoint to resume from) to
+#: the storage folder in the background. Checkpoints milliseconds apart (tiny epochs) outran that
+#: copy: after kill -9 the saved state named a deleted checkpoint and the resumed trial failed
+#: (seen in tests/test_run_identity.py). Seconds apart they cannot, and a retried trial redoes at
+#: most these seconds more.
+MIN_CHECKPOINT_SECONDS = 2.0
 
 
 def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[str, MethodPlan]) -> None:
-    """The function Tune runs for every trial (bound with ``tune.with_parameters``)."""
+    """The function Tune runs for every trial (bound with ``tune.with_parameters``).
+
+    Actors are reused (``TuneConfig(reuse_actors=True)``): one worker process runs trial after
+    trial, so nothing may carry over from one trial to the next but the dataset, which is cached
+    per process by its config (:func:`bench.data.load_dataset_cached`) and never written to.
+    Every per-trial setting (threads, GPU memory share, seeds inside ``Trainer``) is set here.
+    """
     started = time.perf_counter()
     started_at = time.time()
     plan = plans[sampled[METHOD_KEY]]
@@ -46,7 +60,8 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
     # epochs a retried trial restored from its checkpoint.
     last: dict[str, Any] = {metrics.EPOCH: 0}
     try:
-        trainer = Trainer(trial_spec(config, plan, sampled))
+        spec = trial_spec(config, plan, sampled)
+        trainer = Trainer(spec, dataset=load_dataset_cached(spec.dataset))
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 trainer.load_state_dict(torch.load(Path(folder, STATE_FILE), map_location=trainer.device, weights_only=False))
@@ -73,9 +88,13 @@ def _where(started_at: float) -> dict[str, Any]:
 
 def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, started_at: float,
            last: dict[str, Any]) -> None:
-    """Train to the end, reporting each epoch; ``last`` holds the latest report."""
+    """Train to the end, reporting each epoch; ``last`` holds the latest report.
+
+    A checkpoint every ``search.checkpoint_every`` epochs, but never sooner than
+    :data:`MIN_CHECKPOINT_SECONDS` after the trial's start or its last checkpoint."""
     text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision,
             **_where(started_at)}
+    checkpointed = time.perf_counter()
     while not trainer.finished:
         epoch = trainer.train_epoch()
         elapsed = elapsed_before + time.perf_counter() - started
@@ -85,7 +104,8 @@ def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_be
             report[metrics.TEST_ACCURACY] = test.test_accuracy
             report[metrics.TEST_LOSS] = test.test_loss
             tune.report(report)
-        elif trainer.epochs_done % config.search.checkpoint_every == 0:
+        elif trainer.epochs_done % config.search.checkpoint_every == 0 and time.perf_counter() - checkpointed >= MIN_CHECKPOINT_SECONDS:
+            checkpointed = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder, STATE_FILE))
                 Path(folder, ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed, "started_at": started_at}))
