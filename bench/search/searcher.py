@@ -2,8 +2,12 @@
 scheduled together in one Tune experiment.
 
 Tune asks :meth:`BenchmarkSearcher.suggest` whenever a slot is free. The searcher routes the ask
-to a method with work left, the one with the fewest trials running (ties: config order), so
-all methods search at once and a slow method never holds back a fast one:
+to a method with work left, so that each method holds slots in proportion to its outstanding
+work: the method with the fewest running trials per outstanding trial-second (running + not yet
+issued trials × its measured seconds per trial; equal for all until trials end; ties: more
+outstanding work, then config order). All methods search at once; a costlier method (SAM's two
+passes per step) gets more slots, so its search, and then its final seeds, do not become the
+run's tail while cheaper methods' slots idle:
 
 * **search** trials come from the method's own Optuna study (:mod:`bench.search.studies`),
   exactly ``plan.budget.trials`` of them: the equal budget;
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +87,8 @@ class BenchmarkSearcher(Searcher):
         self.ended: set[str] = set()
         #: Per method, once its search has ended: the final runs still to issue.
         self.final_queue: dict[str, list[finals.FinalRun]] = {}
+        #: Per method: seconds per epoch of its ended trials (the cost the routing weighs).
+        self.epoch_seconds: dict[str, list[float]] = {}
 
     # --- Tune's interface ------------------------------------------------------------------------
 
@@ -99,7 +106,8 @@ class BenchmarkSearcher(Searcher):
         if not ready:
             return Searcher.FINISHED if self._all_issued() else None
         running = self._running_per_method()
-        method = min(ready, key=lambda m: (running.get(m, 0), self.order.index(m)))
+        work = {m: self._outstanding_seconds(m, running.get(m, 0), live) for m in ready}
+        method = min(ready, key=lambda m: (running.get(m, 0) / work[m], -work[m], self.order.index(m)))
         plan = live.plans[method]
         if self._issued(method, Phase.SEARCH) < self._search_budget(plan):
             return self._search_trial(trial_id, plan, live)
@@ -118,6 +126,9 @@ class BenchmarkSearcher(Searcher):
         if ticket is None:
             return
         self.ended.add(trial_id)
+        seconds, epochs = (result or {}).get(metrics.WALL_SECONDS), (result or {}).get(metrics.EPOCH)
+        if not error and seconds and epochs:
+            self.epoch_seconds.setdefault(ticket.method, []).append(float(seconds) / float(epochs))
         if ticket.number is None:
             return
         value = (result or {}).get(self.metric)
@@ -141,6 +152,17 @@ class BenchmarkSearcher(Searcher):
             self.__dict__.update(pickle.load(file))
 
     # --- bookkeeping -----------------------------------------------------------------------------
+
+    def _outstanding_seconds(self, method: str, running: int, live: LiveRun) -> float:
+        """Running + not yet issued trials of ``method`` × its estimated seconds per trial (its
+        median epoch so far × planned epochs; the median over all methods before its first ends)."""
+        plan = live.plans[method]
+        to_issue = max(0, self._search_budget(plan) - self._issued(method, Phase.SEARCH))
+        if self.run_finals:
+            queued = self.final_queue.get(method)
+            to_issue += len(queued) if queued is not None else live.config.final.top_k * len(live.config.final.seeds)
+        known = self.epoch_seconds.get(method) or [s for values in self.epoch_seconds.values() for s in values] or [1.0]
+        return max(1, running + to_issue) * statistics.median(known) * plan.budget.epochs
 
     def _search_budget(self, plan: MethodPlan) -> int:
         return 0 if self.final_only else plan.budget.trials

@@ -142,7 +142,7 @@ def _drive(searcher, ids, complete=True):
     for trial_id in ids:
         configs[trial_id] = searcher.suggest(trial_id)
         if complete:
-            searcher.on_trial_complete(trial_id, result=_report(searcher, trial_id, EPOCHS, value=lambda e, t=trial_id: 0.1 * e + 0.01 * len(configs)))
+            searcher.on_trial_complete(trial_id, result=_report(searcher, trial_id, EPOCHS, value=lambda e, t=trial_id: 0.1 * e + 0.01 * int(t[1:])))
     return configs
 
 
@@ -199,3 +199,24 @@ def test_a_failed_trial_that_a_retry_finishes_is_added_not_rewritten(live):
     # Told twice (the driver died between telling Optuna and saving its state): nothing changes.
     searcher.on_trial_complete("t1", result=_report(searcher, "t1", EPOCHS))
     assert len(_study(live, "erm").trials) == 2
+
+
+def test_a_costlier_method_holds_slots_in_proportion_to_its_work(tmp_path):
+    """SAM's trials take twice ERM's seconds per epoch (measured from their ended trials): with
+    equal trials left, SAM gets two thirds of the free slots, so its search and then its final
+    seeds do not become the run's tail."""
+    config = _config(trials=8)
+    run = LiveRun(config=config, plans={p.regularizer: p for p in plan_methods(config)}, results_dir=tmp_path, tracking_uri="",
+                  optuna_storage=default_storage(tmp_path), instance="i1")
+    LIVE.bind(run)
+    try:
+        searcher = _searcher(run)
+        first = [searcher.suggest("t0"), searcher.suggest("t1")]
+        assert [c[METHOD_KEY] for c in first] == ["erm", "sam"]  # no timing yet: one each
+        for trial_id, per_epoch in (("t0", 1.0), ("t1", 2.0)):
+            result = _report(searcher, trial_id, EPOCHS)
+            searcher.on_trial_complete(trial_id, result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
+        issued = collections.Counter(searcher.suggest(f"n{i}")[METHOD_KEY] for i in range(6))
+        assert issued == {"sam": 4, "erm": 2}
+    finally:
+        LIVE.bind(None)
