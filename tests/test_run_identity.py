@@ -119,7 +119,8 @@ def test_a_second_run_into_a_busy_folder_stops_at_once(tmp_path, repo_root):
 
 def test_folder_moved_after_kill_9_resumes_with_every_trial_once(tmp_path, repo_root):
     results, moved = tmp_path / "results", tmp_path / "elsewhere" / "results"
-    config = _config(tmp_path, epochs=60, trials=2)
+    # Enough epochs to outlast the wait below: MLflow receives a trial's epochs at most every 2 s.
+    config = _config(tmp_path, epochs=600, trials=2)
     first = _start("run", str(config), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
     deadline = time.monotonic() + 240

@@ -7,24 +7,35 @@ their own ASHA (:mod:`.scheduler`); one trainable runs any trial (:mod:`.trainab
 driver-side callback is the single writer of Parquet and MLflow (:mod:`.sink`), bound to the
 live run (:mod:`.live`), so trials on other nodes need no access to the results folder or the
 tracking store.
+
+The names below are imported on first use (PEP 562): a Tune worker unpickles
+:func:`.trainable.run_trial`, which imports this package first, and must not pay for the
+driver's imports (MLflow, Optuna, SciPy: about a second per worker process, measured).
 """
 
-from bench.search.driver import SearchInterrupted, experiment_name, run_benchmark
-from bench.search.finals import select_for_final
-from bench.search.runtime import init_ray, node_resources
-from bench.search.space import DefineByRun, make_sampler, sampler_settings
-from bench.search.studies import default_storage, study_name
+from __future__ import annotations
 
-__all__ = [
-    "DefineByRun",
-    "SearchInterrupted",
-    "default_storage",
-    "experiment_name",
-    "init_ray",
-    "make_sampler",
-    "node_resources",
-    "run_benchmark",
-    "sampler_settings",
-    "select_for_final",
-    "study_name",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SearchInterrupted": "bench.search.driver",
+    "experiment_name": "bench.search.driver",
+    "run_benchmark": "bench.search.driver",
+    "select_for_final": "bench.search.finals",
+    "init_ray": "bench.search.runtime",
+    "node_resources": "bench.search.runtime",
+    "DefineByRun": "bench.search.space",
+    "make_sampler": "bench.search.space",
+    "sampler_settings": "bench.search.space",
+    "default_storage": "bench.search.studies",
+    "study_name": "bench.search.studies",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "digits.yaml"
 
 
 @dataclass(frozen=True)
