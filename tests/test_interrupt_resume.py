@@ -57,7 +57,8 @@ def test_interrupted_search_resumes_into_the_same_runs(tmp_path, repo_root):
     first = _start(config_path, results, repo_root)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and first.poll() is None:
-        children = _child_runs(client) if (results / "mlflow.db").exists() else []
+        # Only once the run has made its store (its Tune folder comes after): no race on its schema.
+        children = _child_runs(client) if (results / "ray" / "resume").exists() else []
         if len(children) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in children):
             break
         time.sleep(0.5)
