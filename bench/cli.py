@@ -165,6 +165,17 @@ def final(
             _fail(str(error))
     if not config.final.seeds:
         _fail("no final seeds: the run's config has final.seeds empty; give them with --seed 1 --seed 2 ...")
+    from bench.plan import plan_methods
+    from bench.search.finals import results_rows, search_rows
+
+    rows = results_rows(results_dir)
+    short = [f"{p.regularizer} {search_rows(p, rows)}/{p.budget.trials}" for p in plan_methods(config) if search_rows(p, rows) < p.budget.trials]
+    if short:
+        # The best config of a partial search may not be the search's best: its final rows would mislead.
+        _fail(
+            f"the searches in {results_dir} are unfinished (search trials recorded: {', '.join(short)}); "
+            f"finish them first with: sharpbench run CONFIG --results {results_dir}"
+        )
     if optuna_storage is not None:
         config = config.model_copy(update={"optuna_storage": optuna_storage})
     _execute(

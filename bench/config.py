@@ -8,7 +8,7 @@ every method) and the regularizers to compare. ``load_config`` turns any problem
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,7 +22,12 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN are no hyperparameter, range or fraction: refused here, not in every trial.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: A seed: 0 to 2**63 - 1 (rows store it as a signed 64-bit integer).
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class RangeSpec(_Strict):
@@ -61,7 +66,7 @@ class DataConfig(_Strict):
     #: Datasets without an official test split (digits) carve one out of the data.
     test_fraction: float = Field(0.2, gt=0, lt=1)
     #: Seed of the train/val(/test) split; fixed across trials so every method sees the same data.
-    split_seed: int = 0
+    split_seed: Seed = 0
     #: Random crop with this padding (0: off) and horizontal flip, done batched on the device.
     crop_padding: int = Field(0, ge=0)
     horizontal_flip: bool = False
@@ -80,7 +85,16 @@ class DataConfig(_Strict):
     #: of Zhang et al. 2017 and Jiang et al. 2018 (:func:`bench.data.noise.flip_labels`).
     label_noise: float = Field(0.0, ge=0, lt=1)
     #: Seed of the flipped samples and their new labels; ``None`` uses ``split_seed``.
-    label_noise_seed: int | None = None
+    label_noise_seed: Seed | None = None
+
+    @model_validator(mode="after")
+    def _split_leaves_training_data(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction ({self.val_fraction:g}) + test_fraction ({self.test_fraction:g}) must stay below 1: "
+                "the rest is the training split"
+            )
+        return self
 
 
 class ModelConfig(_Strict):
@@ -214,7 +228,7 @@ class SearchConfig(_Strict):
     #: Trials per regularizer: the equal tuning budget.
     trials_per_method: int = Field(8, gt=0)
     #: Seeds the sampler; separate from the training seeds.
-    seed: int = 0
+    seed: Seed = 0
     metric: str = metrics.VAL_ACCURACY
     sampler: SamplerConfig = SamplerConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -276,7 +290,7 @@ class RegularizerEntry(_Strict):
 
 class FinalConfig(_Strict):
     #: Training seeds for re-running each method's best configs; empty skips the final phase.
-    seeds: list[int] = Field(default_factory=list)
+    seeds: list[Seed] = Field(default_factory=list)
     #: How many of each method's best search configs (``bench.selection``) are re-run with the seeds.
     top_k: int = Field(1, gt=0)
 
@@ -300,7 +314,7 @@ class BenchmarkConfig(_Strict):
     final: FinalConfig = FinalConfig()
     regularizers: list[RegularizerEntry] = Field(min_length=1)
     #: Training seed of the search trials (data order, init, noise).
-    seed: int = 0
+    seed: Seed = 0
     tracking_uri: str | None = None
     #: SQLAlchemy URL of the Optuna studies (one per method), e.g. ``postgresql://host/db`` on a
     #: cluster; ``None``: ``sqlite:///<results>/optuna.db``. ``sharpbench run --optuna-storage`` overrides it.

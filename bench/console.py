@@ -41,6 +41,9 @@ HEARTBEAT_SECONDS = 30.0
 # Ray warns once per local start that it enabled token authentication by default: true, and
 # nothing for the user to act on. Its opposite ("... is disabled ...") is a real warning and stays.
 _RAY_NOISE_PREFIXES = ("Token authentication is enabled",)
+#: Tune's Ctrl-C lines: sharpbench says once that the run was interrupted and how to resume it
+#: (with `sharpbench run`, not Tune's `Tuner.restore`).
+_TUNE_INTERRUPT_PREFIXES = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted")
 
 
 class _DropMessages(logging.Filter):
@@ -79,6 +82,7 @@ def quiet_third_party(verbosity: Verbosity) -> None:
     for name in ("ray", "ray.tune", "ray.train", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropMessages(_RAY_NOISE_PREFIXES))
+    logging.getLogger("ray.tune.tune").addFilter(_DropMessages(_TUNE_INTERRUPT_PREFIXES))
     logging.getLogger("optuna").setLevel(logging.WARNING)
     # Optuna's ExperimentalWarning (for group=, consider_pruned_trials=, QMCSampler), matched by
     # its wording so that this module need not import optuna.
@@ -138,6 +142,9 @@ class TrialLine:
     test_accuracy: float | None
     wall_seconds: float
     error: str | None = None
+    #: It had ended (and was recorded) before an interruption that Tune's last saved state did
+    #: not see, so it ran again: its row is replaced, and it is not counted twice.
+    again: bool = False
 
 
 @dataclass
@@ -254,6 +261,13 @@ class RunProgress:
 
     def trial_finished(self, line: TrialLine) -> None:
         counts = self.methods[line.method]
+        if line.again:
+            if self.verbosity is not Verbosity.quiet:
+                self._print(
+                    f"[{counts.index}/{len(self.methods)} {line.method} {line.phase}] {line.status} again: this trial had "
+                    f"ended before the interruption, after Tune last saved its state; its row is replaced, not counted twice"
+                )
+            return
         if line.phase == "final":
             counts.final_done += 1
             position = f"final {counts.final_done}/{counts.final_planned}"

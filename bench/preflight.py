@@ -248,11 +248,17 @@ def check_optuna_storage(url: str) -> None:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(url).get_dialect().import_dbapi()  # the driver module itself, e.g. psycopg
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()  # the driver module itself, e.g. psycopg
     except ArgumentError:
         raise PreflightError(f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)") from None
     except (NoSuchModuleError, ImportError) as error:
         raise PreflightError(f"cannot use Optuna storage {url!r}: {_first_line(error)}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        # sqlite creates the file, not its folder (the default one, under --results, is made by the run).
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise PreflightError(f"cannot use Optuna storage {url!r}: {folder} is not an existing folder")
 
 
 def _plugin_schemes() -> set[str]:

@@ -106,3 +106,16 @@ def test_final_command_errors(tmp_path, repo_root):
     (tmp_path / "empty").mkdir()
     done = _cli("final", str(tmp_path / "empty"), cwd=repo_root)
     assert done.returncode == 2 and "no recorded run" in done.stderr and "Traceback" not in done.stderr
+    # A run recorded but its searches unfinished (interrupted before any trial ended): refused,
+    # since the best config of a partial search is not the search's best.
+    from bench.run_record import RunRecord
+
+    partial = tmp_path / "partial"
+    from bench.config import load_config
+
+    RunRecord.new(load_config(_config(tmp_path, "partial", [1]))).save(partial)
+    done = _cli("final", str(partial), "--seed", "1", cwd=repo_root)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "searches in" in lines[0] and "unfinished" in lines[0] and "erm 0/" in lines[0]
+    assert not (partial / "ray").exists()  # nothing started

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -181,6 +182,10 @@ def run_benchmark(
         retry_failed=retry_failed,
     )
     name = experiment_name(config, final_only)
+    # Tune saves its experiment state at most every 10 s by default: a kill -9 then loses up to
+    # 10 s of it, and trials that ended in that window run again. Every 2 s keeps the window
+    # small; the state is a few small files (trial table, searcher, callback).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     LIVE.bind(live)
     try:
         _tuner(live, name, storage, trial_function, sequential).fit()

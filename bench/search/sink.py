@@ -34,7 +34,7 @@ from bench.results import summary
 from bench.results.mlflow_mirror import mirror_for
 from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink
 from bench.results.mlflow_sync import parent_params
-from bench.results.parquet import ParquetSink
+from bench.results.parquet import ParquetSink, read_rows
 from bench.results.rows import TrialOutcome, build_row
 from bench.results.schema import Phase, TrialStatus
 from bench.search.live import LIVE, LiveRun
@@ -91,11 +91,12 @@ class SinkCallback(Callback):
         self._mlflow: MlflowSink | None = None
         self._parquet: ParquetSink | None = None
         self._calls: ThreadPoolExecutor | None = None  # the MLflow worker thread
+        self._recorded: set[str] = set()  # run ids with a row when this call started
         self._run_futures: dict[str, Future] = {}  # Tune trial id -> its MLflow run id, once created
 
     # Sinks hold clients and connections, the worker a thread: build them lazily, never pickle them.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mlflow": None, "_parquet": None, "live": None, "_calls": None, "_run_futures": {}}
+        return {**self.__dict__, "_mlflow": None, "_parquet": None, "live": None, "_calls": None, "_run_futures": {}, "_recorded": set()}
 
     @property
     def run(self) -> LiveRun:
@@ -143,6 +144,7 @@ class SinkCallback(Callback):
         self.live = LIVE.run  # bind to this call, whatever an earlier run pickled
         self.live.closers.append(self.close)
         self._mlflow = self._parquet = None
+        self._recorded = {str(run_id) for run_id in read_rows(self.live.results_dir).column("run_id").to_pylist()}
         if self._state_tracking_uri not in (None, self.tracking_uri):
             # The restored MLflow run ids belong to another store: find or create runs here.
             self.run_ids, self.sink_state, self.parent_run_ids = {}, {}, {}
@@ -211,6 +213,7 @@ class SinkCallback(Callback):
             # A failed trial started again (``--retry-failed``): record its new outcome, in the
             # same MLflow run; the Parquet reader keeps the latest row of a run id.
             del self.finished[trial.trial_id]
+            self._recorded.discard(self._trial_key(trial))
         self._run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -288,6 +291,8 @@ class SinkCallback(Callback):
             final = {metrics.TEST_ACCURACY: row.test_accuracy, metrics.TEST_LOSS: row.test_loss, metrics.WALL_SECONDS: row.wall_seconds}
             self._to_mlflow("finish trial", lambda sink: sink.finish_trial(run_id, status, final, error))
         self.finished[trial.trial_id] = status.value
+        again = row.run_id in self._recorded  # kill -9 after it ended, before Tune saved that it had
+        self._recorded.add(row.run_id)
         if run.progress is not None:
             run.progress.trial_finished(
                 TrialLine(
@@ -301,6 +306,7 @@ class SinkCallback(Callback):
                     test_accuracy=row.test_accuracy,
                     wall_seconds=row.wall_seconds,
                     error=error,
+                    again=again,
                 )
             )
 
