@@ -2,12 +2,11 @@
 scheduled together in one Tune experiment.
 
 Tune asks :meth:`BenchmarkSearcher.suggest` whenever a slot is free. The searcher routes the ask
-to a method with work left, so that each method holds slots in proportion to its outstanding
-work: the method with the fewest running trials per outstanding trial-second (running + not yet
-issued trials × its measured seconds per trial; equal for all until trials end; ties: more
-outstanding work, then config order). All methods search at once; a costlier method (SAM's two
-passes per step) gets more slots, so its search, and then its final seeds, do not become the
-run's tail while cheaper methods' slots idle:
+to the method with the most work not yet started (its trials not yet issued × its measured
+seconds per trial; equal costs until trials end; ties: config order): longest work first, the
+classic rule for a short makespan. All methods search at once, equal ones take turns, and a
+costlier method (SAM's two passes per step) is started earlier, so its search and then its
+final seeds end early and the run's tail is made of cheap trials:
 
 * **search** trials come from the method's own Optuna study (:mod:`bench.search.studies`),
   exactly ``plan.budget.trials`` of them: the equal budget;
@@ -87,6 +86,8 @@ class BenchmarkSearcher(Searcher):
         self.ended: set[str] = set()
         #: Per method, once its search has ended: the final runs still to issue.
         self.final_queue: dict[str, list[finals.FinalRun]] = {}
+        #: Per running search trial: its per-epoch values, written to its study when it ends.
+        self.epoch_values: dict[str, dict[int, float]] = {}
         #: Per method: seconds per epoch of its ended trials (the cost the routing weighs).
         self.epoch_seconds: dict[str, list[float]] = {}
 
@@ -105,9 +106,8 @@ class BenchmarkSearcher(Searcher):
         ready = [method for method in self._open_methods() if self._has_work(method, live)]
         if not ready:
             return Searcher.FINISHED if self._all_issued() else None
-        running = self._running_per_method()
-        work = {m: self._outstanding_seconds(m, running.get(m, 0), live) for m in ready}
-        method = min(ready, key=lambda m: (running.get(m, 0) / work[m], -work[m], self.order.index(m)))
+        work = {m: self._outstanding_seconds(m, live) for m in ready}
+        method = min(ready, key=lambda m: (-work[m], self.order.index(m)))
         plan = live.plans[method]
         if self._issued(method, Phase.SEARCH) < self._search_budget(plan):
             return self._search_trial(trial_id, plan, live)
@@ -118,8 +118,11 @@ class BenchmarkSearcher(Searcher):
         if ticket is None:
             return
         self.ended.discard(trial_id)  # a failed trial restarted by --retry-failed runs again
-        if ticket.number is not None:
-            self.studies[ticket.method].report(ticket.number, result.get(self.metric), int(result.get(metrics.EPOCH, 0)))
+        value = result.get(self.metric)
+        if ticket.number is not None and value is not None:
+            # Held here and written with the trial's outcome: a storage write per epoch would sit
+            # on Tune's event loop, which every trial waits for after each report.
+            self.epoch_values.setdefault(trial_id, {})[int(result.get(metrics.EPOCH, 0))] = float(value)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         ticket = self.tickets.get(trial_id)
@@ -139,7 +142,9 @@ class BenchmarkSearcher(Searcher):
             state = TrialState.COMPLETE
         else:
             state = TrialState.PRUNED
-        number = self.studies[ticket.method].tell(ticket.number, state, value)
+        study = self.studies[ticket.method]
+        study.report(ticket.number, self.epoch_values.pop(trial_id, {}))
+        number = study.tell(ticket.number, state, value)
         if number != ticket.number:
             self.tickets[trial_id] = Ticket(ticket.method, ticket.phase, number)
 
@@ -153,16 +158,16 @@ class BenchmarkSearcher(Searcher):
 
     # --- bookkeeping -----------------------------------------------------------------------------
 
-    def _outstanding_seconds(self, method: str, running: int, live: LiveRun) -> float:
-        """Running + not yet issued trials of ``method`` × its estimated seconds per trial (its
-        median epoch so far × planned epochs; the median over all methods before its first ends)."""
+    def _outstanding_seconds(self, method: str, live: LiveRun) -> float:
+        """Not yet issued trials of ``method`` × its estimated seconds per trial (its median
+        epoch so far × planned epochs; the median over all methods before its first ends)."""
         plan = live.plans[method]
         to_issue = max(0, self._search_budget(plan) - self._issued(method, Phase.SEARCH))
         if self.run_finals:
             queued = self.final_queue.get(method)
             to_issue += len(queued) if queued is not None else live.config.final.top_k * len(live.config.final.seeds)
         known = self.epoch_seconds.get(method) or [s for values in self.epoch_seconds.values() for s in values] or [1.0]
-        return max(1, running + to_issue) * statistics.median(known) * plan.budget.epochs
+        return to_issue * statistics.median(known) * plan.budget.epochs
 
     def _search_budget(self, plan: MethodPlan) -> int:
         return 0 if self.final_only else plan.budget.trials

@@ -107,13 +107,15 @@ class MethodStudy:
         trial.set_user_attr(ATTR_TUNE_TRIAL, tune_trial_id)
         trial.set_user_attr(ATTR_RUN_ID, run_id)
 
-    def report(self, number: int, value: float | None, epoch: int) -> None:
-        """One epoch's value of the search metric (skipped when missing or NaN)."""
-        if value is None or not math.isfinite(value):
-            return
+    def report(self, number: int, values: dict[int, float]) -> None:
+        """Per-epoch values of the search metric (epoch → value; missing or NaN ones skipped),
+        those the study does not hold yet."""
         frozen = self.study.get_trials(deepcopy=False)[number]
-        if frozen.state is TrialState.RUNNING and epoch not in frozen.intermediate_values:
-            self._trial(number).report(float(value), epoch)
+        if frozen.state is not TrialState.RUNNING:
+            return
+        for epoch, value in sorted(values.items()):
+            if math.isfinite(value) and epoch not in frozen.intermediate_values:
+                self._trial(number).report(float(value), epoch)
 
     def tell(self, number: int, state: TrialState, value: float | None) -> int:
         """Record the trial's outcome; returns the number that now holds it.

@@ -201,10 +201,10 @@ def test_a_failed_trial_that_a_retry_finishes_is_added_not_rewritten(live):
     assert len(_study(live, "erm").trials) == 2
 
 
-def test_a_costlier_method_holds_slots_in_proportion_to_its_work(tmp_path):
+def test_the_method_with_the_most_work_left_starts_first(tmp_path):
     """SAM's trials take twice ERM's seconds per epoch (measured from their ended trials): with
-    equal trials left, SAM gets two thirds of the free slots, so its search and then its final
-    seeds do not become the run's tail."""
+    equal trials left, SAM's trials are started first until its work left (trials not issued ×
+    seconds per trial) drops below ERM's, so its search and then its final seeds end early."""
     config = _config(trials=8)
     run = LiveRun(config=config, plans={p.regularizer: p for p in plan_methods(config)}, results_dir=tmp_path, tracking_uri="",
                   optuna_storage=default_storage(tmp_path), instance="i1")
@@ -216,7 +216,8 @@ def test_a_costlier_method_holds_slots_in_proportion_to_its_work(tmp_path):
         for trial_id, per_epoch in (("t0", 1.0), ("t1", 2.0)):
             result = _report(searcher, trial_id, EPOCHS)
             searcher.on_trial_complete(trial_id, result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
-        issued = collections.Counter(searcher.suggest(f"n{i}")[METHOD_KEY] for i in range(6))
-        assert issued == {"sam": 4, "erm": 2}
+        issued = [searcher.suggest(f"n{i}")[METHOD_KEY] for i in range(6)]
+        # Work left, seconds: SAM 7 × 2 × 4 = 56 against ERM's 7 × 1 × 4 = 28; SAM until 3 × 8 = 24 < 28.
+        assert issued == ["sam"] * 4 + ["erm", "erm"]
     finally:
         LIVE.bind(None)
