@@ -308,16 +308,18 @@ def epochs_for(base, seconds: float, width: int | None) -> int:
     return max(probe_epochs, round(seconds / per_epoch))
 
 
-def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...]) -> dict[int, float]:
+def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...], epochs: int | None = None,
+                       width: int | None = None) -> dict[int, float]:
     """Trials per minute with C trials at a time (each 1 CPU), on the connected runtime.
 
     Two figures per C: over the whole call (the Tune experiment's start-up included) and in the
     steady state, from the first trial's start to the last one's end. Returns the steady ones.
     """
-    print(f"throughput: {trials} trials x {base.training.epochs} epochs, 1 CPU each", flush=True)
+    shown = base.training.epochs if epochs is None else epochs
+    print(f"throughput: {trials} trials x {shown} epochs{'' if width is None else f', width {width}'}, 1 CPU each", flush=True)
     steady: dict[int, float] = {}
     for concurrency in concurrencies:
-        run, _ = _ray_run(_bench_config(base, trials=trials, concurrency=concurrency))
+        run, _ = _ray_run(_bench_config(base, trials=trials, concurrency=concurrency, epochs=epochs, width=width))
         overall = 60.0 * len(run.trials) / run.wall_seconds
         span = max(t.ended for t in run.trials) - min(t.started for t in run.trials)
         steady[concurrency] = 60.0 * len(run.trials) / span
@@ -361,6 +363,9 @@ def _overhead(args: argparse.Namespace) -> int:
             )
         if not args.no_throughput:
             measure_throughput(base, trials=4 if args.quick else 8, concurrencies=(1, 2))
+        if args.throughput_seconds:
+            epochs = epochs_for(base, args.throughput_seconds, args.long_width)
+            measure_throughput(base, trials=4, concurrencies=(1, 2), epochs=epochs, width=args.long_width)
     finally:
         import ray
 
@@ -385,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     overhead.add_argument("--no-full", action="store_true", help="skip the whole config as configured (every method and phase)")
     overhead.add_argument("--no-long", action="store_true", help="skip the long-trial figure")
     overhead.add_argument("--no-throughput", action="store_true", help="skip the C=1/C=2 throughput figure")
+    overhead.add_argument(
+        "--throughput-seconds", type=float, default=0.0,
+        help="also measure C=1/C=2 throughput with 4 trials of about this many seconds (CNN of --long-width); 0: skip",
+    )
     args = parser.parse_args(argv)
     for name in ("trials", "repeats"):
         if getattr(args, name) < 1:
@@ -392,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.long_width < 1:
         print("error: --long-width must be at least 1", file=sys.stderr)
+        return 2
+    if args.throughput_seconds < 0:
+        print("error: --throughput-seconds must be 0 (skip) or positive", file=sys.stderr)
         return 2
     if args.long_seconds <= 0:
         print("error: --long-seconds must be positive", file=sys.stderr)

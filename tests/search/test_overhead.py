@@ -44,6 +44,7 @@ def test_the_benchmark_config_is_one_method_with_identical_work_per_trial():
         (["overhead", "--repeats", "0"], "--repeats must be at least 1"),
         (["overhead", "--long-seconds", "0"], "--long-seconds must be positive"),
         (["overhead", "--long-width", "0"], "--long-width must be at least 1"),
+        (["overhead", "--throughput-seconds", "-1"], "--throughput-seconds must be 0 (skip) or positive"),
         (["overhead", "--config", "/nonexistent/benchmark.yaml"], "config file not found"),
     ],
 )
