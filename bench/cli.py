@@ -247,7 +247,10 @@ def _execute_locked(
     from bench.results.parquet import tidy_dataset
     from bench.results.schema import Phase
 
-    from bench import search  # imports Ray, Optuna and MLflow, which set up their loggers on import
+    from bench import search
+    # The driver imports Ray, Optuna and MLflow, which set up their loggers on import: before
+    # quiet_third_party quiets them (bench.search itself loads its modules lazily).
+    from bench.search import driver  # noqa: F401
     from bench.plan import plan_methods
 
     quiet_third_party(verbosity)

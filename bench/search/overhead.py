@@ -335,6 +335,7 @@ def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...], epo
 
 def _overhead(args: argparse.Namespace) -> int:
     from bench import search
+    from bench.search import driver  # noqa: F401 - Ray, Optuna, MLflow set their loggers on import: before quieting them
     from bench.config import ConfigError, load_config
     from bench.console import Verbosity, quiet_third_party
 
