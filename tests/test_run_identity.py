@@ -61,6 +61,23 @@ def _parents_and_children(store: Path) -> tuple[list, list]:
     return parents, children
 
 
+def _two_runs_with_epochs(process: subprocess.Popen, results: Path, *, timeout: float, phase: str | None = None) -> list:
+    """The MLflow trial runs (of ``phase``, if given) once two of them have logged 3 epochs, or
+    what there is when ``process`` ends or ``timeout`` seconds pass."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    deadline = time.monotonic() + timeout
+    runs: list = []
+    while time.monotonic() < deadline and process.poll() is None:
+        # The Tune folder appears after the run has made its MLflow store: reading the store
+        # before could race its schema creation (two processes creating one sqlite store).
+        if (results / "ray" / "ident").exists():
+            runs = [c for c in _parents_and_children(results / "mlflow.db")[1] if phase is None or c.data.tags.get("sharpbench.phase") == phase]
+            if len(runs) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in runs):
+                break
+        time.sleep(0.5)
+    return runs
+
+
 def test_changed_config_stops_and_restart_sets_the_old_run_aside(tmp_path, repo_root):
     results = tmp_path / "results"
     done = _cli("run", str(_config(tmp_path)), "--results", str(results), "--num-cpus", "2", "--quiet", cwd=repo_root)
@@ -122,17 +139,7 @@ def test_folder_moved_after_kill_9_resumes_with_every_trial_once(tmp_path, repo_
     # Enough epochs to outlast the wait below: MLflow receives a trial's epochs at most every 2 s.
     config = _config(tmp_path, epochs=600, trials=2)
     first = _start("run", str(config), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    deadline = time.monotonic() + 240
-    children: list = []
-    while time.monotonic() < deadline and first.poll() is None:
-        # The Tune folder appears after the run has made its MLflow store: reading the store
-        # before could race its schema creation (two processes creating one sqlite store).
-        if (results / "ray" / "ident").exists():
-            children = _parents_and_children(results / "mlflow.db")[1]
-            if len(children) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in children):
-                break
-        time.sleep(0.5)
+    children = _two_runs_with_epochs(first, results, timeout=240)
     assert first.poll() is None, "the search finished before it could be killed"
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate(timeout=60)
@@ -162,17 +169,7 @@ def test_kill_9_in_the_final_phase_then_resume_counts_every_run_once(tmp_path, r
     config.write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
     first = _start("run", str(config), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    deadline = time.monotonic() + 300
-    finals: list = []
-    while time.monotonic() < deadline and first.poll() is None:
-        # The Tune folder appears after the run has made its MLflow store: reading the store
-        # before could race its schema creation (two processes creating one sqlite store).
-        if (results / "ray" / "ident").exists():
-            finals = [c for c in _parents_and_children(results / "mlflow.db")[1] if c.data.tags.get("sharpbench.phase") == "final"]
-            if len(finals) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in finals):
-                break
-        time.sleep(0.5)
+    finals = _two_runs_with_epochs(first, results, timeout=300, phase="final")
     assert first.poll() is None, "the run finished before its final phase could be killed"
     os.killpg(first.pid, signal.SIGKILL)
     first.communicate(timeout=60)
