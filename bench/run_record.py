@@ -35,6 +35,8 @@ RECORDS_DIRNAME = "runs"
 #: Where a superseded run's rows and state are moved by a fresh run (``--restart``).
 SUPERSEDED_DIRNAME = "superseded"
 LOCK_FILENAME = ".sharpbench.lock"
+#: Ray Tune's experiments, under the results folder (``<benchmark>/run``, ``<benchmark>/final-<hash>``).
+TUNE_DIRNAME = "ray"
 
 #: Config keys that change where results go or how trials are placed, not what they are: a
 #: resumed run may change them (e.g. resume on a bigger machine, log to another server).
@@ -195,11 +197,11 @@ def supersede(old: RunRecord, results_dir: Path) -> Path:
     rows = benchmark_dir(results_dir, old.benchmark)
     if rows.exists():
         os.replace(rows, target / "rows")
-    tune_state = results_dir / "ray"
+    tune_state = results_dir / TUNE_DIRNAME
     # ray/<b>/ holds the benchmark's experiments; ray/<b>-<method>-<phase>/ is the older layout.
     for experiment in [e for e in [tune_state / old.benchmark, *legacy_experiments(results_dir, old.benchmark)] if e.is_dir()]:
-        (target / "ray").mkdir(exist_ok=True)
-        os.replace(experiment, target / "ray" / experiment.name)
+        (target / TUNE_DIRNAME).mkdir(exist_ok=True)
+        os.replace(experiment, target / TUNE_DIRNAME / experiment.name)
     os.replace(old.path(results_dir), target / "run.json")
     return target
 
@@ -207,7 +209,7 @@ def supersede(old: RunRecord, results_dir: Path) -> Path:
 def legacy_experiments(results_dir: Path, benchmark: str) -> list[Path]:
     """Tune experiments of ``benchmark`` in the layout before one experiment ran the whole
     benchmark (``ray/<benchmark>-<method>-<search|final>/``): not resumable by this version."""
-    tune_state = Path(results_dir) / "ray"
+    tune_state = Path(results_dir) / TUNE_DIRNAME
     if not tune_state.is_dir():
         return []
     return sorted(p for p in tune_state.iterdir() if p.is_dir() and p.name.startswith(f"{benchmark}-") and p.name.endswith(("-search", "-final")))

@@ -23,6 +23,7 @@ from bench.config import BenchmarkConfig
 from bench.console import RunProgress
 from bench.plan import SEED_KEY, plan_methods
 from bench.results.schema import Phase
+from bench.run_record import TUNE_DIRNAME
 from bench.search import finals
 from bench.search.live import LIVE, LiveRun
 from bench.search.runtime import trial_slots
@@ -35,8 +36,6 @@ from bench.search.trainable import run_trial
 #: What Tune runs per trial: ``(sampled config, *, config=BenchmarkConfig, plans={name: MethodPlan})``.
 TrialFunction = Callable[..., None]
 
-#: Ray Tune's experiments live here, under the results folder.
-RAY_DIRNAME = "ray"
 
 
 class SearchInterrupted(RuntimeError):
@@ -163,7 +162,7 @@ def run_benchmark(
     method at a time (the scheduling sharpbench had before this package).
     """
     results = Path(results_dir).resolve()
-    storage = results / RAY_DIRNAME / config.benchmark
+    storage = results / TUNE_DIRNAME / config.benchmark
     storage.mkdir(parents=True, exist_ok=True)
     final_only = Phase.SEARCH not in phases
     if final_only and not config.final.seeds:

@@ -178,13 +178,6 @@ class BenchmarkSearcher(Searcher):
     def _running(self) -> list[str]:
         return [trial_id for trial_id in self.tickets if trial_id not in self.ended]
 
-    def _running_per_method(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for trial_id in self._running():
-            method = self.tickets[trial_id].method
-            counts[method] = counts.get(method, 0) + 1
-        return counts
-
     def _open_methods(self) -> list[str]:
         """Methods that may start trials now: all of them, or (sequential) the first not done."""
         if not self.sequential:
