@@ -112,6 +112,9 @@ NODE: Final = "node"
 STARTED_AT: Final = "started_at"
 TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION, NODE)
 EPOCHS_PLANNED: Final = "epochs_planned"
+#: A report that stands for several epochs (``bench.search.reporting``) carries the epochs before
+#: its own here: a list of their reported metrics (with :data:`EPOCH`), oldest first.
+EARLIER_EPOCHS: Final = "earlier_epochs"
 
 
 def is_reported(key: str) -> bool:
@@ -122,3 +125,21 @@ def is_reported(key: str) -> bool:
 def ran_all_epochs(result: dict) -> bool:
     """Whether a reported result is a trial's last planned epoch (else it was stopped early)."""
     return EPOCH in result and EPOCHS_PLANNED in result and result[EPOCH] >= result[EPOCHS_PLANNED]
+
+
+def batched(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report for consecutive epochs' ``reports`` (oldest first): the newest one, with the
+    reported metrics of the others under :data:`EARLIER_EPOCHS` (absent for a single epoch).
+    Raises ValueError for an empty list."""
+    if not reports:
+        raise ValueError("no epoch to report")
+    report = dict(reports[-1])
+    if len(reports) > 1:
+        report[EARLIER_EPOCHS] = [{key: value for key, value in r.items() if is_reported(key)} for r in reports[:-1]]
+    return report
+
+
+def epochs_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every epoch a report stands for, oldest first: its :data:`EARLIER_EPOCHS`, then itself
+    (the inverse of :func:`batched`, up to unreported keys of the earlier epochs)."""
+    return [*result.get(EARLIER_EPOCHS, ()), result]

@@ -88,6 +88,16 @@ class MethodPlan:
                 epochs = max(epochs, int(max(domain.options) if isinstance(domain, Choice) else domain.high))
         return epochs
 
+    @property
+    def passes_per_step(self) -> int:
+        """Forward + backward passes of one of the method's steps: the budget's (``search.budget:
+        passes``), else the regularizer's declared cost at its fixed values, counted without
+        BatchNorm (NSO's extra pass with it is not counted)."""
+        if self.budget.passes_per_step:
+            return self.budget.passes_per_step
+        cost = regularizers.create(self.regularizer, **self.fixed).cost(False)
+        return cost.forward + cost.backward
+
     def default_point(self) -> dict[str, Any]:
         """The papers' defaults (and the config's recipe), evaluated first; only values inside the searched ranges."""
         return {p.key: p.default for p in self.params if p.domain.contains(p.default)}

@@ -136,8 +136,9 @@ def test_a_second_run_into_a_busy_folder_stops_at_once(tmp_path, repo_root):
 
 def test_folder_moved_after_kill_9_resumes_with_every_trial_once(tmp_path, repo_root):
     results, moved = tmp_path / "results", tmp_path / "elsewhere" / "results"
-    # Enough epochs to outlast the wait below: MLflow receives a trial's epochs at most every 2 s.
-    config = _config(tmp_path, epochs=600, trials=2)
+    # Enough epochs to outlast the wait below (~7 ms each here): MLflow receives a trial's epochs
+    # at most every 2 s, and a trial reports them to the driver about once a second.
+    config = _config(tmp_path, epochs=2000, trials=2)
     first = _start("run", str(config), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
     children = _two_runs_with_epochs(first, results, timeout=240)
     assert first.poll() is None, "the search finished before it could be killed"
@@ -151,7 +152,7 @@ def test_folder_moved_after_kill_9_resumes_with_every_trial_once(tmp_path, repo_
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert not results.exists()  # nothing recreated at the old place (no stray mlflow.db)
     rows = read_rows(moved).to_pylist()
-    assert len(rows) == 2 and all(r["status"] == "completed" and r["epochs_run"] == 600 for r in rows)
+    assert len(rows) == 2 and all(r["status"] == "completed" and r["epochs_run"] == 2000 for r in rows)
     parents, children = _parents_and_children(moved / "mlflow.db")
     assert len(parents) == 1 and len(children) == 2
     assert {c.info.run_id for c in children} == started_ids == {r["mlflow_run_id"] for r in rows}

@@ -3,7 +3,8 @@
 One Tune experiment runs the whole benchmark (:mod:`.driver`): a routing searcher asks one
 persisted Optuna study per method (:mod:`.searcher`, :mod:`.studies`, :mod:`.space`) and queues
 each method's final seeds when its own search ends (:mod:`.finals`); each method's trials get
-their own ASHA (:mod:`.scheduler`); one trainable runs any trial (:mod:`.trainable`); one
+their own ASHA (:mod:`.scheduler`); one trainable runs any trial (:mod:`.trainable`) and reports
+at ASHA's rungs, its checkpoints and its end, and in batches in between (:mod:`.reporting`); one
 driver-side callback is the single writer of Parquet and MLflow (:mod:`.sink`), bound to the
 live run (:mod:`.live`), so trials on other nodes need no access to the results folder or the
 tracking store.

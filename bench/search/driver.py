@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.logger import JsonLoggerCallback
 
 from bench import metrics
 from bench.config import BenchmarkConfig
@@ -122,7 +123,9 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
         run_config=RunConfig(
             name=name,
             storage_path=str(storage),
-            callbacks=[SinkCallback()],
+            # Tune's JSON result log (one line per report, with the worker's pid and host) is kept
+            # for debugging; its CSV and TensorBoard loggers are not added (see run_benchmark).
+            callbacks=[SinkCallback(), JsonLoggerCallback()],
             failure_config=FailureConfig(max_failures=config.search.max_failures),
             # Two, not one: after kill -9 the last experiment snapshot may name the checkpoint
             # before the newest, and with one kept that one is already deleted (seen in a test).
@@ -185,6 +188,10 @@ def run_benchmark(
     # 10 s of it, and trials that ended in that window run again. Every 2 s keeps the window
     # small; the state is a few small files (trial table, searcher, callback).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Tune adds CSV and TensorBoard loggers unless told not to: both write on the event loop that
+    # every trial waits for after a report, and neither takes a report that carries several
+    # epochs (bench.search.reporting). Parquet and MLflow are the record.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     LIVE.bind(live)
     try:
         _tuner(live, name, storage, trial_function, sequential).fit()

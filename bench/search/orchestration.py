@@ -1,6 +1,6 @@
 """Measured orchestration: how busy the cluster's trial slots are during a whole benchmark.
 
-``python -m bench.search.orchestration utilization [--quick] [--format table|json] [--repeats N]``
+``python -m bench.search.orchestration utilization [--quick | --short] [--format table|json] [--repeats N]``
 
 A measurement, not a test: it prints figures. It starts a loopback Ray cluster
 (``ray.cluster_utils.Cluster``: a head with no GPUs and two worker nodes declaring logical GPUs,
@@ -50,15 +50,16 @@ import typer
 from ray import tune
 from ray.cluster_utils import Cluster
 
-import regularizers
 from bench import metrics
 from bench.config import BenchmarkConfig, parse_config
-from bench.plan import METHOD_KEY, REFERENCE_PASSES_PER_STEP, SEED_KEY, MethodPlan, plan_methods, trial_spec
+from bench.plan import METHOD_KEY, PHASE_KEY, REFERENCE_PASSES_PER_STEP, SEED_KEY, MethodPlan, plan_methods, trial_spec
 from bench.results.mlflow_sink import default_tracking_uri
 from bench.results.parquet import read_rows
 from bench.results.schema import Phase
 from bench.search.driver import run_benchmark
+from bench.search.reporting import EpochBatch
 from bench.search.runtime import init_ray
+from bench.search.scheduler import rung_epochs
 
 #: Nominal optimizer steps per simulated epoch: only sizes the pass counters the rows record.
 SIMULATED_STEPS_PER_EPOCH = 10
@@ -206,22 +207,13 @@ def simulated_accuracy(plan: MethodPlan, sampled: dict[str, Any], config: Benchm
     return peak * (1.0 - 0.5**epoch)
 
 
-def passes_per_step(plan: MethodPlan) -> int:
-    """Forward + backward passes of one of the method's steps: the plan's (``search.budget:
-    passes``), else the regularizer's declared cost at its fixed values (no BatchNorm)."""
-    if plan.budget.passes_per_step:
-        return plan.budget.passes_per_step
-    cost = regularizers.create(plan.regularizer, **plan.fixed).cost(False)
-    return cost.forward + cost.backward
-
-
 @dataclass(frozen=True)
 class SimulatedTraining:
     """A trial function for :func:`bench.search.run_benchmark` (``trial_function=``) that trains
     nothing: each epoch sleeps ``epoch_seconds × passes / 2`` (``passes``: the method's passes per
     step, so SAM's epochs take twice ERM's), then reports what the real trainable reports, with
     :func:`simulated_accuracy` as the validation accuracy and the test accuracy on the last epoch.
-    ``passes`` maps each method to its passes per step (:func:`passes_per_step`)."""
+    ``passes`` maps each method to its passes per step (:attr:`bench.plan.MethodPlan.passes_per_step`)."""
 
     epoch_seconds: float
     passes: dict[str, int] = field(default_factory=dict)
@@ -235,6 +227,8 @@ class SimulatedTraining:
         seed = int(sampled.get(SEED_KEY, config.seed))
         where = {metrics.NODE: ray.get_runtime_context().get_node_id(), metrics.STARTED_AT: started_at,
                  metrics.DEVICE: SIMULATED_DEVICE, metrics.HARDWARE: SIMULATED_DEVICE, metrics.PRECISION: "float32"}
+        # Reported as the real trainable reports (bench.search.reporting).
+        batch = EpochBatch(rung_epochs(config.search.asha, plan) if sampled.get(PHASE_KEY) == Phase.SEARCH.value else ())
         for epoch in range(1, epochs + 1):
             # Sleep to a deadline, not for a duration: reporting time does not stretch the trial.
             deadline = started + epoch * epoch_wall
@@ -254,7 +248,8 @@ class SimulatedTraining:
                 # Seeds spread the test figure a little, as real seeds do; deterministic per seed.
                 test = accuracy - 0.01 + 0.002 * (seed % 5)
                 report |= {metrics.TEST_ACCURACY: test, metrics.TEST_LOSS: -math.log(test)}
-            tune.report(report)
+            if batch.add(report, last=epoch == epochs):
+                tune.report(batch.take())
 
 
 # ------------------------------------------------------------------------------ the measurement
@@ -262,18 +257,20 @@ class SimulatedTraining:
 
 @dataclass(frozen=True)
 class Setup:
-    """One utilization measurement's shape."""
+    """One utilization measurement's shape. The default is the default benchmark's
+    (``configs/digits.yaml``: its four methods, 12 epochs, ASHA grace 3 and reduction 2, 5 final
+    seeds; a test keeps them equal) with the issue's 8 trials per method, epochs of 0.5 s."""
 
     methods: tuple[str, ...] = ("erm", "weight_decay", "sam", "asam")
     trials_per_method: int = 8
-    epochs: int = 4
-    epoch_seconds: float = 1.0  # one epoch of a 2-pass (ERM-cost) method
-    seeds: tuple[int, ...] = (1, 2, 3)
+    epochs: int = 12
+    epoch_seconds: float = 0.5  # one epoch of a 2-pass (ERM-cost) method
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     top_k: int = 1
     workers: int = 2
     gpus_per_worker: int = 4
     gpus_per_trial: float = 1.0
-    grace_period: int = 1
+    grace_period: int = 3
     reduction_factor: float = 2.0
     #: Every method searches the learning rate; off, ERM has nothing to search (the no-search check).
     search_learning_rate: bool = True
@@ -301,8 +298,11 @@ class Setup:
 
 
 DEFAULT = Setup()
+#: A harder shape: short trials (4 epochs of 1 s, ASHA from epoch 1) and 3 final seeds, so the
+#: last method's seeds are a large share of the work and run with little beside them.
+SHORT = Setup(epochs=4, epoch_seconds=1.0, seeds=(1, 2, 3), grace_period=1)
 #: Smaller in every direction (fewer trial processes to start on a small machine too).
-QUICK = Setup(trials_per_method=4, epochs=3, epoch_seconds=0.5, seeds=(1, 2), gpus_per_worker=2)
+QUICK = Setup(trials_per_method=4, epochs=3, epoch_seconds=0.5, seeds=(1, 2), gpus_per_worker=2, grace_period=1)
 #: The no-search check: ERM has nothing to search once the learning rate is fixed; SAM searches ρ.
 NO_SEARCH_METHODS = ("erm", "sam")
 NO_SEARCH_BENCHMARK = "nosearch"
@@ -345,7 +345,7 @@ def measure_run(setup: Setup, *, sequential: bool, head_node: str, workdir: Path
     ``name``: the benchmark's name (default: the scheduler's, ``concurrent`` or ``sequential``)."""
     scheduler = "sequential" if sequential else "concurrent"
     config = setup.config(name or scheduler)
-    trial = SimulatedTraining(setup.epoch_seconds, {plan.regularizer: passes_per_step(plan) for plan in plan_methods(config)})
+    trial = SimulatedTraining(setup.epoch_seconds, {plan.regularizer: plan.passes_per_step for plan in plan_methods(config)})
     rows, seconds = _run(config, trial, sequential=sequential, results=workdir / config.benchmark)
     intervals = intervals_from_rows(rows)
     counts: dict[str, dict[str, int]] = {method: {Phase.SEARCH.value: 0, Phase.FINAL.value: 0} for method in setup.methods}
@@ -491,6 +491,7 @@ def _group() -> None:
 @app.command("utilization")
 def utilization_command(
     quick: bool = typer.Option(False, "--quick", help="4 methods × 4 trials + 2 seeds on 4 slots, shorter epochs (about 2 minutes)."),
+    short: bool = typer.Option(False, "--short", help="4 epochs of 1 s, ASHA from epoch 1, 3 final seeds: the seeds of the last method make a long tail."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Runs per scheduler; figures are the median and range over them."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
@@ -501,8 +502,11 @@ def utilization_command(
     if fmt not in ("table", "json"):
         typer.echo(f"error: --format must be table or json, got {fmt!r}", err=True)
         raise typer.Exit(2)
+    if quick and short:
+        typer.echo("error: --quick and --short are two shapes: give one", err=True)
+        raise typer.Exit(2)
     quiet_third_party(Verbosity.normal)
-    setup = QUICK if quick else DEFAULT
+    setup = QUICK if quick else SHORT if short else DEFAULT
     report = measure(setup, repeats=repeats, log=lambda line: typer.echo(line, err=True))
     if fmt == "json":
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")

@@ -2,8 +2,8 @@
 :func:`bench.search.run_benchmark`, and the throughput of concurrent CPU trials.
 
 ``python -m bench.search.orchestration overhead [--config configs/digits.yaml] [--trials 6]
-[--repeats 3] [--long-seconds 60] [--long-width 64] [--quick] [--no-full] [--no-long]
-[--no-throughput]``
+[--repeats 3] [--long-seconds 60] [--long-width 64] [--throughput-seconds 8] [--quick] [--no-full]
+[--no-long] [--no-throughput]``
 
 A measurement, not a test: it prints figures, and asserts nothing about them.
 
@@ -27,7 +27,9 @@ A measurement, not a test: it prints figures, and asserts nothing about them.
   about ``--long-seconds`` here).
 * **Throughput.** ``N`` trials with ``search.max_concurrent_trials`` C = 1 and C = 2, one CPU each
   (``resources.cpus_per_trial: 1``) on a local runtime of 2 CPUs: trials per minute and the ratio
-  to C = 1 (the ideal is C).
+  to C = 1 (the ideal is C). Twice: with the config's own trials (0.3-s digits trials, where the
+  driver's work per trial competes with the trials for the 2 cores) and with 4 trials of about
+  ``--throughput-seconds`` (8 s by default).
 
 The machine may be shared: each figure is printed with the 1-minute load average at its end, and
 repeated runs are summarized by median and range (min–max).
@@ -71,6 +73,7 @@ class RayRun:
     called: float  # Unix time of the call
     trials: tuple[TrialTiming, ...]  # by start time
     load: float  # 1-minute load average at the end
+    driver_cpu_seconds: float  # CPU time of this (the driver's) process during the call, all threads
 
     @property
     def trial_seconds(self) -> float:
@@ -156,15 +159,15 @@ def _ray_run(config) -> tuple[RayRun, list[dict]]:
         uri = default_tracking_uri(folder)
         MlflowSink(uri, experiment_name=config.benchmark)  # as `sharpbench run` does, before timing
         called = time.time()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         search.run_benchmark(config, results_dir=folder, tracking_uri=uri)
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         rows = read_rows(folder).to_pylist()
     timings = sorted(
         (TrialTiming(row["run_id"], float(row["wall_seconds"]), row["timestamp"].timestamp()) for row in rows),
         key=lambda t: t.started,
     )
-    return RayRun(wall, called, tuple(timings), _load()), rows
+    return RayRun(wall, called, tuple(timings), _load(), cpu), rows
 
 
 def _in_process(config, rows: list[dict]) -> InProcessRun:
@@ -327,7 +330,8 @@ def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...], epo
         print(
             f"  C={concurrency}: {run.wall_seconds:.1f} s; {overall:.1f} trials/min overall, {steady[concurrency]:.1f} "
             f"steady (ratio to C=1 {steady[concurrency] / steady[concurrencies[0]]:.2f}, ideal {concurrency}); "
-            f"own wall per trial {own:.2f} s; load {run.load:.1f}",
+            f"own wall per trial {own:.2f} s; driver CPU {run.driver_cpu_seconds / len(run.trials):.2f} s per trial "
+            f"({run.driver_cpu_seconds / run.wall_seconds:.2f} of a core); load {run.load:.1f}",
             flush=True,
         )
     return steady
@@ -348,6 +352,7 @@ def _overhead(args: argparse.Namespace) -> int:
     trials, repeats, long_seconds = args.trials, args.repeats, args.long_seconds
     if args.quick:
         trials, repeats, long_seconds = min(trials, 3), 1, min(long_seconds, 20.0)
+        args.throughput_seconds = min(args.throughput_seconds, 4.0)
         args.no_full = True
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, load average {_load():.1f} at start", flush=True)
     started = time.perf_counter()
@@ -392,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     overhead.add_argument("--no-long", action="store_true", help="skip the long-trial figure")
     overhead.add_argument("--no-throughput", action="store_true", help="skip the C=1/C=2 throughput figure")
     overhead.add_argument(
-        "--throughput-seconds", type=float, default=0.0,
-        help="also measure C=1/C=2 throughput with 4 trials of about this many seconds (CNN of --long-width); 0: skip",
+        "--throughput-seconds", type=float, default=8.0,
+        help="also measure C=1/C=2 throughput with 4 trials of about this many seconds (CNN of --long-width; default 8, "
+        "--quick 4); 0: skip",
     )
     args = parser.parse_args(argv)
     for name in ("trials", "repeats"):

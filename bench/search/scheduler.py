@@ -8,8 +8,10 @@ trials are never stopped early.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from bench import metrics
@@ -26,9 +28,30 @@ def asha_for(asha: AshaConfig, plan: MethodPlan) -> TrialScheduler:
     return ASHAScheduler(
         time_attr=metrics.EPOCH,
         max_t=plan.max_epochs,
-        grace_period=min(asha.grace_period, plan.max_epochs),
+        grace_period=_grace(asha, plan),
         reduction_factor=asha.reduction_factor,
     )
+
+
+def _grace(asha: AshaConfig, plan: MethodPlan) -> int:
+    return min(asha.grace_period, plan.max_epochs)
+
+
+def rung_epochs(asha: AshaConfig, plan: MethodPlan) -> frozenset[int]:
+    """The epochs at which the method's ASHA (:func:`asha_for`) decides on a search trial; empty
+    when ASHA is off. A trial reports at least at these (:mod:`bench.search.reporting`).
+
+    ASHA's rungs (one bracket: Tune's ``_Bracket`` with ``s = 0``) sit at ``grace × rf^k``
+    epochs for ``k < int(log(max_t / grace) / log(rf) + 1)``; a trial reporting every epoch
+    reaches a rung at the first epoch at or past it (``ceil``), and is stopped at ``max_t``.
+    Source: Li et al., "A System for Massively Parallel Hyperparameter Tuning" (MLSys 2020),
+    Algorithm 1, as implemented in ``ray.tune.schedulers.async_hyperband``.
+    """
+    if not asha.enabled:
+        return frozenset()
+    grace, max_t, rf = _grace(asha, plan), plan.max_epochs, asha.reduction_factor
+    rungs = int(np.log(max_t / grace) / np.log(rf) + 1)  # numpy's log, as Tune computes it
+    return frozenset(math.ceil(grace * rf**k) for k in range(rungs)) | {max_t}
 
 
 class PerMethodScheduler(TrialScheduler):

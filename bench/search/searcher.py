@@ -2,11 +2,15 @@
 scheduled together in one Tune experiment.
 
 Tune asks :meth:`BenchmarkSearcher.suggest` whenever a slot is free. The searcher routes the ask
-to the method with the most work not yet started (its trials not yet issued × its measured
-seconds per trial; equal costs until trials end; ties: config order): longest work first, the
-classic rule for a short makespan. All methods search at once, equal ones take turns, and a
-costlier method (SAM's two passes per step) is started earlier, so its search and then its
-final seeds end early and the run's tail is made of cheap trials:
+to the method whose remaining *chain* is longest: a method's final seeds can only start once its
+search has ended, so a method that still has search trials to issue has a search trial and then
+a final run ahead of it, one after the other. Ties (equal chains) go to the method with the most
+work not yet started (trials not issued × seconds per trial), then to config order: critical
+path first, then longest work first, the classic list-scheduling rules for a short makespan.
+Seconds per trial are the method's measured seconds per epoch × its epochs; before a method's
+first trial ends, other methods' measured seconds per pass (or, before any ends, one unit per
+pass) × its declared passes per step. So a costlier method (SAM's two passes per step) issues its
+search first, its final seeds start early, and the run's tail is made of cheap trials:
 
 * **search** trials come from the method's own Optuna study (:mod:`bench.search.studies`),
   exactly ``plan.budget.trials`` of them: the equal budget;
@@ -90,6 +94,8 @@ class BenchmarkSearcher(Searcher):
         self.epoch_values: dict[str, dict[int, float]] = {}
         #: Per method: seconds per epoch of its ended trials (the cost the routing weighs).
         self.epoch_seconds: dict[str, list[float]] = {}
+        #: Per method: forward + backward passes per step (the cost before any trial ends).
+        self.passes = {plan.regularizer: plan.passes_per_step for plan in plans}
 
     # --- Tune's interface ------------------------------------------------------------------------
 
@@ -106,8 +112,7 @@ class BenchmarkSearcher(Searcher):
         ready = [method for method in self._open_methods() if self._has_work(method, live)]
         if not ready:
             return Searcher.FINISHED if self._all_issued() else None
-        work = {m: self._outstanding_seconds(m, live) for m in ready}
-        method = min(ready, key=lambda m: (-work[m], self.order.index(m)))
+        method = max(ready, key=lambda m: (*self._priority(m, live), -self.order.index(m)))
         plan = live.plans[method]
         if self._issued(method, Phase.SEARCH) < self._search_budget(plan):
             return self._search_trial(trial_id, plan, live)
@@ -118,11 +123,16 @@ class BenchmarkSearcher(Searcher):
         if ticket is None:
             return
         self.ended.discard(trial_id)  # a failed trial restarted by --retry-failed runs again
-        value = result.get(self.metric)
-        if ticket.number is not None and value is not None:
-            # Held here and written with the trial's outcome: a storage write per epoch would sit
-            # on Tune's event loop, which every trial waits for after each report.
-            self.epoch_values.setdefault(trial_id, {})[int(result.get(metrics.EPOCH, 0))] = float(value)
+        if ticket.number is None:
+            return
+        # Held here and written with the trial's outcome: a storage write per epoch would sit on
+        # Tune's event loop, which every trial waits for after each report. A report may carry
+        # several epochs; a failure report's NaN is no value.
+        values = self.epoch_values.setdefault(trial_id, {})
+        for epoch in metrics.epochs_of(result):
+            value = epoch.get(self.metric)
+            if value is not None and math.isfinite(float(value)):
+                values[int(epoch.get(metrics.EPOCH, 0))] = float(value)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         ticket = self.tickets.get(trial_id)
@@ -158,16 +168,29 @@ class BenchmarkSearcher(Searcher):
 
     # --- bookkeeping -----------------------------------------------------------------------------
 
-    def _outstanding_seconds(self, method: str, live: LiveRun) -> float:
-        """Not yet issued trials of ``method`` × its estimated seconds per trial (its median
-        epoch so far × planned epochs; the median over all methods before its first ends)."""
+    def _priority(self, method: str, live: LiveRun) -> tuple[float, float]:
+        """(remaining chain, work not yet started) of ``method``, in estimated seconds: the chain
+        is a search trial then a final run while search trials are left to issue (the finals wait
+        for the search), a final run once only finals are left; the work is every trial not yet
+        issued. Both × the method's estimated seconds per trial."""
         plan = live.plans[method]
-        to_issue = max(0, self._search_budget(plan) - self._issued(method, Phase.SEARCH))
+        searching = max(0, self._search_budget(plan) - self._issued(method, Phase.SEARCH))
+        finals_left = 0
         if self.run_finals:
             queued = self.final_queue.get(method)
-            to_issue += len(queued) if queued is not None else live.config.final.top_k * len(live.config.final.seeds)
-        known = self.epoch_seconds.get(method) or [s for values in self.epoch_seconds.values() for s in values] or [1.0]
-        return to_issue * statistics.median(known) * plan.budget.epochs
+            finals_left = len(queued) if queued is not None else live.config.final.top_k * len(live.config.final.seeds)
+        chain = (1 if searching else 0) + (1 if finals_left else 0)
+        trial = self._seconds_per_epoch(method) * plan.budget.epochs
+        return chain * trial, (searching + finals_left) * trial
+
+    def _seconds_per_epoch(self, method: str) -> float:
+        """The median of the method's ended trials; before one ends, the median seconds per pass
+        of every ended trial (1 before any) × the method's passes per step."""
+        own = self.epoch_seconds.get(method)
+        if own:
+            return statistics.median(own)
+        per_pass = [s / self.passes[m] for m, values in self.epoch_seconds.items() for s in values]
+        return (statistics.median(per_pass) if per_pass else 1.0) * self.passes[method]
 
     def _search_budget(self, plan: MethodPlan) -> int:
         return 0 if self.final_only else plan.budget.trials

@@ -217,21 +217,26 @@ class SinkCallback(Callback):
         self._run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        numeric = {
-            key: float(value)
-            for key, value in result.items()
-            if key not in metrics.TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
-            and metrics.is_reported(key)
-        }
+        # One report may stand for several epochs (bench.search.reporting): each is logged at its step.
+        epochs = [
+            (int(epoch.get(metrics.EPOCH, 0)), {
+                key: float(value)
+                for key, value in epoch.items()
+                if key not in metrics.TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and metrics.is_reported(key)
+            })
+            for epoch in metrics.epochs_of(result)
+        ]
         used = {tag: str(result[key]) for key, tag in _USED_TAGS.items() if result.get(key) is not None}
-        run_id, epoch = self._run_id(trial), int(result.get(metrics.EPOCH, 0))
+        run_id = self._run_id(trial)
 
         checkpoint = bool(result.get(CHECKPOINT_DIR_NAME))  # Tune's key: the checkpoint's folder, None without one
 
         def log(sink: MlflowSink) -> None:
             if run_id.result() is None:  # queued before this call: already done; None while MLflow is down
                 return
-            sink.log_epoch(run_id.result(), epoch, numeric, tags=used)
+            for epoch, numeric in epochs:
+                sink.log_epoch(run_id.result(), epoch, numeric, tags=used)
             if checkpoint:
                 # A trial resumes from a checkpoint and re-runs (and re-logs) the epochs after it:
                 # the epochs up to one are sent with it.

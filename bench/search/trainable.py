@@ -1,4 +1,5 @@
-"""One Tune trial: train epoch by epoch, report, checkpoint; the test split only at the end.
+"""One Tune trial: train epoch by epoch, report (in batches: :mod:`bench.search.reporting`),
+checkpoint; the test split only at the end.
 
 The trial's method and phase come in its config (``method``/``phase`` keys, set by the
 searcher), so one trainable serves every method of the experiment. A checkpoint is a folder with
@@ -22,8 +23,11 @@ from ray.tune import Checkpoint
 from bench import metrics
 from bench.config import BenchmarkConfig
 from bench.data import load_dataset_cached
-from bench.plan import METHOD_KEY, MethodPlan, trial_spec
+from bench.plan import METHOD_KEY, PHASE_KEY, MethodPlan, trial_spec
 from bench.provenance import hardware
+from bench.results.schema import Phase
+from bench.search.reporting import EpochBatch
+from bench.search.scheduler import rung_epochs
 from bench.training import Trainer
 
 STATE_FILE = "trainer.pt"
@@ -56,9 +60,11 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
     elapsed_before = 0.0
     checkpoint = tune.get_checkpoint()
     trainer: Trainer | None = None
-    # The last report (a failure report repeats its epoch, so ASHA sees no new rung), or the
+    # The last epoch reported (a failure report repeats it, so ASHA sees no new rung), or the
     # epochs a retried trial restored from its checkpoint.
     last: dict[str, Any] = {metrics.EPOCH: 0}
+    search = sampled.get(PHASE_KEY) == Phase.SEARCH.value
+    batch = EpochBatch(rung_epochs(config.search.asha, plan) if search else ())
     try:
         spec = trial_spec(config, plan, sampled)
         trainer = Trainer(spec, dataset=load_dataset_cached(spec.dataset))
@@ -68,8 +74,11 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
                 spent = json.loads(Path(folder, ELAPSED_FILE).read_text())
                 elapsed_before, started_at = spent["seconds"], spent.get("started_at", started_at)
             last[metrics.EPOCH] = trainer.epochs_done
-        _train(trainer, config, started, elapsed_before, started_at, last)
+        _train(trainer, config, started, elapsed_before, started_at, last, batch)
     except Exception:
+        if batch.pending:  # epochs trained since the last report: reported as they would have been
+            last = batch.pending[-1]
+            tune.report(batch.take())
         # Honest cost: a failed trial spent passes and time that no per-epoch report carried.
         # One more report (the last epoch's figures, the counters as they stand) becomes the
         # trial's last_result, which the sink callback records with the failure; then re-raise.
@@ -87,11 +96,12 @@ def _where(started_at: float) -> dict[str, Any]:
 
 
 def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, started_at: float,
-           last: dict[str, Any]) -> None:
-    """Train to the end, reporting each epoch; ``last`` holds the latest report.
+           last: dict[str, Any], batch: EpochBatch) -> None:
+    """Train to the end; each epoch goes to ``batch``, which says when to report; ``last`` holds
+    the latest epoch reported.
 
-    A checkpoint every ``search.checkpoint_every`` epochs, but never sooner than
-    :data:`MIN_CHECKPOINT_SECONDS` after the trial's start or its last checkpoint."""
+    A checkpoint (and a report with it) every ``search.checkpoint_every`` epochs, but never
+    sooner than :data:`MIN_CHECKPOINT_SECONDS` after the trial's start or its last checkpoint."""
     text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision,
             **_where(started_at)}
     checkpointed = time.perf_counter()
@@ -103,14 +113,17 @@ def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_be
             test = trainer.test()
             report[metrics.TEST_ACCURACY] = test.test_accuracy
             report[metrics.TEST_LOSS] = test.test_loss
-            tune.report(report)
-        elif trainer.epochs_done % config.search.checkpoint_every == 0 and time.perf_counter() - checkpointed >= MIN_CHECKPOINT_SECONDS:
+        checkpoint = (not trainer.finished and trainer.epochs_done % config.search.checkpoint_every == 0
+                      and time.perf_counter() - checkpointed >= MIN_CHECKPOINT_SECONDS)
+        if not (batch.add(report, last=trainer.finished) or checkpoint):
+            continue
+        if checkpoint:
             checkpointed = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder, STATE_FILE))
                 Path(folder, ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed, "started_at": started_at}))
-                tune.report(report, checkpoint=Checkpoint.from_directory(folder))
+                tune.report(batch.take(), checkpoint=Checkpoint.from_directory(folder))
         else:
-            tune.report(report)
+            tune.report(batch.take())
         last.clear()
         last.update(report)

@@ -27,7 +27,6 @@ from bench.search.orchestration import (
     intervals_from_rows,
     measure,
     no_search_setup,
-    passes_per_step,
     sequential_bound,
     simulated_accuracy,
     utilization,
@@ -177,8 +176,8 @@ def test_simulated_accuracy_peaks_at_the_defaults_and_rises_with_epochs() -> Non
 def test_passes_per_step_follow_the_declared_cost() -> None:
     for plan in plan_methods(DEFAULT.config("unit")):
         cost = regularizers.create(plan.regularizer).cost(False)
-        assert passes_per_step(plan) == cost.forward + cost.backward
-    assert {p.regularizer: passes_per_step(p) for p in plan_methods(DEFAULT.config("unit"))} == {
+        assert plan.passes_per_step == cost.forward + cost.backward
+    assert {p.regularizer: p.passes_per_step for p in plan_methods(DEFAULT.config("unit"))} == {
         "erm": 2, "weight_decay": 2, "sam": 4, "asam": 4,
     }
 
@@ -194,6 +193,26 @@ def test_bad_format_is_one_line_and_exit_status_2() -> None:
     result = CliRunner().invoke(app, ["utilization", "--format", "yaml"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == ["error: --format must be table or json, got 'yaml'"]
+
+
+def test_two_shapes_at_once_are_refused_in_one_line() -> None:
+    result = CliRunner().invoke(app, ["utilization", "--quick", "--short"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["error: --quick and --short are two shapes: give one"]
+
+
+def test_the_default_shape_is_the_default_benchmarks(repo_root) -> None:
+    """The measured benchmark is configs/digits.yaml's (methods, epochs, ASHA, final seeds) with
+    8 trials per method: if that config changes, the measurement follows it or this test fails."""
+    from bench.config import load_config
+
+    digits = load_config(repo_root / "configs" / "digits.yaml")
+    assert DEFAULT.methods == tuple(entry.name for entry in digits.regularizers)
+    assert DEFAULT.epochs == digits.training.epochs
+    asha = digits.search.asha
+    assert asha.enabled and (DEFAULT.grace_period, DEFAULT.reduction_factor) == (asha.grace_period, asha.reduction_factor)
+    assert (DEFAULT.seeds, DEFAULT.top_k) == (tuple(digits.final.seeds), digits.final.top_k)
+    assert DEFAULT.trials_per_method == 8 and DEFAULT.slots == 8
 
 
 # ------------------------------------------------------------------------------ a real run

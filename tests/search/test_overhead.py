@@ -15,7 +15,7 @@ from bench.search.overhead import DEFAULT_CONFIG, RayRun, TrialTiming, _bench_co
 def test_where_a_ray_runs_time_went():
     # Called at t=100 s, returned at t=120 s; trials of 4 s, 5 s and 3 s ending at 107, 113, 118.
     trials = (TrialTiming("s/a", 4.0, 107.0), TrialTiming("s/b", 5.0, 113.0), TrialTiming("s/c", 3.0, 118.0))
-    run = RayRun(wall_seconds=20.0, called=100.0, trials=trials, load=0.0)
+    run = RayRun(wall_seconds=20.0, called=100.0, trials=trials, load=0.0, driver_cpu_seconds=3.0)
     # Sums of a few small binary fractions of exactly representable values: exact in float64.
     assert [t.started for t in trials] == [103.0, 108.0, 115.0]
     assert run.trial_seconds == 12.0

@@ -28,7 +28,8 @@ def _config(trials: int = 3, **overrides):
         "model": {"name": "mlp"},
         "training": {"epochs": EPOCHS, "learning_rate": 0.05},
         "search": {"trials_per_method": trials, "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}}},
-        "regularizers": ["erm", {"name": "sam", "space": {"perturbation_radius": {"low": 0.02, "high": 0.2, "log": True}}}],
+        # Two methods of equal cost per step (routing by cost: test_a_costlier_method_issues_its_search_first).
+        "regularizers": ["erm", {"name": "weight_decay", "space": {"penalty_weight": {"low": 1e-5, "high": 1e-2, "log": True}}}],
         "final": {"seeds": []},
     }
     raw.update(overrides)
@@ -99,8 +100,8 @@ def test_a_nan_result_is_a_failed_trial_not_a_value(live):
 def test_methods_are_interleaved_and_budgets_are_exact(live):
     searcher = _searcher(live)
     issued = [searcher.suggest(f"t{i}") for i in range(6)]
-    # The method with the fewest running trials goes next: ERM and SAM alternate.
-    assert [c[METHOD_KEY] for c in issued] == ["erm", "sam"] * 3
+    # Equal chains and costs: the method with the most work not yet issued goes next, so they alternate.
+    assert [c[METHOD_KEY] for c in issued] == ["erm", "weight_decay"] * 3
     # Budgets spent and no final seeds configured: no more trials (Tune waits for the running ones).
     assert searcher.suggest("t6") == Searcher.FINISHED
     for i in range(len(issued)):
@@ -201,23 +202,67 @@ def test_a_failed_trial_that_a_retry_finishes_is_added_not_rewritten(live):
     assert len(_study(live, "erm").trials) == 2
 
 
-def test_the_method_with_the_most_work_left_starts_first(tmp_path):
-    """SAM's trials take twice ERM's seconds per epoch (measured from their ended trials): with
-    equal trials left, SAM's trials are started first until its work left (trials not issued ×
-    seconds per trial) drops below ERM's, so its search and then its final seeds end early."""
-    config = _config(trials=8)
+def _bound(tmp_path, config) -> LiveRun:
     run = LiveRun(config=config, plans={p.regularizer: p for p in plan_methods(config)}, results_dir=tmp_path, tracking_uri="",
                   optuna_storage=default_storage(tmp_path), instance="i1")
     LIVE.bind(run)
+    return run
+
+
+def test_a_costlier_method_issues_its_search_first(tmp_path):
+    """Before any trial has ended, cost is the declared passes per step: SAM's 4 against 2 for
+    ERM and weight decay. SAM's chain (a search trial, then its final runs) is the longest, so
+    all its search trials are issued first; then the two equal methods alternate. Once trials
+    end, measured seconds per epoch replace the declared cost: weight decay measured 3× slower
+    than ERM per epoch goes first."""
+    sam = {"name": "sam", "space": {"perturbation_radius": {"low": 0.02, "high": 0.2, "log": True}}}
+    config = _config(trials=4, regularizers=["erm", "weight_decay", sam])
+    run = _bound(tmp_path, config)
     try:
         searcher = _searcher(run)
-        first = [searcher.suggest("t0"), searcher.suggest("t1")]
-        assert [c[METHOD_KEY] for c in first] == ["erm", "sam"]  # no timing yet: one each
-        for trial_id, per_epoch in (("t0", 1.0), ("t1", 2.0)):
+        first = [searcher.suggest(f"t{i}")[METHOD_KEY] for i in range(6)]
+        assert first == ["sam"] * 4 + ["erm", "weight_decay"]
+        for trial_id, per_epoch in (("t4", 1.0), ("t5", 3.0)):  # erm 1 s per epoch, weight decay 3 s
             result = _report(searcher, trial_id, EPOCHS)
             searcher.on_trial_complete(trial_id, result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
-        issued = [searcher.suggest(f"n{i}")[METHOD_KEY] for i in range(6)]
-        # Work left, seconds: SAM 7 × 2 × 4 = 56 against ERM's 7 × 1 × 4 = 28; SAM until 3 × 8 = 24 < 28.
-        assert issued == ["sam"] * 4 + ["erm", "erm"]
+        then = [searcher.suggest(f"n{i}")[METHOD_KEY] for i in range(6)]
+        assert then == ["weight_decay"] * 3 + ["erm"] * 3
+        assert searcher.suggest("n6") == Searcher.FINISHED
     finally:
         LIVE.bind(None)
+
+
+def test_an_unmeasured_method_is_costed_from_the_others_seconds_per_pass(tmp_path):
+    """Before any trial ends, a step costs one unit per declared pass. Then a method not yet
+    measured is priced at the median measured seconds per pass × its passes: ERM at 1 s and
+    weight decay at 1.5 s per epoch (2 passes each) price an unmeasured SAM epoch (4 passes) at
+    4 × median(0.5, 0.75) = 2.5 s."""
+    sam = {"name": "sam", "space": {"perturbation_radius": {"low": 0.02, "high": 0.2, "log": True}}}
+    run = _bound(tmp_path, _config(trials=3, regularizers=["erm", "weight_decay", sam]))
+    try:
+        searcher = _searcher(run)
+        assert [searcher._seconds_per_epoch(m) for m in ("erm", "weight_decay", "sam")] == [2.0, 2.0, 4.0]
+        issued = {searcher.suggest(f"t{i}")[METHOD_KEY]: f"t{i}" for i in range(5)}  # sam ×3, then erm, weight decay
+        for method, per_epoch in (("erm", 1.0), ("weight_decay", 1.5)):
+            result = _report(searcher, issued[method], EPOCHS)
+            searcher.on_trial_complete(issued[method], result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
+        assert searcher._seconds_per_epoch("erm") == 1.0 and searcher._seconds_per_epoch("weight_decay") == 1.5
+        assert searcher._seconds_per_epoch("sam") == pytest.approx(2.5, rel=1e-12)
+    finally:
+        LIVE.bind(None)
+
+
+def test_a_report_that_carries_earlier_epochs_gives_the_study_every_epoch(live):
+    """A trial reports only at ASHA rungs, checkpoints and its end (bench.search.reporting): the
+    epochs in between ride in the next report and still reach the study, one value each."""
+    searcher = _searcher(live)
+    method = searcher.suggest("t1")[METHOD_KEY]
+    epochs = [{metrics.EPOCH: e, metrics.EPOCHS_PLANNED: EPOCHS, metrics.VAL_ACCURACY: 0.5 + 0.1 * e} for e in range(1, EPOCHS + 1)]
+    searcher.on_trial_result("t1", metrics.batched(epochs[:1]))  # epoch 1 alone (a rung)
+    last = metrics.batched(epochs[1:])  # epochs 2-3 ride with epoch 4
+    assert [e[metrics.EPOCH] for e in metrics.epochs_of(last)] == [2, 3, 4]
+    searcher.on_trial_result("t1", last)
+    searcher.on_trial_complete("t1", result=last)
+    (trial,) = _study(live, method).trials
+    assert trial.state is TrialState.COMPLETE
+    assert trial.intermediate_values == {e: 0.5 + 0.1 * e for e in range(1, EPOCHS + 1)}
