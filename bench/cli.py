@@ -256,7 +256,7 @@ def _execute_locked(
     quiet_third_party(verbosity)
     uri = normalize_tracking_uri(tracking_uri or config.tracking_uri or default_tracking_uri(results))
     try:
-        MlflowSink(uri, experiment_name=config.benchmark)  # reachable and usable, before any trial runs
+        opened = MlflowSink(uri, experiment_name=config.benchmark)  # reachable and usable, before any trial runs
     except Exception as error:  # MLflow raises many types here; all mean "this URI does not work"
         _fail(f"cannot use MLflow tracking URI {uri}: {_first_line(error)}")
     from bench.results.mlflow_mirror import open_mirror
@@ -324,7 +324,7 @@ def _execute_locked(
         with progress:
             search.run_benchmark(
                 config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases, instance=record.instance,
-                retry_failed=retry_failed,
+                retry_failed=retry_failed, mlflow_sink=opened,
             )
     except search.SearchInterrupted as interrupted:
         errors.print(f"interrupted: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)

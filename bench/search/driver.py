@@ -23,6 +23,7 @@ from bench import metrics
 from bench.config import BenchmarkConfig
 from bench.console import RunProgress
 from bench.plan import SEED_KEY, plan_methods
+from bench.results.mlflow_sink import MlflowSink
 from bench.results.schema import Phase
 from bench.run_record import TUNE_DIRNAME
 from bench.search import finals
@@ -147,6 +148,7 @@ def run_benchmark(
     optuna_storage: str | None = None,
     trial_function: TrialFunction = run_trial,
     sequential: bool = False,
+    mlflow_sink: MlflowSink | None = None,
 ) -> None:
     """Run every method's search and final seeds, all at once, on the connected Ray runtime.
 
@@ -156,7 +158,9 @@ def run_benchmark(
     final phase, from the search rows already recorded under ``results_dir``. ``instance`` is the
     run instance of :mod:`bench.run_record` (MLflow parent runs and Optuna studies are keyed by
     it). ``optuna_storage``: SQLAlchemy URL of the Optuna studies; default
-    ``sqlite:///<results_dir>/optuna.db``. An experiment already in ``results_dir`` is restored,
+    ``sqlite:///<results_dir>/optuna.db``. ``mlflow_sink``: one the caller opened on
+    ``tracking_uri`` for this benchmark, taken over by the sink callback (:class:`LiveRun`).
+    An experiment already in ``results_dir`` is restored,
     not re-run; its failed trials run again only with ``retry_failed``. Raises
     :class:`SearchInterrupted` when the experiment stopped before its trials ended.
 
@@ -182,6 +186,7 @@ def run_benchmark(
         progress=progress,
         final_only=final_only,
         retry_failed=retry_failed,
+        mlflow_sink=mlflow_sink,
     )
     name = experiment_name(config, final_only)
     # Tune saves its experiment state at most every 10 s by default: a kill -9 then loses up to

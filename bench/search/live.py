@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.config import BenchmarkConfig
 from bench.console import RunProgress
 from bench.plan import MethodPlan
+
+if TYPE_CHECKING:  # MLflow is the driver's import, never a worker's
+    from bench.results.mlflow_sink import MlflowSink
 
 
 @dataclass
@@ -34,6 +38,11 @@ class LiveRun:
     retry_failed: bool = False
     #: Called when the experiment ends, interrupted or not (the sink's MLflow thread registers here).
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: A sink the caller already opened on ``tracking_uri`` for this benchmark (`sharpbench run`
+    #: opens one to check the store before anything starts). The sink callback takes it over:
+    #: opening a store again makes MLflow verify its schema again (1–2 s of the driver's CPU here,
+    #: while the first trial starts).
+    mlflow_sink: MlflowSink | None = None
 
 
 class _Slot:

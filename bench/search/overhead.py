@@ -157,10 +157,10 @@ def _ray_run(config) -> tuple[RayRun, list[dict]]:
 
     with tempfile.TemporaryDirectory(prefix="sharpbench-overhead-") as folder:
         uri = default_tracking_uri(folder)
-        MlflowSink(uri, experiment_name=config.benchmark)  # as `sharpbench run` does, before timing
+        opened = MlflowSink(uri, experiment_name=config.benchmark)  # as `sharpbench run` does, before timing
         called = time.time()
         started, cpu = time.perf_counter(), time.process_time()
-        search.run_benchmark(config, results_dir=folder, tracking_uri=uri)
+        search.run_benchmark(config, results_dir=folder, tracking_uri=uri, mlflow_sink=opened)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         rows = read_rows(folder).to_pylist()
     timings = sorted(
@@ -222,7 +222,9 @@ def _print_overhead(figure: OverheadFigure) -> None:
     own = [t.wall_seconds for t in ray_run.trials]
     gaps = ray_run.gaps
     print(
-        f"    per trial: own wall in Ray {statistics.mean(own):.2f} s (in-process {statistics.mean(local.trial_seconds):.2f} s); "
+        f"    per trial: own wall in Ray {statistics.mean(own):.2f} s mean, {statistics.median(own):.2f} s median (in-process "
+        f"{statistics.mean(local.trial_seconds):.2f} s, {statistics.median(local.trial_seconds):.2f} s; the first trial of a "
+        f"process pays one-time imports); "
         f"before first trial {ray_run.before_first:.2f} s; gaps between trials "
         f"{statistics.mean(gaps) if gaps else 0.0:.2f} s mean, {max(gaps, default=0.0):.2f} s max; tail {ray_run.tail:.2f} s"
     )

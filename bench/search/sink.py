@@ -32,7 +32,7 @@ from bench.console import TrialLine
 from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, MethodPlan, trial_spec
 from bench.results import summary
 from bench.results.mlflow_mirror import mirror_for
-from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink
+from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink, normalize_tracking_uri
 from bench.results.mlflow_sync import parent_params
 from bench.results.parquet import ParquetSink, read_rows
 from bench.results.rows import TrialOutcome, build_row
@@ -111,7 +111,12 @@ class SinkCallback(Callback):
     @property
     def mlflow(self) -> MlflowSink:
         if self._mlflow is None:
-            self._mlflow = MlflowSink(self.tracking_uri, experiment_name=self.run.config.benchmark, epoch_flush_seconds=EPOCH_FLUSH_SECONDS)
+            opened, benchmark = self.run.mlflow_sink, self.run.config.benchmark
+            if opened is not None and opened.tracking_uri == normalize_tracking_uri(self.tracking_uri) and opened.experiment_name == benchmark:
+                opened.epoch_flush_seconds = EPOCH_FLUSH_SECONDS
+                self._mlflow = opened
+            else:
+                self._mlflow = MlflowSink(self.tracking_uri, experiment_name=benchmark, epoch_flush_seconds=EPOCH_FLUSH_SECONDS)
             if self.sink_state:
                 self._mlflow.load_state(self.sink_state)
         return self._mlflow

@@ -1,0 +1,33 @@
+"""The sink callback takes over the MLflow sink its caller opened (`sharpbench run` opens one to
+check the store), rather than opening the store a second time."""
+
+from __future__ import annotations
+
+from bench.config import parse_config
+from bench.plan import plan_methods
+from bench.results.mlflow_sink import MlflowSink, default_tracking_uri
+from bench.search.live import LIVE, LiveRun
+from bench.search.sink import EPOCH_FLUSH_SECONDS, SinkCallback
+from bench.search.studies import default_storage
+
+
+def _live(tmp_path, benchmark: str, opened: MlflowSink | None) -> LiveRun:
+    config = parse_config({"benchmark": benchmark, "model": {"name": "mlp"}, "regularizers": ["erm"]})
+    return LiveRun(config=config, plans={p.regularizer: p for p in plan_methods(config)}, results_dir=tmp_path,
+                   tracking_uri=default_tracking_uri(tmp_path), optuna_storage=default_storage(tmp_path), mlflow_sink=opened)
+
+
+def test_the_callback_takes_over_an_opened_sink_for_its_store_and_benchmark(tmp_path):
+    opened = MlflowSink(default_tracking_uri(tmp_path), experiment_name="unit")
+    assert opened.epoch_flush_seconds == 0.0
+    for benchmark, same in (("unit", True), ("other", False)):
+        LIVE.bind(_live(tmp_path, benchmark, opened))
+        try:
+            callback = SinkCallback()
+            callback.setup()
+            sink = callback.mlflow
+            assert (sink is opened) is same
+            assert sink.experiment_name == benchmark and sink.epoch_flush_seconds == EPOCH_FLUSH_SECONDS
+            callback.close()
+        finally:
+            LIVE.bind(None)
