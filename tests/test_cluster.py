@@ -109,3 +109,10 @@ def test_all_methods_search_at_once_across_nodes(three_node_cluster, tmp_path, r
         study = optuna.load_study(study_name=study_name("multinode", method, instance), storage=default_storage(results))
         got = {t.user_attrs["run_id"]: t.state.name for t in study.trials}
         assert got == {r["run_id"]: expected_state[r["status"]] for r in mine}
+        # Every epoch a trial ran reached its study (reports carry the epochs between ASHA's
+        # rungs), and its value is its last epoch's: the row's.
+        row_of = {r["run_id"]: r for r in mine}
+        for trial in study.trials:
+            row = row_of[trial.user_attrs["run_id"]]
+            assert sorted(trial.intermediate_values) == list(range(1, row["epochs_run"] + 1)), (row["status"], trial.intermediate_values)
+            assert trial.value == pytest.approx(row["val_accuracy"], rel=1e-12)

@@ -123,11 +123,15 @@ class BenchmarkSearcher(Searcher):
         if ticket is None:
             return
         self.ended.discard(trial_id)  # a failed trial restarted by --retry-failed runs again
-        if ticket.number is None:
-            return
-        # Held here and written with the trial's outcome: a storage write per epoch would sit on
-        # Tune's event loop, which every trial waits for after each report. A report may carry
-        # several epochs; a failure report's NaN is no value.
+        if ticket.number is not None:
+            self._hold_epochs(trial_id, result)
+
+    def _hold_epochs(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Keep the search metric of every epoch ``result`` carries, for the trial's study.
+
+        Held here and written with the trial's outcome: a storage write per epoch would sit on
+        Tune's event loop, which every trial waits for after each report. A report may carry
+        several epochs; a failure report's NaN is no value."""
         values = self.epoch_values.setdefault(trial_id, {})
         for epoch in metrics.epochs_of(result):
             value = epoch.get(self.metric)
@@ -144,6 +148,9 @@ class BenchmarkSearcher(Searcher):
             self.epoch_seconds.setdefault(ticket.method, []).append(float(seconds) / float(epochs))
         if ticket.number is None:
             return
+        # Tune hands a report that stops the trial (an ASHA rung, or max_t) to on_trial_complete
+        # only, never to on_trial_result: its epochs are held here.
+        self._hold_epochs(trial_id, result or {})
         value = (result or {}).get(self.metric)
         value = None if value is None or not math.isfinite(float(value)) else float(value)
         if error or value is None:

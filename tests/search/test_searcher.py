@@ -252,17 +252,20 @@ def test_an_unmeasured_method_is_costed_from_the_others_seconds_per_pass(tmp_pat
         LIVE.bind(None)
 
 
-def test_a_report_that_carries_earlier_epochs_gives_the_study_every_epoch(live):
+@pytest.mark.parametrize(("stopped_at", "expected"), [(EPOCHS, TrialState.COMPLETE), (3, TrialState.PRUNED)])
+def test_a_report_that_carries_earlier_epochs_gives_the_study_every_epoch(live, stopped_at, expected):
     """A trial reports only at ASHA rungs, checkpoints and its end (bench.search.reporting): the
-    epochs in between ride in the next report and still reach the study, one value each."""
+    epochs in between ride in the next report and still reach the study, one value each. As Tune
+    does, the report that stops the trial (ASHA at a rung, or at max_t) goes to on_trial_complete
+    only: its epochs count too, and a pruned trial's value is its last epoch's."""
     searcher = _searcher(live)
     method = searcher.suggest("t1")[METHOD_KEY]
     epochs = [{metrics.EPOCH: e, metrics.EPOCHS_PLANNED: EPOCHS, metrics.VAL_ACCURACY: 0.5 + 0.1 * e} for e in range(1, EPOCHS + 1)]
     searcher.on_trial_result("t1", metrics.batched(epochs[:1]))  # epoch 1 alone (a rung)
-    last = metrics.batched(epochs[1:])  # epochs 2-3 ride with epoch 4
-    assert [e[metrics.EPOCH] for e in metrics.epochs_of(last)] == [2, 3, 4]
-    searcher.on_trial_result("t1", last)
-    searcher.on_trial_complete("t1", result=last)
+    stopping = metrics.batched(epochs[1:stopped_at])  # epochs 2.. ride with the stopping epoch
+    assert [e[metrics.EPOCH] for e in metrics.epochs_of(stopping)] == list(range(2, stopped_at + 1))
+    searcher.on_trial_complete("t1", result=stopping)
     (trial,) = _study(live, method).trials
-    assert trial.state is TrialState.COMPLETE
-    assert trial.intermediate_values == {e: 0.5 + 0.1 * e for e in range(1, EPOCHS + 1)}
+    assert trial.state is expected
+    assert trial.intermediate_values == {e: 0.5 + 0.1 * e for e in range(1, stopped_at + 1)}
+    assert trial.value == 0.5 + 0.1 * stopped_at  # stored as given (sqlite REAL is a float64): exact
