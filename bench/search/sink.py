@@ -18,6 +18,7 @@ experiment ends or is interrupted (:meth:`SinkCallback.close`, called by the dri
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +42,7 @@ from bench.search.live import LIVE, LiveRun
 from bench.search.space import sampler_settings
 
 _R = TypeVar("_R")
+_log = logging.getLogger(__name__)
 #: A trial's epochs go to MLflow at most once per this many seconds, in one batch
 #: (:class:`bench.results.mlflow_sink.MlflowSink`), not one SQLite write each.
 EPOCH_FLUSH_SECONDS = 2.0
@@ -92,11 +94,13 @@ class SinkCallback(Callback):
         self._parquet: ParquetSink | None = None
         self._calls: ThreadPoolExecutor | None = None  # the MLflow worker thread
         self._recorded: set[str] = set()  # run ids with a row when this call started
+        self._rows_checked = False  # whether trials ended in an earlier call all have their rows
         self._run_futures: dict[str, Future] = {}  # Tune trial id -> its MLflow run id, once created
 
     # Sinks hold clients and connections, the worker a thread: build them lazily, never pickle them.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mlflow": None, "_parquet": None, "live": None, "_calls": None, "_run_futures": {}, "_recorded": set()}
+        return {**self.__dict__, "_mlflow": None, "_parquet": None, "live": None, "_calls": None, "_run_futures": {}, "_recorded": set(),
+                "_rows_checked": False}
 
     @property
     def run(self) -> LiveRun:
@@ -149,6 +153,7 @@ class SinkCallback(Callback):
         self.live = LIVE.run  # bind to this call, whatever an earlier run pickled
         self.live.closers.append(self.close)
         self._mlflow = self._parquet = None
+        self._rows_checked = False
         self._recorded = {str(run_id) for run_id in read_rows(self.live.results_dir).column("run_id").to_pylist()}
         if self._state_tracking_uri not in (None, self.tracking_uri):
             # The restored MLflow run ids belong to another store: find or create runs here.
@@ -212,6 +217,29 @@ class SinkCallback(Callback):
         return self._run_futures[trial.trial_id]
 
     # --- Tune's hooks ------------------------------------------------------------------------------
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._rewrite_lost_rows(trials)
+
+    def _rewrite_lost_rows(self, trials: list) -> None:
+        """Once per call: a trial that an earlier call recorded as ended but whose row is gone
+        (its Parquet file was unreadable and ``run`` set it aside at start-up) gets its row
+        again, from the last result Tune saved with the experiment: the result the lost row was
+        built from. Before any new trial starts, so a method's final seeds are chosen from all
+        of its search rows."""
+        if self._rows_checked:
+            return
+        self._rows_checked = True
+        for trial in trials:
+            status = self.finished.get(trial.trial_id)
+            if status is None or METHOD_KEY not in (trial.config or {}) or metrics.EPOCH not in (trial.last_result or {}):
+                continue
+            if self._trial_key(trial) in self._recorded:
+                continue
+            _log.warning("the row of %s was lost; written again from the last result Ray Tune saved for it", self._trial_key(trial))
+            del self.finished[trial.trial_id]
+            failed = status == TrialStatus.FAILED.value
+            self._finish(trial, TrialStatus(status), error_reason(trial) if failed else None)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.finished.get(trial.trial_id) == TrialStatus.FAILED.value:
@@ -337,6 +365,7 @@ class SinkCallback(Callback):
         """End each method × phase parent run with its trial counts and the method's standing:
         the leaderboard's numbers from the rows just written (:mod:`bench.results.summary`)."""
         run = self.run
+        self._rewrite_lost_rows(trials)  # a restored experiment with nothing left to run takes no step
         if self._calls is not None:
             self._to_mlflow("log epochs", lambda sink: sink.flush()).result()  # everything queued before is sent
         by_parent: dict[str, list[str]] = {}
