@@ -34,6 +34,11 @@ errors = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, w
 DEFAULT_RESULTS = Path("results")
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 method``, ``2 methods``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _fail(message: str) -> None:
     """Bad input: one line on stderr, exit status 2, no traceback."""
     errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -291,10 +296,10 @@ def _execute_locked(
     searched = 0 if final_only else 1
     if verbosity is not Verbosity.quiet:
         trials = sorted({plan.budget.trials for plan in plans})
-        what = f"{'/'.join(map(str, trials))} search trials + " if searched else ""
+        what = f"{'/'.join(map(str, trials))} search trial{'' if trials == [1] else 's'} + " if searched else ""
         console.print(
-            f"[bold]{config.benchmark}[/]: {len(plans)} methods × ({what}{finals} final runs), "
-            f"{config.training.epochs} epochs each; sampler {config.search.sampler.name}, budget in {config.search.budget.kind}"
+            f"[bold]{config.benchmark}[/]: {_count(len(plans), 'method')} × ({what}{_count(finals, 'final run')}), "
+            f"{_count(config.training.epochs, 'epoch')} each; sampler {config.search.sampler.name}, budget in {config.search.budget.kind}"
             f"\nresults → {results}\nMLflow  → {uri}\nOptuna  → {storage}",
             highlight=False, soft_wrap=True,
         )

@@ -83,10 +83,10 @@ def check_before_start(
     check_results_folder(results)
     uri = tracking_uri or config.tracking_uri
     if uri is not None:
-        check_tracking_uri(uri)
+        check_tracking_uri(uri, results=results)
     storage = optuna_storage or config.optuna_storage
     if storage is not None:
-        check_optuna_storage(storage)
+        check_optuna_storage(storage, results=results)
 
 
 # --- the config against itself and the registries ---------------------------------------------
@@ -220,13 +220,16 @@ def check_results_folder(results: Path) -> None:
         raise PreflightError(f"cannot {verb} results folder {path}: {error.strerror or error}") from None
 
 
-def check_tracking_uri(uri: str) -> None:
-    """A scheme MLflow can store to, and an HTTP(S) server that answers within
-    :data:`NETWORK_TIMEOUT_S` (MLflow's client retries a dead server for minutes)."""
+def check_tracking_uri(uri: str, *, results: Path | None = None) -> None:
+    """A scheme MLflow can store to, an SQLite file that can be one (:func:`check_sqlite_file`),
+    and an HTTP(S) server that answers within :data:`NETWORK_TIMEOUT_S` (MLflow's client
+    retries a dead server for minutes)."""
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
     if scheme not in _MLFLOW_SCHEMES and scheme.split("+")[0] not in _MLFLOW_SCHEMES and scheme not in _plugin_schemes():
         known = sorted(s for s in _MLFLOW_SCHEMES | _plugin_schemes() if s)
         raise PreflightError(f"cannot use MLflow tracking URI {uri}: scheme {scheme!r} is not a tracking store; valid: {', '.join(known)}")
+    if scheme == "sqlite":
+        check_sqlite_file(f"MLflow tracking URI {uri}", uri, results=results)
     if scheme not in ("http", "https"):
         return
     health = uri.rstrip("/") + "/health"  # MLflow's server answers "OK" there
@@ -241,9 +244,10 @@ def check_tracking_uri(uri: str) -> None:
         raise PreflightError(f"no MLflow tracking server answers at {uri} within {NETWORK_TIMEOUT_S:g} s: {text}") from None
 
 
-def check_optuna_storage(url: str) -> None:
-    """A SQLAlchemy URL whose database driver is installed (Optuna's RDB storage takes any);
-    whether the database answers is Optuna's to say when the first study opens."""
+def check_optuna_storage(url: str, *, results: Path | None = None) -> None:
+    """A SQLAlchemy URL whose database driver is installed (Optuna's RDB storage takes any), and
+    an SQLite file that can be one (:func:`check_sqlite_file`); whether another database answers
+    is Optuna's to say when the first study opens."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -254,11 +258,35 @@ def check_optuna_storage(url: str) -> None:
         raise PreflightError(f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)") from None
     except (NoSuchModuleError, ImportError) as error:
         raise PreflightError(f"cannot use Optuna storage {url!r}: {_first_line(error)}") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        # sqlite creates the file, not its folder (the default one, under --results, is made by the run).
-        folder = Path(parsed.database).parent
-        if not folder.is_dir():
-            raise PreflightError(f"cannot use Optuna storage {url!r}: {folder} is not an existing folder")
+    if parsed.get_backend_name() == "sqlite":
+        check_sqlite_file(f"Optuna storage {url!r}", url, results=results)
+
+
+#: The first 16 bytes of every SQLite 3 database file (https://www.sqlite.org/fileformat.html, 1.3).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(what: str, url: str, *, results: Path | None = None) -> None:
+    """The file of an ``sqlite:///`` URL: SQLite creates a missing file but not its folder, so
+    the folder must exist (or be ``results`` or under it: the run makes that one); and an
+    existing path must be a file that is empty or an SQLite database, not a folder or another
+    file (which SQLite would refuse only once the run has started). Raises :class:`PreflightError`."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if database in (None, "", ":memory:"):
+        return
+    path = Path(database)
+    folder = path.parent
+    made_by_run = results is not None and (folder.resolve() == results.resolve() or folder.resolve().is_relative_to(results.resolve()))
+    if not folder.is_dir() and not made_by_run:
+        raise PreflightError(f"cannot use {what}: {folder} is not an existing folder")
+    if path.is_dir():
+        raise PreflightError(f"cannot use {what}: {path} is a folder, not a database file")
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as file:
+            if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise PreflightError(f"cannot use {what}: {path} is not an SQLite database")
 
 
 def _plugin_schemes() -> set[str]:

@@ -4,6 +4,7 @@ the tracking server's time-out, and no false alarm on any registered model's def
 from __future__ import annotations
 
 import http.server
+import re
 import socket
 import threading
 import time
@@ -19,6 +20,8 @@ from bench.preflight import (
     check_model_options,
     check_placeable,
     check_results_folder,
+    SQLITE_HEADER,
+    check_sqlite_file,
     check_tracking_uri,
 )
 
@@ -111,9 +114,33 @@ def test_a_tracking_server_that_never_answers_times_out():
         assert time.monotonic() - started < NETWORK_TIMEOUT_S + 5
 
 
-@pytest.mark.parametrize("uri", ["sqlite:////tmp/x/mlflow.db", "postgresql+psycopg2://u@h/db", "file:///tmp/mlruns", "databricks"])
-def test_store_schemes_mlflow_accepts_pass_without_network(uri):
-    check_tracking_uri(uri)
+@pytest.mark.parametrize("uri", ["sqlite:///{tmp}/mlflow.db", "postgresql+psycopg2://u@h/db", "file:///tmp/mlruns", "databricks"])
+def test_store_schemes_mlflow_accepts_pass_without_network(uri, tmp_path):
+    check_tracking_uri(uri.format(tmp=tmp_path))
+
+
+def test_an_sqlite_file_must_be_able_to_become_a_database(tmp_path):
+    import sqlite3
+
+    url = lambda path: f"sqlite:///{path}"  # noqa: E731
+    check_sqlite_file("it", url(tmp_path / "new.db"))  # SQLite creates it
+    (tmp_path / "empty.db").touch()
+    check_sqlite_file("it", url(tmp_path / "empty.db"))  # SQLite writes an empty file
+    sqlite3.connect(tmp_path / "real.db").execute("create table t (x)").connection.close()
+    check_sqlite_file("it", url(tmp_path / "real.db"))
+    assert (tmp_path / "real.db").read_bytes()[:16] == SQLITE_HEADER
+    results = tmp_path / "results"  # not made yet: the run makes it
+    check_sqlite_file("it", url(results / "optuna.db"), results=results)
+    check_sqlite_file("it", url(results / "sub" / "optuna.db"), results=results)
+    (tmp_path / "notes.txt").write_text("not a database")
+    refusals = {
+        url(tmp_path / "missing" / "x.db"): f"{tmp_path / 'missing'} is not an existing folder",
+        url(tmp_path): f"{tmp_path} is a folder, not a database file",
+        url(tmp_path / "notes.txt"): f"{tmp_path / 'notes.txt'} is not an SQLite database",
+    }
+    for bad, message in refusals.items():
+        with pytest.raises(PreflightError, match=re.escape(f"cannot use it: {message}")):
+            check_sqlite_file("it", bad, results=results)
 
 
 def test_node_resources_of_a_real_local_runtime():

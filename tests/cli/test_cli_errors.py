@@ -92,6 +92,11 @@ CASES = {
     "Optuna storage without its driver": (GOOD, ["cannot use Optuna storage 'mysql+mysqldb://u@127.0.0.1/db'", "MySQLdb"], ["--optuna-storage", "mysql+mysqldb://u@127.0.0.1/db"]),
     "Optuna storage in the config": ({**GOOD, "optuna_storage": "nowhere"}, ["cannot use Optuna storage 'nowhere'"]),
     "Optuna sqlite file under a file": (GOOD, ["is not an existing folder"], ["--optuna-storage", f"sqlite:///{Path(__file__).resolve()}/o.db"]),
+    # this very test file: a file that is not an SQLite database
+    "Optuna sqlite storage that is not a database": (GOOD, ["is not an SQLite database"], ["--optuna-storage", f"sqlite:///{Path(__file__).resolve()}"]),
+    "Optuna sqlite storage that is a folder": (GOOD, ["is a folder, not a database file"], ["--optuna-storage", f"sqlite:///{Path(__file__).resolve().parent}"]),
+    "MLflow sqlite store in no folder": (GOOD, ["cannot use MLflow tracking URI", "/nonexistent-sharpbench is not an existing folder"],
+                                        ["--tracking-uri", "sqlite:////nonexistent-sharpbench/mlflow.db"]),
     "infinite learning rate": ({**GOOD, "training": {"learning_rate": float("inf")}}, ["training.learning_rate", "finite number"]),
     "seed beyond 64 bits": ({**GOOD, "seed": 2**70}, ["seed", "less than or equal to 9223372036854775807"]),
     "split leaving no training data": ({**GOOD, "dataset": {"name": "digits", "val_fraction": 0.7, "test_fraction": 0.5}}, ["val_fraction (0.7) + test_fraction (0.5) must stay below 1"]),
