@@ -290,7 +290,7 @@ def _execute_locked(
     for line in tidy.lines():
         errors.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
 
-    storage = config.optuna_storage or search.default_storage(results)
+    storage = search.absolute_storage(config.optuna_storage) if config.optuna_storage else search.default_storage(results)
     plans = plan_methods(config)
     finals = len(config.final.seeds) * config.final.top_k
     searched = 0 if final_only else 1
@@ -329,7 +329,7 @@ def _execute_locked(
         with progress:
             search.run_benchmark(
                 config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases, instance=record.instance,
-                retry_failed=retry_failed, mlflow_sink=opened,
+                retry_failed=retry_failed, mlflow_sink=opened, optuna_storage=storage,
             )
     except search.SearchInterrupted as interrupted:
         errors.print(f"interrupted: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)

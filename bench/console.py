@@ -145,6 +145,9 @@ class TrialLine:
     #: It had ended (and was recorded) before an interruption that Tune's last saved state did
     #: not see, so it ran again: its row is replaced, and it is not counted twice.
     again: bool = False
+    #: Its row was lost and written again from Tune's saved state: nothing ran. It counts as done,
+    #: without a line of its own (the sink says so) and without weighing in the ETA.
+    rewritten: bool = False
 
 
 @dataclass
@@ -274,12 +277,13 @@ class RunProgress:
         else:
             counts.search_done += 1
             position = f"search {counts.search_done}/{counts.search_planned}"
-        self.clock.finished += 1
+        if not line.rewritten:
+            self.clock.finished += 1
         eta = self.eta_text()
         if self._bar is not None:
             self._bar.update(self._tasks[line.method], completed=counts.done)
             self._bar.update(self._tasks["*"], completed=self.done, eta=eta)
-        if self.verbosity is Verbosity.quiet:
+        if self.verbosity is Verbosity.quiet or line.rewritten:
             return
         sampled = " ".join(f"{k}={format_value(v)}" for k, v in line.sampled.items()) or "(nothing searched)"
         figures = "no result" if line.val_accuracy is None else f"val_acc={line.val_accuracy:.4f}"

@@ -4,6 +4,7 @@ figures, nothing trained again, exit 0."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -41,6 +42,14 @@ def test_a_lost_row_is_written_again_from_tunes_state(tmp_path, repo_root):
     assert sorted(after) == sorted(before)
     for run_id, row in before.items():
         assert {k: after[run_id][k] for k in KEPT} == {k: row[k] for k in KEPT}, run_id
+    # The rebuilt row keeps the trial's own end (its start + wall time, or Tune's report time),
+    # not the second run's clock: the leaderboard's elapsed search time reads it.
+    ended = after[lost["run_id"]]["timestamp"].timestamp()
+    assert lost["started_at"].timestamp() + lost["wall_seconds"] - 1e-3 <= ended <= lost["timestamp"].timestamp() + 1e-3
+    # Nothing ran, so no trial line: the warning says what happened.
+    trial_line = re.compile(r"^\[\d+/\d+ \w+ (?:search|final) \d+/\d+\]", flags=re.MULTILINE)
+    assert len(trial_line.findall(first.stdout)) == len(before)
+    assert not trial_line.findall(again.stdout), again.stdout
     # Nothing was trained again: no new MLflow run, no second row.
     third = _run(config, results, repo_root)
     assert third.returncode == 0 and "was lost" not in third.stderr

@@ -29,6 +29,8 @@ class TrialOutcome:
     sampler: str | None = None  # JSON
     budget: str | None = None  # JSON
     selected_from_run_id: str | None = None
+    #: When the trial ended; None: now (the driver writes a trial's row as it ends).
+    ended_at: dt.datetime | None = None
 
 
 def build_row(outcome: TrialOutcome) -> TrialRow:
@@ -61,5 +63,5 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         mlflow_run_id=outcome.mlflow_run_id,
         node=None if result.get(metrics.NODE) is None else str(result[metrics.NODE]),
         started_at=None if result.get(metrics.STARTED_AT) is None else dt.datetime.fromtimestamp(float(result[metrics.STARTED_AT]), dt.timezone.utc),
-        timestamp=provenance.utc_now(),
+        timestamp=outcome.ended_at or provenance.utc_now(),
     )

@@ -29,6 +29,7 @@ _EXPORTS = {
     "DefineByRun": "bench.search.space",
     "make_sampler": "bench.search.space",
     "sampler_settings": "bench.search.space",
+    "absolute_storage": "bench.search.studies",
     "default_storage": "bench.search.studies",
     "study_name": "bench.search.studies",
 }

@@ -17,6 +17,7 @@ experiment ends or is interrupted (:meth:`SinkCallback.close`, called by the dri
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from ray.train.constants import CHECKPOINT_DIR_NAME
 from ray.tune import Callback
+from ray.tune.result import TIMESTAMP  # Unix time (whole seconds) Tune stamps on each result
 
 from bench import metrics
 from bench.console import TrialLine
@@ -69,6 +71,17 @@ def error_reason(trial: Any) -> str:
         return "failed without an error message"
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return (lines[-1] if lines else "empty error message")[:2000]
+
+
+def _ended_at(result: dict[str, Any]) -> dt.datetime | None:
+    """When a trial that ended earlier ended, from its last result: its start plus its own wall
+    time, or Tune's report time (whole seconds; later after a resume), whichever is later."""
+    candidates = []
+    if result.get(metrics.STARTED_AT) is not None and result.get(metrics.WALL_SECONDS) is not None:
+        candidates.append(float(result[metrics.STARTED_AT]) + float(result[metrics.WALL_SECONDS]))
+    if result.get(TIMESTAMP) is not None:
+        candidates.append(float(result[TIMESTAMP]))
+    return dt.datetime.fromtimestamp(max(candidates), dt.timezone.utc) if candidates else None
 
 
 def _selected_from(trial: Any) -> str | None:
@@ -239,7 +252,7 @@ class SinkCallback(Callback):
             _log.warning("the row of %s was lost; written again from the last result Ray Tune saved for it", self._trial_key(trial))
             del self.finished[trial.trial_id]
             failed = status == TrialStatus.FAILED.value
-            self._finish(trial, TrialStatus(status), error_reason(trial) if failed else None)
+            self._finish(trial, TrialStatus(status), error_reason(trial) if failed else None, rewritten=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.finished.get(trial.trial_id) == TrialStatus.FAILED.value:
@@ -303,7 +316,9 @@ class SinkCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, TrialStatus.FAILED, error_reason(trial))
 
-    def _finish(self, trial: Any, status: TrialStatus, error: str | None) -> None:
+    def _finish(self, trial: Any, status: TrialStatus, error: str | None, *, rewritten: bool = False) -> None:
+        """The trial's row, its MLflow run's end and its console line. ``rewritten``: the trial
+        ended in an earlier call and its row was lost; the row keeps the trial's own end time."""
         if trial.trial_id in self.finished:
             return
         run, plan, phase = self.run, self._plan(trial), self._phase(trial)
@@ -322,6 +337,7 @@ class SinkCallback(Callback):
             last_result=dict(trial.last_result or {}),
             error=error,
             mlflow_run_id=run_id,
+            ended_at=_ended_at(trial.last_result or {}) if rewritten else None,
         )
         row = build_row(outcome)
         self.parquet.write([row])
@@ -345,6 +361,7 @@ class SinkCallback(Callback):
                     wall_seconds=row.wall_seconds,
                     error=error,
                     again=again,
+                    rewritten=rewritten,
                 )
             )
 

@@ -38,6 +38,19 @@ def default_storage(results_dir: Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / STORAGE_FILENAME}"
 
 
+def absolute_storage(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (from the current folder, where SQLite
+    would open it), so the printed ``optuna-dashboard`` command works from anywhere; any other
+    URL unchanged."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(Path(database).resolve())).render_as_string(hide_password=False)
+
+
 def study_name(benchmark: str, method: str, instance: str) -> str:
     """``<benchmark>/<method>@<instance>``: one study per run instance, so a ``--restart`` or a
     second results folder on a shared PostgreSQL never continues another run's study."""

@@ -269,3 +269,14 @@ def test_a_report_that_carries_earlier_epochs_gives_the_study_every_epoch(live, 
     assert trial.state is expected
     assert trial.intermediate_values == {e: 0.5 + 0.1 * e for e in range(1, stopped_at + 1)}
     assert trial.value == 0.5 + 0.1 * stopped_at  # stored as given (sqlite REAL is a float64): exact
+
+
+def test_a_relative_sqlite_storage_is_made_absolute(tmp_path, monkeypatch):
+    """SQLite opens a relative path from the current folder: the run stores and prints it absolute,
+    so the optuna-dashboard command it prints works from anywhere. Other URLs pass unchanged."""
+    from bench.search.studies import absolute_storage
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_storage("sqlite:///rel/o.db") == f"sqlite:///{tmp_path.resolve()}/rel/o.db"
+    for url in ("sqlite:////abs/o.db", "postgresql+psycopg://user:secret@host/db", "sqlite://"):
+        assert absolute_storage(url) == url
