@@ -258,7 +258,7 @@ class RunProgress:
         if self.verbosity is Verbosity.quiet:
             return
         done = counts.final_done if phase == "final" else counts.search_done
-        what = "seeds" if phase == "final" else "trials"
+        what = ("seed" if phase == "final" else "trial") + ("" if trials == 1 else "s")
         resumed = f", {done} already recorded" if done else ""
         self._print(f"── method {counts.index}/{len(self.methods)}: {method} · {phase} · {trials} {what}{resumed}")
 

@@ -64,6 +64,7 @@ def test_trial_lines_count_per_method_and_overall_and_never_wrap():
     assert "perturbation_radius=0.05 learning_rate=0.1 " in trial_lines[3]
     assert [re.search(r"all (\d+)/5, ETA \S+$", line).group(1) for line in trial_lines] == ["1", "2", "3", "4"]
     assert "── method 2/2: sam · search · 2 trials" in lines
+    assert "── method 1/2: erm · final · 1 seed" in lines  # one, in the singular
     assert progress.done == 4 and progress.planned == 5
 
 
