@@ -72,7 +72,10 @@ _VERBOSE = typer.Option(False, "--verbose", "-v", help="Also show Ray's, Tune's,
 @app.command()
 def run(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="Benchmark YAML, e.g. configs/digits.yaml."),
-    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="Folder for the Parquet leaderboard, the default MLflow store and Ray's search state."),
+    # A str, not a Path: Path("") is "." and an empty --results would fill the working folder.
+    results_option: str = typer.Option(
+        str(DEFAULT_RESULTS), "--results", metavar="FOLDER", help="Folder for the Parquet leaderboard, the default MLflow store and Ray's search state."
+    ),
     address: Optional[str] = _ADDRESS,
     tracking_uri: Optional[str] = _TRACKING_URI,
     optuna_storage: Optional[str] = _OPTUNA_STORAGE,
@@ -111,6 +114,9 @@ def run(
     from bench.config import ConfigError, load_config
 
     verbosity = _verbosity(quiet, verbose)
+    if not results_option.strip():
+        _fail("--results is empty: name a folder (default: results)")
+    results = Path(results_option)
     try:
         config = load_config(config_path)
     except ConfigError as error:
@@ -121,6 +127,12 @@ def run(
         config, results, address, tracking_uri, num_cpus, verbosity, restart=restart, retry_failed=retry_failed,
         resume_hint=f"sharpbench run {config_path} --results {results}",
     )
+
+
+def _no_results_folder(folder: Path) -> str:
+    if folder.exists():
+        return f"{folder} is not a folder: give the --results folder of `sharpbench run`"
+    return f"results folder not found: {folder} (run `sharpbench run CONFIG --results {folder}` first)"
 
 
 @app.command()
@@ -148,7 +160,7 @@ def final(
 
     verbosity = _verbosity(quiet, verbose)
     if not results_dir.is_dir():
-        _fail(f"results folder not found: {results_dir}")
+        _fail(_no_results_folder(results_dir))
     try:
         recorded = {name: record.config for name, record in load_records(results_dir).items()}
     except ConfigError as error:
@@ -478,7 +490,7 @@ def leaderboard(
     folders = list(dict.fromkeys(results_dirs or [DEFAULT_RESULTS]))  # a folder named twice counts once
     for folder in folders:
         if not folder.is_dir():
-            _fail(f"results folder not found: {folder} (run `sharpbench run CONFIG --results {folder}` first)")
+            _fail(_no_results_folder(folder))
     empty = [folder for folder in folders if not has_rows(folder)]
     if len(empty) == len(folders):
         where = ", ".join(str(dataset_dir(folder)) for folder in folders)

@@ -8,10 +8,11 @@ every method) and the regularizers to compare. ``load_config`` turns any problem
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bench import metrics
 from bench.naming import unknown_name_message
@@ -24,6 +25,31 @@ class ConfigError(ValueError):
 class _Strict(BaseModel):
     # inf and NaN are no hyperparameter, range or fraction: refused here, not in every trial.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # Pydantic reads ``epochs: true`` as 1; a YAML boolean where a number belongs is a typo.
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if get_origin(annotation) in (list, tuple) and isinstance(value, list | tuple):
+            wanted, items = bool(get_args(annotation)) and _number_type(get_args(annotation)[0]), list(value)
+        else:
+            wanted, items = _number_type(annotation), [value]
+        booleans = [item for item in items if isinstance(item, bool)]
+        if wanted and booleans:
+            raise ValueError(f"expected a number, got the boolean {str(booleans[0]).lower()}")
+        return value
+
+
+def _number_type(annotation: Any) -> bool:
+    """Whether a field of this type holds a number and no boolean: ``int``, ``float``, an
+    ``Annotated`` one, or a union of them with ``None``."""
+    if get_origin(annotation) is Annotated:
+        return _number_type(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_number_type(a) for a in members)
+    return annotation in (int, float)
 
 
 #: A seed: 0 to 2**63 - 1 (rows store it as a signed 64-bit integer).
@@ -381,6 +407,8 @@ def _valid_keys_hint(loc: tuple[Any, ...]) -> str:
 
 def parse_config(raw: Any, *, source: str = "config") -> BenchmarkConfig:
     """Validate a parsed YAML mapping; raise :class:`ConfigError` with a one-line message."""
+    if raw is None:
+        raise ConfigError(f"{source}: the config is empty; expected a mapping with benchmark, regularizers and the other sections")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
@@ -389,6 +417,24 @@ def parse_config(raw: Any, *, source: str = "config") -> BenchmarkConfig:
         raise ConfigError(f"{source}: {_format_validation_error(error)}") from None
     _check_against_registries(config, source)
     return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: plain
+    PyYAML keeps the last one, so ``epochs: 50`` above a forgotten ``epochs: 5`` would silently lose."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *anchor`` merges keys that the mapping's own may override
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path) -> BenchmarkConfig:
@@ -405,7 +451,7 @@ def load_config(path: str | Path) -> BenchmarkConfig:
     except UnicodeDecodeError as error:
         raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {error.start}); is it a YAML file?") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

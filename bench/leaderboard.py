@@ -531,7 +531,8 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
 
 
 def _signed(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.4f}"
+    # ``z`` turns -0.0000 (a tiny negative difference, rounded) into +0.0000: no sign it lacks.
+    return "–" if value is None else f"{value:+z.4f}"
 
 
 def _accuracy(s: Standing) -> str:
@@ -665,9 +666,12 @@ def legend(board: BenchmarkBoard) -> str:
     else:
         versus = (
             f"Δ = method − {board.baseline}, mean test accuracy; paired t-test on seed-matched final runs when both "
-            f"have the same seeds, Welch's t-test otherwise; p Holm-adjusted over the {tested} test{'' if tested == 1 else 's'} "
-            f"of this board, "
-            f"* = p ≤ {board.alpha:g}."
+            f"have the same seeds, Welch's t-test otherwise; "
+            + (
+                f"p Holm-adjusted over the {tested} test{'' if tested == 1 else 's'} of this board, * = p ≤ {board.alpha:g}."
+                if tested
+                else "no test ran on this board (a t-test needs at least 2 final runs of the method and of the baseline, not all equal)."
+            )
         )
     return (
         f"Best config: the completed search trial with the best {metrics} (ties: the other validation metric, "

@@ -61,3 +61,19 @@ def test_flatness_stopping_rules_are_validated(flatness, fragment):
     message = str(error.value)
     assert fragment in message and "\n" not in message
 
+
+
+
+def test_yaml_merge_keys_still_load_and_a_merged_key_may_be_overridden(tmp_path):
+    # A key given twice is refused, but a mapping overriding a key merged from ``<<: *anchor`` is YAML as designed.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(
+        "benchmark: t\nregularizers:\n  - &sam {name: sam, fixed: {perturbation_radius: 0.05}}\n"
+        "  - {<<: *sam, name: asam}\n"
+    )
+    entries = load_config(merged).regularizers
+    assert [(e.name, e.fixed["perturbation_radius"]) for e in entries] == [("sam", 0.05), ("asam", 0.05)]
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("benchmark: t\nregularizers:\n  - {name: sam, name: asam}\n")
+    with pytest.raises(ConfigError, match=r"line 3\): the key 'name' appears twice"):
+        load_config(twice)

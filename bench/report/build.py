@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def read_results(results_dirs: Sequence[Path]) -> pa.Table:
         raise ReportError("no results folder given")
     for folder in results_dirs:
         if not folder.is_dir():
-            raise ReportError(f"results folder not found: {folder}")
+            raise ReportError(f"{folder} is not a folder" if folder.exists() else f"results folder not found: {folder}")
     table = read_rows(*results_dirs)  # one row per run_id across the folders, the latest
     if table.num_rows == 0:
         where = ", ".join(str(dataset_dir(d)) for d in results_dirs)
@@ -203,6 +204,16 @@ def _search_figures(rebuilt: RebuiltStudy, stem: Path) -> list[ReportFigure]:
     return [history, importance]
 
 
+def _check_writable(folder: Path, html_path: Path) -> None:
+    """Before any figure is drawn: ``folder`` (made if missing) takes a file. Raises ReportError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ReportError(f"cannot write the report to {html_path}: {error.strerror or error} ({error.filename or folder})") from None
+
+
 def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None, *, baseline: str | None = None) -> ReportArtifacts:
     """Write the report of ``results_dirs`` to ``out`` (default: ``<first dir>/report.html``) and
     its PNGs to ``figures/`` beside it.
@@ -220,6 +231,7 @@ def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.P
         raise ReportError(f"--out must name an .html file, got {html_path}")
     if html_path.is_dir():
         raise ReportError(f"--out names a folder, not a file: {html_path}")
+    _check_writable(html_path.parent / FIGURES_DIRNAME, html_path)
     configs = recorded_configs(folders)
     boards = build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE)
     rows_by: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))

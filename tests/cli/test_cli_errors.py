@@ -63,6 +63,10 @@ CASES = {
     "flatness probe range": ({**GOOD, "flatness": {"trace_min_probes": 50, "trace_max_probes": 20}}, ["trace_max_probes (20) must be >= trace_min_probes (50)"]),
     "invalid yaml": ("benchmark: [unclosed\n", ["invalid YAML"]),
     "not a mapping": ("- just\n- a list\n", ["expected a mapping"]),
+    "empty config": ("# nothing yet\n", ["the config is empty", "benchmark, regularizers"]),
+    "a key given twice": ("benchmark: t\nregularizers: [erm]\ntraining:\n  epochs: 50\n  epochs: 5\n", ["invalid YAML (line 5)", "'epochs' appears twice"]),
+    "a boolean for a number": ({**GOOD, "training": {"epochs": True}}, ["training.epochs: expected a number, got the boolean true"]),
+    "a boolean for a seed": ({**GOOD, "final": {"seeds": [1, False]}}, ["final.seeds: expected a number, got the boolean false"]),
     # bytes that are not UTF-8 (0xff never occurs in UTF-8): a binary file given as the config
     "binary config file": (b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00binary", ["cannot read config", "not UTF-8 text"]),
     "unknown model option": ({**GOOD, "model": {"name": "mlp", "options": {"bogus": 3}}}, ["model.options", "'bogus'", "valid: depth, hidden"]),
@@ -87,6 +91,8 @@ CASES = {
     "no Ray cluster at the address": (GOOD, ["no Ray cluster answers at 127.0.0.1:"], ["--address", f"127.0.0.1:{_free_port()}"]),
     "malformed address": (GOOD, ["expected 'auto', HOST:PORT or ray://HOST:PORT"], ["--address", "nonsense"]),
     "quiet and verbose": (GOOD, ["--quiet and --verbose exclude each other"], ["--quiet", "--verbose"]),
+    # Path("") is "."; the run would fill the working folder
+    "empty results folder name": (GOOD, ["--results is empty"], ["--results", ""]),
     "Optuna storage that is no URL": (GOOD, ["cannot use Optuna storage 'optuna.db'", "not a SQLAlchemy URL"], ["--optuna-storage", "optuna.db"]),
     # no test machine installs MySQLdb: a database whose driver is missing is named before anything runs
     "Optuna storage without its driver": (GOOD, ["cannot use Optuna storage 'mysql+mysqldb://u@127.0.0.1/db'", "MySQLdb"], ["--optuna-storage", "mysql+mysqldb://u@127.0.0.1/db"]),
@@ -207,6 +213,8 @@ def test_missing_config_file(tmp_path):
 def test_leaderboard_on_missing_folder(tmp_path):
     done = _run("leaderboard", str(tmp_path / "nothing"))
     assert done.returncode == 2 and "results folder not found" in done.stderr
+    done = _run("leaderboard", "/dev/null")  # exists, but is no folder: not "not found"
+    assert done.returncode == 2 and done.stderr.strip() == "error: /dev/null is not a folder: give the --results folder of `sharpbench run`"
 
 
 def test_list_json_describes_every_hyperparameter():

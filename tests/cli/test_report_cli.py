@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (lambda d: [str(d)], "no results in"),
         (lambda d: [str(write_results(d / "r")), "--baseline", "samm"], "--baseline 'samm' has no rows; methods present: asam, erm, sam"),
         (lambda d: [str(write_results(d / "r")), "--out", str(d / "report.pdf")], "--out must name an .html file"),
+        (lambda d: ["/dev/null"], "/dev/null is not a folder"),
+        # under a file, and in /proc (where even root cannot create a file): refused before any figure is drawn
+        (lambda d: [str(write_results(d / "r")), "--out", str(Path(__file__).resolve() / "x.html")], "cannot write the report to"),
+        (lambda d: [str(write_results(d / "r")), "--out", "/proc/sharpbench-report.html"], "cannot write the report to /proc/sharpbench-report.html"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):

@@ -550,3 +550,16 @@ def test_a_passes_budget_is_stated_per_method_and_in_the_legend() -> None:
     # the trials budget: one sentence, no per-row note
     plain = render(build_leaderboard(_table([_search("erm", C, 0.8, 0.79, budget=json.dumps({"kind": "trials", "scale": "trials"}))])), "markdown")
     assert "Budget: the same number of trials per method." in plain and "passes/step" not in plain
+
+
+def test_a_board_without_tests_says_so_and_a_rounded_zero_difference_has_no_minus() -> None:
+    # Search rows only: every comparison lacks final seeds, so no p-value exists to adjust.
+    rows = [_search("erm", C, 0.80, 0.80000001), _search("sam", C, 0.81, 0.80)]
+    (board,) = build_leaderboard(_table(rows))
+    assert _by_method(board)["sam"].vs_baseline_difference == pytest.approx(-1e-8, abs=1e-12)
+    text = render([board], "markdown")
+    assert "no test ran on this board" in text and "Holm-adjusted over the 0 tests" not in text
+    assert "| +0.0000 |" in text and "-0.0000" not in text
+    # with tests, the legend counts them
+    tested = render(build_leaderboard(_table(_stats_board_rows())), "markdown")
+    assert "p Holm-adjusted over the 2 tests of this board, * = p ≤ 0.05." in tested
