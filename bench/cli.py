@@ -58,13 +58,13 @@ class ListFormat(str, Enum):
 
 
 # Options shared by `run` and `final`.
-_ADDRESS = typer.Option(None, "--address", help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one.")
-_TRACKING_URI = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default: the config's, else sqlite under the results folder.")
+_ADDRESS = typer.Option(None, "--address", metavar="ADDRESS", help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one.")
+_TRACKING_URI = typer.Option(None, "--tracking-uri", metavar="URI", help="MLflow tracking URI; default: the config's, else sqlite under the results folder.")
 _OPTUNA_STORAGE = typer.Option(
-    None, "--optuna-storage",
+    None, "--optuna-storage", metavar="URL",
     help="SQLAlchemy URL of the Optuna studies (one per method; optuna-dashboard reads them); default: the config's, else sqlite under the results folder.",
 )
-_NUM_CPUS = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local Ray runtime (default: all).")
+_NUM_CPUS = typer.Option(None, "--num-cpus", metavar="N", min=1, help="CPUs of the local Ray runtime (default: all).")
 _QUIET = typer.Option(False, "--quiet", "-q", help="Print only the final leaderboard, the commands to open the results, and errors.")
 _VERBOSE = typer.Option(False, "--verbose", "-v", help="Also show Ray's, Tune's, Optuna's and MLflow's own log lines (filtered out by default).")
 
@@ -110,6 +110,10 @@ def run(
     --retry-failed is given. A changed CONFIG (anything that changes results) stops with exit 2
     naming the keys that differ: use another --results folder or benchmark name, or --restart.
     One run at a time per results folder.
+
+    Exit status: 0 when the run ended (failed trials are recorded and counted on the board); 1
+    when every trial failed (the most frequent reason is printed); 2 for bad input, refused
+    before anything starts; 130 when interrupted (the run is saved: re-run to resume).
     """
     from bench.config import ConfigError, load_config
 
@@ -138,9 +142,9 @@ def _no_results_folder(folder: Path) -> str:
 @app.command()
 def final(
     results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="The --results folder of an earlier `sharpbench run`."),
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="Which benchmark of the folder (needed when it holds several)."),
-    seeds: Optional[list[int]] = typer.Option(None, "--seed", help="Final training seed (repeatable); default: the run's final.seeds."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Re-run each method's K best search configs; default: the run's final.top_k."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", metavar="NAME", help="Which benchmark of the folder (needed when it holds several)."),
+    seeds: Optional[list[int]] = typer.Option(None, "--seed", metavar="SEED", help="Final training seed (repeatable); default: the run's final.seeds."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", metavar="K", min=1, help="Re-run each method's K best search configs; default: the run's final.top_k."),
     address: Optional[str] = _ADDRESS,
     tracking_uri: Optional[str] = _TRACKING_URI,
     optuna_storage: Optional[str] = _OPTUNA_STORAGE,
@@ -153,6 +157,7 @@ def final(
 
     Uses the config the run recorded in RESULTS_DIR; --seed and --top-k override its final
     section (and are recorded for the next call). Final runs already recorded are not re-run.
+    Exit status as for `run`.
     """
     from bench.config import ConfigError
     from bench.naming import unknown_name_message
@@ -439,7 +444,7 @@ def _print_board(results: Path, benchmark: str) -> None:
 def sync_mlflow(
     results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A --results folder of `sharpbench run`."),
     tracking_uri: Optional[str] = typer.Option(
-        None, "--tracking-uri", help="MLflow tracking URI to fill; default: the run's, else sqlite under the results folder."
+        None, "--tracking-uri", metavar="URI", help="MLflow tracking URI to fill; default: the run's, else sqlite under the results folder."
     ),
 ) -> None:
     """Back-fill MLflow from the Parquet rows (after a tracking-store outage, or into another
@@ -474,8 +479,8 @@ def leaderboard(
         None, metavar="RESULTS_DIR", help="One or more --results folders of `sharpbench run` (default: results)."
     ),
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Method every other is tested against (default: erm; a benchmark without it gets no comparisons)."),
-    alpha: float = typer.Option(0.05, "--alpha", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm; a benchmark without it gets no comparisons)."),
+    alpha: float = typer.Option(0.05, "--alpha", metavar="ALPHA", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."),
 ) -> None:
     """Rank methods per benchmark by the test accuracy of their best config (bench/selection.py),
     with 95% t-intervals, tests against a baseline (paired on seeds, else Welch; Holm-adjusted)
@@ -520,8 +525,8 @@ def leaderboard(
 @app.command()
 def report(
     results_dirs: list[Path] = typer.Argument(..., metavar="DIR [DIR ...]", help="Results folders of `sharpbench run` (e.g. committed reference results and your own)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The HTML file to write (default: DIR/report.html of the first DIR); PNGs go to figures/ beside it."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Method every other is tested against (default: erm)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE.html", help="The HTML file to write (default: DIR/report.html of the first DIR); PNGs go to figures/ beside it."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm)."),
 ) -> None:
     """One self-contained HTML page (figures embedded, opens from disk) plus the PNGs: the
     leaderboard, accuracy against compute with the Pareto front, every final seed, flatness
@@ -581,17 +586,17 @@ def list_regularizers(
 
 @app.command()
 def perf(
-    models: Optional[list[str]] = typer.Option(None, "--model", help="Model to time (repeatable); default: the digits CNN and resnet18 on 32×32."),
-    methods: Optional[list[str]] = typer.Option(None, "--method", help="Regularizer to time (repeatable); default: every registered one (erm is always added as the reference)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Time real batches of this dataset (with its augmentation) and report epoch time; default: random tensors."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where --dataset's files are."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed steps of every method first."),
-    repeats: int = typer.Option(10, "--repeats", min=1, help="Rounds: each times one block of every method in turn; medians and IQRs are over rounds (at least 4 for a reliable figure)."),
-    block_steps: int = typer.Option(1, "--block-steps", min=1, help="Steps per timed block (more for very short steps)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    models: Optional[list[str]] = typer.Option(None, "--model", metavar="MODEL", help="Model to time (repeatable); default: the digits CNN and resnet18 on 32×32."),
+    methods: Optional[list[str]] = typer.Option(None, "--method", metavar="METHOD", help="Regularizer to time (repeatable); default: every registered one (erm is always added as the reference)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", metavar="DATASET", help="Time real batches of this dataset (with its augmentation) and report epoch time; default: random tensors."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="FOLDER", help="Where --dataset's files are."),
+    batch_size: int = typer.Option(32, "--batch-size", metavar="N", min=1, help="Samples per step."),
+    warmup: int = typer.Option(2, "--warmup", metavar="STEPS", min=0, help="Untimed steps of every method first."),
+    repeats: int = typer.Option(10, "--repeats", metavar="ROUNDS", min=1, help="Rounds: each times one block of every method in turn; medians and IQRs are over rounds (at least 4 for a reliable figure)."),
+    block_steps: int = typer.Option(1, "--block-steps", metavar="STEPS", min=1, help="Steps per timed block (more for very short steps)."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu or cuda."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-    epoch_samples: Optional[int] = typer.Option(None, "--epoch-samples", min=1, help="Training-set size for the epoch-time estimate without --dataset (e.g. 45000 for CIFAR less validation)."),
+    epoch_samples: Optional[int] = typer.Option(None, "--epoch-samples", metavar="N", min=1, help="Training-set size for the epoch-time estimate without --dataset (e.g. 45000 for CIFAR less validation)."),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Output format."),
 ) -> None:
     """Time one optimizer step of each method: step time, passes, ratio to ERM, overhead beyond the pass count.

@@ -238,6 +238,23 @@ def test_help_explains_commands():
         assert command in done.stdout
 
 
+def test_every_option_that_takes_a_value_names_it_in_words():
+    # Typer's fallbacks (<str>, <list[int]>, <int range>) tell a reader nothing; choices may stay.
+    import re
+
+    import click
+    from typer.main import get_command
+
+    from bench.cli import app
+
+    for name, command in get_command(app).commands.items():
+        for param in command.params:
+            if param.param_type_name == "option" and not param.is_flag and param.name != "help":
+                shown = param.get_help_record(click.Context(command))[0]
+                assert not re.search(r"<(str|int|float|path|list\[\w+\]|int range)>", shown), (name, shown)
+                assert param.help, f"{name} {shown}: no help text"
+
+
 def test_perf_json_rows_carry_medians_and_spreads():
     import json
 
