@@ -44,6 +44,10 @@ _RAY_NOISE_PREFIXES = ("Token authentication is enabled",)
 #: Tune's Ctrl-C lines: sharpbench says once that the run was interrupted and how to resume it
 #: (with `sharpbench run`, not Tune's `Tuner.restore`).
 _TUNE_INTERRUPT_PREFIXES = ("Stop signal received", "Experiment has been interrupted", "Training has been interrupted")
+#: Tune's end-of-fit analysis reads every trial's result.json into a DataFrame that sharpbench never
+#: uses (its rows come from the sink); after a kill -9 the last line of one is cut short, and Tune
+#: warns about that file. The trial's epochs are in Parquet and MLflow.
+_TUNE_ANALYSIS_PREFIXES = ("Failed to fetch metrics for",)
 
 
 class _DropMessages(logging.Filter):
@@ -67,6 +71,8 @@ def quiet_third_party(verbosity: Verbosity) -> None:
       fires because each trial keeps only its last checkpoints (``num_to_keep``) by design; the threshold
       variable Tune names in the message set to 0 disables exactly this warning.
     * INFO lines of Ray, Tune and MLflow (instance started, state written, database created).
+    * Tune's warning that it could not read a trial's result.json after a kill -9: see
+      :data:`_TUNE_ANALYSIS_PREFIXES`.
     * Optuna's per-study INFO lines and its ExperimentalWarnings (TPE's ``group``, CMA-ES's
       ``consider_pruned_trials``, ``QMCSampler``): the features are the ones sharpbench chose.
 
@@ -83,6 +89,7 @@ def quiet_third_party(verbosity: Verbosity) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropMessages(_RAY_NOISE_PREFIXES))
     logging.getLogger("ray.tune.tune").addFilter(_DropMessages(_TUNE_INTERRUPT_PREFIXES))
+    logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMessages(_TUNE_ANALYSIS_PREFIXES))
     logging.getLogger("optuna").setLevel(logging.WARNING)
     # Optuna's ExperimentalWarning (for group=, consider_pruned_trials=, QMCSampler), matched by
     # its wording so that this module need not import optuna.

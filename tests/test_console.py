@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import logging
 import re
 
@@ -107,3 +108,26 @@ def test_noise_filter_drops_only_the_named_message():
 
     assert not drop.filter(record("Token authentication is enabled for this Ray cluster. Set ..."))
     assert drop.filter(record("Token authentication is disabled for this Ray cluster."))
+
+
+def test_quiet_console_drops_tunes_unread_result_file_warning_and_keeps_its_other_warnings(monkeypatch):
+    # The logger Ray's own module writes with, so a renamed logger would fail here.
+    from ray.tune.analysis import experiment_analysis
+
+    from bench.console import quiet_third_party
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # quiet_third_party sets Tune's variables
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    log = experiment_analysis.logger
+    log.addHandler(handler)
+    try:
+        quiet_third_party(Verbosity.normal)
+        log.warning("Failed to fetch metrics for 1 trial(s):\n- run_trial_1: JSONDecodeError('Expecting value')")
+        log.warning("Could not find best trial")
+    finally:
+        log.removeHandler(handler)
+        for drop in [f for f in log.filters if isinstance(f, _DropMessages)]:
+            log.removeFilter(drop)
+    assert seen == ["Could not find best trial"]
