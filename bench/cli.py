@@ -490,7 +490,7 @@ def leaderboard(
     rows, each run id once (the row with the latest timestamp wins).
     """
     from bench.leaderboard import DEFAULT_BASELINE, build_leaderboard, methods_present, render
-    from bench.results.parquet import UnreadableFile, dataset_dir, has_rows, read_rows
+    from bench.results.parquet import UnreadableFile, dataset_dir, has_rows, read_rows, results_folder_hint
 
     folders = list(dict.fromkeys(results_dirs or [DEFAULT_RESULTS]))  # a folder named twice counts once
     for folder in folders:
@@ -499,6 +499,8 @@ def leaderboard(
     empty = [folder for folder in folders if not has_rows(folder)]
     if len(empty) == len(folders):
         where = ", ".join(str(dataset_dir(folder)) for folder in folders)
+        for hint in filter(None, map(results_folder_hint, folders)):
+            _fail(hint)
         _fail(f"no results: the Parquet dataset{'s' if len(folders) > 1 else ''} {where} {'are' if len(folders) > 1 else 'is'} empty or missing")
     if not 0.0 < alpha < 1.0:
         _fail(f"--alpha must lie strictly between 0 and 1, got {alpha}")

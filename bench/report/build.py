@@ -25,7 +25,7 @@ from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboar
 from bench.report import data, figures
 from bench.report.page import BoardSection, ReportFigure, page
 from bench.report.studies import RebuiltStudy, rebuild_study
-from bench.results.parquet import dataset_dir, read_rows
+from bench.results.parquet import dataset_dir, read_rows, results_folder_hint
 
 FIGURE_COMPUTE = "compute"
 FIGURE_SEEDS = "seeds"
@@ -82,6 +82,8 @@ def read_results(results_dirs: Sequence[Path]) -> pa.Table:
     table = read_rows(*results_dirs)  # one row per run_id across the folders, the latest
     if table.num_rows == 0:
         where = ", ".join(str(dataset_dir(d)) for d in results_dirs)
+        for hint in filter(None, map(results_folder_hint, results_dirs)):
+            raise ReportError(hint)
         raise ReportError(f"no results in {', '.join(map(str, results_dirs))}: no Parquet rows under {where}")
     return table
 

@@ -86,6 +86,15 @@ def dataset_dir(results_dir: str | os.PathLike[str]) -> Path:
     return Path(results_dir) / DATASET_DIRNAME
 
 
+def results_folder_hint(folder: str | os.PathLike[str]) -> str | None:
+    """For a folder with no dataset: None, or one line naming the results folder it belongs to
+    when it is itself the dataset inside one (``results/leaderboard`` given for ``results``)."""
+    path = Path(folder)
+    if path.name == DATASET_DIRNAME and has_rows(path.parent):
+        return f"{path} is the Parquet dataset of the results folder {path.parent}: give {path.parent}"
+    return None
+
+
 def run_key(run_id: str) -> str:
     """The file name of ``run_id``'s row: 32 hex digits of its SHA-256, then ``.parquet``.
 

@@ -215,6 +215,12 @@ def test_leaderboard_on_missing_folder(tmp_path):
     assert done.returncode == 2 and "results folder not found" in done.stderr
     done = _run("leaderboard", "/dev/null")  # exists, but is no folder: not "not found"
     assert done.returncode == 2 and done.stderr.strip() == "error: /dev/null is not a folder: give the --results folder of `sharpbench run`"
+    from tests.report.results_folder import write_results
+
+    results = write_results(tmp_path / "results")  # its dataset folder given instead of it
+    done = _run("leaderboard", str(results / "leaderboard"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {results}/leaderboard is the Parquet dataset of the results folder {results}: give {results}"
 
 
 def test_list_json_describes_every_hyperparameter():

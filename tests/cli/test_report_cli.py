@@ -23,6 +23,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (lambda d: [str(write_results(d / "r")), "--baseline", "samm"], "--baseline 'samm' has no rows; methods present: asam, erm, sam"),
         (lambda d: [str(write_results(d / "r")), "--out", str(d / "report.pdf")], "--out must name an .html file"),
         (lambda d: ["/dev/null"], "/dev/null is not a folder"),
+        (lambda d: [str(write_results(d / "r") / "leaderboard")], "is the Parquet dataset of the results folder {d}/r: give {d}/r"),
         # under a file, and in /proc (where even root cannot create a file): refused before any figure is drawn
         (lambda d: [str(write_results(d / "r")), "--out", str(Path(__file__).resolve() / "x.html")], "cannot write the report to"),
         (lambda d: [str(write_results(d / "r")), "--out", "/proc/sharpbench-report.html"], "cannot write the report to /proc/sharpbench-report.html"),
@@ -32,7 +33,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
     done = _run(*args(tmp_path))
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and fragment in lines[0], done.stderr
+    assert len(lines) == 1 and fragment.format(d=tmp_path) in lines[0], done.stderr
     assert "Traceback" not in done.stderr + done.stdout
 
 
