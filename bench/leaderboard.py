@@ -5,8 +5,9 @@ deduplicated by run_id). For each (benchmark, regularizer):
 
 * **Search trials** are the rows with phase ``search``. All of them are counted (total /
   completed / stopped / failed) and make up the search cost: mean forward and backward passes per
-  trial, the wall time summed over trials and the elapsed time (first start to last end, a
-  row's start being its ``timestamp`` minus its ``wall_seconds``), and the summed time as
+  trial, the wall time summed over trials and the elapsed time (the time during which at least
+  one trial ran, a row's span being its ``timestamp`` minus its ``wall_seconds`` to its
+  ``timestamp``: the downtime of an interrupted and resumed run is not counted), and the summed time as
   trial-slot hours (GPU when the row's device is CUDA, CPU otherwise; one slot per trial, since
   rows do not record the resources a trial held).
 * **Best config**: the rule of :mod:`bench.selection`, the same the search used to choose what
@@ -171,7 +172,7 @@ class Standing:
     mean_backward_passes: float | None
     mean_passes_per_trial: float | None  # forward + backward
     search_wall_seconds: float  # summed over all search trials
-    search_elapsed_seconds: float  # first search trial's start to the last one's end
+    search_elapsed_seconds: float  # time during which at least one search trial ran
     search_cpu_slot_hours: float  # summed wall time of CPU trials / 3600, one slot per trial
     search_gpu_slot_hours: float  # the same for trials on CUDA
     hessian_top_eigenvalue: float | None
@@ -307,12 +308,18 @@ def _tuned(search: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any]) -> di
 
 
 def _elapsed(rows: Sequence[Mapping[str, Any]]) -> float:
-    """Seconds from the earliest start (end − wall time) to the latest end (``timestamp``)."""
-    if not rows:
-        return 0.0
-    ends = [r["timestamp"] for r in rows]
-    starts = [r["timestamp"] - dt.timedelta(seconds=_num(r[M.WALL_SECONDS]) or 0.0) for r in rows]
-    return (max(ends) - min(starts)).total_seconds()
+    """Seconds covered by the union of the rows' spans, each from its start (end − wall time)
+    to its end (``timestamp``). Not first start to last end: a run interrupted overnight and
+    resumed would count the night."""
+    spans = sorted((r["timestamp"] - dt.timedelta(seconds=_num(r[M.WALL_SECONDS]) or 0.0), r["timestamp"]) for r in rows)
+    total, covered_to = 0.0, None
+    for start, end in spans:
+        if covered_to is not None and start < covered_to:
+            start = covered_to
+        if end > start:
+            total += (end - start).total_seconds()
+        covered_to = end if covered_to is None else max(covered_to, end)
+    return total
 
 
 def _slot_hours(rows: Sequence[Mapping[str, Any]], gpu: bool) -> float:
@@ -678,7 +685,7 @@ def legend(board: BenchmarkBoard) -> str:
         f"then run id); the final seeds re-run it. Test acc: mean ± sample std [{level} t-interval] over the "
         f"final seeds (n=1 when ranked by the search trial: no interval). Rank: the highest mean leads; methods "
         f"whose interval overlaps the leader's share its rank ('='); repeated on the rest. {versus} "
-        f"Search time: summed over trials / elapsed; slot-hours: summed time, one CPU or GPU slot per trial."
+        f"Search time: summed over trials / elapsed while any of its trials ran; slot-hours: summed time, one CPU or GPU slot per trial."
         + _budget_legend(board)
     )
 

@@ -453,6 +453,13 @@ def test_search_time_summed_elapsed_and_slot_hours() -> None:
     assert s.search_gpu_slot_hours == pytest.approx(90.0 / 3600, abs=1e-12)
     text = render(build_leaderboard(_table(rows)), "markdown")
     assert "3m 10s / 2m 10s" in text and "0.0278 CPU + 0.025 GPU" in text
+    # Interrupted for an hour after t0+130, resumed: a trial from t0+3730 to t0+3750 adds 20 s, not the hour.
+    resumed = [*rows, _search("erm", C, 0.6, 0.6, wall_seconds=20.0, timestamp=t0 + dt.timedelta(seconds=3750), device="cpu")]
+    assert build_leaderboard(_table(resumed))[0].standings[0].search_elapsed_seconds == pytest.approx(150.0, abs=1e-6)
+    # a span inside another adds nothing; one overlapping the end adds only its part beyond it
+    nested = [*rows, _search("erm", C, 0.6, 0.6, wall_seconds=10.0, timestamp=t0 + dt.timedelta(seconds=50), device="cpu"),
+              _search("erm", C, 0.6, 0.6, wall_seconds=20.0, timestamp=t0 + dt.timedelta(seconds=140), device="cpu")]
+    assert build_leaderboard(_table(nested))[0].standings[0].search_elapsed_seconds == pytest.approx(140.0, abs=1e-6)
 
 
 def test_every_format_carries_the_statistics() -> None:
