@@ -489,7 +489,7 @@ def leaderboard(
     Several folders (e.g. from several machines or clusters) are ranked as one: the union of their
     rows, each run id once (the row with the latest timestamp wins).
     """
-    from bench.leaderboard import DEFAULT_BASELINE, build_leaderboard, methods_present, render
+    from bench.leaderboard import DEFAULT_BASELINE, build_leaderboard, methods_present, render, to_rich
     from bench.results.parquet import UnreadableFile, dataset_dir, has_rows, read_rows, results_folder_hint
 
     folders = list(dict.fromkeys(results_dirs or [DEFAULT_RESULTS]))  # a folder named twice counts once
@@ -517,11 +517,12 @@ def leaderboard(
     if baseline is not None and baseline not in present:
         _fail(f"--baseline {baseline!r} has no rows in {', '.join(map(str, folders))}; methods present: {', '.join(present)}")
     boards = build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
-    output = render(boards, fmt.value)
-    if isinstance(output, str):
-        sys.stdout.write(output if output.endswith("\n") else output + "\n")
-    else:
-        console.print(output)
+    if fmt is TableFormat.table and console.is_terminal:
+        console.print(to_rich(boards))  # fitted to the terminal, with colours
+        return
+    # Elsewhere (a pipe, a file) the table is as wide as its cells: nothing cut to a guessed width.
+    output = render(boards, fmt.value, width=None)
+    sys.stdout.write(output if output.endswith("\n") else output + "\n")
 
 
 @app.command()

@@ -54,6 +54,7 @@ from typing import Any, Literal, get_args
 
 import pyarrow as pa
 from rich.console import Console, Group
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -757,17 +758,25 @@ def _markdown(boards: Sequence[BenchmarkBoard]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _text(boards: Sequence[BenchmarkBoard], width: int) -> str:
-    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False, highlight=False)
-    console.print(to_rich(boards))
-    return console.file.getvalue()  # type: ignore[attr-defined]
+def _text(boards: Sequence[BenchmarkBoard], width: int | None) -> str:
+    console = Console(file=io.StringIO(), width=width or 100_000, color_system=None, force_terminal=False, highlight=False)
+    group = to_rich(boards)
+    if width is None:  # each table as wide as its widest cell needs: nothing cut or wrapped
+        for table in group.renderables:
+            console.width = Measurement.get(console, console.options, table).maximum
+            console.print(table)
+    else:
+        console.print(group)
+    # rich pads every line to the width; trailing blanks are noise in a file or a diff
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())  # type: ignore[attr-defined]
 
 
-def render(boards: Sequence[BenchmarkBoard], fmt: Format | str, *, width: int = 160) -> str:
+def render(boards: Sequence[BenchmarkBoard], fmt: Format | str, *, width: int | None = 160) -> str:
     """The leaderboard as text in ``fmt``.
 
-    * ``"table"``: rich tables rendered to plain text ``width`` columns wide (for a coloured
-      terminal, print :func:`to_rich` to a :class:`rich.console.Console` instead);
+    * ``"table"``: rich tables rendered to plain text ``width`` columns wide, or, with ``width``
+      None, each as wide as its cells need (for a coloured terminal, print :func:`to_rich` to a
+      :class:`rich.console.Console` instead);
     * ``"json"``: a list of boards, each with its standings (NaN written as null);
     * ``"csv"``: one line per standing with :data:`CSV_COLUMNS` (hyperparameters as JSON, None empty);
     * ``"markdown"``: a heading and a table per benchmark.

@@ -298,6 +298,20 @@ def test_render_table(boards: list[BenchmarkBoard]) -> None:
     assert "digits-mlp" in console.file.getvalue()
 
 
+def test_table_without_a_width_cuts_nothing_and_pads_no_line() -> None:
+    # A long chosen configuration: at a fixed width its cell is cut ("…"); at the natural width it is whole.
+    long = {"perturbation_radius": 0.0456789, "adaptive_eta": 0.0123456, "penalty_weight_for_a_long_name": 0.000512345}
+    rows = [_search("sam", C, 0.8, 0.79, regularizer_hparams=json.dumps(long, sort_keys=True))]
+    boards = build_leaderboard(_table(rows))
+    assert "…" in render(boards, "table", width=80)
+    text = render(boards, "table", width=None)
+    assert "…" not in text and all(f"{key}=" in text for key in long)
+    lines = text.splitlines()
+    assert all(line == line.rstrip() for line in lines)
+    table_lines = [line for line in lines if line.startswith(("┃", "│", "┏", "└"))]
+    assert len({len(line) for line in table_lines}) == 1  # one width for the whole table, the widest row's
+
+
 def test_render_rejects_unknown_format(boards: list[BenchmarkBoard]) -> None:
     with pytest.raises(ValueError, match="unknown leaderboard format"):
         render(boards, "html")
@@ -522,6 +536,8 @@ def test_cli_ranks_the_union_of_several_folders(tmp_path: Path) -> None:
     for fmt in ("csv", "markdown", "table"):
         done = _cli("leaderboard", str(here), str(there), "--format", fmt)
         assert done.returncode == 0 and "asam" in done.stdout and "erm" in done.stdout, done.stderr
+    # piped, the table is the width-free rendering: as wide as its cells, nothing cut
+    assert done.stdout == render(expected, "table", width=None)
 
 
 def test_cli_several_folders_bad_input(tmp_path: Path) -> None:
