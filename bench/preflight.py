@@ -230,6 +230,15 @@ def check_tracking_uri(uri: str, *, results: Path | None = None) -> None:
         raise PreflightError(f"cannot use MLflow tracking URI {uri}: scheme {scheme!r} is not a tracking store; valid: {', '.join(known)}")
     if scheme == "sqlite":
         check_sqlite_file(f"MLflow tracking URI {uri}", uri, results=results)
+    if scheme in ("", "file"):
+        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+        if not MLFLOW_ALLOW_FILE_STORE.get():  # MLflow 3 raises its own paragraph-long error later
+            folder = urllib.parse.urlsplit(uri).path.rstrip("/") or "."
+            raise PreflightError(
+                f"cannot use MLflow tracking URI {uri}: MLflow 3 refuses a folder as its store (its file store) unless "
+                f"MLFLOW_ALLOW_FILE_STORE=true is set; use a database, e.g. sqlite:///{folder}.db"
+            )
     if scheme not in ("http", "https"):
         return
     health = uri.rstrip("/") + "/health"  # MLflow's server answers "OK" there

@@ -115,8 +115,23 @@ def test_a_tracking_server_that_never_answers_times_out():
 
 
 @pytest.mark.parametrize("uri", ["sqlite:///{tmp}/mlflow.db", "postgresql+psycopg2://u@h/db", "file:///tmp/mlruns", "databricks"])
-def test_store_schemes_mlflow_accepts_pass_without_network(uri, tmp_path):
+def test_store_schemes_mlflow_accepts_pass_without_network(uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in to its file store
     check_tracking_uri(uri.format(tmp=tmp_path))
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "/tmp/mlruns"])
+def test_a_file_store_is_refused_as_mlflow_refuses_it_unless_opted_in(uri, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(PreflightError, match=r"MLFLOW_ALLOW_FILE_STORE=true is set; use a database, e.g. sqlite:////tmp/mlruns\.db$"):
+        check_tracking_uri(uri)
+    # and MLflow itself refuses it, so this check says no more than MLflow would, only sooner
+    import mlflow
+
+    with pytest.raises(mlflow.exceptions.MlflowException, match="MLFLOW_ALLOW_FILE_STORE"):
+        mlflow.MlflowClient(tracking_uri="file:///tmp/sharpbench-never-made").search_experiments()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "1")
+    check_tracking_uri(uri)
 
 
 def test_an_sqlite_file_must_be_able_to_become_a_database(tmp_path):

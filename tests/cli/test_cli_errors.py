@@ -86,6 +86,9 @@ CASES = {
     # no test machine has 1024 GPUs on one node, so this can never be placed anywhere
     "more GPUs per trial than this machine": ({**GOOD, "resources": {"gpus_per_trial": 1024}}, ["resources.gpus_per_trial is 1024", "no trial could ever start"]),
     "unroutable tracking server": (GOOD, ["no MLflow tracking server answers at http://127.0.0.1:1 within 3 s"], ["--tracking-uri", "http://127.0.0.1:1"]),
+    # MLflow 3 refuses its file store (a paragraph, after Ray started); one line before anything
+    "tracking URI that is a folder": (GOOD, ["cannot use MLflow tracking URI /nonexistent-sharpbench/mlruns", "MLFLOW_ALLOW_FILE_STORE=true",
+                                             "e.g. sqlite:////nonexistent-sharpbench/mlruns.db"], ["--tracking-uri", "/nonexistent-sharpbench/mlruns"]),
     "tracking URI of no store": (GOOD, ["cannot use MLflow tracking URI ftp://nowhere", "scheme 'ftp'", "sqlite"], ["--tracking-uri", "ftp://nowhere"]),
     # loopback only: a port nobody listens on refuses at once (never send traffic off this machine)
     "no Ray cluster at the address": (GOOD, ["no Ray cluster answers at 127.0.0.1:"], ["--address", f"127.0.0.1:{_free_port()}"]),
