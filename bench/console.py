@@ -109,6 +109,12 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def format_trial_seconds(seconds: float) -> str:
+    """A trial's own time: ``2.34`` → ``2.3s``; under a tenth of a second in milliseconds
+    (``0.034`` → ``34ms``), where one decimal of seconds would read ``0.0s``."""
+    return f"{seconds:.1f}s" if seconds >= 0.095 else f"{max(0.0, seconds) * 1000:.0f}ms"
+
+
 def format_value(value: Any) -> str:
     """Hyperparameter values compactly: floats to 4 significant digits, others as they are."""
     if isinstance(value, float):
@@ -299,7 +305,7 @@ class RunProgress:
         error = f" — {line.error}" if line.error else ""
         self._print(
             f"[{counts.index}/{len(self.methods)} {line.method} {position}] {line.status} "
-            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | {line.wall_seconds:.1f}s"
+            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | {format_trial_seconds(line.wall_seconds)}"
             f" | all {self.done}/{self.planned}, {eta}{error}"
         )
 

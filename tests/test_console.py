@@ -131,3 +131,13 @@ def test_quiet_console_drops_tunes_unread_result_file_warning_and_keeps_its_othe
         for drop in [f for f in log.filters if isinstance(f, _DropMessages)]:
             log.removeFilter(drop)
     assert seen == ["Could not find best trial"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0.0, "0ms"), (0.034, "34ms"), (0.0949, "95ms"), (0.095, "0.1s"), (2.34, "2.3s"), (125.0, "125.0s")],
+)
+def test_a_trial_under_a_tenth_of_a_second_shows_milliseconds_not_0_0s(seconds, shown):
+    from bench.console import format_trial_seconds
+
+    assert format_trial_seconds(seconds) == shown

@@ -63,7 +63,7 @@ def test_console_is_quiet_and_informative(smoke_results):
     assert "── method 1/2: erm · search · 2 trials" in lines and "── method 2/2: sam · final · 2 seeds" in lines
     pattern = re.compile(
         r"^\[(?P<k>\d)/2 (?P<method>erm|sam) (?P<phase>search|final) (?P<done>\d)/2\] completed 2/2 ep"
-        r" \| (?P<sampled>[^|]+) \| val_acc=0\.\d{4} test_acc=0\.\d{4} \| [\d.]+s \| all (?P<all>\d)/8, ETA (?P<eta>\S+)$"
+        r" \| (?P<sampled>[^|]+) \| val_acc=0\.\d{4} test_acc=0\.\d{4} \| [\d.]+m?s \| all (?P<all>\d)/8, ETA (?P<eta>\S+)$"
     )
     trials = [m for m in map(pattern.match, lines) if m]
     assert len(trials) == 8, out
