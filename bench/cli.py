@@ -95,7 +95,8 @@ def run(
     and CMA-ES draw n_startup_trials at random first, by default a third of the method's trials
     (at least 2). search.budget counts the equal budget in trials (default) or in
     forward+backward passes. The final phase re-runs each method's final.top_k best search
-    configs (search.metric decides, bench/selection.py) with every seed of final.seeds.
+    configs with every seed of final.seeds. Best: the completed (not stopped, not failed) search
+    trial with the best search.metric, ties to the other validation metric, then the run id.
 
     While it runs: one line per finished trial (method k/M, trials done/planned, the sampled
     hyperparameters, the result, and an ETA for the whole run from the trials finished so far),
@@ -482,9 +483,10 @@ def leaderboard(
     baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm; a benchmark without it gets no comparisons)."),
     alpha: float = typer.Option(0.05, "--alpha", metavar="ALPHA", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."),
 ) -> None:
-    """Rank methods per benchmark by the test accuracy of their best config (bench/selection.py),
-    with 95% t-intervals, tests against a baseline (paired on seeds, else Welch; Holm-adjusted)
-    and rank groups of overlapping intervals.
+    """Rank methods per benchmark by the test accuracy of their best config (the rule of `run`:
+    the completed search trial with the best search.metric, re-run with the final seeds), with
+    95% t-intervals, tests against a baseline (paired on seeds, else Welch; Holm-adjusted) and
+    rank groups of overlapping intervals.
 
     Several folders (e.g. from several machines or clusters) are ranked as one: the union of their
     rows, each run id once (the row with the latest timestamp wins).

@@ -257,6 +257,7 @@ def test_every_option_that_takes_a_value_names_it_in_words():
     from bench.cli import app
 
     for name, command in get_command(app).commands.items():
+        assert not re.search(r"\bbench/|\.py\b", command.help or ""), f"{name}: its help sends the reader to a source file"
         for param in command.params:
             if param.param_type_name == "option" and not param.is_flag and param.name != "help":
                 shown = param.get_help_record(click.Context(command))[0]
