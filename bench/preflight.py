@@ -182,11 +182,13 @@ def check_placeable(config: BenchmarkConfig, nodes: list[NodeResources], *, wher
     if config.training.device == "cuda" and most_gpus == 0 and where == "the cluster":
         raise PreflightError("training.device is 'cuda' but no node of the cluster has a GPU")
     if not any(node.cpus >= resources.cpus_per_trial and node.gpus >= gpus for node in nodes):
-        if resources.cpus_per_trial > most_cpus:
+        cpus_short = resources.cpus_per_trial > most_cpus
+        if cpus_short:
             need, have = f"resources.cpus_per_trial is {resources.cpus_per_trial:g}", _count(most_cpus, "CPU")
         else:
             need, have = f"resources.gpus_per_trial is {gpus:g}", _count(most_gpus, "GPU")
-        hint = " (see --num-cpus)" if where == "this machine" else ""
+        # --num-cpus sizes the local runtime's CPUs only; GPUs are what the machine has.
+        hint = " (see --num-cpus)" if where == "this machine" and cpus_short else ""
         raise PreflightError(f"{need} but {where} has at most {have} on one node{hint}: no trial could ever start")
 
 

@@ -43,8 +43,12 @@ def test_a_trial_must_fit_on_one_node():
 
 
 def test_cpu_shortage_names_cpus_and_fractions_below_one_pack():
-    with pytest.raises(PreflightError, match="cpus_per_trial is 3 but this machine has at most 2 CPUs"):
+    with pytest.raises(PreflightError, match=r"cpus_per_trial is 3 but this machine has at most 2 CPUs on one node \(see --num-cpus\)"):
         check_placeable(_config(resources={"cpus_per_trial": 3}), [NodeResources(cpus=2, gpus=0)], where="this machine")
+    # --num-cpus cannot add a GPU: not named when GPUs are short
+    with pytest.raises(PreflightError, match=r"gpus_per_trial is 1 but this machine has at most 0 GPUs on one node: no trial") as refused:
+        check_placeable(_config(resources={"gpus_per_trial": 1}), [NodeResources(cpus=2, gpus=0)], where="this machine")
+    assert "--num-cpus" not in str(refused.value)
     check_placeable(_config(resources={"cpus_per_trial": 1, "gpus_per_trial": 0.25}), [NodeResources(cpus=1, gpus=1)])
     with pytest.raises(PreflightError, match="whole number"):  # even where 2 GPUs would cover it
         check_placeable(_config(resources={"gpus_per_trial": 1.5}), [NodeResources(cpus=8, gpus=2)])
