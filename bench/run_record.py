@@ -148,8 +148,9 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
     """The record this call runs under: the folder's own for the same config (a resume), a new
     one for a new benchmark, or with ``restart`` a new one after moving the old run aside.
 
-    Raises :class:`IdentityMismatch` when the folder holds another config of the benchmark and
-    ``restart`` is false. Call with the folder's :class:`FolderLock` held.
+    Raises :class:`IdentityMismatch` when the folder holds another config of the benchmark that
+    started (left Parquet rows or Tune state) and ``restart`` is false; the record of a run that
+    never started is replaced. Call with the folder's :class:`FolderLock` held.
     """
     results_dir = Path(results_dir)
     path = record_path(results_dir, config.benchmark)
@@ -169,6 +170,12 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
             f"(one Tune experiment per method, e.g. ray/{legacy[0].name}), which this version cannot resume; "
             f"pass --restart to set it aside under {results_dir / SUPERSEDED_DIRNAME} and start afresh, or use another --results folder"
         )
+    if not restart and not _started(old, results_dir):
+        # Nothing of the old run exists but its record (it stopped before its first trial, e.g.
+        # on a Ray cluster it could not join): there is nothing to protect or set aside.
+        record = RunRecord.new(config)
+        record.save(results_dir)
+        return record
     if not restart:
         keys = differing_keys(old.config, config)
         shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
@@ -181,6 +188,14 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
     record = RunRecord.new(config)
     record.save(results_dir)
     return record
+
+
+def _started(record: RunRecord, results_dir: Path) -> bool:
+    """Whether the run of ``record`` left anything beyond its record: Parquet rows or Tune state."""
+    from bench.results.parquet import benchmark_dir
+
+    rows = benchmark_dir(results_dir, record.benchmark)
+    return (results_dir / TUNE_DIRNAME / record.benchmark).exists() or (rows.is_dir() and any(rows.rglob("*.parquet")))
 
 
 def supersede(old: RunRecord, results_dir: Path) -> Path:

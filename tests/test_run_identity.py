@@ -213,3 +213,29 @@ def test_a_run_in_the_older_layout_is_refused_and_restart_sets_it_aside(tmp_path
     aside = results / SUPERSEDED_DIRNAME / f"ident-{old.instance}"
     assert not legacy.exists() and (aside / "ray" / "ident-erm-search" / "experiment_state-2026.json").is_file()
     assert resolve(config, results).instance == record.instance  # and the new run resumes as usual
+
+
+def test_the_record_of_a_run_that_never_started_gives_way_to_a_changed_config(tmp_path):
+    """A run stopped before its first trial (e.g. at a Ray cluster it could not join) left only
+    its record; a corrected config then starts afresh instead of being refused as "another
+    config". Once rows or Tune state exist, the record is protected again."""
+    from bench.config import load_config
+    from bench.results.parquet import ParquetSink
+    from bench.run_record import IdentityMismatch, resolve
+    from tests.results.conftest import make_row
+
+    results = tmp_path / "results"
+    first = resolve(load_config(_config(tmp_path, epochs=1)), results)
+    changed = load_config(_config(tmp_path, "changed", epochs=2))
+    second = resolve(changed, results)
+    assert second.instance != first.instance and load_records(results)["ident"].config.training.epochs == 2
+    assert not (results / SUPERSEDED_DIRNAME).exists()  # nothing to set aside
+
+    (results / "ray" / "ident").mkdir(parents=True)  # Tune state: the run started
+    with pytest.raises(IdentityMismatch, match="differs in training.epochs"):
+        resolve(load_config(_config(tmp_path, "third", epochs=3)), results)
+    (results / "ray" / "ident").rmdir()
+    ParquetSink(results).write([make_row(benchmark="ident")])  # a row: the run started
+    with pytest.raises(IdentityMismatch, match="differs in training.epochs"):
+        resolve(load_config(_config(tmp_path, "third", epochs=3)), results)
+    assert load_records(results)["ident"].instance == second.instance
