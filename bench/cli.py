@@ -73,7 +73,7 @@ _VERBOSE = typer.Option(False, "--verbose", "-v", help="Also show Ray's, Tune's,
 def run(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="Benchmark YAML, e.g. configs/digits.yaml."),
     # A str, not a Path: Path("") is "." and an empty --results would fill the working folder.
-    results_option: str = typer.Option(
+    results: str = typer.Option(
         str(DEFAULT_RESULTS), "--results", metavar="FOLDER", help="Folder for the Parquet leaderboard, the default MLflow store and Ray's search state."
     ),
     address: Optional[str] = _ADDRESS,
@@ -119,9 +119,9 @@ def run(
     from bench.config import ConfigError, load_config
 
     verbosity = _verbosity(quiet, verbose)
-    if not results_option.strip():
+    if not results.strip():
         _fail("--results is empty: name a folder (default: results)")
-    results = Path(results_option)
+    folder = Path(results)
     try:
         config = load_config(config_path)
     except ConfigError as error:
@@ -129,8 +129,8 @@ def run(
     if optuna_storage is not None:
         config = config.model_copy(update={"optuna_storage": optuna_storage})
     _execute(
-        config, results, address, tracking_uri, num_cpus, verbosity, restart=restart, retry_failed=retry_failed,
-        resume_hint=f"sharpbench run {config_path} --results {results}",
+        config, folder, address, tracking_uri, num_cpus, verbosity, restart=restart, retry_failed=retry_failed,
+        resume_hint=f"sharpbench run {config_path} --results {folder}",
     )
 
 

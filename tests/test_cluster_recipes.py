@@ -362,7 +362,7 @@ def test_entrypoint_parses_with_the_real_cli(recipe):
     # make_context parses and validates every option (types, choices) without running the command.
     params = command.make_context(argv[1], argv[2:], parent=parent).params
     assert params["address"] == "auto"  # join the cluster the job runs in
-    assert params["results"] == Path("/shared/results")
+    assert Path(params["results"]) == Path("/shared/results")
     assert entrypoint_config(recipe).benchmark == "cifar10_resnet18"
 
     # The parser is strict: a misspelled option fails here, not on the cluster.
