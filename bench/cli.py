@@ -361,7 +361,7 @@ def _execute_locked(
     from bench.results.parquet import read_rows
 
     all_failed = failure_summary(read_rows(results).to_pylist(), config.benchmark)
-    report = _report_to_mlflow(results, config.benchmark, None if mirror.down else uri, plans, record.instance)
+    report = _report_to_mlflow(results, config.benchmark, None if mirror.down else opened, plans, record.instance)
     # One command per line, never wrapped, so each can be pasted as it is.
     commands = [
         ("Leaderboard", f"sharpbench leaderboard {shlex.quote(str(results))}"),
@@ -377,15 +377,15 @@ def _execute_locked(
         raise typer.Exit(code=ALL_FAILED_EXIT_STATUS)
 
 
-def _report_to_mlflow(results: Path, benchmark: str, uri: str | None, plans: list[Any], instance: str) -> Path | None:
+def _report_to_mlflow(results: Path, benchmark: str, sink: Any, plans: list[Any], instance: str) -> Path | None:
     """Write the HTML report and attach its figures and the leaderboard to each method's MLflow
-    parent runs (none when ``uri`` is None: MLflow went down during the run, already said). A
+    parent runs through ``sink``, the run's own (none when ``sink`` is None: MLflow went down
+    during the run, already said; a second sink would say the store's warnings again). A
     failure is said in one line and the run still succeeds: Parquet, the record, holds every
     result, and `sharpbench report` can redo this."""
     import tempfile
 
     from bench.report.build import build_report
-    from bench.results.mlflow_sink import MlflowSink
     from bench.results.schema import Phase
 
     try:
@@ -393,10 +393,9 @@ def _report_to_mlflow(results: Path, benchmark: str, uri: str | None, plans: lis
     except Exception as error:  # the run's results are safe in Parquet: say why, carry on
         errors.print(f"warning: the report could not be written: {_first_line(error)}", highlight=False, soft_wrap=True)
         return None
-    if uri is None:
+    if sink is None:
         return artifacts.html_path
     try:
-        sink = MlflowSink(uri, experiment_name=benchmark)
         with tempfile.TemporaryDirectory() as folder:
             board = Path(folder, "leaderboard.md")
             board.write_text(artifacts.leaderboard_markdown.get(benchmark, ""))

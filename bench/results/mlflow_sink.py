@@ -40,7 +40,7 @@ import shutil
 import tempfile
 import urllib.parse
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -48,6 +48,7 @@ from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.store.tracking import SEARCH_MAX_RESULTS_DEFAULT
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (
     MLFLOW_GIT_COMMIT,
@@ -85,6 +86,8 @@ TAG_REGULARIZER = "sharpbench.regularizer"
 TAG_PHASE = "sharpbench.phase"
 TAG_STATUS = "sharpbench.status"  # a TrialStatus value; "stopped" runs are FINISHED in MLflow
 TAG_ERROR = "sharpbench.error"
+#: ``sharpbench.status`` of a trial run no resumed trial continued (:meth:`MlflowSink.abandon`).
+STATUS_ABANDONED = "abandoned"
 #: What a trial actually ran on: ``training.precision``/``device`` params are as requested ("auto").
 TAG_DEVICE = "sharpbench.device"
 TAG_PRECISION = "sharpbench.precision"
@@ -613,6 +616,28 @@ class MlflowSink:
         # The held-back epochs and the final figures in one batch.
         self._log(run_id, metrics=[*held.metrics, *self._metrics(metrics, at)], tags={**held.tags, **tags})
         self.client.set_terminated(run_id, status=RUN_STATUS[status])
+
+    def running_trial_runs(self, parent_run_ids: Iterable[str]) -> dict[str, str]:
+        """Trial key → run id of the trial runs under ``parent_run_ids`` that are still RUNNING
+        (after an interrupted run: the trials that were running, and those whose end MLflow had
+        not received yet)."""
+        running = {}
+        for parent in parent_run_ids:
+            for run in self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' and attributes.status = 'RUNNING'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=SEARCH_MAX_RESULTS_DEFAULT,
+            ):
+                running[run.data.tags.get(TAG_TRIAL_KEY, "")] = run.info.run_id
+        return running
+
+    def abandon(self, run_id: str) -> None:
+        """End a trial run as KILLED, tagged ``sharpbench.status = abandoned``: a trial of an
+        interrupted run that nothing continues (a resumed run issued its config again as a new
+        trial, with a run of its own). Left alone it would read RUNNING forever."""
+        self.client.set_tag(run_id, TAG_STATUS, STATUS_ABANDONED)
+        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.KILLED))
 
     def finish_parent(
         self,

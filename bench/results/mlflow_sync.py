@@ -123,6 +123,14 @@ def _existing(sink: MlflowSink, row: dict[str, Any]) -> str | None:
     return sink.find_trial_run(row["run_id"])
 
 
+def finish_from_row(sink: MlflowSink, run_id: str, row: dict[str, Any]) -> None:
+    """End trial run ``run_id`` as its Parquet ``row`` says: the row's tags, final metrics (at
+    step = epochs run) and status. For a run left RUNNING although its trial ended (an MLflow
+    outage, or the driver killed before MLflow received the end)."""
+    sink._log(run_id, tags=_trial_tags(row))  # noqa: SLF001 - the sink's own batching
+    sink.finish_trial(run_id, TrialStatus(row["status"]), _final_metrics(row), row.get("error"), step=int(row["epochs_run"]))
+
+
 def sync_to_mlflow(results_dir: Path, tracking_uri: str | None = None) -> SyncSummary:
     """Back-fill the MLflow store from the Parquet rows of ``results_dir`` (see module doc).
 
@@ -166,10 +174,10 @@ def sync_to_mlflow(results_dir: Path, tracking_uri: str | None = None) -> SyncSu
             trial_id = row["run_id"].rsplit("/", 1)[-1]
             run_id = sink.trial_run(parents[where][0], row["run_id"], f"{method}-{trial_id}", _trial_params(row), _trial_tags(row))
             counts["created"] += 1
+            sink.finish_trial(run_id, status, _final_metrics(row), row.get("error"), step=int(row["epochs_run"]))
         else:  # left RUNNING by an outage: add what it lacks
-            sink._log(run_id, tags=_trial_tags(row))  # noqa: SLF001 - the sink's own batching
+            finish_from_row(sink, run_id, row)
             counts["completed"] += 1
-        sink.finish_trial(run_id, status, _final_metrics(row), row.get("error"), step=int(row["epochs_run"]))
 
     for (benchmark, method, phase), (parent_id, to_finish) in parents.items():
         if to_finish:

@@ -32,7 +32,7 @@ from bench.search.runtime import trial_slots
 from bench.search.scheduler import PerMethodScheduler
 from bench.search.searcher import BenchmarkSearcher
 from bench.search.sink import SinkCallback
-from bench.search.studies import default_storage
+from bench.search.studies import default_storage, ended_history, study_name
 from bench.search.trainable import run_trial
 
 #: What Tune runs per trial: ``(sampled config, *, config=BenchmarkConfig, plans={name: MethodPlan})``.
@@ -86,6 +86,20 @@ def _has_trials(experiment: Path) -> bool:
         return True  # unreadable: let Tune's own restore decide and report
 
 
+def _read_record(live: LiveRun) -> None:
+    """Before the experiment (re)starts: what it must trust over Tune's saved state, which lags
+    the record by up to ``TUNE_GLOBAL_CHECKPOINT_S`` (or is missing, when the driver died before
+    Tune first saved a trial): the rows (``live.recorded``) and the ended trials of each
+    method's study (``live.history``). Both are empty for a new run."""
+    live.recorded = finals.recorded_trials(live.config.benchmark, finals.results_rows(live.results_dir))
+    if not live.final_only:
+        live.history = {
+            plan.regularizer: ended_history(live.optuna_storage, study_name(plan.benchmark, plan.regularizer, live.instance))
+            for plan in live.plans.values()
+            if plan.params
+        }
+
+
 def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunction, sequential: bool) -> Tuner:
     config = live.config
     plans = list(live.plans.values())
@@ -96,6 +110,7 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
         # Interrupted before Tune made a single trial: nothing to resume, and Tune's restore of
         # such a state fails part-way and then runs fewer trials than planned (seen). Start afresh.
         shutil.rmtree(path)
+    _read_record(live)
     if Tuner.can_restore(str(path)):
         # An interrupted experiment continues where it stopped: finished trials are not re-run,
         # and failed ones (their retries, max_failures, already spent) stay failed unless asked.

@@ -61,6 +61,30 @@ def search_rows(plan: MethodPlan, rows: list[dict[str, Any]]) -> int:
     return sum(str(row["run_id"]).startswith(prefix) for row in rows)
 
 
+@dataclass(frozen=True)
+class RecordedTrial:
+    """How a trial ended, as its Parquet row says: the durable record a resumed run trusts over
+    Tune's last saved state (which may lag the rows by up to its save period)."""
+
+    method: str
+    phase: str
+    status: str  # bench.results.schema.TrialStatus value
+    epochs_run: int
+    selected_run_id: str | None  # final rows: the search row they re-run
+    seed: int
+
+
+def recorded_trials(benchmark: str, rows: list[dict[str, Any]]) -> dict[str, RecordedTrial]:
+    """The rows of ``benchmark`` by Tune trial id (the last part of a row's run id)."""
+    return {
+        str(row["run_id"]).rsplit("/", 1)[-1]: RecordedTrial(
+            row["regularizer"], row["phase"], row["status"], int(row["epochs_run"]), row["selected_from_run_id"], int(row["seed"])
+        )
+        for row in rows
+        if row["benchmark"] == benchmark
+    }
+
+
 def results_rows(results_dir: Path) -> list[dict[str, Any]]:
     """Every recorded row of the results folder, as dicts."""
     return read_rows(results_dir).to_pylist()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from bench.config import BenchmarkConfig
 from bench.console import RunProgress
 from bench.plan import MethodPlan
+from bench.search.finals import RecordedTrial
 
 if TYPE_CHECKING:  # MLflow is the driver's import, never a worker's
     from bench.results.mlflow_sink import MlflowSink
@@ -43,6 +44,13 @@ class LiveRun:
     #: opening a store again makes MLflow verify its schema again (1–2 s of the driver's CPU here,
     #: while the first trial starts).
     mlflow_sink: MlflowSink | None = None
+    #: The benchmark's rows by Tune trial id, read before the experiment (re)starts: the trials
+    #: that ended, including those that ended after Tune last saved its state (the searcher
+    #: counts them, the scheduler ends a re-run one as its row says).
+    recorded: dict[str, RecordedTrial] = field(default_factory=dict)
+    #: The ended search trials per method, as ``(Tune trial id, {epoch: search metric})`` from
+    #: its study: the history its ASHA is rebuilt from (Tune does not save a scheduler's state).
+    history: dict[str, list[tuple[str, dict[int, float]]]] = field(default_factory=dict)
 
 
 class _Slot:

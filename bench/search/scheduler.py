@@ -17,7 +17,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from bench import metrics
 from bench.config import AshaConfig
 from bench.plan import METHOD_KEY, PHASE_KEY, MethodPlan
-from bench.results.schema import Phase
+from bench.results.schema import Phase, TrialStatus
+from bench.search.live import LIVE
 
 
 def asha_for(asha: AshaConfig, plan: MethodPlan) -> TrialScheduler:
@@ -54,13 +55,56 @@ def rung_epochs(asha: AshaConfig, plan: MethodPlan) -> frozenset[int]:
     return frozenset(math.ceil(grace * rf**k) for k in range(rungs)) | {max_t}
 
 
+def replay(scheduler: TrialScheduler, trial_id: str, values: dict[int, float]) -> None:
+    """Record an ended trial in ``scheduler``'s rungs as it was recorded when it ran: at each rung
+    it reached, the value it reported at the first epoch at or past the rung (``ceil``: it reports
+    there, :func:`rung_epochs`). ``values``: epoch → search metric. A no-op for FIFO.
+
+    Tune restores a searcher's state but not a scheduler's: without this, a resumed ASHA would
+    judge new trials against the trials of this call alone. Reads Tune's ASHA bookkeeping
+    (``_brackets``, each with ``_rungs`` of (milestone, {trial id: reward}); ``_metric_op``), as
+    ``ray.tune.schedulers.async_hyperband`` keeps it; a test pins it against Tune's own decisions."""
+    if not isinstance(scheduler, ASHAScheduler):
+        return
+    for bracket in scheduler._brackets:
+        for milestone, recorded in sorted(bracket._rungs, key=lambda rung: rung[0]):
+            epoch = math.ceil(milestone)
+            if epoch in values and trial_id not in recorded:
+                recorded[trial_id] = scheduler._metric_op * values[epoch]
+
+
 class PerMethodScheduler(TrialScheduler):
-    """Routes every trial event to the scheduler of the trial's method (search) or to FIFO (final)."""
+    """Routes every trial event to the scheduler of the trial's method (search) or to FIFO (final).
+
+    When the benchmark has trials that ended before this call (:data:`bench.search.live.LIVE`
+    holds their rows and history: a resumed run), each method's ASHA is first rebuilt from them
+    (:func:`replay`), and a
+    trial that Tune runs again although its row says how it ended (it ended after Tune last saved
+    its state) ends that way again: stopped at the recorded epoch, or run to the end."""
 
     def __init__(self, asha: AshaConfig, plans: list[MethodPlan]) -> None:
         super().__init__()
         self.by_method: dict[str, TrialScheduler] = {plan.regularizer: asha_for(asha, plan) for plan in plans}
         self.final = FIFOScheduler()
+        self._replayed = False
+
+    def _replay_history(self) -> None:
+        """Once per process (the pickled scheduler Tune restores is the one of the experiment's start)."""
+        if self._replayed or not LIVE.bound:
+            return
+        self._replayed = True
+        for method, ended in LIVE.run.history.items():
+            if method in self.by_method:
+                for trial_id, values in ended:
+                    replay(self.by_method[method], trial_id, values)
+
+    def _as_recorded(self, trial: Any, result: dict, action: str) -> str:
+        row = LIVE.run.recorded.get(trial.trial_id) if LIVE.bound else None
+        if row is None or row.phase != Phase.SEARCH.value or row.status not in (TrialStatus.COMPLETED.value, TrialStatus.STOPPED.value):
+            return action
+        if row.status == TrialStatus.STOPPED.value and int(result.get(metrics.EPOCH, 0)) >= row.epochs_run:
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
 
     def _of(self, trial: Any) -> TrialScheduler:
         config = trial.config or {}
@@ -81,13 +125,15 @@ class PerMethodScheduler(TrialScheduler):
         return all(scheduler.supports_buffered_results for scheduler in self._all())
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._replay_history()
         self._of(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         self._of(trial).on_trial_error(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        return self._of(trial).on_trial_result(tune_controller, trial, result)
+        self._replay_history()
+        return self._as_recorded(trial, result, self._of(trial).on_trial_result(tune_controller, trial, result))
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         self._of(trial).on_trial_complete(tune_controller, trial, result)

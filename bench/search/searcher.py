@@ -96,6 +96,8 @@ class BenchmarkSearcher(Searcher):
         self.epoch_seconds: dict[str, list[float]] = {}
         #: Per method: forward + backward passes per step (the cost before any trial ends).
         self.passes = {plan.regularizer: plan.passes_per_step for plan in plans}
+        #: False until the first ask has squared this state with the recorded rows (again after a restore).
+        self.reconciled = False
 
     # --- Tune's interface ------------------------------------------------------------------------
 
@@ -107,6 +109,8 @@ class BenchmarkSearcher(Searcher):
         live = LIVE.run
         for study in self.studies.values():
             study.rebind(live.optuna_storage)
+        if not self.reconciled:
+            self._count_recorded(live)
         if self.max_concurrent and len(self._running()) >= self.max_concurrent:
             return None
         ready = [method for method in self._open_methods() if self._has_work(method, live)]
@@ -172,6 +176,28 @@ class BenchmarkSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             self.__dict__.update(pickle.load(file))
+        self.reconciled = False
+
+    def _count_recorded(self, live: LiveRun) -> None:
+        """Square this state with the rows (``live.recorded``), once per process.
+
+        Tune saves its state every few seconds; trials that started after the last save and
+        ended before the driver died have rows, and Tune will never run them again (nor any
+        trial, when the driver died before Tune saved one: the experiment then starts afresh).
+        They count against their method's budget as ended tickets (else the method would get
+        more trials than the others), and a final run recorded that way leaves its method's
+        queue. A trial Tune does restore keeps its ticket: it runs again and ends as its row
+        says (:class:`bench.search.scheduler.PerMethodScheduler`)."""
+        self.reconciled = True
+        for trial_id, row in live.recorded.items():
+            if trial_id in self.tickets or row.method not in self.passes:
+                continue
+            self.tickets[trial_id] = Ticket(row.method, row.phase, selected_run_id=row.selected_run_id,
+                                            seed=row.seed if row.phase == Phase.FINAL.value else None)
+            self.ended.add(trial_id)
+        for method, queue in self.final_queue.items():
+            done = {(t.selected_run_id, t.seed) for t in self.tickets.values() if t.method == method and t.phase == Phase.FINAL.value}
+            self.final_queue[method] = [run for run in queue if (run.selected.run_id, run.seed) not in done]
 
     # --- bookkeeping -----------------------------------------------------------------------------
 

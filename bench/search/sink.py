@@ -36,7 +36,7 @@ from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, MethodPlan
 from bench.results import summary
 from bench.results.mlflow_mirror import mirror_for
 from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink, normalize_tracking_uri
-from bench.results.mlflow_sync import parent_params
+from bench.results.mlflow_sync import finish_from_row, parent_params
 from bench.results.parquet import ParquetSink, read_rows
 from bench.results.rows import TrialOutcome, build_row
 from bench.results.schema import Phase, TrialStatus
@@ -232,7 +232,38 @@ class SinkCallback(Callback):
     # --- Tune's hooks ------------------------------------------------------------------------------
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._rows_checked and (trials or self.run.recorded):  # a resumed run, at its first step
+            self._end_abandoned_runs(trials)
         self._rewrite_lost_rows(trials)
+
+    def _end_abandoned_runs(self, trials: list) -> None:
+        """Queue, before any trial of this call creates its MLflow run: the trial runs an
+        interrupted run left RUNNING that no Tune trial continues. One whose trial has a row (its
+        end had not reached MLflow) ends as its row says; the others ended as abandoned (their
+        configs run again as new trials)."""
+        run = self.run
+        continued = {self._trial_key(trial) for trial in trials if METHOD_KEY in (trial.config or {})}
+        keys = [plan.parent_key(phase.value, run.instance) for plan in run.plans.values() for phase in Phase]
+
+        def end(sink: MlflowSink) -> None:
+            parents = [parent for key in keys if (parent := sink.find_parent_run(key)) is not None]
+            running = {key: run_id for key, run_id in sink.running_trial_runs(parents).items() if key not in continued}
+            if not running:
+                return
+            rows = {row["run_id"]: row for row in read_rows(run.results_dir).to_pylist()}  # a row's run id is its trial key
+            for key, run_id in running.items():
+                if key in rows:
+                    finish_from_row(sink, run_id, rows[key])
+                else:
+                    sink.abandon(run_id)
+            abandoned = sum(key not in rows for key in running)
+            if abandoned:
+                _log.warning(
+                    "%d MLflow trial run(s) of trials interrupted before Ray Tune saved them ended as KILLED; "
+                    "their configs run again as new trials", abandoned,
+                )
+
+        self._to_mlflow("end interrupted runs", end)
 
     def _rewrite_lost_rows(self, trials: list) -> None:
         """Once per call: a trial that an earlier call recorded as ended but whose row is gone

@@ -58,6 +58,21 @@ def study_name(benchmark: str, method: str, instance: str) -> str:
     return f"{name}@{instance}" if instance else name
 
 
+def ended_history(storage: str, name: str) -> list[tuple[str, dict[int, float]]]:
+    """The COMPLETE and PRUNED trials of study ``name`` as ``(Tune trial id, {epoch: value})``,
+    in trial order; empty when the study does not exist. Read-only: a resumed run rebuilds its
+    ASHA rungs from it (:func:`bench.search.scheduler.PerMethodScheduler.replay`)."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no such study: nothing ended
+        return []
+    return [
+        (str(t.user_attrs[ATTR_TUNE_TRIAL]), {int(e): float(v) for e, v in t.intermediate_values.items()})
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if ATTR_TUNE_TRIAL in t.user_attrs
+    ]
+
+
 class MethodStudy:
     """One method's study. Pickled with the searcher's state: the sampler (its RNG continues
     where it was) and names; the ``optuna.Study`` (a database connection) is reopened lazily."""

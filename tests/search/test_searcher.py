@@ -280,3 +280,26 @@ def test_a_relative_sqlite_storage_is_made_absolute(tmp_path, monkeypatch):
     assert absolute_storage("sqlite:///rel/o.db") == f"sqlite:///{tmp_path.resolve()}/rel/o.db"
     for url in ("sqlite:////abs/o.db", "postgresql+psycopg://user:secret@host/db", "sqlite://"):
         assert absolute_storage(url) == url
+
+
+def test_trials_that_ended_after_the_last_snapshot_count_against_the_budget(tmp_path, live):
+    """kill -9 after two more trials ended (rows written, study told) but before Tune saved its
+    state again: Tune never runs them again, so the restored searcher must count them from the
+    rows, or their methods get more trials than the others (seen: 7 and 8 of a budget of 6)."""
+    from bench.search.finals import RecordedTrial
+
+    searcher = _searcher(live)
+    _drive(searcher, ["t0", "t1"])
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    after = _drive(searcher, ["t2", "t3"])  # ended after the snapshot
+    live.recorded = {
+        trial_id: RecordedTrial(config[METHOD_KEY], "search", "completed", EPOCHS, None, 0) for trial_id, config in after.items()
+    }
+    restored = _searcher(live)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    resumed = _drive(restored, [f"r{i}" for i in range(6)])
+    issued = [config for config in resumed.values() if isinstance(config, dict)]
+    assert len(issued) == 2 and list(resumed.values())[-1] == Searcher.FINISHED  # 6 planned − 4 already ended
+    for method in live.plans:
+        trials = _study(live, method).trials
+        assert len(trials) == 3 and all(t.state is TrialState.COMPLETE for t in trials)  # the budget, each once
