@@ -17,6 +17,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     help="Benchmark flat-minima regularizers under an equal tuning budget (Ray Tune + Optuna), "
@@ -27,9 +28,10 @@ app = typer.Typer(
     # Plain click errors: a usage line and one "Error: ..." line, not a multi-line box.
     rich_markup_mode=None,
 )
-# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default.
-console = Console() if sys.stdout.isatty() else Console(width=160)
-errors = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
+# Piped output (CI logs, files) gets wide tables instead of rich's 80-column default. No emoji
+# codes: rich would turn "host:1234:" in a message into 🔢.
+console = Console(emoji=False) if sys.stdout.isatty() else Console(width=160, emoji=False)
+errors = Console(stderr=True, emoji=False) if sys.stderr.isatty() else Console(stderr=True, width=160, emoji=False)
 
 DEFAULT_RESULTS = Path("results")
 
@@ -41,7 +43,8 @@ def _count(n: int, noun: str) -> str:
 
 def _fail(message: str) -> None:
     """Bad input: one line on stderr, exit status 2, no traceback."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message as plain text: a path or a config value with [brackets] is no markup.
+    errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -541,6 +544,8 @@ def report(
         artifacts = build_report(results_dirs, out, baseline=baseline)
     except ReportError as error:
         _fail(str(error))
+    for skipped in artifacts.skipped:  # a read-only command: skip and say so, as `leaderboard` does
+        errors.print(f"warning: {skipped}", highlight=False, markup=False, soft_wrap=True)
     # One unwrapped line, so the path can be pasted.
     console.print(str(artifacts.html_path.resolve()), highlight=False, markup=False, soft_wrap=True)
 

@@ -716,7 +716,8 @@ def to_rich(boards: Sequence[BenchmarkBoard]) -> Group:
         header, rows = _display_rows(board)
         table = Table(title=_title(board), title_justify="left", header_style="bold", caption=legend(board), caption_justify="left")
         for name in header:
-            table.add_column(name, justify="right" if name not in ("Method", "Hyperparameters") else "left")
+            # fold: a narrow terminal wraps a cell onto more lines; it never cuts a number to "…"
+            table.add_column(name, justify="right" if name not in ("Method", "Hyperparameters") else "left", overflow="fold")
         for row in rows:
             table.add_row(*row)
         tables.append(table)

@@ -193,11 +193,13 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing folder", "empty folder", "unreachable server", "not a tracking scheme"],
+    ["missing folder", "a file, not a folder", "empty folder", "unreachable server", "not a tracking scheme"],
 )
 def test_sync_mlflow_bad_input_exits_2_with_one_line(tmp_path: Path, case: str) -> None:
     folder = tmp_path / "results"
-    if case != "missing folder":
+    if case == "a file, not a folder":
+        folder.write_text("")
+    elif case != "missing folder":
         folder.mkdir()
     args = ["sync-mlflow", str(folder)]
     if case == "unreachable server":
@@ -209,5 +211,7 @@ def test_sync_mlflow_bad_input_exits_2_with_one_line(tmp_path: Path, case: str) 
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    if case == "a file, not a folder":
+        assert lines[0] == f"error: {folder} is not a folder"
     assert time.monotonic() - started < 60  # bounded, not MLflow's minutes of retries
     assert not (folder / "mlflow.db").exists()

@@ -25,7 +25,7 @@ from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboar
 from bench.report import data, figures
 from bench.report.page import BoardSection, ReportFigure, page
 from bench.report.studies import RebuiltStudy, rebuild_study
-from bench.results.parquet import dataset_dir, read_rows, results_folder_hint
+from bench.results.parquet import UnreadableFile, dataset_dir, read_rows, results_folder_hint
 
 FIGURE_COMPUTE = "compute"
 FIGURE_SEEDS = "seeds"
@@ -55,6 +55,8 @@ class ReportArtifacts:
     html_path: Path
     figures: tuple[ReportFigure, ...]
     leaderboard_markdown: dict[str, str]
+    #: Parquet files skipped as unreadable, one line each (the page is built from the others).
+    skipped: tuple[str, ...] = ()
 
     @property
     def png_paths(self) -> tuple[Path, ...]:
@@ -70,7 +72,7 @@ class ReportArtifacts:
         )
 
 
-def read_results(results_dirs: Sequence[Path]) -> pa.Table:
+def read_results(results_dirs: Sequence[Path], problems: list[UnreadableFile] | None = None) -> pa.Table:
     """The rows of every folder, one table; a run_id present in several folders (a copy of the
     same results) is kept once, its latest row. Raises ReportError for a missing folder or
     when no folder holds a row."""
@@ -79,7 +81,7 @@ def read_results(results_dirs: Sequence[Path]) -> pa.Table:
     for folder in results_dirs:
         if not folder.is_dir():
             raise ReportError(f"{folder} is not a folder" if folder.exists() else f"results folder not found: {folder}")
-    table = read_rows(*results_dirs)  # one row per run_id across the folders, the latest
+    table = read_rows(*results_dirs, problems=problems)  # one row per run_id across the folders, the latest
     if table.num_rows == 0:
         where = ", ".join(str(dataset_dir(d)) for d in results_dirs)
         for hint in filter(None, map(results_folder_hint, results_dirs)):
@@ -224,7 +226,8 @@ def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.P
     :class:`ReportError` for a missing folder, folders without rows, a baseline with no rows, an
     unreadable recorded config, or an ``out`` that is not an ``.html`` file path."""
     folders = [Path(d) for d in results_dirs]
-    table = read_results(folders)
+    problems: list[UnreadableFile] = []
+    table = read_results(folders, problems)
     present = methods_present(table)
     if baseline is not None and baseline not in present:
         raise ReportError(f"--baseline {baseline!r} has no rows; methods present: {', '.join(present)}")
@@ -244,7 +247,7 @@ def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.P
     for board in boards:
         made, notes = _board_figures(board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir)
         sections.append(BoardSection(board, tuple(made), tuple(notes)))
-    sources = [f"{folder} ({read_rows(folder).num_rows} rows)" for folder in folders]
+    sources = [f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders]  # skipped files: said once, above
     built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_path.parent.mkdir(parents=True, exist_ok=True)
     staging = html_path.with_name(html_path.name + ".tmp")
@@ -254,6 +257,7 @@ def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.P
         html_path=html_path,
         figures=tuple(f for s in sections for f in s.figures),
         leaderboard_markdown={board.benchmark: render([board], "markdown") for board in boards},
+        skipped=tuple(str(problem) for problem in problems),
     )
 
 

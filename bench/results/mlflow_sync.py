@@ -141,7 +141,7 @@ def sync_to_mlflow(results_dir: Path, tracking_uri: str | None = None) -> SyncSu
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        raise SyncError(f"results folder not found: {results_dir}")
+        raise SyncError(f"{results_dir} is not a folder" if results_dir.exists() else f"results folder not found: {results_dir}")
     rows = read_rows(results_dir).to_pylist()
     if not rows:
         raise SyncError(f"no results: the Parquet dataset under {results_dir} is empty or missing")

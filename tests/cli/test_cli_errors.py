@@ -93,6 +93,9 @@ CASES = {
     # loopback only: a port nobody listens on refuses at once (never send traffic off this machine)
     "no Ray cluster at the address": (GOOD, ["no Ray cluster answers at 127.0.0.1:"], ["--address", f"127.0.0.1:{_free_port()}"]),
     "malformed address": (GOOD, ["expected 'auto', HOST:PORT or ray://HOST:PORT"], ["--address", "nonsense"]),
+    # ":1234:" is one of rich's emoji codes (🔢): printed as written (loopback, a port nobody uses)
+    "an address that reads as an emoji code": (GOOD, ["no Ray cluster answers at 127.0.0.1:1234: "], ["--address", "127.0.0.1:1234"]),
+    "a results folder with [markup]": (GOOD, ["cannot create results folder", "/[bold]x"], ["--results", f"{Path(__file__).resolve()}/[bold]x"]),
     "quiet and verbose": (GOOD, ["--quiet and --verbose exclude each other"], ["--quiet", "--verbose"]),
     # Path("") is "."; the run would fill the working folder
     "empty results folder name": (GOOD, ["--results is empty"], ["--results", ""]),

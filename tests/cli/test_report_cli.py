@@ -46,3 +46,17 @@ def test_report_prints_the_html_path(tmp_path):
     assert done.stdout.splitlines()[-1] == str(out.resolve())
     assert out.is_file() and len(list((out.parent / "figures").glob("*.png"))) == 8
     assert "Δ vs sam" in out.read_text(encoding="utf-8")
+
+
+def test_unreadable_files_are_one_warning_line_each_and_the_report_is_built(tmp_path):
+    results = write_results(tmp_path / "r")
+    real = next((results / "leaderboard").rglob("*.parquet"))
+    (real.parent / "junk.parquet").write_bytes(b"not parquet at all")
+    (real.parent / "cut.parquet").write_bytes(real.read_bytes()[:40])  # a truncated copy
+    done = _run(str(results))
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), done.stderr
+    assert any("junk.parquet" in line for line in lines) and any("cut.parquet" in line for line in lines)
+    assert "Warning:" not in done.stderr and "read_rows" not in done.stderr  # no Python warning with its source line
+    assert (results / "report.html").is_file()
