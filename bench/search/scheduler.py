@@ -78,9 +78,9 @@ class PerMethodScheduler(TrialScheduler):
 
     When the benchmark has trials that ended before this call (:data:`bench.search.live.LIVE`
     holds their rows and history: a resumed run), each method's ASHA is first rebuilt from them
-    (:func:`replay`), and a
-    trial that Tune runs again although its row says how it ended (it ended after Tune last saved
-    its state) ends that way again: stopped at the recorded epoch, or run to the end."""
+    (:func:`replay`), and a trial that Tune runs again although its row says how it ended (it
+    ended after Tune last saved its state) ends that way again: stopped at the recorded epoch,
+    or run to the end."""
 
     def __init__(self, asha: AshaConfig, plans: list[MethodPlan]) -> None:
         super().__init__()
