@@ -532,7 +532,7 @@ def leaderboard(
 @app.command()
 def report(
     results_dirs: list[Path] = typer.Argument(..., metavar="DIR [DIR ...]", help="Results folders of `sharpbench run` (e.g. committed reference results and your own)."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE.html", help="The HTML file to write (default: DIR/report.html of the first DIR); PNGs go to figures/ beside it."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE.html", help="The HTML file to write (default: DIR/report.html of the first DIR; missing folders are made); PNGs go to figures/ beside it."),
     baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm)."),
 ) -> None:
     """One self-contained HTML page (figures embedded, opens from disk) plus the PNGs: the
