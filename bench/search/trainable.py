@@ -66,11 +66,12 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
     trial, so nothing may carry over from one trial to the next but the dataset, which is cached
     per process by its config (:func:`bench.data.load_dataset_cached`) and never written to.
     Every per-trial setting (threads, GPU memory share, seeds inside ``Trainer``) is set here.
-    A trial's wall time starts after :func:`warm_up`.
+    The trial starts (``started_at``, wall-clock) when the worker calls this; its wall time (the
+    cost the leaderboard sums) starts after :func:`warm_up`.
     """
+    started_at = time.time()
     warm_up(config)
     started = time.perf_counter()
-    started_at = time.time()
     plan = plans[sampled[METHOD_KEY]]
     torch.set_num_threads(max(1, int(config.resources.cpus_per_trial)))
     gpus = config.resources.gpus_per_trial
