@@ -284,7 +284,10 @@ def _execute_locked(
     try:
         opened = MlflowSink(uri, experiment_name=config.benchmark)  # reachable and usable, before any trial runs
     except Exception as error:  # MLflow raises many types here; all mean "this URI does not work"
-        _fail(f"cannot use MLflow tracking URI {uri}: {_first_line(error)}")
+        # A store whose creation an older sharpbench was killed in (new ones appear whole).
+        half_made = uri.startswith("sqlite:") and "OperationalError" in str(error)
+        hint = "; a store whose creation was interrupted stays unopenable: if it holds no runs you need, delete it and run again" if half_made else ""
+        _fail(f"cannot use MLflow tracking URI {uri}: {_first_line(error)}{hint}")
     from bench.results.mlflow_mirror import open_mirror
 
     def tell_outage(outage: Any) -> None:  # once per run: later MLflow calls are skipped

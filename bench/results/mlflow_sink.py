@@ -293,6 +293,28 @@ def _store_lock(db: Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: Suffix of a SQLite store being created (:func:`_create_store`), then the creating pid.
+CREATING_SUFFIX = ".creating-"
+
+
+def _create_store(db: Path) -> None:
+    """Make a new SQLite store's schema in a file beside ``db``, then move it into place.
+
+    MLflow builds a schema through a chain of migrations; a process killed part-way (kill -9 in
+    the first seconds of a run) left a store no later call could open ("duplicate column name",
+    "table ... already exists"), and ``--restart`` did not help. With this, ``db`` is absent or
+    whole. Call with the store's lock held (:func:`_store_lock`): files an earlier, killed
+    creation left are removed first."""
+    for stale in db.parent.glob(f"{db.name}{CREATING_SUFFIX}*"):
+        stale.unlink(missing_ok=True)
+    staging = db.with_name(f"{db.name}{CREATING_SUFFIX}{os.getpid()}")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(max_results=1)  # every migration
+        os.replace(staging, db)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def _artifact_path(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     if not name or path.is_absolute() or ".." in path.parts:
@@ -355,6 +377,8 @@ class MlflowSink:
         # schema; two processes doing it at once race ("table ... already exists", alembic's
         # version row), so one at a time (FIELD-NOTES, MLflow).
         with _store_lock(db):
+            if db is not None and not db.exists():
+                _create_store(db)
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             self.experiment_id = self._experiment(experiment_name, artifact_location)
         #: MLflow fixes an experiment's artifact folder when it is created. When the results folder

@@ -401,3 +401,39 @@ def test_tracking_server(mlflow_server: str) -> None:
     assert client.get_run(parent).data.metrics == {M.VAL_ACCURACY: 0.2}
     # artifacts go through the server's artifact proxy
     assert _artifact_json(client, run_id, TRIAL_CONFIG_ARTIFACT) == {"seed": 3}
+
+
+def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """MLflow builds a store through a chain of migrations; kill -9 part-way once left a store no
+    later run could open. The store is built beside its final name and moved there only when
+    every migration has run: at the move, its schema is the one a normal creation reaches."""
+    import os
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from bench.results import mlflow_sink
+
+    def revision(path) -> str:
+        with sqlite3.connect(path) as connection:
+            return connection.execute("select version_num from alembic_version").fetchone()[0]
+
+    reference = tmp_path / "reference.db"
+    MlflowClient(tracking_uri=f"sqlite:///{reference}").search_experiments()
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    leftover = db.with_name(db.name + mlflow_sink.CREATING_SUFFIX + "999999")  # a killed creation's file
+    leftover.write_bytes(b"half a store")
+    moves = []
+    real_replace = os.replace
+
+    def watched(source, target):
+        if str(target) == str(db):
+            moves.append((revision(source), db.exists()))
+        real_replace(source, target)
+
+    monkeypatch.setattr(mlflow_sink.os, "replace", watched)
+    sink = mlflow_sink.MlflowSink(f"sqlite:///{db}", experiment_name="whole")
+    assert moves == [(revision(reference), False)]  # complete when moved; nothing at the final name before
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db", "mlflow.db.lock"]  # the leftover is gone
+    assert sink.client.get_experiment(sink.experiment_id).name == "whole"
