@@ -171,7 +171,7 @@ class EtaClock:
     trial has finished: there is nothing to extrapolate from before that.
     """
 
-    started: float | None = None  # set when the first trial phase starts, not at start-up
+    started: float | None = None  # set when the first trial phase or trial starts, not at start-up
     finished: int = 0
 
     def start(self, now: float | None = None) -> None:

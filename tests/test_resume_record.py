@@ -22,6 +22,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -98,7 +99,9 @@ def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tm
     by_id = {r.info.run_id: r for r in children}
     expected = {"completed": "FINISHED", "stopped": "FINISHED", "failed": "FAILED"}
     assert {r["run_id"]: by_id[r["mlflow_run_id"]].info.status for r in rows} == {r["run_id"]: expected[r["status"]] for r in rows}
-    others = [r for r in children if r.info.run_id not in {row["mlflow_run_id"] for row in rows}]
-    assert all(r.info.status == "KILLED" and r.data.tags["sharpbench.status"] == "abandoned" for r in others), [
-        (r.info.status, r.data.tags.get("sharpbench.trial_key")) for r in others
-    ]
+    assert sorted(by_id) == sorted(row["mlflow_run_id"] for row in rows)  # one visible trial run per row
+    # Runs no resumed trial continued: KILLED, tagged, and (soft-)deleted, so a parent lists its trials only.
+    every = client.search_runs([experiment.experiment_id], max_results=500, run_view_type=ViewType.ALL)
+    others = [r for r in every if "mlflow.parentRunId" in r.data.tags and r.info.run_id not in by_id]
+    assert all(r.info.status == "KILLED" and r.data.tags["sharpbench.status"] == "abandoned" and r.info.lifecycle_stage == "deleted"
+               for r in others), [(r.info.status, r.data.tags.get("sharpbench.trial_key")) for r in others]

@@ -657,11 +657,14 @@ class MlflowSink:
         return running
 
     def abandon(self, run_id: str) -> None:
-        """End a trial run as KILLED, tagged ``sharpbench.status = abandoned``: a trial of an
+        """End a trial run as KILLED, tagged ``sharpbench.status = abandoned``, and delete it (MLflow's
+        soft delete: ``mlflow.MlflowClient().restore_run`` brings it back): a trial of an
         interrupted run that nothing continues (a resumed run issued its config again as a new
-        trial, with a run of its own). Left alone it would read RUNNING forever."""
+        trial, with a run of its own). Left alone it would read RUNNING forever, and its parent
+        would list more trials than the method has."""
         self.client.set_tag(run_id, TAG_STATUS, STATUS_ABANDONED)
         self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.KILLED))
+        self.client.delete_run(run_id)
 
     def finish_parent(
         self,

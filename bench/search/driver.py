@@ -66,7 +66,8 @@ def unfinished(live: LiveRun) -> list[str]:
         if not live.final_only:
             left = plan.budget.trials - finals.search_rows(plan, rows)
             if left > 0:
-                missing.append(f"{plan.regularizer}: {left} search trial(s)")
+                finals_too = ", then its final runs" if live.config.final.seeds else ""
+                missing.append(f"{plan.regularizer}: {left} search trial(s){finals_too}")
                 continue  # its finals are not chosen yet
         if live.config.final.seeds:
             left = len(finals.missing_finals(plan, rows, live.config))
