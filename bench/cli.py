@@ -175,7 +175,9 @@ def final(
     except ConfigError as error:
         _fail(str(error))
     if not recorded:
-        _fail(f"no recorded run in {results_dir}: run `sharpbench run CONFIG --results {results_dir}` first")
+        from bench.results.parquet import results_folder_hint
+
+        _fail(results_folder_hint(results_dir) or f"no recorded run in {results_dir}: run `sharpbench run CONFIG --results {results_dir}` first")
     if benchmark is None:
         if len(recorded) > 1:
             _fail(f"{results_dir} holds several benchmarks; choose one with --benchmark: {', '.join(sorted(recorded))}")

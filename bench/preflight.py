@@ -81,6 +81,8 @@ def check_before_start(
         check_device(config.training, cuda_available=_cuda_available())
         check_placeable(config, [local_node(num_cpus)], where="this machine")
     check_results_folder(results)
+    if tracking_uri is not None and not tracking_uri.strip():
+        raise PreflightError("--tracking-uri is empty: name a store (default: sqlite under the results folder)")
     uri = tracking_uri or config.tracking_uri
     if uri is not None:
         check_tracking_uri(uri, results=results)

@@ -106,6 +106,11 @@ def test_final_command_errors(tmp_path, repo_root):
     (tmp_path / "empty").mkdir()
     done = _cli("final", str(tmp_path / "empty"), cwd=repo_root)
     assert done.returncode == 2 and "no recorded run" in done.stderr and "Traceback" not in done.stderr
+    from tests.report.results_folder import write_results
+
+    results = write_results(tmp_path / "results")  # its Parquet sub-folder given instead of it
+    done = _cli("final", str(results / "leaderboard"), cwd=repo_root)
+    assert done.returncode == 2 and f"is the Parquet dataset of the results folder {results}: give {results}" in done.stderr
     # A run recorded but its searches unfinished (interrupted before any trial ended): refused,
     # since the best config of a partial search is not the search's best.
     from bench.run_record import RunRecord

@@ -99,6 +99,7 @@ CASES = {
     "quiet and verbose": (GOOD, ["--quiet and --verbose exclude each other"], ["--quiet", "--verbose"]),
     # Path("") is "."; the run would fill the working folder
     "empty results folder name": (GOOD, ["--results is empty"], ["--results", ""]),
+    "empty tracking URI": (GOOD, ["--tracking-uri is empty"], ["--tracking-uri", ""]),
     "Optuna storage that is no URL": (GOOD, ["cannot use Optuna storage 'optuna.db'", "not a SQLAlchemy URL"], ["--optuna-storage", "optuna.db"]),
     # no test machine installs MySQLdb: a database whose driver is missing is named before anything runs
     "Optuna storage without its driver": (GOOD, ["cannot use Optuna storage 'mysql+mysqldb://u@127.0.0.1/db'", "MySQLdb"], ["--optuna-storage", "mysql+mysqldb://u@127.0.0.1/db"]),
