@@ -106,7 +106,7 @@ class SinkCallback(Callback):
         self._mlflow: MlflowSink | None = None
         self._parquet: ParquetSink | None = None
         self._calls: ThreadPoolExecutor | None = None  # the MLflow worker thread
-        self._recorded: set[str] = set()  # run ids with a row when this call started
+        self._recorded: set[str] = set()  # Tune trial ids with a row (when this call started, then written)
         self._rows_checked = False  # whether trials ended in an earlier call all have their rows
         self._run_futures: dict[str, Future] = {}  # Tune trial id -> its MLflow run id, once created
 
@@ -167,7 +167,7 @@ class SinkCallback(Callback):
         self.live.closers.append(self.close)
         self._mlflow = self._parquet = None
         self._rows_checked = False
-        self._recorded = {str(run_id) for run_id in read_rows(self.live.results_dir).column("run_id").to_pylist()}
+        self._recorded = set(self.live.recorded)  # the rows the driver read before the experiment (re)started
         if self._state_tracking_uri not in (None, self.tracking_uri):
             # The restored MLflow run ids belong to another store: find or create runs here.
             self.run_ids, self.sink_state, self.parent_run_ids = {}, {}, {}
@@ -278,7 +278,7 @@ class SinkCallback(Callback):
             status = self.finished.get(trial.trial_id)
             if status is None or METHOD_KEY not in (trial.config or {}) or metrics.EPOCH not in (trial.last_result or {}):
                 continue
-            if self._trial_key(trial) in self._recorded:
+            if trial.trial_id in self._recorded:
                 continue
             _log.warning("the row of %s was lost; written again from the last result Ray Tune saved for it", self._trial_key(trial))
             del self.finished[trial.trial_id]
@@ -290,7 +290,7 @@ class SinkCallback(Callback):
             # A failed trial started again (``--retry-failed``): record its new outcome, in the
             # same MLflow run; the Parquet reader keeps the latest row of a run id.
             del self.finished[trial.trial_id]
-            self._recorded.discard(self._trial_key(trial))
+            self._recorded.discard(trial.trial_id)
         if self.run.progress is not None:
             # The ETA's clock starts with the first trial of this call: in a resumed run the
             # restored trials start without any phase starting.
@@ -380,8 +380,8 @@ class SinkCallback(Callback):
             final = {metrics.TEST_ACCURACY: row.test_accuracy, metrics.TEST_LOSS: row.test_loss, metrics.WALL_SECONDS: row.wall_seconds}
             self._to_mlflow("finish trial", lambda sink: sink.finish_trial(run_id, status, final, error))
         self.finished[trial.trial_id] = status.value
-        again = row.run_id in self._recorded  # kill -9 after it ended, before Tune saved that it had
-        self._recorded.add(row.run_id)
+        again = trial.trial_id in self._recorded  # kill -9 after it ended, before Tune saved that it had
+        self._recorded.add(trial.trial_id)
         if run.progress is not None:
             run.progress.trial_finished(
                 TrialLine(
