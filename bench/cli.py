@@ -7,8 +7,8 @@ traceback; a crash inside a trial is recorded as a failed trial, not raised here
 from __future__ import annotations
 
 import json
-import shlex
 import os
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -268,18 +268,16 @@ def _execute_locked(
     config: Any, results: Path, address: str | None, tracking_uri: str | None, num_cpus: int | None, verbosity: Any,
     resume_hint: str, final_only: bool, restart: bool, retry_failed: bool,
 ) -> None:
-    from bench import run_record
-    from bench.console import RunProgress, Verbosity, quiet_third_party
+    from bench import run_record, search
     from bench.config import ConfigError
+    from bench.console import Verbosity, quiet_third_party
+    from bench.plan import plan_methods
     from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
     from bench.results.parquet import tidy_dataset
-    from bench.results.schema import Phase
 
-    from bench import search
     # The driver imports Ray, Optuna and MLflow, which set up their loggers on import: before
     # quiet_third_party quiets them (bench.search itself loads its modules lazily).
     from bench.search import driver  # noqa: F401
-    from bench.plan import plan_methods
 
     quiet_third_party(verbosity)
     uri = normalize_tracking_uri(tracking_uri or config.tracking_uri or default_tracking_uri(results))
@@ -344,6 +342,27 @@ def _execute_locked(
 
             ray.shutdown()
             _fail(str(error))
+    from bench.signals import terminate_as_interrupt
+
+    # From here on SIGTERM (Slurm, Kubernetes) stops the run as Ctrl-C does, replacing Ray's handler.
+    with terminate_as_interrupt() as termination:
+        try:
+            _run_and_report(config, results, uri, storage, opened, mirror, record, plans, finals, searched, verbosity,
+                            resume_hint, final_only, retry_failed, termination)
+        except KeyboardInterrupt:  # outside Tune's loop (the board, the report): nothing is lost
+            errors.print(f"{termination.verb}: the run is saved. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=termination.exit_status) from None
+
+
+def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: Any, mirror: Any, record: Any,
+                    plans: list[Any], finals: int, searched: int, verbosity: Any, resume_hint: str, final_only: bool,
+                    retry_failed: bool, termination: Any) -> None:
+    """The phases with a live console, the board, the report and the commands to look further."""
+    from bench import search
+    from bench.console import RunProgress
+    from bench.results.schema import Phase
+    from bench.stores import is_locked_error, locked_message
+
     progress = RunProgress(
         console,
         [(plan.regularizer, plan.budget.trials * searched, finals) for plan in plans],
@@ -358,8 +377,14 @@ def _execute_locked(
                 retry_failed=retry_failed, mlflow_sink=opened, optuna_storage=storage,
             )
     except search.SearchInterrupted as interrupted:
-        errors.print(f"interrupted: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=130) from None
+        errors.print(f"{termination.verb}: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=termination.exit_status) from None
+    except Exception as error:
+        if not is_locked_error(error):
+            raise
+        errors.print(f"error: {locked_message(f'the Optuna store {storage}')}. Resume with: {resume_hint}",
+                     highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
     finally:
         import ray
 
@@ -481,6 +506,10 @@ def sync_mlflow(
     console.print(done.line(), highlight=False, markup=False, soft_wrap=True)
 
 
+_SPLIT_HELP = ("When folders hold one benchmark name run with different configs (config hashes differ), rank each "
+               "config as its own benchmark, labelled NAME@HASH; without it they are refused (exit 2).")
+
+
 @app.command()
 def leaderboard(
     results_dirs: Optional[list[Path]] = typer.Argument(
@@ -489,6 +518,7 @@ def leaderboard(
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
     baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm; a benchmark without it gets no comparisons)."),
     alpha: float = typer.Option(0.05, "--alpha", metavar="ALPHA", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."),
+    split_configs: bool = typer.Option(False, "--split-configs", help=_SPLIT_HELP),
 ) -> None:
     """Rank methods per benchmark by the test accuracy of their best config (the rule of `run`:
     the completed search trial with the best search.metric, re-run with the final seeds), with
@@ -496,10 +526,12 @@ def leaderboard(
     rank groups of overlapping intervals.
 
     Several folders (e.g. from several machines or clusters) are ranked as one: the union of their
-    rows, each run id once (the row with the latest timestamp wins).
+    rows, each run id once (the row with the latest timestamp wins). Folders that ran one benchmark
+    name with different configs are refused (exit 2) unless --split-configs ranks each config apart.
     """
     from bench.leaderboard import DEFAULT_BASELINE, build_leaderboard, methods_present, render, to_rich
-    from bench.results.parquet import UnreadableFile, dataset_dir, has_rows, read_rows, results_folder_hint
+    from bench.merge import config_clashes, read_rows_by_config
+    from bench.results.parquet import UnreadableFile, dataset_dir, has_rows, results_folder_hint
 
     folders = list(dict.fromkeys(results_dirs or [DEFAULT_RESULTS]))  # a folder named twice counts once
     for folder in folders:
@@ -516,8 +548,11 @@ def leaderboard(
     for folder in empty:
         # Not an error (the others have rows), but a folder that adds nothing is worth a line.
         errors.print(f"note: no results in {folder}; ranking the other folders", highlight=False, soft_wrap=True)
+    clashes = config_clashes(folders)
+    if clashes and not split_configs:
+        _fail(clashes[0].message())
     problems: list[UnreadableFile] = []
-    table = read_rows(*folders, problems=problems)
+    table = read_rows_by_config(folders, clashes, problems=problems)
     for problem in problems:  # a read-only command: skip and say so, never move data
         errors.print(f"warning: {problem}", highlight=False, markup=False, soft_wrap=True)
     if table.num_rows == 0:
@@ -539,6 +574,7 @@ def report(
     results_dirs: list[Path] = typer.Argument(..., metavar="DIR [DIR ...]", help="Results folders of `sharpbench run` (e.g. committed reference results and your own)."),
     out: Optional[Path] = typer.Option(None, "--out", metavar="FILE.html", help="The HTML file to write (default: DIR/report.html of the first DIR; missing folders are made); PNGs go to figures/ beside it."),
     baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm)."),
+    split_configs: bool = typer.Option(False, "--split-configs", help=_SPLIT_HELP),
 ) -> None:
     """One self-contained HTML page (figures embedded, opens from disk) plus the PNGs: the
     leaderboard, accuracy against compute with the Pareto front, every final seed, flatness
@@ -546,7 +582,7 @@ def report(
     from bench.report.build import ReportError, build_report
 
     try:
-        artifacts = build_report(results_dirs, out, baseline=baseline)
+        artifacts = build_report(results_dirs, out, baseline=baseline, split_configs=split_configs)
     except ReportError as error:
         _fail(str(error))
     for skipped in artifacts.skipped:  # a read-only command: skip and say so, as `leaderboard` does

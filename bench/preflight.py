@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchmarkConfig, TrainingConfig
-from bench.naming import unknown_name_message
+from bench.naming import name_limit, too_long_name, unknown_name_message
 
 #: Seconds a network check waits for an answer: the MLflow client and Ray retry for minutes.
 NETWORK_TIMEOUT_S = 3.0
@@ -81,6 +81,7 @@ def check_before_start(
         check_device(config.training, cuda_available=_cuda_available())
         check_placeable(config, [local_node(num_cpus)], where="this machine")
     check_results_folder(results)
+    check_names(config, results)
     if tracking_uri is not None and not tracking_uri.strip():
         raise PreflightError("--tracking-uri is empty: name a store (default: sqlite under the results folder)")
     uri = tracking_uri or config.tracking_uri
@@ -92,6 +93,21 @@ def check_before_start(
 
 
 # --- the config against itself and the registries ---------------------------------------------
+
+
+def check_names(config: BenchmarkConfig, results: Path) -> None:
+    """Method names (a plug-in's may be any string) print on one line, and every file or folder
+    name built from the benchmark and method names fits the file system of ``results`` (255 bytes
+    a name on ext4), checked before anything is written: a name over it failed only once rows,
+    Tune state or the report were being written."""
+    for entry in config.regularizers:
+        if any(ord(c) < 32 or ord(c) == 127 for c in entry.name):
+            raise PreflightError(f"regularizer name {entry.name!r} holds a control character: it cannot be printed "
+                                 "on one line or used in file names; register the plug-in under another name")
+    message = too_long_name(config.benchmark, [entry.name for entry in config.regularizers], results)
+    if message is not None:
+        raise PreflightError(message)
+
 
 
 def check_recipe(config: BenchmarkConfig) -> None:
@@ -205,6 +221,12 @@ def check_results_folder(results: Path) -> None:
     """The results folder exists and takes files, or can be created: probed with a temporary file
     (or folder) that is removed again, so a bad path fails before any work, and nothing is left."""
     path = Path(os.path.abspath(results.expanduser()))
+    limit = name_limit(path)
+    for part in path.parts:
+        if len(part.encode()) > limit:
+            shown = part if len(part) <= 40 else part[:37] + "..."
+            raise PreflightError(f"cannot create results folder {shown!r}: File name too long ({len(part.encode())} bytes; "
+                                 f"the file system allows {limit} bytes per name)")
     if path.exists() and not path.is_dir():
         raise PreflightError(f"results folder {path} is a file, not a folder")
     ancestor = path
@@ -245,6 +267,8 @@ def check_tracking_uri(uri: str, *, results: Path | None = None) -> None:
             )
     if scheme not in ("http", "https"):
         return
+    if not urllib.parse.urlsplit(uri).hostname:
+        raise PreflightError(f"cannot use MLflow tracking URI {uri}: no host (e.g. http://127.0.0.1:5000)")
     health = uri.rstrip("/") + "/health"  # MLflow's server answers "OK" there
     try:
         with urllib.request.urlopen(health, timeout=NETWORK_TIMEOUT_S):
@@ -290,6 +314,13 @@ def check_sqlite_file(what: str, url: str, *, results: Path | None = None) -> No
     if database in (None, "", ":memory:"):
         return
     path = Path(database)
+    try:
+        _check_sqlite_path(what, path, results)
+    except OSError as error:  # e.g. a name over the file system's limit
+        raise PreflightError(f"cannot use {what}: {error.strerror or error}") from None
+
+
+def _check_sqlite_path(what: str, path: Path, results: Path | None) -> None:
     folder = path.parent
     made_by_run = results is not None and (folder.resolve() == results.resolve() or folder.resolve().is_relative_to(results.resolve()))
     if not folder.is_dir() and not made_by_run:
@@ -317,6 +348,8 @@ def check_ray_address(address: str) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise PreflightError(f"--address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT")
+    if not 0 < int(port) < 65536:
+        raise PreflightError(f"--address {address!r}: port {port} is not a TCP port (1 to 65535)")
     try:
         socket.create_connection((host, int(port)), timeout=NETWORK_TIMEOUT_S).close()
     except OSError as error:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -20,12 +19,14 @@ from typing import Any
 import pyarrow as pa
 
 from bench.config import BenchmarkConfig, ConfigError
-from bench.run_record import load_records
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present, render
+from bench.merge import config_clashes, config_label, read_rows_by_config
+from bench.naming import file_safe
 from bench.report import data, figures
 from bench.report.page import BoardSection, ReportFigure, page
 from bench.report.studies import RebuiltStudy, rebuild_study
 from bench.results.parquet import UnreadableFile, dataset_dir, read_rows, results_folder_hint
+from bench.run_record import load_records
 
 FIGURE_COMPUTE = "compute"
 FIGURE_SEEDS = "seeds"
@@ -72,16 +73,21 @@ class ReportArtifacts:
         )
 
 
-def read_results(results_dirs: Sequence[Path], problems: list[UnreadableFile] | None = None) -> pa.Table:
+def read_results(results_dirs: Sequence[Path], problems: list[UnreadableFile] | None = None, *,
+                 split_configs: bool = False) -> pa.Table:
     """The rows of every folder, one table; a run_id present in several folders (a copy of the
-    same results) is kept once, its latest row. Raises ReportError for a missing folder or
-    when no folder holds a row."""
+    same results) is kept once, its latest row. Raises ReportError for a missing folder, for
+    folders that ran one benchmark with different configs (unless ``split_configs``: each config
+    is then a benchmark ``NAME@HASH``, :mod:`bench.merge`), or when no folder holds a row."""
     if not results_dirs:
         raise ReportError("no results folder given")
     for folder in results_dirs:
         if not folder.is_dir():
             raise ReportError(f"{folder} is not a folder" if folder.exists() else f"results folder not found: {folder}")
-    table = read_rows(*results_dirs, problems=problems)  # one row per run_id across the folders, the latest
+    clashes = config_clashes(results_dirs)
+    if clashes and not split_configs:
+        raise ReportError(clashes[0].message())
+    table = read_rows_by_config(results_dirs, clashes, problems)  # one row per run_id across the folders, the latest
     if table.num_rows == 0:
         where = ", ".join(str(dataset_dir(d)) for d in results_dirs)
         for hint in filter(None, map(results_folder_hint, results_dirs)):
@@ -91,20 +97,17 @@ def read_results(results_dirs: Sequence[Path], problems: list[UnreadableFile] | 
 
 
 def recorded_configs(results_dirs: Sequence[Path]) -> dict[str, BenchmarkConfig]:
-    """Recorded configs by benchmark; the first folder that recorded a benchmark wins. Raises
-    ReportError for an unreadable recorded config."""
+    """Recorded configs by benchmark, and by ``NAME@HASH`` too (a benchmark split by config); the
+    first folder that recorded a benchmark wins. Raises ReportError for an unreadable recorded config."""
     configs: dict[str, BenchmarkConfig] = {}
     for folder in results_dirs:
         try:
-            for name, config in ((n, r.config) for n, r in load_records(folder).items()):
-                configs.setdefault(name, config)
+            for name, record in load_records(folder).items():
+                configs.setdefault(name, record.config)
+                configs.setdefault(config_label(name, record.config_hash), record.config)
         except ConfigError as error:
             raise ReportError(str(error).splitlines()[0]) from None
     return configs
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _save(figure: Any, path: Path) -> Path:
@@ -153,7 +156,7 @@ def _board_figures(
     unranked = [s.regularizer for s in board.standings if s.test_accuracy is None]
     if unranked:
         notes.append(f"Without a test accuracy (no completed trial), not plotted: {', '.join(unranked)}.")
-    stem = folder / _safe(name)
+    stem = folder / file_safe(name)
     if results:
         out.append(ReportFigure(name, None, FIGURE_COMPUTE, "Test accuracy against compute", _COMPUTE_CAPTION,
                                 _save(figures.compute_figure(results, colors, title), Path(f"{stem}-compute.png"))))
@@ -175,7 +178,7 @@ def _board_figures(
     for standing in board.standings:
         method = standing.regularizer
         rebuilt = rebuild_study(name, method, rows_by_method[method], config)
-        out += _search_figures(rebuilt, Path(f"{stem}-{_safe(method)}"))
+        out += _search_figures(rebuilt, Path(f"{stem}-{file_safe(method)}"))
     return out, notes
 
 
@@ -218,7 +221,8 @@ def _check_writable(folder: Path, html_path: Path) -> None:
         raise ReportError(f"cannot write the report to {html_path}: {error.strerror or error} ({error.filename or folder})") from None
 
 
-def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None, *, baseline: str | None = None) -> ReportArtifacts:
+def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None, *,
+                 baseline: str | None = None, split_configs: bool = False) -> ReportArtifacts:
     """Write the report of ``results_dirs`` to ``out`` (default: ``<first dir>/report.html``) and
     its PNGs to ``figures/`` beside it.
 
@@ -227,7 +231,7 @@ def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.P
     unreadable recorded config, or an ``out`` that is not an ``.html`` file path."""
     folders = [Path(d) for d in results_dirs]
     problems: list[UnreadableFile] = []
-    table = read_results(folders, problems)
+    table = read_results(folders, problems, split_configs=split_configs)
     present = methods_present(table)
     if baseline is not None and baseline not in present:
         raise ReportError(f"--baseline {baseline!r} has no rows; methods present: {', '.join(present)}")
@@ -244,9 +248,14 @@ def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.P
         rows_by[row["benchmark"]][row["regularizer"]].append(row)
     figure_dir = html_path.parent / FIGURES_DIRNAME
     sections = []
-    for board in boards:
-        made, notes = _board_figures(board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir)
-        sections.append(BoardSection(board, tuple(made), tuple(notes)))
+    import matplotlib
+
+    # Names and values are drawn as written: a method named "a$b$" is no TeX formula (and an odd
+    # number of "$" would make matplotlib fail to draw the figure).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        for board in boards:
+            made, notes = _board_figures(board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir)
+            sections.append(BoardSection(board, tuple(made), tuple(notes)))
     sources = [f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders]  # skipped files: said once, above
     built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_path.parent.mkdir(parents=True, exist_ok=True)

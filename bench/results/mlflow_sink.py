@@ -38,8 +38,9 @@ import logging
 import os
 import shutil
 import tempfile
-import urllib.parse
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -57,9 +58,11 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_SOURCE_NAME,
     MLFLOW_SOURCE_TYPE,
 )
+from sqlalchemy.engine import make_url
 
 from bench import provenance
 from bench.results.schema import Phase, TrialStatus
+from bench.stores import sqlite_path, sqlite_url, use_wal
 
 try:  # MLflow's own limits (3.17: params 6000, tags 8000, keys 250, 1000 metrics / 100 params per batch)
     from mlflow.utils.validation import (
@@ -150,7 +153,7 @@ def default_tracking_uri(results_dir: str | os.PathLike[str]) -> str:
     >>> default_tracking_uri("/tmp/results")
     'sqlite:////tmp/results/mlflow.db'
     """
-    return "sqlite:///" + str(Path(results_dir).expanduser().resolve() / TRACKING_DB_NAME)
+    return sqlite_url(Path(results_dir).expanduser().resolve() / TRACKING_DB_NAME)
 
 
 def normalize_tracking_uri(uri: str) -> str:
@@ -172,14 +175,14 @@ def normalize_tracking_uri(uri: str) -> str:
     if uri == "databricks":  # MLflow's name for the default Databricks profile, not a path
         return uri
     if uri.startswith("sqlite:///"):
-        rest = uri[len("sqlite:///") :]
-        path, sep, query = rest.partition("?")
+        parsed = make_url(uri)  # the path decoded as MLflow's SQLAlchemy engine decodes it
+        path = parsed.database or ""
         if path in ("", ":memory:") or path.startswith("file:"):
             return uri
         absolute = Path(path).expanduser()
         if not absolute.is_absolute():
             absolute = Path.cwd() / absolute
-        return "sqlite:///" + os.path.normpath(absolute) + sep + query
+        return parsed.set(database=os.path.normpath(absolute)).render_as_string(hide_password=False)
     if uri.startswith("file:"):
         parsed = urlparse(uri)
         if parsed.netloc not in ("", "localhost"):
@@ -293,6 +296,22 @@ def _store_lock(db: Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _no_stray_folder(uri: str) -> Iterator[None]:
+    """MLflow (3.17, ``_make_parent_dirs_if_sqlite``) makes the parent folder of an SQLite URI's
+    path *without decoding it*: for a results folder with ``%``, ``?``, ``#`` or non-ASCII
+    characters (escaped in the URI, :func:`bench.stores.sqlite_url`) it left empty folders named
+    after the escaped text. The folders that MLflow made here, and that stayed empty, are removed."""
+    raw = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+    made = [] if raw is None else [folder for folder in (raw, *raw.parents) if not folder.exists()]
+    try:
+        yield
+    finally:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):  # not made after all, or not empty: not ours to remove
+                folder.rmdir()
+
+
 #: Suffix of a SQLite store being created (:func:`_create_store`), then the creating pid.
 CREATING_SUFFIX = ".creating-"
 
@@ -309,7 +328,7 @@ def _create_store(db: Path) -> None:
         stale.unlink(missing_ok=True)
     staging = db.with_name(f"{db.name}{CREATING_SUFFIX}{os.getpid()}")
     try:
-        MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(max_results=1)  # every migration
+        MlflowClient(tracking_uri=sqlite_url(staging)).search_experiments(max_results=1)  # every migration
         os.replace(staging, db)
     finally:
         staging.unlink(missing_ok=True)
@@ -367,8 +386,9 @@ class MlflowSink:
         self.source = source if source is not None else RunSource.current()
         artifact_location: str | None = None
         db: Path | None = None
-        if self.tracking_uri.startswith("sqlite:////"):
-            db = Path(self.tracking_uri[len("sqlite:///") :].partition("?")[0])
+        if self.tracking_uri.startswith("sqlite:///"):
+            db = sqlite_path(self.tracking_uri)
+        if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
             artifact_location = (db.parent / "mlartifacts").as_uri()
         for name, value in BOUNDED_HTTP_ENV.items():
@@ -376,9 +396,11 @@ class MlflowSink:
         # The client (3.17: on construction) and the first call create a fresh SQLite store's
         # schema; two processes doing it at once race ("table ... already exists", alembic's
         # version row), so one at a time (FIELD-NOTES, MLflow).
-        with _store_lock(db):
+        with _store_lock(db), _no_stray_folder(self.tracking_uri):
             if db is not None and not db.exists():
                 _create_store(db)
+            if db is not None:
+                use_wal(db)  # a dashboard reading the store never blocks this run's writes
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             self.experiment_id = self._experiment(experiment_name, artifact_location)
         #: MLflow fixes an experiment's artifact folder when it is created. When the results folder
@@ -421,7 +443,7 @@ class MlflowSink:
         location = self.client.get_experiment(self.experiment_id).artifact_location or ""
         if not location.startswith("file://"):
             return True  # not a local folder: nothing of ours to recreate
-        folder = Path(urllib.parse.urlparse(location).path)
+        folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path))
         return folder.is_relative_to(db.parent.resolve()) or folder.is_relative_to(db.parent)
 
     def _find_run(self, tag: str, digest: str, what: str) -> str | None:

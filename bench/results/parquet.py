@@ -59,6 +59,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.naming import partition_segment
 from bench.results.schema import PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, Phase, TrialRow, TrialStatus
 
 #: Sub-folder of ``results_dir`` holding the dataset.
@@ -103,22 +104,13 @@ def run_key(run_id: str) -> str:
     return hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:32] + ".parquet"
 
 
-def _segment(value: str) -> str:
-    """A folder name for a partition value: percent-encoded (no ``/``, ``=`` or ``%`` left), and a
-    leading ``.`` or ``_`` encoded too, since pyarrow (hence pandas) skips such names."""
-    quoted = urllib.parse.quote(value, safe="")
-    if quoted[:1] in (".", "_"):
-        quoted = f"%{ord(quoted[0]):02X}" + quoted[1:]
-    return quoted
-
-
 def benchmark_dir(results_dir: str | os.PathLike[str], benchmark: str) -> Path:
     """The folder of one benchmark's rows under ``results_dir``."""
-    return dataset_dir(results_dir) / _segment(benchmark)
+    return dataset_dir(results_dir) / partition_segment(benchmark)
 
 
 def _row_path(root: Path, benchmark: str, regularizer: str, run_id: str) -> Path:
-    return root / _segment(benchmark) / _segment(regularizer) / run_key(run_id)
+    return root / partition_segment(benchmark) / partition_segment(regularizer) / run_key(run_id)
 
 
 # ------------------------------------------------------------------ problems

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from bench.plan import MethodPlan
 from bench.search.space import DefineByRun, nested
+from bench.stores import optuna_storage, sqlite_url
 
 #: The default storage's file, under the results folder.
 STORAGE_FILENAME = "optuna.db"
@@ -35,7 +36,7 @@ ATTR_RETRY_OF = "retry_of"
 
 def default_storage(results_dir: Path) -> str:
     """``sqlite:///<results>/optuna.db`` (absolute: trials and the driver may run elsewhere)."""
-    return f"sqlite:///{Path(results_dir).resolve() / STORAGE_FILENAME}"
+    return sqlite_url(Path(results_dir).resolve() / STORAGE_FILENAME)
 
 
 def absolute_storage(url: str) -> str:
@@ -63,7 +64,7 @@ def ended_history(storage: str, name: str) -> list[tuple[str, dict[int, float]]]
     in trial order; empty when the study does not exist. Read-only: a resumed run rebuilds its
     ASHA rungs from it (:func:`bench.search.scheduler.PerMethodScheduler.replay`)."""
     try:
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=optuna_storage(storage))
     except KeyError:  # no such study: nothing ended
         return []
     return [
@@ -100,7 +101,7 @@ class MethodStudy:
     def study(self) -> optuna.Study:
         if self._study is None:
             study = optuna.create_study(
-                storage=self.storage, study_name=self.name, sampler=self.sampler, direction=self.direction, load_if_exists=True
+                storage=optuna_storage(self.storage), study_name=self.name, sampler=self.sampler, direction=self.direction, load_if_exists=True
             )
             if not study.get_trials(deepcopy=False):
                 for key, value in self.attrs.items():

@@ -1,0 +1,138 @@
+"""SQLite stores (``optuna.db``, ``mlflow.db``): URLs built from paths, readers that cannot stop a run.
+
+* **Paths are taken literally.** ``"sqlite:///" + path`` is parsed as a URL: ``%41`` is decoded
+  to ``A``, ``?`` starts a query string and ``#`` a fragment, so a results folder such as
+  ``runs/50% noise?`` put the store somewhere else. :func:`sqlite_url` escapes the path
+  (SQLAlchemy's ``URL.create``), :func:`sqlite_path` reads it back; both MLflow and Optuna parse
+  these URLs with SQLAlchemy, so every tool sees the same file.
+* **Readers never block the run.** In SQLite's default rollback journal, a reader holding a read
+  transaction (optuna-dashboard, a notebook) blocks every writer; after Python's 5-s busy
+  time-out the run's next write raised ``database is locked`` and the run ended. A store in WAL
+  mode (:func:`use_wal`) lets readers and one writer work at once. WAL needs shared memory
+  between the processes, which network file systems do not give: there the journal is left
+  alone and the busy time-out (:data:`LOCK_TIMEOUT_S`) is what protects the run.
+* **A store locked past the time-out** ends the run with one line (:func:`locked_message`) and the
+  run is resumable like any interrupted one.
+
+Depends on nothing in bench (the results and search rooms both use it).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+
+#: Seconds a write waits for another connection's lock before it fails (SQLite's busy time-out;
+#: Python's default is 5 s, which a dashboard's long read outlasted).
+LOCK_TIMEOUT_S = 120.0
+
+#: File-system types on which SQLite's WAL is unsafe (no shared memory across hosts).
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "afs", "ncpfs"}
+)
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """``sqlite:///<path>`` with the path escaped, so any folder name (spaces, ``%``, ``?``, ``#``,
+    unicode) reaches SQLite unchanged.
+
+    >>> sqlite_url("/tmp/50% noise?/optuna.db")
+    'sqlite:////tmp/50%25 noise%3F/optuna.db'
+    """
+    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an ``sqlite:`` URL (decoded as SQLAlchemy, MLflow and Optuna decode it); None
+    for another database or an in-memory one.
+
+    >>> sqlite_path("sqlite:////tmp/50%25 noise%3F/optuna.db")
+    PosixPath('/tmp/50% noise?/optuna.db')
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> str:
+    """The type of the file system holding ``path`` (its longest mount point in
+    ``/proc/self/mountinfo``); ``""`` where that cannot be read (not Linux)."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if " - " not in line or len(fields) < 5:
+                    continue
+                # Mount points escape spaces and other bytes as octal (\040).
+                point = fields[4].encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, line.split(" - ", 1)[1].split()[0]
+    except OSError:
+        return ""
+    return kind
+
+
+def wal_allowed(path: str | os.PathLike[str]) -> bool:
+    """Whether WAL is safe for a database under ``path``'s folder: not on a network file system."""
+    kind = filesystem_type(Path(path).parent)
+    return kind.split(".")[0] not in NETWORK_FILESYSTEMS and not kind.startswith("fuse.s")  # fuse.sshfs, fuse.s3fs
+
+
+def use_wal(path: str | os.PathLike[str]) -> bool:
+    """Put the SQLite database ``path`` (created when missing) in WAL mode where the file system
+    allows it; True when it is in WAL mode afterwards. The mode is stored in the file: every later
+    connection, a dashboard's included, uses it. Switching needs a moment without other
+    connections; a store that another program holds open stays as it is (False)."""
+    if not wal_allowed(path):
+        return False
+    connection = sqlite3.connect(path, timeout=LOCK_TIMEOUT_S)
+    try:
+        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+    return str(mode).lower() == "wal"
+
+
+@cache
+def optuna_storage(url: str):  # -> optuna.storages.RDBStorage (optuna imported lazily: a heavy import)
+    """Optuna's RDB storage for ``url``, one per process and URL. An SQLite store is put in WAL
+    mode and its writes wait up to :data:`LOCK_TIMEOUT_S` for a lock; any other database as
+    Optuna opens it."""
+    import optuna
+
+    path = sqlite_path(url)
+    if path is None:
+        return optuna.storages.RDBStorage(url)
+    use_wal(path)
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": LOCK_TIMEOUT_S}})
+
+
+def is_locked_error(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) is SQLite's "database is locked" / "busy"."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        if "database is locked" in text or "database is busy" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def locked_message(store: str) -> str:
+    """The one line a run ends with when a store stayed locked past the time-out."""
+    return (
+        f"{store} stayed locked for more than {LOCK_TIMEOUT_S:g} s: another program holds a write lock on it "
+        "(close it, e.g. a tool that edits the database); the run is saved, re-run the same command to resume"
+    )
