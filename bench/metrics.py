@@ -75,6 +75,8 @@ EPOCH: Final = _declare("epoch", "epochs", "epochs trained so far (1-based)", ki
 FORWARD_PASSES: Final = _declare("forward_passes", "passes", "forward passes so far", kind="int", column="forward_passes", required=True)
 BACKWARD_PASSES: Final = _declare("backward_passes", "passes", "backward passes so far", kind="int", column="backward_passes", required=True)
 WALL_SECONDS: Final = _declare("wall_seconds", "s", "the trial's wall time so far, across retries", column="wall_seconds", required=True)
+#: Reported once per trial attempt, measured before its clock starts: never part of WALL_SECONDS.
+COMPILE_SECONDS: Final = _declare("compile_s", "s", "warm-up/compile before the trial's clock", column="compile_s")
 EPOCH_SECONDS: Final = _declare("epoch_seconds", "s", "wall time of the last epoch")
 LEARNING_RATE: Final = _declare("learning_rate", "1", "learning rate at the end of the epoch")
 # Flatness of the final minimum (bench.flatness).

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchmarkConfig, TrainingConfig
+from bench.failures import first_line
 from bench.naming import unknown_name_message
 
 #: Seconds a network check waits for an answer: the MLflow client and Ray retry for minutes.
@@ -324,5 +325,4 @@ def check_ray_address(address: str) -> None:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
+    return first_line(error)

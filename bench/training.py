@@ -131,6 +131,22 @@ def _lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) ->
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+class Diverged(FloatingPointError):
+    """The training loss became non-finite: the method's result with this config, not a fault.
+
+    A FloatingPointError (what callers caught before); ``epoch`` is the 1-based epoch whose mean
+    loss was non-finite (checked once per epoch: one device sync), ``step`` the optimizer steps
+    taken by then."""
+
+    def __init__(self, loss: float, epoch: int, step: int) -> None:
+        super().__init__(f"diverged: training loss {loss} at epoch {epoch} (step {step})")
+        self.loss, self.epoch, self.step = loss, epoch, step
+
+    def __reduce__(self) -> tuple[type, tuple[float, int, int]]:
+        # Ray pickles a trial's exception; the default would call __init__ with the message only.
+        return Diverged, (self.loss, self.epoch, self.step)
+
+
 class Trainer:
     """Train one model with one regularizer, epoch by epoch, reproducibly from ``spec.seed``."""
 
@@ -239,7 +255,7 @@ class Trainer:
         self.epochs_done += 1
         train_loss = loss_sum.item() / max(samples, 1)  # the one sync of the epoch
         if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training loss became {train_loss} in epoch {self.epochs_done}")
+            raise Diverged(loss=train_loss, epoch=self.epochs_done, step=int(self.scheduler.last_epoch))
         val = self.evaluate(self.data.val)
         flatness = self._maybe_flatness()
         return EpochResult(
