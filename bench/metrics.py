@@ -112,7 +112,11 @@ PRECISION: Final = "precision"
 #: The Ray node the trial ran on (its last attempt), and when its first attempt started (Unix seconds).
 NODE: Final = "node"
 STARTED_AT: Final = "started_at"
-TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION, NODE)
+#: A trial that ended itself as failed (it diverged) says so in its last report, without raising
+#: (Tune would retry it): the row's ``error`` text and its ``failure_class`` (FailureClass value).
+FAILURE: Final = "failure"
+FAILURE_CLASS: Final = "failure_class"
+TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION, NODE, FAILURE, FAILURE_CLASS)
 EPOCHS_PLANNED: Final = "epochs_planned"
 #: A report that stands for several epochs (``bench.search.reporting``) carries the epochs before
 #: its own here: a list of their reported metrics (with :data:`EPOCH`), oldest first.

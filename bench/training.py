@@ -8,6 +8,7 @@ Metrics are accumulated on the device and read once per epoch: no host-device sy
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import time
@@ -202,6 +203,32 @@ class Trainer:
         self.epochs_done = 0
         self.forward_passes = 0
         self.backward_passes = 0
+
+    def warm_up_compiled(self) -> float:
+        """Trace and compile the compiled model's training graph on one batch, leaving no trace
+        in the trial: weights, BatchNorm statistics, gradients and RNG states are restored, no
+        optimizer step is taken and the data order is untouched. Returns the seconds it took
+        (the trial's ``compile_s``, kept out of its wall time and passes)."""
+        started = time.perf_counter()
+        saved = copy.deepcopy(self.model.state_dict())
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        train = self.data.train
+        inputs, targets = train.inputs[: self.spec.training.batch_size], train.targets[: self.spec.training.batch_size]
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        self.model.train()
+        with self.autocast():
+            loss = self.train_loss_fn(self.forward_model(inputs), targets)
+        loss.backward()  # the backward graph is compiled on its first call too
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.load_state_dict(saved)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - started
 
     # --- training ---------------------------------------------------------------------------
 
