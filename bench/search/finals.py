@@ -21,8 +21,6 @@ class FinalRun:
 
     selected: SelectedConfig
     seed: int
-    #: bench.results.schema.FailureClass value of a failed row (None otherwise, and in old rows).
-    failure_class: str | None = None
 
 
 def select_for_final(plan: MethodPlan, rows: list[dict[str, Any]], metric: str, k: int) -> list[SelectedConfig]:
@@ -74,6 +72,8 @@ class RecordedTrial:
     epochs_run: int
     selected_run_id: str | None  # final rows: the search row they re-run
     seed: int
+    #: bench.results.schema.FailureClass value of a failed row (None otherwise, and in old rows).
+    failure_class: str | None = None
 
 
 def recorded_trials(benchmark: str, rows: list[dict[str, Any]]) -> dict[str, RecordedTrial]:
