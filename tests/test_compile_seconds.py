@@ -22,7 +22,7 @@ def test_first_trial_in_a_worker_carries_the_warm_up_in_compile_s(tmp_path: Path
         "model": {"name": "mlp", "options": {"hidden": 32, "depth": 1}},
         "training": {"epochs": 3, "batch_size": 50},
         # nothing searched: both trials run the same config, one after the other in one worker
-        "search": {"trials_per_method": 2, "asha": {"enabled": False}, "space": {}},
+        "search": {"trials_per_method": 2, "asha": {"enabled": False}, "space": {"learning_rate": {"choices": [0.05]}}},
         "resources": {"cpus_per_trial": 1},
         "regularizers": ["erm"],
     }

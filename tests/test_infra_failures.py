@@ -57,7 +57,8 @@ def test_a_killed_worker_is_retried_and_not_counted(tmp_path: Path, repo_root: P
         "model": {"name": "mlp", "options": {"hidden": 16, "depth": 1}},
         "training": {"epochs": 2, "batch_size": 50},
         # max_failures 0: the dead worker ends its trial at once (with retries the retry would pass)
-        "search": {"trials_per_method": 2, "max_failures": 0, "asha": {"enabled": False}},
+        "search": {"trials_per_method": 2, "max_failures": 0, "asha": {"enabled": False},
+                   "space": {"learning_rate": {"choices": [0.05]}}},
         "regularizers": ["crash_once"],
     }
     config_path = tmp_path / "infra.yaml"

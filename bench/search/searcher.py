@@ -121,7 +121,9 @@ class BenchmarkSearcher(Searcher):
             return None
         ready = [method for method in self._open_methods() if self._has_work(method, live)]
         if not ready:
-            return Searcher.FINISHED if self._all_issued() else None
+            # Not FINISHED while a trial runs: Tune never asks a finished searcher again, and a
+            # trial lost to an infrastructure fault still needs its replacement.
+            return Searcher.FINISHED if self._all_issued() and not self._running() else None
         method = max(ready, key=lambda m: (*self._priority(m, live), -self.order.index(m)))
         plan = live.plans[method]
         if self._issued(method, Phase.SEARCH) < self._search_budget(plan):
