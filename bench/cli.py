@@ -455,8 +455,9 @@ def _recorded_trials(results: Path, benchmark: str) -> dict[tuple[str, str], int
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
+    from bench.failures import first_line  # imported late: the CLI starts without the results stack
+
+    return first_line(error)
 
 
 def _print_board(results: Path, benchmark: str) -> None:
@@ -681,7 +682,7 @@ def perf(
         )
         load_after = os.getloadavg()[0]
     except (DatasetError, ModelError, RuntimeError) as error:
-        _fail(str(error).splitlines()[0])
+        _fail(_first_line(error))
     if fmt is ListFormat.json:
         sys.stdout.write(json.dumps([t.to_dict() for t in timings], indent=2) + "\n")
         return

@@ -145,6 +145,14 @@ class TrainingConfig(_Strict):
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> TrainingConfig:
+        # A warm-up longer than training never reaches the planned learning rate: the search
+        # would tune a schedule other than the one configured, silently.
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) is longer than epochs ({self.epochs})")
+        return self
+
 
 #: Flatness keys replaced by stopping rules, and what replaced them.
 _RENAMED_FLATNESS_KEYS = {

@@ -47,7 +47,7 @@ import io
 import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -61,7 +61,7 @@ from rich.text import Text
 from bench import metrics as M
 from bench import selection
 from bench import stats
-from bench.results.schema import Phase, TrialStatus
+from bench.results.schema import FailureClass, Phase, TrialStatus
 
 Format = Literal["table", "json", "csv", "markdown"]
 #: The formats :func:`render` accepts.
@@ -197,6 +197,9 @@ class BenchmarkBoard:
     baseline_note: str | None  # why there are no comparisons
     confidence: float
     alpha: float
+    #: Trials lost to infrastructure faults (failure_class infra): recorded, retried by a
+    #: replacement, and counted in no standing (they say nothing about their method).
+    lost_to_infra: int = 0
 
     @property
     def has_flatness(self) -> bool:
@@ -211,6 +214,7 @@ class BenchmarkBoard:
             "baseline_note": self.baseline_note,
             "confidence": self.confidence,
             "alpha": self.alpha,
+            "lost_to_infra": self.lost_to_infra,
             "rule": legend(self),
             "standings": [s.to_dict() for s in self.standings],
         }
@@ -494,7 +498,12 @@ def build_leaderboard(
         if not 0.0 < level < 1.0:
             raise ValueError(f"{name} must lie strictly between 0 and 1, got {level}")
     by_benchmark: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for row in table.select(list(_NEEDED_COLUMNS)).to_pylist():
+    lost: Counter[str] = Counter()
+    columns = [*_NEEDED_COLUMNS, *(["failure_class"] if "failure_class" in table.column_names else [])]
+    for row in table.select(columns).to_pylist():
+        if row.get("failure_class") == FailureClass.INFRA.value:
+            lost[row["benchmark"]] += 1  # not the method's result: outside every count
+            continue
         by_benchmark[row["benchmark"]][row["regularizer"]].append(row)
     boards = []
     for benchmark in sorted(by_benchmark):
@@ -513,9 +522,23 @@ def build_leaderboard(
                 baseline_note=note,
                 confidence=confidence,
                 alpha=alpha,
+                lost_to_infra=lost[benchmark],
             )
         )
     return boards
+
+
+def infra_line(board: BenchmarkBoard) -> str | None:
+    """The board's one line on trials lost to infrastructure faults; None when none was."""
+    n = board.lost_to_infra
+    if not n:
+        return None
+    return f"{n} trial{'' if n == 1 else 's'} lost to infrastructure faults (retried, not counted)"
+
+
+def _caption(board: BenchmarkBoard) -> str:
+    line = infra_line(board)
+    return legend(board) if line is None else f"{line}\n{legend(board)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -714,7 +737,7 @@ def to_rich(boards: Sequence[BenchmarkBoard]) -> Group:
     tables = []
     for board in boards:
         header, rows = _display_rows(board)
-        table = Table(title=_title(board), title_justify="left", header_style="bold", caption=legend(board), caption_justify="left")
+        table = Table(title=_title(board), title_justify="left", header_style="bold", caption=_caption(board), caption_justify="left")
         for name in header:
             # fold: a narrow terminal wraps a cell onto more lines; it never cuts a number to "…"
             table.add_column(name, justify="right" if name not in ("Method", "Hyperparameters") else "left", overflow="fold")
@@ -754,7 +777,7 @@ def _markdown(boards: Sequence[BenchmarkBoard]) -> str:
         header, rows = _display_rows(board)
         lines = [f"## {_title(board)}", "", cells(header), "|" + "|".join("---" for _ in header) + "|"]
         lines += [cells(row) for row in rows]
-        lines += ["", legend(board)]
+        lines += ["", _caption(board)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

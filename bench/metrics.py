@@ -75,6 +75,8 @@ EPOCH: Final = _declare("epoch", "epochs", "epochs trained so far (1-based)", ki
 FORWARD_PASSES: Final = _declare("forward_passes", "passes", "forward passes so far", kind="int", column="forward_passes", required=True)
 BACKWARD_PASSES: Final = _declare("backward_passes", "passes", "backward passes so far", kind="int", column="backward_passes", required=True)
 WALL_SECONDS: Final = _declare("wall_seconds", "s", "the trial's wall time so far, across retries", column="wall_seconds", required=True)
+#: Reported once per trial attempt, measured before its clock starts: never part of WALL_SECONDS.
+COMPILE_SECONDS: Final = _declare("compile_s", "s", "warm-up/compile before the trial's clock", column="compile_s")
 EPOCH_SECONDS: Final = _declare("epoch_seconds", "s", "wall time of the last epoch")
 LEARNING_RATE: Final = _declare("learning_rate", "1", "learning rate at the end of the epoch")
 # Flatness of the final minimum (bench.flatness).
@@ -110,7 +112,11 @@ PRECISION: Final = "precision"
 #: The Ray node the trial ran on (its last attempt), and when its first attempt started (Unix seconds).
 NODE: Final = "node"
 STARTED_AT: Final = "started_at"
-TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION, NODE)
+#: A trial that ended itself as failed (it diverged) says so in its last report, without raising
+#: (Tune would retry it): the row's ``error`` text and its ``failure_class`` (FailureClass value).
+FAILURE: Final = "failure"
+FAILURE_CLASS: Final = "failure_class"
+TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION, NODE, FAILURE, FAILURE_CLASS)
 EPOCHS_PLANNED: Final = "epochs_planned"
 #: A report that stands for several epochs (``bench.search.reporting``) carries the epochs before
 #: its own here: a list of their reported metrics (with :data:`EPOCH`), oldest first.

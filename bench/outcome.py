@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bench.failures import first_line
 from bench.results.schema import TrialStatus
 
 #: Exit status of ``sharpbench run`` / ``final`` when every trial of the benchmark failed.
@@ -27,10 +28,10 @@ def all_failed(rows: Iterable[Mapping[str, Any]]) -> bool:
 def failure_summary(rows: Iterable[Mapping[str, Any]], benchmark: str) -> str | None:
     """One line when every recorded trial of ``benchmark`` failed (None otherwise): how many,
     and the most frequent reason, e.g. ``every one of the 12 trials of digits failed; most
-    often (12×): FloatingPointError: training loss became nan in epoch 1``."""
+    often (12×): diverged: training loss nan at epoch 1 (step 4)``."""
     mine = [row for row in rows if row["benchmark"] == benchmark]
     if not all_failed(mine):
         return None
-    reasons = Counter((row.get("error") or "no reason recorded").splitlines()[0] for row in mine)
+    reasons = Counter(first_line(row.get("error") or "no reason recorded") for row in mine)
     reason, count = reasons.most_common(1)[0]
     return f"every one of the {len(mine)} trials of {benchmark} failed; most often ({count}×): {reason}"

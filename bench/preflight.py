@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchmarkConfig, TrainingConfig
+from bench.failures import first_line
 from bench.naming import name_limit, too_long_name, unknown_name_message
 
 #: Seconds a network check waits for an answer: the MLflow client and Ray retry for minutes.
@@ -144,7 +145,7 @@ def check_model_options(config: BenchmarkConfig) -> None:
         with torch.device("meta"):
             create_model(name, _PROBE_INPUT_SHAPE, _PROBE_CLASSES, **options)
     except (ModelError, TypeError, ValueError, RuntimeError) as error:
-        raise PreflightError(f"model.options {_options_text(options)} do not build model {name!r}: {_first_line(error)}") from None
+        raise PreflightError(f"model.options {_options_text(options)} do not build model {name!r}: {first_line(error)}") from None
 
 
 def _options_text(options: dict[str, Any]) -> str:
@@ -294,7 +295,7 @@ def check_optuna_storage(url: str, *, results: Path | None = None) -> None:
     except ArgumentError:
         raise PreflightError(f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)") from None
     except (NoSuchModuleError, ImportError) as error:
-        raise PreflightError(f"cannot use Optuna storage {url!r}: {_first_line(error)}") from None
+        raise PreflightError(f"cannot use Optuna storage {url!r}: {first_line(error)}") from None
     if parsed.get_backend_name() == "sqlite":
         check_sqlite_file(f"Optuna storage {url!r}", url, results=results)
 
@@ -355,7 +356,3 @@ def check_ray_address(address: str) -> None:
     except OSError as error:
         raise PreflightError(f"no Ray cluster answers at {address}: {error.strerror or error}") from None
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__

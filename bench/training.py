@@ -8,6 +8,7 @@ Metrics are accumulated on the device and read once per epoch: no host-device sy
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import time
@@ -131,6 +132,22 @@ def _lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) ->
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+class Diverged(FloatingPointError):
+    """The training loss became non-finite: the method's result with this config, not a fault.
+
+    A FloatingPointError (what callers caught before); ``epoch`` is the 1-based epoch whose mean
+    loss was non-finite (checked once per epoch: one device sync), ``step`` the optimizer steps
+    taken by then."""
+
+    def __init__(self, loss: float, epoch: int, step: int) -> None:
+        super().__init__(f"diverged: training loss {loss} at epoch {epoch} (step {step})")
+        self.loss, self.epoch, self.step = loss, epoch, step
+
+    def __reduce__(self) -> tuple[type, tuple[float, int, int]]:
+        # Ray pickles a trial's exception; the default would call __init__ with the message only.
+        return Diverged, (self.loss, self.epoch, self.step)
+
+
 class Trainer:
     """Train one model with one regularizer, epoch by epoch, reproducibly from ``spec.seed``."""
 
@@ -187,6 +204,32 @@ class Trainer:
         self.forward_passes = 0
         self.backward_passes = 0
 
+    def warm_up_compiled(self) -> float:
+        """Trace and compile the compiled model's training graph on one batch, leaving no trace
+        in the trial: weights, BatchNorm statistics, gradients and RNG states are restored, no
+        optimizer step is taken and the data order is untouched. Returns the seconds it took
+        (the trial's ``compile_s``, kept out of its wall time and passes)."""
+        started = time.perf_counter()
+        saved = copy.deepcopy(self.model.state_dict())
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        train = self.data.train
+        inputs, targets = train.inputs[: self.spec.training.batch_size], train.targets[: self.spec.training.batch_size]
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        self.model.train()
+        with self.autocast():
+            loss = self.train_loss_fn(self.forward_model(inputs), targets)
+        loss.backward()  # the backward graph is compiled on its first call too
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.load_state_dict(saved)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - started
+
     # --- training ---------------------------------------------------------------------------
 
     @property
@@ -239,7 +282,7 @@ class Trainer:
         self.epochs_done += 1
         train_loss = loss_sum.item() / max(samples, 1)  # the one sync of the epoch
         if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training loss became {train_loss} in epoch {self.epochs_done}")
+            raise Diverged(loss=train_loss, epoch=self.epochs_done, step=int(self.scheduler.last_epoch))
         val = self.evaluate(self.data.val)
         flatness = self._maybe_flatness()
         return EpochResult(

@@ -25,6 +25,7 @@ from torch import Tensor
 from bench.config import DataConfig
 from bench.data import Dataset, DatasetError, TensorSplit, normalize, register_dataset
 from bench.data.splits import stratified_split
+from bench.failures import first_line
 
 #: Where datasets live when ``dataset.data_dir`` is not set.
 DEFAULT_DATA_DIR = Path("~/.cache/sharpbench/data")
@@ -72,8 +73,9 @@ _SVHN = _Source("svhn", 10, _read_svhn, "train_32x32.mat and test_32x32.mat")
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "reason", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    # A URLError's message is its ``reason``.
+    reason = getattr(error, "reason", None)
+    return first_line(reason if isinstance(reason, (str, BaseException)) and str(reason).strip() else error)
 
 
 def _read_split(source: _Source, root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:

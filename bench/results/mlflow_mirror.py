@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bench.failures import error_text
+
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
@@ -40,9 +42,7 @@ def _log_outage(outage: MlflowOutage) -> None:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0].strip() if text else ""
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return error_text(error)
 
 
 class MlflowMirror:

@@ -416,6 +416,9 @@ class MlflowSink:
         self._parents: dict[str, str] = {}  # search name -> run id
         self._trials: dict[str, str] = {}  # trial key -> run id
         self._last_step: dict[str, int] = {}  # run id -> last step logged by log_epoch
+        #: run id -> the last epoch step the run holds (in the store or sent by this sink): a
+        #: resumed or retried trial re-runs epochs after its checkpoint; they are not logged twice.
+        self._logged_through: dict[str, int] = {}
         self._tags_sent: dict[str, dict[str, str]] = {}  # run id -> tags log_epoch already sent
 
     # ---------------------------------------------------------------- experiment / lookups
@@ -602,13 +605,19 @@ class MlflowSink:
     def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> None:
         """All of one epoch's metrics at ``step`` in one ``log_batch`` call (more than
         MLflow's 1000 metrics per batch would be split). A resumed trial that repeats epochs
-        logs those steps again; MLflow keeps both points.
+        logs those steps again: MLflow would keep both points, so a step the run already holds
+        (read from the store once per run and process, then tracked) is skipped.
 
         ``tags`` (e.g. the device and precision a trial used) ride in the same batch, and only
         those whose value differs from what this sink last sent for the run.
 
         With ``epoch_flush_seconds`` > 0 the epoch is held back when the run's last send was
         less than that long ago (see the class docstring)."""
+        if run_id not in self._logged_through:
+            self._logged_through[run_id] = self._stored_through(run_id)
+        if step <= self._logged_through[run_id]:
+            return  # the run holds this epoch already (a resumed trial repeats it)
+        self._logged_through[run_id] = step
         sent = self._tags_sent.setdefault(run_id, {})
         changed = {k: str(v) for k, v in (tags or {}).items() if sent.get(k) != str(v)}
         pending = self._pending.setdefault(run_id, _PendingEpochs())
@@ -619,6 +628,14 @@ class MlflowSink:
         last = self._last_sent.get(run_id)
         if last is None or time.monotonic() - last >= self.epoch_flush_seconds:
             self.flush(run_id)
+
+    def _stored_through(self, run_id: str) -> int:
+        """The last epoch step the store holds for ``run_id`` (-1 for none): every epoch logs
+        :data:`bench.metrics.EPOCH`, so that one metric's history says which steps are held."""
+        from bench.metrics import EPOCH  # this module names no metric otherwise
+
+        history = self.client.get_metric_history(run_id, EPOCH)
+        return max((int(point.step) for point in history), default=-1)
 
     def flush(self, run_id: str | None = None) -> None:
         """Send the epochs :meth:`log_epoch` holds back: ``run_id``'s, or every run's. Held-back

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import metrics, provenance
-from bench.results.schema import TrialRow, TrialStatus
+from bench.results.schema import FailureClass, TrialRow, TrialStatus
 from bench.training import TrialSpec
 
 
@@ -24,6 +24,8 @@ class TrialOutcome:
     search_seed: int
     last_result: dict[str, Any]
     error: str | None = None
+    #: Why a failed trial failed (None for a trial that did not fail).
+    failure_class: FailureClass | None = None
     mlflow_run_id: str | None = None
     search_metric: str | None = None
     sampler: str | None = None  # JSON
@@ -43,6 +45,7 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         phase=outcome.phase,
         status=outcome.status.value,
         error=outcome.error,
+        failure_class=outcome.failure_class.value if outcome.failure_class is not None else None,
         dataset=spec.dataset.name,
         model=spec.model.name,
         seed=spec.seed,

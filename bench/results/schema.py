@@ -8,7 +8,11 @@ search provenance columns (``search_metric``, ``sampler``, ``budget``, ``selecte
 the eigenvalue's iterations and ``converged`` flag and the trace's probe count, all null in
 version-1 files. Version 3 added ``precision`` (the precision training used, ``auto`` resolved),
 null in older files. Version 4 added ``node`` (the Ray node id a trial ran on) and
-``started_at`` (when its first attempt started), null in older files.
+``started_at`` (when its first attempt started), null in older files. Version 5 added
+``failure_class`` (why a failed trial failed: ``diverged``, ``oom``, ``infra`` or ``error``, see
+:class:`FailureClass`; null for trials that did not fail and in older files) and ``compile_s``
+(seconds of one-time warm-up and compilation spent before the trial's clock started, kept out of
+``wall_seconds``; null in older files).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pyarrow as pa
 
 from bench import metrics
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Hive partition columns of the dataset, in directory order.
 PARTITION_COLUMNS = ("benchmark", "regularizer")
@@ -31,6 +35,15 @@ class TrialStatus(str, Enum):
     COMPLETED = "completed"  # trained all planned epochs
     STOPPED = "stopped"  # stopped early by ASHA; its numbers are from fewer epochs
     FAILED = "failed"  # raised; ``error`` holds the reason
+
+
+class FailureClass(str, Enum):
+    """Why a ``failed`` trial failed (``bench.failures.classify``); decides what the search does with it."""
+
+    DIVERGED = "diverged"  # the training loss became non-finite: the method's own result, never retried
+    OOM = "oom"  # out of memory (torch, Ray's OOM kill, MemoryError): ``error`` keeps the memory figures
+    INFRA = "infra"  # the worker, actor or node died: retried; not counted against the method's budget
+    ERROR = "error"  # anything else
 
 
 class Phase(str, Enum):
@@ -47,6 +60,7 @@ _IDENTITY: tuple[tuple[str, str], ...] = (
     ("phase", "str"),
     ("status", "str"),
     ("error", "str | None"),
+    ("failure_class", "str | None"),  # FailureClass value of a failed trial; null otherwise
     ("dataset", "str"),
     ("model", "str"),
     ("seed", "int"),

@@ -72,13 +72,16 @@ class RecordedTrial:
     epochs_run: int
     selected_run_id: str | None  # final rows: the search row they re-run
     seed: int
+    #: bench.results.schema.FailureClass value of a failed row (None otherwise, and in old rows).
+    failure_class: str | None = None
 
 
 def recorded_trials(benchmark: str, rows: list[dict[str, Any]]) -> dict[str, RecordedTrial]:
     """The rows of ``benchmark`` by Tune trial id (the last part of a row's run id)."""
     return {
         str(row["run_id"]).rsplit("/", 1)[-1]: RecordedTrial(
-            row["regularizer"], row["phase"], row["status"], int(row["epochs_run"]), row["selected_from_run_id"], int(row["seed"])
+            row["regularizer"], row["phase"], row["status"], int(row["epochs_run"]), row["selected_from_run_id"], int(row["seed"]),
+            row.get("failure_class"),
         )
         for row in rows
         if row["benchmark"] == benchmark

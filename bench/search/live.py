@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.config import BenchmarkConfig
 from bench.console import RunProgress
@@ -51,6 +51,12 @@ class LiveRun:
     #: The ended search trials per method, as ``(Tune trial id, {epoch: search metric})`` from
     #: its study: the history its ASHA is rebuilt from (Tune does not save a scheduler's state).
     history: dict[str, list[tuple[str, dict[int, float]]]] = field(default_factory=dict)
+    #: Ray Tune's list of the experiment's trials, set by the sink callback at each step: Tune
+    #: tells the searcher of a failed trial by id only, before any callback hears of it.
+    trials: list[Any] = field(default_factory=list)
+    #: Tune trial ids of the trials lost to infrastructure faults (retried and still failed):
+    #: recorded, not counted against their method's budget (the searcher issued replacements).
+    lost_to_infra: set[str] = field(default_factory=set)
 
 
 class _Slot:

@@ -37,7 +37,8 @@ from ray.tune.search import Searcher
 from bench import metrics
 from bench.config import BenchmarkConfig
 from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, MethodPlan
-from bench.results.schema import Phase
+from bench.failures import trial_failure
+from bench.results.schema import FailureClass, Phase
 from bench.search import finals
 from bench.search.live import LIVE, LiveRun
 from bench.search.space import make_sampler, sampler_settings
@@ -98,6 +99,11 @@ class BenchmarkSearcher(Searcher):
         self.passes = {plan.regularizer: plan.passes_per_step for plan in plans}
         #: False until the first ask has squared this state with the recorded rows (again after a restore).
         self.reconciled = False
+        #: Tune trials lost to an infrastructure fault (still failing after Tune's retries): ended,
+        #: but no ticket of their method's budget; a replacement is issued in their place.
+        self.lost: set[str] = set()
+        #: Final tickets' runs, by Tune trial id: a final run lost to a fault is queued again.
+        self.final_runs: dict[str, finals.FinalRun] = {}
 
     # --- Tune's interface ------------------------------------------------------------------------
 
@@ -115,7 +121,9 @@ class BenchmarkSearcher(Searcher):
             return None
         ready = [method for method in self._open_methods() if self._has_work(method, live)]
         if not ready:
-            return Searcher.FINISHED if self._all_issued() else None
+            # Not FINISHED while a trial runs: Tune never asks a finished searcher again, and a
+            # trial lost to an infrastructure fault still needs its replacement.
+            return Searcher.FINISHED if self._all_issued() and not self._running() else None
         method = max(ready, key=lambda m: (*self._priority(m, live), -self.order.index(m)))
         plan = live.plans[method]
         if self._issued(method, Phase.SEARCH) < self._search_budget(plan):
@@ -147,6 +155,11 @@ class BenchmarkSearcher(Searcher):
         if ticket is None:
             return
         self.ended.add(trial_id)
+        if error and self._failure_class(trial_id) is FailureClass.INFRA:
+            self._lose(trial_id, ticket)
+            return
+        # A trial that diverged ended itself (not an error to Tune) and said so in its last report.
+        error = error or bool((result or {}).get(metrics.FAILURE_CLASS))
         seconds, epochs = (result or {}).get(metrics.WALL_SECONDS), (result or {}).get(metrics.EPOCH)
         if not error and seconds and epochs:
             self.epoch_seconds.setdefault(ticket.method, []).append(float(seconds) / float(epochs))
@@ -169,6 +182,27 @@ class BenchmarkSearcher(Searcher):
         if number != ticket.number:
             self.tickets[trial_id] = Ticket(ticket.method, ticket.phase, number)
 
+    @staticmethod
+    def _failure_class(trial_id: str) -> FailureClass:
+        """How a trial Tune reports as errored failed. Tune tells the searcher before the
+        callbacks, by id only; the trial (from Tune's list, which the sink callback shares through
+        the live run) holds the exception Tune already saved in its folder."""
+        trial = next((t for t in LIVE.run.trials if t.trial_id == trial_id), None) if LIVE.bound else None
+        return trial_failure(trial)[0] if trial is not None else FailureClass.ERROR
+
+    def _lose(self, trial_id: str, ticket: Ticket) -> None:
+        """A trial lost to an infrastructure fault: not the method's result, so not one of its
+        budget's trials. Its ticket stops counting (:meth:`_issued`), so the method's next ask
+        is its replacement: for a search trial the same study trial, left RUNNING and untold,
+        which :meth:`MethodStudy.ask` takes up again as an orphan; a final run is queued again."""
+        self.lost.add(trial_id)
+        if LIVE.bound:
+            LIVE.run.lost_to_infra.add(trial_id)
+        self.epoch_values.pop(trial_id, None)
+        run = self.final_runs.pop(trial_id, None)
+        if run is not None and ticket.method in self.final_queue:
+            self.final_queue[ticket.method].insert(0, run)
+
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
             pickle.dump(self.__dict__, file)
@@ -176,6 +210,8 @@ class BenchmarkSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             self.__dict__.update(pickle.load(file))
+        self.__dict__.setdefault("lost", set())  # saved before infra losses were kept
+        self.__dict__.setdefault("final_runs", {})
         self.reconciled = False
 
     def _count_recorded(self, live: LiveRun) -> None:
@@ -195,8 +231,12 @@ class BenchmarkSearcher(Searcher):
             self.tickets[trial_id] = Ticket(row.method, row.phase, selected_run_id=row.selected_run_id,
                                             seed=row.seed if row.phase == Phase.FINAL.value else None)
             self.ended.add(trial_id)
+            if row.failure_class == FailureClass.INFRA.value:
+                self.lost.add(trial_id)
+                live.lost_to_infra.add(trial_id)
         for method, queue in self.final_queue.items():
-            done = {(t.selected_run_id, t.seed) for t in self.tickets.values() if t.method == method and t.phase == Phase.FINAL.value}
+            done = {(t.selected_run_id, t.seed) for trial_id, t in self.tickets.items()
+                    if t.method == method and t.phase == Phase.FINAL.value and trial_id not in self.lost}
             self.final_queue[method] = [run for run in queue if (run.selected.run_id, run.seed) not in done]
 
     # --- bookkeeping -----------------------------------------------------------------------------
@@ -229,7 +269,9 @@ class BenchmarkSearcher(Searcher):
         return 0 if self.final_only else plan.budget.trials
 
     def _issued(self, method: str, phase: Phase) -> int:
-        return sum(t.method == method and t.phase == phase.value for t in self.tickets.values())
+        """Tickets of the method's budget: a trial lost to an infrastructure fault is none."""
+        return sum(t.method == method and t.phase == phase.value and trial_id not in self.lost
+                   for trial_id, t in self.tickets.items())
 
     def _running(self) -> list[str]:
         return [trial_id for trial_id in self.tickets if trial_id not in self.ended]
@@ -263,7 +305,8 @@ class BenchmarkSearcher(Searcher):
     def _plan_finals(self, plan: MethodPlan, live: LiveRun) -> None:
         """The method's search has ended (its rows are written): queue its final runs."""
         rows = finals.results_rows(live.results_dir)
-        issued = {(t.selected_run_id, t.seed) for t in self.tickets.values() if t.method == plan.regularizer and t.phase == Phase.FINAL.value}
+        issued = {(t.selected_run_id, t.seed) for trial_id, t in self.tickets.items()
+                  if t.method == plan.regularizer and t.phase == Phase.FINAL.value and trial_id not in self.lost}
         queue = [run for run in finals.missing_finals(plan, rows, live.config) if (run.selected.run_id, run.seed) not in issued]
         self.final_queue[plan.regularizer] = queue
         if live.progress is not None:
@@ -284,7 +327,9 @@ class BenchmarkSearcher(Searcher):
         number = None
         study = self.studies.get(method)
         if study is not None:
-            taken = {t.number for t in self.tickets.values() if t.method == method and t.number is not None}
+            # A lost trial's study trial is free: its replacement takes it up again (an orphan).
+            taken = {t.number for trial_id, t in self.tickets.items()
+                     if t.method == method and t.number is not None and trial_id not in self.lost}
             number, values = study.ask(taken)
             study.label(number, trial_id, f"{plan.search_name(Phase.SEARCH.value)}/{trial_id}")
             config.update(values)
@@ -293,5 +338,6 @@ class BenchmarkSearcher(Searcher):
 
     def _final_trial(self, trial_id: str, plan: MethodPlan) -> dict[str, Any]:
         run = self.final_queue[plan.regularizer].pop(0)
+        self.final_runs[trial_id] = run
         self.tickets[trial_id] = Ticket(plan.regularizer, Phase.FINAL.value, selected_run_id=run.selected.run_id, seed=run.seed)
         return {METHOD_KEY: plan.regularizer, PHASE_KEY: Phase.FINAL.value, SELECTED_KEY: run.selected.to_tune(), SEED_KEY: run.seed}

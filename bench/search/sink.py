@@ -23,7 +23,6 @@ import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ray.train.constants import CHECKPOINT_DIR_NAME
@@ -39,7 +38,8 @@ from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, M
 from bench.results.mlflow_sync import finish_from_row, parent_params
 from bench.results.parquet import ParquetSink, read_rows
 from bench.results.rows import TrialOutcome, build_row
-from bench.results.schema import Phase, TrialStatus
+from bench.failures import trial_failure
+from bench.results.schema import FailureClass, Phase, TrialStatus
 from bench.search.live import LIVE, LiveRun
 from bench.search.space import sampler_settings
 
@@ -53,24 +53,17 @@ EPOCH_FLUSH_SECONDS = 2.0
 _USED_TAGS = {metrics.DEVICE: TAG_DEVICE, metrics.PRECISION: TAG_PRECISION, metrics.HARDWARE: TAG_HARDWARE}
 
 
-def error_reason(trial: Any) -> str:
-    """The last line of the trial's traceback, e.g. ``FloatingPointError: training loss became nan``.
-
-    Read from the trial's local error file: when ``on_trial_error`` runs, Tune has written it on
-    the driver but not yet synced it to the storage path that ``Trial.get_error`` reads.
-    """
-    text = None
-    try:
-        if trial.error_file and Path(trial.error_file).is_file():
-            text = Path(trial.error_file).read_text()
-        elif (error := trial.get_error()) is not None:
-            text = str(error)
-    except Exception as lookup_error:  # the reason itself could not be read: say so
-        return f"error text unavailable ({type(lookup_error).__name__}: {lookup_error})"
-    if text is None:
-        return "failed without an error message"
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "empty error message")[:2000]
+def failure_of(trial: Any) -> tuple[FailureClass, str] | None:
+    """Why a trial failed, or None when it did not: what its last report says (a trial that
+    ended itself as failed: it diverged), else, for a trial Tune marked ERROR, the exception it
+    raised (:func:`bench.failures.trial_failure`, read from the trial's local folder: when
+    ``on_trial_error`` runs Tune has written it on the driver, not yet synced to storage)."""
+    result = trial.last_result or {}
+    if result.get(metrics.FAILURE_CLASS):
+        return FailureClass(result[metrics.FAILURE_CLASS]), str(result.get(metrics.FAILURE) or "failed")
+    if getattr(trial, "status", None) == "ERROR":
+        return trial_failure(trial)
+    return None
 
 
 def _ended_at(result: dict[str, Any]) -> dt.datetime | None:
@@ -232,6 +225,9 @@ class SinkCallback(Callback):
     # --- Tune's hooks ------------------------------------------------------------------------------
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # Tune's own list of trials (the same object every step): the searcher, which Tune tells
+        # of a failure by trial id only, finds the failed trial's exception through it.
+        self.run.trials = trials
         if not self._rows_checked and (trials or self.run.recorded):  # a resumed run, at its first step
             self._end_abandoned_runs(trials)
         self._rewrite_lost_rows(trials)
@@ -282,8 +278,10 @@ class SinkCallback(Callback):
                 continue
             _log.warning("the row of %s was lost; written again from the last result Ray Tune saved for it", self._trial_key(trial))
             del self.finished[trial.trial_id]
-            failed = status == TrialStatus.FAILED.value
-            self._finish(trial, TrialStatus(status), error_reason(trial) if failed else None, rewritten=True)
+            failure = failure_of(trial) if status == TrialStatus.FAILED.value else None
+            if status == TrialStatus.FAILED.value and failure is None:
+                failure = FailureClass.ERROR, "failed without an error message"
+            self._finish(trial, TrialStatus(status), failure, rewritten=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.finished.get(trial.trial_id) == TrialStatus.FAILED.value:
@@ -345,18 +343,24 @@ class SinkCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
+        failure = failure_of(trial)  # a trial that ended itself as failed (it diverged) returned normally
+        if failure is not None:
+            self._finish(trial, TrialStatus.FAILED, failure)
+            return
         status = TrialStatus.COMPLETED if metrics.ran_all_epochs(result) else TrialStatus.STOPPED
         self._finish(trial, status, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, TrialStatus.FAILED, error_reason(trial))
+        self._finish(trial, TrialStatus.FAILED, trial_failure(trial))
 
-    def _finish(self, trial: Any, status: TrialStatus, error: str | None, *, rewritten: bool = False) -> None:
+    def _finish(self, trial: Any, status: TrialStatus, failure: tuple[FailureClass, str] | None, *,
+                rewritten: bool = False) -> None:
         """The trial's row, its MLflow run's end and its console line. ``rewritten``: the trial
         ended in an earlier call and its row was lost; the row keeps the trial's own end time."""
         if trial.trial_id in self.finished:
             return
         run, plan, phase = self.run, self._plan(trial), self._phase(trial)
+        failure_class, error = failure if failure is not None else (None, None)
         run_id = self._run_id(trial).result()  # the row names it: wait if its creation is still queued
         outcome = TrialOutcome(
             search_name=plan.search_name(phase.value),
@@ -371,6 +375,7 @@ class SinkCallback(Callback):
             selected_from_run_id=_selected_from(trial),
             last_result=dict(trial.last_result or {}),
             error=error,
+            failure_class=failure_class,
             mlflow_run_id=run_id,
             ended_at=_ended_at(trial.last_result or {}) if rewritten else None,
         )

@@ -28,7 +28,8 @@ from bench.provenance import hardware
 from bench.results.schema import Phase
 from bench.search.reporting import EpochBatch
 from bench.search.scheduler import rung_epochs
-from bench.training import Trainer
+from bench.results.schema import FailureClass
+from bench.training import Diverged, Trainer
 
 STATE_FILE = "trainer.pt"
 ELAPSED_FILE = "elapsed.json"
@@ -45,18 +46,21 @@ MIN_CHECKPOINT_SECONDS = 2.0
 _WARMED: set[str] = set()
 
 
-def warm_up(config: BenchmarkConfig) -> None:
+def warm_up(config: BenchmarkConfig) -> float:
     """Once per worker process and dataset, before a trial's clock starts: the costs the first
     trial of a process would otherwise pay alone, so that a method's search time does not depend
     on which of its trials a reused worker happened to run first. PyTorch imports
     ``torch._dynamo`` when the first optimizer is built (0.9 s here), and the dataset is loaded
-    into this process's cache (:func:`bench.data.load_dataset_cached`)."""
+    into this process's cache (:func:`bench.data.load_dataset_cached`). Returns the seconds it
+    took (0 when this process had warmed up already): the trial's ``compile_s``."""
     key = config.dataset.model_dump_json()
     if key in _WARMED:
-        return
+        return 0.0
+    started = time.perf_counter()
     torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
     load_dataset_cached(config.dataset)
     _WARMED.add(key)
+    return time.perf_counter() - started
 
 
 def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[str, MethodPlan]) -> None:
@@ -70,8 +74,7 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
     cost the leaderboard sums) starts after :func:`warm_up`.
     """
     started_at = time.time()
-    warm_up(config)
-    started = time.perf_counter()
+    compile_s = warm_up(config)
     plan = plans[sampled[METHOD_KEY]]
     torch.set_num_threads(max(1, int(config.resources.cpus_per_trial)))
     gpus = config.resources.gpus_per_trial
@@ -86,29 +89,51 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
     last: dict[str, Any] = {metrics.EPOCH: 0}
     search = sampled.get(PHASE_KEY) == Phase.SEARCH.value
     batch = EpochBatch(rung_epochs(config.search.asha, plan) if search else ())
+    started = time.perf_counter()
     try:
         spec = trial_spec(config, plan, sampled)
         trainer = Trainer(spec, dataset=load_dataset_cached(spec.dataset))
+        if spec.training.compile:
+            # torch.compile traces on the first step: minutes on a large model, paid by every
+            # attempt's process once. Paid here, off the clock, so compile_s carries it.
+            compile_s += trainer.warm_up_compiled()
+            started = time.perf_counter()
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 trainer.load_state_dict(torch.load(Path(folder, STATE_FILE), map_location=trainer.device, weights_only=False))
                 spent = json.loads(Path(folder, ELAPSED_FILE).read_text())
                 elapsed_before, started_at = spent["seconds"], spent.get("started_at", started_at)
+                compile_s += spent.get(metrics.COMPILE_SECONDS, 0.0)  # earlier attempts' warm-ups
             last[metrics.EPOCH] = trainer.epochs_done
-        _train(trainer, config, started, elapsed_before, started_at, last, batch)
+        _train(trainer, config, started, elapsed_before, started_at, compile_s, last, batch)
+    except Diverged as diverged:
+        # The method's own result with this config: running it again gives the same NaN. Ended
+        # here without raising, so Tune's max_failures does not retry it; the last report says
+        # it failed, and why (the sink records it as failed, the searcher tells its study FAIL).
+        _report_failure(config, trainer, batch, last, elapsed_before, started, started_at, compile_s,
+                        {metrics.FAILURE: str(diverged), metrics.FAILURE_CLASS: FailureClass.DIVERGED.value})
     except Exception:
-        if batch.pending:  # epochs trained since the last report: reported as they would have been
-            last = batch.pending[-1]
-            tune.report(batch.take())
-        # Honest cost: a failed trial spent passes and time that no per-epoch report carried.
-        # One more report (the last epoch's figures, the counters as they stand) becomes the
-        # trial's last_result, which the sink callback records with the failure; then re-raise.
-        spent = {metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started, **_where(started_at)}
-        if trainer is not None:
-            spent |= {metrics.FORWARD_PASSES: trainer.forward_passes, metrics.BACKWARD_PASSES: trainer.backward_passes}
-        # Tune requires the search metric in every result; NaN is "no value" to the row builder.
-        tune.report({config.search.metric: math.nan, **last, **spent})
+        _report_failure(config, trainer, batch, last, elapsed_before, started, started_at, compile_s, {})
         raise
+
+
+def _report_failure(config: BenchmarkConfig, trainer: Trainer | None, batch: EpochBatch, last: dict[str, Any],
+                    elapsed_before: float, started: float, started_at: float, compile_s: float,
+                    failure: dict[str, str]) -> None:
+    """The last report of a trial that failed.
+
+    Honest cost: a failed trial spent passes and time that no per-epoch report carried. One more
+    report (the last epoch's figures, the counters as they stand, and ``failure``) becomes the
+    trial's last_result, which the sink callback records with the failure."""
+    if batch.pending:  # epochs trained since the last report: reported as they would have been
+        last = batch.pending[-1]
+        tune.report(batch.take())
+    spent: dict[str, Any] = {metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started,
+                             metrics.COMPILE_SECONDS: compile_s, **_where(started_at)}
+    if trainer is not None:
+        spent |= {metrics.FORWARD_PASSES: trainer.forward_passes, metrics.BACKWARD_PASSES: trainer.backward_passes}
+    # Tune requires the search metric in every result; NaN is "no value" to the row builder.
+    tune.report({config.search.metric: math.nan, **last, **spent, **failure})
 
 
 def _where(started_at: float) -> dict[str, Any]:
@@ -117,14 +142,14 @@ def _where(started_at: float) -> dict[str, Any]:
 
 
 def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, started_at: float,
-           last: dict[str, Any], batch: EpochBatch) -> None:
+           compile_s: float, last: dict[str, Any], batch: EpochBatch) -> None:
     """Train to the end; each epoch goes to ``batch``, which says when to report; ``last`` holds
     the latest epoch reported.
 
     A checkpoint (and a report with it) every ``search.checkpoint_every`` epochs, but never
     sooner than :data:`MIN_CHECKPOINT_SECONDS` after the trial's start or its last checkpoint."""
     text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision,
-            **_where(started_at)}
+            metrics.COMPILE_SECONDS: compile_s, **_where(started_at)}
     checkpointed = time.perf_counter()
     while not trainer.finished:
         epoch = trainer.train_epoch()
@@ -142,7 +167,8 @@ def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_be
             checkpointed = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder, STATE_FILE))
-                Path(folder, ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed, "started_at": started_at}))
+                Path(folder, ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed, "started_at": started_at,
+                                                                  metrics.COMPILE_SECONDS: compile_s}))
                 tune.report(batch.take(), checkpoint=Checkpoint.from_directory(folder))
         else:
             tune.report(batch.take())

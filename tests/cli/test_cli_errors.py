@@ -112,6 +112,9 @@ CASES = {
                                         ["--tracking-uri", "sqlite:////nonexistent-sharpbench/mlflow.db"]),
     "infinite learning rate": ({**GOOD, "training": {"learning_rate": float("inf")}}, ["training.learning_rate", "finite number"]),
     "seed beyond 64 bits": ({**GOOD, "seed": 2**70}, ["seed", "less than or equal to 9223372036854775807"]),
+    # the schedule would never reach its learning rate: refused, not trained
+    "warm-up longer than training": ({**GOOD, "training": {"epochs": 3, "warmup_epochs": 5}},
+                                     ["training: warmup_epochs (5) is longer than epochs (3)"]),
     "split leaving no training data": ({**GOOD, "dataset": {"name": "digits", "val_fraction": 0.7, "test_fraction": 0.5}}, ["val_fraction (0.7) + test_fraction (0.5) must stay below 1"]),
 }
 

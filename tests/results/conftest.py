@@ -46,6 +46,7 @@ def make_row(**overrides: Any) -> TrialRow:
         forward_passes=2000 + n,
         backward_passes=2000 + n,
         wall_seconds=12.5 + n,
+        compile_s=None,
         hessian_top_eigenvalue=None,
         hessian_eigen_iterations=None,
         hessian_eigen_converged=None,
@@ -63,7 +64,10 @@ def make_row(**overrides: Any) -> TrialRow:
         started_at=None,
         timestamp=BASE_TIME + dt.timedelta(seconds=n),
     )
+    fields.setdefault("failure_class", None)
     fields.update(overrides)
+    if fields["status"] == "failed" and fields["failure_class"] is None:
+        fields["failure_class"] = "error"
     return TrialRow(**fields)
 
 

@@ -1,0 +1,45 @@
+"""The one-time warm-up of a worker process (torch._dynamo import, dataset load) is the trial's
+``compile_s``, kept out of its wall time: two identical trials in one worker cost alike."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.results.parquet import read_rows
+
+pytestmark = pytest.mark.slow
+
+
+def test_first_trial_in_a_worker_carries_the_warm_up_in_compile_s(tmp_path: Path, repo_root: Path) -> None:
+    config = {
+        "benchmark": "warm",
+        "dataset": {"name": "digits", "max_train_samples": 400},
+        "model": {"name": "mlp", "options": {"hidden": 32, "depth": 1}},
+        "training": {"epochs": 3, "batch_size": 50},
+        # nothing searched: both trials run the same config, one after the other in one worker
+        "search": {"trials_per_method": 2, "asha": {"enabled": False}, "space": {"learning_rate": {"choices": [0.05]}}},
+        "resources": {"cpus_per_trial": 1},
+        "regularizers": ["erm"],
+    }
+    path = tmp_path / "warm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", str(path), "--results", str(results), "--num-cpus", "1"],
+        cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = sorted(read_rows(results).to_pylist(), key=lambda r: r["started_at"])
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    first, second = rows
+    assert first["node"] == second["node"]
+    assert first["compile_s"] > 0.05, first["compile_s"]  # dataset load + torch._dynamo import
+    assert second["compile_s"] == pytest.approx(0.0, abs=0.05), second["compile_s"]  # warmed already
+    # the warm-up is in neither trial's clock: their wall times are alike (2x covers a busy machine)
+    assert 0.5 < first["wall_seconds"] / second["wall_seconds"] < 2.0, (first["wall_seconds"], second["wall_seconds"])
+    assert first["forward_passes"] == second["forward_passes"]
