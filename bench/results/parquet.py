@@ -59,7 +59,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.results.schema import PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, Phase, TrialRow, TrialStatus
+from bench.results.schema import PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, Phase, SuggestionKind, TrialRow, TrialStatus
 
 #: Sub-folder of ``results_dir`` holding the dataset.
 DATASET_DIRNAME = "leaderboard"
@@ -79,6 +79,7 @@ _WRITTEN_KEY = b"sharpbench_written_ns"
 _LEGACY_NAME = re.compile(r"^(\d{20})-[0-9a-f]{32}-\d+\.parquet$")
 _STATUSES = frozenset(s.value for s in TrialStatus)
 _PHASES = frozenset(p.value for p in Phase)
+_KINDS = frozenset(k.value for k in SuggestionKind)
 
 
 def dataset_dir(results_dir: str | os.PathLike[str]) -> Path:
@@ -190,6 +191,9 @@ def _validate(records: Sequence[dict[str, object]]) -> None:
             problems.append(f"{who}: status {record['status']!r} is not one of {sorted(_STATUSES)}")
         if record["phase"] is not None and record["phase"] not in _PHASES:
             problems.append(f"{who}: phase {record['phase']!r} is not one of {sorted(_PHASES)}")
+        kind = record["suggestion_kind"]
+        if kind is not None and kind not in _KINDS:
+            problems.append(f"{who}: suggestion_kind {kind!r} is not one of {sorted(_KINDS)}")
         stamp = record["timestamp"]
         if stamp is not None and getattr(stamp, "tzinfo", None) is None:
             problems.append(f"{who}: timestamp must be timezone-aware (use bench.provenance.utc_now())")

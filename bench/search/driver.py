@@ -101,6 +101,14 @@ def _read_record(live: LiveRun) -> None:
         }
 
 
+def concurrency_slots(config: BenchmarkConfig) -> int:
+    """Trials in flight at once: ``search.max_concurrent_trials``, but never more than the
+    connected cluster's resources can run. A trial asked beyond that waits for resources while
+    the trials that could teach its sampler run, and is drawn without their results."""
+    slots = trial_slots(config.resources.cpus_per_trial, config.resources.gpus_per_trial)
+    return min(config.search.max_concurrent_trials or slots, slots)
+
+
 def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunction, sequential: bool) -> Tuner:
     config = live.config
     plans = list(live.plans.values())
@@ -122,7 +130,7 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
         metric=metric, mode=mode, plans=plans, config=config, storage=live.optuna_storage, instance=live.instance,
         final_only=live.final_only, sequential=sequential,
     )
-    concurrency = config.search.max_concurrent_trials or trial_slots(config.resources.cpus_per_trial, config.resources.gpus_per_trial)
+    concurrency = concurrency_slots(config)
     return Tuner(
         trainable,
         param_space={SEED_KEY: config.seed},
