@@ -546,9 +546,15 @@ def tidy_dataset(results_dir: str | os.PathLike[str]) -> TidyReport:
         if rows.current or rows.newer:
             continue
         # Oldest first within the file, so a later row of one run id replaces an earlier one.
+        targets = set()
         for i in range(rows.table.num_rows):
-            sink._put(rows.table.slice(i, 1), rows.written_ns)
-        path.unlink(missing_ok=True)
+            row = rows.table.slice(i, 1)
+            sink._put(row, rows.written_ns)
+            targets.add(_row_path(root, *(row.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id"))))
+        if path not in targets:
+            # A file of the current layout but an older schema version is its own target, now
+            # replaced in place by the rewrite: removing it would lose the row.
+            path.unlink(missing_ok=True)
         rewritten.append(path)
     for folder in sorted({p.parent for p in rewritten}, key=lambda p: len(p.parts), reverse=True):
         while folder != root:

@@ -58,6 +58,7 @@ def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Pa
     """Run ``config``'s search (no final runs) with ``slots`` trials in flight; the trials in the
     order they ended. ``folder`` holds the sqlite study storage."""
     config = config.with_final(seeds=[]) if config.final.seeds else config
+    folder.mkdir(parents=True, exist_ok=True)
     plans = {plan.regularizer: plan for plan in plan_methods(config)}
     live = LiveRun(config=config, plans=plans, results_dir=folder, tracking_uri="", optuna_storage=default_storage(folder),
                    instance=f"c{slots}")
