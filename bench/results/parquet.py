@@ -59,7 +59,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.results.schema import PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, Phase, SuggestionKind, TrialRow, TrialStatus
+from bench.results.schema import (
+    PARTITION_COLUMNS,
+    REQUIRED_COLUMNS,
+    SCHEMA,
+    Phase,
+    SuggestionKind,
+    TrialRow,
+    TrialStatus,
+)
 
 #: Sub-folder of ``results_dir`` holding the dataset.
 DATASET_DIRNAME = "leaderboard"

@@ -60,8 +60,8 @@ def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Pa
     config = config.with_final(seeds=[]) if config.final.seeds else config
     folder.mkdir(parents=True, exist_ok=True)
     plans = {plan.regularizer: plan for plan in plan_methods(config)}
-    live = LiveRun(config=config, plans=plans, results_dir=folder, tracking_uri="", optuna_storage=default_storage(folder),
-                   instance=f"c{slots}")
+    live = LiveRun(config=config, plans=plans, results_dir=folder, tracking_uri="",
+                   optuna_storage=default_storage(folder), instance=f"c{slots}")
     LIVE.bind(live)
     try:
         searcher = BenchmarkSearcher(metric=config.search.metric, mode=metrics.OBJECTIVES[config.search.metric],
@@ -79,8 +79,8 @@ def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Pa
                     break
                 asked += 1
                 value, seconds = evaluate(suggested)
-                trial = SimTrial(trial_id, suggested[METHOD_KEY], suggested.get(SUGGESTION_KEY), suggested, value, clock,
-                                 clock + seconds, len(running) + 1)
+                trial = SimTrial(trial_id, suggested[METHOD_KEY], suggested.get(SUGGESTION_KEY), suggested, value,
+                                 clock, clock + seconds, len(running) + 1)
                 heapq.heappush(running, (trial.ended_at, asked, trial))
             if not running:
                 if suggested != searcher.FINISHED:
@@ -88,8 +88,8 @@ def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Pa
                 return ended
             clock, _, trial = heapq.heappop(running)
             method_epochs = epochs[trial.method]
-            result = {config.search.metric: trial.value, metrics.EPOCH: method_epochs, metrics.EPOCHS_PLANNED: method_epochs,
-                      metrics.WALL_SECONDS: trial.ended_at - trial.asked_at}
+            result = {config.search.metric: trial.value, metrics.EPOCH: method_epochs,
+                      metrics.EPOCHS_PLANNED: method_epochs, metrics.WALL_SECONDS: trial.ended_at - trial.asked_at}
             searcher.on_trial_complete(trial.trial_id, result=result)
             ended.append(trial)
     finally:
@@ -158,17 +158,19 @@ def main(
     for seed in search_seeds:
         for name, count in [("random", 1), *(("tpe", c) for c in slots)]:
             sampler = base.search.sampler.model_copy(update={"name": name})
-            config = base.model_copy(update={"search": base.search.model_copy(update={"seed": seed, "sampler": sampler})})
+            search = base.search.model_copy(update={"seed": seed, "sampler": sampler})
+            config = base.model_copy(update={"search": search})
             with tempfile.TemporaryDirectory() as folder:
                 run = simulate(config, count, evaluate, Path(folder))
             label = "random (any slots)" if name == "random" else f"tpe @ {count} slot{'s' if count > 1 else ''}"
             rows.setdefault(label, []).append(run)
             typer.echo(f"seed {seed}: {label} done ({time.perf_counter() - started:.0f} s)", err=True)
     metric = base.search.metric
-    typer.echo(f"{base.benchmark} / {method}: {trials} trials, {base.training.epochs} epochs, search seeds {search_seeds}; "
-               f"best {metric} after k ended trials (mean over seeds)")
+    typer.echo(f"{base.benchmark} / {method}: {trials} trials, {base.training.epochs} epochs, "
+               f"search seeds {search_seeds}; best {metric} after k ended trials (mean over seeds)")
     ks = sorted({1, trials // 3, 2 * trials // 3, trials} - {0})
-    typer.echo(f"{'strategy':<20} | model-based | max in flight | " + " | ".join(f"k={k:<3}" for k in ks) + " | final ± std")
+    header = " | ".join(f"k={k:<4}" for k in ks)
+    typer.echo(f"{'strategy':<20} | model-based | max in flight | {header} | final ± std")
     finals: dict[str, float] = {}
     for label, runs in rows.items():
         model = statistics.fmean(sum(t.kind == MODEL for t in r) / len(r) for r in runs)

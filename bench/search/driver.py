@@ -32,8 +32,8 @@ from bench.search.live import LIVE, LiveRun
 from bench.search.runtime import trial_slots
 from bench.search.scheduler import PerMethodScheduler
 from bench.search.searcher import BenchmarkSearcher
-from bench.search.space import sampler_settings, startup_count
 from bench.search.sink import SinkCallback
+from bench.search.space import sampler_settings, startup_count
 from bench.search.studies import default_storage, ended_history, study_name
 from bench.search.trainable import run_trial
 
@@ -130,12 +130,13 @@ def mostly_random(config: BenchmarkConfig, plans: list[MethodPlan], slots: int) 
         return None
     name = config.search.sampler.name
     if 2 * startup >= trials:
-        return (f"search of {config.benchmark} is mostly random: {startup} of {trials} trials per method are {name}'s random "
-                f"startup trials; lower search.sampler.n_startup_trials or raise search.trials_per_method")
+        return (f"search of {config.benchmark} is mostly random: {startup} of {trials} trials per method are "
+                f"{name}'s random startup trials; lower search.sampler.n_startup_trials or raise "
+                "search.trials_per_method")
     if slots >= trials:
-        return (f"search of {config.benchmark} is mostly random: {slots} concurrent trials ≥ {trials} trials per method, so "
-                f"{name} models only its {startup} startup trials; set search.max_concurrent_trials below {trials} "
-                f"or raise search.trials_per_method")
+        return (f"search of {config.benchmark} is mostly random: {slots} concurrent trials ≥ {trials} trials per "
+                f"method, so {name} models only its {startup} startup trials; set search.max_concurrent_trials "
+                f"below {trials} or raise search.trials_per_method")
     return None
 
 

@@ -111,9 +111,9 @@ def counted_trials(settings: dict[str, Any], trials: list[optuna.trial.FrozenTri
     name = settings["name"]
     count = 0
     for trial in trials:
-        if trial.state is TrialState.COMPLETE:
+        pruned_counts = name == "tpe" or (
+            name == "cmaes" and bool(settings.get("consider_pruned_trials")) and bool(trial.intermediate_values)
+        )
+        if trial.state is TrialState.COMPLETE or (trial.state is TrialState.PRUNED and pruned_counts):
             count += 1
-        elif trial.state is TrialState.PRUNED:
-            if name == "tpe" or (name == "cmaes" and settings.get("consider_pruned_trials") and trial.intermediate_values):
-                count += 1
     return count
