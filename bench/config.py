@@ -267,7 +267,8 @@ class SearchConfig(_Strict):
     sampler: SamplerConfig = SamplerConfig()
     budget: BudgetConfig = BudgetConfig()
     asha: AshaConfig = AshaConfig()
-    #: ``None`` fills the machine: cluster CPUs (or GPUs) divided by the per-trial resources.
+    #: ``None`` fills the machine: cluster CPUs (or GPUs) divided by the per-trial resources; a
+    #: larger number is capped by that (trials asked beyond it would wait, drawn without results).
     max_concurrent_trials: int | None = Field(None, gt=0)
     #: Retries of a crashed trial, continuing from its last checkpoint.
     max_failures: int = Field(1, ge=0)

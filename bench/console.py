@@ -263,6 +263,10 @@ class RunProgress:
         # soft_wrap: a long line (paths, commands) is never broken into two when piped.
         self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
+    def warn(self, text: str) -> None:
+        """A one-line warning about the run, shown at every verbosity (quiet hides progress, not problems)."""
+        self._print(f"warning: {text}")
+
     # --- events from the search ----------------------------------------------------------------
 
     def phase_started(self, method: str, phase: str, trials: int) -> None:

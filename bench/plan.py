@@ -26,6 +26,9 @@ SEED_KEY = "seed"
 #: Every trial of the one Tune experiment says which method and phase it belongs to.
 METHOD_KEY = "method"
 PHASE_KEY = "phase"
+#: Search trials also say how the searcher drew their config: "default", "startup" or "model"
+#: (:data:`bench.search.space.SUGGESTION_KINDS`); the sink writes it into the row.
+SUGGESTION_KEY = "suggestion_kind"
 #: Final-phase trials carry the search trial they re-run under this key: ``{"run_id": ..., "config": {...}}``.
 SELECTED_KEY = "selected"
 

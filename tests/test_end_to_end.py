@@ -77,6 +77,9 @@ def test_console_is_quiet_and_informative(smoke_results):
             assert "learning_rate=" in m["sampled"]
             assert ("perturbation_radius=" in m["sampled"]) == (m["method"] == "sam")
     assert out.count("smoke (digits, mlp)") == 1  # the leaderboard, once
+    # smoke's 2 trials are both TPE startup trials: the run says so, once, with the fix.
+    warned = [line for line in lines if "mostly random" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: search of smoke is mostly random: 2 of 2 trials"), warned
     uri = f"sqlite:///{smoke_results / 'mlflow.db'}"
     assert f"MLflow UI  : mlflow ui --backend-store-uri {uri}" in lines  # whole, on one line
     assert f"Leaderboard: sharpbench leaderboard {smoke_results}" in lines
@@ -95,6 +98,11 @@ def test_parquet_rows_are_complete(smoke_results):
     final = [r for r in rows if r["phase"] == "final"]
     assert sorted(r["regularizer"] for r in search) == sorted(r["regularizer"] for r in final) == ["erm", "erm", "sam", "sam"]
     assert {r["seed"] for r in search} == {0} and sorted(r["seed"] for r in final) == [1, 1, 2, 2]
+    # Two trials, two startup trials per method: the papers' default, then one random draw.
+    for method in ("erm", "sam"):
+        kinds = sorted(r["suggestion_kind"] for r in search if r["regularizer"] == method)
+        assert kinds == ["default", "startup"], (method, kinds)
+    assert {r["suggestion_kind"] for r in final} == {None}
     for method in ("erm", "sam"):
         # the final runs re-use the best search config of their method: highest validation
         # accuracy, ties to the lower validation loss, then the earlier trial

@@ -60,7 +60,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.naming import partition_segment
-from bench.results.schema import PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, Phase, TrialRow, TrialStatus
+from bench.results.schema import (
+    PARTITION_COLUMNS,
+    REQUIRED_COLUMNS,
+    SCHEMA,
+    Phase,
+    SuggestionKind,
+    TrialRow,
+    TrialStatus,
+)
 
 #: Sub-folder of ``results_dir`` holding the dataset.
 DATASET_DIRNAME = "leaderboard"
@@ -80,6 +88,7 @@ _WRITTEN_KEY = b"sharpbench_written_ns"
 _LEGACY_NAME = re.compile(r"^(\d{20})-[0-9a-f]{32}-\d+\.parquet$")
 _STATUSES = frozenset(s.value for s in TrialStatus)
 _PHASES = frozenset(p.value for p in Phase)
+_KINDS = frozenset(k.value for k in SuggestionKind)
 
 
 def dataset_dir(results_dir: str | os.PathLike[str]) -> Path:
@@ -182,6 +191,9 @@ def _validate(records: Sequence[dict[str, object]]) -> None:
             problems.append(f"{who}: status {record['status']!r} is not one of {sorted(_STATUSES)}")
         if record["phase"] is not None and record["phase"] not in _PHASES:
             problems.append(f"{who}: phase {record['phase']!r} is not one of {sorted(_PHASES)}")
+        kind = record["suggestion_kind"]
+        if kind is not None and kind not in _KINDS:
+            problems.append(f"{who}: suggestion_kind {kind!r} is not one of {sorted(_KINDS)}")
         stamp = record["timestamp"]
         if stamp is not None and getattr(stamp, "tzinfo", None) is None:
             problems.append(f"{who}: timestamp must be timezone-aware (use bench.provenance.utc_now())")
@@ -534,9 +546,15 @@ def tidy_dataset(results_dir: str | os.PathLike[str]) -> TidyReport:
         if rows.current or rows.newer:
             continue
         # Oldest first within the file, so a later row of one run id replaces an earlier one.
+        targets = set()
         for i in range(rows.table.num_rows):
-            sink._put(rows.table.slice(i, 1), rows.written_ns)
-        path.unlink(missing_ok=True)
+            row = rows.table.slice(i, 1)
+            sink._put(row, rows.written_ns)
+            targets.add(_row_path(root, *(row.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id"))))
+        if path not in targets:
+            # A file of the current layout but an older schema version is its own target, now
+            # replaced in place by the rewrite: removing it would lose the row.
+            path.unlink(missing_ok=True)
         rewritten.append(path)
     for folder in sorted({p.parent for p in rewritten}, key=lambda p: len(p.parts), reverse=True):
         while folder != root:

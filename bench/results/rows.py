@@ -29,6 +29,7 @@ class TrialOutcome:
     mlflow_run_id: str | None = None
     search_metric: str | None = None
     sampler: str | None = None  # JSON
+    suggestion_kind: str | None = None  # search trials: default, startup or model
     budget: str | None = None  # JSON
     selected_from_run_id: str | None = None
     #: When the trial ended; None: now (the driver writes a trial's row as it ends).
@@ -52,6 +53,7 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         search_seed=outcome.search_seed,
         search_metric=outcome.search_metric,
         sampler=outcome.sampler,
+        suggestion_kind=outcome.suggestion_kind,
         budget=outcome.budget,
         selected_from_run_id=outcome.selected_from_run_id,
         regularizer_hparams=json.dumps(spec.regularizer_hparams, sort_keys=True),

@@ -8,11 +8,14 @@ search provenance columns (``search_metric``, ``sampler``, ``budget``, ``selecte
 the eigenvalue's iterations and ``converged`` flag and the trace's probe count, all null in
 version-1 files. Version 3 added ``precision`` (the precision training used, ``auto`` resolved),
 null in older files. Version 4 added ``node`` (the Ray node id a trial ran on) and
-``started_at`` (when its first attempt started), null in older files. Version 5 added
-``failure_class`` (why a failed trial failed: ``diverged``, ``oom``, ``infra`` or ``error``, see
-:class:`FailureClass`; null for trials that did not fail and in older files) and ``compile_s``
-(seconds of one-time warm-up and compilation spent before the trial's clock started, kept out of
-``wall_seconds``; null in older files).
+``started_at`` (when its first attempt started), null in older files. Version 5 added, all null
+in older files: ``failure_class`` (why a failed trial failed: ``diverged``, ``oom``, ``infra``
+or ``error``, see :class:`FailureClass`; null for trials that did not fail); ``compile_s``
+(seconds of one-time warm-up and compilation spent before the trial's clock started, kept out
+of ``wall_seconds``); ``suggestion_kind`` (how a search trial's config was drawn: ``default``,
+the enqueued paper default, the first trial; ``startup``, drawn without a model: the startup
+phase of TPE, GP or CMA-ES, or any draw of the random and QMC samplers; ``model``, drawn from the
+sampler's model; null for final rows and for methods with nothing to search).
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ class Phase(str, Enum):
     FINAL = "final"  # the best config re-run with another training seed
 
 
+class SuggestionKind(str, Enum):
+    """How a search trial's config was drawn (column ``suggestion_kind``)."""
+
+    DEFAULT = "default"  # the enqueued paper default: each study's first trial
+    STARTUP = "startup"  # no model: a model-based sampler's startup draw, or a random/QMC draw
+    MODEL = "model"  # from the sampler's model (TPE, GP, CMA-ES after their startup trials)
+
+
 # The row's columns, in order: who the trial is and what it ran; then one column per metric of
 # ``bench.metrics.ROW_METRICS`` (declared there, with unit and type); then where it ran.
 _IDENTITY: tuple[tuple[str, str], ...] = (
@@ -67,6 +78,7 @@ _IDENTITY: tuple[tuple[str, str], ...] = (
     ("search_seed", "int"),
     ("search_metric", "str | None"),  # the metric that chose "best" in this trial's search (bench.selection)
     ("sampler", "str | None"),  # JSON: the Optuna sampler's name and settings; null when nothing was searched
+    ("suggestion_kind", "str | None"),  # search rows: default, startup or model (bench.search.space)
     ("budget", "str | None"),  # JSON: how the equal budget was counted ("trials" or "passes") and what it gave
     ("selected_from_run_id", "str | None"),  # final rows: the run_id of the search trial they re-run
     ("regularizer_hparams", "str"),  # JSON object, sorted keys

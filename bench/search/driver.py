@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ray.tune.logger import JsonLoggerCallback
 from bench import metrics
 from bench.config import BenchmarkConfig
 from bench.console import RunProgress
-from bench.plan import SEED_KEY, plan_methods
+from bench.plan import SEED_KEY, MethodPlan, plan_methods
 from bench.results.mlflow_sink import MlflowSink
 from bench.results.schema import Phase
 from bench.run_record import TUNE_DIRNAME
@@ -32,6 +33,7 @@ from bench.search.runtime import trial_slots
 from bench.search.scheduler import PerMethodScheduler
 from bench.search.searcher import BenchmarkSearcher
 from bench.search.sink import SinkCallback
+from bench.search.space import sampler_settings, startup_count
 from bench.search.studies import default_storage, ended_history, study_name
 from bench.search.trainable import run_trial
 
@@ -101,6 +103,43 @@ def _read_record(live: LiveRun) -> None:
         }
 
 
+def concurrency_slots(config: BenchmarkConfig) -> int:
+    """Trials in flight at once: ``search.max_concurrent_trials``, but never more than the
+    connected cluster's resources can run. A trial asked beyond that waits for resources while
+    the trials that could teach its sampler run, and is drawn without their results."""
+    slots = trial_slots(config.resources.cpus_per_trial, config.resources.gpus_per_trial)
+    return min(config.search.max_concurrent_trials or slots, slots)
+
+
+def mostly_random(config: BenchmarkConfig, plans: list[MethodPlan], slots: int) -> str | None:
+    """One line saying why ``config``'s search is mostly random at ``slots`` concurrent trials,
+    and what to change; ``None`` when it is not (or the sampler has no model: random search by
+    choice). Two causes, on the smallest per-method budget T with S startup trials:
+
+    * S ≥ T / 2: at most half of each method's trials are drawn from the model;
+    * slots ≥ T: all of a method's trials fit in flight at once, so its model trials are asked
+      together as soon as its startup trials end, each learning from the startup trials alone
+      (the startup rule keeps them model draws; without it they would all be random).
+    """
+    searched = [plan for plan in plans if plan.params]
+    if not searched:
+        return None
+    trials = min(plan.budget.trials for plan in searched)
+    startup = startup_count(sampler_settings(config.search, trials))
+    if startup is None:
+        return None
+    name = config.search.sampler.name
+    if 2 * startup >= trials:
+        return (f"search of {config.benchmark} is mostly random: {startup} of {trials} trials per method are "
+                f"{name}'s random startup trials; lower search.sampler.n_startup_trials or raise "
+                "search.trials_per_method")
+    if slots >= trials:
+        return (f"search of {config.benchmark} is mostly random: {slots} concurrent trials ≥ {trials} trials per "
+                f"method, so {name} models only its {startup} startup trials; set search.max_concurrent_trials "
+                f"below {trials} or raise search.trials_per_method")
+    return None
+
+
 def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunction, sequential: bool) -> Tuner:
     config = live.config
     plans = list(live.plans.values())
@@ -122,7 +161,7 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
         metric=metric, mode=mode, plans=plans, config=config, storage=live.optuna_storage, instance=live.instance,
         final_only=live.final_only, sequential=sequential,
     )
-    concurrency = config.search.max_concurrent_trials or trial_slots(config.resources.cpus_per_trial, config.resources.gpus_per_trial)
+    concurrency = concurrency_slots(config)
     return Tuner(
         trainable,
         param_space={SEED_KEY: config.seed},
@@ -213,6 +252,14 @@ def run_benchmark(
     # every trial waits for after a report, and neither takes a report that carries several
     # epochs (bench.search.reporting). Parquet and MLflow are the record.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if not final_only:
+        # Once per benchmark, before any trial: the config, not the run, makes a search random.
+        warning = mostly_random(config, list(live.plans.values()), concurrency_slots(config))
+        if warning is not None:
+            if progress is not None:
+                progress.warn(warning)
+            else:
+                print(f"warning: {warning}", file=sys.stderr)
     LIVE.bind(live)
     try:
         _tuner(live, name, storage, trial_function, sequential).fit()

@@ -18,6 +18,21 @@ search first, its final seeds start early, and the run's tail is made of cheap t
   ended, its rows written by the sink callback): its top-k configs × the final seeds, minus
   those already recorded (:mod:`bench.search.finals`).
 
+**Model-based search at any concurrency.** A model-based sampler (TPE, GP, CMA-ES) draws at
+random while fewer than ``n_startup_trials`` of its study's trials have *ended* in a state it
+counts (Optuna counts ended trials, not asked ones: with many slots, every ask would otherwise be
+a random draw). The rule: a method is *startup-blocked* while its next ask would be such a
+random draw and its running trials would, once ended, already bring its study to
+``n_startup_trials``; a free slot then goes to another method that has work, and stays empty
+(``suggest`` returns ``None``) only when none has. So at every concurrency a method's startup
+trials, the default point included (it counts like any ended trial), number at most
+``n_startup_trials`` plus one per trial that ended during startup without counting (FAIL, or
+PRUNED under GP), and every later trial is a model draw; TPE's constant liar spreads those asked
+while others run. Tune asks only when a slot can really start a trial: the driver sets the
+concurrency to min(``search.max_concurrent_trials``, the slots the cluster's resources allow),
+and :meth:`BenchmarkSearcher.suggest` keeps it. Each search trial's config says how it was drawn
+(``suggestion_kind``: default, startup or model), and so does its row.
+
 When every method has issued all of its trials the searcher says ``FINISHED``; Tune ends the
 experiment once the running ones end. Its state (tickets, samplers) is saved with Tune's
 experiment state, so a resumed run continues the same studies.
@@ -36,8 +51,8 @@ from ray.tune.search import Searcher
 
 from bench import metrics
 from bench.config import BenchmarkConfig
-from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, MethodPlan
 from bench.failures import trial_failure
+from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan
 from bench.results.schema import FailureClass, Phase
 from bench.search import finals
 from bench.search.live import LIVE, LiveRun
@@ -292,10 +307,18 @@ class BenchmarkSearcher(Searcher):
     def _search_ended(self, method: str) -> bool:
         return all(trial_id in self.ended for trial_id, t in self.tickets.items() if t.method == method and t.phase == Phase.SEARCH.value)
 
+    def _taken(self, method: str) -> set[int]:
+        """The study trial numbers that this searcher's tickets hold. A trial lost to an
+        infrastructure fault holds none: its replacement takes its study trial up again (an orphan)."""
+        return {t.number for trial_id, t in self.tickets.items()
+                if t.method == method and t.number is not None and trial_id not in self.lost}
+
     def _has_work(self, method: str, live: LiveRun) -> bool:
         plan = live.plans[method]
         if self._issued(method, Phase.SEARCH) < self._search_budget(plan):
-            return True
+            study = self.studies.get(method)
+            # Startup-blocked: another random draw would exceed the bound (MethodStudy.startup_blocked).
+            return study is None or not study.startup_blocked(self._taken(method))
         if not self.run_finals or not self._search_ended(method):
             return False
         if method not in self.final_queue:
@@ -327,12 +350,10 @@ class BenchmarkSearcher(Searcher):
         number = None
         study = self.studies.get(method)
         if study is not None:
-            # A lost trial's study trial is free: its replacement takes it up again (an orphan).
-            taken = {t.number for trial_id, t in self.tickets.items()
-                     if t.method == method and t.number is not None and trial_id not in self.lost}
-            number, values = study.ask(taken)
+            number, values, kind = study.ask(self._taken(method))
             study.label(number, trial_id, f"{plan.search_name(Phase.SEARCH.value)}/{trial_id}")
             config.update(values)
+            config[SUGGESTION_KEY] = kind
         self.tickets[trial_id] = Ticket(method, Phase.SEARCH.value, number)
         return config
 

@@ -31,7 +31,7 @@ from ray.tune.result import TIMESTAMP  # Unix time (whole seconds) Tune stamps o
 
 from bench import metrics
 from bench.console import TrialLine
-from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, MethodPlan, trial_spec
+from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan, trial_spec
 from bench.results import summary
 from bench.results.mlflow_mirror import mirror_for
 from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink, normalize_tracking_uri
@@ -371,6 +371,8 @@ class SinkCallback(Callback):
             search_seed=run.config.search.seed,
             search_metric=run.config.search.metric,
             sampler=json.dumps(sampler_settings(run.config.search, plan.budget.trials), sort_keys=True) if plan.params else None,
+            # Set by the searcher on search trials only: null for final rows.
+            suggestion_kind=(trial.config or {}).get(SUGGESTION_KEY) if phase is Phase.SEARCH else None,
             budget=plan.budget.to_json(),
             selected_from_run_id=_selected_from(trial),
             last_result=dict(trial.last_result or {}),

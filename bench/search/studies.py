@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.plan import MethodPlan
-from bench.search.space import DefineByRun, nested
+from bench.search.space import DEFAULT, MODEL, STARTUP, DefineByRun, counted_trials, nested, startup_count
 from bench.stores import optuna_storage, sqlite_url
 
 #: The default storage's file, under the results folder.
@@ -32,6 +32,8 @@ ATTR_TUNE_TRIAL = "tune_trial_id"
 ATTR_RUN_ID = "run_id"
 #: Set on a study trial that records a ``--retry-failed`` re-run of a FAILed one (its number).
 ATTR_RETRY_OF = "retry_of"
+#: Study trial user attribute: how the trial's config was drawn (:data:`bench.search.space.SUGGESTION_KINDS`).
+ATTR_SUGGESTION_KIND = "suggestion_kind"
 
 
 def default_storage(results_dir: Path) -> str:
@@ -113,17 +115,62 @@ class MethodStudy:
             self._study = study
         return self._study
 
-    def ask(self, taken: set[int]) -> tuple[int, dict[str, dict[str, Any]]]:
-        """A new trial's number and its config; a trial left RUNNING by an interrupted run that
-        no Tune trial holds (numbers in ``taken`` are held) is taken up again first, so every
-        trial is asked once."""
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The sampler's settings (:func:`bench.search.space.sampler_settings`)."""
+        return dict(self.attrs.get("sampler") or {"name": "random"})
+
+    def _orphans(self, trials: list[optuna.trial.FrozenTrial], taken: set[int]) -> list[optuna.trial.FrozenTrial]:
+        return [t for t in trials if t.state is TrialState.RUNNING and t.number not in taken]
+
+    def _next_kind(self, trials: list[optuna.trial.FrozenTrial]) -> str:
+        """What the next fresh ask will be, decided the way the sampler decides it: the enqueued
+        default point while one waits, else a startup draw while fewer than ``n_startup_trials``
+        trials are counted (:func:`bench.search.space.counted_trials`), else a model draw."""
+        if any(t.state is TrialState.WAITING for t in trials):
+            return DEFAULT
+        startup = startup_count(self.settings)
+        if startup is None or counted_trials(self.settings, trials) < startup:
+            return STARTUP
+        return MODEL
+
+    def startup_blocked(self, taken: set[int]) -> bool:
+        """Whether a new ask must wait: it would be a startup draw, and the trials running now
+        (held in ``taken`` or not) would already bring the counted trials to ``n_startup_trials``
+        if they end counted. This bounds the startup draws of a model-based sampler at any
+        concurrency: ``n_startup_trials`` (less one for the default point, which counts too)
+        plus one per trial that ended during startup without counting (FAIL; PRUNED for GP).
+        Never for samplers without a model, the default point, or a trial to take up again."""
+        startup = startup_count(self.settings)
+        if startup is None:
+            return False
+        trials = self.study.get_trials(deepcopy=False)
+        if self._orphans(trials, taken) or self._next_kind(trials) != STARTUP:
+            return False
+        running = sum(t.state is TrialState.RUNNING for t in trials)
+        return counted_trials(self.settings, trials) + running >= startup
+
+    def ask(self, taken: set[int]) -> tuple[int, dict[str, dict[str, Any]], str | None]:
+        """A new trial's number, its config and its suggestion kind; a trial left RUNNING by an
+        interrupted run that no Tune trial holds (numbers in ``taken`` are held) is taken up again
+        first, so every trial is asked once (its kind is the one recorded when it was asked;
+        ``None`` if the run died before recording it)."""
         study = self.study
-        orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number not in taken]
-        # Re-attaching needs the storage's trial id, which Optuna exposes only as FrozenTrial._trial_id.
-        trial = optuna.Trial(study, orphans[0]._trial_id) if orphans else study.ask()
+        trials = study.get_trials(deepcopy=False)
+        orphans = self._orphans(trials, taken)
+        if orphans:
+            # Re-attaching needs the storage's trial id, which Optuna exposes only as FrozenTrial._trial_id.
+            trial = optuna.Trial(study, orphans[0]._trial_id)
+            kind = orphans[0].user_attrs.get(ATTR_SUGGESTION_KIND)
+        else:
+            # Decided before the ask, on the trials the sampler sees when it samples (this
+            # process is the study's only writer, and nothing ends between the two calls).
+            kind = self._next_kind(trials)
+            trial = study.ask()
+            trial.set_user_attr(ATTR_SUGGESTION_KIND, kind)
         DefineByRun(self.plan.params)(trial)
         self._trials[trial.number] = trial
-        return trial.number, nested(trial.params)
+        return trial.number, nested(trial.params), kind
 
     def _trial(self, number: int) -> optuna.Trial:
         if number not in self._trials:

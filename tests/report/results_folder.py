@@ -74,6 +74,7 @@ def row(trial: Trial, index: int) -> TrialRow:
         search_seed=0,
         search_metric="val_accuracy",
         sampler=json.dumps({"name": "tpe", "seed": 0}),
+        suggestion_kind="model",
         budget=json.dumps({"kind": "trials", "trials": 5}),
         selected_from_run_id=trial.selected_from,
         regularizer_hparams=json.dumps(trial.regularizer_hparams or {}, sort_keys=True),

@@ -32,6 +32,7 @@ def make_row(**overrides: Any) -> TrialRow:
         search_seed=7,
         search_metric="val_accuracy",
         sampler=json.dumps({"name": "tpe", "n_startup_trials": 2, "seed": 7}),
+        suggestion_kind="model",
         budget=json.dumps({"kind": "trials", "trials": 6}),
         selected_from_run_id=None,
         regularizer_hparams=json.dumps({"rho": 0.05 + n / 1000}, sort_keys=True),

@@ -50,7 +50,7 @@ def test_tpe_models_the_space_within_a_six_trial_budget():
     config = _config()
     plan = next(p for p in plan_methods(config) if p.regularizer == "erm")
     settings = sampler_settings(config.search, plan.budget.trials)
-    assert settings == {"name": "tpe", "seed": 0, "n_startup_trials": 2, "multivariate": True, "group": True}
+    assert settings == {"name": "tpe", "seed": 0, "n_startup_trials": 2, "multivariate": True, "group": True, "constant_liar": True}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tpe = _suggestions(make_sampler(settings), plan, 6)
     random = _suggestions(optuna.samplers.RandomSampler(seed=0), plan, 6)

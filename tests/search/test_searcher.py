@@ -14,7 +14,7 @@ from ray.tune.search import Searcher
 
 from bench import metrics
 from bench.config import parse_config
-from bench.plan import METHOD_KEY, PHASE_KEY, plan_methods
+from bench.plan import METHOD_KEY, PHASE_KEY, SUGGESTION_KEY, plan_methods
 from bench.search.live import LIVE, LiveRun
 from bench.search.searcher import BenchmarkSearcher
 from bench.search.studies import ATTR_RETRY_OF, ATTR_RUN_ID, ATTR_TUNE_TRIAL, default_storage, study_name
@@ -22,12 +22,13 @@ from bench.search.studies import ATTR_RETRY_OF, ATTR_RUN_ID, ATTR_TUNE_TRIAL, de
 EPOCHS = 4
 
 
-def _config(trials: int = 3, **overrides):
+def _config(trials: int = 3, sampler: str = "tpe", **overrides):
     raw = {
         "benchmark": "unit",
         "model": {"name": "mlp"},
         "training": {"epochs": EPOCHS, "learning_rate": 0.05},
-        "search": {"trials_per_method": trials, "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}}},
+        "search": {"trials_per_method": trials, "sampler": sampler,
+                   "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}}},
         # Two methods of equal cost per step (routing by cost: test_a_costlier_method_issues_its_search_first).
         "regularizers": ["erm", {"name": "weight_decay", "space": {"penalty_weight": {"low": 1e-5, "high": 1e-2, "log": True}}}],
         "final": {"seeds": []},
@@ -99,12 +100,19 @@ def test_a_nan_result_is_a_failed_trial_not_a_value(live):
 
 def test_methods_are_interleaved_and_budgets_are_exact(live):
     searcher = _searcher(live)
-    issued = [searcher.suggest(f"t{i}") for i in range(6)]
+    issued = [searcher.suggest(f"t{i}") for i in range(4)]
+    # 3 trials, 2 startup trials (default point + 1 draw) each: both methods are startup-blocked
+    # while those run, and the free slot waits.
+    assert searcher.suggest("t4") is None
+    for i in range(len(issued)):
+        searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
+    issued += [searcher.suggest(f"t{i}") for i in range(4, 6)]
     # Equal chains and costs: the method with the most work not yet issued goes next, so they alternate.
     assert [c[METHOD_KEY] for c in issued] == ["erm", "weight_decay"] * 3
+    assert [c[SUGGESTION_KEY] for c in issued] == ["default"] * 2 + ["startup"] * 2 + ["model"] * 2
     # Budgets spent and no final seeds configured: no more trials (Tune waits for the running ones).
     assert searcher.suggest("t6") == Searcher.FINISHED
-    for i in range(len(issued)):
+    for i in range(4, len(issued)):
         searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
     for method, plan in live.plans.items():
         trials = _study(live, method).trials
@@ -216,7 +224,8 @@ def test_a_costlier_method_issues_its_search_first(tmp_path):
     end, measured seconds per epoch replace the declared cost: weight decay measured 3× slower
     than ERM per epoch goes first."""
     sam = {"name": "sam", "space": {"perturbation_radius": {"low": 0.02, "high": 0.2, "log": True}}}
-    config = _config(trials=4, regularizers=["erm", "weight_decay", sam])
+    # Random search: routing alone, no method is ever startup-blocked (test_startup_rule.py).
+    config = _config(trials=4, sampler="random", regularizers=["erm", "weight_decay", sam])
     run = _bound(tmp_path, config)
     try:
         searcher = _searcher(run)
@@ -238,7 +247,7 @@ def test_an_unmeasured_method_is_costed_from_the_others_seconds_per_pass(tmp_pat
     weight decay at 1.5 s per epoch (2 passes each) price an unmeasured SAM epoch (4 passes) at
     4 × median(0.5, 0.75) = 2.5 s."""
     sam = {"name": "sam", "space": {"perturbation_radius": {"low": 0.02, "high": 0.2, "log": True}}}
-    run = _bound(tmp_path, _config(trials=3, regularizers=["erm", "weight_decay", sam]))
+    run = _bound(tmp_path, _config(trials=3, sampler="random", regularizers=["erm", "weight_decay", sam]))
     try:
         searcher = _searcher(run)
         assert [searcher._seconds_per_epoch(m) for m in ("erm", "weight_decay", "sam")] == [2.0, 2.0, 4.0]
