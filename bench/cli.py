@@ -361,6 +361,7 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
     from bench import search
     from bench.console import RunProgress
     from bench.results.schema import Phase
+    from bench.failures import InfrastructureBroken, disk_full, first_line
     from bench.stores import is_locked_error, locked_message
 
     progress = RunProgress(
@@ -380,6 +381,14 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
         errors.print(f"{termination.verb}: {interrupted}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=termination.exit_status) from None
     except Exception as error:
+        if disk_full(error):
+            errors.print(f"error: {_disk_full_message(results, config.benchmark)}. Resume with: {resume_hint}",
+                         highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+        broken = next((e for e in _chain(error) if isinstance(e, InfrastructureBroken)), None)
+        if broken is not None:
+            errors.print(f"error: {first_line(broken)}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
         if not is_locked_error(error):
             raise
         errors.print(f"error: {locked_message(f'the Optuna store {storage}')}. Resume with: {resume_hint}",
@@ -408,6 +417,28 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
     if all_failed:
         errors.print(f"error: {all_failed}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=ALL_FAILED_EXIT_STATUS)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and what it wraps (causes, contexts, Ray's task-error ``cause``), outermost first."""
+    chain: list[BaseException] = []
+    current: object = error
+    while isinstance(current, BaseException) and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__ or getattr(current, "cause", None)
+    return chain
+
+
+def _disk_full_message(results: Path, benchmark: str) -> str:
+    """One line for a run stopped by a full disk: the folder, its free space, what was kept."""
+    import shutil
+
+    from bench.results.parquet import read_rows
+
+    free = shutil.disk_usage(results).free / 2**20
+    kept = sum(1 for row in read_rows(results, problems=[]).to_pylist() if row["benchmark"] == benchmark)
+    return (f"the disk holding {results} is full ({free:.1f} MiB free): the run stopped; the {kept} trial row(s), "
+            "studies and search state written so far are kept; free space")
 
 
 def _report_to_mlflow(results: Path, benchmark: str, sink: Any, plans: list[Any], instance: str) -> Path | None:

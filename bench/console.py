@@ -73,6 +73,7 @@ def quiet_third_party(verbosity: Verbosity) -> None:
     * INFO lines of Ray, Tune and MLflow (instance started, state written, database created).
     * Tune's warning that it could not read a trial's result.json after a kill -9: see
       :data:`_TUNE_ANALYSIS_PREFIXES`.
+    * MLflow's logged tracebacks of database errors (a full disk): the mirror says them in one line.
     * Optuna's per-study INFO lines and its ExperimentalWarnings (TPE's ``group``, CMA-ES's
       ``consider_pruned_trials``, ``QMCSampler``): the features are the ones sharpbench chose.
 
@@ -87,6 +88,9 @@ def quiet_third_party(verbosity: Verbosity) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     for name in ("ray", "ray.tune", "ray.train", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow's store logs a database error with its traceback before raising it; the MLflow mirror
+    # says each outage once, in one warning line (bench.results.mlflow_mirror).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropMessages(_RAY_NOISE_PREFIXES))
     logging.getLogger("ray.tune.tune").addFilter(_DropMessages(_TUNE_INTERRUPT_PREFIXES))
     logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMessages(_TUNE_ANALYSIS_PREFIXES))

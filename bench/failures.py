@@ -9,6 +9,7 @@ driver, the CLI and the row builder share this module without importing Ray or t
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ _TORCH_OOM_ADVICE = re.compile(r"\s+(If reserved but unallocated|See documentati
 _INFRA_MARKERS = ("worker died", "The actor died", "node died", "NodeDiedError", "WorkerCrashedError", "ActorDiedError")
 
 
+class InfrastructureBroken(RuntimeError):
+    """Trials keep failing for the machine's reasons (a full disk, a node that keeps dying): the
+    run stops rather than replace them for ever; its message is one line."""
+
+
 def first_line(error: BaseException | str) -> str:
     """The first non-empty line of an exception's message (or of a text), stripped; the
     exception's type name when the message is empty."""
@@ -57,9 +63,33 @@ def _names(error: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(error).__mro__}
 
 
+#: errno values and texts (SQLite's, and Ray's re-raised strings) of a full disk or quota.
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DISK_FULL_MARKERS = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error``, or anything it wraps (causes, contexts, Ray's task-error cause), says the
+    disk (or the user's quota) is full."""
+    seen: set[int] = set()
+    stack: list[object] = [error]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if getattr(current, "errno", None) in _DISK_FULL_ERRNOS or any(m in str(current) for m in _DISK_FULL_MARKERS):
+            return True
+        stack += [current.__cause__, current.__context__, getattr(current, "cause", None)]
+    return False
+
+
 def classify(error: BaseException) -> FailureClass:
-    """The failure class of an exception a trial ended with (Ray's wrappers looked through)."""
+    """The failure class of an exception a trial ended with (Ray's wrappers looked through). A
+    full disk is the machine's fault, not the method's: ``infra`` (retried, not counted)."""
     root = _root(error)
+    if disk_full(root):
+        return FailureClass.INFRA
     names, text = _names(root), str(root)
     if names & _OOM_TYPES or any(marker in text for marker in _RAY_OOM_MARKERS):
         return FailureClass.OOM

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -36,6 +37,8 @@ from bench.search.sink import SinkCallback
 from bench.search.space import sampler_settings, startup_count
 from bench.search.studies import default_storage, ended_history, study_name
 from bench.search.trainable import run_trial
+
+_log = logging.getLogger(__name__)
 
 #: What Tune runs per trial: ``(sampled config, *, config=BenchmarkConfig, plans={name: MethodPlan})``.
 TrialFunction = Callable[..., None]
@@ -79,14 +82,19 @@ def unfinished(live: LiveRun) -> list[str]:
 
 
 def _has_trials(experiment: Path) -> bool:
-    """Whether a Tune experiment folder's latest state lists any trial."""
+    """Whether a Tune experiment folder's latest state lists any trial. A state that cannot be
+    read (cut short when the disk filled up) lists none that could be resumed: Tune's restore
+    fails on it part-way. The record (rows, studies) is what a resumed run trusts anyway
+    (:func:`_read_record`), so such an experiment starts afresh and its trials run again."""
     states = sorted(experiment.glob("experiment_state-*.json"))
     if not states:
         return False
     try:
         return bool(json.loads(states[-1].read_text()).get("trial_data"))
     except (OSError, ValueError):
-        return True  # unreadable: let Tune's own restore decide and report
+        _log.warning("Ray Tune's saved state %s is unreadable (cut short?): the search state starts afresh from the "
+                     "record (rows and studies); trials that had not ended run again", states[-1])
+        return False
 
 
 def _read_record(live: LiveRun) -> None:

@@ -51,7 +51,7 @@ from ray.tune.search import Searcher
 
 from bench import metrics
 from bench.config import BenchmarkConfig
-from bench.failures import trial_failure
+from bench.failures import InfrastructureBroken, trial_failure
 from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan
 from bench.results.schema import FailureClass, Phase
 from bench.search import finals
@@ -69,6 +69,10 @@ class Ticket:
     number: int | None = None  # its study trial (search phase)
     selected_run_id: str | None = None  # final phase: the search row it re-runs
     seed: int | None = None
+
+
+#: Trials of one method lost to infrastructure faults (each replaced) before the run stops instead.
+MAX_LOST_PER_METHOD = 3
 
 
 class BenchmarkSearcher(Searcher):
@@ -170,7 +174,14 @@ class BenchmarkSearcher(Searcher):
         if ticket is None:
             return
         self.ended.add(trial_id)
-        if error and self._failure_class(trial_id) is FailureClass.INFRA:
+        failure, text = self._failure(trial_id) if error else (None, "")
+        if failure is FailureClass.INFRA:
+            lost = sum(self.tickets[lost_id].method == ticket.method for lost_id in self.lost)
+            if lost >= MAX_LOST_PER_METHOD:
+                # The environment is broken (a full disk, a node that keeps dying): replacing trials
+                # would loop for ever. Stop the run; the same command resumes it once mended.
+                raise InfrastructureBroken(f"{lost + 1} trials of {ticket.method} were lost to infrastructure faults "
+                                           f"(the last: {text}); the run stops")
             self._lose(trial_id, ticket)
             return
         # A trial that diverged ended itself (not an error to Tune) and said so in its last report.
@@ -198,12 +209,12 @@ class BenchmarkSearcher(Searcher):
             self.tickets[trial_id] = Ticket(ticket.method, ticket.phase, number)
 
     @staticmethod
-    def _failure_class(trial_id: str) -> FailureClass:
-        """How a trial Tune reports as errored failed. Tune tells the searcher before the
+    def _failure(trial_id: str) -> tuple[FailureClass, str]:
+        """How a trial Tune reports as errored failed, and why. Tune tells the searcher before the
         callbacks, by id only; the trial (from Tune's list, which the sink callback shares through
         the live run) holds the exception Tune already saved in its folder."""
         trial = next((t for t in LIVE.run.trials if t.trial_id == trial_id), None) if LIVE.bound else None
-        return trial_failure(trial)[0] if trial is not None else FailureClass.ERROR
+        return trial_failure(trial) if trial is not None else (FailureClass.ERROR, "unknown")
 
     def _lose(self, trial_id: str, ticket: Ticket) -> None:
         """A trial lost to an infrastructure fault: not the method's result, so not one of its

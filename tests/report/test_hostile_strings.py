@@ -1,0 +1,57 @@
+"""Every string in the report comes from a config, a plug-in or an error text and is treated as
+hostile: a method named with markup, quotes and a script is shown as text in a real headless
+browser (Debian's chromium), and nothing of it executes; the figures draw it literally."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.report.build import build_report
+from tests.report.results_folder import TRIALS, write_results
+from tests.report.test_browser import CHROMIUM, chromium
+
+# Each payload, if it ran, would mark the page; the name also holds quotes, "&", "$" (TeX in
+# matplotlib) and a "|" (a Markdown cell separator).
+PAYLOAD = (
+    "<script>document.body.setAttribute('data-pwned','script')</script>"
+    "<img src=x onerror=\"document.body.setAttribute('data-pwned','img')\">"
+    "\"'&$x|y"
+)
+
+
+def _hostile_folder(tmp_path):
+    def rename(trial):
+        return dataclasses.replace(
+            trial,
+            regularizer=PAYLOAD if trial.regularizer == "sam" else trial.regularizer,
+            selected_from=trial.selected_from and trial.selected_from.replace("sam", PAYLOAD),
+        )
+
+    return write_results(tmp_path / "results", trials={i: rename(t) for i, t in TRIALS.items()})
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`apt-get install -y chromium`; .ci/run installs it)")
+def test_a_hostile_method_name_is_shown_as_text_and_never_runs(tmp_path):
+    artifacts = build_report([_hostile_folder(tmp_path)], tmp_path / "out" / "report.html")
+    html = artifacts.html_path.read_text()
+    assert "<script>document" not in html and "onerror=\"document" not in html  # escaped in the file
+    dom = chromium(artifacts.html_path, "--dump-dom", "--window-size=1400,1000")
+    assert "data-pwned" not in dom.split("<body", 1)[1].split(">", 1)[0]  # no payload set the mark
+    assert 'data-pwned="' not in dom
+    assert "&lt;script&gt;document.body.setAttribute" in dom  # the name is on the page, as text
+    assert dom.count("<img") == len(artifacts.png_paths)  # no image element came from the name
+    assert len(artifacts.png_paths) >= 6  # the "$" did not stop a figure from being drawn
+
+
+def test_a_hostile_method_name_in_json_and_csv_round_trips(tmp_path):
+    folder = _hostile_folder(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "leaderboard", str(folder), "--format", "json"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    methods = {s["regularizer"] for board in json.loads(done.stdout) for s in board["standings"]}
+    assert PAYLOAD in methods
