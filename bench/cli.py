@@ -117,7 +117,8 @@ def run(
 
     Exit status: 0 when the run ended (failed trials are recorded and counted on the board); 1
     when every trial failed (the most frequent reason is printed); 2 for bad input, refused
-    before anything starts; 130 when interrupted (the run is saved: re-run to resume).
+    before anything starts; 130 when interrupted (Ctrl-C), 143 on SIGTERM (the run is saved: re-run to
+    resume); 1 also when the disk fills up or a store stays locked (saved likewise).
     """
     from bench.config import ConfigError, load_config
 

@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import errno
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from bench.results.schema import FailureClass
+
+class FailureClass(str, Enum):
+    """Why a ``failed`` trial failed (:func:`classify`); decides what the search does with it.
+    The row's ``failure_class`` column (:mod:`bench.results.schema`)."""
+
+    DIVERGED = "diverged"  # the training loss became non-finite: the method's own result, never retried
+    OOM = "oom"  # out of memory (torch, Ray's OOM kill, MemoryError): ``error`` keeps the memory figures
+    INFRA = "infra"  # the worker, actor or node died, or the disk filled: retried; not counted against the budget
+    ERROR = "error"  # anything else
+
 
 #: Longest error text kept (MLflow's tag limit is 8000 characters; a row needs no more).
 MAX_ERROR_CHARS = 2000

@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from bench import metrics
+from bench.failures import FailureClass  # noqa: F401  (a row column's values; re-exported)
 
 SCHEMA_VERSION = 5
 
@@ -38,15 +39,6 @@ class TrialStatus(str, Enum):
     COMPLETED = "completed"  # trained all planned epochs
     STOPPED = "stopped"  # stopped early by ASHA; its numbers are from fewer epochs
     FAILED = "failed"  # raised; ``error`` holds the reason
-
-
-class FailureClass(str, Enum):
-    """Why a ``failed`` trial failed (``bench.failures.classify``); decides what the search does with it."""
-
-    DIVERGED = "diverged"  # the training loss became non-finite: the method's own result, never retried
-    OOM = "oom"  # out of memory (torch, Ray's OOM kill, MemoryError): ``error`` keeps the memory figures
-    INFRA = "infra"  # the worker, actor or node died: retried; not counted against the method's budget
-    ERROR = "error"  # anything else
 
 
 class Phase(str, Enum):

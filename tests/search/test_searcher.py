@@ -110,7 +110,11 @@ def test_methods_are_interleaved_and_budgets_are_exact(live):
     # Equal chains and costs: the method with the most work not yet issued goes next, so they alternate.
     assert [c[METHOD_KEY] for c in issued] == ["erm", "weight_decay"] * 3
     assert [c[SUGGESTION_KEY] for c in issued] == ["default"] * 2 + ["startup"] * 2 + ["model"] * 2
-    # Budgets spent and no final seeds configured: no more trials (Tune waits for the running ones).
+    # Budgets spent and no final seeds configured: no more trials. FINISHED only once the running
+    # ones ended (one lost to an infrastructure fault would still need its replacement).
+    assert searcher.suggest("t6") is None
+    for i in (4, 5):
+        searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
     assert searcher.suggest("t6") == Searcher.FINISHED
     for i in range(4, len(issued)):
         searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
@@ -236,6 +240,9 @@ def test_a_costlier_method_issues_its_search_first(tmp_path):
             searcher.on_trial_complete(trial_id, result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
         then = [searcher.suggest(f"n{i}")[METHOD_KEY] for i in range(6)]
         assert then == ["weight_decay"] * 3 + ["erm"] * 3
+        assert searcher.suggest("n6") is None  # all issued; FINISHED once the running trials end
+        for trial_id in [f"t{i}" for i in range(4)] + [f"n{i}" for i in range(6)]:
+            searcher.on_trial_complete(trial_id, result=_report(searcher, trial_id, EPOCHS))
         assert searcher.suggest("n6") == Searcher.FINISHED
     finally:
         LIVE.bind(None)
