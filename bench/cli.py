@@ -361,8 +361,8 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
     """The phases with a live console, the board, the report and the commands to look further."""
     from bench import search
     from bench.console import RunProgress
-    from bench.results.schema import Phase
     from bench.failures import InfrastructureBroken, disk_full, first_line
+    from bench.results.schema import Phase
     from bench.stores import is_locked_error, locked_message
 
     progress = RunProgress(

@@ -59,8 +59,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench import metrics as M
-from bench import selection
-from bench import stats
+from bench import selection, stats
 from bench.results.schema import FailureClass, Phase, TrialStatus
 
 Format = Literal["table", "json", "csv", "markdown"]

@@ -31,6 +31,7 @@ from ray.tune.result import TIMESTAMP  # Unix time (whole seconds) Tune stamps o
 
 from bench import metrics
 from bench.console import TrialLine
+from bench.failures import trial_failure
 from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan, trial_spec
 from bench.results import summary
 from bench.results.mlflow_mirror import mirror_for
@@ -38,7 +39,6 @@ from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, M
 from bench.results.mlflow_sync import finish_from_row, parent_params
 from bench.results.parquet import ParquetSink, read_rows
 from bench.results.rows import TrialOutcome, build_row
-from bench.failures import trial_failure
 from bench.results.schema import FailureClass, Phase, TrialStatus
 from bench.search.live import LIVE, LiveRun
 from bench.search.space import sampler_settings

@@ -25,10 +25,9 @@ from bench.config import BenchmarkConfig
 from bench.data import load_dataset_cached
 from bench.plan import METHOD_KEY, PHASE_KEY, MethodPlan, trial_spec
 from bench.provenance import hardware
-from bench.results.schema import Phase
+from bench.results.schema import FailureClass, Phase
 from bench.search.reporting import EpochBatch
 from bench.search.scheduler import rung_epochs
-from bench.results.schema import FailureClass
 from bench.training import Diverged, Trainer
 
 STATE_FILE = "trainer.pt"

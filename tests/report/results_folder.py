@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchmarkConfig, parse_config
-from bench.run_record import RunRecord
 from bench.results.parquet import ParquetSink
 from bench.results.schema import Phase, TrialRow, TrialStatus
+from bench.run_record import RunRecord
 
 BENCHMARK = "tiny"
 START = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
