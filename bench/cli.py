@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -328,8 +329,30 @@ def _execute_locked(
             f"\nresults → {results}\nMLflow  → {uri}\nOptuna  → {storage}",
             highlight=False, soft_wrap=True,
         )
+    from bench.signals import terminate_as_interrupt
+
+    # From here on SIGTERM (Slurm, Kubernetes) stops the run as Ctrl-C does, replacing Ray's handlers.
+    with terminate_as_interrupt() as termination:
+        try:
+            _start_ray(config, address, num_cpus, verbosity, termination)
+            _run_and_report(config, results, uri, storage, opened, mirror, record, plans, finals, searched, verbosity,
+                            resume_hint, final_only, retry_failed, termination)
+        except (KeyboardInterrupt, SystemExit) as stop:
+            if isinstance(stop, SystemExit) and stop.code != signal.SIGTERM:  # Ray's handler: sys.exit(15)
+                raise
+            termination.received = termination.received or isinstance(stop, SystemExit)
+            errors.print(f"{termination.verb}: the run is saved. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=termination.exit_status) from None
+
+
+def _start_ray(config: Any, address: str | None, num_cpus: int | None, verbosity: Any, termination: Any) -> None:
+    """Start or join Ray, take SIGTERM back from Ray's handlers, check the trials fit on a node."""
+    from bench import search
+    from bench.console import Verbosity
+
     try:
-        search.init_ray(address, num_cpus=num_cpus, verbose=verbosity is Verbosity.verbose)
+        with termination.held():
+            search.init_ray(address, num_cpus=num_cpus, verbose=verbosity is Verbosity.verbose)
     except ConnectionError as error:
         _fail(f"cannot join the Ray cluster at {address}: {_first_line(error)}")
     if address is not None:
@@ -341,18 +364,9 @@ def _execute_locked(
         except PreflightError as error:
             import ray
 
-            ray.shutdown()
+            with termination.held():
+                ray.shutdown()
             _fail(str(error))
-    from bench.signals import terminate_as_interrupt
-
-    # From here on SIGTERM (Slurm, Kubernetes) stops the run as Ctrl-C does, replacing Ray's handler.
-    with terminate_as_interrupt() as termination:
-        try:
-            _run_and_report(config, results, uri, storage, opened, mirror, record, plans, finals, searched, verbosity,
-                            resume_hint, final_only, retry_failed, termination)
-        except KeyboardInterrupt:  # outside Tune's loop (the board, the report): nothing is lost
-            errors.print(f"{termination.verb}: the run is saved. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=termination.exit_status) from None
 
 
 def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: Any, mirror: Any, record: Any,
@@ -395,10 +409,9 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
         errors.print(f"error: {locked_message(f'the Optuna store {storage}')}. Resume with: {resume_hint}",
                      highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
-    finally:
-        import ray
-
-        ray.shutdown()
+    except BaseException:
+        _shutdown_ray()
+        raise
     _print_board(results, config.benchmark)
     from bench.outcome import ALL_FAILED_EXIT_STATUS, failure_summary
     from bench.results.parquet import read_rows
@@ -415,6 +428,9 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
         commands.append(("Report     ", f"xdg-open {shlex.quote(str(report))}"))
     for label, command in commands:
         console.print(f"{label}: {command}", highlight=False, markup=False, soft_wrap=True)
+    # Last, after the board and the report: Ray's teardown resets SIGTERM to its default action in
+    # every thread (a SIGTERM during its seconds killed the run silently, before the report).
+    _shutdown_ray()
     if all_failed:
         errors.print(f"error: {all_failed}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=ALL_FAILED_EXIT_STATUS)
@@ -428,6 +444,12 @@ def _chain(error: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__ or getattr(current, "cause", None)
     return chain
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
 
 
 def _disk_full_message(results: Path, benchmark: str) -> str:

@@ -355,6 +355,15 @@ class BenchmarkConfig(_Strict):
     #: cluster; ``None``: ``sqlite:///<results>/optuna.db``. ``sharpbench run --optuna-storage`` overrides it.
     optuna_storage: str | None = None
 
+    @field_validator("benchmark")
+    @classmethod
+    def _not_only_dots(cls, value: str) -> str:
+        # "." and ".." are folder names of their own: rows and Tune state would land beside or
+        # above the results folder's own (ray/.. is the results folder itself).
+        if not value.strip("."):
+            raise ValueError(f"benchmark name {value!r} is only dots: use a letter or a digit")
+        return value
+
     @field_validator("regularizers", mode="before")
     @classmethod
     def _names_as_entries(cls, value: Any) -> Any:

@@ -221,6 +221,8 @@ def _count(value: float, unit: str) -> str:
 def check_results_folder(results: Path) -> None:
     """The results folder exists and takes files, or can be created: probed with a temporary file
     (or folder) that is removed again, so a bad path fails before any work, and nothing is left."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(results)):
+        raise PreflightError(f"results folder {str(results)!r} holds a control character (a newline?): name another folder")
     path = Path(os.path.abspath(results.expanduser()))
     limit = name_limit(path)
     for part in path.parts:
@@ -257,6 +259,8 @@ def check_tracking_uri(uri: str, *, results: Path | None = None) -> None:
         raise PreflightError(f"cannot use MLflow tracking URI {uri}: scheme {scheme!r} is not a tracking store; valid: {', '.join(known)}")
     if scheme == "sqlite":
         check_sqlite_file(f"MLflow tracking URI {uri}", uri, results=results)
+    if scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+        _check_driver(f"MLflow tracking URI {uri}", uri)
     if scheme in ("", "file"):
         from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
 
@@ -282,6 +286,17 @@ def check_tracking_uri(uri: str, *, results: Path | None = None) -> None:
         raise PreflightError(f"no MLflow tracking server answers at {uri} within {NETWORK_TIMEOUT_S:g} s: {text}") from None
 
 
+def _check_driver(what: str, url: str) -> None:
+    """The database driver of a SQLAlchemy URL is installed (the module itself, e.g. psycopg)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError) as error:
+        raise PreflightError(f"cannot use {what}: {first_line(error)}") from None
+
+
 def check_optuna_storage(url: str, *, results: Path | None = None) -> None:
     """A SQLAlchemy URL whose database driver is installed (Optuna's RDB storage takes any), and
     an SQLite file that can be one (:func:`check_sqlite_file`); whether another database answers
@@ -291,7 +306,7 @@ def check_optuna_storage(url: str, *, results: Path | None = None) -> None:
 
     try:
         parsed = make_url(url)
-        parsed.get_dialect().import_dbapi()  # the driver module itself, e.g. psycopg
+        _check_driver(f"Optuna storage {url!r}", url)
     except ArgumentError:
         raise PreflightError(f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)") from None
     except (NoSuchModuleError, ImportError) as error:
@@ -312,8 +327,8 @@ def check_sqlite_file(what: str, url: str, *, results: Path | None = None) -> No
     from sqlalchemy.engine import make_url
 
     database = make_url(url).database
-    if database in (None, "", ":memory:"):
-        return
+    if database in (None, "", ":memory:") or str(make_url(url).query.get("mode", "")) == "memory":
+        raise PreflightError(f"cannot use {what}: an in-memory database keeps nothing after the run; name a file")
     path = Path(database)
     try:
         _check_sqlite_path(what, path, results)
@@ -345,6 +360,12 @@ def check_ray_address(address: str) -> None:
     :data:`NETWORK_TIMEOUT_S` for the last two (``ray.init`` retries an unreachable head for
     minutes). ``auto`` is left to Ray, which fails fast when no local cluster runs."""
     if address == "auto":
+        # Ray's "auto" joins the cluster this machine started (`ray start`), which leaves its address here.
+        roots = {os.environ.get("RAY_TMPDIR") or "/tmp", tempfile.gettempdir(), "/tmp"}
+        started = any(Path(root, "ray", "ray_current_cluster").is_file() for root in roots)
+        if not started and not os.environ.get("RAY_ADDRESS"):
+            raise PreflightError("--address auto: no Ray cluster was started on this machine (`ray start --head`); "
+                                 "leave --address out to run locally")
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():

@@ -28,6 +28,27 @@ class Termination:
 
     received: bool = False
 
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+        signal.raise_signal(signal.SIGINT)  # Tune's handler, or KeyboardInterrupt outside its loop
+
+    def reinstall(self) -> None:
+        """Take SIGTERM back after a library replaced the handler."""
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """SIGTERM held (blocked) while Ray starts or shuts down, then taken back and released: a
+        SIGTERM meanwhile is handled here afterwards. ``ray.init`` installs Ray's handlers
+        (``sys.exit(15)``, and a native one that dumps a stack and aborts); the teardown in
+        ``ray.shutdown`` leaves the default action (the process was killed silently, -15)."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            yield
+        finally:
+            self.reinstall()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
     @property
     def exit_status(self) -> int:
         return TERMINATED_EXIT_STATUS if self.received else INTERRUPTED_EXIT_STATUS
@@ -39,14 +60,12 @@ class Termination:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[Termination]:
-    """While active, SIGTERM acts as SIGINT (Ctrl-C). Main thread only (Python's rule for handlers)."""
+    """While active, SIGTERM acts as SIGINT (Ctrl-C). Main thread only (Python's rule for handlers).
+    A SIGTERM that arrives while Ray's own handler is in place (inside ``ray.init``) exits through
+    ``SystemExit(15)``; the caller treats that as a termination too (:meth:`Termination.reinstall`
+    takes the signal back after ``ray.init`` and ``ray.shutdown``)."""
     termination = Termination()
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        termination.received = True
-        signal.raise_signal(signal.SIGINT)  # Tune's handler, or KeyboardInterrupt outside its loop
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.signal(signal.SIGTERM, termination.on_sigterm)
     try:
         yield termination
     finally:
