@@ -118,10 +118,17 @@ def test_a_tracking_server_that_never_answers_times_out():
         assert time.monotonic() - started < NETWORK_TIMEOUT_S + 5
 
 
-@pytest.mark.parametrize("uri", ["sqlite:///{tmp}/mlflow.db", "postgresql+psycopg2://u@h/db", "file:///tmp/mlruns", "databricks"])
+# (a database URL is checked for its driver too: see the next test)
+@pytest.mark.parametrize("uri", ["sqlite:///{tmp}/mlflow.db", "file:///tmp/mlruns", "databricks"])
 def test_store_schemes_mlflow_accepts_pass_without_network(uri, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in to its file store
     check_tracking_uri(uri.format(tmp=tmp_path))
+
+
+def test_a_database_store_whose_driver_is_missing_is_refused():
+    # no test machine installs MySQLdb: named before anything runs (it used to fail after the folder was made)
+    with pytest.raises(PreflightError, match="MLflow tracking URI mysql\\+mysqldb://u@h/db: No module named 'MySQLdb'"):
+        check_tracking_uri("mysql+mysqldb://u@h/db")
 
 
 @pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "/tmp/mlruns"])
