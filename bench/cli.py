@@ -375,7 +375,7 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
     """The phases with a live console, the board, the report and the commands to look further."""
     from bench import search
     from bench.console import RunProgress
-    from bench.failures import InfrastructureBroken, disk_full, first_line
+    from bench.failures import InfrastructureBroken, disk_full, exception_chain, first_line
     from bench.results.schema import Phase
     from bench.stores import is_locked_error, locked_message
 
@@ -400,7 +400,7 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
             errors.print(f"error: {_disk_full_message(results, config.benchmark)}. Resume with: {resume_hint}",
                          highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
-        broken = next((e for e in _chain(error) if isinstance(e, InfrastructureBroken)), None)
+        broken = next((e for e in exception_chain(error) if isinstance(e, InfrastructureBroken)), None)
         if broken is not None:
             errors.print(f"error: {first_line(broken)}. Resume with: {resume_hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
@@ -434,16 +434,6 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
     if all_failed:
         errors.print(f"error: {all_failed}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=ALL_FAILED_EXIT_STATUS)
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    """``error`` and what it wraps (causes, contexts, Ray's task-error ``cause``), outermost first."""
-    chain: list[BaseException] = []
-    current: object = error
-    while isinstance(current, BaseException) and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__ or getattr(current, "cause", None)
-    return chain
 
 
 def _shutdown_ray() -> None:

@@ -78,20 +78,22 @@ _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _DISK_FULL_MARKERS = ("No space left on device", "database or disk is full", "Disk quota exceeded")
 
 
-def disk_full(error: BaseException) -> bool:
-    """Whether ``error``, or anything it wraps (causes, contexts, Ray's task-error cause), says the
-    disk (or the user's quota) is full."""
-    seen: set[int] = set()
+def exception_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and everything it wraps: causes, contexts and Ray's task-error ``cause``, each once."""
+    seen: list[BaseException] = []
     stack: list[object] = [error]
     while stack:
         current = stack.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if getattr(current, "errno", None) in _DISK_FULL_ERRNOS or any(m in str(current) for m in _DISK_FULL_MARKERS):
-            return True
-        stack += [current.__cause__, current.__context__, getattr(current, "cause", None)]
-    return False
+        if isinstance(current, BaseException) and all(current is not s for s in seen):
+            seen.append(current)
+            stack += [getattr(current, "cause", None), current.__context__, current.__cause__]
+    return seen
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error``, or anything it wraps, says the disk (or the user's quota) is full."""
+    return any(getattr(e, "errno", None) in _DISK_FULL_ERRNOS or any(m in str(e) for m in _DISK_FULL_MARKERS)
+               for e in exception_chain(error))
 
 
 def classify(error: BaseException) -> FailureClass:

@@ -14,7 +14,7 @@
 * **A store locked past the time-out** ends the run with one line (:func:`locked_message`) and the
   run is resumable like any interrupted one.
 
-Depends on nothing in bench (the results and search rooms both use it).
+Depends only on :mod:`bench.failures` (which depends on nothing): the results and search rooms both use it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from functools import cache
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
+
+from bench.failures import exception_chain
 
 #: Seconds a write waits for another connection's lock before it fails (SQLite's busy time-out;
 #: Python's default is 5 s, which a dashboard's long read outlasted).
@@ -119,15 +121,8 @@ def optuna_storage(url: str):  # -> optuna.storages.RDBStorage (optuna imported 
 
 def is_locked_error(error: BaseException) -> bool:
     """Whether ``error`` (or what it wraps) is SQLite's "database is locked" / "busy"."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        text = str(current).lower()
-        if "database is locked" in text or "database is busy" in text:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    texts = (str(e).lower() for e in exception_chain(error))
+    return any("database is locked" in text or "database is busy" in text for text in texts)
 
 
 def locked_message(store: str) -> str:
