@@ -701,13 +701,14 @@ def perf(
     Overhead = ratio to ERM / ratio of pass-equivalents (a forward-only pass counts 1/3); target
     <= 1.05, '!' marks a median above it. Unreliable figures are marked '?': fewer than 4 rounds;
     a step time whose IQR exceeds 10% of its median; an overhead whose IQR exceeds both 0.05 and
-    |overhead - 1| / 2. (The numbers are bench.perf's constants; a test keeps this text in step.)
+    |overhead - 1| / 2. (The numbers are bench.benchmarks.perf's constants; a test keeps this text in step.)
     """
     import regularizers
+    from bench.benchmarks.perf import benchmark_steps
     from bench.data import DatasetError
+    from bench.measure.timing import RELIABILITY_RULE, TARGET_OVERHEAD
     from bench.models import ModelError, available_models
     from bench.naming import unknown_name_message
-    from bench.perf import RELIABILITY_RULE, TARGET_OVERHEAD, benchmark_steps
 
     for model in models or []:
         if model not in available_models():

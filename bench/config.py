@@ -162,7 +162,7 @@ _RENAMED_FLATNESS_KEYS = {
 
 
 class FlatnessConfig(_Strict):
-    """When and how accurately flatness is measured (:mod:`bench.flatness`).
+    """When and how accurately flatness is measured (:mod:`bench.measure.flatness`).
 
     Cost, in Hessian-vector products (HVPs) over the subset (one HVP took about 5 forward+backward
     passes of a ResNet-18 on CPU here; trace probes share passes, 4 at a time): the eigenvalue

@@ -79,7 +79,7 @@ WALL_SECONDS: Final = _declare("wall_seconds", "s", "the trial's wall time so fa
 COMPILE_SECONDS: Final = _declare("compile_s", "s", "warm-up/compile before the trial's clock", column="compile_s")
 EPOCH_SECONDS: Final = _declare("epoch_seconds", "s", "wall time of the last epoch")
 LEARNING_RATE: Final = _declare("learning_rate", "1", "learning rate at the end of the epoch")
-# Flatness of the final minimum (bench.flatness).
+# Flatness of the final minimum (bench.measure.flatness).
 HESSIAN_TOP_EIGENVALUE: Final = _declare("hessian_top_eigenvalue", "loss/weight²", "top Hessian eigenvalue (Lanczos)", column="hessian_top_eigenvalue", leaderboard=True)
 HESSIAN_EIGEN_ITERATIONS: Final = _declare("hessian_eigen_iterations", "HVPs", "Hessian-vector products the eigenvalue used", kind="int", column="hessian_eigen_iterations")
 HESSIAN_EIGEN_CONVERGED: Final = _declare("hessian_eigen_converged", "flag", "whether the eigenvalue met its tolerance (else: stopped at the cap)", kind="bool", column="hessian_eigen_converged")

@@ -26,7 +26,7 @@ from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.data import Dataset, TensorSplit, load_dataset
 from bench.data.augment import build_augmentation
 from bench.data.loader import DeviceLoader
-from bench.flatness import measure_flatness, should_measure
+from bench.measure.flatness import measure_flatness, should_measure
 from bench.models import create_model
 from bench.provenance import hardware
 

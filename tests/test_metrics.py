@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from bench import metrics
-from bench.flatness import FlatnessResult
+from bench.measure.flatness import FlatnessResult
 from bench.results.schema import SCHEMA, TrialRow
 from bench.training import EpochResult
 

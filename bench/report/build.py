@@ -134,7 +134,7 @@ _SEEDS_CAPTION = (
     "mean; black line: its 95% t-interval (Student t with n−1 degrees of freedom)."
 )
 _FLATNESS_CAPTION = (
-    "Flatness against generalization: each completed run that measured flatness (bench/flatness.py, on the "
+    "Flatness against generalization: each completed run that measured flatness (bench/measure/flatness.py, on the "
     "training loss at the end of training) is a point. Left: the Hessian trace by Hutchinson's estimator, "
     "with its standard error; right: the top Hessian eigenvalue by power iteration. Filled circles: final "
     "runs; hollow triangles: search trials. {counts}"

@@ -181,7 +181,7 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
             num_samples=-1,  # the searcher says when it is done: budgets, then final runs
             max_concurrent_trials=concurrency,
             # One worker process per slot, not one per trial: a new actor re-imports torch and
-            # bench (seconds per trial, measured by bench.search.orchestration).
+            # bench (seconds per trial, measured by bench.benchmarks.orchestration).
             reuse_actors=True,
         ),
         run_config=RunConfig(
@@ -227,7 +227,7 @@ def run_benchmark(
     not re-run; its failed trials run again only with ``retry_failed``. Raises
     :class:`SearchInterrupted` when the experiment stopped before its trials ended.
 
-    For :mod:`bench.search.orchestration` only: ``trial_function`` replaces the trial Tune runs
+    For :mod:`bench.benchmarks.orchestration` only: ``trial_function`` replaces the trial Tune runs
     (same signature as :func:`bench.search.trainable.run_trial`), ``sequential`` schedules one
     method at a time (the scheduling sharpbench had before this package).
     """

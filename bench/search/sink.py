@@ -9,7 +9,7 @@ resumed trial logs into its existing run instead of opening a second one, and it
 MLflow calls run in order on one worker thread of the driver, never on Tune's event loop: a
 trial waits for the driver after each report, and creating a run (~0.2 s on sqlite) or logging
 an epoch there stalled every trial's next epoch and every free slot's next trial (measured by
-:mod:`bench.search.orchestration`: slot utilization 0.71 with MLflow on the loop, 0.83 without
+:mod:`bench.benchmarks.orchestration`: slot utilization 0.71 with MLflow on the loop, 0.83 without
 MLflow). The Parquet row, the record, is still written on the loop, with the trial's MLflow run
 id (the loop waits for that one call if it is still queued). The queue is emptied when the
 experiment ends or is interrupted (:meth:`SinkCallback.close`, called by the driver).

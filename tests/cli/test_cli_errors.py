@@ -318,7 +318,13 @@ def test_bad_option_value_exits_2(option):
 
 
 def test_perf_help_states_the_reliability_rule():
-    from bench.perf import EFFECT_IN_IQRS, MAX_RELATIVE_STEP_IQR, MIN_ROUNDS, OVERHEAD_RESOLUTION, TARGET_OVERHEAD
+    from bench.measure.timing import (
+        EFFECT_IN_IQRS,
+        MAX_RELATIVE_STEP_IQR,
+        MIN_ROUNDS,
+        OVERHEAD_RESOLUTION,
+        TARGET_OVERHEAD,
+    )
 
     done = _run("perf", "--help")
     text = " ".join(done.stdout.split())  # click re-wraps the docstring

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
-from bench.perf import benchmark_steps
+from bench.benchmarks.perf import benchmark_steps
 from bench.training import TrialSpec, run_trial
 
 
@@ -41,7 +41,7 @@ def test_perf_on_a_real_dataset_reports_epoch_time(cifar10_dir):
     assert erm.ratio_to_erm.median == 1.0  # per round t / t: exactly 1 (no speed is asserted for sam)
     for timing in timings:
         # epoch time follows from the training split: 100 images less the 20% validation default
-        # (the same divisions as bench/perf.py, so far inside math.isclose's 1e-9)
+        # (the same divisions as bench/benchmarks/perf.py, so far inside math.isclose's 1e-9)
         assert math.isclose(timing.epoch_seconds, 80 / timing.samples_per_second)
         assert math.isclose(timing.samples_per_second, 8 / timing.step_seconds.median)
         assert not timing.reliable and timing.reliability.reason == "2 rounds < 4"

@@ -1,6 +1,6 @@
 """TPE under concurrency: the searcher's startup rule, its suggestion kinds and its gate, driven
 through the real searcher and studies (sqlite Optuna storage) by the in-process slot pool of
-:mod:`bench.search.concurrency_benchmark`; and the mostly-random warning."""
+:mod:`bench.benchmarks.concurrency`; and the mostly-random warning."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.console import Console
 from bench.config import load_config, parse_config
 from bench.console import RunProgress
 from bench.plan import plan_methods
-from bench.search.concurrency_benchmark import SimTrial, simulate
+from bench.benchmarks.concurrency import SimTrial, simulate
 from bench.search.driver import mostly_random
 from bench.search.space import DEFAULT, MODEL, STARTUP, sampler_settings
 from bench.search.studies import ATTR_SUGGESTION_KIND, default_storage, study_name

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from bench.benchmarks.overhead import DEFAULT_CONFIG, RayRun, TrialTiming, _bench_config
 from bench.config import load_config
-from bench.search.overhead import DEFAULT_CONFIG, RayRun, TrialTiming, _bench_config
 
 
 def test_where_a_ray_runs_time_went():
@@ -50,7 +50,7 @@ def test_the_benchmark_config_is_one_method_with_identical_work_per_trial():
 )
 def test_bad_input_is_one_line_and_exit_status_2(arguments, message, repo_root):
     done = subprocess.run(
-        [sys.executable, "-m", "bench.search.orchestration", *arguments],
+        [sys.executable, "-m", "bench.benchmarks.orchestration", *arguments],
         cwd=repo_root, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2, done.stderr

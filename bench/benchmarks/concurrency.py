@@ -1,7 +1,7 @@
 """Does the search stay model-based when trials run side by side? TPE at 1, 2 and 4 slots against
 random search, at the same budget, over several search seeds.
 
-``python -m bench.search.concurrency_benchmark [--config configs/digits.yaml] [--method erm] [--trials 9]
+``python -m bench.benchmarks.concurrency [--config configs/digits.yaml] [--method erm] [--trials 9]
 [--slots 1 --slots 2 --slots 4] [--search-seed 0 --search-seed 1 ...] [--epochs N]``
 
 A measurement, not a test: it prints figures. Concurrency is simulated in this process, with the

@@ -1,6 +1,6 @@
 """Measured orchestration: how busy the cluster's trial slots are during a whole benchmark.
 
-``python -m bench.search.orchestration utilization [--quick | --short] [--format table|json] [--repeats N]``
+``python -m bench.benchmarks.orchestration utilization [--quick | --short] [--format table|json] [--repeats N]``
 
 A measurement, not a test: it prints figures. It starts a loopback Ray cluster
 (``ray.cluster_utils.Cluster``: a head with no GPUs and two worker nodes declaring logical GPUs,
@@ -517,8 +517,8 @@ def utilization_command(
 @app.command("overhead", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def overhead_command(ctx: typer.Context) -> None:
     """Ray Tune against the same trials in-process (where the time goes), and throughput with
-    1 and 2 concurrent CPU trials. Options: `overhead --help` (bench/search/overhead.py)."""
-    from bench.search import overhead
+    1 and 2 concurrent CPU trials. Options: `overhead --help` (bench/benchmarks/overhead.py)."""
+    from bench.benchmarks import overhead
 
     raise typer.Exit(overhead.main(["overhead", *ctx.args]))
 

@@ -1,7 +1,7 @@
 """What Ray Tune costs per trial, measured: the same trials in-process and through
 :func:`bench.search.run_benchmark`, and the throughput of concurrent CPU trials.
 
-``python -m bench.search.orchestration overhead [--config configs/digits.yaml] [--trials 6]
+``python -m bench.benchmarks.orchestration overhead [--config configs/digits.yaml] [--trials 6]
 [--repeats 3] [--long-seconds 60] [--long-width 64] [--throughput-seconds 8] [--quick] [--no-full]
 [--no-long] [--no-throughput]``
 
@@ -341,9 +341,9 @@ def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...], epo
 
 def _overhead(args: argparse.Namespace) -> int:
     from bench import search
-    from bench.search import driver  # noqa: F401 - Ray, Optuna, MLflow set their loggers on import: before quieting them
     from bench.config import ConfigError, load_config
     from bench.console import Verbosity, quiet_third_party
+    from bench.search import driver  # noqa: F401 - Ray, Optuna, MLflow set their loggers on import: before quieting them
 
     quiet_third_party(Verbosity.normal)  # the library output settings of `sharpbench run`
     try:
@@ -383,7 +383,7 @@ def _overhead(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.search.orchestration", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.benchmarks.orchestration", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     overhead = commands.add_parser("overhead", help="Ray Tune against in-process, and C=1/2 throughput")
     overhead.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="benchmark config whose recipe the trials use")

@@ -1,4 +1,4 @@
-"""`bench.perf`: spreads (median, quartiles), the reliability rule, interleaved rounds.
+"""`bench.benchmarks.perf`: spreads (median, quartiles), the reliability rule, interleaved rounds.
 
 No test here asserts a speed: timings depend on the machine and its load. They check the
 arithmetic that turns timings into figures, the rule that marks figures unreliable (on hand-made
@@ -16,7 +16,8 @@ from torch.utils.benchmark import Measurement
 from torch.utils.benchmark.utils.common import TaskSpec
 
 import regularizers
-from bench.perf import MIN_ROUNDS, Reliability, Spread, benchmark_steps, judge
+from bench.benchmarks.perf import benchmark_steps
+from bench.measure.timing import MIN_ROUNDS, Reliability, Spread, judge
 from regularizers import PassCost, Regularizer
 
 # float64 quantiles are a sort and one linear interpolation: a few roundings of relative size

@@ -1,4 +1,4 @@
-"""`bench.search.orchestration`: the slot-utilization arithmetic on hand-computed schedules, the
+"""`bench.benchmarks.orchestration`: the slot-utilization arithmetic on hand-computed schedules, the
 simulated trial's landscape, and one real (small) run on a loopback Ray cluster.
 
 No test asserts a utilization target or a speed: those depend on the machine and its load. The
@@ -16,8 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 import regularizers
-from bench.plan import plan_methods
-from bench.search.orchestration import (
+from bench.benchmarks.orchestration import (
     DEFAULT,
     NO_SEARCH_METHODS,
     Setup,
@@ -31,6 +30,7 @@ from bench.search.orchestration import (
     simulated_accuracy,
     utilization,
 )
+from bench.plan import plan_methods
 
 # The hand-made schedules use integers and halves: every sum and difference below is exact in
 # float64, but the implementation may add in another order, so allow a few ulps of the largest

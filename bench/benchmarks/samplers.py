@@ -1,7 +1,7 @@
 """Does TPE + ASHA earn its place? Best validation figure against trials and passes spent,
 against random search at the same budget, over several search seeds.
 
-``python -m bench.search.sampler_benchmark [--config configs/digits.yaml] [--method erm] [--trials 12]
+``python -m bench.benchmarks.samplers [--config configs/digits.yaml] [--method erm] [--trials 12]
 [--search-seed 0 --search-seed 1 ...] [--format table|json]``
 
 A measurement, not a test: it prints figures. Each strategy searches the config's space for one

@@ -11,25 +11,19 @@ median and the interquartile range (IQR) over rounds:
   round*), so a round disturbed for everyone cancels out instead of widening two spreads;
 * overhead: the per-round ratio divided by the ratio of pass-equivalents.
 
-The clock (:func:`_clock`) is the one ``torch.utils.benchmark.timer`` uses: synchronize the
-device, then read the host clock, so asynchronous launches are not mistaken for speed.
+The clock, the spreads and the reliability rule are :mod:`bench.measure.timing`'s.
 ``torch.utils.benchmark`` itself is not imported: its import loads the C++ extension builder,
 which logs a "No CUDA runtime is found" warning on machines without one, and ``Timer.timeit`` runs
 extra untimed calls before every measurement and times one statement at a time, which defeats the
-interleaving. Quartiles interpolate linearly, as ``torch.utils.benchmark.Measurement``'s do (the
-tests check :class:`Spread` against it).
+interleaving.
 
 A figure is marked *unreliable* by :func:`judge` (rule in :data:`RELIABILITY_RULE`). Figures are
 printed, never asserted: speed targets live here, not in timed tests.
-
-*Pass-equivalents* weigh a forward-only pass as 1/3 of a forward+backward pair (the backward
-costs about twice the forward), so NSO's extra clean forward on BatchNorm models counts fairly.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -37,98 +31,12 @@ import torch
 import regularizers
 from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.data import Dataset, TensorSplit, load_dataset
+from bench.measure.timing import TARGET_OVERHEAD, Reliability, Spread, judge, pass_equivalents, wall_clock
 from bench.training import Trainer, TrialSpec
 from regularizers import StepReport
 
 #: (model, input shape) pairs timed by default: the digits CNN and a ResNet-sized CNN on 32×32.
 DEFAULT_MODELS = (("cnn", (1, 8, 8)), ("resnet18", (3, 32, 32)))
-#: The overhead a method may have beyond its passes (1.05 = 5% more than its passes cost).
-TARGET_OVERHEAD = 1.05
-#: Fewer rounds than this give no usable quartiles (``Measurement`` hides its IQR below 4 too).
-MIN_ROUNDS = 4
-#: Step time IQR / median above this is unreliable: the level at which
-#: ``torch.utils.benchmark.Measurement`` warns of "system fluctuation".
-MAX_RELATIVE_STEP_IQR = 0.10
-#: The resolution the overhead column must have: the margin of the target.
-OVERHEAD_RESOLUTION = TARGET_OVERHEAD - 1
-#: An overhead's distance from 1 (the effect it reports) must be at least this many IQRs: then
-#: its quartile interval stays clear of 1 with room to spare.
-EFFECT_IN_IQRS = 2
-RELIABILITY_RULE = (
-    f"a figure is unreliable ('?') when it comes from fewer than {MIN_ROUNDS} rounds; a step time, when its IQR "
-    f"exceeds {MAX_RELATIVE_STEP_IQR:.0%} of its median; a ratio/overhead, when the overhead's IQR exceeds both "
-    f"{OVERHEAD_RESOLUTION:.2f} (the target's margin) and |overhead - 1| / {EFFECT_IN_IQRS} (the effect it reports, "
-    f"which must be at least {EFFECT_IN_IQRS} IQRs)"
-)
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Median and quartiles of ``n`` samples; quartiles interpolate linearly between order
-    statistics (``torch.quantile``'s default, as in ``torch.utils.benchmark.Measurement``)."""
-
-    median: float
-    q1: float
-    q3: float
-    n: int
-
-    @property
-    def iqr(self) -> float:
-        return self.q3 - self.q1
-
-    @classmethod
-    def of(cls, samples: Sequence[float]) -> Spread:
-        """Raises ValueError on no samples or a non-finite one."""
-        if not samples:
-            raise ValueError("a spread needs at least one sample")
-        values = torch.tensor(list(samples), dtype=torch.float64)
-        if not bool(torch.isfinite(values).all()):
-            raise ValueError(f"non-finite sample in {list(samples)}")
-        q1, median, q3 = values.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
-        return cls(median=median, q1=q1, q3=q3, n=len(samples))
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"median": self.median, "q1": self.q1, "q3": self.q3, "iqr": self.iqr, "n": self.n}
-
-
-@dataclass(frozen=True)
-class Reliability:
-    """Why a row's figures are unreliable; ``None`` where a figure is reliable."""
-
-    step_time: str | None
-    ratio: str | None  # the ratio to ERM and the overhead (one is the other over a constant)
-
-    @property
-    def reliable(self) -> bool:
-        return self.step_time is None and self.ratio is None
-
-    @property
-    def reason(self) -> str | None:
-        reasons = dict.fromkeys(r for r in (self.step_time, self.ratio) if r is not None)  # ordered, no repeats
-        return "; ".join(reasons) or None
-
-
-def judge(step_seconds: Spread, overhead: Spread) -> Reliability:
-    """Apply :data:`RELIABILITY_RULE` to one row's step time and overhead spreads.
-
-    The overhead's floor of :data:`OVERHEAD_RESOLUTION` keeps a precise "costs exactly its
-    passes" (overhead 1.00, tiny IQR) reliable, while a spread that is not small against the
-    effect reported (weight decay at 0.39× ERM with an IQR of 0.8) is not.
-    """
-    if step_seconds.n < MIN_ROUNDS:
-        too_few = f"{step_seconds.n} rounds < {MIN_ROUNDS}"
-        return Reliability(step_time=too_few, ratio=too_few)
-    step = None
-    relative = step_seconds.iqr / step_seconds.median
-    if relative > MAX_RELATIVE_STEP_IQR:
-        step = f"step time IQR {relative:.0%} of its median > {MAX_RELATIVE_STEP_IQR:.0%}"
-    ratio = None
-    allowed = max(OVERHEAD_RESOLUTION, abs(overhead.median - 1) / EFFECT_IN_IQRS)
-    if overhead.iqr > allowed:
-        ratio = f"overhead IQR {overhead.iqr:.3f} > {allowed:.3f}"
-    return Reliability(step_time=step, ratio=ratio)
-
-
 @dataclass
 class StepTiming:
     """One (model, method): seconds per optimizer step, and its cost relative to ERM's."""
@@ -177,17 +85,6 @@ def _synthetic(input_shape: tuple[int, int, int], num_classes: int, samples: int
     return Dataset("synthetic", split, split.head(min(samples, 64)), split.head(min(samples, 64)), num_classes)
 
 
-def _clock(device: torch.device) -> float:
-    """Seconds on the host clock, after the work queued on ``device`` has finished."""
-    if device.type != "cpu":
-        torch.accelerator.synchronize(device)
-    return time.perf_counter()
-
-
-def _pass_equivalents(forward: int, backward: int) -> float:
-    return backward + (forward - backward) / 3
-
-
 class _MethodClock:
     """One method's trainer on one model, timing blocks of training steps."""
 
@@ -219,10 +116,10 @@ class _MethodClock:
     def run_block(self, steps: int) -> float:
         """Run ``steps`` training steps; the seconds per step (batches are drawn before the clock)."""
         batches = [self._next_batch() for _ in range(steps)]
-        started = _clock(self.trainer.device)
+        started = wall_clock(self.trainer.device)
         for inputs, targets in batches:
             self.report = self.trainer.train_step(inputs, targets)
-        return (_clock(self.trainer.device) - started) / steps
+        return (wall_clock(self.trainer.device) - started) / steps
 
 
 def _time_model(clocks: list[_MethodClock], *, warmup: int, repeats: int, steps_per_block: int, progress: Callable[[str], None] | None) -> None:
@@ -242,11 +139,11 @@ def _time_model(clocks: list[_MethodClock], *, warmup: int, repeats: int, steps_
 def _timings(clocks: list[_MethodClock], *, steps_per_block: int, epoch_samples: int | None) -> list[StepTiming]:
     erm = clocks[0]
     assert erm.method == "erm" and erm.report is not None
-    erm_passes = _pass_equivalents(erm.report.forward_passes, erm.report.backward_passes)
+    erm_passes = pass_equivalents(erm.report.forward_passes, erm.report.backward_passes)
     timings = []
     for clock in clocks:
         assert clock.report is not None
-        passes = _pass_equivalents(clock.report.forward_passes, clock.report.backward_passes)
+        passes = pass_equivalents(clock.report.forward_passes, clock.report.backward_passes)
         # Per round: x / x is exactly 1.0 in IEEE arithmetic, so erm's ratio is exactly 1.
         ratios = [mine / reference for mine, reference in zip(clock.seconds_per_step, erm.seconds_per_step, strict=True)]
         step = Spread.of(clock.seconds_per_step)

@@ -54,9 +54,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+import regularizers.base as regularizers_base
 from bench import metrics
 from bench.config import FlatnessConfig
-import regularizers.base as regularizers_base
 from regularizers.base import global_norm, perturbed_weights
 
 #: The stopping rules' defaults, declared once on :class:`~bench.config.FlatnessConfig`.

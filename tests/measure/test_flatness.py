@@ -1,4 +1,4 @@
-"""bench.flatness against exact answers: the dense Hessian of a small float64 model, and the
+"""bench.measure.flatness against exact answers: the dense Hessian of a small float64 model, and the
 trust-region maximum of a quadratic loss solved in closed form (eigendecomposition + secular
 equation)."""
 
@@ -15,7 +15,7 @@ from torch.func import functional_call
 
 from bench import metrics
 from bench.config import FlatnessConfig
-from bench.flatness import (
+from bench.measure.flatness import (
     FlatnessResult,
     epsilon_sharpness,
     hessian_vector_product,

@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: pytest itself depends on tomli there
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "configs" / "cluster"
 LAUNCHER = CLUSTER / "aws-gpu.yaml"
 RAYJOB = CLUSTER / "rayjob.yaml"
