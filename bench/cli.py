@@ -531,7 +531,7 @@ def sync_mlflow(
     """
     from bench.config import ConfigError
     from bench.preflight import PreflightError, check_tracking_uri
-    from bench.results.mlflow_sync import SyncError, sync_to_mlflow
+    from bench.sync import SyncError, sync_to_mlflow
 
     if tracking_uri is not None:
         try:

@@ -82,6 +82,11 @@ class MethodPlan:
         return f"{self.search_name(phase)}@{instance}" if instance else self.search_name(phase)
 
     @property
+    def described_space(self) -> dict[str, str]:
+        """The searched space as text, ``{param key: domain description}`` (a parent run's param)."""
+        return {p.key: p.domain.describe() for p in self.params}
+
+    @property
     def max_epochs(self) -> int:
         """The most epochs a trial of this plan can run: ASHA's ``max_t`` must reach it."""
         epochs = self.budget.epochs

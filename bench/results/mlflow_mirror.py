@@ -5,7 +5,7 @@ the Parquet row of every trial is written whatever MLflow does, the trial is nev
 because of MLflow, and the run's exit status does not change. :class:`MlflowMirror` wraps each
 call of the driver's sink: the first failure tells the user once (through ``notify``) and marks
 MLflow down for the rest of the run, so later calls are skipped instead of each waiting for
-MLflow's HTTP retries. ``sharpbench sync-mlflow`` (:mod:`bench.results.mlflow_sync`) back-fills
+MLflow's HTTP retries. ``sharpbench sync-mlflow`` (:mod:`bench.sync`) back-fills
 MLflow from Parquet afterwards.
 
 One mirror per tracking URI and process (:func:`open_mirror`, :func:`mirror_for`): the CLI opens
@@ -27,7 +27,8 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True)
 class MlflowOutage:
-    """Why MLflow was given up on: the tracking URI, the call that failed, its first error line."""
+    """Why MLflow was given up on: the tracking URI, the call that failed, its error
+    (``<Type>: <first line>``, :func:`bench.failures.error_text`)."""
 
     tracking_uri: str
     call: str
@@ -39,10 +40,6 @@ class MlflowOutage:
 
 def _log_outage(outage: MlflowOutage) -> None:
     _log.warning("%s: going on without it; rows are in Parquet", outage.describe())
-
-
-def _first_line(error: BaseException) -> str:
-    return error_text(error)
 
 
 class MlflowMirror:
@@ -71,7 +68,7 @@ class MlflowMirror:
         try:
             return fn()
         except Exception as error:  # any failure: MLflow is a mirror, the run must go on
-            self.outage = MlflowOutage(self.tracking_uri, what, _first_line(error))
+            self.outage = MlflowOutage(self.tracking_uri, what, error_text(error))
             self.notify(self.outage)
             return None
 

@@ -47,7 +47,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking import SEARCH_MAX_RESULTS_DEFAULT
 from mlflow.tracking import MlflowClient
@@ -62,6 +62,32 @@ from sqlalchemy.engine import make_url
 
 from bench import provenance
 from bench.results.schema import Phase, TrialStatus
+from bench.results.vocabulary import (  # noqa: F401  (the names also re-exported from here)
+    ABANDONED_RUN_STATUS,
+    PARENT_FINISHED,
+    ROLE_SEARCH,
+    ROLE_TRIAL,
+    RUN_STATUS,
+    RUNNING,
+    STATUS_ABANDONED,
+    TAG_BENCHMARK,
+    TAG_DEVICE,
+    TAG_ERROR,
+    TAG_HARDWARE,
+    TAG_PACKAGE_PREFIX,
+    TAG_PHASE,
+    TAG_PRECISION,
+    TAG_REGULARIZER,
+    TAG_ROLE,
+    TAG_SEARCH_ID,
+    TAG_SEARCH_NAME,
+    TAG_STATUS,
+    TAG_TRIAL_ID,
+    TAG_TRIAL_KEY,
+    ParentRun,
+    parent_tags,
+    trial_end_tags,
+)
 from bench.stores import sqlite_path, sqlite_url, use_wal
 
 try:  # MLflow's own limits (3.17: params 6000, tags 8000, keys 250, 1000 metrics / 100 params per batch)
@@ -77,26 +103,6 @@ except ImportError:  # pragma: no cover - a future MLflow that moved them
     MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH = 100, 8000
 
 _log = logging.getLogger(__name__)
-
-#: Tag keys written by the sink.
-TAG_ROLE = "sharpbench.role"  # "search" (parent) or "trial"
-TAG_SEARCH_NAME = "sharpbench.search_name"
-TAG_SEARCH_ID = "sharpbench.search_id"  # sha256 of the search name: the lookup key
-TAG_TRIAL_KEY = "sharpbench.trial_key"
-TAG_TRIAL_ID = "sharpbench.trial_id"  # sha256 of the trial key: the lookup key
-TAG_BENCHMARK = "sharpbench.benchmark"
-TAG_REGULARIZER = "sharpbench.regularizer"
-TAG_PHASE = "sharpbench.phase"
-TAG_STATUS = "sharpbench.status"  # a TrialStatus value; "stopped" runs are FINISHED in MLflow
-TAG_ERROR = "sharpbench.error"
-#: ``sharpbench.status`` of a trial run no resumed trial continued (:meth:`MlflowSink.abandon`).
-STATUS_ABANDONED = "abandoned"
-#: What a trial actually ran on: ``training.precision``/``device`` params are as requested ("auto").
-TAG_DEVICE = "sharpbench.device"
-TAG_PRECISION = "sharpbench.precision"
-TAG_HARDWARE = "sharpbench.hardware"
-#: One tag per tracked package: ``sharpbench.package.torch`` = ``2.14.1``.
-TAG_PACKAGE_PREFIX = "sharpbench.package."
 
 #: MLflow 3's experiment-type tag: without it the UI opens an experiment in its GenAI view
 #: ("Traces 0"); ``custom_model_development`` opens it on its training runs. The value is the UI's
@@ -114,17 +120,6 @@ SOURCE_TYPE = "LOCAL"
 TRIAL_CONFIG_ARTIFACT = "config.json"
 BENCHMARK_CONFIG_ARTIFACT = "benchmark_config.json"
 STANDING_ARTIFACT = "standing.json"
-
-ROLE_SEARCH = "search"
-ROLE_TRIAL = "trial"
-
-#: MLflow run status for each trial status. An ASHA-stopped trial ended normally (it was not
-#: killed by a user or a crash), so it is FINISHED; the ``sharpbench.status`` tag says "stopped".
-RUN_STATUS: Mapping[TrialStatus, str] = {
-    TrialStatus.COMPLETED: RunStatus.to_string(RunStatus.FINISHED),
-    TrialStatus.STOPPED: RunStatus.to_string(RunStatus.FINISHED),
-    TrialStatus.FAILED: RunStatus.to_string(RunStatus.FAILED),
-}
 
 _STATE_VERSION = 1
 
@@ -466,8 +461,8 @@ class MlflowSink:
     def _reopen(self, run_id: str) -> dict[str, str]:
         """Mark a reused run RUNNING again; return its params (to avoid re-logging them)."""
         run = self.client.get_run(run_id)
-        if run.info.status != RunStatus.to_string(RunStatus.RUNNING):
-            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        if run.info.status != RUNNING:
+            self.client.update_run(run_id, status=RUNNING)
         return dict(run.data.params)
 
     def _log(
@@ -519,13 +514,7 @@ class MlflowSink:
         ``config`` (the resolved benchmark config, JSON-serializable) becomes the artifact
         ``benchmark_config.json`` of a new run.
         """
-        tags = {
-            TAG_ROLE: ROLE_SEARCH,
-            TAG_SEARCH_NAME: search_name,
-            TAG_BENCHMARK: benchmark,
-            TAG_REGULARIZER: regularizer,
-            TAG_PHASE: Phase(phase).value,
-        }
+        tags = parent_tags(ParentRun(search_name, benchmark, regularizer, Phase(phase), params, config))
         run_id, created = self._get_or_create(self._parents, TAG_SEARCH_ID, search_name, search_name, params, tags)
         if created and config is not None and not self.artifacts_elsewhere:
             self.client.log_dict(run_id, dict(config), BENCHMARK_CONFIG_ARTIFACT)
@@ -629,6 +618,10 @@ class MlflowSink:
         if last is None or time.monotonic() - last >= self.epoch_flush_seconds:
             self.flush(run_id)
 
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Set ``tags`` on run ``run_id`` in one batch."""
+        self._log(run_id, tags=tags)
+
     def _stored_through(self, run_id: str) -> int:
         """The last epoch step the store holds for ``run_id`` (-1 for none): every epoch logs
         :data:`bench.metrics.EPOCH`, so that one metric's history says which steps are held."""
@@ -669,11 +662,7 @@ class MlflowSink:
         the tag ``sharpbench.error`` with ``error`` (or "unknown error"), truncated to MLflow's limit.
         """
         status = TrialStatus(status)
-        tags = {TAG_STATUS: status.value}
-        if status is TrialStatus.FAILED:
-            tags[TAG_ERROR] = error or "unknown error"
-        elif error:
-            tags[TAG_ERROR] = error
+        tags = trial_end_tags(status, error)
         at = self._last_step.get(run_id, 0) if step is None else step
         held = self._pending.pop(run_id, None) or _PendingEpochs()
         # The held-back epochs and the final figures in one batch.
@@ -702,7 +691,7 @@ class MlflowSink:
         trial, with a run of its own). Left alone it would read RUNNING forever, and its parent
         would list more trials than the method has."""
         self.client.set_tag(run_id, TAG_STATUS, STATUS_ABANDONED)
-        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.KILLED))
+        self.client.set_terminated(run_id, status=ABANDONED_RUN_STATUS)
         self.client.delete_run(run_id)
 
     def finish_parent(
@@ -718,7 +707,7 @@ class MlflowSink:
         self._log(run_id, metrics=self._metrics(metrics, 0), tags=tags)
         if standing is not None and not self.artifacts_elsewhere:
             self.client.log_dict(run_id, dict(standing), STANDING_ARTIFACT)
-        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+        self.client.set_terminated(run_id, status=PARENT_FINISHED)
 
     def log_parent_artifacts(self, parent_run_id: str, files: Mapping[str, str | os.PathLike[str]]) -> None:
         """Attach files to a run (e.g. a parent run's report figures): ``{artifact name: local file}``.

@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bench import metrics, provenance
-from bench.results.schema import FailureClass, TrialRow, TrialStatus
-from bench.training import TrialSpec
+from bench.config import DataConfig, ModelConfig, TrainingConfig
+from bench.results.schema import FailureClass, Phase, TrialRow, TrialStatus
+from bench.results.vocabulary import TrialRun
+
+
+class RowSpec(Protocol):
+    """What a row takes from the trial's spec (:class:`bench.training.TrialSpec` is one): the
+    record names the trial's inputs without depending on the code that trains it."""
+
+    benchmark: str
+    dataset: DataConfig
+    model: ModelConfig
+    training: TrainingConfig
+    regularizer: str
+    regularizer_hparams: dict[str, Any]
+    seed: int
+
+
+def regularizer_hparams_json(spec: RowSpec) -> str:
+    return json.dumps(spec.regularizer_hparams, sort_keys=True)
+
+
+def trial_run(spec: RowSpec, search_name: str, trial_id: str, phase: Phase, selected_from_run_id: str | None) -> TrialRun:
+    """The trial's MLflow identity as its row will state it, for a trial that has no row yet."""
+    return TrialRun(
+        key=f"{search_name}/{trial_id}", regularizer=spec.regularizer, phase=phase, seed=spec.seed,
+        regularizer_hparams=regularizer_hparams_json(spec), training_hparams=spec.training.model_dump_json(),
+        selected_from_run_id=selected_from_run_id,
+    )
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(TrialRow))
+
+
+def row_of(record: Mapping[str, Any]) -> TrialRow:
+    """A row read back from Parquet (a mapping of column → value) as a :class:`TrialRow`."""
+    return TrialRow(**{name: record.get(name) for name in _FIELDS})
 
 
 @dataclass
@@ -20,7 +57,7 @@ class TrialOutcome:
     trial_id: str
     phase: str
     status: TrialStatus
-    spec: TrialSpec
+    spec: RowSpec
     search_seed: int
     last_result: dict[str, Any]
     error: str | None = None
@@ -56,7 +93,7 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         suggestion_kind=outcome.suggestion_kind,
         budget=outcome.budget,
         selected_from_run_id=outcome.selected_from_run_id,
-        regularizer_hparams=json.dumps(spec.regularizer_hparams, sort_keys=True),
+        regularizer_hparams=regularizer_hparams_json(spec),
         training_hparams=spec.training.model_dump_json(),
         epochs_planned=spec.training.epochs,
         **{str(m.column): m.row_value(result) for m in metrics.ROW_METRICS},

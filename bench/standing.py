@@ -1,5 +1,8 @@
 """A method's leaderboard standing as the metrics and tags of its MLflow parent runs.
 
+Above both the leaderboard and the record (it reads the rows and ranks them): the MLflow writers
+get its :class:`ParentSummary` handed in, as :func:`bench.results.vocabulary.parent_finish` takes it.
+
 The numbers are the leaderboard's own (:func:`bench.leaderboard.build_leaderboard` on the rows
 written so far), so MLflow's compare view and ``sharpbench leaderboard`` rank methods alike: a
 search-phase parent carries the selected config's validation metrics, a final-phase parent also
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import pyarrow.compute as pc
 
@@ -19,23 +22,23 @@ from bench import metrics as M
 from bench.leaderboard import RANKED_BY_FINAL, BenchmarkBoard, Standing, build_leaderboard, render
 from bench.results.parquet import read_rows
 from bench.results.schema import Phase
+from bench.results.vocabulary import (
+    BEST_TEST_ACCURACY,
+    BEST_VAL_ACCURACY,
+    BEST_VAL_LOSS,
+    FINAL_TEST_ACCURACY_CI_HIGH,
+    FINAL_TEST_ACCURACY_CI_LOW,
+    FINAL_TEST_ACCURACY_MEAN,
+    FINAL_TEST_ACCURACY_STD,
+    N_SEEDS,
+    PASSES_PER_TRIAL,
+    SEARCH_TRIALS,
+    SEARCH_WALL_SECONDS,
+    TAG_BEST_HPARAMS,
+    TAG_BEST_RUN_ID,
+)
 
-#: Parent-run metric names, each a :class:`~bench.leaderboard.Standing` field (accuracies are fractions).
-BEST_VAL_ACCURACY: Final = "best_val_accuracy"  # of the config bench.selection chose
-BEST_VAL_LOSS: Final = "best_val_loss"
-BEST_TEST_ACCURACY: Final = "best_test_accuracy"  # that search trial's own test accuracy
-FINAL_TEST_ACCURACY_MEAN: Final = "final_test_accuracy_mean"  # over the final seeds of that config
-FINAL_TEST_ACCURACY_STD: Final = "final_test_accuracy_std"
-FINAL_TEST_ACCURACY_CI_LOW: Final = "final_test_accuracy_ci_low"  # the leaderboard's t-interval
-FINAL_TEST_ACCURACY_CI_HIGH: Final = "final_test_accuracy_ci_high"
-N_SEEDS: Final = "n_seeds"
-SEARCH_TRIALS: Final = "search_trials"  # all statuses
-SEARCH_WALL_SECONDS: Final = "search_wall_seconds"
-PASSES_PER_TRIAL: Final = "passes_per_trial"  # forward + backward, mean over search trials
-
-#: Tags of a parent run: the search trial the selection rule chose, and its hyperparameters (JSON).
-TAG_BEST_RUN_ID: Final = "sharpbench.best_run_id"
-TAG_BEST_HPARAMS: Final = "sharpbench.best_hparams"
+#: The parent-run metric and tag names are the MLflow vocabulary's (bench.results.vocabulary).
 
 
 @dataclass(frozen=True)
