@@ -123,12 +123,12 @@ class MlflowTrialSink:
             tags=trial_tags(trial), config=start.config,
         )
 
-    def epochs(self, run_id: str, epochs: Iterable[tuple[int, Mapping[str, float]]], report: Mapping[str, Any],
+    def epochs(self, run_id: str, epochs: Iterable[tuple[int, Mapping[str, float]]], used: Mapping[str, str],
                checkpoint: bool) -> None:
         """One report's epochs (held back and batched by the sink), tagged with what the trial
-        ran on. A report with a checkpoint sends them at once: a trial resumes from a checkpoint
-        and re-runs (and re-logs) the epochs after it."""
-        used = used_tags(report)
+        ran on (``used``: :func:`~bench.results.vocabulary.used_tags` of the report). A report with
+        a checkpoint sends them at once: a trial resumes from a checkpoint and re-runs (and
+        re-logs) the epochs after it."""
         for epoch, values in epochs:
             self.sink.log_epoch(run_id, epoch, values, tags=used)
         if checkpoint:

@@ -6,13 +6,17 @@ It keeps its trial-id → MLflow-run-id map in ``get_state``/``set_state``, so a
 resumed trial logs into its existing run instead of opening a second one, and it binds at
 ``setup()`` to the live run (:mod:`bench.search.live`), never to what an earlier run pickled.
 
-MLflow calls run in order on one worker thread of the driver, never on Tune's event loop: a
-trial waits for the driver after each report, and creating a run (~0.2 s on sqlite) or logging
+A thin adapter: Tune's events become calls of the record's sinks (:mod:`bench.results.sinks`):
+the row is built once (:func:`bench.results.rows.build_row`) and handed to the Parquet sink, then
+to the MLflow sink. MLflow calls run in order on one background writer thread of the driver
+(:class:`bench.results.background.BackgroundWriter`, a bounded queue), never on Tune's event loop:
+a trial waits for the driver after each report, and creating a run (~0.2 s on sqlite) or logging
 an epoch there stalled every trial's next epoch and every free slot's next trial (measured by
 :mod:`bench.benchmarks.orchestration`: slot utilization 0.71 with MLflow on the loop, 0.83 without
 MLflow). The Parquet row, the record, is still written on the loop, with the trial's MLflow run
-id (the loop waits for that one call if it is still queued). The queue is emptied when the
-experiment ends or is interrupted (:meth:`SinkCallback.close`, called by the driver).
+id (the loop waits for that one call if it is still queued). The queue is drained when the
+experiment ends or is interrupted, Ctrl-C or SIGTERM (:meth:`SinkCallback.close`, called by the
+driver); after a kill -9 the resumed run ends from their rows the trial runs left RUNNING.
 """
 
 from __future__ import annotations
@@ -22,24 +26,25 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from ray.train.constants import CHECKPOINT_DIR_NAME
 from ray.tune import Callback
 from ray.tune.result import TIMESTAMP  # Unix time (whole seconds) Tune stamps on each result
 
-from bench import metrics
+from bench import metrics, standing
 from bench.console import TrialLine
 from bench.failures import trial_failure
 from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan, trial_spec
-from bench.results import summary
+from bench.results.background import BackgroundWriter
 from bench.results.mlflow_mirror import mirror_for
-from bench.results.mlflow_sink import TAG_DEVICE, TAG_HARDWARE, TAG_PRECISION, MlflowSink, normalize_tracking_uri
-from bench.results.mlflow_sync import finish_from_row, parent_params
-from bench.results.parquet import ParquetSink, read_rows
-from bench.results.rows import TrialOutcome, build_row
+from bench.results.mlflow_sink import MlflowSink, normalize_tracking_uri
+from bench.results.parquet import read_rows
+from bench.results.rows import TrialOutcome, build_row, row_of, trial_run
 from bench.results.schema import FailureClass, Phase, TrialStatus
+from bench.results.sinks import MlflowTrialSink, ParentEnd, ParquetTrialSink, TrialStart
+from bench.results.vocabulary import ParentRun, parent_finish, parent_params, used_tags
 from bench.search.live import LIVE, LiveRun
 from bench.search.space import sampler_settings
 
@@ -48,9 +53,6 @@ _log = logging.getLogger(__name__)
 #: A trial's epochs go to MLflow at most once per this many seconds, in one batch
 #: (:class:`bench.results.mlflow_sink.MlflowSink`), not one SQLite write each.
 EPOCH_FLUSH_SECONDS = 2.0
-
-#: Text a trial reports → the MLflow tag that records it as used (params keep the request, "auto").
-_USED_TAGS = {metrics.DEVICE: TAG_DEVICE, metrics.PRECISION: TAG_PRECISION, metrics.HARDWARE: TAG_HARDWARE}
 
 
 def failure_of(trial: Any) -> tuple[FailureClass, str] | None:
@@ -82,10 +84,6 @@ def _selected_from(trial: Any) -> str | None:
     return (trial.config or {}).get(SELECTED_KEY, {}).get("run_id")
 
 
-def _phase_key(method: str, phase: str) -> str:
-    return f"{method}/{phase}"
-
-
 class SinkCallback(Callback):
     """Writes every finished trial of the experiment to Parquet and MLflow."""
 
@@ -97,8 +95,8 @@ class SinkCallback(Callback):
         self.sink_state: dict[str, Any] = {}
         self.finished: dict[str, str] = {}  # trial id -> status, written once
         self._mlflow: MlflowSink | None = None
-        self._parquet: ParquetSink | None = None
-        self._calls: ThreadPoolExecutor | None = None  # the MLflow worker thread
+        self._parquet: ParquetTrialSink | None = None
+        self._calls: BackgroundWriter | None = None  # the MLflow writer thread
         self._recorded: set[str] = set()  # Tune trial ids with a row (when this call started, then written)
         self._rows_checked = False  # whether trials ended in an earlier call all have their rows
         self._run_futures: dict[str, Future] = {}  # Tune trial id -> its MLflow run id, once created
@@ -131,28 +129,29 @@ class SinkCallback(Callback):
                 self._mlflow.load_state(self.sink_state)
         return self._mlflow
 
-    def _to_mlflow(self, what: str, call: Callable[[MlflowSink], _R]) -> Future:
-        """Queue ``call(sink)`` for the MLflow thread, through this URI's mirror: the future's
-        result is ``None`` once MLflow failed (said once), never an exception, so Parquet rows
-        and trial outcomes never depend on MLflow."""
+    def _to_mlflow(self, what: str, call: Callable[[MlflowTrialSink], _R]) -> Future:
+        """Queue ``call(sink)`` for the MLflow writer thread (blocks while its queue is full),
+        through this URI's mirror: the future's result is ``None`` once MLflow failed (said
+        once), never an exception, so Parquet rows and trial outcomes never depend on MLflow."""
         if self._calls is None:
-            self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sharpbench-mlflow")
+            self._calls = BackgroundWriter("sharpbench-mlflow")
         mirror = mirror_for(self.tracking_uri)
-        return self._calls.submit(mirror.call, what, lambda: call(self.mlflow))
+        # The sink is built on the writer thread: it holds the MLflow client that thread alone uses.
+        return self._calls.submit(lambda: mirror.call(what, lambda: call(MlflowTrialSink(self.mlflow, self.parent_run_ids))))
 
     def close(self) -> None:
-        """Send what the MLflow thread still holds and stop it (the driver calls this at the end,
-        interrupted or not)."""
+        """Send what the MLflow writer still holds and stop it, after its queue drained (the
+        driver calls this at the end: normal, Ctrl-C or SIGTERM)."""
         if self._calls is not None:
             if self._mlflow is not None:
-                self._to_mlflow("log epochs", lambda sink: sink.flush())
-            self._calls.shutdown(wait=True)
+                self._to_mlflow("log epochs", lambda sink: sink.sink.flush())
+            self._calls.stop()
             self._calls = None
 
     @property
-    def parquet(self) -> ParquetSink:
+    def parquet(self) -> ParquetTrialSink:
         if self._parquet is None:
-            self._parquet = ParquetSink(str(self.run.results_dir))
+            self._parquet = ParquetTrialSink(str(self.run.results_dir))
         return self._parquet
 
     def setup(self, **info: Any) -> None:
@@ -177,20 +176,14 @@ class SinkCallback(Callback):
     def _trial_key(self, trial: Any) -> str:
         return f"{self._plan(trial).search_name(self._phase(trial).value)}/{trial.trial_id}"
 
-    def _parent(self, sink: MlflowSink, plan: MethodPlan, phase: Phase) -> str:
-        """The method × phase parent run, made (or found, by its key) on first use; on the MLflow thread."""
-        key = _phase_key(plan.regularizer, phase.value)
-        if key not in self.parent_run_ids:
-            run = self.run
-            self.parent_run_ids[key] = sink.parent_run(
-                search_name=plan.parent_key(phase.value, run.instance),
-                benchmark=run.config.benchmark,
-                regularizer=plan.regularizer,
-                phase=phase.value,
-                params=parent_params(run.config, plan),
-                config=run.config.model_dump(mode="json"),
-            )
-        return self.parent_run_ids[key]
+    def _parent(self, plan: MethodPlan, phase: Phase) -> ParentRun:
+        """The method × phase parent run (made, or found by its key, on first use by the MLflow sink)."""
+        run = self.run
+        return ParentRun(
+            key=plan.parent_key(phase.value, run.instance), benchmark=run.config.benchmark,
+            regularizer=plan.regularizer, phase=phase,
+            params=parent_params(run.config, plan.described_space, plan.fixed), config=run.config.model_dump(mode="json"),
+        )
 
     def _run_id(self, trial: Any) -> Future:
         """The trial's MLflow run id, made on the MLflow thread; ``None`` while MLflow is down
@@ -200,22 +193,16 @@ class SinkCallback(Callback):
             done.set_result(self.run_ids[trial.trial_id])
             return done
         if trial.trial_id not in self._run_futures:
-            plan, phase = self._plan(trial), self._phase(trial)
-            spec = trial_spec(self.run.config, plan, trial.config or {})
-            params: dict[str, object] = {f"regularizer.{k}": v for k, v in spec.regularizer_hparams.items()}
-            params.update({f"training.{k}": v for k, v in spec.training.model_dump().items()})
-            params["seed"] = spec.seed
-            tags = {"sharpbench.phase": phase.value, "sharpbench.regularizer": plan.regularizer}
-            selected = _selected_from(trial)
-            if selected is not None:
-                tags["sharpbench.selected_from_run_id"] = selected
-            key, trial_id = self._trial_key(trial), trial.trial_id
+            run, plan, phase = self.run, self._plan(trial), self._phase(trial)
+            spec = trial_spec(run.config, plan, trial.config or {})
+            start = TrialStart(
+                trial=trial_run(spec, plan.search_name(phase.value), trial.trial_id, phase, _selected_from(trial)),
+                parent=self._parent(plan, phase), config=spec.to_dict(),
+            )
+            trial_id = trial.trial_id
 
-            def create(sink: MlflowSink) -> str:
-                run_id = sink.trial_run(
-                    self._parent(sink, plan, phase), key, run_name=f"{plan.regularizer}-{trial_id}", params=params, tags=tags,
-                    config=spec.to_dict(),
-                )
+            def create(sink: MlflowTrialSink) -> str:
+                run_id = sink.start(start)
                 self.run_ids[trial_id] = run_id
                 return run_id
 
@@ -239,20 +226,11 @@ class SinkCallback(Callback):
         configs run again as new trials)."""
         run = self.run
         continued = {self._trial_key(trial) for trial in trials if METHOD_KEY in (trial.config or {})}
-        keys = [plan.parent_key(phase.value, run.instance) for plan in run.plans.values() for phase in Phase]
+        parents = [self._parent(plan, phase) for plan in run.plans.values() for phase in Phase]
 
-        def end(sink: MlflowSink) -> None:
-            parents = [parent for key in keys if (parent := sink.find_parent_run(key)) is not None]
-            running = {key: run_id for key, run_id in sink.running_trial_runs(parents).items() if key not in continued}
-            if not running:
-                return
-            rows = {row["run_id"]: row for row in read_rows(run.results_dir).to_pylist()}  # a row's run id is its trial key
-            for key, run_id in running.items():
-                if key in rows:
-                    finish_from_row(sink, run_id, rows[key])
-                else:
-                    sink.abandon(run_id)
-            abandoned = sum(key not in rows for key in running)
+        def end(sink: MlflowTrialSink) -> None:
+            rows = {row["run_id"]: row_of(row) for row in read_rows(run.results_dir).to_pylist()}  # run id = trial key
+            abandoned = sink.end_interrupted(parents, continued, rows)
             if abandoned:
                 _log.warning(
                     "%d MLflow trial run(s) of trials interrupted before Ray Tune saved them ended as KILLED; "
@@ -306,20 +284,15 @@ class SinkCallback(Callback):
             })
             for epoch in metrics.epochs_of(result)
         ]
-        used = {tag: str(result[key]) for key, tag in _USED_TAGS.items() if result.get(key) is not None}
+        used = used_tags(result)
         run_id = self._run_id(trial)
 
         checkpoint = bool(result.get(CHECKPOINT_DIR_NAME))  # Tune's key: the checkpoint's folder, None without one
 
-        def log(sink: MlflowSink) -> None:
+        def log(sink: MlflowTrialSink) -> None:
             if run_id.result() is None:  # queued before this call: already done; None while MLflow is down
                 return
-            for epoch, numeric in epochs:
-                sink.log_epoch(run_id.result(), epoch, numeric, tags=used)
-            if checkpoint:
-                # A trial resumes from a checkpoint and re-runs (and re-logs) the epochs after it:
-                # the epochs up to one are sent with it.
-                sink.flush(run_id.result())
+            sink.epochs(run_id.result(), epochs, used, checkpoint)
 
         self._to_mlflow("log epoch", log)
         if self.run.progress is not None:
@@ -382,10 +355,9 @@ class SinkCallback(Callback):
             ended_at=_ended_at(trial.last_result or {}) if rewritten else None,
         )
         row = build_row(outcome)
-        self.parquet.write([row])
+        self.parquet.record(row)  # the record first: MLflow's end goes after it, off the loop
         if run_id is not None:
-            final = {metrics.TEST_ACCURACY: row.test_accuracy, metrics.TEST_LOSS: row.test_loss, metrics.WALL_SECONDS: row.wall_seconds}
-            self._to_mlflow("finish trial", lambda sink: sink.finish_trial(run_id, status, final, error))
+            self._to_mlflow("finish trial", lambda sink: sink.record(row))
         self.finished[trial.trial_id] = status.value
         again = trial.trial_id in self._recorded  # kill -9 after it ended, before Tune saved that it had
         self._recorded.add(trial.trial_id)
@@ -422,28 +394,33 @@ class SinkCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """End each method × phase parent run with its trial counts and the method's standing:
-        the leaderboard's numbers from the rows just written (:mod:`bench.results.summary`)."""
+        the leaderboard's numbers from the rows just written (:mod:`bench.standing`)."""
         run = self.run
         self._rewrite_lost_rows(trials)  # a restored experiment with nothing left to run takes no step
-        if self._calls is not None:
-            self._to_mlflow("log epochs", lambda sink: sink.flush()).result()  # everything queued before is sent
-        by_parent: dict[str, list[str]] = {}
+        by_parent: dict[str, list[TrialStatus]] = {}
         for t in trials:
             config = t.config or {}
             if METHOD_KEY in config and t.trial_id in self.finished:
-                by_parent.setdefault(_phase_key(config[METHOD_KEY], config[PHASE_KEY]), []).append(self.finished[t.trial_id])
-        for key, parent_run_id in self.parent_run_ids.items():
-            method, phase = key.split("/", 1)
-            statuses = by_parent.get(key, [])
-            values: dict[str, float | None] = {f"trials_{s.value}": float(statuses.count(s.value)) for s in TrialStatus}
-            board = summary.method_board(str(run.results_dir), run.config.benchmark, method)
-            if board is None:  # nothing recorded (every trial interrupted before it ended)
-                self._to_mlflow("finish parent", lambda sink, p=parent_run_id, v=values: sink.finish_parent(p, v))
-                continue
-            parent = summary.summarize(board, Phase(phase))
-            self._to_mlflow("finish parent", lambda sink, p=parent_run_id, v=values, s=parent: sink.finish_parent(
-                p, {**v, **s.metrics}, tags=s.tags, standing=s.board_json
-            ))
+                slot = MlflowTrialSink.parent_slot(config[METHOD_KEY], config[PHASE_KEY])
+                by_parent.setdefault(slot, []).append(TrialStatus(self.finished[t.trial_id]))
+        results_dir, benchmark = run.results_dir, run.config.benchmark
+
+        def finish(sink: MlflowTrialSink) -> None:
+            # On the writer thread, after every row's end queued before: the parents this run
+            # made or found (their ids are the writer's), each with its method's standing.
+            ends = []
+            for slot in list(self.parent_run_ids):
+                method, phase = slot.split("/", 1)
+                board = standing.method_board(str(results_dir), benchmark, method)
+                summary = standing.summarize(board, Phase(phase)) if board is not None else None
+                plan = run.plans.get(method)
+                parent = self._parent(plan, Phase(phase)) if plan is not None else \
+                    ParentRun(slot, benchmark, method, Phase(phase), {}, None)  # its id is known: found by slot
+                ends.append(ParentEnd(parent, parent_finish(by_parent.get(slot, []), summary)))
+            sink.finish(ends)
+
+        if self.parent_run_ids or self._calls is not None:
+            self._to_mlflow("finish parents", finish)
 
     def get_state(self) -> dict[str, Any]:
         return {
