@@ -4,10 +4,7 @@ and Parquet gets one row per trial."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import optuna
@@ -24,23 +21,7 @@ pytestmark = pytest.mark.slow
 EPOCHS = 120
 
 
-def _start(config_path, results, repo_root) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
-        cwd=repo_root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def _child_runs(client: MlflowClient):
-    experiment = client.get_experiment_by_name("resume")
-    if experiment is None:
-        return []
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-
-
-def test_interrupted_search_resumes_into_the_same_runs(tmp_path, repo_root):
+def test_interrupted_search_resumes_into_the_same_runs(tmp_path, start_run, child_runs):
     config = {
         "benchmark": "resume",
         "dataset": {"name": "digits"},
@@ -54,11 +35,11 @@ def test_interrupted_search_resumes_into_the_same_runs(tmp_path, repo_root):
     results = tmp_path / "results"
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
 
-    first = _start(config_path, results, repo_root)
+    first = start_run(config_path, results)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and first.poll() is None:
         # Only once the run has made its store (its Tune folder comes after): no race on its schema.
-        children = _child_runs(client) if (results / "ray" / "resume").exists() else []
+        children = child_runs(client, "resume") if (results / "ray" / "resume").exists() else []
         if len(children) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in children):
             break
         time.sleep(0.5)
@@ -67,15 +48,15 @@ def test_interrupted_search_resumes_into_the_same_runs(tmp_path, repo_root):
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr[-2000:]
     assert "Resume with: sharpbench run" in stderr
-    interrupted = {c.info.run_id for c in _child_runs(client)}
+    interrupted = {c.info.run_id for c in child_runs(client, "resume")}
     assert len(interrupted) == 2
     assert read_rows(results).num_rows == 0  # nothing finished, nothing written
 
-    second = _start(config_path, results, repo_root)
+    second = start_run(config_path, results)
     stdout, stderr = second.communicate(timeout=300)
     assert second.returncode == 0, stdout[-2000:] + stderr[-2000:]
 
-    children = _child_runs(client)
+    children = child_runs(client, "resume")
     assert {c.info.run_id for c in children} == interrupted  # no second run for a resumed trial
     for child in children:
         assert child.info.status == "FINISHED"

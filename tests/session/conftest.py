@@ -1,0 +1,44 @@
+"""Shared helpers of the end-to-end tests: a CLI run started in the background, and the MLflow
+trial runs of an experiment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+
+@pytest.fixture
+def start_run(repo_root: Path) -> Callable[..., subprocess.Popen]:
+    """``start(config_path, results, new_session=False)``: ``sharpbench run CONFIG --results DIR
+    --num-cpus 2`` in the background, from the repository root. ``new_session``: a process group
+    of its own, so a kill -9 of the group takes Ray's processes too, as a killed job would."""
+
+    def start(config_path: Path, results: Path, *, new_session: bool = False) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
+            cwd=repo_root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=new_session,
+        )
+
+    return start
+
+
+@pytest.fixture
+def child_runs() -> Callable[[MlflowClient, str], list[Run]]:
+    """``child_runs(client, experiment)``: the active nested (trial) runs of ``experiment``."""
+
+    def runs(client: MlflowClient, experiment_name: str) -> list[Run]:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            return []
+        found = client.search_runs([experiment.experiment_id], max_results=1000)
+        return [r for r in found if "mlflow.parentRunId" in r.data.tags]
+
+    return runs
