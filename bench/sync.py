@@ -82,8 +82,9 @@ def sync_to_mlflow(results_dir: Path, tracking_uri: str | None = None) -> SyncSu
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        missing = f"{results_dir} is not a folder" if results_dir.exists() else f"results folder not found: {results_dir}"
-        raise SyncError(missing)
+        if results_dir.exists():
+            raise SyncError(f"{results_dir} is not a folder")
+        raise SyncError(f"results folder not found: {results_dir}")
     rows = [row_of(record) for record in read_rows(results_dir).to_pylist()]
     if not rows:
         raise SyncError(f"no results: the Parquet dataset under {results_dir} is empty or missing")
@@ -100,7 +101,8 @@ def sync_to_mlflow(results_dir: Path, tracking_uri: str | None = None) -> SyncSu
             raise SyncError(f"cannot use MLflow tracking URI {uri}: {first_line(error)}") from None
 
     counts: Counter[str] = Counter()
-    parents: dict[tuple[str, str, str], tuple[ParentRun, bool]] = {}  # (benchmark, method, phase) -> (parent, to finish)
+    #: (benchmark, method, phase) -> (its parent run, whether to finish it)
+    parents: dict[tuple[str, str, str], tuple[ParentRun, bool]] = {}
     for row in sorted(rows, key=lambda r: r.run_id):
         sink = sinks[row.benchmark]
         where = (row.benchmark, row.regularizer, row.phase)

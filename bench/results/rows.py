@@ -32,7 +32,9 @@ def regularizer_hparams_json(spec: RowSpec) -> str:
     return json.dumps(spec.regularizer_hparams, sort_keys=True)
 
 
-def trial_run(spec: RowSpec, search_name: str, trial_id: str, phase: Phase, selected_from_run_id: str | None) -> TrialRun:
+def trial_run(
+    spec: RowSpec, search_name: str, trial_id: str, phase: Phase, selected_from_run_id: str | None
+) -> TrialRun:
     """The trial's MLflow identity as its row will state it, for a trial that has no row yet."""
     return TrialRun(
         key=f"{search_name}/{trial_id}", regularizer=spec.regularizer, phase=phase, seed=spec.seed,

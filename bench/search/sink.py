@@ -137,7 +137,9 @@ class SinkCallback(Callback):
             self._calls = BackgroundWriter("sharpbench-mlflow")
         mirror = mirror_for(self.tracking_uri)
         # The sink is built on the writer thread: it holds the MLflow client that thread alone uses.
-        return self._calls.submit(lambda: mirror.call(what, lambda: call(MlflowTrialSink(self.mlflow, self.parent_run_ids))))
+        return self._calls.submit(
+            lambda: mirror.call(what, lambda: call(MlflowTrialSink(self.mlflow, self.parent_run_ids)))
+        )
 
     def close(self) -> None:
         """Send what the MLflow writer still holds and stop it, after its queue drained (the
@@ -181,8 +183,8 @@ class SinkCallback(Callback):
         run = self.run
         return ParentRun(
             key=plan.parent_key(phase.value, run.instance), benchmark=run.config.benchmark,
-            regularizer=plan.regularizer, phase=phase,
-            params=parent_params(run.config, plan.described_space, plan.fixed), config=run.config.model_dump(mode="json"),
+            regularizer=plan.regularizer, phase=phase, params=parent_params(run.config, plan.described_space, plan.fixed),
+            config=run.config.model_dump(mode="json"),
         )
 
     def _run_id(self, trial: Any) -> Future:

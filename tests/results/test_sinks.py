@@ -25,7 +25,8 @@ from bench.results.vocabulary import (
 
 
 def _parent(row) -> ParentRun:
-    return ParentRun(row.run_id.rsplit("/", 1)[0], row.benchmark, row.regularizer, Phase(row.phase), {"dataset": "digits"}, None)
+    key = row.run_id.rsplit("/", 1)[0]
+    return ParentRun(key, row.benchmark, row.regularizer, Phase(row.phase), {"dataset": "digits"}, None)
 
 
 def test_parquet_sink_records_the_row_it_is_given(tmp_path, row_factory):
