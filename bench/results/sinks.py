@@ -137,7 +137,11 @@ class MlflowTrialSink:
     def record(self, row: TrialRow) -> None:
         if row.mlflow_run_id is None:  # MLflow was down when the trial started: sync-mlflow back-fills
             return
-        self.sink.finish_trial(row.mlflow_run_id, TrialStatus(row.status), final_metrics(row), row.error)
+        # At step = epochs run, the last epoch's step: not the last step this process logged,
+        # which a resumed trial that re-ran epochs MLflow already held never logged (its end
+        # would land at step 0, under the earlier attempt's values at the last step).
+        status = TrialStatus(row.status)
+        self.sink.finish_trial(row.mlflow_run_id, status, final_metrics(row), row.error, step=row.epochs_run)
 
     def finish(self, ends: Sequence[ParentEnd]) -> None:
         self.sink.flush()  # every epoch held back goes before the parents end

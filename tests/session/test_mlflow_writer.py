@@ -1,5 +1,5 @@
 """The MLflow writer runs off the driver's loop, on a bounded queue: what it queued reaches MLflow
-when the run is stopped with Ctrl-C, and after a kill -9 the resumed run leaves MLflow with one
+when the run is stopped with Ctrl-C or SIGTERM, and after a kill -9 the resumed run leaves MLflow with one
 trial run per Parquet row, complete, none missing and none twice."""
 
 from __future__ import annotations
@@ -51,13 +51,14 @@ def _assert_every_row_mirrored(client: MlflowClient, children, rows: list[TrialR
                 assert math.isclose(run.data.metrics[name], value, rel_tol=1e-9), (row.run_id, name)
 
 
-def test_ctrl_c_drains_the_mlflow_queue(tmp_path, repo_root, start_run, child_runs):
+@pytest.mark.parametrize(("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_run_drains_the_mlflow_queue(tmp_path, repo_root, start_run, child_runs, stop, status):
     results = tmp_path / "results"
     run = start_run(repo_root / "configs" / "smoke.yaml", results)
     _wait_for_rows(run, results, 2)
-    run.send_signal(signal.SIGINT)
+    run.send_signal(stop)
     _, stderr = run.communicate(timeout=120)
-    assert run.returncode == 130, stderr[-2000:]
+    assert run.returncode == status, stderr[-2000:]
 
     rows = [row_of(r) for r in read_rows(results).to_pylist()]
     assert 2 <= len(rows) < SMOKE_TRIALS
