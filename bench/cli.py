@@ -121,14 +121,15 @@ def run(
     before anything starts; 130 when interrupted (Ctrl-C), 143 on SIGTERM (the run is saved: re-run to
     resume); 1 also when the disk fills up or a store stays locked (saved likewise).
     """
-    from bench.config import ConfigError, load_config
+    from bench.catalog import load_benchmark
+    from bench.config import ConfigError
 
     verbosity = _verbosity(quiet, verbose)
     if not results.strip():
         _fail("--results is empty: name a folder (default: results)")
     folder = Path(results)
     try:
-        config = load_config(config_path)
+        config = load_benchmark(config_path)
     except ConfigError as error:
         _fail(str(error))
     if optuna_storage is not None:
@@ -165,8 +166,8 @@ def final(
     section (and are recorded for the next call). Final runs already recorded are not re-run.
     Exit status as for `run`.
     """
-    from bench.config import ConfigError
-    from bench.naming import unknown_name_message
+    from bench.config import ConfigError, with_final
+    from bench.errors import unknown_name
     from bench.run_record import load_records
 
     verbosity = _verbosity(quiet, verbose)
@@ -185,12 +186,12 @@ def final(
             _fail(f"{results_dir} holds several benchmarks; choose one with --benchmark: {', '.join(sorted(recorded))}")
         benchmark = next(iter(recorded))
     if benchmark not in recorded:
-        _fail(unknown_name_message("benchmark", benchmark, sorted(recorded)))
+        _fail(unknown_name("benchmark", benchmark, sorted(recorded)))
     config = recorded[benchmark]
     overrides = {key: value for key, value in (("seeds", seeds), ("top_k", top_k)) if value}
     if overrides:
         try:
-            config = config.with_final(**overrides)
+            config = with_final(config, **overrides)
         except ConfigError as error:
             _fail(str(error))
     if not config.final.seeds:
@@ -375,7 +376,8 @@ def _run_and_report(config: Any, results: Path, uri: str, storage: str, opened: 
     """The phases with a live console, the board, the report and the commands to look further."""
     from bench import search
     from bench.console import RunProgress
-    from bench.failures import InfrastructureBroken, disk_full, exception_chain, first_line
+    from bench.errors import first_line
+    from bench.failures import InfrastructureBroken, disk_full, exception_chain
     from bench.results.schema import Phase
     from bench.stores import is_locked_error, locked_message
 
@@ -499,7 +501,7 @@ def _recorded_trials(results: Path, benchmark: str) -> dict[tuple[str, str], int
 
 
 def _first_line(error: BaseException) -> str:
-    from bench.failures import first_line  # imported late: the CLI starts without the results stack
+    from bench.errors import first_line
 
     return first_line(error)
 
@@ -706,18 +708,18 @@ def perf(
     import regularizers
     from bench.benchmarks.perf import benchmark_steps
     from bench.data import DatasetError
+    from bench.errors import unknown_name
     from bench.measure.timing import RELIABILITY_RULE, TARGET_OVERHEAD
     from bench.models import ModelError, available_models
-    from bench.naming import unknown_name_message
 
     for model in models or []:
         if model not in available_models():
-            _fail(unknown_name_message("model", model, available_models()))
+            _fail(unknown_name("model", model, available_models()))
     for method in methods or []:
         if method not in regularizers.available():
-            _fail(unknown_name_message("regularizer", method, regularizers.available()))
+            _fail(unknown_name("regularizer", method, regularizers.available()))
     if device not in ("auto", "cpu", "cuda"):
-        _fail(unknown_name_message("device", device, ["auto", "cpu", "cuda"]))
+        _fail(unknown_name("device", device, ["auto", "cpu", "cuda"]))
     load_before = os.getloadavg()[0]
     try:
         timings = benchmark_steps(

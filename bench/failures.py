@@ -15,6 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from bench.errors import first_line
+
 
 class FailureClass(str, Enum):
     """Why a ``failed`` trial failed (:func:`classify`); decides what the search does with it.
@@ -50,15 +52,6 @@ _INFRA_MARKERS = ("worker died", "The actor died", "node died", "NodeDiedError",
 class InfrastructureBroken(RuntimeError):
     """Trials keep failing for the machine's reasons (a full disk, a node that keeps dying): the
     run stops rather than replace them for ever; its message is one line."""
-
-
-def first_line(error: BaseException | str) -> str:
-    """The first non-empty line of an exception's message (or of a text), stripped; the
-    exception's type name when the message is empty."""
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__ if isinstance(error, BaseException) else ""
-    return text.splitlines()[0].strip()
 
 
 def _root(error: BaseException) -> BaseException:

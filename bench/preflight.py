@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchmarkConfig, TrainingConfig
-from bench.failures import first_line
-from bench.naming import name_limit, too_long_name, unknown_name_message
+from bench.errors import first_line, unknown_name
+from bench.naming import name_limit, too_long_name
 
 #: Seconds a network check waits for an answer: the MLflow client and Ray retry for minutes.
 NETWORK_TIMEOUT_S = 3.0
@@ -140,7 +140,7 @@ def check_model_options(config: BenchmarkConfig) -> None:
     accepted = [p for p in inspect.signature(model_factory(name)).parameters if p not in ("input_shape", "num_classes")]
     for key in options:
         if key not in accepted:
-            raise PreflightError(f"model.options: {unknown_name_message(f'option of model {name!r}', key, accepted)}")
+            raise PreflightError(f"model.options: {unknown_name(f'option of model {name!r}', key, accepted)}")
     try:
         with torch.device("meta"):
             create_model(name, _PROBE_INPUT_SHAPE, _PROBE_CLASSES, **options)

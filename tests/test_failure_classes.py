@@ -7,7 +7,8 @@ import pytest
 import ray.exceptions
 import torch
 
-from bench.failures import classify, classify_text, error_text, first_line
+from bench.errors import first_line
+from bench.failures import classify, classify_text, error_text
 from bench.results.schema import FailureClass
 from bench.training import Diverged
 

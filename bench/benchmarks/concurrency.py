@@ -31,7 +31,8 @@ from typing import Any
 import typer
 
 from bench import metrics
-from bench.config import BenchmarkConfig, load_config
+from bench.catalog import load_benchmark
+from bench.config import BenchmarkConfig, with_final
 from bench.plan import METHOD_KEY, SUGGESTION_KEY, plan_methods, trial_spec
 from bench.search.live import LIVE, LiveRun
 from bench.search.searcher import BenchmarkSearcher
@@ -57,7 +58,7 @@ class SimTrial:
 def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Path) -> list[SimTrial]:
     """Run ``config``'s search (no final runs) with ``slots`` trials in flight; the trials in the
     order they ended. ``folder`` holds the sqlite study storage."""
-    config = config.with_final(seeds=[]) if config.final.seeds else config
+    config = with_final(config, seeds=[]) if config.final.seeds else config
     folder.mkdir(parents=True, exist_ok=True)
     plans = {plan.regularizer: plan for plan in plan_methods(config)}
     live = LiveRun(config=config, plans=plans, results_dir=folder, tracking_uri="",
@@ -144,7 +145,7 @@ def main(
 
     quiet_third_party(Verbosity.normal)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = load_config(config_path)
+    base = load_benchmark(config_path)
     entry = next(e for e in base.regularizers if e.name == method)
     update: dict[str, Any] = {"regularizers": [entry]}
     search = base.search.model_copy(update={"trials_per_method": trials})

@@ -341,13 +341,14 @@ def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...], epo
 
 def _overhead(args: argparse.Namespace) -> int:
     from bench import search
-    from bench.config import ConfigError, load_config
+    from bench.catalog import load_benchmark
+    from bench.config import ConfigError
     from bench.console import Verbosity, quiet_third_party
     from bench.search import driver  # noqa: F401 - Ray, Optuna, MLflow set their loggers on import: before quieting them
 
     quiet_third_party(Verbosity.normal)  # the library output settings of `sharpbench run`
     try:
-        base = load_config(args.config)
+        base = load_benchmark(args.config)
     except (ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -31,7 +31,8 @@ import optuna
 import typer
 
 from bench import metrics, selection
-from bench.config import BenchmarkConfig, load_config
+from bench.catalog import load_benchmark
+from bench.config import BenchmarkConfig
 from bench.data import load_dataset
 from bench.plan import MethodPlan, plan_methods, trial_spec
 from bench.results.schema import TrialStatus
@@ -174,7 +175,7 @@ def main(
     from bench.console import Verbosity, quiet_third_party
 
     try:
-        config = load_config(config_path)
+        config = load_benchmark(config_path)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

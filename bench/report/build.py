@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from bench.config import BenchmarkConfig, ConfigError
+from bench.errors import first_line
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present, render
 from bench.merge import config_clashes, config_label, read_rows_by_config
 from bench.naming import file_safe
@@ -106,7 +107,7 @@ def recorded_configs(results_dirs: Sequence[Path]) -> dict[str, BenchmarkConfig]
                 configs.setdefault(name, record.config)
                 configs.setdefault(config_label(name, record.config_hash), record.config)
         except ConfigError as error:
-            raise ReportError(str(error).splitlines()[0]) from None
+            raise ReportError(first_line(error)) from None
     return configs
 
 

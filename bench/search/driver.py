@@ -22,7 +22,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import JsonLoggerCallback
 
 from bench import metrics
-from bench.config import BenchmarkConfig
+from bench.config import BenchmarkConfig, with_final
 from bench.console import RunProgress
 from bench.plan import SEED_KEY, MethodPlan, plan_methods
 from bench.results.mlflow_sink import MlflowSink
@@ -238,7 +238,7 @@ def run_benchmark(
     if final_only and not config.final.seeds:
         return
     if not final_only and Phase.FINAL not in phases:
-        config = config.with_final(seeds=[]) if config.final.seeds else config
+        config = with_final(config, seeds=[]) if config.final.seeds else config
     live = LiveRun(
         config=config,
         plans={plan.regularizer: plan for plan in plan_methods(config)},

@@ -7,7 +7,6 @@ import pytest
 from bench.config import ConfigError, load_config, parse_config
 from bench.plan import plan_methods
 
-
 SHIPPED = ["digits", "digits_noisy", "smoke", "cifar10_resnet18", "cifar100_wrn28_10", "cifar10_quick"]
 
 

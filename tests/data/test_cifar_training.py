@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.benchmarks.perf import benchmark_steps
+from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.training import TrialSpec, run_trial
 
 

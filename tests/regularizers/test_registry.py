@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 import regularizers
-from regularizers import Float, PassCost, Regularizer, RegistryError, hparam
+from regularizers import Float, PassCost, RegistryError, Regularizer, hparam
 
 BUILT_IN = ["amp", "asam", "coherent_l1", "coherent_l2", "erm", "gnp", "l1", "nrs", "nso", "rwp", "sam", "weight_decay"]
 
@@ -83,7 +83,7 @@ def test_registering_a_non_dataclass_or_non_regularizer_fails():
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(RegistryError, match="did you mean 'sam'") as error:
         regularizers.get("sma")
-    assert "Available:" in str(error.value) and "nso" in str(error.value)
+    assert "valid:" in str(error.value) and "nso" in str(error.value)
     with pytest.raises(RegistryError, match="did you mean 'coherent_l2'"):
         regularizers.create("coherent-l2")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-
 from ray.tune.schedulers import TrialScheduler
 
 from bench import metrics

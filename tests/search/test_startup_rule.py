@@ -12,10 +12,10 @@ import optuna
 import pytest
 from rich.console import Console
 
+from bench.benchmarks.concurrency import SimTrial, simulate
 from bench.config import load_config, parse_config
 from bench.console import RunProgress
 from bench.plan import plan_methods
-from bench.benchmarks.concurrency import SimTrial, simulate
 from bench.search.driver import mostly_random
 from bench.search.space import DEFAULT, MODEL, STARTUP, sampler_settings
 from bench.search.studies import ATTR_SUGGESTION_KIND, default_storage, study_name

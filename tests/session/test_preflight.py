@@ -15,12 +15,12 @@ from bench.config import parse_config
 from bench.models import available_models
 from bench.preflight import (
     NETWORK_TIMEOUT_S,
+    SQLITE_HEADER,
     NodeResources,
     PreflightError,
     check_model_options,
     check_placeable,
     check_results_folder,
-    SQLITE_HEADER,
     check_sqlite_file,
     check_tracking_uri,
 )

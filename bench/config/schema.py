@@ -1,21 +1,20 @@
-"""Benchmark specs: the only place YAML is parsed. Typed, validated, with one-line errors.
+"""The benchmark config's schema: typed pydantic models, strict (an unknown key is an error).
 
 A config names a dataset, a model, the shared training recipe, the search budget (the same for
-every method) and the regularizers to compare. ``load_config`` turns any problem into a
-:class:`ConfigError` whose message is one line naming the problem and the valid choices.
+every method) and the regularizers to compare. Field descriptions here are the configuration
+reference (``docs/configuration.md`` is generated from them). Reading YAML is
+:mod:`bench.config.load`'s job; checking names against what is installed, :mod:`bench.catalog`'s.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from bench import metrics
-from bench.naming import unknown_name_message
+from bench.errors import unknown_name
 
 
 class ConfigError(ValueError):
@@ -281,7 +280,7 @@ class SearchConfig(_Strict):
     @classmethod
     def _known_metric(cls, value: str) -> str:
         if value not in metrics.OBJECTIVES:
-            raise ValueError(unknown_name_message("search metric", value, list(metrics.OBJECTIVES)))
+            raise ValueError(unknown_name("search metric", value, list(metrics.OBJECTIVES)))
         return value
 
     @field_validator("space")
@@ -290,7 +289,7 @@ class SearchConfig(_Strict):
         searchable = sorted(name for name, info in TrainingConfig.model_fields.items() if info.annotation in (int, float, bool))
         for key, spec in value.items():
             if key not in searchable:
-                raise ValueError(unknown_name_message("search space key", key, searchable))
+                raise ValueError(unknown_name("search space key", key, searchable))
             if spec.choices is not None:
                 _check_choices(key, spec.choices, TrainingConfig.model_fields[key].annotation)
         return value
@@ -379,14 +378,6 @@ class BenchmarkConfig(_Strict):
             raise ValueError(f"regularizer listed twice: {', '.join(duplicates)}")
         return self
 
-    def with_final(self, **changes: Any) -> BenchmarkConfig:
-        """A copy with ``final`` fields replaced (validated); raises :class:`ConfigError`."""
-        try:
-            final = FinalConfig.model_validate({**self.final.model_dump(), **changes})
-        except ValidationError as error:
-            raise ConfigError(f"final: {_format_validation_error(error)}") from None
-        return self.model_copy(update={"final": final})
-
     @model_validator(mode="after")
     def _one_owner_of_epochs(self) -> BenchmarkConfig:
         budget = self.search.budget
@@ -396,116 +387,3 @@ class BenchmarkConfig(_Strict):
                 "it cannot be combined with epochs in search.space (use scale: trials)"
             )
         return self
-
-
-def _format_validation_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "extra_forbidden":
-        parent_loc = first["loc"][:-1]
-        return f"unknown key {where!r}" + _valid_keys_hint(parent_loc)
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
-def _valid_keys_hint(loc: tuple[Any, ...]) -> str:
-    model: Any = BenchmarkConfig
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else (
-            RegularizerEntry if part == "regularizers" else None
-        )
-    if model is None:
-        return ""
-    return f"; valid keys: {', '.join(model.model_fields)}"
-
-
-def parse_config(raw: Any, *, source: str = "config") -> BenchmarkConfig:
-    """Validate a parsed YAML mapping; raise :class:`ConfigError` with a one-line message."""
-    if raw is None:
-        raise ConfigError(f"{source}: the config is empty; expected a mapping with benchmark, regularizers and the other sections")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    try:
-        config = BenchmarkConfig.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(f"{source}: {_format_validation_error(error)}") from None
-    _check_against_registries(config, source)
-    return config
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error: plain
-    PyYAML keeps the last one, so ``epochs: 50`` above a forgotten ``epochs: 5`` would silently lose."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # ``<<: *anchor`` merges keys that the mapping's own may override
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_config(path: str | Path) -> BenchmarkConfig:
-    """Read and validate a YAML benchmark config."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"cannot read config {path}: it is a folder, not a YAML file") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {error.start}); is it a YAML file?") from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
-    return parse_config(raw, source=str(path))
-
-
-def _check_against_registries(config: BenchmarkConfig, source: str) -> None:
-    """Names that live in registries: datasets, models, regularizers and their hyperparameters."""
-    import regularizers
-    from bench.data import available_datasets
-    from bench.models import available_models
-
-    if config.dataset.name not in available_datasets():
-        raise ConfigError(f"{source}: " + unknown_name_message("dataset", config.dataset.name, available_datasets()))
-    if config.model.name not in available_models():
-        raise ConfigError(f"{source}: " + unknown_name_message("model", config.model.name, available_models()))
-    try:
-        known = regularizers.available()  # loads the plug-ins: one that fails to import is named
-    except regularizers.RegistryError as error:
-        raise ConfigError(f"{source}: {error}") from None
-    for entry in config.regularizers:
-        if entry.name not in known:
-            raise ConfigError(f"{source}: " + unknown_name_message("regularizer", entry.name, known))
-        declared = {hp.name: hp for hp in regularizers.hyperparameters_of(entry.name)}
-        for key in [*entry.fixed, *entry.space]:
-            if key not in declared:
-                raise ConfigError(
-                    f"{source}: regularizer {entry.name!r}: "
-                    + unknown_name_message("hyperparameter", key, sorted(declared))
-                )
-        overlap = sorted(set(entry.fixed) & set(entry.space))
-        if overlap:
-            raise ConfigError(f"{source}: regularizer {entry.name!r}: {overlap[0]!r} is both fixed and searched")
-        try:
-            regularizers.create(entry.name, **entry.fixed)
-        except regularizers.RegistryError as error:
-            raise ConfigError(f"{source}: {error}") from None
-

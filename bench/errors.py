@@ -1,0 +1,34 @@
+"""The one formatter for user-facing errors: an exception's first line, and "did you mean".
+
+Every message a user reads as one line (a CLI error, a failed trial's reason, a refused
+plug-in) is built from these two, so the wording is the same wherever a name is unknown or an
+exception is shown. Standard library only: :mod:`regularizers` uses it too, and sits below bench.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-empty line of an exception's message (or of a text), stripped; the
+    exception's type name when the message is empty."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return text.splitlines()[0].strip()
+
+
+def described(error: BaseException) -> str:
+    """``Type: first line``, for an exception raised by code the user did not write (a plug-in)."""
+    line = first_line(error)
+    return type(error).__name__ if line == type(error).__name__ else f"{type(error).__name__}: {line}"
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> str:
+    """One line: ``unknown model 'cnnn' (did you mean 'cnn'?); valid: cnn, mlp``."""
+    valid = sorted(choices)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}"
