@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,34 @@ class Verbosity(str, Enum):
     quiet = "quiet"
     normal = "normal"
     verbose = "verbose"
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a command's lines go: results to ``out``, warnings and errors to ``err``.
+
+    Text is printed as it is: a path or a config value with [brackets] is no markup, "host:1234:"
+    no emoji, and a line is never wrapped, so a printed command can be pasted.
+    """
+
+    out: Console
+    err: Console
+
+    @classmethod
+    def standard(cls) -> Output:
+        """stdout and stderr; piped output (CI logs, files) gets wide tables, not rich's 80 columns."""
+        def console(stderr: bool) -> Console:
+            tty = (sys.stderr if stderr else sys.stdout).isatty()
+            return Console(stderr=stderr, emoji=False) if tty else Console(stderr=stderr, width=160, emoji=False)
+
+        return cls(out=console(False), err=console(True))
+
+    def say(self, line: str) -> None:
+        self.out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    def tell(self, line: str) -> None:
+        """A line on stderr: a warning, a note or an error, prefix included."""
+        self.err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 #: Seconds between heartbeat lines when no progress bar can be drawn (pipes, CI logs).

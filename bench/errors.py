@@ -32,3 +32,18 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}"
+
+
+class BadInput(ValueError):
+    """Input refused before anything started or was written (a config, a name, a folder, an
+    option): the message is one line; the command line exits with status 2."""
+
+
+class RunStopped(RuntimeError):
+    """A run that ended before its work was done but is saved (interrupted, SIGTERM, a full
+    disk, a locked store, broken infrastructure): ``str()`` is the one line to show, which says
+    how to resume; ``exit_status`` is the command line's (130, 143 or 1)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
