@@ -116,7 +116,8 @@ def boards(folders: Sequence[PathLike], *, baseline: str | None = None, alpha: f
     for problem in problems:  # a read-only command: skip and say so, never move data
         say(f"warning: {problem}")
     if table.num_rows == 0:
-        raise BadInput(f"no readable results in {', '.join(map(str, paths))} ({len(problems)} unreadable file(s) skipped)")
+        raise BadInput(f"no readable results in {', '.join(map(str, paths))} "
+                       f"({len(problems)} unreadable file(s) skipped)")
     present = methods_present(table)
     if baseline is not None and baseline not in present:
         raise BadInput(f"--baseline {baseline!r} has no rows in {', '.join(map(str, paths))}; "

@@ -26,10 +26,11 @@ def described(error: BaseException) -> str:
     return type(error).__name__ if line == type(error).__name__ else f"{type(error).__name__}: {line}"
 
 
-def unknown_name(kind: str, name: str, choices: Iterable[str]) -> str:
-    """One line: ``unknown model 'cnnn' (did you mean 'cnn'?); valid: cnn, mlp``."""
+def unknown_name(kind: str, name: str, choices: Iterable[str], *, compared: str | None = None) -> str:
+    """One line: ``unknown model 'cnnn' (did you mean 'cnn'?); valid: cnn, mlp``. ``compared`` is
+    the part of ``name`` to match against ``choices`` (the last key of a dotted config path)."""
     valid = sorted(choices)
-    close = difflib.get_close_matches(name, valid, n=1)
+    close = difflib.get_close_matches(compared or name, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}"
 

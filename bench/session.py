@@ -130,7 +130,8 @@ class Session:
             except ConfigError as error:
                 raise BadInput(str(error)) from None
         if not config.final.seeds:
-            raise BadInput("no final seeds: the run's config has final.seeds empty; give them with --seed 1 --seed 2 ...")
+            raise BadInput("no final seeds: the run's config has final.seeds empty; "
+                           "give them with --seed 1 --seed 2 ...")
         rows = results_rows(results)
         short = [f"{p.regularizer} {search_rows(p, rows)}/{p.budget.trials}"
                  for p in plan_methods(config) if search_rows(p, rows) < p.budget.trials]
@@ -242,7 +243,8 @@ class Session:
         trials = sorted({plan.budget.trials for plan in plans})
         what = "" if self.final_only else f"{'/'.join(map(str, trials))} search trial{'' if trials == [1] else 's'} + "
         self.output.out.print(
-            f"[bold]{escape(config.benchmark)}[/]: {_count(len(plans), 'method')} × ({what}{_count(finals, 'final run')}), "
+            f"[bold]{escape(config.benchmark)}[/]: {_count(len(plans), 'method')} × "
+            f"({what}{_count(finals, 'final run')}), "
             f"{_count(config.training.epochs, 'epoch')} each; sampler {config.search.sampler.name}, "
             f"budget in {config.search.budget.kind}"
             f"\nresults → {escape(str(results))}\nMLflow  → {escape(uri)}\nOptuna  → {escape(storage)}",
@@ -347,7 +349,8 @@ class Session:
         from bench.results.parquet import read_rows
 
         free = shutil.disk_usage(results).free / 2**20
-        kept = sum(1 for row in read_rows(results, problems=[]).to_pylist() if row["benchmark"] == self.config.benchmark)
+        rows = read_rows(results, problems=[]).to_pylist()
+        kept = sum(1 for row in rows if row["benchmark"] == self.config.benchmark)
         return (f"the disk holding {results} is full ({free:.1f} MiB free): the run stopped; the {kept} trial row(s), "
                 "studies and search state written so far are kept; free space")
 

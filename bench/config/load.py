@@ -13,19 +13,23 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.config.schema import BenchmarkConfig, ConfigError, FinalConfig, RegularizerEntry
+from bench.errors import unknown_name
 
 
 def _format_validation_error(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
-        parent_loc = first["loc"][:-1]
-        return f"unknown key {where!r}" + _valid_keys_hint(parent_loc)
+        keys = _valid_keys(first["loc"][:-1])
+        if keys is None:
+            return f"unknown key {where!r}"
+        return unknown_name("key", where, keys, compared=str(first["loc"][-1]))
     message = first["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 
 
-def _valid_keys_hint(loc: tuple[Any, ...]) -> str:
+def _valid_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the section at ``loc`` accepts; None where the section is not a model."""
     model: Any = BenchmarkConfig
     for part in loc:
         if isinstance(part, int) or model is None:
@@ -35,15 +39,14 @@ def _valid_keys_hint(loc: tuple[Any, ...]) -> str:
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else (
             RegularizerEntry if part == "regularizers" else None
         )
-    if model is None:
-        return ""
-    return f"; valid keys: {', '.join(model.model_fields)}"
+    return None if model is None else list(model.model_fields)
 
 
 def parse_config(raw: Any, *, source: str = "config") -> BenchmarkConfig:
     """Validate a parsed YAML mapping; raise :class:`ConfigError` with a one-line message."""
     if raw is None:
-        raise ConfigError(f"{source}: the config is empty; expected a mapping with benchmark, regularizers and the other sections")
+        raise ConfigError(f"{source}: the config is empty; "
+                          "expected a mapping with benchmark, regularizers and the other sections")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
@@ -83,7 +86,9 @@ def load_config(path: str | Path) -> BenchmarkConfig:
     except OSError as error:
         raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
     except UnicodeDecodeError as error:
-        raise ConfigError(f"cannot read config {path}: not UTF-8 text (byte {error.start}); is it a YAML file?") from None
+        raise ConfigError(
+            f"cannot read config {path}: not UTF-8 text (byte {error.start}); is it a YAML file?"
+        ) from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:

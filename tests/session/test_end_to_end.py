@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -15,26 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from bench.results.parquet import read_rows, run_key
 from bench.results.schema import REQUIRED_COLUMNS, SCHEMA
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
-
-
-def _sharpbench(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, env=env,
-    )
-
-
-@pytest.fixture(scope="module")
-def smoke_results(tmp_path_factory, repo_root) -> Path:
-    results = tmp_path_factory.mktemp("smoke") / "results"
-    done = _sharpbench("run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (results.parent / "stdout.txt").write_text(done.stdout)
-    (results.parent / "stderr.txt").write_text(done.stderr)
-    return results
 
 
 #: Third-party lines that say nothing to a user and must not reach the console.
@@ -150,21 +130,21 @@ def test_mlflow_store_has_parent_and_child_runs(smoke_results):
 
 
 def test_leaderboard_names_both_methods(smoke_results, repo_root):
-    done = _sharpbench("leaderboard", str(smoke_results), "--format", "json", cwd=repo_root)
+    done = sharpbench("leaderboard", str(smoke_results), "--format", "json", cwd=repo_root)
     assert done.returncode == 0, done.stderr
     boards = json.loads(done.stdout)
     standings = {s["regularizer"]: s for s in boards[0]["standings"]}
     assert set(standings) == {"erm", "sam"}
     for standing in standings.values():
         assert standing["ranked_by"] == "final" and standing["n_seeds"] == 2
-    plain = _sharpbench("leaderboard", str(smoke_results), cwd=repo_root)
+    plain = sharpbench("leaderboard", str(smoke_results), cwd=repo_root)
     assert plain.returncode == 0 and "erm" in plain.stdout and "sam" in plain.stdout
 
 
 def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
     """Running the same config again restores the finished searches: no new rows or runs."""
     before = read_rows(smoke_results).num_rows
-    done = _sharpbench(
+    done = sharpbench(
         "run", str(repo_root / "configs/smoke.yaml"), "--results", str(smoke_results), "--num-cpus", "2", "--quiet", cwd=repo_root
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -180,7 +160,7 @@ def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
 def test_run_logs_to_a_tracking_server(mlflow_server, tmp_path, repo_root):
     """--tracking-uri sends the runs to a real `mlflow server`; nothing goes to a local store."""
     results = tmp_path / "results"
-    done = _sharpbench(
+    done = sharpbench(
         "run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2", "--tracking-uri", mlflow_server,
         cwd=repo_root,
     )
