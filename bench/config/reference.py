@@ -92,7 +92,7 @@ def _anchor(section: Section) -> str:
 
 
 def _title(section: Section) -> str:
-    return section.path or "top level"
+    return f"`{section.path}`" if section.path else "Top-level keys"
 
 
 def _type_text(annotation: Any, links: dict[type[BaseModel], Section]) -> str:
