@@ -58,11 +58,13 @@ Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 class RangeSpec(_Strict):
     """A search range opened by the config: ``{low, high, log}`` or ``{choices: [...]}``."""
 
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    integer: bool = False
-    choices: list[Any] | None = None
+    low: float | None = Field(None, description="Lower end of the range (needs ``high``; not with ``choices``).")
+    high: float | None = Field(None, description="Upper end of the range, at least ``low``.")
+    log: bool = Field(False, description="Sample on a log scale; needs ``low > 0``.")
+    integer: bool = Field(False, description="Sample whole numbers (always so for an integer hyperparameter).")
+    choices: list[Any] | None = Field(
+        None, description="A list of values to choose from instead of ``low``/``high``; not empty, of the key's type."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RangeSpec:
@@ -82,35 +84,50 @@ class RangeSpec(_Strict):
 
 
 class DataConfig(_Strict):
-    name: str = "digits"
-    #: Folder holding the dataset files (CIFAR/SVHN); ``None`` uses ``~/.cache/sharpbench/data``.
-    data_dir: str | None = None
-    download: bool = False
-    #: Fraction of the training set held out for validation (seeded, stratified).
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    #: Datasets without an official test split (digits) carve one out of the data.
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    #: Seed of the train/val(/test) split; fixed across trials so every method sees the same data.
-    split_seed: Seed = 0
-    #: Random crop with this padding (0: off) and horizontal flip, done batched on the device.
-    crop_padding: int = Field(0, ge=0)
-    horizontal_flip: bool = False
-    #: Cutout square side in pixels (0: off).
-    cutout: int = Field(0, ge=0)
-    #: Keep this fraction of the training split (after the val/test split): a subset stratified
-    #: by class and fixed by ``split_seed``, the same for every trial. 1.0 keeps all.
-    train_fraction: float = Field(1.0, gt=0, le=1)
-    #: Then keep at most this many training samples, the first ones (quick runs and tests);
-    #: ``None`` keeps all.
-    max_train_samples: int | None = Field(None, gt=0)
+    name: str = Field("digits", description="Registered dataset: ``digits``, ``cifar10``, ``cifar100`` or ``svhn``.")
+    data_dir: str | None = Field(
+        None, description="Folder holding the dataset files (CIFAR/SVHN); ``None`` uses ``~/.cache/sharpbench/data``."
+    )
+    download: bool = Field(
+        False, description="Fetch CIFAR/SVHN into ``data_dir`` when missing (needs internet); otherwise a missing "
+        "dataset is a one-line error."
+    )
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of the training set held out for validation (seeded, stratified)."
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction carved out as the test split by datasets without an official one "
+        "(digits); ``val_fraction + test_fraction`` must stay below 1."
+    )
+    split_seed: Seed = Field(
+        0, description="Seed of the train/val(/test) split; fixed across trials so every method sees the same data."
+    )
+    crop_padding: int = Field(
+        0, ge=0, description="Random crop with this padding in pixels (0: off), batched on the device."
+    )
+    horizontal_flip: bool = Field(False, description="Random horizontal flip of training images.")
+    cutout: int = Field(0, ge=0, description="Cutout square side in pixels (0: off).")
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="Keep this fraction of the training split (after the val/test split): a subset "
+        "stratified by class and fixed by ``split_seed``, the same for every trial. 1.0 keeps all."
+    )
+    max_train_samples: int | None = Field(
+        None, gt=0, description="Then keep at most this many training samples, the first ones (quick runs and "
+        "tests); ``None`` keeps all."
+    )
     #: Symmetric label noise on the training split only (validation and test stay clean), applied
     #: last, to the samples actually trained on: exactly round(label_noise × n_train) labels, chosen
     #: by a seeded permutation, each replaced by a uniformly drawn *other* class. As in the
     #: noisy-label experiments of SAM (Foret et al. 2021, ICLR), which follow the synthetic noise
     #: of Zhang et al. 2017 and Jiang et al. 2018 (:func:`bench.data.noise.flip_labels`).
-    label_noise: float = Field(0.0, ge=0, lt=1)
-    #: Seed of the flipped samples and their new labels; ``None`` uses ``split_seed``.
-    label_noise_seed: Seed | None = None
+    label_noise: float = Field(
+        0.0, ge=0, lt=1, description="Symmetric label noise on the training split only: exactly "
+        "round(label_noise × n_train) labels, each flipped to a uniformly drawn other class; validation and test "
+        "stay clean."
+    )
+    label_noise_seed: Seed | None = Field(
+        None, description="Seed of the flipped samples and their new labels; ``None`` uses ``split_seed``."
+    )
 
     @model_validator(mode="after")
     def _split_leaves_training_data(self) -> DataConfig:
@@ -123,26 +140,43 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = "cnn"
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(
+        "cnn", description="Registered model (``bench/models/``): ``mlp``, ``cnn``, ``resnet18``, "
+        "``preact_resnet18``, ``wrn16_8``, ``wrn28_10``, ``vgg16_bn``, ``pyramidnet110`` or ``pyramidnet272``."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the model's factory (e.g. ``{hidden: 32, depth: 1}`` "
+        "for ``mlp``), checked against its signature before the run."
+    )
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(20, gt=0)
-    batch_size: int = Field(64, gt=0)
-    learning_rate: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    #: Coupled weight decay inside the optimizer (the training recipe's, applied to every method).
-    weight_decay: float = Field(0.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
-    #: ``auto``: bf16 autocast on CUDA, float32 on CPU.
-    precision: Literal["auto", "float32", "bfloat16", "float64"] = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    epochs: int = Field(20, gt=0, description="Training epochs of every trial (the ASHA horizon).")
+    batch_size: int = Field(64, gt=0, description="Training mini-batch size.")
+    learning_rate: float = Field(0.05, gt=0, description="Peak learning rate of the SGD optimizer.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (0: plain SGD).")
+    nesterov: bool = Field(False, description="Nesterov momentum (only when ``momentum`` > 0).")
+    weight_decay: float = Field(
+        0.0, ge=0, description="Coupled weight decay inside the optimizer (the training recipe's, applied to every "
+        "method); must be 0 when the ``weight_decay`` regularizer is compared."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Label smoothing ε of the training loss (PyTorch's ε/K form)."
+    )
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning-rate schedule per step after the warm-up: cosine decay to 0, or constant."
+    )
+    warmup_epochs: int = Field(
+        0, ge=0, description="Epochs of linear learning-rate warm-up; at most ``epochs``."
+    )
+    precision: Literal["auto", "float32", "bfloat16", "float64"] = Field(
+        "auto", description="``auto``: bf16 autocast on CUDA, float32 on CPU."
+    )
+    channels_last: bool = Field(True, description="Use the channels-last memory format for 4-D inputs on CUDA.")
+    compile: bool = Field(False, description="``torch.compile`` the model (compiled before the trial's clock starts).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where trials train; ``auto``: CUDA when available, else CPU."
+    )
 
     @model_validator(mode="after")
     def _warmup_within_training(self) -> TrainingConfig:
@@ -170,24 +204,37 @@ class FlatnessConfig(_Strict):
     forward and ``sharpness_steps`` backward passes. The defaults cost at most 100 + 100 HVPs.
     """
 
-    when: Literal["off", "final", "every"] = "off"
-    every_epochs: int = Field(1, gt=0)
-    #: Training samples (fixed by the split seed) the Hessian metrics are computed on.
-    subset_size: int = Field(512, gt=0)
-    batch_size: int = Field(256, gt=0)
-    #: The top eigenvalue (Lanczos) stops once an eigenvalue is known to lie within this relative
-    #: distance of the estimate (its residual bound); in practice the error is far smaller.
-    eigen_tolerance: float = Field(1e-3, gt=0, lt=1)
-    #: ... or after this many HVPs, logged with ``hessian_eigen_converged = 0``.
-    eigen_max_iterations: int = Field(100, gt=0)
-    #: The trace stops once its standard error is at most this fraction of |trace| ...
-    trace_rel_stderr: float = Field(0.05, ge=0)
-    #: ... and after at least this many probes (a standard error needs two) ...
-    trace_min_probes: int = Field(10, ge=2)
-    #: ... or after this many; the standard error reached is logged either way.
-    trace_max_probes: int = Field(100, gt=0)
-    sharpness_radius: float = Field(0.05, gt=0)
-    sharpness_steps: int = Field(5, gt=0)
+    when: Literal["off", "final", "every"] = Field(
+        "off", description="When a trial measures flatness: never, after its last epoch, or every ``every_epochs``."
+    )
+    every_epochs: int = Field(
+        1, gt=0, description="With ``when: every``: measure after every k-th epoch (and always after the last)."
+    )
+    subset_size: int = Field(
+        512, gt=0, description="Training samples (fixed by the split seed) the Hessian metrics are computed on."
+    )
+    batch_size: int = Field(256, gt=0, description="Batch size of the passes over the flatness subset.")
+    eigen_tolerance: float = Field(
+        1e-3, gt=0, lt=1, description="The top eigenvalue (Lanczos) stops once its residual bound places an "
+        "eigenvalue within this relative distance of the estimate."
+    )
+    eigen_max_iterations: int = Field(
+        100, gt=0, description="... or after this many HVPs, logged with ``hessian_eigen_converged = 0``."
+    )
+    trace_rel_stderr: float = Field(
+        0.05, ge=0, description="The trace (Hutchinson) stops once its standard error is at most this fraction of "
+        "|trace| ..."
+    )
+    trace_min_probes: int = Field(
+        10, ge=2, description="... and after at least this many probes (a standard error needs two) ..."
+    )
+    trace_max_probes: int = Field(
+        100, gt=0, description="... or after this many; the standard error reached is logged either way."
+    )
+    sharpness_radius: float = Field(
+        0.05, gt=0, description="Radius ε of the global L2 ball of ε-sharpness (Keskar et al. 2017)."
+    )
+    sharpness_steps: int = Field(5, gt=0, description="Projected-ascent steps of ε-sharpness.")
 
     @model_validator(mode="before")
     @classmethod
@@ -208,9 +255,13 @@ class FlatnessConfig(_Strict):
 
 
 class AshaConfig(_Strict):
-    enabled: bool = True
-    grace_period: int = Field(2, gt=0)
-    reduction_factor: float = Field(2.0, gt=1)
+    enabled: bool = Field(True, description="Stop weak search trials early with ASHA (one scheduler per method).")
+    grace_period: int = Field(
+        2, gt=0, description="Epochs before a trial can first be stopped (the first rung; capped at the horizon)."
+    )
+    reduction_factor: float = Field(
+        2.0, gt=1, description="ASHA's η: rungs at grace × ηᵏ epochs, about 1/η of the trials promoted at each."
+    )
 
 
 SamplerName = Literal["tpe", "random", "gp", "cmaes", "qmc"]
@@ -229,9 +280,11 @@ def startup_trials(trials: int) -> int:
 class SamplerConfig(_Strict):
     """Optuna's sampler for the search: ``search.sampler: tpe`` or ``{name: tpe, n_startup_trials: 3}``."""
 
-    name: SamplerName = "tpe"
-    #: Random trials before TPE, GP or CMA-ES model the space; ``None``: :func:`startup_trials`.
-    n_startup_trials: int | None = Field(None, ge=0)
+    name: SamplerName = Field("tpe", description="Optuna sampler; ``qmc`` is scrambled Sobol.")
+    n_startup_trials: int | None = Field(
+        None, ge=0, description="Random trials before TPE, GP or CMA-ES model the space; ``None``: a third of the "
+        "method's trials, at least 2."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -248,8 +301,13 @@ class BudgetConfig(_Strict):
     trials, rounded, at least 1) or epochs (``training.epochs / c`` per trial, at least 1).
     """
 
-    kind: Literal["trials", "passes"] = "trials"
-    scale: Literal["trials", "epochs"] = "trials"
+    kind: Literal["trials", "passes"] = Field(
+        "trials", description="``trials``: the same trials per method; ``passes``: the forward+backward passes ERM "
+        "spends on them."
+    )
+    scale: Literal["trials", "epochs"] = Field(
+        "trials", description="With ``kind: passes``, what a costlier method gives up: trials, or epochs per trial."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -258,23 +316,29 @@ class BudgetConfig(_Strict):
 
 
 class SearchConfig(_Strict):
-    #: Trials per regularizer: the equal tuning budget.
-    trials_per_method: int = Field(8, gt=0)
-    #: Seeds the sampler; separate from the training seeds.
-    seed: Seed = 0
-    metric: str = metrics.VAL_ACCURACY
-    sampler: SamplerConfig = SamplerConfig()
-    budget: BudgetConfig = BudgetConfig()
-    asha: AshaConfig = AshaConfig()
-    #: ``None`` fills the machine: cluster CPUs (or GPUs) divided by the per-trial resources; a
-    #: larger number is capped by that (trials asked beyond it would wait, drawn without results).
-    max_concurrent_trials: int | None = Field(None, gt=0)
-    #: Retries of a crashed trial, continuing from its last checkpoint.
-    max_failures: int = Field(1, ge=0)
-    #: Epochs between trial checkpoints (what a retried or resumed trial continues from).
-    checkpoint_every: int = Field(5, gt=0)
-    #: Shared training hyperparameters opened to the search, e.g. ``learning_rate``.
-    space: dict[str, RangeSpec] = Field(default_factory=dict)
+    trials_per_method: int = Field(8, gt=0, description="Trials per regularizer: the equal tuning budget.")
+    seed: Seed = Field(0, description="Seeds the sampler; separate from the training seeds.")
+    metric: str = Field(
+        metrics.VAL_ACCURACY, description="What the search optimizes and the selection rule ranks by: "
+        "``val_accuracy`` (higher) or ``val_loss`` (lower)."
+    )
+    sampler: SamplerConfig = Field(SamplerConfig(), description="Optuna's sampler: a name or a mapping.")
+    budget: BudgetConfig = Field(BudgetConfig(), description="What the same budget counts: a kind or a mapping.")
+    asha: AshaConfig = Field(AshaConfig(), description="Early stopping of search trials on epoch rungs.")
+    max_concurrent_trials: int | None = Field(
+        None, gt=0, description="``None`` fills the machine: cluster CPUs (or GPUs) divided by the per-trial "
+        "resources; a larger number is capped by that."
+    )
+    max_failures: int = Field(
+        1, ge=0, description="Retries of a crashed trial, continuing from its last checkpoint."
+    )
+    checkpoint_every: int = Field(
+        5, gt=0, description="Epochs between trial checkpoints (what a retried or resumed trial continues from)."
+    )
+    space: dict[str, RangeSpec] = Field(
+        default_factory=dict, description="Shared training hyperparameters opened to the search, e.g. "
+        "``learning_rate: {low: 0.01, high: 0.5, log: true}``: a numeric or boolean ``training`` key → a range."
+    )
 
     @field_validator("metric")
     @classmethod
@@ -309,24 +373,34 @@ def _check_choices(key: str, choices: list[Any], value_type: Any) -> None:
 
 
 class ResourcesConfig(_Strict):
-    cpus_per_trial: float = Field(1.0, gt=0)
-    #: Fractions pack several trials per GPU (0.25 → 4 per GPU).
-    gpus_per_trial: float = Field(0.0, ge=0)
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves for each trial.")
+    gpus_per_trial: float = Field(
+        0.0, ge=0, description="GPUs per trial; fractions pack several trials per GPU (0.25 → 4 per GPU), above 1 "
+        "only whole numbers."
+    )
 
 
 class RegularizerEntry(_Strict):
     """One method to compare: its registry name, hyperparameters held fixed, ranges overridden."""
 
-    name: str
-    fixed: dict[str, Any] = Field(default_factory=dict)
-    space: dict[str, RangeSpec] = Field(default_factory=dict)
+    name: str = Field(description="Registered regularizer (``sharpbench list``), built-in or a plug-in.")
+    fixed: dict[str, Any] = Field(
+        default_factory=dict, description="Hyperparameters held at a value (not searched), or options set."
+    )
+    space: dict[str, RangeSpec] = Field(
+        default_factory=dict, description="Search ranges that replace the method's declared ones, by hyperparameter."
+    )
 
 
 class FinalConfig(_Strict):
-    #: Training seeds for re-running each method's best configs; empty skips the final phase.
-    seeds: list[Seed] = Field(default_factory=list)
-    #: How many of each method's best search configs (``bench.selection``) are re-run with the seeds.
-    top_k: int = Field(1, gt=0)
+    seeds: list[Seed] = Field(
+        default_factory=list, description="Training seeds for re-running each method's best configs (distinct); "
+        "empty skips the final phase."
+    )
+    top_k: int = Field(
+        1, gt=0, description="How many of each method's best search configs (``bench.selection``) are re-run with "
+        "the seeds."
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -338,21 +412,29 @@ class FinalConfig(_Strict):
 
 
 class BenchmarkConfig(_Strict):
-    benchmark: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    dataset: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    training: TrainingConfig = TrainingConfig()
-    search: SearchConfig = SearchConfig()
-    resources: ResourcesConfig = ResourcesConfig()
-    flatness: FlatnessConfig = FlatnessConfig()
-    final: FinalConfig = FinalConfig()
-    regularizers: list[RegularizerEntry] = Field(min_length=1)
-    #: Training seed of the search trials (data order, init, noise).
-    seed: Seed = 0
-    tracking_uri: str | None = None
-    #: SQLAlchemy URL of the Optuna studies (one per method), e.g. ``postgresql://host/db`` on a
-    #: cluster; ``None``: ``sqlite:///<results>/optuna.db``. ``sharpbench run --optuna-storage`` overrides it.
-    optuna_storage: str | None = None
+    benchmark: str = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Name that groups the results (folders, MLflow "
+        "experiment, leaderboard); not only dots."
+    )
+    dataset: DataConfig = Field(DataConfig(), description="The data, its split, augmentation and label noise.")
+    model: ModelConfig = Field(ModelConfig(), description="The network every trial trains.")
+    training: TrainingConfig = Field(TrainingConfig(), description="The training recipe shared by every method.")
+    search: SearchConfig = Field(SearchConfig(), description="The tuning budget and how each method's search runs.")
+    resources: ResourcesConfig = Field(ResourcesConfig(), description="What each trial reserves from Ray.")
+    flatness: FlatnessConfig = Field(FlatnessConfig(), description="When and how accurately flatness is measured.")
+    final: FinalConfig = Field(FinalConfig(), description="The final phase: the best configs re-run with seeds.")
+    regularizers: list[RegularizerEntry] = Field(
+        min_length=1, description="The methods to compare, each once: a name, or a mapping with ``fixed``/``space``."
+    )
+    seed: Seed = Field(0, description="Training seed of the search trials (data order, init, noise).")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; ``None``: ``sqlite:///<results>/mlflow.db``. "
+        "``--tracking-uri`` overrides it."
+    )
+    optuna_storage: str | None = Field(
+        None, description="SQLAlchemy URL of the Optuna studies (one per method), e.g. ``postgresql://host/db`` on "
+        "a cluster; ``None``: ``sqlite:///<results>/optuna.db``. ``--optuna-storage`` overrides it."
+    )
 
     @field_validator("benchmark")
     @classmethod
