@@ -50,6 +50,7 @@ class Output:
     @classmethod
     def standard(cls) -> Output:
         """stdout and stderr; piped output (CI logs, files) gets wide tables, not rich's 80 columns."""
+
         def console(stderr: bool) -> Console:
             tty = (sys.stderr if stderr else sys.stdout).isatty()
             return Console(stderr=stderr, emoji=False) if tty else Console(stderr=stderr, width=160, emoji=False)
@@ -120,7 +121,9 @@ def quiet_third_party(verbosity: Verbosity) -> None:
     # MLflow's store logs a database error with its traceback before raising it; the MLflow mirror
     # says each outage once, in one warning line (bench.results.mlflow_mirror).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropMessages(_RAY_NOISE_PREFIXES))
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        _DropMessages(_RAY_NOISE_PREFIXES)
+    )
     logging.getLogger("ray.tune.tune").addFilter(_DropMessages(_TUNE_INTERRUPT_PREFIXES))
     logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMessages(_TUNE_ANALYSIS_PREFIXES))
     logging.getLogger("optuna").setLevel(logging.WARNING)

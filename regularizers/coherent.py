@@ -63,8 +63,11 @@ class _GradientCoherent(Regularizer):
 
     penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "penalty coefficient λ", minimum=0.0)
     coherence_threshold: float = hparam(
-        0.0, Float(0.0, 0.5), "τ: impose the penalty on a tensor only if cos(g, g + penalty gradient) > τ",
-        minimum=-1.0, maximum=1.0,
+        0.0,
+        Float(0.0, 0.5),
+        "τ: impose the penalty on a tensor only if cos(g, g + penalty gradient) > τ",
+        minimum=-1.0,
+        maximum=1.0,
     )
     delay_epochs: int = hparam(
         0,
@@ -120,7 +123,9 @@ class CoherentL2(_GradientCoherent):
     False
     """
 
-    penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "L2 coefficient λ (penalty λ/2·‖w‖²)", minimum=0.0)
+    penalty_weight: float = hparam(
+        1e-3, Float(1e-4, 1e-2, log=True), "L2 coefficient λ (penalty λ/2·‖w‖²)", minimum=0.0
+    )
 
     def penalty_direction(self, weight: Tensor) -> Tensor:
         return weight

@@ -57,9 +57,13 @@ class GNP(Regularizer):
     PassCost(forward=1, backward=1)
     """
 
-    perturbation_radius: float = hparam(0.1, Float(0.01, 0.5, log=True), "r: finite-difference step along g/‖g‖", minimum=0.0)
+    perturbation_radius: float = hparam(
+        0.1, Float(0.01, 0.5, log=True), "r: finite-difference step along g/‖g‖", minimum=0.0
+    )
     perturbed_gradient_weight: float = hparam(
-        0.8, Float(0.1, 1.0), "α = λ/r: weight of the perturbed gradient (1 − α on the clean one; α = 1 is SAM)",
+        0.8,
+        Float(0.1, 1.0),
+        "α = λ/r: weight of the perturbed gradient (1 − α on the clean one; α = 1 is SAM)",
         minimum=0.0,
     )
     normalize_clean_gradient: bool = hparam(

@@ -59,6 +59,7 @@ NEIGHBOUR_KL = "neighbour_kl"
 RANDOM = "random"
 ADVERSARIAL = "adversarial"
 
+
 def gaussian_direction(parameters: Sequence[nn.Parameter], radius: float) -> list[Tensor]:
     """z/‖z‖₂·r with z ~ N(0, I) over all tensors (global torch RNG): a uniform point on the sphere."""
     with torch.no_grad():

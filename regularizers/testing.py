@@ -91,7 +91,10 @@ def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) ->
 
 
 def _gradients_from_a_clean_start(
-    method: Regularizer, model: nn.Module, closure: BatchClosure, autocast: Callable[[], contextlib.AbstractContextManager[object]]
+    method: Regularizer,
+    model: nn.Module,
+    closure: BatchClosure,
+    autocast: Callable[[], contextlib.AbstractContextManager[object]],
 ) -> list[Tensor | None]:
     """The gradients a step leaves when it starts with ``p.grad = None`` everywhere, on copies of
     the method and the model (so neither's state moves)."""

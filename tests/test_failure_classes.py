@@ -65,13 +65,17 @@ def test_torch_cuda_oom_keeps_the_allocator_figures():
     assert classify(MemoryError()) is FailureClass.OOM
 
 
-@pytest.mark.parametrize("error", [
-    ray.exceptions.ActorDiedError(),
-    ray.exceptions.WorkerCrashedError(),
-    ray.exceptions.NodeDiedError("node 10.0.0.3 died"),
-    ray.exceptions.RayActorError(),
-    RuntimeError("Ray worker died while running the task"),
-], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "error",
+    [
+        ray.exceptions.ActorDiedError(),
+        ray.exceptions.WorkerCrashedError(),
+        ray.exceptions.NodeDiedError("node 10.0.0.3 died"),
+        ray.exceptions.RayActorError(),
+        RuntimeError("Ray worker died while running the task"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_dead_workers_actors_and_nodes_are_infra(error):
     assert classify(error) is FailureClass.INFRA
     assert "\n" not in error_text(error) and error_text(error).startswith(type(error).__name__ + ": ")

@@ -9,10 +9,12 @@ from tests.results.conftest import make_row
 
 def _rows(tmp_path, statuses, benchmark="b"):
     errors = {"failed": "FloatingPointError: training loss became nan in epoch 1\nmore"}
-    ParquetSink(tmp_path).write([
-        make_row(run_id=f"s/{i}", benchmark=benchmark, status=status, error=errors.get(status))
-        for i, status in enumerate(statuses)
-    ])
+    ParquetSink(tmp_path).write(
+        [
+            make_row(run_id=f"s/{i}", benchmark=benchmark, status=status, error=errors.get(status))
+            for i, status in enumerate(statuses)
+        ]
+    )
     return read_rows(tmp_path).to_pylist()
 
 

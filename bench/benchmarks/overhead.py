@@ -130,23 +130,31 @@ def _bench_config(base, *, trials: int, epochs: int | None = None, width: int | 
     from bench.config import RangeSpec, RegularizerEntry
 
     training = base.training if epochs is None else base.training.model_copy(update={"epochs": epochs})
-    model = base.model if width is None else base.model.model_copy(update={"options": {**base.model.options, "width": width}})
-    search = base.search.model_copy(update={
-        "trials_per_method": trials,
-        "asha": base.search.asha.model_copy(update={"enabled": False}),
-        "max_concurrent_trials": concurrency,
-        "space": {"learning_rate": RangeSpec(low=0.01, high=0.1, log=True)},
-    })
-    return base.model_copy(update={
-        "benchmark": f"{base.benchmark}_overhead",
-        "training": training,
-        "model": model,
-        "search": search,
-        "resources": base.resources.model_copy(update={"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}),
-        "final": base.final.model_copy(update={"seeds": []}),
-        "flatness": base.flatness.model_copy(update={"when": "off"}),
-        "regularizers": [RegularizerEntry(name="erm")],
-    })
+    model = (
+        base.model
+        if width is None
+        else base.model.model_copy(update={"options": {**base.model.options, "width": width}})
+    )
+    search = base.search.model_copy(
+        update={
+            "trials_per_method": trials,
+            "asha": base.search.asha.model_copy(update={"enabled": False}),
+            "max_concurrent_trials": concurrency,
+            "space": {"learning_rate": RangeSpec(low=0.01, high=0.1, log=True)},
+        }
+    )
+    return base.model_copy(
+        update={
+            "benchmark": f"{base.benchmark}_overhead",
+            "training": training,
+            "model": model,
+            "search": search,
+            "resources": base.resources.model_copy(update={"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}),
+            "final": base.final.model_copy(update={"seeds": []}),
+            "flatness": base.flatness.model_copy(update={"when": "off"}),
+            "regularizers": [RegularizerEntry(name="erm")],
+        }
+    )
 
 
 def _ray_run(config) -> tuple[RayRun, list[dict]]:
@@ -237,13 +245,20 @@ def _print_overhead(figure: OverheadFigure) -> None:
 
 
 def measure_overhead(
-    base, *, label: str, trials: int, repeats: int, epochs: int | None = None, width: int | None = None,
+    base,
+    *,
+    label: str,
+    trials: int,
+    repeats: int,
+    epochs: int | None = None,
+    width: int | None = None,
 ) -> list[OverheadFigure]:
     """``repeats`` × (Ray run, then the same trials in-process), printed as they come."""
     config = _bench_config(base, trials=trials, epochs=epochs, width=width)
     print(
         f"{label}: {trials} trials x {config.training.epochs} epochs, model {config.model.name} {config.model.options}, "
-        "one at a time", flush=True,
+        "one at a time",
+        flush=True,
     )
     figures = []
     for _ in range(repeats):
@@ -262,11 +277,13 @@ def measure_overhead(
 def measure_full(base, *, repeats: int) -> list[OverheadFigure]:
     """The config as it is (every method, its search and its final seeds), one trial at a time,
     against the same trials in-process: the Tune experiment's start-up is in this figure."""
-    config = base.model_copy(update={
-        "benchmark": f"{base.benchmark}_overhead",
-        "search": base.search.model_copy(update={"max_concurrent_trials": 1}),
-        "resources": base.resources.model_copy(update={"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}),
-    })
+    config = base.model_copy(
+        update={
+            "benchmark": f"{base.benchmark}_overhead",
+            "search": base.search.model_copy(update={"max_concurrent_trials": 1}),
+            "resources": base.resources.model_copy(update={"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}),
+        }
+    )
     methods = len(config.regularizers)
     print(
         f"{base.benchmark} as configured: {methods} methods x ({config.search.trials_per_method} search trials + "
@@ -313,15 +330,19 @@ def epochs_for(base, seconds: float, width: int | None) -> int:
     return max(probe_epochs, round(seconds / per_epoch))
 
 
-def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...], epochs: int | None = None,
-                       width: int | None = None) -> dict[int, float]:
+def measure_throughput(
+    base, *, trials: int, concurrencies: tuple[int, ...], epochs: int | None = None, width: int | None = None
+) -> dict[int, float]:
     """Trials per minute with C trials at a time (each 1 CPU), on the connected runtime.
 
     Two figures per C: over the whole call (the Tune experiment's start-up included) and in the
     steady state, from the first trial's start to the last one's end. Returns the steady ones.
     """
     shown = base.training.epochs if epochs is None else epochs
-    print(f"throughput: {trials} trials x {shown} epochs{'' if width is None else f', width {width}'}, 1 CPU each", flush=True)
+    print(
+        f"throughput: {trials} trials x {shown} epochs{'' if width is None else f', width {width}'}, 1 CPU each",
+        flush=True,
+    )
     steady: dict[int, float] = {}
     for concurrency in concurrencies:
         run, _ = _ray_run(_bench_config(base, trials=trials, concurrency=concurrency, epochs=epochs, width=width))
@@ -368,7 +389,12 @@ def _overhead(args: argparse.Namespace) -> int:
         if not args.no_long:
             epochs = epochs_for(base, long_seconds, args.long_width)
             measure_overhead(
-                base, label=f"~{long_seconds:.0f} s trials", trials=2, repeats=1, epochs=epochs, width=args.long_width,
+                base,
+                label=f"~{long_seconds:.0f} s trials",
+                trials=2,
+                repeats=1,
+                epochs=epochs,
+                width=args.long_width,
             )
         if not args.no_throughput:
             measure_throughput(base, trials=4 if args.quick else 8, concurrencies=(1, 2))
@@ -384,23 +410,37 @@ def _overhead(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.benchmarks.orchestration", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.benchmarks.orchestration", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     overhead = commands.add_parser("overhead", help="Ray Tune against in-process, and C=1/2 throughput")
-    overhead.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="benchmark config whose recipe the trials use")
+    overhead.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="benchmark config whose recipe the trials use"
+    )
     overhead.add_argument("--trials", type=int, default=6, help="trials per run (default 6, digits.yaml's budget)")
     overhead.add_argument("--repeats", type=int, default=3, help="Ray + in-process pairs for the config's recipe")
     overhead.add_argument("--long-seconds", type=float, default=60.0, help="target length of one 'long' trial")
     overhead.add_argument(
-        "--long-width", type=int, default=64,
+        "--long-width",
+        type=int,
+        default=64,
         help="model.options.width of the long trials (default 64: epochs of ~0.5 s rather than digits' ~0.03 s)",
     )
-    overhead.add_argument("--quick", action="store_true", help="3 trials, 1 repeat, 20 s long trials, 4 throughput trials, no full benchmark")
-    overhead.add_argument("--no-full", action="store_true", help="skip the whole config as configured (every method and phase)")
+    overhead.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 trials, 1 repeat, 20 s long trials, 4 throughput trials, no full benchmark",
+    )
+    overhead.add_argument(
+        "--no-full", action="store_true", help="skip the whole config as configured (every method and phase)"
+    )
     overhead.add_argument("--no-long", action="store_true", help="skip the long-trial figure")
     overhead.add_argument("--no-throughput", action="store_true", help="skip the C=1/C=2 throughput figure")
     overhead.add_argument(
-        "--throughput-seconds", type=float, default=8.0,
+        "--throughput-seconds",
+        type=float,
+        default=8.0,
         help="also measure C=1/C=2 throughput with 4 trials of about this many seconds (CNN of --long-width; default 8, "
         "--quick 4); 0: skip",
     )

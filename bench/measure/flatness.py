@@ -220,9 +220,7 @@ def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     return torch.stack([torch.sum(x * y) for x, y in zip(a, b)]).sum()
 
 
-def _random_vector(
-    parameters: Sequence[Tensor], generator: torch.Generator, kind: str
-) -> ParamVector:
+def _random_vector(parameters: Sequence[Tensor], generator: torch.Generator, kind: str) -> ParamVector:
     """Rademacher (±1) or standard-normal entries, drawn on the generator's device, in model order."""
     vector = []
     for p in parameters:

@@ -46,9 +46,7 @@ def assert_gradient(actual, data_gradient, penalty):
     into a multiply-add: the two results differ by at most one rounding of the product (eps·|λd|)
     and one of the sum (eps·|result|). The branches differ by λ·d itself, far above that.
     """
-    torch.testing.assert_close(
-        actual, data_gradient + penalty, rtol=2 * EPS, atol=2 * EPS * float(penalty.abs().max())
-    )
+    torch.testing.assert_close(actual, data_gradient + penalty, rtol=2 * EPS, atol=2 * EPS * float(penalty.abs().max()))
 
 
 #: The test recomputes each cosine with F.cosine_similarity, another formula than the method's:

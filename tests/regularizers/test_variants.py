@@ -72,9 +72,11 @@ def make_cnn(norm_layer: str = "batchnorm", seed: int = 0) -> nn.Module:
         "batchnorm": lambda: nn.BatchNorm2d(3),
         "instancenorm": lambda: nn.InstanceNorm2d(3, affine=True, track_running_stats=True),
     }
-    return nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), norms[norm_layer](), nn.Tanh(), nn.Flatten(), nn.Linear(48, 3)
-    ).to(DTYPE).train()
+    return (
+        nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), norms[norm_layer](), nn.Tanh(), nn.Flatten(), nn.Linear(48, 3))
+        .to(DTYPE)
+        .train()
+    )
 
 
 def cnn_batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +105,9 @@ def test_asam_authors_rule_on_the_linear_toy():
     point = 1.0 + radius * (t_w * t_w * 2.0 + t_b * t_b * 2.0) / scaled_norm  # w' + b'
     expected = 2.0 * point
     grad_w, grad_b = toy_gradient("asam", perturbation_radius=radius)  # the defaults: authors' rule, η = 0.01
-    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(expected, rel=HAND_RTOL, abs=0)
+    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(
+        expected, rel=HAND_RTOL, abs=0
+    )
     assert grad_w == pytest.approx(3.4213, abs=5e-5)
 
 
@@ -116,7 +120,9 @@ def test_asam_every_tensor_on_the_linear_toy(eta, figure):
     scaled_norm = math.hypot(t_w * 2.0, t_b * 2.0)
     expected = 2.0 * (1.0 + radius * (t_w * t_w * 2.0 + t_b * t_b * 2.0) / scaled_norm)
     grad_w, grad_b = toy_gradient("asam", perturbation_radius=radius, eta=eta, adaptive_tensors="all")
-    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(expected, rel=HAND_RTOL, abs=0)
+    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(
+        expected, rel=HAND_RTOL, abs=0
+    )
     assert grad_w == pytest.approx(figure, abs=5e-5)
 
 
@@ -165,7 +171,9 @@ def test_gnp_authors_default_normalizes_the_clean_gradient():
     """(1−α)·g/‖g‖ + α·∇L(w + r·g/‖g‖) (zhaoyang-0204/gnp, norm_perturbations=True; issue: 1.96770)."""
     expected = (1 - GNP_ALPHA) * 2.0 / math.sqrt(8.0) + GNP_ALPHA * 2.0 * GNP_POINT
     grad_w, grad_b = toy_gradient("gnp", perturbation_radius=GNP_RADIUS, perturbed_gradient_weight=GNP_ALPHA)
-    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(expected, rel=HAND_RTOL, abs=0)
+    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(
+        expected, rel=HAND_RTOL, abs=0
+    )
     assert grad_w == pytest.approx(1.96770, abs=5e-6)
 
 
@@ -183,7 +191,11 @@ def test_gnp_exact_norm_has_no_epsilon_error():
     """The default divides by ‖g‖ exactly; the 1e-12 guard moves the result by ~4e-14 relative,
     about 7× the float64 tolerance, so only the exact division meets the hand value."""
     expected = (1 - GNP_ALPHA) * 2.0 + GNP_ALPHA * 2.0 * GNP_POINT
-    hparams = {"perturbation_radius": GNP_RADIUS, "perturbed_gradient_weight": GNP_ALPHA, "normalize_clean_gradient": False}
+    hparams = {
+        "perturbation_radius": GNP_RADIUS,
+        "perturbed_gradient_weight": GNP_ALPHA,
+        "normalize_clean_gradient": False,
+    }
     exact, _ = toy_gradient("gnp", **hparams)
     guarded, _ = toy_gradient("gnp", norm_epsilon=1e-12, **hparams)
     assert exact == pytest.approx(expected, rel=HAND_RTOL, abs=0)
@@ -256,8 +268,10 @@ def test_nso_one_point_estimator_with_the_drawn_noise(model_name, recorded_noise
     cost = method.cost(has_batchnorm)
     assert (cost.forward, cost.backward) == expected_passes
     # Not the two-point estimate of the same draws: the −U points are really left out.
-    two_point = [sum(parts) / (2 * samples) for parts in zip(*(grad_at(model, add(w, u, alpha=s), batch)
-                                                               for u in recorded_noise for s in (1.0, -1.0)))]
+    two_point = [
+        sum(parts) / (2 * samples)
+        for parts in zip(*(grad_at(model, add(w, u, alpha=s), batch) for u in recorded_noise for s in (1.0, -1.0)))
+    ]
     assert max((a - b).abs().max().item() for a, b in zip(grads(model), two_point)) > 1e-6
 
 

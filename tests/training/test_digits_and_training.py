@@ -121,8 +121,16 @@ def test_flatness_measured_at_the_end_reaches_the_row():
     from bench.results.schema import Phase, TrialStatus
 
     spec = dataclasses.replace(
-        _spec(), flatness=FlatnessConfig(when="final", subset_size=64, batch_size=32, eigen_max_iterations=5, trace_min_probes=4,
-                                          trace_max_probes=4, sharpness_steps=2)
+        _spec(),
+        flatness=FlatnessConfig(
+            when="final",
+            subset_size=64,
+            batch_size=32,
+            eigen_max_iterations=5,
+            trace_min_probes=4,
+            trace_max_probes=4,
+            sharpness_steps=2,
+        ),
     )
     result = run_trial(spec)
     assert all(not e.flatness for e in result.epochs[:-1])
@@ -130,9 +138,7 @@ def test_flatness_measured_at_the_end_reaches_the_row():
     assert final[metrics.HESSIAN_TOP_EIGENVALUE] > 0 and final[metrics.HESSIAN_TRACE_STDERR] >= 0  # a sqrt: ≥ 0 exactly
     # ≥ 0 by construction, not by arithmetic: δ = 0 is one of the candidates the maximum runs over.
     assert final[metrics.EPSILON_SHARPNESS] >= 0
-    row = build_row(
-        TrialOutcome("s", "t1", Phase.SEARCH.value, TrialStatus.COMPLETED, spec, 0, final)
-    )
+    row = build_row(TrialOutcome("s", "t1", Phase.SEARCH.value, TrialStatus.COMPLETED, spec, 0, final))
     # The row copies the measured values: exact.
     assert row.hessian_top_eigenvalue == final[metrics.HESSIAN_TOP_EIGENVALUE]
     assert row.hessian_trace == final[metrics.HESSIAN_TRACE]
