@@ -293,7 +293,7 @@ class Regularizer(ABC):
     def cost(self, has_batchnorm: bool) -> PassCost:
         """Forward/backward passes one :meth:`step` runs (the conformance suite checks it)."""
 
-    def start_epoch(self, epoch: int, total_epochs: int) -> None:
+    def start_epoch(self, epoch: int, total_epochs: int) -> None:  # noqa: B027 - optional hook: no-op by default
         """Called by the loop before each epoch (0-based); for schedules such as delayed penalties."""
 
     def report(self, closure: BatchClosure, clean_loss: Tensor, **metrics: Tensor) -> StepReport:

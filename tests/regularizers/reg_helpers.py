@@ -155,7 +155,7 @@ def assert_all_close(
 ) -> None:
     assert len(actual) == len(expected)
     for index, (a, e) in enumerate(zip(actual, expected)):
-        torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f"{what} #{index}: {m}")
+        torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m, index=index: f"{what} #{index}: {m}")
 
 
 #: ``@pytest.mark.parametrize("batchnorm", BATCHNORM_IDS)``: a model without and with BatchNorm.

@@ -76,7 +76,7 @@ def test_asha_decides_the_same_with_batched_reports(seed, epochs, grace, rf):
     stopped_at: dict[str, dict[str, int]] = {name: {} for name in schedulers}
     for scheduler in schedulers.values():
         scheduler.set_search_properties(metrics.VAL_ACCURACY, "max")
-    for name, scheduler in schedulers.items():
+    for scheduler in schedulers.values():
         for trial in trials:
             scheduler.on_trial_add(None, trial)
     # One global order of (trial, epoch) events, each trial's epochs in order: trials start at random times.
