@@ -122,7 +122,7 @@ def compare(
         seeds = sorted(method)  # type: ignore[arg-type]
         x = [method[s] for s in seeds]  # type: ignore[index]
         y = [baseline[s] for s in seeds]  # type: ignore[index]
-        if _constant([u - v for u, v in zip(x, y)]):
+        if _constant([u - v for u, v in zip(x, y, strict=True)]):
             return Comparison(
                 None, len(a), len(b), difference, None, None, None, note="paired differences all equal: t undefined"
             )
@@ -165,7 +165,7 @@ def holm_adjust_comparisons(comparisons: Sequence[Comparison], alpha: float = AL
     without a test are returned unchanged. Raises ValueError for alpha outside (0, 1)."""
     _check_level(alpha, "alpha")
     tested = [i for i, c in enumerate(comparisons) if c.p_value is not None]
-    adjusted = dict(zip(tested, holm([comparisons[i].p_value for i in tested])))  # type: ignore[misc]
+    adjusted = dict(zip(tested, holm([comparisons[i].p_value for i in tested]), strict=True))  # type: ignore[misc]
     out = []
     for i, c in enumerate(comparisons):
         if i in adjusted:

@@ -51,7 +51,7 @@ def coherence(gradients: list[Tensor], directions: list[Tensor], weight: float) 
     vector of scalars, so small models do not pay a dozen kernel launches per tensor.
     """
     gg, dd = _squared_norms(gradients), _squared_norms(directions)
-    gd = torch.stack([_dot(g, d) for g, d in zip(gradients, directions)])
+    gd = torch.stack([_dot(g, d) for g, d in zip(gradients, directions, strict=True)])
     combined_sq = (gg + 2 * weight * gd + weight * weight * dd).clamp_min(0)
     denominator = torch.sqrt(gg) * torch.sqrt(combined_sq)
     return (gg + weight * gd) / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
@@ -103,7 +103,7 @@ class _GradientCoherent(Regularizer):
             directions = [self.penalty_direction(p.detach()) for p in parameters]
             coherent = coherence(grads, directions, self.penalty_weight) > self.coherence_threshold
             scales = (coherent.to(grads[0].dtype) * self.penalty_weight).unbind()
-            for p, g, direction, scale in zip(parameters, grads, directions, scales):
+            for p, g, direction, scale in zip(parameters, grads, directions, scales, strict=True):
                 # g += λ·[coherent]·d in place: one fused op, no parameter-sized temporary for L2.
                 p.grad = g.addcmul_(direction, scale)
             fraction = coherent.to(clean.loss.dtype).mean()

@@ -105,7 +105,7 @@ class GNP(Regularizer):
                 if alpha != 0.0:
                     # lerp(a, b, α) = a + α(b − a): exact at α = 0 and α = 1.
                     torch._foreach_lerp_(grads, gradients(closure.parameters), alpha)
-                for p, g in zip(closure.parameters, grads):
+                for p, g in zip(closure.parameters, grads, strict=True):
                     p.grad = g
         return self.report(closure, clean.loss, **{GRAD_NORM: norm.detach()})
 

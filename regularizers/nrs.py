@@ -124,7 +124,7 @@ class NRS(Regularizer):
         direction = gradients(parameters)
         with torch.no_grad():
             rescale_(direction, self.perturbation_radius, global_norm(direction))
-        for p, g in zip(parameters, clean_grads):
+        for p, g in zip(parameters, clean_grads, strict=True):
             p.grad = g
         return direction
 

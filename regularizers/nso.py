@@ -131,7 +131,7 @@ class NSO(Regularizer):
             torch._foreach_mul_(estimate, 1.0 / (len(self._signs) * self.num_samples))
             if clean_grads is not None:
                 torch._foreach_lerp_(estimate, clean_grads, self.clean_gradient_weight)
-            for p, g in zip(parameters, estimate):
+            for p, g in zip(parameters, estimate, strict=True):
                 p.grad = g
             perturbed_loss = torch.stack(losses).mean()
         loss = clean.loss if clean is not None else perturbed_loss

@@ -84,7 +84,7 @@ class RWP(Regularizer):
         if clean_grads is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(clean_grads, gradients(parameters), alpha)
-                for p, g in zip(parameters, clean_grads):
+                for p, g in zip(parameters, clean_grads, strict=True):
                     p.grad = g
         return self.report(closure, clean.loss)
 

@@ -152,7 +152,7 @@ class ASAM(Regularizer):
             if adaptive:
                 operator = torch._foreach_abs([closure.parameters[i].detach() for i in adaptive])
                 torch._foreach_add_(operator, self.eta)
-                for i, value in zip(adaptive, torch._foreach_mul([grads[i] for i in adaptive], operator)):
+                for i, value in zip(adaptive, torch._foreach_mul([grads[i] for i in adaptive], operator), strict=True):
                     scaled[i] = value
             norm = global_norm(scaled)
             fresh = set(adaptive)  # T·g of these is already a new tensor; the rest still alias `grads`

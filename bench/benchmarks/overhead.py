@@ -86,7 +86,7 @@ class RayRun:
     @property
     def gaps(self) -> list[float]:
         """Between one trial's end and the next one's start (one at a time only)."""
-        return [b.started - a.ended for a, b in zip(self.trials, self.trials[1:])]
+        return [b.started - a.ended for a, b in zip(self.trials, self.trials[1:], strict=False)]
 
     @property
     def tail(self) -> float:

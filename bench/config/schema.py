@@ -390,9 +390,9 @@ def _check_choices(key: str, choices: list[Any], value_type: Any) -> None:
     if value_type is bool:
         ok, kind = all(is_bool), "true/false"
     elif value_type is int:
-        ok, kind = all(isinstance(c, int) and not b for c, b in zip(choices, is_bool)), "whole numbers"
+        ok, kind = all(isinstance(c, int) and not b for c, b in zip(choices, is_bool, strict=True)), "whole numbers"
     else:
-        ok, kind = all(isinstance(c, (int, float)) and not b for c, b in zip(choices, is_bool)), "numbers"
+        ok, kind = all(isinstance(c, (int, float)) and not b for c, b in zip(choices, is_bool, strict=True)), "numbers"
     if not ok:
         raise ValueError(f"choices for {key} must be {kind}, got {choices!r}")
 

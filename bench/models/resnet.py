@@ -43,7 +43,7 @@ def residual_stages(
     """Stages of ``counts[i]`` blocks with ``widths[i]`` channels; every stage after the first
     halves the resolution in its first block. Returns the stages and their output channels."""
     blocks: list[nn.Module] = []
-    for stage, (c_out, count) in enumerate(zip(widths, counts)):
+    for stage, (c_out, count) in enumerate(zip(widths, counts, strict=True)):
         for index in range(count):
             blocks.append(make_block(c_in, c_out, 2 if stage > 0 and index == 0 else 1))
             c_in = c_out

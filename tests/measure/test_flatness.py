@@ -77,7 +77,7 @@ def exact_hessian(model: nn.Module, batches, loss_fn) -> Tensor:
 
     def mean_loss(vector: Tensor) -> Tensor:
         chunks = torch.split(vector, [p.numel() for _, p in named])
-        params = {name: chunk.view_as(p) for (name, p), chunk in zip(named, chunks)}
+        params = {name: chunk.view_as(p) for (name, p), chunk in zip(named, chunks, strict=True)}
         return sum(x.shape[0] / total * loss_fn(functional_call(model, params, (x,)), y) for x, y in batches)
 
     hessian = torch.autograd.functional.hessian(mean_loss, flat)
@@ -105,7 +105,7 @@ def flatten(tensors) -> Tensor:
 
 
 def unflatten(vector: Tensor, like) -> list[Tensor]:
-    return [chunk.view_as(p) for chunk, p in zip(torch.split(vector, [p.numel() for p in like]), like)]
+    return [chunk.view_as(p) for chunk, p in zip(torch.split(vector, [p.numel() for p in like]), like, strict=True)]
 
 
 class Quadratic(nn.Module):
@@ -221,7 +221,7 @@ def test_hvp_equals_exact_hessian_times_vector(problem):
         torch.testing.assert_close(flatten(product), hessian @ vector, rtol=1e-10, atol=1e-12)
     # The unused parameter has a zero Hessian block, returned as zeros (not dropped). Exactly zero
     # is the contract here: no arithmetic ever touches that block, so no rounding can enter it.
-    (unused,) = [part for p, part in zip(parameters, product) if p is model.unused]
+    (unused,) = [part for p, part in zip(parameters, product, strict=True) if p is model.unused]
     assert torch.equal(unused, torch.zeros(2, dtype=F64))
 
 
@@ -539,11 +539,11 @@ def test_measure_flatness_leaves_the_model_exactly_as_found():
     after = snapshot(model)
     # The ascent ran: a radius of 0.5 raises this loss by ~0.1, far from 0 (and from rounding).
     assert result.epsilon_sharpness > 1e-3
-    assert all(torch.equal(x, y) for x, y in zip(before[0], after[0]))  # weights, bit for bit
+    assert all(torch.equal(x, y) for x, y in zip(before[0], after[0], strict=True))  # weights, bit for bit
     with_grad = [index for index, p in enumerate(model.parameters()) if p is model.body[0].weight]
     assert [index for index, g in enumerate(after[1]) if g is not None] == with_grad  # p.grad untouched
     assert torch.equal(before[1][with_grad[0]], after[1][with_grad[0]])
-    assert all(torch.equal(x, y) for x, y in zip(before[2], after[2]))  # BN running stats and counter
+    assert all(torch.equal(x, y) for x, y in zip(before[2], after[2], strict=True))  # BN running stats and counter
     assert before[3] == after[3] and model.training and not model.body[1].training
 
 

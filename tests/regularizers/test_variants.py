@@ -136,9 +136,9 @@ def test_asam_authors_rule_on_models_with_biases_and_batchnorm(model_name):
     mask = named_weights_mask(model)
     assert any(mask) and not all(mask)  # both kinds of tensor are present
     g = grad_at(model, w, batch)
-    operator = [p.abs() + eta if adaptive else torch.ones_like(p) for p, adaptive in zip(w, mask)]
-    scaled = [t * gi for t, gi in zip(operator, g)]
-    ascent = [t * t * gi * (radius / norm(scaled)) for t, gi in zip(operator, g)]
+    operator = [p.abs() + eta if adaptive else torch.ones_like(p) for p, adaptive in zip(w, mask, strict=True)]
+    scaled = [t * gi for t, gi in zip(operator, g, strict=True)]
+    ascent = [t * t * gi * (radius / norm(scaled)) for t, gi in zip(operator, g, strict=True)]
     expected = grad_at(model, add(w, ascent), batch)
 
     every_tensor_model = copy.deepcopy(model)
@@ -148,7 +148,7 @@ def test_asam_authors_rule_on_models_with_biases_and_batchnorm(model_name):
     regularizers.create("asam", perturbation_radius=radius, eta=eta, adaptive_tensors="all").step(
         closure_for(every_tensor_model, batch)
     )
-    differences = [(a - b).abs().max().item() for a, b in zip(grads(model), grads(every_tensor_model))]
+    differences = [(a - b).abs().max().item() for a, b in zip(grads(model), grads(every_tensor_model), strict=True)]
     assert max(differences) > 1e-6  # the two rules lead to different points: the test can tell them apart
 
 
@@ -223,7 +223,7 @@ def test_gnp_normalized_form_on_the_batchnorm_cnn():
     w = weights(model)
     g = grad_at(model, w, batch)
     perturbed = grad_at(model, add(w, scale(g, GNP_RADIUS / norm(g))), batch)
-    expected = [(1 - GNP_ALPHA) * a / norm(g) + GNP_ALPHA * b for a, b in zip(g, perturbed)]
+    expected = [(1 - GNP_ALPHA) * a / norm(g) + GNP_ALPHA * b for a, b in zip(g, perturbed, strict=True)]
     regularizers.create("gnp", perturbation_radius=GNP_RADIUS, perturbed_gradient_weight=GNP_ALPHA).step(
         closure_for(model, batch)
     )
@@ -259,7 +259,7 @@ def test_nso_one_point_estimator_with_the_drawn_noise(model_name, recorded_noise
     method.step(closure)
     assert len(recorded_noise) == samples
     points = [add(w, u) for u in recorded_noise]
-    expected = [sum(parts) / samples for parts in zip(*(grad_at(model, p, batch) for p in points))]
+    expected = [sum(parts) / samples for parts in zip(*(grad_at(model, p, batch) for p in points), strict=True)]
     assert_all_close(grads(model), expected, rtol=1e-9, atol=1e-12)
     assert_all_equal(weights(model), w, what="weight")
     has_batchnorm = model_name == "batchnorm_cnn"
@@ -270,9 +270,11 @@ def test_nso_one_point_estimator_with_the_drawn_noise(model_name, recorded_noise
     # Not the two-point estimate of the same draws: the −U points are really left out.
     two_point = [
         sum(parts) / (2 * samples)
-        for parts in zip(*(grad_at(model, add(w, u, alpha=s), batch) for u in recorded_noise for s in (1.0, -1.0)))
+        for parts in zip(
+            *(grad_at(model, add(w, u, alpha=s), batch) for u in recorded_noise for s in (1.0, -1.0)), strict=True
+        )
     ]
-    assert max((a - b).abs().max().item() for a, b in zip(grads(model), two_point)) > 1e-6
+    assert max((a - b).abs().max().item() for a, b in zip(grads(model), two_point, strict=True)) > 1e-6
 
 
 # --- NRS under bf16 autocast ---------------------------------------------------------------------
@@ -339,7 +341,7 @@ def test_instancenorm_statistics_come_from_the_clean_pass_only(name):
     with torch.no_grad():
         moved[0].weight.add_(0.1)
         moved(batch[0])  # a forward at other weights moves them again: the check can fail
-    assert any(not torch.equal(a, b) for a, b in zip(batchnorm_buffers(moved), after_clean))
+    assert any(not torch.equal(a, b) for a, b in zip(batchnorm_buffers(moved), after_clean, strict=True))
 
     regularizers.create(name).step(closure_for(model, batch))
     assert_all_equal(batchnorm_buffers(model), after_clean, what="InstanceNorm buffer")

@@ -71,7 +71,7 @@ def test_tpe_models_the_space_within_a_six_trial_budget():
     default_tpe = _suggestions(optuna.samplers.TPESampler(seed=0, multivariate=True, group=True), plan, 6)
     assert default_tpe == random  # the trap: all 6 inside the default 10 startup trials
     assert tpe[:2] == random[:2]  # the startup trials are the same random draws
-    assert all(a != b for a, b in zip(tpe[2:], random[2:]))  # then TPE proposes its own
+    assert all(a != b for a, b in zip(tpe[2:], random[2:], strict=True))  # then TPE proposes its own
     assert make_sampler(settings).__class__ is optuna.samplers.TPESampler
 
 

@@ -23,7 +23,7 @@ def test_digits_split_is_stratified_disjoint_and_deterministic():
         share = np.bincount(labels[part], minlength=10) / len(part)
         assert np.abs(share - overall).max() < 0.01  # class balance kept in every part
     again = stratified_split(labels, [0.2, 0.2], seed=5)
-    assert all(np.array_equal(a, b) for a, b in zip((val, test, train), again))
+    assert all(np.array_equal(a, b) for a, b in zip((val, test, train), again, strict=True))
     other = stratified_split(labels, [0.2, 0.2], seed=6)
     assert not np.array_equal(val, other[0])
 
@@ -81,7 +81,7 @@ def test_checkpoint_round_trip_continues_bit_identically():
     resumed.load_state_dict(state)
     # Exact by contract: weights, optimizer and RNG state restored from a copy.
     assert [resumed.train_epoch().train_loss for _ in range(2)] == losses[1:]
-    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
