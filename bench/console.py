@@ -320,8 +320,9 @@ class RunProgress:
         if line.again:
             if self.verbosity is not Verbosity.quiet:
                 self._print(
-                    f"[{counts.index}/{len(self.methods)} {line.method} {line.phase}] {line.status} again: this trial had "
-                    f"ended before the interruption, after Tune last saved its state; its row is replaced, not counted twice"
+                    f"[{counts.index}/{len(self.methods)} {line.method} {line.phase}] {line.status} again: "
+                    "this trial had ended before the interruption, after Tune last saved its state; "
+                    "its row is replaced, not counted twice"
                 )
             return
         if line.phase == "final":
@@ -345,7 +346,8 @@ class RunProgress:
         error = f" — {line.error}" if line.error else ""
         self._print(
             f"[{counts.index}/{len(self.methods)} {line.method} {position}] {line.status} "
-            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | {format_trial_seconds(line.wall_seconds)}"
+            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | "
+            f"{format_trial_seconds(line.wall_seconds)}"
             f" | all {self.done}/{self.planned}, {eta}{error}"
         )
 

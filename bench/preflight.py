@@ -172,7 +172,8 @@ def check_device(training: TrainingConfig, *, cuda_available: bool) -> None:
     """``training.device: cuda`` on a machine without a CUDA device (a local run)."""
     if training.device == "cuda" and not cuda_available:
         raise PreflightError(
-            "training.device is 'cuda' but this machine has no CUDA device; use device: auto or cpu, or --address a cluster with GPUs"
+            "training.device is 'cuda' but this machine has no CUDA device; "
+            "use device: auto or cpu, or --address a cluster with GPUs"
         )
 
 
@@ -205,7 +206,8 @@ def check_placeable(config: BenchmarkConfig, nodes: list[NodeResources], *, wher
     gpus = resources.gpus_per_trial
     if gpus > 1 and not float(gpus).is_integer():
         raise PreflightError(
-            f"resources.gpus_per_trial is {gpus:g}: above 1 it must be a whole number (fractions pack several trials on one GPU)"
+            f"resources.gpus_per_trial is {gpus:g}: above 1 it must be a whole number "
+            "(fractions pack several trials on one GPU)"
         )
     most_cpus = max((node.cpus for node in nodes), default=0.0)
     most_gpus = max((node.gpus for node in nodes), default=0.0)
@@ -276,7 +278,8 @@ def check_tracking_uri(uri: str, *, results: Path | None = None) -> None:
     ):
         known = sorted(s for s in _MLFLOW_SCHEMES | _plugin_schemes() if s)
         raise PreflightError(
-            f"cannot use MLflow tracking URI {uri}: scheme {scheme!r} is not a tracking store; valid: {', '.join(known)}"
+            f"cannot use MLflow tracking URI {uri}: scheme {scheme!r} is not a tracking store; "
+            f"valid: {', '.join(known)}"
         )
     if scheme == "sqlite":
         check_sqlite_file(f"MLflow tracking URI {uri}", uri, results=results)

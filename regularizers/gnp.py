@@ -53,7 +53,9 @@ class GNP(Regularizer):
     Cost: 2 passes (1 when α = 0 with the un-normalized clean term: that is ERM).
 
     >>> import regularizers
-    >>> regularizers.create("gnp", perturbed_gradient_weight=0.0, normalize_clean_gradient=False).cost(has_batchnorm=False)
+    >>> regularizers.create(
+    ...     "gnp", perturbed_gradient_weight=0.0, normalize_clean_gradient=False
+    ... ).cost(has_batchnorm=False)
     PassCost(forward=1, backward=1)
     """
 
@@ -76,7 +78,8 @@ class GNP(Regularizer):
     norm_epsilon: float = hparam(
         0.0,
         Choice((0.0, NORM_EPSILON)),
-        "guard added to ‖g‖: 0 divides exactly (paper, authors' code); 1e-12 as SAM here (then α = 1 ≡ sam bit for bit)",
+        "guard added to ‖g‖: 0 divides exactly (paper, authors' code); "
+        "1e-12 as SAM here (then α = 1 ≡ sam bit for bit)",
         searched=False,
     )
 

@@ -22,7 +22,8 @@ def test_every_trial_failed(tmp_path):
     rows = _rows(tmp_path, ["failed", "failed", "failed"])
     assert all_failed(rows)
     assert failure_summary(rows, "b") == (
-        "every one of the 3 trials of b failed; most often (3×): FloatingPointError: training loss became nan in epoch 1"
+        "every one of the 3 trials of b failed; most often (3×): "
+        "FloatingPointError: training loss became nan in epoch 1"
     )
 
 

@@ -146,7 +146,8 @@ def utilization(intervals: Iterable[TrialInterval], slots: int) -> Utilization:
     for interval in trials:
         if not (math.isfinite(interval.start) and math.isfinite(interval.end)) or interval.end < interval.start:
             raise ValueError(
-                f"trial interval of {interval.method} ({interval.phase}) ends before it starts: {interval.start} → {interval.end}"
+                f"trial interval of {interval.method} ({interval.phase}) ends before it starts: "
+                f"{interval.start} → {interval.end}"
             )
     first, last = trials[0].start, max(i.end for i in trials)
     wall = last - first
@@ -491,8 +492,8 @@ def measure(
                     run = measure_run(setup, sequential=sequential, head_node=head_node, workdir=workdir)
                     runs.append(run)
                     log(
-                        f"repeat {repeat + 1}/{repeats} {run.scheduler}: utilization {run.utilization.utilization:.3f}, "
-                        f"wall {run.utilization.wall_seconds:.1f} s"
+                        f"repeat {repeat + 1}/{repeats} {run.scheduler}: "
+                        f"utilization {run.utilization.utilization:.3f}, wall {run.utilization.wall_seconds:.1f} s"
                     )
             nosearch = None
             if no_search:
@@ -524,16 +525,21 @@ def _format_table(report: Report) -> str:
     setup = report.setup
     lines = [
         (
-            f"Slot utilization: {len(setup.methods)} methods ({', '.join(setup.methods)}) × {setup.trials_per_method} search trials "
-            f"+ top-{setup.top_k} × {len(setup.seeds)} final seeds; {setup.epochs} epochs, {setup.epoch_seconds:g} s per epoch "
+            f"Slot utilization: {len(setup.methods)} methods ({', '.join(setup.methods)}) "
+            f"× {setup.trials_per_method} search trials + top-{setup.top_k} × {len(setup.seeds)} final seeds; "
+            f"{setup.epochs} epochs, {setup.epoch_seconds:g} s per epoch "
             f"× passes per step / 2 (an SAM epoch takes twice an ERM one); ASHA grace {setup.grace_period}, "
             f"reduction {setup.reduction_factor:g}"
         ),
         (
-            f"cluster: head (0 GPUs) + {setup.workers} workers × {setup.gpus_per_worker} GPUs, {setup.gpus_per_trial:g} GPU per trial "
-            f"→ {report.slots} slots (started in {report.cluster_start_seconds:.1f} s)"
+            f"cluster: head (0 GPUs) + {setup.workers} workers × {setup.gpus_per_worker} GPUs, "
+            f"{setup.gpus_per_trial:g} GPU per trial → {report.slots} slots "
+            f"(started in {report.cluster_start_seconds:.1f} s)"
         ),
-        "utilization = busy slot-seconds / (slots × wall); busy = a trial's code running; wall = first trial start → last trial end",
+        (
+            "utilization = busy slot-seconds / (slots × wall); busy = a trial's code running; "
+            "wall = first trial start → last trial end"
+        ),
         "",
         (
             f"{'scheduler':<11} {'util':>6} {'wall s':>7} {'busy slot-s':>11} {'trials':>6} {'nodes':>5} "
@@ -545,8 +551,8 @@ def _format_table(report: Report) -> str:
         handover = "-" if u.handover_median is None else f"{u.handover_median:.2f} ({max(u.handovers):.2f})"
         idle = f"{u.idle_ramp:.1f}/{u.idle_middle:.1f}/{u.idle_tail:.1f}"
         lines.append(
-            f"{run.scheduler:<11} {u.utilization:>6.3f} {u.wall_seconds:>7.1f} {u.busy_slot_seconds:>11.1f} {u.trials:>6} "
-            f"{run.nodes:>5} {idle:>29} {handover:>21} {run.driver_seconds:>8.1f}"
+            f"{run.scheduler:<11} {u.utilization:>6.3f} {u.wall_seconds:>7.1f} {u.busy_slot_seconds:>11.1f} "
+            f"{u.trials:>6} {run.nodes:>5} {idle:>29} {handover:>21} {run.driver_seconds:>8.1f}"
         )
     lines.append("")
     for scheduler in ("concurrent", "sequential"):
@@ -565,7 +571,8 @@ def _format_table(report: Report) -> str:
             for method, c in report.no_search.counts.items()
         )
         lines.append(
-            f"no-search method ({NO_SEARCH_METHODS[0]} with the learning rate fixed, {setup.trials_per_method} trials per method): {counts}"
+            f"no-search method ({NO_SEARCH_METHODS[0]} with the learning rate fixed, "
+            f"{setup.trials_per_method} trials per method): {counts}"
         )
     return "\n".join(lines)
 

@@ -230,14 +230,16 @@ def _print_overhead(figure: OverheadFigure) -> None:
     own = [t.wall_seconds for t in ray_run.trials]
     gaps = ray_run.gaps
     print(
-        f"    per trial: own wall in Ray {statistics.mean(own):.2f} s mean, {statistics.median(own):.2f} s median (in-process "
-        f"{statistics.mean(local.trial_seconds):.2f} s, {statistics.median(local.trial_seconds):.2f} s; the first trial of a "
-        f"process pays one-time imports); "
+        f"    per trial: own wall in Ray {statistics.mean(own):.2f} s mean, {statistics.median(own):.2f} s median "
+        f"(in-process {statistics.mean(local.trial_seconds):.2f} s, {statistics.median(local.trial_seconds):.2f} s; "
+        f"the first trial of a process pays one-time imports); "
         f"before first trial {ray_run.before_first:.2f} s; gaps between trials "
-        f"{statistics.mean(gaps) if gaps else 0.0:.2f} s mean, {max(gaps, default=0.0):.2f} s max; tail {ray_run.tail:.2f} s"
+        f"{statistics.mean(gaps) if gaps else 0.0:.2f} s mean, {max(gaps, default=0.0):.2f} s max; "
+        f"tail {ray_run.tail:.2f} s"
     )
     print(
-        f"    Ray wall = trials {ray_run.trial_seconds:.1f} s + orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s; "
+        f"    Ray wall = trials {ray_run.trial_seconds:.1f} s "
+        f"+ orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s; "
         f"own-wall excess over in-process {ray_run.trial_seconds - sum(local.trial_seconds):+.1f} s "
         f"({1000 * figure.excess_per_epoch:+.1f} ms per epoch)",
         flush=True,
@@ -256,8 +258,8 @@ def measure_overhead(
     """``repeats`` × (Ray run, then the same trials in-process), printed as they come."""
     config = _bench_config(base, trials=trials, epochs=epochs, width=width)
     print(
-        f"{label}: {trials} trials x {config.training.epochs} epochs, model {config.model.name} {config.model.options}, "
-        "one at a time",
+        f"{label}: {trials} trials x {config.training.epochs} epochs, "
+        f"model {config.model.name} {config.model.options}, one at a time",
         flush=True,
     )
     figures = []
@@ -296,9 +298,11 @@ def measure_full(base, *, repeats: int) -> list[OverheadFigure]:
         epochs = sum(int(row["epochs_run"]) for row in rows) / len(rows)  # mean: ASHA stops some early
         figure = OverheadFigure("full benchmark", round(epochs), ray_run, _in_process(config, rows))
         print(
-            f"  full benchmark: {len(rows)} trials; in-process {figure.local.wall_seconds:.1f} s (load {figure.local.load:.1f}), "
+            f"  full benchmark: {len(rows)} trials; "
+            f"in-process {figure.local.wall_seconds:.1f} s (load {figure.local.load:.1f}), "
             f"Ray {ray_run.wall_seconds:.1f} s (load {ray_run.load:.1f}), ratio {figure.ratio:.2f}x; "
-            f"Ray wall = trials {ray_run.trial_seconds:.1f} s + orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s",
+            f"Ray wall = trials {ray_run.trial_seconds:.1f} s "
+            f"+ orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s",
             flush=True,
         )
         figures.append(figure)
@@ -441,8 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         "--throughput-seconds",
         type=float,
         default=8.0,
-        help="also measure C=1/C=2 throughput with 4 trials of about this many seconds (CNN of --long-width; default 8, "
-        "--quick 4); 0: skip",
+        help="also measure C=1/C=2 throughput with 4 trials of about this many seconds "
+        "(CNN of --long-width; default 8, --quick 4); 0: skip",
     )
     args = parser.parse_args(argv)
     for name in ("trials", "repeats"):

@@ -3,8 +3,8 @@
 Timings go through the real training step (:meth:`bench.training.Trainer.train_step`: the
 regularizer, autocast, channels_last, the optimizer), after warm-up. The methods are
 *interleaved*: each round times one block of steps of every method in turn (starting one method
-later each round), so a slow drift of the machine (other load, clock speed) hits every method alike. Each figure is reported as the
-median and the interquartile range (IQR) over rounds:
+later each round), so a slow drift of the machine (other load, clock speed) hits every method alike.
+Each figure is reported as the median and the interquartile range (IQR) over rounds:
 
 * step time: over the per-round block times (divided by the steps in a block);
 * ratio to ERM: over the per-round ratios (the method's block time / ERM's block time *in the same

@@ -164,8 +164,9 @@ def verdict(summaries: list[Summary], points: float = 0.005) -> str:
         return f"MISSED: TPE+ASHA never came within {points:.3f} of random search's best {random.best_final:.4f}"
     mark = "MET" if needed <= half else "MISSED"
     return (
-        f"{mark}: TPE+ASHA came within {points:.3f} of random search's best ({random.best_final:.4f}) after {needed} trials "
-        f"(target ≤ {half:g}), having spent {tpe.passes_by_trials[needed - 1]:.3g} passes against random's "
+        f"{mark}: TPE+ASHA came within {points:.3f} of random search's best ({random.best_final:.4f}) "
+        f"after {needed} trials (target ≤ {half:g}), "
+        f"having spent {tpe.passes_by_trials[needed - 1]:.3g} passes against random's "
         f"{random.passes_by_trials[-1]:.3g} for all {len(random.best_by_trials)}"
     )
 
@@ -194,7 +195,8 @@ def main(
         raise typer.Exit(2) from None
     if method not in [entry.name for entry in config.regularizers]:
         typer.echo(
-            f"error: {method!r} is not in {config_path}; choose one of {', '.join(e.name for e in config.regularizers)}",
+            f"error: {method!r} is not in {config_path}; "
+            f"choose one of {', '.join(e.name for e in config.regularizers)}",
             err=True,
         )
         raise typer.Exit(2)

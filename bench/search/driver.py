@@ -292,5 +292,6 @@ def run_benchmark(
     missing = unfinished(live)
     if missing:
         raise SearchInterrupted(
-            f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); its state is saved"
+            f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); "
+            "its state is saved"
         )
