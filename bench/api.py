@@ -42,9 +42,18 @@ class RunResult:
         return self.outcome.all_failed
 
 
-def run(config: PathLike | BenchmarkConfig, *, results: PathLike = "results", address: str | None = None,
-        tracking_uri: str | None = None, optuna_storage: str | None = None, num_cpus: int | None = None,
-        quiet: bool = True, restart: bool = False, retry_failed: bool = False) -> RunResult:
+def run(
+    config: PathLike | BenchmarkConfig,
+    *,
+    results: PathLike = "results",
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    optuna_storage: str | None = None,
+    num_cpus: int | None = None,
+    quiet: bool = True,
+    restart: bool = False,
+    retry_failed: bool = False,
+) -> RunResult:
     """Tune every regularizer of ``config`` (a YAML path or a :class:`BenchmarkConfig`) under the
     same budget into ``results``, then return the outcome and this benchmark's rows.
 
@@ -61,10 +70,16 @@ def run(config: PathLike | BenchmarkConfig, *, results: PathLike = "results", ad
         source = repr(str(config))
     if not str(results).strip():
         raise BadInput("results is empty: name a folder")
-    options = RunOptions(results=Path(results), address=address, tracking_uri=tracking_uri,
-                         optuna_storage=optuna_storage, num_cpus=num_cpus,
-                         verbosity=Verbosity.quiet if quiet else Verbosity.normal,
-                         restart=restart, retry_failed=retry_failed)
+    options = RunOptions(
+        results=Path(results),
+        address=address,
+        tracking_uri=tracking_uri,
+        optuna_storage=optuna_storage,
+        num_cpus=num_cpus,
+        verbosity=Verbosity.quiet if quiet else Verbosity.normal,
+        restart=restart,
+        retry_failed=retry_failed,
+    )
     hint = f"sharpbench.run({source}, results={str(results)!r})"
     outcome = Session(loaded, options, resume_hint=hint).run()
     table = rows(outcome.results)
@@ -81,8 +96,14 @@ def rows(results: PathLike = "results") -> pd.DataFrame:
     return read_rows(folder).to_pandas()
 
 
-def boards(folders: Sequence[PathLike], *, baseline: str | None = None, alpha: float = 0.05,
-           split_configs: bool = False, tell: Callable[[str], None] | None = None) -> list[BenchmarkBoard]:
+def boards(
+    folders: Sequence[PathLike],
+    *,
+    baseline: str | None = None,
+    alpha: float = 0.05,
+    split_configs: bool = False,
+    tell: Callable[[str], None] | None = None,
+) -> list[BenchmarkBoard]:
     """The ranked boards of one or more results folders (their rows merged, each run id once).
 
     ``tell`` receives the notes and warnings of a read-only command (a folder without rows, an
@@ -101,8 +122,10 @@ def boards(folders: Sequence[PathLike], *, baseline: str | None = None, alpha: f
             raise BadInput(hint)
         several = len(paths) > 1
         where = ", ".join(str(dataset_dir(folder)) for folder in paths)
-        raise BadInput(f"no results: the Parquet dataset{'s' if several else ''} {where} "
-                       f"{'are' if several else 'is'} empty or missing")
+        raise BadInput(
+            f"no results: the Parquet dataset{'s' if several else ''} {where} "
+            f"{'are' if several else 'is'} empty or missing"
+        )
     if not 0.0 < alpha < 1.0:
         raise BadInput(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     for folder in empty:
@@ -116,23 +139,31 @@ def boards(folders: Sequence[PathLike], *, baseline: str | None = None, alpha: f
     for problem in problems:  # a read-only command: skip and say so, never move data
         say(f"warning: {problem}")
     if table.num_rows == 0:
-        raise BadInput(f"no readable results in {', '.join(map(str, paths))} "
-                       f"({len(problems)} unreadable file(s) skipped)")
+        raise BadInput(
+            f"no readable results in {', '.join(map(str, paths))} ({len(problems)} unreadable file(s) skipped)"
+        )
     present = methods_present(table)
     if baseline is not None and baseline not in present:
-        raise BadInput(f"--baseline {baseline!r} has no rows in {', '.join(map(str, paths))}; "
-                       f"methods present: {', '.join(present)}")
+        raise BadInput(
+            f"--baseline {baseline!r} has no rows in {', '.join(map(str, paths))}; "
+            f"methods present: {', '.join(present)}"
+        )
     return build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
 
 
-def leaderboard(*results: PathLike, baseline: str | None = None, alpha: float = 0.05,
-                split_configs: bool = False) -> pd.DataFrame:
+def leaderboard(
+    *results: PathLike, baseline: str | None = None, alpha: float = 0.05, split_configs: bool = False
+) -> pd.DataFrame:
     """The leaderboard of one or more results folders (default ``results``) as a DataFrame: one
     row per (benchmark, method) in rank order, the columns of ``sharpbench leaderboard --format
     json``'s standings plus the benchmark, dataset and model."""
     output = Output.standard()
-    ranked = boards(results or ("results",), baseline=baseline, alpha=alpha, split_configs=split_configs,
-                    tell=output.tell)
-    records = [{"benchmark": board.benchmark, "dataset": board.dataset, "model": board.model, **standing.to_dict()}
-               for board in ranked for standing in board.standings]
+    ranked = boards(
+        results or ("results",), baseline=baseline, alpha=alpha, split_configs=split_configs, tell=output.tell
+    )
+    records = [
+        {"benchmark": board.benchmark, "dataset": board.dataset, "model": board.model, **standing.to_dict()}
+        for board in ranked
+        for standing in board.standings
+    ]
     return pd.DataFrame.from_records(records)

@@ -40,8 +40,7 @@ def check_registered(config: BenchmarkConfig, source: str) -> None:
         for key in [*entry.fixed, *entry.space]:
             if key not in declared:
                 raise ConfigError(
-                    f"{source}: regularizer {entry.name!r}: "
-                    + unknown_name("hyperparameter", key, sorted(declared))
+                    f"{source}: regularizer {entry.name!r}: " + unknown_name("hyperparameter", key, sorted(declared))
                 )
         overlap = sorted(set(entry.fixed) & set(entry.space))
         if overlap:
@@ -50,4 +49,3 @@ def check_registered(config: BenchmarkConfig, source: str) -> None:
             regularizers.create(entry.name, **entry.fixed)
         except regularizers.RegistryError as error:
             raise ConfigError(f"{source}: {error}") from None
-

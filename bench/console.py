@@ -50,6 +50,7 @@ class Output:
     @classmethod
     def standard(cls) -> Output:
         """stdout and stderr; piped output (CI logs, files) gets wide tables, not rich's 80 columns."""
+
         def console(stderr: bool) -> Console:
             tty = (sys.stderr if stderr else sys.stdout).isatty()
             return Console(stderr=stderr, emoji=False) if tty else Console(stderr=stderr, width=160, emoji=False)
@@ -120,7 +121,9 @@ def quiet_third_party(verbosity: Verbosity) -> None:
     # MLflow's store logs a database error with its traceback before raising it; the MLflow mirror
     # says each outage once, in one warning line (bench.results.mlflow_mirror).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropMessages(_RAY_NOISE_PREFIXES))
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        _DropMessages(_RAY_NOISE_PREFIXES)
+    )
     logging.getLogger("ray.tune.tune").addFilter(_DropMessages(_TUNE_INTERRUPT_PREFIXES))
     logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMessages(_TUNE_ANALYSIS_PREFIXES))
     logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -317,8 +320,9 @@ class RunProgress:
         if line.again:
             if self.verbosity is not Verbosity.quiet:
                 self._print(
-                    f"[{counts.index}/{len(self.methods)} {line.method} {line.phase}] {line.status} again: this trial had "
-                    f"ended before the interruption, after Tune last saved its state; its row is replaced, not counted twice"
+                    f"[{counts.index}/{len(self.methods)} {line.method} {line.phase}] {line.status} again: "
+                    "this trial had ended before the interruption, after Tune last saved its state; "
+                    "its row is replaced, not counted twice"
                 )
             return
         if line.phase == "final":
@@ -342,7 +346,8 @@ class RunProgress:
         error = f" — {line.error}" if line.error else ""
         self._print(
             f"[{counts.index}/{len(self.methods)} {line.method} {position}] {line.status} "
-            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | {format_trial_seconds(line.wall_seconds)}"
+            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | "
+            f"{format_trial_seconds(line.wall_seconds)}"
             f" | all {self.done}/{self.planned}, {eta}{error}"
         )
 

@@ -35,7 +35,9 @@ MAX_ERROR_CHARS = 2000
 # both named OutOfMemoryError; ray.exceptions.ActorDiedError and ActorUnavailableError are
 # RayActorError subclasses.
 _OOM_TYPES = frozenset({"OutOfMemoryError", "MemoryError"})
-_INFRA_TYPES = frozenset({"RayActorError", "WorkerCrashedError", "NodeDiedError", "ActorDiedError", "ActorUnavailableError"})
+_INFRA_TYPES = frozenset(
+    {"RayActorError", "WorkerCrashedError", "NodeDiedError", "ActorDiedError", "ActorUnavailableError"}
+)
 _DIVERGED_TYPES = frozenset({"Diverged"})
 # Ray's OOM kill reaches Tune as an actor death whose text carries the raylet's message; its
 # first line is generic ("Task was killed due to the node running low on memory."), the figures
@@ -85,8 +87,10 @@ def exception_chain(error: BaseException) -> list[BaseException]:
 
 def disk_full(error: BaseException) -> bool:
     """Whether ``error``, or anything it wraps, says the disk (or the user's quota) is full."""
-    return any(getattr(e, "errno", None) in _DISK_FULL_ERRNOS or any(m in str(e) for m in _DISK_FULL_MARKERS)
-               for e in exception_chain(error))
+    return any(
+        getattr(e, "errno", None) in _DISK_FULL_ERRNOS or any(m in str(e) for m in _DISK_FULL_MARKERS)
+        for e in exception_chain(error)
+    )
 
 
 def classify(error: BaseException) -> FailureClass:

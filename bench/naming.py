@@ -96,5 +96,7 @@ def too_long_name(benchmark: str, methods: list[str], folder: str | os.PathLike[
     size = len(name.encode())
     if size <= limit:
         return None
-    return (f"names too long for the file system: {where} would be a {size}-byte name, over the limit of {limit} bytes "
-            f"per file name; shorten the benchmark or method name by {size - limit} bytes")
+    return (
+        f"names too long for the file system: {where} would be a {size}-byte name, over the limit of {limit} bytes "
+        f"per file name; shorten the benchmark or method name by {size - limit} bytes"
+    )

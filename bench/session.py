@@ -97,8 +97,16 @@ class Session:
             self.resume_hint = f"the same run again (results in {self.options.results})"
 
     @classmethod
-    def for_final(cls, results: Path, benchmark: str | None, seeds: list[int] | None, top_k: int | None,
-                  options: RunOptions, resume_hint: str, output: Output | None = None) -> Session:
+    def for_final(
+        cls,
+        results: Path,
+        benchmark: str | None,
+        seeds: list[int] | None,
+        top_k: int | None,
+        options: RunOptions,
+        resume_hint: str,
+        output: Output | None = None,
+    ) -> Session:
         """The final phase of the run recorded in ``results``, with its final seeds and top-k
         optionally replaced; refused (BadInput) while its searches are unfinished."""
         from bench.plan import plan_methods
@@ -113,12 +121,15 @@ class Session:
         if not recorded:
             from bench.results.parquet import results_folder_hint
 
-            raise BadInput(results_folder_hint(results)
-                           or f"no recorded run in {results}: run `sharpbench run CONFIG --results {results}` first")
+            raise BadInput(
+                results_folder_hint(results)
+                or f"no recorded run in {results}: run `sharpbench run CONFIG --results {results}` first"
+            )
         if benchmark is None:
             if len(recorded) > 1:
-                raise BadInput(f"{results} holds several benchmarks; choose one with --benchmark: "
-                               f"{', '.join(sorted(recorded))}")
+                raise BadInput(
+                    f"{results} holds several benchmarks; choose one with --benchmark: {', '.join(sorted(recorded))}"
+                )
             benchmark = next(iter(recorded))
         if benchmark not in recorded:
             raise BadInput(unknown_name("benchmark", benchmark, recorded))
@@ -130,11 +141,15 @@ class Session:
             except ConfigError as error:
                 raise BadInput(str(error)) from None
         if not config.final.seeds:
-            raise BadInput("no final seeds: the run's config has final.seeds empty; "
-                           "give them with --seed 1 --seed 2 ...")
+            raise BadInput(
+                "no final seeds: the run's config has final.seeds empty; give them with --seed 1 --seed 2 ..."
+            )
         rows = results_rows(results)
-        short = [f"{p.regularizer} {search_rows(p, rows)}/{p.budget.trials}"
-                 for p in plan_methods(config) if search_rows(p, rows) < p.budget.trials]
+        short = [
+            f"{p.regularizer} {search_rows(p, rows)}/{p.budget.trials}"
+            for p in plan_methods(config)
+            if search_rows(p, rows) < p.budget.trials
+        ]
         if short:
             # The best config of a partial search may not be the search's best: its final rows would mislead.
             raise BadInput(
@@ -151,8 +166,13 @@ class Session:
         try:
             # Everything checkable, in seconds, before Ray starts or anything is written; first,
             # before the imports below (MLflow alone takes seconds).
-            check_before_start(config, options.results, address=options.address,
-                               tracking_uri=options.tracking_uri, num_cpus=options.num_cpus)
+            check_before_start(
+                config,
+                options.results,
+                address=options.address,
+                tracking_uri=options.tracking_uri,
+                num_cpus=options.num_cpus,
+            )
         except PreflightError as error:
             raise BadInput(str(error)) from None
         from bench.data import DatasetError, load_dataset
@@ -193,13 +213,21 @@ class Session:
         except Exception as error:  # MLflow raises many types here; all mean "this URI does not work"
             # A store whose creation an older sharpbench was killed in (new ones appear whole).
             half_made = uri.startswith("sqlite:") and "OperationalError" in str(error)
-            hint = ("; a store whose creation was interrupted stays unopenable: if it holds no runs you need, "
-                    "delete it and run again") if half_made else ""
+            hint = (
+                (
+                    "; a store whose creation was interrupted stays unopenable: if it holds no runs you need, "
+                    "delete it and run again"
+                )
+                if half_made
+                else ""
+            )
             raise BadInput(f"cannot use MLflow tracking URI {uri}: {first_line(error)}{hint}") from None
 
         def tell_outage(outage: Any) -> None:  # once per run: later MLflow calls are skipped
-            output.tell(f"warning: {outage.describe()}: the run goes on; rows are in Parquet; back-fill later with: "
-                        f"sharpbench sync-mlflow {shlex.quote(str(results))} --tracking-uri {shlex.quote(uri)}")
+            output.tell(
+                f"warning: {outage.describe()}: the run goes on; rows are in Parquet; back-fill later with: "
+                f"sharpbench sync-mlflow {shlex.quote(str(results))} --tracking-uri {shlex.quote(uri)}"
+            )
 
         mirror = open_mirror(uri, tell_outage)
         try:
@@ -218,8 +246,9 @@ class Session:
         for line in tidy.lines():
             output.tell(f"warning: {line}")
 
-        storage = (search.absolute_storage(config.optuna_storage) if config.optuna_storage
-                   else search.default_storage(results))
+        storage = (
+            search.absolute_storage(config.optuna_storage) if config.optuna_storage else search.default_storage(results)
+        )
         plans = plan_methods(config)
         if options.verbosity is not Verbosity.quiet:
             self._banner(results, uri, storage, plans)
@@ -234,8 +263,9 @@ class Session:
                 if isinstance(stop, SystemExit) and stop.code != signal.SIGTERM:  # Ray's handler: sys.exit(15)
                     raise
                 termination.received = termination.received or isinstance(stop, SystemExit)
-                raise RunStopped(f"{termination.verb}: the run is saved. Resume with: {self.resume_hint}",
-                                 termination.exit_status) from None
+                raise RunStopped(
+                    f"{termination.verb}: the run is saved. Resume with: {self.resume_hint}", termination.exit_status
+                ) from None
 
     def _banner(self, results: Path, uri: str, storage: str, plans: list[Any]) -> None:
         config = self.config
@@ -248,7 +278,8 @@ class Session:
             f"{_count(config.training.epochs, 'epoch')} each; sampler {config.search.sampler.name}, "
             f"budget in {config.search.budget.kind}"
             f"\nresults → {escape(str(results))}\nMLflow  → {escape(uri)}\nOptuna  → {escape(storage)}",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
 
     def _start_ray(self, termination: Any) -> None:
@@ -258,8 +289,9 @@ class Session:
         options = self.options
         try:
             with termination.held():
-                search.init_ray(options.address, num_cpus=options.num_cpus,
-                                verbose=options.verbosity is Verbosity.verbose)
+                search.init_ray(
+                    options.address, num_cpus=options.num_cpus, verbose=options.verbosity is Verbosity.verbose
+                )
         except ConnectionError as error:
             raise BadInput(f"cannot join the Ray cluster at {options.address}: {first_line(error)}") from None
         if options.address is not None:
@@ -273,8 +305,17 @@ class Session:
                     _shutdown_ray()
                 raise BadInput(str(error)) from None
 
-    def _phases(self, results: Path, uri: str, storage: str, opened: Any, mirror: Any, record: Any,
-                plans: list[Any], termination: Any) -> RunOutcome:
+    def _phases(
+        self,
+        results: Path,
+        uri: str,
+        storage: str,
+        opened: Any,
+        mirror: Any,
+        record: Any,
+        plans: list[Any],
+        termination: Any,
+    ) -> RunOutcome:
         """The phases with a live console, then the board, the report and the commands to look further."""
         from bench import search
         from bench.console import RunProgress
@@ -298,8 +339,14 @@ class Session:
         try:
             with progress:
                 search.run_benchmark(
-                    config, results_dir=results, tracking_uri=uri, progress=progress, phases=phases,
-                    instance=record.instance, retry_failed=options.retry_failed, mlflow_sink=opened,
+                    config,
+                    results_dir=results,
+                    tracking_uri=uri,
+                    progress=progress,
+                    phases=phases,
+                    instance=record.instance,
+                    retry_failed=options.retry_failed,
+                    mlflow_sink=opened,
                     optuna_storage=storage,
                 )
         except search.SearchInterrupted as interrupted:
@@ -351,8 +398,10 @@ class Session:
         free = shutil.disk_usage(results).free / 2**20
         rows = read_rows(results, problems=[]).to_pylist()
         kept = sum(1 for row in rows if row["benchmark"] == self.config.benchmark)
-        return (f"the disk holding {results} is full ({free:.1f} MiB free): the run stopped; the {kept} trial row(s), "
-                "studies and search state written so far are kept; free space")
+        return (
+            f"the disk holding {results} is full ({free:.1f} MiB free): the run stopped; the {kept} trial row(s), "
+            "studies and search state written so far are kept; free space"
+        )
 
     def _report(self, results: Path, sink: Any, plans: list[Any], instance: str) -> Path | None:
         """Write the HTML report and attach its figures and the leaderboard to each method's MLflow

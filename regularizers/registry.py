@@ -84,7 +84,9 @@ def load_entry_points(force: bool = False) -> None:
             loaded = entry_point.load()
         except Exception as error:  # re-raised with the plugin named, as one line
             detail = described(error)
-            raise RegistryError(f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {detail}") from error
+            raise RegistryError(
+                f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {detail}"
+            ) from error
         if isinstance(loaded, type) and _REGISTRY.get(getattr(loaded, "name", "")) is loaded:
             continue  # the plugin registered itself with @register
         _add(entry_point.name, loaded)
@@ -122,9 +124,7 @@ def create(name: str, **hparams: Any) -> Regularizer:
     declared = {field.name: field for field in dataclasses.fields(cls)}
     for key, value in hparams.items():
         if key not in declared:
-            raise RegistryError(
-                f"regularizer {name!r}: " + unknown_name("hyperparameter", key, declared)
-            )
+            raise RegistryError(f"regularizer {name!r}: " + unknown_name("hyperparameter", key, declared))
         hparams[key] = _coerce(name, key, value, space_types={hp.name: hp.type for hp in hyperparameters(cls)})
     try:
         return cls(**hparams)

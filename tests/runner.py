@@ -13,10 +13,16 @@ def sharpbench_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bench.cli", *args]
 
 
-def sharpbench(*args: str, cwd: Path | None = None, timeout: float = 600,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def sharpbench(
+    *args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``sharpbench ARGS`` to its end; stdout and stderr captured as text."""
     return subprocess.run(
-        sharpbench_command(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
+        sharpbench_command(*args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
     )

@@ -16,22 +16,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 #: Lowest first. A room may import rooms of lower layers only.
-LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(layer) for layer in (
-    # words and numbers everyone shares: no sharpbench imports of their own
-    {"bench.errors", "bench.metrics", "bench.provenance", "bench.signals", "bench.stats", "bench.console"},
-    {"bench.naming", "bench.failures", "regularizers"},
-    {"bench.config", "bench.stores", "bench.models"},
-    # below the trial: datasets, instruments, the record (rows, Parquet, MLflow writer), checks
-    {"bench.data", "bench.measure", "bench.results", "bench.preflight"},
-    {"bench.training", "bench.catalog", "bench.selection", "bench.run_record", "bench.outcome"},
-    {"bench.plan", "bench.leaderboard", "bench.merge"},
-    # the search (Ray, Optuna), the report, the MLflow back-fill
-    {"bench.search", "bench.report", "bench.sync"},
-    # the lifecycle of a run, and the programs that measure sharpbench itself
-    {"bench.session", "bench.benchmarks"},
-    {"bench.api"},
-    {"bench.cli", "sharpbench"},
-))
+LAYERS: tuple[frozenset[str], ...] = tuple(
+    frozenset(layer)
+    for layer in (
+        # words and numbers everyone shares: no sharpbench imports of their own
+        {"bench.errors", "bench.metrics", "bench.provenance", "bench.signals", "bench.stats", "bench.console"},
+        {"bench.naming", "bench.failures", "regularizers"},
+        {"bench.config", "bench.stores", "bench.models"},
+        # below the trial: datasets, instruments, the record (rows, Parquet, MLflow writer), checks
+        {"bench.data", "bench.measure", "bench.results", "bench.preflight"},
+        {"bench.training", "bench.catalog", "bench.selection", "bench.run_record", "bench.outcome"},
+        {"bench.plan", "bench.leaderboard", "bench.merge"},
+        # the search (Ray, Optuna), the report, the MLflow back-fill
+        {"bench.search", "bench.report", "bench.sync"},
+        # the lifecycle of a run, and the programs that measure sharpbench itself
+        {"bench.session", "bench.benchmarks"},
+        {"bench.api"},
+        {"bench.cli", "sharpbench"},
+    )
+)
 
 
 def _room(module: str) -> str | None:

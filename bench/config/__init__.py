@@ -21,7 +21,22 @@ from bench.config.schema import (
 )
 
 __all__ = [
-    "AshaConfig", "BenchmarkConfig", "BudgetConfig", "ConfigError", "DataConfig", "FinalConfig", "FlatnessConfig",
-    "ModelConfig", "RangeSpec", "RegularizerEntry", "ResourcesConfig", "SamplerConfig", "SearchConfig",
-    "TrainingConfig", "load_config", "parse_config", "startup_trials", "with_final",
+    "AshaConfig",
+    "BenchmarkConfig",
+    "BudgetConfig",
+    "ConfigError",
+    "DataConfig",
+    "FinalConfig",
+    "FlatnessConfig",
+    "ModelConfig",
+    "RangeSpec",
+    "RegularizerEntry",
+    "ResourcesConfig",
+    "SamplerConfig",
+    "SearchConfig",
+    "TrainingConfig",
+    "load_config",
+    "parse_config",
+    "startup_trials",
+    "with_final",
 ]

@@ -36,8 +36,10 @@ def _valid_keys(loc: tuple[Any, ...]) -> list[str] | None:
             continue
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else (
-            RegularizerEntry if part == "regularizers" else None
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else (RegularizerEntry if part == "regularizers" else None)
         )
     return None if model is None else list(model.model_fields)
 
@@ -45,8 +47,9 @@ def _valid_keys(loc: tuple[Any, ...]) -> list[str] | None:
 def parse_config(raw: Any, *, source: str = "config") -> BenchmarkConfig:
     """Validate a parsed YAML mapping; raise :class:`ConfigError` with a one-line message."""
     if raw is None:
-        raise ConfigError(f"{source}: the config is empty; "
-                          "expected a mapping with benchmark, regularizers and the other sections")
+        raise ConfigError(
+            f"{source}: the config is empty; expected a mapping with benchmark, regularizers and the other sections"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     try:

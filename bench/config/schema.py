@@ -89,15 +89,19 @@ class DataConfig(_Strict):
         None, description="Folder holding the dataset files (CIFAR/SVHN); ``None`` uses ``~/.cache/sharpbench/data``."
     )
     download: bool = Field(
-        False, description="Fetch CIFAR/SVHN into ``data_dir`` when missing (needs internet); otherwise a missing "
-        "dataset is a one-line error."
+        False,
+        description="Fetch CIFAR/SVHN into ``data_dir`` when missing (needs internet); otherwise a missing "
+        "dataset is a one-line error.",
     )
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="Fraction of the training set held out for validation (seeded, stratified)."
     )
     test_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Fraction carved out as the test split by datasets without an official one "
-        "(digits); ``val_fraction + test_fraction`` must stay below 1."
+        0.2,
+        gt=0,
+        lt=1,
+        description="Fraction carved out as the test split by datasets without an official one "
+        "(digits); ``val_fraction + test_fraction`` must stay below 1.",
     )
     split_seed: Seed = Field(
         0, description="Seed of the train/val(/test) split; fixed across trials so every method sees the same data."
@@ -108,12 +112,17 @@ class DataConfig(_Strict):
     horizontal_flip: bool = Field(False, description="Random horizontal flip of training images.")
     cutout: int = Field(0, ge=0, description="Cutout square side in pixels (0: off).")
     train_fraction: float = Field(
-        1.0, gt=0, le=1, description="Keep this fraction of the training split (after the val/test split): a subset "
-        "stratified by class and fixed by ``split_seed``, the same for every trial. 1.0 keeps all."
+        1.0,
+        gt=0,
+        le=1,
+        description="Keep this fraction of the training split (after the val/test split): a subset "
+        "stratified by class and fixed by ``split_seed``, the same for every trial. 1.0 keeps all.",
     )
     max_train_samples: int | None = Field(
-        None, gt=0, description="Then keep at most this many training samples, the first ones (quick runs and "
-        "tests); ``None`` keeps all."
+        None,
+        gt=0,
+        description="Then keep at most this many training samples, the first ones (quick runs and "
+        "tests); ``None`` keeps all.",
     )
     #: Symmetric label noise on the training split only (validation and test stay clean), applied
     #: last, to the samples actually trained on: exactly round(label_noise × n_train) labels, chosen
@@ -121,9 +130,12 @@ class DataConfig(_Strict):
     #: noisy-label experiments of SAM (Foret et al. 2021, ICLR), which follow the synthetic noise
     #: of Zhang et al. 2017 and Jiang et al. 2018 (:func:`bench.data.noise.flip_labels`).
     label_noise: float = Field(
-        0.0, ge=0, lt=1, description="Symmetric label noise on the training split only: exactly "
+        0.0,
+        ge=0,
+        lt=1,
+        description="Symmetric label noise on the training split only: exactly "
         "round(label_noise × n_train) labels, each flipped to a uniformly drawn other class; validation and test "
-        "stay clean."
+        "stay clean.",
     )
     label_noise_seed: Seed | None = Field(
         None, description="Seed of the flipped samples and their new labels; ``None`` uses ``split_seed``."
@@ -141,12 +153,14 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field(
-        "cnn", description="Registered model (``bench/models/``): ``mlp``, ``cnn``, ``resnet18``, "
-        "``preact_resnet18``, ``wrn16_8``, ``wrn28_10``, ``vgg16_bn``, ``pyramidnet110`` or ``pyramidnet272``."
+        "cnn",
+        description="Registered model (``bench/models/``): ``mlp``, ``cnn``, ``resnet18``, "
+        "``preact_resnet18``, ``wrn16_8``, ``wrn28_10``, ``vgg16_bn``, ``pyramidnet110`` or ``pyramidnet272``.",
     )
     options: dict[str, Any] = Field(
-        default_factory=dict, description="Keyword arguments of the model's factory (e.g. ``{hidden: 32, depth: 1}`` "
-        "for ``mlp``), checked against its signature before the run."
+        default_factory=dict,
+        description="Keyword arguments of the model's factory (e.g. ``{hidden: 32, depth: 1}`` "
+        "for ``mlp``), checked against its signature before the run.",
     )
 
 
@@ -157,8 +171,10 @@ class TrainingConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (0: plain SGD).")
     nesterov: bool = Field(False, description="Nesterov momentum (only when ``momentum`` > 0).")
     weight_decay: float = Field(
-        0.0, ge=0, description="Coupled weight decay inside the optimizer (the training recipe's, applied to every "
-        "method); must be 0 when the ``weight_decay`` regularizer is compared."
+        0.0,
+        ge=0,
+        description="Coupled weight decay inside the optimizer (the training recipe's, applied to every "
+        "method); must be 0 when the ``weight_decay`` regularizer is compared.",
     )
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="Label smoothing ε of the training loss (PyTorch's ε/K form)."
@@ -166,9 +182,7 @@ class TrainingConfig(_Strict):
     schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="Learning-rate schedule per step after the warm-up: cosine decay to 0, or constant."
     )
-    warmup_epochs: int = Field(
-        0, ge=0, description="Epochs of linear learning-rate warm-up; at most ``epochs``."
-    )
+    warmup_epochs: int = Field(0, ge=0, description="Epochs of linear learning-rate warm-up; at most ``epochs``.")
     precision: Literal["auto", "float32", "bfloat16", "float64"] = Field(
         "auto", description="``auto``: bf16 autocast on CUDA, float32 on CPU."
     )
@@ -215,15 +229,19 @@ class FlatnessConfig(_Strict):
     )
     batch_size: int = Field(256, gt=0, description="Batch size of the passes over the flatness subset.")
     eigen_tolerance: float = Field(
-        1e-3, gt=0, lt=1, description="The top eigenvalue (Lanczos) stops once its residual bound places an "
-        "eigenvalue within this relative distance of the estimate."
+        1e-3,
+        gt=0,
+        lt=1,
+        description="The top eigenvalue (Lanczos) stops once its residual bound places an "
+        "eigenvalue within this relative distance of the estimate.",
     )
     eigen_max_iterations: int = Field(
         100, gt=0, description="... or after this many HVPs, logged with ``hessian_eigen_converged = 0``."
     )
     trace_rel_stderr: float = Field(
-        0.05, ge=0, description="The trace (Hutchinson) stops once its standard error is at most this fraction of "
-        "|trace| ..."
+        0.05,
+        ge=0,
+        description="The trace (Hutchinson) stops once its standard error is at most this fraction of |trace| ...",
     )
     trace_min_probes: int = Field(
         10, ge=2, description="... and after at least this many probes (a standard error needs two) ..."
@@ -282,8 +300,10 @@ class SamplerConfig(_Strict):
 
     name: SamplerName = Field("tpe", description="Optuna sampler; ``qmc`` is scrambled Sobol.")
     n_startup_trials: int | None = Field(
-        None, ge=0, description="Random trials before TPE, GP or CMA-ES model the space; ``None``: a third of the "
-        "method's trials, at least 2."
+        None,
+        ge=0,
+        description="Random trials before TPE, GP or CMA-ES model the space; ``None``: a third of the "
+        "method's trials, at least 2.",
     )
 
     @model_validator(mode="before")
@@ -302,8 +322,9 @@ class BudgetConfig(_Strict):
     """
 
     kind: Literal["trials", "passes"] = Field(
-        "trials", description="``trials``: the same trials per method; ``passes``: the forward+backward passes ERM "
-        "spends on them."
+        "trials",
+        description="``trials``: the same trials per method; ``passes``: the forward+backward passes ERM "
+        "spends on them.",
     )
     scale: Literal["trials", "epochs"] = Field(
         "trials", description="With ``kind: passes``, what a costlier method gives up: trials, or epochs per trial."
@@ -319,25 +340,27 @@ class SearchConfig(_Strict):
     trials_per_method: int = Field(8, gt=0, description="Trials per regularizer: the equal tuning budget.")
     seed: Seed = Field(0, description="Seeds the sampler; separate from the training seeds.")
     metric: str = Field(
-        metrics.VAL_ACCURACY, description="What the search optimizes and the selection rule ranks by: "
-        "``val_accuracy`` (higher) or ``val_loss`` (lower)."
+        metrics.VAL_ACCURACY,
+        description="What the search optimizes and the selection rule ranks by: "
+        "``val_accuracy`` (higher) or ``val_loss`` (lower).",
     )
     sampler: SamplerConfig = Field(SamplerConfig(), description="Optuna's sampler: a name or a mapping.")
     budget: BudgetConfig = Field(BudgetConfig(), description="What the same budget counts: a kind or a mapping.")
     asha: AshaConfig = Field(AshaConfig(), description="Early stopping of search trials on epoch rungs.")
     max_concurrent_trials: int | None = Field(
-        None, gt=0, description="``None`` fills the machine: cluster CPUs (or GPUs) divided by the per-trial "
-        "resources; a larger number is capped by that."
+        None,
+        gt=0,
+        description="``None`` fills the machine: cluster CPUs (or GPUs) divided by the per-trial "
+        "resources; a larger number is capped by that.",
     )
-    max_failures: int = Field(
-        1, ge=0, description="Retries of a crashed trial, continuing from its last checkpoint."
-    )
+    max_failures: int = Field(1, ge=0, description="Retries of a crashed trial, continuing from its last checkpoint.")
     checkpoint_every: int = Field(
         5, gt=0, description="Epochs between trial checkpoints (what a retried or resumed trial continues from)."
     )
     space: dict[str, RangeSpec] = Field(
-        default_factory=dict, description="Shared training hyperparameters opened to the search, e.g. "
-        "``learning_rate: {low: 0.01, high: 0.5, log: true}``: a numeric or boolean ``training`` key → a range."
+        default_factory=dict,
+        description="Shared training hyperparameters opened to the search, e.g. "
+        "``learning_rate: {low: 0.01, high: 0.5, log: true}``: a numeric or boolean ``training`` key → a range.",
     )
 
     @field_validator("metric")
@@ -350,7 +373,9 @@ class SearchConfig(_Strict):
     @field_validator("space")
     @classmethod
     def _known_training_keys(cls, value: dict[str, RangeSpec]) -> dict[str, RangeSpec]:
-        searchable = sorted(name for name, info in TrainingConfig.model_fields.items() if info.annotation in (int, float, bool))
+        searchable = sorted(
+            name for name, info in TrainingConfig.model_fields.items() if info.annotation in (int, float, bool)
+        )
         for key, spec in value.items():
             if key not in searchable:
                 raise ValueError(unknown_name("search space key", key, searchable))
@@ -365,9 +390,9 @@ def _check_choices(key: str, choices: list[Any], value_type: Any) -> None:
     if value_type is bool:
         ok, kind = all(is_bool), "true/false"
     elif value_type is int:
-        ok, kind = all(isinstance(c, int) and not b for c, b in zip(choices, is_bool)), "whole numbers"
+        ok, kind = all(isinstance(c, int) and not b for c, b in zip(choices, is_bool, strict=True)), "whole numbers"
     else:
-        ok, kind = all(isinstance(c, (int, float)) and not b for c, b in zip(choices, is_bool)), "numbers"
+        ok, kind = all(isinstance(c, (int, float)) and not b for c, b in zip(choices, is_bool, strict=True)), "numbers"
     if not ok:
         raise ValueError(f"choices for {key} must be {kind}, got {choices!r}")
 
@@ -375,8 +400,10 @@ def _check_choices(key: str, choices: list[Any], value_type: Any) -> None:
 class ResourcesConfig(_Strict):
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves for each trial.")
     gpus_per_trial: float = Field(
-        0.0, ge=0, description="GPUs per trial; fractions pack several trials per GPU (0.25 → 4 per GPU), above 1 "
-        "only whole numbers."
+        0.0,
+        ge=0,
+        description="GPUs per trial; fractions pack several trials per GPU (0.25 → 4 per GPU), above 1 "
+        "only whole numbers.",
     )
 
 
@@ -394,12 +421,13 @@ class RegularizerEntry(_Strict):
 
 class FinalConfig(_Strict):
     seeds: list[Seed] = Field(
-        default_factory=list, description="Training seeds for re-running each method's best configs (distinct); "
-        "empty skips the final phase."
+        default_factory=list,
+        description="Training seeds for re-running each method's best configs (distinct); empty skips the final phase.",
     )
     top_k: int = Field(
-        1, gt=0, description="How many of each method's best search configs (``bench.selection``) are re-run with "
-        "the seeds."
+        1,
+        gt=0,
+        description="How many of each method's best search configs (``bench.selection``) are re-run with the seeds.",
     )
 
     @field_validator("seeds")
@@ -413,8 +441,9 @@ class FinalConfig(_Strict):
 
 class BenchmarkConfig(_Strict):
     benchmark: str = Field(
-        min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Name that groups the results (folders, MLflow "
-        "experiment, leaderboard); not only dots."
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name that groups the results (folders, MLflow experiment, leaderboard); not only dots.",
     )
     dataset: DataConfig = Field(DataConfig(), description="The data, its split, augmentation and label noise.")
     model: ModelConfig = Field(ModelConfig(), description="The network every trial trains.")
@@ -428,12 +457,14 @@ class BenchmarkConfig(_Strict):
     )
     seed: Seed = Field(0, description="Training seed of the search trials (data order, init, noise).")
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; ``None``: ``sqlite:///<results>/mlflow.db``. "
-        "``--tracking-uri`` overrides it."
+        None,
+        description="MLflow tracking URI; ``None``: ``sqlite:///<results>/mlflow.db``. "
+        "``--tracking-uri`` overrides it.",
     )
     optuna_storage: str | None = Field(
-        None, description="SQLAlchemy URL of the Optuna studies (one per method), e.g. ``postgresql://host/db`` on "
-        "a cluster; ``None``: ``sqlite:///<results>/optuna.db``. ``--optuna-storage`` overrides it."
+        None,
+        description="SQLAlchemy URL of the Optuna studies (one per method), e.g. ``postgresql://host/db`` on "
+        "a cluster; ``None``: ``sqlite:///<results>/optuna.db``. ``--optuna-storage`` overrides it.",
     )
 
     @field_validator("benchmark")

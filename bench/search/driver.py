@@ -44,7 +44,6 @@ _log = logging.getLogger(__name__)
 TrialFunction = Callable[..., None]
 
 
-
 class SearchInterrupted(RuntimeError):
     """The experiment stopped before all its trials ended (Ctrl-C); its state is saved for resuming."""
 
@@ -92,8 +91,11 @@ def _has_trials(experiment: Path) -> bool:
     try:
         return bool(json.loads(states[-1].read_text()).get("trial_data"))
     except (OSError, ValueError):
-        _log.warning("Ray Tune's saved state %s is unreadable (cut short?): the search state starts afresh from the "
-                     "record (rows and studies); trials that had not ended run again", states[-1])
+        _log.warning(
+            "Ray Tune's saved state %s is unreadable (cut short?): the search state starts afresh from the "
+            "record (rows and studies); trials that had not ended run again",
+            states[-1],
+        )
         return False
 
 
@@ -105,7 +107,9 @@ def _read_record(live: LiveRun) -> None:
     live.recorded = finals.recorded_trials(live.config.benchmark, finals.results_rows(live.results_dir))
     if not live.final_only:
         live.history = {
-            plan.regularizer: ended_history(live.optuna_storage, study_name(plan.benchmark, plan.regularizer, live.instance))
+            plan.regularizer: ended_history(
+                live.optuna_storage, study_name(plan.benchmark, plan.regularizer, live.instance)
+            )
             for plan in live.plans.values()
             if plan.params
         }
@@ -138,13 +142,17 @@ def mostly_random(config: BenchmarkConfig, plans: list[MethodPlan], slots: int) 
         return None
     name = config.search.sampler.name
     if 2 * startup >= trials:
-        return (f"search of {config.benchmark} is mostly random: {startup} of {trials} trials per method are "
-                f"{name}'s random startup trials; lower search.sampler.n_startup_trials or raise "
-                "search.trials_per_method")
+        return (
+            f"search of {config.benchmark} is mostly random: {startup} of {trials} trials per method are "
+            f"{name}'s random startup trials; lower search.sampler.n_startup_trials or raise "
+            "search.trials_per_method"
+        )
     if slots >= trials:
-        return (f"search of {config.benchmark} is mostly random: {slots} concurrent trials ≥ {trials} trials per "
-                f"method, so {name} models only its {startup} startup trials; set search.max_concurrent_trials "
-                f"below {trials} or raise search.trials_per_method")
+        return (
+            f"search of {config.benchmark} is mostly random: {slots} concurrent trials ≥ {trials} trials per "
+            f"method, so {name} models only its {startup} startup trials; set search.max_concurrent_trials "
+            f"below {trials} or raise search.trials_per_method"
+        )
     return None
 
 
@@ -166,8 +174,14 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
     metric = config.search.metric
     mode = metrics.OBJECTIVES[metric]
     searcher = BenchmarkSearcher(
-        metric=metric, mode=mode, plans=plans, config=config, storage=live.optuna_storage, instance=live.instance,
-        final_only=live.final_only, sequential=sequential,
+        metric=metric,
+        mode=mode,
+        plans=plans,
+        config=config,
+        storage=live.optuna_storage,
+        instance=live.instance,
+        final_only=live.final_only,
+        sequential=sequential,
     )
     concurrency = concurrency_slots(config)
     return Tuner(
@@ -277,4 +291,7 @@ def run_benchmark(
         LIVE.bind(None)
     missing = unfinished(live)
     if missing:
-        raise SearchInterrupted(f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); its state is saved")
+        raise SearchInterrupted(
+            f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); "
+            "its state is saved"
+        )

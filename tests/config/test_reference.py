@@ -57,8 +57,14 @@ def test_committed_reference_equals_render():
 def test_every_field_of_every_section_is_in_the_reference():
     models = _models_below(schema.BenchmarkConfig)
     # the walk reaches the nested sections, a search range and a regularizer entry included
-    for expected in (schema.DataConfig, schema.SearchConfig, schema.AshaConfig, schema.RangeSpec,
-                     schema.RegularizerEntry, schema.FinalConfig):
+    for expected in (
+        schema.DataConfig,
+        schema.SearchConfig,
+        schema.AshaConfig,
+        schema.RangeSpec,
+        schema.RegularizerEntry,
+        schema.FinalConfig,
+    ):
         assert expected in models
     sections = _sections_of(reference.render())
     for model in models:

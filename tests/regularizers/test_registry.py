@@ -115,7 +115,7 @@ def test_invalid_value_is_a_registry_error_with_the_reason():
 
 # --- entry-point plugins, discovered through real importlib.metadata distributions --------------
 
-_DECORATED = '''
+_DECORATED = """
 from dataclasses import dataclass
 from regularizers import PassCost, Regularizer, register
 
@@ -137,7 +137,7 @@ class Plain(Regularizer):
 
     def cost(self, has_batchnorm):
         return PassCost(forward=1, backward=1)
-'''
+"""
 
 
 def _write_distribution(root, module: str, source: str, entry_points: dict[str, str]) -> None:
