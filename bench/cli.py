@@ -55,15 +55,37 @@ class ListFormat(str, Enum):
 
 
 # Options shared by `run` and `final`.
-_ADDRESS = typer.Option(None, "--address", metavar="ADDRESS", help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one.")
-_TRACKING_URI = typer.Option(None, "--tracking-uri", metavar="URI", help="MLflow tracking URI; default: the config's, else sqlite under the results folder.")
+_ADDRESS = typer.Option(
+    None,
+    "--address",
+    metavar="ADDRESS",
+    help="Join a running Ray cluster (e.g. 'auto' or 'ray://head:10001'); default: start a local one.",
+)
+_TRACKING_URI = typer.Option(
+    None,
+    "--tracking-uri",
+    metavar="URI",
+    help="MLflow tracking URI; default: the config's, else sqlite under the results folder.",
+)
 _OPTUNA_STORAGE = typer.Option(
-    None, "--optuna-storage", metavar="URL",
-    help="SQLAlchemy URL of the Optuna studies (one per method; optuna-dashboard reads them); default: the config's, else sqlite under the results folder.",
+    None,
+    "--optuna-storage",
+    metavar="URL",
+    help=(
+        "SQLAlchemy URL of the Optuna studies (one per method; optuna-dashboard reads them); default: the "
+        "config's, else sqlite under the results folder."
+    ),
 )
 _NUM_CPUS = typer.Option(None, "--num-cpus", metavar="N", min=1, help="CPUs of the local Ray runtime (default: all).")
-_QUIET = typer.Option(False, "--quiet", "-q", help="Print only the final leaderboard, the commands to open the results, and errors.")
-_VERBOSE = typer.Option(False, "--verbose", "-v", help="Also show Ray's, Tune's, Optuna's and MLflow's own log lines (filtered out by default).")
+_QUIET = typer.Option(
+    False, "--quiet", "-q", help="Print only the final leaderboard, the commands to open the results, and errors."
+)
+_VERBOSE = typer.Option(
+    False,
+    "--verbose",
+    "-v",
+    help="Also show Ray's, Tune's, Optuna's and MLflow's own log lines (filtered out by default).",
+)
 
 
 @app.command()
@@ -71,7 +93,10 @@ def run(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="Benchmark YAML, e.g. configs/digits.yaml."),
     # A str, not a Path: Path("") is "." and an empty --results would fill the working folder.
     results: str = typer.Option(
-        str(DEFAULT_RESULTS), "--results", metavar="FOLDER", help="Folder for the Parquet leaderboard, the default MLflow store and Ray's search state."
+        str(DEFAULT_RESULTS),
+        "--results",
+        metavar="FOLDER",
+        help="Folder for the Parquet leaderboard, the default MLflow store and Ray's search state.",
     ),
     address: Optional[str] = _ADDRESS,
     tracking_uri: Optional[str] = _TRACKING_URI,
@@ -80,11 +105,16 @@ def run(
     quiet: bool = _QUIET,
     verbose: bool = _VERBOSE,
     restart: bool = typer.Option(
-        False, "--restart",
+        False,
+        "--restart",
         help="The results folder holds a run of this benchmark with another config: set that run aside "
         "(rows and state moved under RESULTS/superseded/) and start afresh. Without it, such a run stops with exit 2.",
     ),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="Re-run the failed trials of searches already in --results (by default they stay failed)."),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Re-run the failed trials of searches already in --results (by default they stay failed).",
+    ),
 ) -> None:
     """Tune every regularizer in CONFIG with the same budget, then print the leaderboard.
 
@@ -104,9 +134,10 @@ def run(
     final seeds start as soon as its own search has ended.
 
     Re-running the same CONFIG with the same --results resumes an interrupted run (Ctrl-C
-    saves it) and continues the same Optuna studies; finished trials are not re-run, and failed trials stay failed unless
-    --retry-failed is given. A changed CONFIG (anything that changes results) stops with exit 2
-    naming the keys that differ: use another --results folder or benchmark name, or --restart.
+    saves it) and continues the same Optuna studies; finished trials are not re-run, and failed
+    trials stay failed unless --retry-failed is given. A changed CONFIG (anything that changes
+    results) stops with exit 2 naming the keys that differ: use another --results folder or
+    benchmark name, or --restart.
     One run at a time per results folder.
 
     Exit status: 0 when the run ended (failed trials are recorded and counted on the board); 1
@@ -125,18 +156,34 @@ def run(
         config = load_benchmark(config_path)
     except ConfigError as error:
         _fail(str(error))
-    options = _options(folder, address, tracking_uri, optuna_storage, num_cpus, verbosity,
-                       restart=restart, retry_failed=retry_failed)
-    _execute(lambda: _session().Session(config, options, resume_hint=f"sharpbench run {config_path} --results {folder}",
-                                       output=OUTPUT))
+    options = _options(
+        folder, address, tracking_uri, optuna_storage, num_cpus, verbosity, restart=restart, retry_failed=retry_failed
+    )
+    _execute(
+        lambda: _session().Session(
+            config, options, resume_hint=f"sharpbench run {config_path} --results {folder}", output=OUTPUT
+        )
+    )
 
 
 @app.command()
 def final(
-    results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="The --results folder of an earlier `sharpbench run`."),
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", metavar="NAME", help="Which benchmark of the folder (needed when it holds several)."),
-    seeds: Optional[list[int]] = typer.Option(None, "--seed", metavar="SEED", help="Final training seed (repeatable); default: the run's final.seeds."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", metavar="K", min=1, help="Re-run each method's K best search configs; default: the run's final.top_k."),
+    results_dir: Path = typer.Argument(
+        ..., metavar="RESULTS_DIR", help="The --results folder of an earlier `sharpbench run`."
+    ),
+    benchmark: Optional[str] = typer.Option(
+        None, "--benchmark", metavar="NAME", help="Which benchmark of the folder (needed when it holds several)."
+    ),
+    seeds: Optional[list[int]] = typer.Option(
+        None, "--seed", metavar="SEED", help="Final training seed (repeatable); default: the run's final.seeds."
+    ),
+    top_k: Optional[int] = typer.Option(
+        None,
+        "--top-k",
+        metavar="K",
+        min=1,
+        help="Re-run each method's K best search configs; default: the run's final.top_k.",
+    ),
     address: Optional[str] = _ADDRESS,
     tracking_uri: Optional[str] = _TRACKING_URI,
     optuna_storage: Optional[str] = _OPTUNA_STORAGE,
@@ -171,11 +218,27 @@ def _session() -> Any:
     return bench.session
 
 
-def _options(results: Path, address: str | None, tracking_uri: str | None, optuna_storage: str | None,
-             num_cpus: int | None, verbosity: Any, *, restart: bool = False, retry_failed: bool = False) -> Any:
-    return _session().RunOptions(results=results, address=address, tracking_uri=tracking_uri,
-                                 optuna_storage=optuna_storage, num_cpus=num_cpus, verbosity=verbosity,
-                                 restart=restart, retry_failed=retry_failed)
+def _options(
+    results: Path,
+    address: str | None,
+    tracking_uri: str | None,
+    optuna_storage: str | None,
+    num_cpus: int | None,
+    verbosity: Any,
+    *,
+    restart: bool = False,
+    retry_failed: bool = False,
+) -> Any:
+    return _session().RunOptions(
+        results=results,
+        address=address,
+        tracking_uri=tracking_uri,
+        optuna_storage=optuna_storage,
+        num_cpus=num_cpus,
+        verbosity=verbosity,
+        restart=restart,
+        retry_failed=retry_failed,
+    )
 
 
 def _execute(make_session: Any) -> None:
@@ -200,7 +263,10 @@ def _execute(make_session: Any) -> None:
 def sync_mlflow(
     results_dir: Path = typer.Argument(..., metavar="RESULTS_DIR", help="A --results folder of `sharpbench run`."),
     tracking_uri: Optional[str] = typer.Option(
-        None, "--tracking-uri", metavar="URI", help="MLflow tracking URI to fill; default: the run's, else sqlite under the results folder."
+        None,
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI to fill; default: the run's, else sqlite under the results folder.",
     ),
 ) -> None:
     """Back-fill MLflow from the Parquet rows (after a tracking-store outage, or into another
@@ -226,8 +292,10 @@ def sync_mlflow(
     OUTPUT.say(done.line())
 
 
-_SPLIT_HELP = ("When folders hold one benchmark name run with different configs (config hashes differ), rank each "
-               "config as its own benchmark, labelled NAME@HASH; without it they are refused (exit 2).")
+_SPLIT_HELP = (
+    "When folders hold one benchmark name run with different configs (config hashes differ), rank each "
+    "config as its own benchmark, labelled NAME@HASH; without it they are refused (exit 2)."
+)
 
 
 @app.command()
@@ -236,8 +304,15 @@ def leaderboard(
         None, metavar="RESULTS_DIR", help="One or more --results folders of `sharpbench run` (default: results)."
     ),
     fmt: TableFormat = typer.Option(TableFormat.table, "--format", help="Output format."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm; a benchmark without it gets no comparisons)."),
-    alpha: float = typer.Option(0.05, "--alpha", metavar="ALPHA", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."),
+    baseline: Optional[str] = typer.Option(
+        None,
+        "--baseline",
+        metavar="METHOD",
+        help="Method every other is tested against (default: erm; a benchmark without it gets no comparisons).",
+    ),
+    alpha: float = typer.Option(
+        0.05, "--alpha", metavar="ALPHA", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."
+    ),
     split_configs: bool = typer.Option(False, "--split-configs", help=_SPLIT_HELP),
 ) -> None:
     """Rank methods per benchmark by the test accuracy of their best config (the rule of `run`:
@@ -254,8 +329,13 @@ def leaderboard(
     from bench.leaderboard import render, to_rich
 
     try:
-        boards = ranked(results_dirs or [DEFAULT_RESULTS], baseline=baseline, alpha=alpha,
-                        split_configs=split_configs, tell=OUTPUT.tell)
+        boards = ranked(
+            results_dirs or [DEFAULT_RESULTS],
+            baseline=baseline,
+            alpha=alpha,
+            split_configs=split_configs,
+            tell=OUTPUT.tell,
+        )
     except BadInput as error:
         _fail(str(error))
     if fmt is TableFormat.table and console.is_terminal:
@@ -268,9 +348,23 @@ def leaderboard(
 
 @app.command()
 def report(
-    results_dirs: list[Path] = typer.Argument(..., metavar="DIR [DIR ...]", help="Results folders of `sharpbench run` (e.g. committed reference results and your own)."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE.html", help="The HTML file to write (default: DIR/report.html of the first DIR; missing folders are made); PNGs go to figures/ beside it."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm)."),
+    results_dirs: list[Path] = typer.Argument(
+        ...,
+        metavar="DIR [DIR ...]",
+        help="Results folders of `sharpbench run` (e.g. committed reference results and your own).",
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        metavar="FILE.html",
+        help=(
+            "The HTML file to write (default: DIR/report.html of the first DIR; missing folders are made); PNGs go "
+            "to figures/ beside it."
+        ),
+    ),
+    baseline: Optional[str] = typer.Option(
+        None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm)."
+    ),
     split_configs: bool = typer.Option(False, "--split-configs", help=_SPLIT_HELP),
 ) -> None:
     """One self-contained HTML page (figures embedded, opens from disk) plus the PNGs: the
@@ -303,7 +397,9 @@ def list_regularizers(
         payload = [
             {
                 "name": name,
-                "doc": (regularizers.get(name).__doc__ or "").strip().splitlines()[0] if regularizers.get(name).__doc__ else "",
+                "doc": (regularizers.get(name).__doc__ or "").strip().splitlines()[0]
+                if regularizers.get(name).__doc__
+                else "",
                 "module": regularizers.get(name).__module__,
                 "hyperparameters": [hp.to_dict() for hp in regularizers.hyperparameters_of(name)],
             }
@@ -333,17 +429,51 @@ def list_regularizers(
 
 @app.command()
 def perf(
-    models: Optional[list[str]] = typer.Option(None, "--model", metavar="MODEL", help="Model to time (repeatable); default: the digits CNN and resnet18 on 32×32."),
-    methods: Optional[list[str]] = typer.Option(None, "--method", metavar="METHOD", help="Regularizer to time (repeatable); default: every registered one (erm is always added as the reference)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", metavar="DATASET", help="Time real batches of this dataset (with its augmentation) and report epoch time; default: random tensors."),
+    models: Optional[list[str]] = typer.Option(
+        None,
+        "--model",
+        metavar="MODEL",
+        help="Model to time (repeatable); default: the digits CNN and resnet18 on 32×32.",
+    ),
+    methods: Optional[list[str]] = typer.Option(
+        None,
+        "--method",
+        metavar="METHOD",
+        help="Regularizer to time (repeatable); default: every registered one (erm is always added as the reference).",
+    ),
+    dataset: Optional[str] = typer.Option(
+        None,
+        "--dataset",
+        metavar="DATASET",
+        help=(
+            "Time real batches of this dataset (with its augmentation) and report epoch time; default: random tensors."
+        ),
+    ),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="FOLDER", help="Where --dataset's files are."),
     batch_size: int = typer.Option(32, "--batch-size", metavar="N", min=1, help="Samples per step."),
     warmup: int = typer.Option(2, "--warmup", metavar="STEPS", min=0, help="Untimed steps of every method first."),
-    repeats: int = typer.Option(10, "--repeats", metavar="ROUNDS", min=1, help="Rounds: each times one block of every method in turn; medians and IQRs are over rounds (at least 4 for a reliable figure)."),
-    block_steps: int = typer.Option(1, "--block-steps", metavar="STEPS", min=1, help="Steps per timed block (more for very short steps)."),
+    repeats: int = typer.Option(
+        10,
+        "--repeats",
+        metavar="ROUNDS",
+        min=1,
+        help=(
+            "Rounds: each times one block of every method in turn; medians and IQRs are over rounds (at least 4 "
+            "for a reliable figure)."
+        ),
+    ),
+    block_steps: int = typer.Option(
+        1, "--block-steps", metavar="STEPS", min=1, help="Steps per timed block (more for very short steps)."
+    ),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu or cuda."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-    epoch_samples: Optional[int] = typer.Option(None, "--epoch-samples", metavar="N", min=1, help="Training-set size for the epoch-time estimate without --dataset (e.g. 45000 for CIFAR less validation)."),
+    epoch_samples: Optional[int] = typer.Option(
+        None,
+        "--epoch-samples",
+        metavar="N",
+        min=1,
+        help="Training-set size for the epoch-time estimate without --dataset (e.g. 45000 for CIFAR less validation).",
+    ),
     fmt: ListFormat = typer.Option(ListFormat.table, "--format", help="Output format."),
 ) -> None:
     """Time one optimizer step of each method: step time, passes, ratio to ERM, overhead beyond the pass count.
@@ -373,8 +503,17 @@ def perf(
     load_before = os.getloadavg()[0]
     try:
         timings = benchmark_steps(
-            models, methods, dataset=dataset, data_dir=data_dir, batch_size=batch_size, warmup=warmup,
-            repeats=repeats, steps_per_block=block_steps, device=device, compile=compile, epoch_samples=epoch_samples,
+            models,
+            methods,
+            dataset=dataset,
+            data_dir=data_dir,
+            batch_size=batch_size,
+            warmup=warmup,
+            repeats=repeats,
+            steps_per_block=block_steps,
+            device=device,
+            compile=compile,
+            epoch_samples=epoch_samples,
             progress=(lambda line: errors.print(line, highlight=False)) if fmt is ListFormat.table else None,
         )
         load_after = os.getloadavg()[0]
@@ -384,14 +523,30 @@ def perf(
         sys.stdout.write(json.dumps([t.to_dict() for t in timings], indent=2) + "\n")
         return
     block = f"blocks of {block_steps} steps, " if block_steps > 1 else ""
-    table = Table(title=f"One optimizer step: median ± IQR over {repeats} interleaved rounds ({block}after {warmup} warm-up)")
-    for column in ("model", "method", "device", "batch", "ms/step", "samples/s", "fwd/bwd", "× erm", "overhead", "epoch"):
+    table = Table(
+        title=f"One optimizer step: median ± IQR over {repeats} interleaved rounds ({block}after {warmup} warm-up)"
+    )
+    for column in (
+        "model",
+        "method",
+        "device",
+        "batch",
+        "ms/step",
+        "samples/s",
+        "fwd/bwd",
+        "× erm",
+        "overhead",
+        "epoch",
+    ):
         table.add_column(column, justify="right" if column not in ("model", "method", "device") else "left")
     for t in timings:
         step_mark = "" if t.reliability.step_time is None else " ?"
         ratio_mark = "" if t.reliability.ratio is None else " ?"
         table.add_row(
-            t.model, t.method, t.device, str(t.batch_size),
+            t.model,
+            t.method,
+            t.device,
+            str(t.batch_size),
             f"{_milliseconds(t.step_seconds.median, t.step_seconds.iqr)}{step_mark}",
             f"{t.samples_per_second:.0f}{step_mark}",
             f"{t.forward_passes}/{t.backward_passes}",
@@ -402,7 +557,10 @@ def perf(
     console.print(table)
 
     say = OUTPUT.say
-    say(f"± is the interquartile range (q3 - q1) over rounds. overhead = (time ratio to erm) / (pass-equivalents ratio); target <= {TARGET_OVERHEAD} ('!' marks a median above it).")
+    say(
+        "± is the interquartile range (q3 - q1) over rounds. overhead = (time ratio to erm) / (pass-equivalents "
+        f"ratio); target <= {TARGET_OVERHEAD} ('!' marks a median above it)."
+    )
     say(RELIABILITY_RULE + ".")
     # Other processes compete for the cores: the load says how much, next to the spreads it causes.
     say(f"1-minute load average: {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} CPUs.")

@@ -29,6 +29,7 @@ def _documented_example(repo_root: Path) -> str:
     text = (repo_root / "docs" / "api.md").read_text(encoding="utf-8")
     return text.split("```python\n", 1)[1].split("```", 1)[0]
 
+
 #: What a trial is: the same trials must appear through either door.
 _KEY = ["regularizer", "phase", "seed", "regularizer_hparams", "training_hparams", "suggestion_kind"]
 
@@ -46,8 +47,14 @@ def test_api_run_gives_the_rows_and_board_of_the_cli(smoke_results, tmp_path, re
     folder that holds the repository's configs."""
     (tmp_path / "configs").symlink_to(repo_root / "configs")
     results = tmp_path / "runs" / "smoke"
-    done = subprocess.run([sys.executable, "-c", _documented_example(repo_root) + _SAVE], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", _documented_example(repo_root) + _SAVE],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Leaderboard: sharpbench leaderboard" in done.stdout  # quiet: the board and the commands only
     assert "results →" not in done.stdout  # quiet: no banner, no progress lines

@@ -14,13 +14,27 @@ from bench.results.parquet import read_rows
 
 pytestmark = pytest.mark.slow
 
-KEPT = ("run_id", "status", "epochs_run", "val_accuracy", "test_accuracy", "wall_seconds", "mlflow_run_id", "seed", "training_hparams")
+KEPT = (
+    "run_id",
+    "status",
+    "epochs_run",
+    "val_accuracy",
+    "test_accuracy",
+    "wall_seconds",
+    "mlflow_run_id",
+    "seed",
+    "training_hparams",
+)
 
 
 def _run(config, results, repo_root) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results)],
-        cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
 
 
