@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,18 +11,13 @@ import pytest
 import torch
 import yaml
 
+from tests.runner import sharpbench
+
 GOOD = {"benchmark": "t", "regularizers": ["erm", "sam"], "model": {"name": "mlp"}}
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    return sharpbench(*args, timeout=120, env=env)
 
 
 def _config(tmp_path: Path, raw) -> str:

@@ -5,7 +5,6 @@ and searched epochs run to their own end."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,13 @@ from mlflow.tracking import MlflowClient
 
 from bench import selection
 from bench.results.parquet import read_rows
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    return sharpbench(*args, cwd=cwd)
 
 
 def _config(tmp_path: Path, name: str, seeds: list[int]) -> Path:

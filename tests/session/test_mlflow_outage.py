@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,21 +20,13 @@ from bench.results.mlflow_mirror import MlflowMirror, MlflowOutage
 from bench.results.mlflow_sink import BOUNDED_HTTP_ENV, TAG_ROLE, TAG_SEARCH_NAME, TAG_STATUS, TAG_TRIAL_KEY, MlflowSink
 from bench.results.parquet import read_rows
 from bench.run_record import load_records
-from tests.runner import sharpbench_command
+from tests.runner import sharpbench, sharpbench_command
 
 TRIALS = 6
 
 
 def _cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env=_env(),
-    )
+    return sharpbench(*args, cwd=cwd, timeout=timeout, env=_env())
 
 
 def _env() -> dict[str, str]:

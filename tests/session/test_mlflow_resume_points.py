@@ -13,7 +13,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from bench.metrics import EPOCH, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 from bench.results.mlflow_sink import default_tracking_uri
 from bench.results.parquet import read_rows
 from bench.search.trainable import STATE_FILE
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ PER_EPOCH = (VAL_ACCURACY, VAL_LOSS, TRAIN_LOSS, EPOCH)
 
 
 def _command(config: Path, results: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results), "--num-cpus", "2"]
+    return sharpbench_command("run", str(config), "--results", str(results), "--num-cpus", "2")
 
 
 def _trial_runs(client: MlflowClient):

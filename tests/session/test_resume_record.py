@@ -15,7 +15,6 @@ import collections
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from optuna.trial import TrialState
 from bench.results.parquet import read_rows
 from bench.run_record import load_records
 from bench.search.studies import ATTR_RUN_ID, default_storage, study_name
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ STATE = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "failed
 
 
 def _command(config: Path, results: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results), "--num-cpus", "2"]
+    return sharpbench_command("run", str(config), "--results", str(results), "--num-cpus", "2")
 
 
 def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tmp_path, repo_root):

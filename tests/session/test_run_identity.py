@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.results.parquet import read_rows
 from bench.run_record import LOCK_FILENAME, SUPERSEDED_DIRNAME, load_records
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +42,7 @@ def _config(tmp_path: Path, name: str = "ident", *, epochs: int = 1, low: float 
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    return sharpbench(*args, cwd=cwd)
 
 
 def _start(*args: str, cwd: Path) -> subprocess.Popen:
