@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,35 @@ class Verbosity(str, Enum):
     quiet = "quiet"
     normal = "normal"
     verbose = "verbose"
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a command's lines go: results to ``out``, warnings and errors to ``err``.
+
+    Text is printed as it is: a path or a config value with [brackets] is no markup, "host:1234:"
+    no emoji, and a line is never wrapped, so a printed command can be pasted.
+    """
+
+    out: Console
+    err: Console
+
+    @classmethod
+    def standard(cls) -> Output:
+        """stdout and stderr; piped output (CI logs, files) gets wide tables, not rich's 80 columns."""
+
+        def console(stderr: bool) -> Console:
+            tty = (sys.stderr if stderr else sys.stdout).isatty()
+            return Console(stderr=stderr, emoji=False) if tty else Console(stderr=stderr, width=160, emoji=False)
+
+        return cls(out=console(False), err=console(True))
+
+    def say(self, line: str) -> None:
+        self.out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    def tell(self, line: str) -> None:
+        """A line on stderr: a warning, a note or an error, prefix included."""
+        self.err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 #: Seconds between heartbeat lines when no progress bar can be drawn (pipes, CI logs).
@@ -91,7 +121,9 @@ def quiet_third_party(verbosity: Verbosity) -> None:
     # MLflow's store logs a database error with its traceback before raising it; the MLflow mirror
     # says each outage once, in one warning line (bench.results.mlflow_mirror).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_DropMessages(_RAY_NOISE_PREFIXES))
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        _DropMessages(_RAY_NOISE_PREFIXES)
+    )
     logging.getLogger("ray.tune.tune").addFilter(_DropMessages(_TUNE_INTERRUPT_PREFIXES))
     logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(_DropMessages(_TUNE_ANALYSIS_PREFIXES))
     logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -288,8 +320,9 @@ class RunProgress:
         if line.again:
             if self.verbosity is not Verbosity.quiet:
                 self._print(
-                    f"[{counts.index}/{len(self.methods)} {line.method} {line.phase}] {line.status} again: this trial had "
-                    f"ended before the interruption, after Tune last saved its state; its row is replaced, not counted twice"
+                    f"[{counts.index}/{len(self.methods)} {line.method} {line.phase}] {line.status} again: "
+                    "this trial had ended before the interruption, after Tune last saved its state; "
+                    "its row is replaced, not counted twice"
                 )
             return
         if line.phase == "final":
@@ -313,7 +346,8 @@ class RunProgress:
         error = f" — {line.error}" if line.error else ""
         self._print(
             f"[{counts.index}/{len(self.methods)} {line.method} {position}] {line.status} "
-            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | {format_trial_seconds(line.wall_seconds)}"
+            f"{line.epochs_run}/{line.epochs_planned} ep | {sampled} | {figures} | "
+            f"{format_trial_seconds(line.wall_seconds)}"
             f" | all {self.done}/{self.planned}, {eta}{error}"
         )
 

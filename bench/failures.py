@@ -15,6 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from bench.errors import first_line
+
 
 class FailureClass(str, Enum):
     """Why a ``failed`` trial failed (:func:`classify`); decides what the search does with it.
@@ -33,7 +35,9 @@ MAX_ERROR_CHARS = 2000
 # both named OutOfMemoryError; ray.exceptions.ActorDiedError and ActorUnavailableError are
 # RayActorError subclasses.
 _OOM_TYPES = frozenset({"OutOfMemoryError", "MemoryError"})
-_INFRA_TYPES = frozenset({"RayActorError", "WorkerCrashedError", "NodeDiedError", "ActorDiedError", "ActorUnavailableError"})
+_INFRA_TYPES = frozenset(
+    {"RayActorError", "WorkerCrashedError", "NodeDiedError", "ActorDiedError", "ActorUnavailableError"}
+)
 _DIVERGED_TYPES = frozenset({"Diverged"})
 # Ray's OOM kill reaches Tune as an actor death whose text carries the raylet's message; its
 # first line is generic ("Task was killed due to the node running low on memory."), the figures
@@ -50,15 +54,6 @@ _INFRA_MARKERS = ("worker died", "The actor died", "node died", "NodeDiedError",
 class InfrastructureBroken(RuntimeError):
     """Trials keep failing for the machine's reasons (a full disk, a node that keeps dying): the
     run stops rather than replace them for ever; its message is one line."""
-
-
-def first_line(error: BaseException | str) -> str:
-    """The first non-empty line of an exception's message (or of a text), stripped; the
-    exception's type name when the message is empty."""
-    text = str(error).strip()
-    if not text:
-        return type(error).__name__ if isinstance(error, BaseException) else ""
-    return text.splitlines()[0].strip()
 
 
 def _root(error: BaseException) -> BaseException:
@@ -92,8 +87,10 @@ def exception_chain(error: BaseException) -> list[BaseException]:
 
 def disk_full(error: BaseException) -> bool:
     """Whether ``error``, or anything it wraps, says the disk (or the user's quota) is full."""
-    return any(getattr(e, "errno", None) in _DISK_FULL_ERRNOS or any(m in str(e) for m in _DISK_FULL_MARKERS)
-               for e in exception_chain(error))
+    return any(
+        getattr(e, "errno", None) in _DISK_FULL_ERRNOS or any(m in str(e) for m in _DISK_FULL_MARKERS)
+        for e in exception_chain(error)
+    )
 
 
 def classify(error: BaseException) -> FailureClass:

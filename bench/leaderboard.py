@@ -265,7 +265,9 @@ def _final_groups(rows: Sequence[Mapping[str, Any]], order: Sequence[Mapping[str
     finals = [
         r
         for r in rows
-        if r["phase"] == Phase.FINAL.value and r["status"] == TrialStatus.COMPLETED.value and _num(r[M.TEST_ACCURACY]) is not None
+        if r["phase"] == Phase.FINAL.value
+        and r["status"] == TrialStatus.COMPLETED.value
+        and _num(r[M.TEST_ACCURACY]) is not None
     ]
     groups: dict[tuple[str | None, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in finals:
@@ -273,7 +275,10 @@ def _final_groups(rows: Sequence[Mapping[str, Any]], order: Sequence[Mapping[str
         if source is None:  # written before schema v2: match the config, as earlier versions did
             source = next((s["run_id"] for s in order if s["regularizer_hparams"] == r["regularizer_hparams"]), None)
         groups[(source, "" if source is not None else r["regularizer_hparams"])].append(r)
-    out = [_Group(source, position.get(source) if source is not None else None, tuple(g)) for (source, _), g in groups.items()]
+    out = [
+        _Group(source, position.get(source) if source is not None else None, tuple(g))
+        for (source, _), g in groups.items()
+    ]
 
     def key(g: _Group) -> tuple[int, float]:
         latest = max(r["timestamp"] for r in g.rows).timestamp()
@@ -286,7 +291,7 @@ def _seeded(rows: Sequence[Mapping[str, Any]]) -> dict[int, float] | list[float]
     """Test accuracies keyed by seed (pairable), or a plain list when a seed repeats."""
     values = [float(r[M.TEST_ACCURACY]) for r in rows]
     seeds = [int(r["seed"]) for r in rows]
-    return dict(zip(seeds, values)) if len(set(seeds)) == len(seeds) else values
+    return dict(zip(seeds, values, strict=True)) if len(set(seeds)) == len(seeds) else values
 
 
 def _final_group(group: _Group, confidence: float) -> FinalGroup:
@@ -315,7 +320,9 @@ def _elapsed(rows: Sequence[Mapping[str, Any]]) -> float:
     """Seconds covered by the union of the rows' spans, each from its start (end − wall time)
     to its end (``timestamp``). Not first start to last end: a run interrupted overnight and
     resumed would count the night."""
-    spans = sorted((r["timestamp"] - dt.timedelta(seconds=_num(r[M.WALL_SECONDS]) or 0.0), r["timestamp"]) for r in rows)
+    spans = sorted(
+        (r["timestamp"] - dt.timedelta(seconds=_num(r[M.WALL_SECONDS]) or 0.0), r["timestamp"]) for r in rows
+    )
     total, covered_to = 0.0, None
     for start, end in spans:
         if covered_to is not None and start < covered_to:
@@ -355,7 +362,9 @@ def _method(regularizer: str, rows: Sequence[Mapping[str, Any]], confidence: flo
     if groups:
         top = groups[0]
         ranked_by = RANKED_BY_FINAL
-        summary = stats.Summary(top.n, top.test_accuracy, top.test_accuracy_std, top.test_accuracy_ci_low, top.test_accuracy_ci_high)
+        summary = stats.Summary(
+            top.n, top.test_accuracy, top.test_accuracy_std, top.test_accuracy_ci_low, top.test_accuracy_ci_high
+        )
         interval_note = NO_INTERVAL_ONE_SEED if top.n < 2 else None
         values = _seeded(chosen_rows)
         flat_rows: Sequence[Mapping[str, Any]] = chosen_rows
@@ -458,14 +467,19 @@ def _comparison(method: _Method, base: _Method, confidence: float) -> stats.Comp
     if a.ranked_by != RANKED_BY_FINAL or b.ranked_by != RANKED_BY_FINAL:
         difference = None if a.test_accuracy is None or b.test_accuracy is None else a.test_accuracy - b.test_accuracy
         who = "baseline" if b.ranked_by != RANKED_BY_FINAL else "method"
-        return stats.Comparison(None, a.n_seeds, b.n_seeds, difference, None, None, None, note=f"{who} has no final seeds (n=1): no test")
+        return stats.Comparison(
+            None, a.n_seeds, b.n_seeds, difference, None, None, None, note=f"{who} has no final seeds (n=1): no test"
+        )
     return stats.compare(method.values, base.values, confidence)
 
 
 def _ranked(standings: Sequence[Standing]) -> tuple[Standing, ...]:
     scored = {s.regularizer: s for s in standings if s.test_accuracy is not None}
     groups = stats.rank_groups(
-        [stats.Interval(s.regularizer, s.test_accuracy, s.test_accuracy_ci_low, s.test_accuracy_ci_high) for s in scored.values()]  # type: ignore[arg-type]
+        [
+            stats.Interval(s.regularizer, s.test_accuracy, s.test_accuracy_ci_low, s.test_accuracy_ci_high)
+            for s in scored.values()
+        ]  # type: ignore[arg-type]
     )
     out = [dataclasses.replace(scored[g.name], rank=g.rank, rank_group=g.group, tied=g.tied) for g in groups]
     unscored = sorted((s for s in standings if s.test_accuracy is None), key=lambda s: s.regularizer)
@@ -573,7 +587,10 @@ def _accuracy(s: Standing) -> str:
         return f"{s.test_accuracy:.4f} ({s.interval_note})"
     if s.test_accuracy_ci_low is None:
         return f"{s.test_accuracy:.4f} (n={s.n_seeds}, no interval)"
-    return f"{s.test_accuracy:.4f} ± {s.test_accuracy_std:.4f} [{s.test_accuracy_ci_low:.4f}, {s.test_accuracy_ci_high:.4f}] (n={s.n_seeds})"
+    return (
+        f"{s.test_accuracy:.4f} ± {s.test_accuracy_std:.4f} [{s.test_accuracy_ci_low:.4f}, "
+        f"{s.test_accuracy_ci_high:.4f}] (n={s.n_seeds})"
+    )
 
 
 def _rank(s: Standing) -> str:
@@ -674,7 +691,11 @@ def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
             _compact({**s.regularizer_hparams, **s.tuned_training_hparams}),
         ]
         if flat:
-            row += [_fmt(s.hessian_top_eigenvalue, ".4g"), _with_stderr(s.hessian_trace, s.hessian_trace_stderr), _fmt(s.epsilon_sharpness, ".4g")]
+            row += [
+                _fmt(s.hessian_top_eigenvalue, ".4g"),
+                _with_stderr(s.hessian_trace, s.hessian_trace_stderr),
+                _fmt(s.epsilon_sharpness, ".4g"),
+            ]
         rows.append(row)
     return header, rows
 
@@ -698,9 +719,11 @@ def legend(board: BenchmarkBoard) -> str:
             f"Δ = method − {board.baseline}, mean test accuracy; paired t-test on seed-matched final runs when both "
             f"have the same seeds, Welch's t-test otherwise; "
             + (
-                f"p Holm-adjusted over the {tested} test{'' if tested == 1 else 's'} of this board, * = p ≤ {board.alpha:g}."
+                f"p Holm-adjusted over the {tested} test{'' if tested == 1 else 's'} of this board, * = p ≤ "
+                f"{board.alpha:g}."
                 if tested
-                else "no test ran on this board (a t-test needs at least 2 final runs of the method and of the baseline, not all equal)."
+                else "no test ran on this board (a t-test needs at least 2 final runs of the method and of the "
+                "baseline, not all equal)."
             )
         )
     return (
@@ -708,8 +731,8 @@ def legend(board: BenchmarkBoard) -> str:
         f"then run id); the final seeds re-run it. Test acc: mean ± sample std [{level} t-interval] over the "
         f"final seeds (n=1 when ranked by the search trial: no interval). Rank: the highest mean leads; methods "
         f"whose interval overlaps the leader's share its rank ('='); repeated on the rest. {versus} "
-        f"Search time: summed over trials / elapsed while any of its trials ran; slot-hours: summed time, one CPU or GPU slot per trial."
-        + _budget_legend(board)
+        "Search time: summed over trials / elapsed while any of its trials ran; slot-hours: summed time, one CPU or "
+        "GPU slot per trial." + _budget_legend(board)
     )
 
 
@@ -736,10 +759,18 @@ def to_rich(boards: Sequence[BenchmarkBoard]) -> Group:
     tables = []
     for board in boards:
         header, rows = _display_rows(board)
-        table = Table(title=_title(board), title_justify="left", header_style="bold", caption=_caption(board), caption_justify="left")
+        table = Table(
+            title=_title(board),
+            title_justify="left",
+            header_style="bold",
+            caption=_caption(board),
+            caption_justify="left",
+        )
         for name in header:
             # fold: a narrow terminal wraps a cell onto more lines; it never cuts a number to "…"
-            table.add_column(name, justify="right" if name not in ("Method", "Hyperparameters") else "left", overflow="fold")
+            table.add_column(
+                name, justify="right" if name not in ("Method", "Hyperparameters") else "left", overflow="fold"
+            )
         for row in rows:
             table.add_row(*row)
         tables.append(table)
@@ -762,7 +793,10 @@ def _csv(boards: Sequence[BenchmarkBoard]) -> str:
     for board in boards:
         for s in board.standings:
             record = _clean(s.to_dict())
-            record = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else ("" if v is None else v) for k, v in record.items()}
+            record = {
+                k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else ("" if v is None else v)
+                for k, v in record.items()
+            }
             writer.writerow({**{name: getattr(board, name) for name in _BOARD_COLUMNS}, **record})
     return out.getvalue()
 
@@ -782,7 +816,9 @@ def _markdown(boards: Sequence[BenchmarkBoard]) -> str:
 
 
 def _text(boards: Sequence[BenchmarkBoard], width: int | None) -> str:
-    console = Console(file=io.StringIO(), width=width or 100_000, color_system=None, force_terminal=False, highlight=False)
+    console = Console(
+        file=io.StringIO(), width=width or 100_000, color_system=None, force_terminal=False, highlight=False
+    )
     group = to_rich(boards)
     if width is None:  # each table as wide as its widest cell needs: nothing cut or wrapped
         for table in group.renderables:

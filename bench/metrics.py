@@ -65,29 +65,69 @@ def _declare(name: str, unit: str, description: str, **where: Any) -> str:
     return name
 
 
-# fmt: off
 VAL_ACCURACY: Final = _declare("val_accuracy", "fraction", "accuracy on the validation split", column="val_accuracy")
 VAL_LOSS: Final = _declare("val_loss", "nats", "mean cross-entropy on the validation split", column="val_loss")
-TEST_ACCURACY: Final = _declare("test_accuracy", "fraction", "accuracy on the test split (last epoch only)", column="test_accuracy")
-TEST_LOSS: Final = _declare("test_loss", "nats", "mean cross-entropy on the test split (last epoch only)", column="test_loss")
+TEST_ACCURACY: Final = _declare(
+    "test_accuracy", "fraction", "accuracy on the test split (last epoch only)", column="test_accuracy"
+)
+TEST_LOSS: Final = _declare(
+    "test_loss", "nats", "mean cross-entropy on the test split (last epoch only)", column="test_loss"
+)
 TRAIN_LOSS: Final = _declare("train_loss", "nats", "mean clean training loss over the epoch", column="train_loss")
-EPOCH: Final = _declare("epoch", "epochs", "epochs trained so far (1-based)", kind="int", column="epochs_run", required=True)
-FORWARD_PASSES: Final = _declare("forward_passes", "passes", "forward passes so far", kind="int", column="forward_passes", required=True)
-BACKWARD_PASSES: Final = _declare("backward_passes", "passes", "backward passes so far", kind="int", column="backward_passes", required=True)
-WALL_SECONDS: Final = _declare("wall_seconds", "s", "the trial's wall time so far, across retries", column="wall_seconds", required=True)
+EPOCH: Final = _declare(
+    "epoch", "epochs", "epochs trained so far (1-based)", kind="int", column="epochs_run", required=True
+)
+FORWARD_PASSES: Final = _declare(
+    "forward_passes", "passes", "forward passes so far", kind="int", column="forward_passes", required=True
+)
+BACKWARD_PASSES: Final = _declare(
+    "backward_passes", "passes", "backward passes so far", kind="int", column="backward_passes", required=True
+)
+WALL_SECONDS: Final = _declare(
+    "wall_seconds", "s", "the trial's wall time so far, across retries", column="wall_seconds", required=True
+)
 #: Reported once per trial attempt, measured before its clock starts: never part of WALL_SECONDS.
 COMPILE_SECONDS: Final = _declare("compile_s", "s", "warm-up/compile before the trial's clock", column="compile_s")
 EPOCH_SECONDS: Final = _declare("epoch_seconds", "s", "wall time of the last epoch")
 LEARNING_RATE: Final = _declare("learning_rate", "1", "learning rate at the end of the epoch")
 # Flatness of the final minimum (bench.measure.flatness).
-HESSIAN_TOP_EIGENVALUE: Final = _declare("hessian_top_eigenvalue", "loss/weight²", "top Hessian eigenvalue (Lanczos)", column="hessian_top_eigenvalue", leaderboard=True)
-HESSIAN_EIGEN_ITERATIONS: Final = _declare("hessian_eigen_iterations", "HVPs", "Hessian-vector products the eigenvalue used", kind="int", column="hessian_eigen_iterations")
-HESSIAN_EIGEN_CONVERGED: Final = _declare("hessian_eigen_converged", "flag", "whether the eigenvalue met its tolerance (else: stopped at the cap)", kind="bool", column="hessian_eigen_converged")
-HESSIAN_TRACE: Final = _declare("hessian_trace", "loss/weight²", "Hessian trace (Hutchinson)", column="hessian_trace", leaderboard=True)
-HESSIAN_TRACE_STDERR: Final = _declare("hessian_trace_stderr", "loss/weight²", "standard error of the trace estimate", column="hessian_trace_stderr")
-HESSIAN_TRACE_PROBES: Final = _declare("hessian_trace_probes", "probes", "Hutchinson probes the trace used", kind="int", column="hessian_trace_probes")
-EPSILON_SHARPNESS: Final = _declare("epsilon_sharpness", "nats", "largest loss increase in an L2 ball (Keskar et al. 2017)", column="epsilon_sharpness", leaderboard=True)
-# fmt: on
+HESSIAN_TOP_EIGENVALUE: Final = _declare(
+    "hessian_top_eigenvalue",
+    "loss/weight²",
+    "top Hessian eigenvalue (Lanczos)",
+    column="hessian_top_eigenvalue",
+    leaderboard=True,
+)
+HESSIAN_EIGEN_ITERATIONS: Final = _declare(
+    "hessian_eigen_iterations",
+    "HVPs",
+    "Hessian-vector products the eigenvalue used",
+    kind="int",
+    column="hessian_eigen_iterations",
+)
+HESSIAN_EIGEN_CONVERGED: Final = _declare(
+    "hessian_eigen_converged",
+    "flag",
+    "whether the eigenvalue met its tolerance (else: stopped at the cap)",
+    kind="bool",
+    column="hessian_eigen_converged",
+)
+HESSIAN_TRACE: Final = _declare(
+    "hessian_trace", "loss/weight²", "Hessian trace (Hutchinson)", column="hessian_trace", leaderboard=True
+)
+HESSIAN_TRACE_STDERR: Final = _declare(
+    "hessian_trace_stderr", "loss/weight²", "standard error of the trace estimate", column="hessian_trace_stderr"
+)
+HESSIAN_TRACE_PROBES: Final = _declare(
+    "hessian_trace_probes", "probes", "Hutchinson probes the trace used", kind="int", column="hessian_trace_probes"
+)
+EPSILON_SHARPNESS: Final = _declare(
+    "epsilon_sharpness",
+    "nats",
+    "largest loss increase in an L2 ball (Keskar et al. 2017)",
+    column="epsilon_sharpness",
+    leaderboard=True,
+)
 
 #: Method-specific metrics reported by a regularizer are logged as ``reg/<name>``.
 REGULARIZER_PREFIX: Final = "reg/"

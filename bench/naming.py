@@ -3,21 +3,15 @@ file names that benchmark and method names become."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from bench.errors import unknown_name
+
 T = TypeVar("T")
-
-
-def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
-    """One line: ``unknown model 'cnnn' (did you mean 'cnn'?); valid: cnn, mlp``."""
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {kind} {name!r}{hint}; valid: {', '.join(sorted(choices))}"
 
 
 class Registry(Generic[T]):
@@ -44,7 +38,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise self.error(unknown_name_message(self.kind, name, self.names())) from None
+            raise self.error(unknown_name(self.kind, name, self.names())) from None
 
 
 #: Longest file or folder name most file systems allow (ext4, xfs, btrfs: 255 bytes).
@@ -102,5 +96,7 @@ def too_long_name(benchmark: str, methods: list[str], folder: str | os.PathLike[
     size = len(name.encode())
     if size <= limit:
         return None
-    return (f"names too long for the file system: {where} would be a {size}-byte name, over the limit of {limit} bytes "
-            f"per file name; shorten the benchmark or method name by {size - limit} bytes")
+    return (
+        f"names too long for the file system: {where} would be a {size}-byte name, over the limit of {limit} bytes "
+        f"per file name; shorten the benchmark or method name by {size - limit} bytes"
+    )

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bench.failures import first_line
+from bench.errors import first_line
 from bench.results.schema import TrialStatus
 
 #: Exit status of ``sharpbench run`` / ``final`` when every trial of the benchmark failed.

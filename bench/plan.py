@@ -126,7 +126,11 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
     for name, spec in config.search.space.items():
         annotation = TrainingConfig.model_fields[name].annotation
         value_type = annotation if isinstance(annotation, type) else float
-        domain = Choice((False, True)) if value_type is bool and spec.choices is None else _domain_from_range(spec, value_type)
+        domain = (
+            Choice((False, True))
+            if value_type is bool and spec.choices is None
+            else _domain_from_range(spec, value_type)
+        )
         training_params.append(SearchParam(TRAINING_NAMESPACE, name, domain, getattr(config.training, name)))
 
     has_batchnorm = _model_has_batchnorm(config) if config.search.budget.kind == "passes" else None
@@ -137,7 +141,11 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
             if hp.name in entry.fixed:
                 continue
             if hp.name in entry.space:
-                params.append(SearchParam(REGULARIZER_NAMESPACE, hp.name, _domain_from_range(entry.space[hp.name], hp.type), hp.default))
+                params.append(
+                    SearchParam(
+                        REGULARIZER_NAMESPACE, hp.name, _domain_from_range(entry.space[hp.name], hp.type), hp.default
+                    )
+                )
             elif hp.searched:
                 params.append(SearchParam(REGULARIZER_NAMESPACE, hp.name, hp.domain, hp.default))
         plans.append(
@@ -146,7 +154,9 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
                 regularizer=entry.name,
                 fixed=dict(entry.fixed),
                 params=tuple(params) + tuple(training_params),
-                budget=_budget(config, entry.name, entry.fixed, has_batchnorm, searched=bool(params or training_params)),
+                budget=_budget(
+                    config, entry.name, entry.fixed, has_batchnorm, searched=bool(params or training_params)
+                ),
             )
         )
     return plans

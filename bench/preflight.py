@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchmarkConfig, TrainingConfig
-from bench.failures import first_line
-from bench.naming import name_limit, too_long_name, unknown_name_message
+from bench.errors import first_line, unknown_name
+from bench.naming import name_limit, too_long_name
 
 #: Seconds a network check waits for an answer: the MLflow client and Ray retry for minutes.
 NETWORK_TIMEOUT_S = 3.0
@@ -37,7 +37,9 @@ L2_REGULARIZER = "weight_decay"
 
 #: URI schemes MLflow's built-in tracking stores accept (mlflow/tracking/_tracking_service/utils.py
 #: registers these); plug-in stores declare theirs under the ``mlflow.tracking_store`` entry point.
-_MLFLOW_SCHEMES = frozenset({"", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc"})
+_MLFLOW_SCHEMES = frozenset(
+    {"", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc"}
+)
 
 #: Input shape and classes the model is built with for the option check. A model's layers do not
 #: depend on them (they only size the first and last layer), and the check builds on the meta
@@ -103,12 +105,13 @@ def check_names(config: BenchmarkConfig, results: Path) -> None:
     Tune state or the report were being written."""
     for entry in config.regularizers:
         if any(ord(c) < 32 or ord(c) == 127 for c in entry.name):
-            raise PreflightError(f"regularizer name {entry.name!r} holds a control character: it cannot be printed "
-                                 "on one line or used in file names; register the plug-in under another name")
+            raise PreflightError(
+                f"regularizer name {entry.name!r} holds a control character: it cannot be printed "
+                "on one line or used in file names; register the plug-in under another name"
+            )
     message = too_long_name(config.benchmark, [entry.name for entry in config.regularizers], results)
     if message is not None:
         raise PreflightError(message)
-
 
 
 def check_recipe(config: BenchmarkConfig) -> None:
@@ -119,7 +122,9 @@ def check_recipe(config: BenchmarkConfig) -> None:
     if L2_REGULARIZER not in methods:
         return
     if config.training.weight_decay > 0 or "weight_decay" in config.search.space:
-        what = "searched in search.space" if "weight_decay" in config.search.space else f"{config.training.weight_decay:g}"
+        what = (
+            "searched in search.space" if "weight_decay" in config.search.space else f"{config.training.weight_decay:g}"
+        )
         raise PreflightError(
             f"training.weight_decay ({what}) and the {L2_REGULARIZER!r} regularizer both apply an L2 penalty, "
             f"and every {L2_REGULARIZER} trial would apply their sum; set training.weight_decay: 0 "
@@ -140,12 +145,14 @@ def check_model_options(config: BenchmarkConfig) -> None:
     accepted = [p for p in inspect.signature(model_factory(name)).parameters if p not in ("input_shape", "num_classes")]
     for key in options:
         if key not in accepted:
-            raise PreflightError(f"model.options: {unknown_name_message(f'option of model {name!r}', key, accepted)}")
+            raise PreflightError(f"model.options: {unknown_name(f'option of model {name!r}', key, accepted)}")
     try:
         with torch.device("meta"):
             create_model(name, _PROBE_INPUT_SHAPE, _PROBE_CLASSES, **options)
     except (ModelError, TypeError, ValueError, RuntimeError) as error:
-        raise PreflightError(f"model.options {_options_text(options)} do not build model {name!r}: {first_line(error)}") from None
+        raise PreflightError(
+            f"model.options {_options_text(options)} do not build model {name!r}: {first_line(error)}"
+        ) from None
 
 
 def _options_text(options: dict[str, Any]) -> str:
@@ -164,7 +171,10 @@ def _cuda_available() -> bool:
 def check_device(training: TrainingConfig, *, cuda_available: bool) -> None:
     """``training.device: cuda`` on a machine without a CUDA device (a local run)."""
     if training.device == "cuda" and not cuda_available:
-        raise PreflightError("training.device is 'cuda' but this machine has no CUDA device; use device: auto or cpu, or --address a cluster with GPUs")
+        raise PreflightError(
+            "training.device is 'cuda' but this machine has no CUDA device; "
+            "use device: auto or cpu, or --address a cluster with GPUs"
+        )
 
 
 def local_node(num_cpus: int | None) -> NodeResources:
@@ -195,7 +205,10 @@ def check_placeable(config: BenchmarkConfig, nodes: list[NodeResources], *, wher
     resources = config.resources
     gpus = resources.gpus_per_trial
     if gpus > 1 and not float(gpus).is_integer():
-        raise PreflightError(f"resources.gpus_per_trial is {gpus:g}: above 1 it must be a whole number (fractions pack several trials on one GPU)")
+        raise PreflightError(
+            f"resources.gpus_per_trial is {gpus:g}: above 1 it must be a whole number "
+            "(fractions pack several trials on one GPU)"
+        )
     most_cpus = max((node.cpus for node in nodes), default=0.0)
     most_gpus = max((node.gpus for node in nodes), default=0.0)
     if config.training.device == "cuda" and most_gpus == 0 and where == "the cluster":
@@ -222,14 +235,18 @@ def check_results_folder(results: Path) -> None:
     """The results folder exists and takes files, or can be created: probed with a temporary file
     (or folder) that is removed again, so a bad path fails before any work, and nothing is left."""
     if any(ord(c) < 32 or ord(c) == 127 for c in str(results)):
-        raise PreflightError(f"results folder {str(results)!r} holds a control character (a newline?): name another folder")
+        raise PreflightError(
+            f"results folder {str(results)!r} holds a control character (a newline?): name another folder"
+        )
     path = Path(os.path.abspath(results.expanduser()))
     limit = name_limit(path)
     for part in path.parts:
         if len(part.encode()) > limit:
             shown = part if len(part) <= 40 else part[:37] + "..."
-            raise PreflightError(f"cannot create results folder {shown!r}: File name too long ({len(part.encode())} bytes; "
-                                 f"the file system allows {limit} bytes per name)")
+            raise PreflightError(
+                f"cannot create results folder {shown!r}: File name too long ({len(part.encode())} bytes; "
+                f"the file system allows {limit} bytes per name)"
+            )
     if path.exists() and not path.is_dir():
         raise PreflightError(f"results folder {path} is a file, not a folder")
     ancestor = path
@@ -254,9 +271,16 @@ def check_tracking_uri(uri: str, *, results: Path | None = None) -> None:
     and an HTTP(S) server that answers within :data:`NETWORK_TIMEOUT_S` (MLflow's client
     retries a dead server for minutes)."""
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
-    if scheme not in _MLFLOW_SCHEMES and scheme.split("+")[0] not in _MLFLOW_SCHEMES and scheme not in _plugin_schemes():
+    if (
+        scheme not in _MLFLOW_SCHEMES
+        and scheme.split("+")[0] not in _MLFLOW_SCHEMES
+        and scheme not in _plugin_schemes()
+    ):
         known = sorted(s for s in _MLFLOW_SCHEMES | _plugin_schemes() if s)
-        raise PreflightError(f"cannot use MLflow tracking URI {uri}: scheme {scheme!r} is not a tracking store; valid: {', '.join(known)}")
+        raise PreflightError(
+            f"cannot use MLflow tracking URI {uri}: scheme {scheme!r} is not a tracking store; "
+            f"valid: {', '.join(known)}"
+        )
     if scheme == "sqlite":
         check_sqlite_file(f"MLflow tracking URI {uri}", uri, results=results)
     if scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
@@ -283,7 +307,9 @@ def check_tracking_uri(uri: str, *, results: Path | None = None) -> None:
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         text = getattr(reason, "strerror", None) or str(reason)
-        raise PreflightError(f"no MLflow tracking server answers at {uri} within {NETWORK_TIMEOUT_S:g} s: {text}") from None
+        raise PreflightError(
+            f"no MLflow tracking server answers at {uri} within {NETWORK_TIMEOUT_S:g} s: {text}"
+        ) from None
 
 
 def _check_driver(what: str, url: str) -> None:
@@ -308,7 +334,9 @@ def check_optuna_storage(url: str, *, results: Path | None = None) -> None:
         parsed = make_url(url)
         _check_driver(f"Optuna storage {url!r}", url)
     except ArgumentError:
-        raise PreflightError(f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)") from None
+        raise PreflightError(
+            f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)"
+        ) from None
     except (NoSuchModuleError, ImportError) as error:
         raise PreflightError(f"cannot use Optuna storage {url!r}: {first_line(error)}") from None
     if parsed.get_backend_name() == "sqlite":
@@ -338,7 +366,9 @@ def check_sqlite_file(what: str, url: str, *, results: Path | None = None) -> No
 
 def _check_sqlite_path(what: str, path: Path, results: Path | None) -> None:
     folder = path.parent
-    made_by_run = results is not None and (folder.resolve() == results.resolve() or folder.resolve().is_relative_to(results.resolve()))
+    made_by_run = results is not None and (
+        folder.resolve() == results.resolve() or folder.resolve().is_relative_to(results.resolve())
+    )
     if not folder.is_dir() and not made_by_run:
         raise PreflightError(f"cannot use {what}: {folder} is not an existing folder")
     if path.is_dir():
@@ -364,8 +394,10 @@ def check_ray_address(address: str) -> None:
         roots = {os.environ.get("RAY_TMPDIR") or "/tmp", tempfile.gettempdir(), "/tmp"}
         started = any(Path(root, "ray", "ray_current_cluster").is_file() for root in roots)
         if not started and not os.environ.get("RAY_ADDRESS"):
-            raise PreflightError("--address auto: no Ray cluster was started on this machine (`ray start --head`); "
-                                 "leave --address out to run locally")
+            raise PreflightError(
+                "--address auto: no Ray cluster was started on this machine (`ray start --head`); "
+                "leave --address out to run locally"
+            )
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
@@ -376,4 +408,3 @@ def check_ray_address(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=NETWORK_TIMEOUT_S).close()
     except OSError as error:
         raise PreflightError(f"no Ray cluster answers at {address}: {error.strerror or error}") from None
-

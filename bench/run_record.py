@@ -40,17 +40,19 @@ TUNE_DIRNAME = "ray"
 
 #: Config keys that change where results go or how trials are placed, not what they are: a
 #: resumed run may change them (e.g. resume on a bigger machine, log to another server).
-NOT_IDENTITY = frozenset({
-    "tracking_uri",
-    "optuna_storage",
-    "search.max_concurrent_trials",
-    "search.max_failures",
-    "search.checkpoint_every",
-    "resources.cpus_per_trial",
-    "resources.gpus_per_trial",
-    "dataset.data_dir",
-    "dataset.download",
-})
+NOT_IDENTITY = frozenset(
+    {
+        "tracking_uri",
+        "optuna_storage",
+        "search.max_concurrent_trials",
+        "search.max_failures",
+        "search.checkpoint_every",
+        "resources.cpus_per_trial",
+        "resources.gpus_per_trial",
+        "dataset.data_dir",
+        "dataset.download",
+    }
+)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -96,7 +98,13 @@ class RunRecord:
 
     @classmethod
     def new(cls, config: BenchmarkConfig) -> RunRecord:
-        return cls(config.benchmark, config, config_hash(config), uuid.uuid4().hex[:12], dt.datetime.now(dt.timezone.utc).isoformat())
+        return cls(
+            config.benchmark,
+            config,
+            config_hash(config),
+            uuid.uuid4().hex[:12],
+            dt.datetime.now(dt.timezone.utc).isoformat(),
+        )
 
     def path(self, results_dir: Path) -> Path:
         return record_path(results_dir, self.benchmark)
@@ -168,7 +176,8 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
         raise IdentityMismatch(
             f"{results_dir} holds a run of benchmark {config.benchmark!r} started by an older sharpbench "
             f"(one Tune experiment per method, e.g. ray/{legacy[0].name}), which this version cannot resume; "
-            f"pass --restart to set it aside under {results_dir / SUPERSEDED_DIRNAME} and start afresh, or use another --results folder"
+            f"pass --restart to set it aside under {results_dir / SUPERSEDED_DIRNAME} and start afresh, or use "
+            "another --results folder"
         )
     if not restart and not _started(old, results_dir):
         # Nothing of the old run exists but its record (it stopped before its first trial, e.g.
@@ -202,8 +211,8 @@ def supersede(old: RunRecord, results_dir: Path) -> Path:
     """Move ``old``'s Parquet rows, Tune state and record under ``superseded/<b>-<instance>/``.
 
     Its Optuna studies stay where they are: their names carry the run instance, so the new run
-    never continues them (bench.search.studies). Moves within one file system (``os.replace``), so nothing is copied and nothing is half
-    there: each part is either in the live folder or set aside.
+    never continues them (bench.search.studies). Moves within one file system (``os.replace``), so
+    nothing is copied and nothing is half there: each part is either in the live folder or set aside.
     """
     from bench.results.parquet import benchmark_dir
 
@@ -214,7 +223,9 @@ def supersede(old: RunRecord, results_dir: Path) -> Path:
         os.replace(rows, target / "rows")
     tune_state = results_dir / TUNE_DIRNAME
     # ray/<b>/ holds the benchmark's experiments; ray/<b>-<method>-<phase>/ is the older layout.
-    for experiment in [e for e in [tune_state / old.benchmark, *legacy_experiments(results_dir, old.benchmark)] if e.is_dir()]:
+    for experiment in [
+        e for e in [tune_state / old.benchmark, *legacy_experiments(results_dir, old.benchmark)] if e.is_dir()
+    ]:
         (target / TUNE_DIRNAME).mkdir(exist_ok=True)
         os.replace(experiment, target / TUNE_DIRNAME / experiment.name)
     os.replace(old.path(results_dir), target / "run.json")
@@ -227,7 +238,11 @@ def legacy_experiments(results_dir: Path, benchmark: str) -> list[Path]:
     tune_state = Path(results_dir) / TUNE_DIRNAME
     if not tune_state.is_dir():
         return []
-    return sorted(p for p in tune_state.iterdir() if p.is_dir() and p.name.startswith(f"{benchmark}-") and p.name.endswith(("-search", "-final")))
+    return sorted(
+        p
+        for p in tune_state.iterdir()
+        if p.is_dir() and p.name.startswith(f"{benchmark}-") and p.name.endswith(("-search", "-final"))
+    )
 
 
 class FolderBusy(RuntimeError):
@@ -254,7 +269,10 @@ class FolderLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise FolderBusy(f"{self.path.parent} is in use by another sharpbench run ({holder}); wait for it or use another --results folder") from None
+            raise FolderBusy(
+                f"{self.path.parent} is in use by another sharpbench run ({holder}); wait for it or use another "
+                "--results folder"
+            ) from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()} on {os.uname().nodename}")
@@ -266,4 +284,3 @@ class FolderLock:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
-

@@ -115,18 +115,24 @@ def compare(
     paired = isinstance(method, dict) and isinstance(baseline, dict) and set(method) == set(baseline)
     kind: TestKind = PAIRED if paired else WELCH
     if len(a) < 2 or len(b) < 2:
-        return Comparison(None, len(a), len(b), difference, None, None, None, note="fewer than 2 runs on a side: no test")
+        return Comparison(
+            None, len(a), len(b), difference, None, None, None, note="fewer than 2 runs on a side: no test"
+        )
     if paired:
         seeds = sorted(method)  # type: ignore[arg-type]
         x = [method[s] for s in seeds]  # type: ignore[index]
         y = [baseline[s] for s in seeds]  # type: ignore[index]
-        if _constant([u - v for u, v in zip(x, y)]):
-            return Comparison(None, len(a), len(b), difference, None, None, None, note="paired differences all equal: t undefined")
+        if _constant([u - v for u, v in zip(x, y, strict=True)]):
+            return Comparison(
+                None, len(a), len(b), difference, None, None, None, note="paired differences all equal: t undefined"
+            )
         result = scipy.stats.ttest_rel(x, y)
         difference = float(np.mean(np.subtract(x, y)))
     else:
         if _constant(a) and _constant(b):
-            return Comparison(None, len(a), len(b), difference, None, None, None, note="both sides constant: t undefined")
+            return Comparison(
+                None, len(a), len(b), difference, None, None, None, note="both sides constant: t undefined"
+            )
         result = scipy.stats.ttest_ind(a, b, equal_var=False)
     interval = result.confidence_interval(confidence_level=confidence)
     return Comparison(kind, len(a), len(b), difference, float(interval.low), float(interval.high), float(result.pvalue))
@@ -159,7 +165,7 @@ def holm_adjust_comparisons(comparisons: Sequence[Comparison], alpha: float = AL
     without a test are returned unchanged. Raises ValueError for alpha outside (0, 1)."""
     _check_level(alpha, "alpha")
     tested = [i for i, c in enumerate(comparisons) if c.p_value is not None]
-    adjusted = dict(zip(tested, holm([comparisons[i].p_value for i in tested])))  # type: ignore[misc]
+    adjusted = dict(zip(tested, holm([comparisons[i].p_value for i in tested]), strict=True))  # type: ignore[misc]
     out = []
     for i, c in enumerate(comparisons):
         if i in adjusted:

@@ -114,7 +114,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _dtype_and_autocast(precision: str, device: torch.device) -> tuple[torch.dtype, Callable[[], contextlib.AbstractContextManager[Any]]]:
+def _dtype_and_autocast(
+    precision: str, device: torch.device
+) -> tuple[torch.dtype, Callable[[], contextlib.AbstractContextManager[Any]]]:
     precision = resolve_precision(precision, device)
     if precision == "float64":
         return torch.float64, contextlib.nullcontext
@@ -250,8 +252,13 @@ class Trainer:
     def train_step(self, inputs: Tensor, targets: Tensor) -> regularizers.StepReport:
         """One optimizer step: the regularizer fills the gradients, the optimizer applies them."""
         closure = regularizers.BatchClosure(
-            self.forward_model, inputs, targets, self.train_loss_fn, autocast=self.autocast,
-            parameters=self._parameters, batchnorms=self._batchnorms,
+            self.forward_model,
+            inputs,
+            targets,
+            self.train_loss_fn,
+            autocast=self.autocast,
+            parameters=self._parameters,
+            batchnorms=self._batchnorms,
         )
         self.optimizer.zero_grad(set_to_none=True)
         report = self.regularizer.step(closure)

@@ -8,9 +8,10 @@
 ``regularizers.space`` is the module of search-space domains (``Float``, ``Int``, ``Choice``,
 ``hparam``); :func:`hyperparameters_of` lists what a registered method declares.
 
-Depends on torch only: importable without Ray, Optuna or MLflow.
+Depends on torch (and bench.errors, standard library only): importable without Ray, Optuna or MLflow.
 """
 
+from regularizers import space  # the module, never shadowed by a function of the same name
 from regularizers.base import (
     BatchClosure,
     Objective,
@@ -33,20 +34,45 @@ from regularizers.registry import (
     available,
     create,
     get,
-    load_entry_points,
     hyperparameters_of,
+    load_entry_points,
     register,
     unregister,
 )
-from regularizers import space  # the module, never shadowed by a function of the same name
 from regularizers.space import Choice, Float, HyperParameter, Int, hparam, hyperparameters
 
 # Importing the built-in methods registers them (the decorator runs at class definition).
 from regularizers import amp, coherent, erm, gnp, l1, nrs, nso, rwp, sam, weight_decay  # noqa: E402,F401  isort: skip
 
 __all__ = [
-    "BatchClosure", "Choice", "ENTRY_POINT_GROUP", "Float", "HyperParameter", "Int", "Objective",
-    "PassCost", "PassOutput", "RegistryError", "Regularizer", "StepReport", "WeightBackup",
-    "available", "batchnorm_modules", "create", "get", "global_norm", "gradients", "hparam", "hyperparameters",
-    "hyperparameters_of", "load_entry_points", "perturbed_weights", "register", "rescale_", "space", "trainable_parameters", "unregister", "zero_grads",
+    "BatchClosure",
+    "Choice",
+    "ENTRY_POINT_GROUP",
+    "Float",
+    "HyperParameter",
+    "Int",
+    "Objective",
+    "PassCost",
+    "PassOutput",
+    "RegistryError",
+    "Regularizer",
+    "StepReport",
+    "WeightBackup",
+    "available",
+    "batchnorm_modules",
+    "create",
+    "get",
+    "global_norm",
+    "gradients",
+    "hparam",
+    "hyperparameters",
+    "hyperparameters_of",
+    "load_entry_points",
+    "perturbed_weights",
+    "register",
+    "rescale_",
+    "space",
+    "trainable_parameters",
+    "unregister",
+    "zero_grads",
 ]

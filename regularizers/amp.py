@@ -33,6 +33,7 @@ PERTURBATION_NORM = "perturbation_norm"
 PER_TENSOR = "per_tensor"
 GLOBAL = "global"
 
+
 # Guards the division in the projection, as the official code does.
 @torch.no_grad()
 def ascent_step(
@@ -80,7 +81,9 @@ class AMP(Regularizer):
     PassCost(forward=3, backward=3)
     """
 
-    perturbation_radius: float = hparam(0.5, Float(0.05, 1.0, log=True), "ε: L2 radius of the perturbation ball", minimum=0.0)
+    perturbation_radius: float = hparam(
+        0.5, Float(0.05, 1.0, log=True), "ε: L2 radius of the perturbation ball", minimum=0.0
+    )
     ascent_step_size: float = hparam(1.0, Float(0.1, 1.0, log=True), "ζ: inner gradient-ascent step size", minimum=0.0)
     inner_steps: int = hparam(1, Int(1, 2), "N: inner ascent steps (N = 0 is ERM)", minimum=0)
     projection: str = hparam(

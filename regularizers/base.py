@@ -77,9 +77,7 @@ def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._NormBase]:
     ``_NormBase`` is the common base of BatchNorm (1d/2d/3d, lazy, SyncBatchNorm) and InstanceNorm;
     InstanceNorm tracks statistics only with ``track_running_stats=True``, so the others are left out.
     """
-    return [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
-    ]
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -295,7 +293,7 @@ class Regularizer(ABC):
     def cost(self, has_batchnorm: bool) -> PassCost:
         """Forward/backward passes one :meth:`step` runs (the conformance suite checks it)."""
 
-    def start_epoch(self, epoch: int, total_epochs: int) -> None:
+    def start_epoch(self, epoch: int, total_epochs: int) -> None:  # noqa: B027 - optional hook: no-op by default
         """Called by the loop before each epoch (0-based); for schedules such as delayed penalties."""
 
     def report(self, closure: BatchClosure, clean_loss: Tensor, **metrics: Tensor) -> StepReport:

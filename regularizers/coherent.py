@@ -51,7 +51,7 @@ def coherence(gradients: list[Tensor], directions: list[Tensor], weight: float) 
     vector of scalars, so small models do not pay a dozen kernel launches per tensor.
     """
     gg, dd = _squared_norms(gradients), _squared_norms(directions)
-    gd = torch.stack([_dot(g, d) for g, d in zip(gradients, directions)])
+    gd = torch.stack([_dot(g, d) for g, d in zip(gradients, directions, strict=True)])
     combined_sq = (gg + 2 * weight * gd + weight * weight * dd).clamp_min(0)
     denominator = torch.sqrt(gg) * torch.sqrt(combined_sq)
     return (gg + weight * gd) / denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
@@ -63,8 +63,11 @@ class _GradientCoherent(Regularizer):
 
     penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "penalty coefficient λ", minimum=0.0)
     coherence_threshold: float = hparam(
-        0.0, Float(0.0, 0.5), "τ: impose the penalty on a tensor only if cos(g, g + penalty gradient) > τ",
-        minimum=-1.0, maximum=1.0,
+        0.0,
+        Float(0.0, 0.5),
+        "τ: impose the penalty on a tensor only if cos(g, g + penalty gradient) > τ",
+        minimum=-1.0,
+        maximum=1.0,
     )
     delay_epochs: int = hparam(
         0,
@@ -100,7 +103,7 @@ class _GradientCoherent(Regularizer):
             directions = [self.penalty_direction(p.detach()) for p in parameters]
             coherent = coherence(grads, directions, self.penalty_weight) > self.coherence_threshold
             scales = (coherent.to(grads[0].dtype) * self.penalty_weight).unbind()
-            for p, g, direction, scale in zip(parameters, grads, directions, scales):
+            for p, g, direction, scale in zip(parameters, grads, directions, scales, strict=True):
                 # g += λ·[coherent]·d in place: one fused op, no parameter-sized temporary for L2.
                 p.grad = g.addcmul_(direction, scale)
             fraction = coherent.to(clean.loss.dtype).mean()
@@ -120,7 +123,9 @@ class CoherentL2(_GradientCoherent):
     False
     """
 
-    penalty_weight: float = hparam(1e-3, Float(1e-4, 1e-2, log=True), "L2 coefficient λ (penalty λ/2·‖w‖²)", minimum=0.0)
+    penalty_weight: float = hparam(
+        1e-3, Float(1e-4, 1e-2, log=True), "L2 coefficient λ (penalty λ/2·‖w‖²)", minimum=0.0
+    )
 
     def penalty_direction(self, weight: Tensor) -> Tensor:
         return weight

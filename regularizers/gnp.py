@@ -53,13 +53,19 @@ class GNP(Regularizer):
     Cost: 2 passes (1 when α = 0 with the un-normalized clean term: that is ERM).
 
     >>> import regularizers
-    >>> regularizers.create("gnp", perturbed_gradient_weight=0.0, normalize_clean_gradient=False).cost(has_batchnorm=False)
+    >>> regularizers.create(
+    ...     "gnp", perturbed_gradient_weight=0.0, normalize_clean_gradient=False
+    ... ).cost(has_batchnorm=False)
     PassCost(forward=1, backward=1)
     """
 
-    perturbation_radius: float = hparam(0.1, Float(0.01, 0.5, log=True), "r: finite-difference step along g/‖g‖", minimum=0.0)
+    perturbation_radius: float = hparam(
+        0.1, Float(0.01, 0.5, log=True), "r: finite-difference step along g/‖g‖", minimum=0.0
+    )
     perturbed_gradient_weight: float = hparam(
-        0.8, Float(0.1, 1.0), "α = λ/r: weight of the perturbed gradient (1 − α on the clean one; α = 1 is SAM)",
+        0.8,
+        Float(0.1, 1.0),
+        "α = λ/r: weight of the perturbed gradient (1 − α on the clean one; α = 1 is SAM)",
         minimum=0.0,
     )
     normalize_clean_gradient: bool = hparam(
@@ -72,7 +78,8 @@ class GNP(Regularizer):
     norm_epsilon: float = hparam(
         0.0,
         Choice((0.0, NORM_EPSILON)),
-        "guard added to ‖g‖: 0 divides exactly (paper, authors' code); 1e-12 as SAM here (then α = 1 ≡ sam bit for bit)",
+        "guard added to ‖g‖: 0 divides exactly (paper, authors' code); "
+        "1e-12 as SAM here (then α = 1 ≡ sam bit for bit)",
         searched=False,
     )
 
@@ -101,7 +108,7 @@ class GNP(Regularizer):
                 if alpha != 0.0:
                     # lerp(a, b, α) = a + α(b − a): exact at α = 0 and α = 1.
                     torch._foreach_lerp_(grads, gradients(closure.parameters), alpha)
-                for p, g in zip(closure.parameters, grads):
+                for p, g in zip(closure.parameters, grads, strict=True):
                     p.grad = g
         return self.report(closure, clean.loss, **{GRAD_NORM: norm.detach()})
 

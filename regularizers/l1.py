@@ -30,7 +30,7 @@ class L1(Regularizer):
     def step(self, closure: BatchClosure) -> StepReport:
         clean = closure(update_bn=True)
         with torch.no_grad():
-            for p, g in zip(closure.parameters, gradients(closure.parameters)):
+            for p, g in zip(closure.parameters, gradients(closure.parameters), strict=True):
                 p.grad = g.add(torch.sign(p), alpha=self.penalty_weight)
         return self.report(closure, clean.loss)
 

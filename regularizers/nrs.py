@@ -59,6 +59,7 @@ NEIGHBOUR_KL = "neighbour_kl"
 RANDOM = "random"
 ADVERSARIAL = "adversarial"
 
+
 def gaussian_direction(parameters: Sequence[nn.Parameter], radius: float) -> list[Tensor]:
     """z/‖z‖₂·r with z ~ N(0, I) over all tensors (global torch RNG): a uniform point on the sphere."""
     with torch.no_grad():
@@ -72,8 +73,8 @@ def kl_to_clean(clean_logits: Tensor, weight: float = 1.0, record: list[Tensor] 
 
     The clean distribution is a constant (detached). The softmaxes are computed in float32 or wider
     whatever the logits' dtype; for the KL to measure Δ rather than rounding, the logits themselves
-    must come from full-precision passes (:class:`NRS` runs them so). ``record`` receives the detached unweighted KL, so reading it needs no division by
-    ``weight``.
+    must come from full-precision passes (:class:`NRS` runs them so). ``record`` receives the detached
+    unweighted KL, so reading it needs no division by ``weight``.
     """
     dtype = torch.promote_types(clean_logits.dtype, torch.float32)
     clean_log_probs = F.log_softmax(clean_logits.detach().to(dtype), dim=-1)
@@ -123,7 +124,7 @@ class NRS(Regularizer):
         direction = gradients(parameters)
         with torch.no_grad():
             rescale_(direction, self.perturbation_radius, global_norm(direction))
-        for p, g in zip(parameters, clean_grads):
+        for p, g in zip(parameters, clean_grads, strict=True):
             p.grad = g
         return direction
 

@@ -74,12 +74,19 @@ class NSO(Regularizer):
     PassCost(forward=2, backward=2)
     """
 
-    noise_scale: float = hparam(0.01, Float(0.001, 0.05, log=True), "σ: standard deviation of the weight noise U", minimum=0.0)
-    num_samples: int = hparam(1, Int(1, 3), "k: noise draws per step, each evaluated at W + U and W − U (W + U one-point)", minimum=1)
+    noise_scale: float = hparam(
+        0.01, Float(0.001, 0.05, log=True), "σ: standard deviation of the weight noise U", minimum=0.0
+    )
+    num_samples: int = hparam(
+        1, Int(1, 3), "k: noise draws per step, each evaluated at W + U and W − U (W + U one-point)", minimum=1
+    )
     clean_gradient_weight: float = hparam(
-        0.0, Float(0.0, 1.0), "λ: weight of the clean gradient ∇L(W) mixed into the estimate (0 = pure NSO)",
+        0.0,
+        Float(0.0, 1.0),
+        "λ: weight of the clean gradient ∇L(W) mixed into the estimate (0 = pure NSO)",
         searched=False,
-        minimum=0.0, maximum=1.0,
+        minimum=0.0,
+        maximum=1.0,
     )
     estimator: str = hparam(
         TWO_POINT,
@@ -124,7 +131,7 @@ class NSO(Regularizer):
             torch._foreach_mul_(estimate, 1.0 / (len(self._signs) * self.num_samples))
             if clean_grads is not None:
                 torch._foreach_lerp_(estimate, clean_grads, self.clean_gradient_weight)
-            for p, g in zip(parameters, estimate):
+            for p, g in zip(parameters, estimate, strict=True):
                 p.grad = g
             perturbed_loss = torch.stack(losses).mean()
         loss = clean.loss if clean is not None else perturbed_loss

@@ -15,11 +15,11 @@ beyond registering the built-in methods.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.metadata
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from bench.errors import described, unknown_name
 from regularizers.base import Regularizer
 from regularizers.space import HyperParameter, hyperparameters
 
@@ -33,12 +33,6 @@ _entry_points_loaded = False
 
 class RegistryError(ValueError):
     """A lookup or registration problem, with a message fit to print as one line."""
-
-
-def _did_you_mean(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{hint} Available: {', '.join(sorted(choices))}"
 
 
 def register(name: str) -> Callable[[R], R]:
@@ -89,9 +83,10 @@ def load_entry_points(force: bool = False) -> None:
         try:
             loaded = entry_point.load()
         except Exception as error:  # re-raised with the plugin named, as one line
-            lines = str(error).strip().splitlines()
-            detail = f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
-            raise RegistryError(f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {detail}") from error
+            detail = described(error)
+            raise RegistryError(
+                f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {detail}"
+            ) from error
         if isinstance(loaded, type) and _REGISTRY.get(getattr(loaded, "name", "")) is loaded:
             continue  # the plugin registered itself with @register
         _add(entry_point.name, loaded)
@@ -113,7 +108,7 @@ def get(name: str) -> type[Regularizer]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise RegistryError(f"unknown regularizer {name!r}{_did_you_mean(name, list(_REGISTRY))}") from None
+        raise RegistryError(unknown_name("regularizer", name, _REGISTRY)) from None
 
 
 def hyperparameters_of(name: str) -> tuple[HyperParameter, ...]:
@@ -129,9 +124,7 @@ def create(name: str, **hparams: Any) -> Regularizer:
     declared = {field.name: field for field in dataclasses.fields(cls)}
     for key, value in hparams.items():
         if key not in declared:
-            raise RegistryError(
-                f"regularizer {name!r} has no hyperparameter {key!r}{_did_you_mean(key, list(declared))}"
-            )
+            raise RegistryError(f"regularizer {name!r}: " + unknown_name("hyperparameter", key, declared))
         hparams[key] = _coerce(name, key, value, space_types={hp.name: hp.type for hp in hyperparameters(cls)})
     try:
         return cls(**hparams)

@@ -57,10 +57,15 @@ class RWP(Regularizer):
     PassCost(forward=2, backward=1)
     """
 
-    noise_scale: float = hparam(0.01, Float(0.001, 0.05, log=True), "γ: noise std relative to each filter's norm", minimum=0.0)
+    noise_scale: float = hparam(
+        0.01, Float(0.001, 0.05, log=True), "γ: noise std relative to each filter's norm", minimum=0.0
+    )
     perturbed_gradient_weight: float = hparam(
-        0.5, Float(0.0, 1.0), "α: weight of the perturbed gradient (1 − α on the clean one; 0 is ERM)",
-        minimum=0.0, maximum=1.0,
+        0.5,
+        Float(0.0, 1.0),
+        "α: weight of the perturbed gradient (1 − α on the clean one; 0 is ERM)",
+        minimum=0.0,
+        maximum=1.0,
     )
 
     def step(self, closure: BatchClosure) -> StepReport:
@@ -79,7 +84,7 @@ class RWP(Regularizer):
         if clean_grads is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(clean_grads, gradients(parameters), alpha)
-                for p, g in zip(parameters, clean_grads):
+                for p, g in zip(parameters, clean_grads, strict=True):
                     p.grad = g
         return self.report(closure, clean.loss)
 

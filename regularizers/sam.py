@@ -56,7 +56,9 @@ def ascend_and_regrad(closure: BatchClosure, ascent: list[torch.Tensor]) -> None
 class SAM(Regularizer):
     """Foret et al. 2021, eq. 2: the gradient at w + ρ·∇L/‖∇L‖₂, applied at w. Cost: 2 passes."""
 
-    perturbation_radius: float = hparam(0.05, Float(0.01, 0.5, log=True), "ρ: L2 radius of the ascent step", minimum=0.0)
+    perturbation_radius: float = hparam(
+        0.05, Float(0.01, 0.5, log=True), "ρ: L2 radius of the ascent step", minimum=0.0
+    )
 
     def step(self, closure: BatchClosure) -> StepReport:
         clean = closure(update_bn=True)
@@ -107,11 +109,15 @@ class ASAM(Regularizer):
     PassCost(forward=2, backward=2)
     """
 
-    perturbation_radius: float = hparam(0.5, Float(0.05, 2.0, log=True), "ρ: radius in the normalized space", minimum=0.0)
+    perturbation_radius: float = hparam(
+        0.5, Float(0.05, 2.0, log=True), "ρ: radius in the normalized space", minimum=0.0
+    )
     eta: float = hparam(
-        0.01, Float(1e-3, 0.1, log=True),
+        0.01,
+        Float(1e-3, 0.1, log=True),
         "η: offset in T = |w| + η (authors' code: 0.01; davda54/sam's adaptive port: 0)",
-        searched=False, minimum=0.0,
+        searched=False,
+        minimum=0.0,
     )
     adaptive_tensors: str = hparam(
         WEIGHTS,
@@ -146,7 +152,7 @@ class ASAM(Regularizer):
             if adaptive:
                 operator = torch._foreach_abs([closure.parameters[i].detach() for i in adaptive])
                 torch._foreach_add_(operator, self.eta)
-                for i, value in zip(adaptive, torch._foreach_mul([grads[i] for i in adaptive], operator)):
+                for i, value in zip(adaptive, torch._foreach_mul([grads[i] for i in adaptive], operator), strict=True):
                     scaled[i] = value
             norm = global_norm(scaled)
             fresh = set(adaptive)  # T·g of these is already a new tensor; the rest still alias `grads`

@@ -91,7 +91,10 @@ def _set_rng_state(state: tuple[Tensor, Tensor | None], device: torch.device) ->
 
 
 def _gradients_from_a_clean_start(
-    method: Regularizer, model: nn.Module, closure: BatchClosure, autocast: Callable[[], contextlib.AbstractContextManager[object]]
+    method: Regularizer,
+    model: nn.Module,
+    closure: BatchClosure,
+    autocast: Callable[[], contextlib.AbstractContextManager[object]],
 ) -> list[Tensor | None]:
     """The gradients a step leaves when it starts with ``p.grad = None`` everywhere, on copies of
     the method and the model (so neither's state moves)."""
@@ -143,14 +146,15 @@ def _check_one_step(
 
     assert isinstance(report, StepReport), f"{label}: step() must return a StepReport, got {type(report).__name__}"
     assert model.training, f"{label}: step() must leave the model in training mode"
-    for (name, p), before in zip(named, weights_before):
+    for (name, p), before in zip(named, weights_before, strict=True):
         assert torch.equal(p.detach(), before), (
             f"{label}: parameter {name!r} changed during step(); restore weights from a copy "
             "(WeightBackup / perturbed_weights), never by subtracting the perturbation"
         )
     stats = _batchnorm_state(model)
+    # Not strict: a different number of buffers fails the assert below, which names the method.
     mismatches = [
-        [index for index, (got, want) in enumerate(zip(stats, expected)) if not _same(got, want, exact)]
+        [index for index, (got, want) in enumerate(zip(stats, expected, strict=False)) if not _same(got, want, exact)]
         for expected in expected_stats
     ]
     assert len(stats) == len(expected_stats[0]) and not all(mismatches), (
@@ -171,7 +175,7 @@ def _check_one_step(
         f"forward/backward passes but step() ran {counted}"
     )
 
-    for (name, p), expected in zip(named, from_clean_start):
+    for (name, p), expected in zip(named, from_clean_start, strict=True):
         if not p.requires_grad:
             assert p.grad is None, f"{label}: frozen parameter {name!r} received a gradient"
             continue
@@ -248,10 +252,10 @@ def check_regularizer(
                     assert all(bool(torch.isfinite(p).all()) for p in after), (
                         f"{label}: {optimizer_name} produced non-finite weights from the method's gradient"
                     )
-                    assert any(not torch.equal(a, b) for a, b in zip(after, before)), (
+                    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)), (
                         f"{label}: {optimizer_name}.step() left every weight unchanged; is the gradient in p.grad?"
                     )
                     frozen_after = [p.detach() for p in model.parameters() if not p.requires_grad]
-                    assert all(torch.equal(a, b) for a, b in zip(frozen, frozen_after)), (
+                    assert all(torch.equal(a, b) for a, b in zip(frozen, frozen_after, strict=True)), (
                         f"{label}: a frozen parameter changed"
                     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import os
 import logging
+import os
 import re
 
 import pytest
@@ -20,14 +20,31 @@ def _console() -> tuple[Console, io.StringIO]:
 
 def _line(method: str, phase: str = "search", **sampled: object) -> TrialLine:
     return TrialLine(
-        method=method, phase=phase, status="completed", epochs_run=3, epochs_planned=3, sampled=sampled,
-        val_accuracy=0.5, test_accuracy=0.25, wall_seconds=1.5,
+        method=method,
+        phase=phase,
+        status="completed",
+        epochs_run=3,
+        epochs_planned=3,
+        sampled=sampled,
+        val_accuracy=0.5,
+        test_accuracy=0.25,
+        wall_seconds=1.5,
     )
 
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (9.4, "9s"), (59.4, "59s"), (60, "1m00s"), (75, "1m15s"), (3599, "59m59s"), (3600, "1h00m"), (3725, "1h02m"), (-3, "0s")],
+    [
+        (0, "0s"),
+        (9.4, "9s"),
+        (59.4, "59s"),
+        (60, "1m00s"),
+        (75, "1m15s"),
+        (3599, "59m59s"),
+        (3600, "1h00m"),
+        (3725, "1h02m"),
+        (-3, "0s"),
+    ],
 )
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
@@ -58,7 +75,10 @@ def test_trial_lines_count_per_method_and_overall_and_never_wrap():
     assert lines[0] == "── method 1/2: erm · search · 2 trials"
     trial_lines = [line for line in lines if line.startswith("[")]
     assert [re.match(r"\[(\d/2 \w+ \w+ \d/\d)\]", line).group(1) for line in trial_lines] == [
-        "1/2 erm search 1/2", "1/2 erm search 2/2", "1/2 erm final 1/1", "2/2 sam search 1/2",
+        "1/2 erm search 1/2",
+        "1/2 erm search 2/2",
+        "1/2 erm final 1/1",
+        "2/2 sam search 1/2",
     ]
     assert "learning_rate=0.1235 " in trial_lines[0]  # 4 significant digits
     assert "| seed=1 |" in trial_lines[2]
@@ -92,7 +112,18 @@ def test_failed_trial_line_carries_its_reason():
     console, buffer = _console()
     progress = RunProgress(console, [("erm", 1, 0)])
     progress.trial_finished(
-        TrialLine("erm", "search", "failed", 1, 3, {"learning_rate": 9.0}, None, None, 0.2, "FloatingPointError: loss became nan")
+        TrialLine(
+            "erm",
+            "search",
+            "failed",
+            1,
+            3,
+            {"learning_rate": 9.0},
+            None,
+            None,
+            0.2,
+            "FloatingPointError: loss became nan",
+        )
     )
     assert buffer.getvalue() == (
         "[1/1 erm search 1/1] failed 1/3 ep | learning_rate=9 | no result | 0.2s | all 1/1, ETA -"

@@ -7,7 +7,8 @@ import pytest
 import ray.exceptions
 import torch
 
-from bench.failures import classify, classify_text, error_text, first_line
+from bench.errors import first_line
+from bench.failures import classify, classify_text, error_text
 from bench.results.schema import FailureClass
 from bench.training import Diverged
 
@@ -15,7 +16,8 @@ from bench.training import Diverged
 # generic first line, then the node's memory figures, then advice and a process table.
 RAY_OOM = (
     "Task was killed due to the node running low on memory.\n"
-    "Memory on the node (IP: 172.17.0.2, ID: 90efe99b630d4b1f) where the task (task ID: a6755d17, name=allocate_memory, "
+    "Memory on the node (IP: 172.17.0.2, ID: 90efe99b630d4b1f) where the task "
+    "(task ID: a6755d17, name=allocate_memory, "
     "pid=91085, memory used=24.99GB) was running was 32.62GB / 33.28GB (0.980175), which exceeds the memory usage "
     "threshold of 0.96. Ray killed this worker (ID: a8101629) because it was the most recently scheduled task; to see "
     "more information about memory usage on this node, use `ray logs raylet.out -ip 172.17.0.2`.\n"
@@ -25,7 +27,8 @@ RAY_OOM = (
 )
 # torch's CUDA caching allocator text (c10/cuda/CUDACachingAllocator.cpp): figures, then advice.
 TORCH_OOM = (
-    "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 79.19 GiB of which 1.25 MiB is free. "
+    "CUDA out of memory. Tried to allocate 20.00 MiB. "
+    "GPU 0 has a total capacity of 79.19 GiB of which 1.25 MiB is free. "
     "Including non-PyTorch memory, this process has 79.18 GiB memory in use. Of the allocated memory 78.50 GiB is "
     "allocated by PyTorch, and 12.34 MiB is reserved by PyTorch but unallocated. If reserved but unallocated memory is "
     "large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for "
@@ -64,13 +67,17 @@ def test_torch_cuda_oom_keeps_the_allocator_figures():
     assert classify(MemoryError()) is FailureClass.OOM
 
 
-@pytest.mark.parametrize("error", [
-    ray.exceptions.ActorDiedError(),
-    ray.exceptions.WorkerCrashedError(),
-    ray.exceptions.NodeDiedError("node 10.0.0.3 died"),
-    ray.exceptions.RayActorError(),
-    RuntimeError("Ray worker died while running the task"),
-], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "error",
+    [
+        ray.exceptions.ActorDiedError(),
+        ray.exceptions.WorkerCrashedError(),
+        ray.exceptions.NodeDiedError("node 10.0.0.3 died"),
+        ray.exceptions.RayActorError(),
+        RuntimeError("Ray worker died while running the task"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
 def test_dead_workers_actors_and_nodes_are_infra(error):
     assert classify(error) is FailureClass.INFRA
     assert "\n" not in error_text(error) and error_text(error).startswith(type(error).__name__ + ": ")

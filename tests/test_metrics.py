@@ -33,10 +33,22 @@ def test_every_row_metric_is_a_typed_schema_column():
 
 def _every_reported_key() -> set[str]:
     epoch = EpochResult(
-        epoch=1, train_loss=0.5, val_loss=0.4, val_accuracy=0.9, learning_rate=0.1, epoch_seconds=1.0, forward_passes=10,
-        backward_passes=10, regularizer_metrics={"grad_norm": 1.0},
+        epoch=1,
+        train_loss=0.5,
+        val_loss=0.4,
+        val_accuracy=0.9,
+        learning_rate=0.1,
+        epoch_seconds=1.0,
+        forward_passes=10,
+        backward_passes=10,
+        regularizer_metrics={"grad_norm": 1.0},
         flatness=FlatnessResult(
-            top_eigenvalue=2.0, eigen_iterations=7, eigen_converged=True, trace=3.0, trace_stderr=0.1, trace_probes=12,
+            top_eigenvalue=2.0,
+            eigen_iterations=7,
+            eigen_converged=True,
+            trace=3.0,
+            trace_stderr=0.1,
+            trace_probes=12,
             epsilon_sharpness=0.01,
         ).to_metrics(),
     )
@@ -53,9 +65,17 @@ def test_everything_a_trial_reports_is_declared_and_reaches_mlflow():
 @pytest.mark.parametrize(
     ("kind", "required", "value", "expected"),
     [
-        ("float", False, 0.25, 0.25), ("float", False, math.nan, None), ("float", False, math.inf, None), ("float", False, None, None),
-        ("float", True, None, 0.0), ("int", True, 7.0, 7), ("int", True, None, 0), ("int", False, None, None),
-        ("bool", False, 1.0, True), ("bool", False, 0.0, False), ("bool", False, None, None),
+        ("float", False, 0.25, 0.25),
+        ("float", False, math.nan, None),
+        ("float", False, math.inf, None),
+        ("float", False, None, None),
+        ("float", True, None, 0.0),
+        ("int", True, 7.0, 7),
+        ("int", True, None, 0),
+        ("int", False, None, None),
+        ("bool", False, 1.0, True),
+        ("bool", False, 0.0, False),
+        ("bool", False, None, None),
     ],
 )
 def test_row_value_casts_to_the_column_type(kind, required, value, expected):

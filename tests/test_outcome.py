@@ -9,10 +9,12 @@ from tests.results.conftest import make_row
 
 def _rows(tmp_path, statuses, benchmark="b"):
     errors = {"failed": "FloatingPointError: training loss became nan in epoch 1\nmore"}
-    ParquetSink(tmp_path).write([
-        make_row(run_id=f"s/{i}", benchmark=benchmark, status=status, error=errors.get(status))
-        for i, status in enumerate(statuses)
-    ])
+    ParquetSink(tmp_path).write(
+        [
+            make_row(run_id=f"s/{i}", benchmark=benchmark, status=status, error=errors.get(status))
+            for i, status in enumerate(statuses)
+        ]
+    )
     return read_rows(tmp_path).to_pylist()
 
 
@@ -20,7 +22,8 @@ def test_every_trial_failed(tmp_path):
     rows = _rows(tmp_path, ["failed", "failed", "failed"])
     assert all_failed(rows)
     assert failure_summary(rows, "b") == (
-        "every one of the 3 trials of b failed; most often (3×): FloatingPointError: training loss became nan in epoch 1"
+        "every one of the 3 trials of b failed; most often (3×): "
+        "FloatingPointError: training loss became nan in epoch 1"
     )
 
 

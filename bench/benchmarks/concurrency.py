@@ -31,7 +31,8 @@ from typing import Any
 import typer
 
 from bench import metrics
-from bench.config import BenchmarkConfig, load_config
+from bench.catalog import load_benchmark
+from bench.config import BenchmarkConfig, with_final
 from bench.plan import METHOD_KEY, SUGGESTION_KEY, plan_methods, trial_spec
 from bench.search.live import LIVE, LiveRun
 from bench.search.searcher import BenchmarkSearcher
@@ -57,16 +58,28 @@ class SimTrial:
 def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Path) -> list[SimTrial]:
     """Run ``config``'s search (no final runs) with ``slots`` trials in flight; the trials in the
     order they ended. ``folder`` holds the sqlite study storage."""
-    config = config.with_final(seeds=[]) if config.final.seeds else config
+    config = with_final(config, seeds=[]) if config.final.seeds else config
     folder.mkdir(parents=True, exist_ok=True)
     plans = {plan.regularizer: plan for plan in plan_methods(config)}
-    live = LiveRun(config=config, plans=plans, results_dir=folder, tracking_uri="",
-                   optuna_storage=default_storage(folder), instance=f"c{slots}")
+    live = LiveRun(
+        config=config,
+        plans=plans,
+        results_dir=folder,
+        tracking_uri="",
+        optuna_storage=default_storage(folder),
+        instance=f"c{slots}",
+    )
     LIVE.bind(live)
     try:
-        searcher = BenchmarkSearcher(metric=config.search.metric, mode=metrics.OBJECTIVES[config.search.metric],
-                                     plans=list(plans.values()), config=config, storage=live.optuna_storage,
-                                     instance=live.instance, final_only=False)
+        searcher = BenchmarkSearcher(
+            metric=config.search.metric,
+            mode=metrics.OBJECTIVES[config.search.metric],
+            plans=list(plans.values()),
+            config=config,
+            storage=live.optuna_storage,
+            instance=live.instance,
+            final_only=False,
+        )
         searcher.set_max_concurrency(slots)
         clock, asked, ended = 0.0, 0, []
         running: list[tuple[float, int, SimTrial]] = []
@@ -79,8 +92,16 @@ def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Pa
                     break
                 asked += 1
                 value, seconds = evaluate(suggested)
-                trial = SimTrial(trial_id, suggested[METHOD_KEY], suggested.get(SUGGESTION_KEY), suggested, value,
-                                 clock, clock + seconds, len(running) + 1)
+                trial = SimTrial(
+                    trial_id,
+                    suggested[METHOD_KEY],
+                    suggested.get(SUGGESTION_KEY),
+                    suggested,
+                    value,
+                    clock,
+                    clock + seconds,
+                    len(running) + 1,
+                )
                 heapq.heappush(running, (trial.ended_at, asked, trial))
             if not running:
                 if suggested != searcher.FINISHED:
@@ -88,8 +109,12 @@ def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Pa
                 return ended
             clock, _, trial = heapq.heappop(running)
             method_epochs = epochs[trial.method]
-            result = {config.search.metric: trial.value, metrics.EPOCH: method_epochs,
-                      metrics.EPOCHS_PLANNED: method_epochs, metrics.WALL_SECONDS: trial.ended_at - trial.asked_at}
+            result = {
+                config.search.metric: trial.value,
+                metrics.EPOCH: method_epochs,
+                metrics.EPOCHS_PLANNED: method_epochs,
+                metrics.WALL_SECONDS: trial.ended_at - trial.asked_at,
+            }
             searcher.on_trial_complete(trial.trial_id, result=result)
             ended.append(trial)
     finally:
@@ -144,7 +169,7 @@ def main(
 
     quiet_third_party(Verbosity.normal)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = load_config(config_path)
+    base = load_benchmark(config_path)
     entry = next(e for e in base.regularizers if e.name == method)
     update: dict[str, Any] = {"regularizers": [entry]}
     search = base.search.model_copy(update={"trials_per_method": trials})
@@ -166,8 +191,10 @@ def main(
             rows.setdefault(label, []).append(run)
             typer.echo(f"seed {seed}: {label} done ({time.perf_counter() - started:.0f} s)", err=True)
     metric = base.search.metric
-    typer.echo(f"{base.benchmark} / {method}: {trials} trials, {base.training.epochs} epochs, "
-               f"search seeds {search_seeds}; best {metric} after k ended trials (mean over seeds)")
+    typer.echo(
+        f"{base.benchmark} / {method}: {trials} trials, {base.training.epochs} epochs, "
+        f"search seeds {search_seeds}; best {metric} after k ended trials (mean over seeds)"
+    )
     ks = sorted({1, trials // 3, 2 * trials // 3, trials} - {0})
     header = " | ".join(f"k={k:<4}" for k in ks)
     typer.echo(f"{'strategy':<20} | model-based | max in flight | {header} | final ± std")
@@ -180,8 +207,11 @@ def main(
         finals[label] = statistics.fmean(last)
         spread = statistics.stdev(last) if len(last) > 1 else 0.0
         flight = max(t.in_flight for r in runs for t in r)
-        typer.echo(f"{label:<20} | {model:>11.2f} | {flight:>13} | " + " | ".join(f"{m:.4f}" for m in means)
-                   + f" | {finals[label]:.4f} ± {spread:.4f}")
+        typer.echo(
+            f"{label:<20} | {model:>11.2f} | {flight:>13} | "
+            + " | ".join(f"{m:.4f}" for m in means)
+            + f" | {finals[label]:.4f} ± {spread:.4f}"
+        )
     one = finals.get("tpe @ 1 slot")
     four = finals.get("tpe @ 4 slots")
     if one is not None and four is not None:

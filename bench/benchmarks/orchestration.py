@@ -145,7 +145,10 @@ def utilization(intervals: Iterable[TrialInterval], slots: int) -> Utilization:
         raise ValueError("no trial intervals to measure")
     for interval in trials:
         if not (math.isfinite(interval.start) and math.isfinite(interval.end)) or interval.end < interval.start:
-            raise ValueError(f"trial interval of {interval.method} ({interval.phase}) ends before it starts: {interval.start} → {interval.end}")
+            raise ValueError(
+                f"trial interval of {interval.method} ({interval.phase}) ends before it starts: "
+                f"{interval.start} → {interval.end}"
+            )
     first, last = trials[0].start, max(i.end for i in trials)
     wall = last - first
     if wall <= 0:
@@ -168,9 +171,17 @@ def utilization(intervals: Iterable[TrialInterval], slots: int) -> Utilization:
     idle_tail = slots * (last - tail_start) - _busy_between(trials, tail_start, last)
     handovers = tuple(start - end for start, end in zip(starts[slots:], ends, strict=False))
     return Utilization(
-        slots=slots, trials=len(trials), wall_seconds=wall, busy_slot_seconds=busy,
-        idle_ramp=idle_ramp, idle_middle=idle_middle, idle_tail=idle_tail,
-        ramp_seconds=ramp_end - first, tail_seconds=last - tail_start, max_running=max_running, handovers=handovers,
+        slots=slots,
+        trials=len(trials),
+        wall_seconds=wall,
+        busy_slot_seconds=busy,
+        idle_ramp=idle_ramp,
+        idle_middle=idle_middle,
+        idle_tail=idle_tail,
+        ramp_seconds=ramp_end - first,
+        tail_seconds=last - tail_start,
+        max_running=max_running,
+        handovers=handovers,
     )
 
 
@@ -200,8 +211,18 @@ def simulated_accuracy(plan: MethodPlan, sampled: dict[str, Any], config: Benchm
     spec = trial_spec(config, plan, sampled)
     distance = 0.0
     for param in plan.params:
-        value = spec.regularizer_hparams.get(param.name) if param.namespace == "regularizer" else getattr(spec.training, param.name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and isinstance(param.default, (int, float)) and param.default > 0:
+        value = (
+            spec.regularizer_hparams.get(param.name)
+            if param.namespace == "regularizer"
+            else getattr(spec.training, param.name)
+        )
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value > 0
+            and isinstance(param.default, (int, float))
+            and param.default > 0
+        ):
             distance += math.log(value / param.default) ** 2
     peak = 0.95 - min(0.5, 0.05 * distance)
     return peak * (1.0 - 0.5**epoch)
@@ -225,10 +246,17 @@ class SimulatedTraining:
         epoch_wall = self.epoch_seconds * passes / REFERENCE_PASSES_PER_STEP
         epochs = trial_spec(config, plan, sampled).training.epochs
         seed = int(sampled.get(SEED_KEY, config.seed))
-        where = {metrics.NODE: ray.get_runtime_context().get_node_id(), metrics.STARTED_AT: started_at,
-                 metrics.DEVICE: SIMULATED_DEVICE, metrics.HARDWARE: SIMULATED_DEVICE, metrics.PRECISION: "float32"}
+        where = {
+            metrics.NODE: ray.get_runtime_context().get_node_id(),
+            metrics.STARTED_AT: started_at,
+            metrics.DEVICE: SIMULATED_DEVICE,
+            metrics.HARDWARE: SIMULATED_DEVICE,
+            metrics.PRECISION: "float32",
+        }
         # Reported as the real trainable reports (bench.search.reporting).
-        batch = EpochBatch(rung_epochs(config.search.asha, plan) if sampled.get(PHASE_KEY) == Phase.SEARCH.value else ())
+        batch = EpochBatch(
+            rung_epochs(config.search.asha, plan) if sampled.get(PHASE_KEY) == Phase.SEARCH.value else ()
+        )
         for epoch in range(1, epochs + 1):
             # Sleep to a deadline, not for a duration: reporting time does not stretch the trial.
             deadline = started + epoch * epoch_wall
@@ -238,11 +266,15 @@ class SimulatedTraining:
             steps = epoch * SIMULATED_STEPS_PER_EPOCH
             report = {
                 **where,
-                metrics.EPOCH: epoch, metrics.EPOCHS_PLANNED: epochs,
-                metrics.VAL_ACCURACY: accuracy, metrics.VAL_LOSS: -math.log(accuracy),
+                metrics.EPOCH: epoch,
+                metrics.EPOCHS_PLANNED: epochs,
+                metrics.VAL_ACCURACY: accuracy,
+                metrics.VAL_LOSS: -math.log(accuracy),
                 metrics.TRAIN_LOSS: -math.log(min(0.99, accuracy + 0.02)),
-                metrics.FORWARD_PASSES: steps * passes // 2, metrics.BACKWARD_PASSES: steps * passes // 2,
-                metrics.EPOCH_SECONDS: epoch_wall, metrics.WALL_SECONDS: time.perf_counter() - started,
+                metrics.FORWARD_PASSES: steps * passes // 2,
+                metrics.BACKWARD_PASSES: steps * passes // 2,
+                metrics.EPOCH_SECONDS: epoch_wall,
+                metrics.WALL_SECONDS: time.perf_counter() - started,
             }
             if epoch == epochs:
                 # Seeds spread the test figure a little, as real seeds do; deterministic per seed.
@@ -282,19 +314,25 @@ class Setup:
     def config(self, benchmark: str) -> BenchmarkConfig:
         """The benchmark config (digits/MLP names only: nothing is trained)."""
         space = {"learning_rate": {"low": 0.01, "high": 0.5, "log": True}} if self.search_learning_rate else {}
-        return parse_config({
-            "benchmark": benchmark,
-            "model": {"name": "mlp"},
-            "training": {"epochs": self.epochs, "learning_rate": 0.05},
-            "search": {
-                "trials_per_method": self.trials_per_method,
-                "asha": {"enabled": True, "grace_period": self.grace_period, "reduction_factor": self.reduction_factor},
-                "space": space,
-            },
-            "resources": {"cpus_per_trial": 1, "gpus_per_trial": self.gpus_per_trial},
-            "final": {"seeds": list(self.seeds), "top_k": self.top_k},
-            "regularizers": list(self.methods),
-        })
+        return parse_config(
+            {
+                "benchmark": benchmark,
+                "model": {"name": "mlp"},
+                "training": {"epochs": self.epochs, "learning_rate": 0.05},
+                "search": {
+                    "trials_per_method": self.trials_per_method,
+                    "asha": {
+                        "enabled": True,
+                        "grace_period": self.grace_period,
+                        "reduction_factor": self.reduction_factor,
+                    },
+                    "space": space,
+                },
+                "resources": {"cpus_per_trial": 1, "gpus_per_trial": self.gpus_per_trial},
+                "final": {"seeds": list(self.seeds), "top_k": self.top_k},
+                "regularizers": list(self.methods),
+            }
+        )
 
 
 DEFAULT = Setup()
@@ -326,29 +364,47 @@ def intervals_from_rows(rows: list[dict[str, Any]]) -> list[TrialInterval]:
     time, written by an older sharpbench, are skipped)."""
     return [
         TrialInterval(
-            method=row["regularizer"], phase=row["phase"], status=row["status"],
-            start=row["started_at"].timestamp(), end=row["started_at"].timestamp() + float(row["wall_seconds"]), node=row["node"],
+            method=row["regularizer"],
+            phase=row["phase"],
+            status=row["status"],
+            start=row["started_at"].timestamp(),
+            end=row["started_at"].timestamp() + float(row["wall_seconds"]),
+            node=row["node"],
         )
         for row in rows
         if row["started_at"] is not None
     ]
 
 
-def _run(config: BenchmarkConfig, trial: SimulatedTraining, *, sequential: bool, results: Path) -> tuple[list[dict[str, Any]], float]:
+def _run(
+    config: BenchmarkConfig, trial: SimulatedTraining, *, sequential: bool, results: Path
+) -> tuple[list[dict[str, Any]], float]:
     began = time.perf_counter()
-    run_benchmark(config, results_dir=results, tracking_uri=default_tracking_uri(results), trial_function=trial, sequential=sequential)
+    run_benchmark(
+        config,
+        results_dir=results,
+        tracking_uri=default_tracking_uri(results),
+        trial_function=trial,
+        sequential=sequential,
+    )
     return read_rows(results).to_pylist(), time.perf_counter() - began
 
 
-def measure_run(setup: Setup, *, sequential: bool, head_node: str, workdir: Path, name: str | None = None) -> RunFigures:
+def measure_run(
+    setup: Setup, *, sequential: bool, head_node: str, workdir: Path, name: str | None = None
+) -> RunFigures:
     """One benchmark run on the connected cluster; figures from the rows the sink wrote.
     ``name``: the benchmark's name (default: the scheduler's, ``concurrent`` or ``sequential``)."""
     scheduler = "sequential" if sequential else "concurrent"
     config = setup.config(name or scheduler)
-    trial = SimulatedTraining(setup.epoch_seconds, {plan.regularizer: plan.passes_per_step for plan in plan_methods(config)})
+    trial = SimulatedTraining(
+        setup.epoch_seconds, {plan.regularizer: plan.passes_per_step for plan in plan_methods(config)}
+    )
     rows, seconds = _run(config, trial, sequential=sequential, results=workdir / config.benchmark)
     intervals = intervals_from_rows(rows)
-    counts: dict[str, dict[str, int]] = {method: {Phase.SEARCH.value: 0, Phase.FINAL.value: 0} for method in setup.methods}
+    counts: dict[str, dict[str, int]] = {
+        method: {Phase.SEARCH.value: 0, Phase.FINAL.value: 0} for method in setup.methods
+    }
     for row in rows:
         counts[row["regularizer"]][row["phase"]] += 1
     return RunFigures(
@@ -365,7 +421,9 @@ def measure_run(setup: Setup, *, sequential: bool, head_node: str, workdir: Path
 def no_search_setup(setup: Setup) -> Setup:
     """The no-search check's shape: ERM (nothing to search: the learning rate fixed) beside SAM
     (ρ searched), with ``setup``'s trials, seeds and cluster, and shorter trials."""
-    return dataclasses.replace(setup, methods=NO_SEARCH_METHODS, epochs=2, epoch_seconds=setup.epoch_seconds / 2, search_learning_rate=False)
+    return dataclasses.replace(
+        setup, methods=NO_SEARCH_METHODS, epochs=2, epoch_seconds=setup.epoch_seconds / 2, search_learning_rate=False
+    )
 
 
 @dataclass
@@ -387,7 +445,12 @@ class Report:
         for scheduler in ("concurrent", "sequential"):
             values = self.utilizations(scheduler)
             if values:
-                summary[scheduler] = {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+                summary[scheduler] = {
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                    "n": len(values),
+                }
         return {
             "setup": asdict(self.setup),
             "slots": self.slots,
@@ -395,12 +458,16 @@ class Report:
             "sequential_bound": asdict(self.bound),
             "utilization": summary,
             "runs": [{**asdict(run), "utilization": run.utilization.to_dict()} for run in self.runs],
-            "no_search": None if self.no_search is None else {**asdict(self.no_search), "utilization": self.no_search.utilization.to_dict()},
+            "no_search": None
+            if self.no_search is None
+            else {**asdict(self.no_search), "utilization": self.no_search.utilization.to_dict()},
             "cluster_start_seconds": self.cluster_start_seconds,
         }
 
 
-def measure(setup: Setup, *, repeats: int = 1, no_search: bool = True, log: Callable[[str], None] = lambda line: None) -> Report:
+def measure(
+    setup: Setup, *, repeats: int = 1, no_search: bool = True, log: Callable[[str], None] = lambda line: None
+) -> Report:
     """Start the loopback cluster, run the benchmark ``repeats`` times under each scheduler
     (alternating which goes first), then the no-search check; shut everything down.
     Raises what Ray raises when the cluster cannot start, and :class:`bench.search.SearchInterrupted`
@@ -424,14 +491,28 @@ def measure(setup: Setup, *, repeats: int = 1, no_search: bool = True, log: Call
                     workdir = Path(folder, f"repeat-{repeat}")
                     run = measure_run(setup, sequential=sequential, head_node=head_node, workdir=workdir)
                     runs.append(run)
-                    log(f"repeat {repeat + 1}/{repeats} {run.scheduler}: utilization {run.utilization.utilization:.3f}, "
-                        f"wall {run.utilization.wall_seconds:.1f} s")
+                    log(
+                        f"repeat {repeat + 1}/{repeats} {run.scheduler}: "
+                        f"utilization {run.utilization.utilization:.3f}, wall {run.utilization.wall_seconds:.1f} s"
+                    )
             nosearch = None
             if no_search:
-                nosearch = measure_run(no_search_setup(setup), sequential=False, head_node=head_node, workdir=Path(folder),
-                                       name=NO_SEARCH_BENCHMARK)
+                nosearch = measure_run(
+                    no_search_setup(setup),
+                    sequential=False,
+                    head_node=head_node,
+                    workdir=Path(folder),
+                    name=NO_SEARCH_BENCHMARK,
+                )
         finals_per_method = setup.top_k * len(setup.seeds)
-        return Report(setup, setup.slots, sequential_bound(setup.trials_per_method, finals_per_method, setup.slots), runs, nosearch, started)
+        return Report(
+            setup,
+            setup.slots,
+            sequential_bound(setup.trials_per_method, finals_per_method, setup.slots),
+            runs,
+            nosearch,
+            started,
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -443,24 +524,35 @@ def measure(setup: Setup, *, repeats: int = 1, no_search: bool = True, log: Call
 def _format_table(report: Report) -> str:
     setup = report.setup
     lines = [
-        (f"Slot utilization: {len(setup.methods)} methods ({', '.join(setup.methods)}) × {setup.trials_per_method} search trials "
-        f"+ top-{setup.top_k} × {len(setup.seeds)} final seeds; {setup.epochs} epochs, {setup.epoch_seconds:g} s per epoch "
-        f"× passes per step / 2 (an SAM epoch takes twice an ERM one); ASHA grace {setup.grace_period}, "
-        f"reduction {setup.reduction_factor:g}"),
-        (f"cluster: head (0 GPUs) + {setup.workers} workers × {setup.gpus_per_worker} GPUs, {setup.gpus_per_trial:g} GPU per trial "
-        f"→ {report.slots} slots (started in {report.cluster_start_seconds:.1f} s)"),
-        "utilization = busy slot-seconds / (slots × wall); busy = a trial's code running; wall = first trial start → last trial end",
+        (
+            f"Slot utilization: {len(setup.methods)} methods ({', '.join(setup.methods)}) "
+            f"× {setup.trials_per_method} search trials + top-{setup.top_k} × {len(setup.seeds)} final seeds; "
+            f"{setup.epochs} epochs, {setup.epoch_seconds:g} s per epoch "
+            f"× passes per step / 2 (an SAM epoch takes twice an ERM one); ASHA grace {setup.grace_period}, "
+            f"reduction {setup.reduction_factor:g}"
+        ),
+        (
+            f"cluster: head (0 GPUs) + {setup.workers} workers × {setup.gpus_per_worker} GPUs, "
+            f"{setup.gpus_per_trial:g} GPU per trial → {report.slots} slots "
+            f"(started in {report.cluster_start_seconds:.1f} s)"
+        ),
+        (
+            "utilization = busy slot-seconds / (slots × wall); busy = a trial's code running; "
+            "wall = first trial start → last trial end"
+        ),
         "",
-        (f"{'scheduler':<11} {'util':>6} {'wall s':>7} {'busy slot-s':>11} {'trials':>6} {'nodes':>5} "
-        f"{'idle ramp/middle/tail slot-s':>29} {'slot wait med (max) s':>21} {'driver s':>8}"),
+        (
+            f"{'scheduler':<11} {'util':>6} {'wall s':>7} {'busy slot-s':>11} {'trials':>6} {'nodes':>5} "
+            f"{'idle ramp/middle/tail slot-s':>29} {'slot wait med (max) s':>21} {'driver s':>8}"
+        ),
     ]
     for run in report.runs:
         u = run.utilization
         handover = "-" if u.handover_median is None else f"{u.handover_median:.2f} ({max(u.handovers):.2f})"
         idle = f"{u.idle_ramp:.1f}/{u.idle_middle:.1f}/{u.idle_tail:.1f}"
         lines.append(
-            f"{run.scheduler:<11} {u.utilization:>6.3f} {u.wall_seconds:>7.1f} {u.busy_slot_seconds:>11.1f} {u.trials:>6} "
-            f"{run.nodes:>5} {idle:>29} {handover:>21} {run.driver_seconds:>8.1f}"
+            f"{run.scheduler:<11} {u.utilization:>6.3f} {u.wall_seconds:>7.1f} {u.busy_slot_seconds:>11.1f} "
+            f"{u.trials:>6} {run.nodes:>5} {idle:>29} {handover:>21} {run.driver_seconds:>8.1f}"
         )
     lines.append("")
     for scheduler in ("concurrent", "sequential"):
@@ -474,9 +566,14 @@ def _format_table(report: Report) -> str:
         f"≤ {setup.top_k * len(setup.seeds)}/{report.slots} = {bound.final:.2f} while a method's final seeds run"
     )
     if report.no_search is not None:
-        counts = "; ".join(f"{method} {c[Phase.SEARCH.value]} search + {c[Phase.FINAL.value]} final"
-                           for method, c in report.no_search.counts.items())
-        lines.append(f"no-search method ({NO_SEARCH_METHODS[0]} with the learning rate fixed, {setup.trials_per_method} trials per method): {counts}")
+        counts = "; ".join(
+            f"{method} {c[Phase.SEARCH.value]} search + {c[Phase.FINAL.value]} final"
+            for method, c in report.no_search.counts.items()
+        )
+        lines.append(
+            f"no-search method ({NO_SEARCH_METHODS[0]} with the learning rate fixed, "
+            f"{setup.trials_per_method} trials per method): {counts}"
+        )
     return "\n".join(lines)
 
 
@@ -490,9 +587,17 @@ def _group() -> None:
 
 @app.command("utilization")
 def utilization_command(
-    quick: bool = typer.Option(False, "--quick", help="4 methods × 4 trials + 2 seeds on 4 slots, shorter epochs (about 2 minutes)."),
-    short: bool = typer.Option(False, "--short", help="4 epochs of 1 s, ASHA from epoch 1, 3 final seeds: the seeds of the last method make a long tail."),
-    repeats: int = typer.Option(1, "--repeats", min=1, help="Runs per scheduler; figures are the median and range over them."),
+    quick: bool = typer.Option(
+        False, "--quick", help="4 methods × 4 trials + 2 seeds on 4 slots, shorter epochs (about 2 minutes)."
+    ),
+    short: bool = typer.Option(
+        False,
+        "--short",
+        help="4 epochs of 1 s, ASHA from epoch 1, 3 final seeds: the seeds of the last method make a long tail.",
+    ),
+    repeats: int = typer.Option(
+        1, "--repeats", min=1, help="Runs per scheduler; figures are the median and range over them."
+    ),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
     """Slot utilization of the whole-benchmark scheduler against the sequential one, and the
@@ -514,7 +619,9 @@ def utilization_command(
         typer.echo(_format_table(report))
 
 
-@app.command("overhead", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+@app.command(
+    "overhead", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+)
 def overhead_command(ctx: typer.Context) -> None:
     """Ray Tune against the same trials in-process (where the time goes), and throughput with
     1 and 2 concurrent CPU trials. Options: `overhead --help` (bench/benchmarks/overhead.py)."""

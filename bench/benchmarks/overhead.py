@@ -86,7 +86,7 @@ class RayRun:
     @property
     def gaps(self) -> list[float]:
         """Between one trial's end and the next one's start (one at a time only)."""
-        return [b.started - a.ended for a, b in zip(self.trials, self.trials[1:])]
+        return [b.started - a.ended for a, b in zip(self.trials, self.trials[1:], strict=False)]
 
     @property
     def tail(self) -> float:
@@ -130,23 +130,31 @@ def _bench_config(base, *, trials: int, epochs: int | None = None, width: int | 
     from bench.config import RangeSpec, RegularizerEntry
 
     training = base.training if epochs is None else base.training.model_copy(update={"epochs": epochs})
-    model = base.model if width is None else base.model.model_copy(update={"options": {**base.model.options, "width": width}})
-    search = base.search.model_copy(update={
-        "trials_per_method": trials,
-        "asha": base.search.asha.model_copy(update={"enabled": False}),
-        "max_concurrent_trials": concurrency,
-        "space": {"learning_rate": RangeSpec(low=0.01, high=0.1, log=True)},
-    })
-    return base.model_copy(update={
-        "benchmark": f"{base.benchmark}_overhead",
-        "training": training,
-        "model": model,
-        "search": search,
-        "resources": base.resources.model_copy(update={"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}),
-        "final": base.final.model_copy(update={"seeds": []}),
-        "flatness": base.flatness.model_copy(update={"when": "off"}),
-        "regularizers": [RegularizerEntry(name="erm")],
-    })
+    model = (
+        base.model
+        if width is None
+        else base.model.model_copy(update={"options": {**base.model.options, "width": width}})
+    )
+    search = base.search.model_copy(
+        update={
+            "trials_per_method": trials,
+            "asha": base.search.asha.model_copy(update={"enabled": False}),
+            "max_concurrent_trials": concurrency,
+            "space": {"learning_rate": RangeSpec(low=0.01, high=0.1, log=True)},
+        }
+    )
+    return base.model_copy(
+        update={
+            "benchmark": f"{base.benchmark}_overhead",
+            "training": training,
+            "model": model,
+            "search": search,
+            "resources": base.resources.model_copy(update={"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}),
+            "final": base.final.model_copy(update={"seeds": []}),
+            "flatness": base.flatness.model_copy(update={"when": "off"}),
+            "regularizers": [RegularizerEntry(name="erm")],
+        }
+    )
 
 
 def _ray_run(config) -> tuple[RayRun, list[dict]]:
@@ -222,14 +230,16 @@ def _print_overhead(figure: OverheadFigure) -> None:
     own = [t.wall_seconds for t in ray_run.trials]
     gaps = ray_run.gaps
     print(
-        f"    per trial: own wall in Ray {statistics.mean(own):.2f} s mean, {statistics.median(own):.2f} s median (in-process "
-        f"{statistics.mean(local.trial_seconds):.2f} s, {statistics.median(local.trial_seconds):.2f} s; the first trial of a "
-        f"process pays one-time imports); "
+        f"    per trial: own wall in Ray {statistics.mean(own):.2f} s mean, {statistics.median(own):.2f} s median "
+        f"(in-process {statistics.mean(local.trial_seconds):.2f} s, {statistics.median(local.trial_seconds):.2f} s; "
+        f"the first trial of a process pays one-time imports); "
         f"before first trial {ray_run.before_first:.2f} s; gaps between trials "
-        f"{statistics.mean(gaps) if gaps else 0.0:.2f} s mean, {max(gaps, default=0.0):.2f} s max; tail {ray_run.tail:.2f} s"
+        f"{statistics.mean(gaps) if gaps else 0.0:.2f} s mean, {max(gaps, default=0.0):.2f} s max; "
+        f"tail {ray_run.tail:.2f} s"
     )
     print(
-        f"    Ray wall = trials {ray_run.trial_seconds:.1f} s + orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s; "
+        f"    Ray wall = trials {ray_run.trial_seconds:.1f} s "
+        f"+ orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s; "
         f"own-wall excess over in-process {ray_run.trial_seconds - sum(local.trial_seconds):+.1f} s "
         f"({1000 * figure.excess_per_epoch:+.1f} ms per epoch)",
         flush=True,
@@ -237,13 +247,20 @@ def _print_overhead(figure: OverheadFigure) -> None:
 
 
 def measure_overhead(
-    base, *, label: str, trials: int, repeats: int, epochs: int | None = None, width: int | None = None,
+    base,
+    *,
+    label: str,
+    trials: int,
+    repeats: int,
+    epochs: int | None = None,
+    width: int | None = None,
 ) -> list[OverheadFigure]:
     """``repeats`` × (Ray run, then the same trials in-process), printed as they come."""
     config = _bench_config(base, trials=trials, epochs=epochs, width=width)
     print(
-        f"{label}: {trials} trials x {config.training.epochs} epochs, model {config.model.name} {config.model.options}, "
-        "one at a time", flush=True,
+        f"{label}: {trials} trials x {config.training.epochs} epochs, "
+        f"model {config.model.name} {config.model.options}, one at a time",
+        flush=True,
     )
     figures = []
     for _ in range(repeats):
@@ -262,11 +279,13 @@ def measure_overhead(
 def measure_full(base, *, repeats: int) -> list[OverheadFigure]:
     """The config as it is (every method, its search and its final seeds), one trial at a time,
     against the same trials in-process: the Tune experiment's start-up is in this figure."""
-    config = base.model_copy(update={
-        "benchmark": f"{base.benchmark}_overhead",
-        "search": base.search.model_copy(update={"max_concurrent_trials": 1}),
-        "resources": base.resources.model_copy(update={"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}),
-    })
+    config = base.model_copy(
+        update={
+            "benchmark": f"{base.benchmark}_overhead",
+            "search": base.search.model_copy(update={"max_concurrent_trials": 1}),
+            "resources": base.resources.model_copy(update={"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}),
+        }
+    )
     methods = len(config.regularizers)
     print(
         f"{base.benchmark} as configured: {methods} methods x ({config.search.trials_per_method} search trials + "
@@ -279,9 +298,11 @@ def measure_full(base, *, repeats: int) -> list[OverheadFigure]:
         epochs = sum(int(row["epochs_run"]) for row in rows) / len(rows)  # mean: ASHA stops some early
         figure = OverheadFigure("full benchmark", round(epochs), ray_run, _in_process(config, rows))
         print(
-            f"  full benchmark: {len(rows)} trials; in-process {figure.local.wall_seconds:.1f} s (load {figure.local.load:.1f}), "
+            f"  full benchmark: {len(rows)} trials; "
+            f"in-process {figure.local.wall_seconds:.1f} s (load {figure.local.load:.1f}), "
             f"Ray {ray_run.wall_seconds:.1f} s (load {ray_run.load:.1f}), ratio {figure.ratio:.2f}x; "
-            f"Ray wall = trials {ray_run.trial_seconds:.1f} s + orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s",
+            f"Ray wall = trials {ray_run.trial_seconds:.1f} s "
+            f"+ orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s",
             flush=True,
         )
         figures.append(figure)
@@ -313,15 +334,19 @@ def epochs_for(base, seconds: float, width: int | None) -> int:
     return max(probe_epochs, round(seconds / per_epoch))
 
 
-def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...], epochs: int | None = None,
-                       width: int | None = None) -> dict[int, float]:
+def measure_throughput(
+    base, *, trials: int, concurrencies: tuple[int, ...], epochs: int | None = None, width: int | None = None
+) -> dict[int, float]:
     """Trials per minute with C trials at a time (each 1 CPU), on the connected runtime.
 
     Two figures per C: over the whole call (the Tune experiment's start-up included) and in the
     steady state, from the first trial's start to the last one's end. Returns the steady ones.
     """
     shown = base.training.epochs if epochs is None else epochs
-    print(f"throughput: {trials} trials x {shown} epochs{'' if width is None else f', width {width}'}, 1 CPU each", flush=True)
+    print(
+        f"throughput: {trials} trials x {shown} epochs{'' if width is None else f', width {width}'}, 1 CPU each",
+        flush=True,
+    )
     steady: dict[int, float] = {}
     for concurrency in concurrencies:
         run, _ = _ray_run(_bench_config(base, trials=trials, concurrency=concurrency, epochs=epochs, width=width))
@@ -341,13 +366,14 @@ def measure_throughput(base, *, trials: int, concurrencies: tuple[int, ...], epo
 
 def _overhead(args: argparse.Namespace) -> int:
     from bench import search
-    from bench.config import ConfigError, load_config
+    from bench.catalog import load_benchmark
+    from bench.config import ConfigError
     from bench.console import Verbosity, quiet_third_party
     from bench.search import driver  # noqa: F401 - Ray, Optuna, MLflow set their loggers on import: before quieting them
 
     quiet_third_party(Verbosity.normal)  # the library output settings of `sharpbench run`
     try:
-        base = load_config(args.config)
+        base = load_benchmark(args.config)
     except (ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -367,7 +393,12 @@ def _overhead(args: argparse.Namespace) -> int:
         if not args.no_long:
             epochs = epochs_for(base, long_seconds, args.long_width)
             measure_overhead(
-                base, label=f"~{long_seconds:.0f} s trials", trials=2, repeats=1, epochs=epochs, width=args.long_width,
+                base,
+                label=f"~{long_seconds:.0f} s trials",
+                trials=2,
+                repeats=1,
+                epochs=epochs,
+                width=args.long_width,
             )
         if not args.no_throughput:
             measure_throughput(base, trials=4 if args.quick else 8, concurrencies=(1, 2))
@@ -383,25 +414,39 @@ def _overhead(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.benchmarks.orchestration", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.benchmarks.orchestration", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     overhead = commands.add_parser("overhead", help="Ray Tune against in-process, and C=1/2 throughput")
-    overhead.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="benchmark config whose recipe the trials use")
+    overhead.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="benchmark config whose recipe the trials use"
+    )
     overhead.add_argument("--trials", type=int, default=6, help="trials per run (default 6, digits.yaml's budget)")
     overhead.add_argument("--repeats", type=int, default=3, help="Ray + in-process pairs for the config's recipe")
     overhead.add_argument("--long-seconds", type=float, default=60.0, help="target length of one 'long' trial")
     overhead.add_argument(
-        "--long-width", type=int, default=64,
+        "--long-width",
+        type=int,
+        default=64,
         help="model.options.width of the long trials (default 64: epochs of ~0.5 s rather than digits' ~0.03 s)",
     )
-    overhead.add_argument("--quick", action="store_true", help="3 trials, 1 repeat, 20 s long trials, 4 throughput trials, no full benchmark")
-    overhead.add_argument("--no-full", action="store_true", help="skip the whole config as configured (every method and phase)")
+    overhead.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 trials, 1 repeat, 20 s long trials, 4 throughput trials, no full benchmark",
+    )
+    overhead.add_argument(
+        "--no-full", action="store_true", help="skip the whole config as configured (every method and phase)"
+    )
     overhead.add_argument("--no-long", action="store_true", help="skip the long-trial figure")
     overhead.add_argument("--no-throughput", action="store_true", help="skip the C=1/C=2 throughput figure")
     overhead.add_argument(
-        "--throughput-seconds", type=float, default=8.0,
-        help="also measure C=1/C=2 throughput with 4 trials of about this many seconds (CNN of --long-width; default 8, "
-        "--quick 4); 0: skip",
+        "--throughput-seconds",
+        type=float,
+        default=8.0,
+        help="also measure C=1/C=2 throughput with 4 trials of about this many seconds "
+        "(CNN of --long-width; default 8, --quick 4); 0: skip",
     )
     args = parser.parse_args(argv)
     for name in ("trials", "repeats"):

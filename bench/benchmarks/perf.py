@@ -3,8 +3,8 @@
 Timings go through the real training step (:meth:`bench.training.Trainer.train_step`: the
 regularizer, autocast, channels_last, the optimizer), after warm-up. The methods are
 *interleaved*: each round times one block of steps of every method in turn (starting one method
-later each round), so a slow drift of the machine (other load, clock speed) hits every method alike. Each figure is reported as the
-median and the interquartile range (IQR) over rounds:
+later each round), so a slow drift of the machine (other load, clock speed) hits every method alike.
+Each figure is reported as the median and the interquartile range (IQR) over rounds:
 
 * step time: over the per-round block times (divided by the steps in a block);
 * ratio to ERM: over the per-round ratios (the method's block time / ERM's block time *in the same
@@ -37,6 +37,8 @@ from regularizers import StepReport
 
 #: (model, input shape) pairs timed by default: the digits CNN and a ResNet-sized CNN on 32×32.
 DEFAULT_MODELS = (("cnn", (1, 8, 8)), ("resnet18", (3, 32, 32)))
+
+
 @dataclass
 class StepTiming:
     """One (model, method): seconds per optimizer step, and its cost relative to ERM's."""
@@ -88,7 +90,16 @@ def _synthetic(input_shape: tuple[int, int, int], num_classes: int, samples: int
 class _MethodClock:
     """One method's trainer on one model, timing blocks of training steps."""
 
-    def __init__(self, model: str, method: str, *, dataset: Dataset, data_config: DataConfig, batch_size: int, training: TrainingConfig) -> None:
+    def __init__(
+        self,
+        model: str,
+        method: str,
+        *,
+        dataset: Dataset,
+        data_config: DataConfig,
+        batch_size: int,
+        training: TrainingConfig,
+    ) -> None:
         self.model = model
         self.method = method
         self.batch_size = batch_size
@@ -122,7 +133,14 @@ class _MethodClock:
         return (wall_clock(self.trainer.device) - started) / steps
 
 
-def _time_model(clocks: list[_MethodClock], *, warmup: int, repeats: int, steps_per_block: int, progress: Callable[[str], None] | None) -> None:
+def _time_model(
+    clocks: list[_MethodClock],
+    *,
+    warmup: int,
+    repeats: int,
+    steps_per_block: int,
+    progress: Callable[[str], None] | None,
+) -> None:
     for _ in range(warmup):
         for clock in clocks:
             clock.run_block(1)
@@ -145,7 +163,9 @@ def _timings(clocks: list[_MethodClock], *, steps_per_block: int, epoch_samples:
         assert clock.report is not None
         passes = pass_equivalents(clock.report.forward_passes, clock.report.backward_passes)
         # Per round: x / x is exactly 1.0 in IEEE arithmetic, so erm's ratio is exactly 1.
-        ratios = [mine / reference for mine, reference in zip(clock.seconds_per_step, erm.seconds_per_step, strict=True)]
+        ratios = [
+            mine / reference for mine, reference in zip(clock.seconds_per_step, erm.seconds_per_step, strict=True)
+        ]
         step = Spread.of(clock.seconds_per_step)
         overhead = Spread.of([ratio / (passes / erm_passes) for ratio in ratios])
         samples_per_second = clock.batch_size / step.median
@@ -197,7 +217,9 @@ def benchmark_steps(
     ``warmup`` below 0, and what the dataset, model and trainer raise for bad names or devices.
     """
     if repeats < 1 or steps_per_block < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1, steps_per_block >= 1, warmup >= 0; got {repeats}, {steps_per_block}, {warmup}")
+        raise ValueError(
+            f"need repeats >= 1, steps_per_block >= 1, warmup >= 0; got {repeats}, {steps_per_block}, {warmup}"
+        )
     methods = ["erm", *[m for m in (methods or regularizers.available()) if m != "erm"]]
     training = TrainingConfig(device=device, compile=compile)
     shapes = dict(DEFAULT_MODELS)
@@ -205,7 +227,12 @@ def benchmark_steps(
     timings = []
     for model in models:
         if dataset is not None:
-            data_config = DataConfig(name=dataset, data_dir=data_dir, crop_padding=4 if dataset != "digits" else 0, horizontal_flip=dataset != "digits")
+            data_config = DataConfig(
+                name=dataset,
+                data_dir=data_dir,
+                crop_padding=4 if dataset != "digits" else 0,
+                horizontal_flip=dataset != "digits",
+            )
             data = load_dataset(data_config)
             samples = len(data.train)
         else:

@@ -31,7 +31,8 @@ import optuna
 import typer
 
 from bench import metrics, selection
-from bench.config import BenchmarkConfig, load_config
+from bench.catalog import load_benchmark
+from bench.config import BenchmarkConfig
 from bench.data import load_dataset
 from bench.plan import MethodPlan, plan_methods, trial_spec
 from bench.results.schema import TrialStatus
@@ -58,7 +59,8 @@ class SearchTrace:
     def best_after(self, count: int, metric: str) -> float | None:
         """The best completed value among the first ``count`` trials (the selection rule)."""
         candidates = [
-            selection.Candidate(f"{t.number:05d}", TrialStatus(t.status), **{metric: t.value}) for t in self.trials[:count]
+            selection.Candidate(f"{t.number:05d}", TrialStatus(t.status), **{metric: t.value})
+            for t in self.trials[:count]
         ]
         chosen = selection.best(candidates, metric)
         return None if chosen is None else chosen.value(metric)
@@ -106,7 +108,9 @@ def run_strategy(config: BenchmarkConfig, method: str, strategy: str, search_see
     else:
         sampler = optuna.samplers.RandomSampler(seed=search_seed)
         pruner = optuna.pruners.NopPruner()
-    study = optuna.create_study(direction="maximize" if metrics.OBJECTIVES[metric] == "max" else "minimize", sampler=sampler, pruner=pruner)
+    study = optuna.create_study(
+        direction="maximize" if metrics.OBJECTIVES[metric] == "max" else "minimize", sampler=sampler, pruner=pruner
+    )
     study.enqueue_trial(plan.default_point())  # as the real search does: the papers' defaults first
     trace = SearchTrace(strategy, search_seed)
     study.optimize(_objective(config, plan, load_dataset(config.dataset), metric, trace), n_trials=trials)
@@ -136,7 +140,9 @@ def summarize(traces: list[SearchTrace], metric: str, trials: int) -> list[Summa
         finals = [v for v in finals if v is not None]
         summaries.append(
             Summary(
-                strategy, best_by_trials, passes_by_trials,
+                strategy,
+                best_by_trials,
+                passes_by_trials,
                 statistics.fmean(finals) if finals else None,
                 statistics.stdev(finals) if len(finals) > 1 else None,
             )
@@ -150,23 +156,32 @@ def verdict(summaries: list[Summary], points: float = 0.005) -> str:
     tpe, random = (next(s for s in summaries if s.strategy == name) for name in STRATEGIES)
     if random.best_final is None:
         return "random search completed no trial: no verdict"
-    needed = next((i + 1 for i, v in enumerate(tpe.best_by_trials) if v is not None and v >= random.best_final - points), None)
+    needed = next(
+        (i + 1 for i, v in enumerate(tpe.best_by_trials) if v is not None and v >= random.best_final - points), None
+    )
     half = len(random.best_by_trials) / 2
     if needed is None:
         return f"MISSED: TPE+ASHA never came within {points:.3f} of random search's best {random.best_final:.4f}"
     mark = "MET" if needed <= half else "MISSED"
     return (
-        f"{mark}: TPE+ASHA came within {points:.3f} of random search's best ({random.best_final:.4f}) after {needed} trials "
-        f"(target ≤ {half:g}), having spent {tpe.passes_by_trials[needed - 1]:.3g} passes against random's "
+        f"{mark}: TPE+ASHA came within {points:.3f} of random search's best ({random.best_final:.4f}) "
+        f"after {needed} trials (target ≤ {half:g}), "
+        f"having spent {tpe.passes_by_trials[needed - 1]:.3g} passes against random's "
         f"{random.passes_by_trials[-1]:.3g} for all {len(random.best_by_trials)}"
     )
 
 
 def main(
-    config_path: Path = typer.Option(Path("configs/digits.yaml"), "--config", help="Benchmark YAML whose dataset, model, recipe and space are searched."),
+    config_path: Path = typer.Option(
+        Path("configs/digits.yaml"),
+        "--config",
+        help="Benchmark YAML whose dataset, model, recipe and space are searched.",
+    ),
     method: str = typer.Option("erm", "--method", help="Which of the config's regularizers to search."),
     trials: int = typer.Option(12, "--trials", min=2, help="Trials per search (the same for both strategies)."),
-    search_seeds: list[int] = typer.Option([0, 1, 2], "--search-seed", help="Search seeds (repeatable); figures are means over them."),
+    search_seeds: list[int] = typer.Option(
+        [0, 1, 2], "--search-seed", help="Search seeds (repeatable); figures are means over them."
+    ),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
     """Best validation figure against trials and passes: TPE+ASHA against random search."""
@@ -174,12 +189,16 @@ def main(
     from bench.console import Verbosity, quiet_third_party
 
     try:
-        config = load_config(config_path)
+        config = load_benchmark(config_path)
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     if method not in [entry.name for entry in config.regularizers]:
-        typer.echo(f"error: {method!r} is not in {config_path}; choose one of {', '.join(e.name for e in config.regularizers)}", err=True)
+        typer.echo(
+            f"error: {method!r} is not in {config_path}; "
+            f"choose one of {', '.join(e.name for e in config.regularizers)}",
+            err=True,
+        )
         raise typer.Exit(2)
     if fmt not in ("table", "json"):
         typer.echo("error: --format must be table or json", err=True)
@@ -194,11 +213,21 @@ def main(
     metric = config.search.metric
     summaries = summarize(traces, metric, trials)
     if fmt == "json":
-        payload = {"config": str(config_path), "method": method, "metric": metric, "trials": trials, "search_seeds": search_seeds,
-                   "summaries": [asdict(s) for s in summaries], "traces": [asdict(t) for t in traces], "verdict": verdict(summaries)}
+        payload = {
+            "config": str(config_path),
+            "method": method,
+            "metric": metric,
+            "trials": trials,
+            "search_seeds": search_seeds,
+            "summaries": [asdict(s) for s in summaries],
+            "traces": [asdict(t) for t in traces],
+            "verdict": verdict(summaries),
+        }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
-    typer.echo(f"{config.benchmark} / {method}: best {metric} so far (mean over search seeds {search_seeds}), passes spent")
+    typer.echo(
+        f"{config.benchmark} / {method}: best {metric} so far (mean over search seeds {search_seeds}), passes spent"
+    )
     typer.echo(f"{'trials':>6} | " + " | ".join(f"{s.strategy:>22}" for s in summaries))
     for i in range(trials):
         cells = []

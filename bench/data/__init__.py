@@ -83,7 +83,9 @@ def load_dataset(config: DataConfig) -> Dataset:
     if config.max_train_samples is not None:
         dataset.train = dataset.train.head(config.max_train_samples)
     if len(dataset.train) == 0:
-        raise DatasetError(f"dataset {config.name!r}: train_fraction {config.train_fraction} leaves no training samples")
+        raise DatasetError(
+            f"dataset {config.name!r}: train_fraction {config.train_fraction} leaves no training samples"
+        )
     if config.label_noise > 0.0:
         seed = config.split_seed if config.label_noise_seed is None else config.label_noise_seed
         noisy = flip_labels(dataset.train.targets, dataset.num_classes, config.label_noise, seed)

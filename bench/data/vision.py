@@ -25,7 +25,7 @@ from torch import Tensor
 from bench.config import DataConfig
 from bench.data import Dataset, DatasetError, TensorSplit, normalize, register_dataset
 from bench.data.splits import stratified_split
-from bench.failures import first_line
+from bench.errors import first_line
 
 #: Where datasets live when ``dataset.data_dir`` is not set.
 DEFAULT_DATA_DIR = Path("~/.cache/sharpbench/data")

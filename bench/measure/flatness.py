@@ -210,19 +210,17 @@ def _check_batches(batches: Batches) -> list[float]:
 def _check_vector(parameters: Sequence[Tensor], vector: Sequence[Tensor]) -> None:
     if len(vector) != len(parameters):
         raise ValueError(f"vector has {len(vector)} tensors, the model has {len(parameters)} trainable parameters")
-    for index, (p, v) in enumerate(zip(parameters, vector)):
+    for index, (p, v) in enumerate(zip(parameters, vector, strict=True)):
         if v.shape != p.shape:
             raise ValueError(f"vector tensor {index} has shape {tuple(v.shape)}, parameter has {tuple(p.shape)}")
 
 
 def _dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """Inner product of two parameter-space vectors, as a 0-dim tensor on the first one's device."""
-    return torch.stack([torch.sum(x * y) for x, y in zip(a, b)]).sum()
+    return torch.stack([torch.sum(x * y) for x, y in zip(a, b, strict=True)]).sum()
 
 
-def _random_vector(
-    parameters: Sequence[Tensor], generator: torch.Generator, kind: str
-) -> ParamVector:
+def _random_vector(parameters: Sequence[Tensor], generator: torch.Generator, kind: str) -> ParamVector:
     """Rademacher (±1) or standard-normal entries, drawn on the generator's device, in model order."""
     vector = []
     for p in parameters:
@@ -239,7 +237,7 @@ def _random_vector(
 
 def _weighted_losses(model: nn.Module, batches: Batches, loss_fn: LossFn) -> Iterator[tuple[float, Tensor]]:
     """``(weight, batch mean loss)`` per batch; the caller differentiates each as it comes."""
-    for weight, (inputs, targets) in zip(_check_batches(batches), batches):
+    for weight, (inputs, targets) in zip(_check_batches(batches), batches, strict=True):
         loss = loss_fn(model(inputs), targets)
         if loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar (the batch mean), got shape {tuple(loss.shape)}")
@@ -263,12 +261,12 @@ def _hessian_vector_products(
         reached = [(g, index) for index, g in enumerate(grads) if g is not None and g.requires_grad]
         if not reached:  # the loss is at most linear in the parameters: H = 0 on this batch
             continue
-        for number, (vector, product) in enumerate(zip(vectors, products)):
+        for number, (vector, product) in enumerate(zip(vectors, products, strict=True)):
             dot = torch.stack([torch.sum(g * vector[index]) for g, index in reached]).sum()
             last = number == len(vectors) - 1
             hv = torch.autograd.grad(dot, parameters, retain_graph=not last, allow_unused=True)
             with torch.no_grad():
-                for accumulator, part in zip(product, hv):
+                for accumulator, part in zip(product, hv, strict=True):
                     if part is not None:
                         accumulator.add_(part, alpha=weight)
         del grads, reached
@@ -458,7 +456,7 @@ def hutchinson_trace(
             count = min(probes_per_pass, max_probes - len(samples))
             vectors = [_random_vector(parameters, generator, "rademacher") for _ in range(count)]
             products = _hessian_vector_products(model, batches, loss_fn, parameters, vectors)
-            samples.extend(float(_dot(z, hz)) for z, hz in zip(vectors, products))
+            samples.extend(float(_dot(z, hz)) for z, hz in zip(vectors, products, strict=True))
             stop = _stopping_point(samples, max(checked, min_probes), rel_stderr)
     used = samples[: stop if stop is not None else max_probes]
     mean, stderr = _mean_and_stderr(used)
@@ -480,7 +478,7 @@ def _loss_and_gradient(
             if gradient is not None:
                 parts = torch.autograd.grad(loss, parameters, allow_unused=True)
                 with torch.no_grad():
-                    for accumulator, part in zip(gradient, parts):
+                    for accumulator, part in zip(gradient, parts, strict=True):
                         if part is not None:
                             accumulator.add_(part, alpha=weight)
     return total, gradient

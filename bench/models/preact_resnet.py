@@ -52,7 +52,13 @@ class PreActNetwork(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, num_classes: int, stem_width: int, widths: Sequence[int], counts: Sequence[int], dropout: float = 0.0
+        self,
+        in_channels: int,
+        num_classes: int,
+        stem_width: int,
+        widths: Sequence[int],
+        counts: Sequence[int],
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.stem = nn.Conv2d(in_channels, stem_width, 3, padding=1, bias=False)

@@ -37,11 +37,13 @@ def he_init(model: nn.Module) -> None:
 BlockFactory = Callable[[int, int, int], nn.Module]  # (c_in, c_out, stride) -> block
 
 
-def residual_stages(make_block: BlockFactory, c_in: int, widths: Sequence[int], counts: Sequence[int]) -> tuple[nn.Sequential, int]:
+def residual_stages(
+    make_block: BlockFactory, c_in: int, widths: Sequence[int], counts: Sequence[int]
+) -> tuple[nn.Sequential, int]:
     """Stages of ``counts[i]`` blocks with ``widths[i]`` channels; every stage after the first
     halves the resolution in its first block. Returns the stages and their output channels."""
     blocks: list[nn.Module] = []
-    for stage, (c_out, count) in enumerate(zip(widths, counts)):
+    for stage, (c_out, count) in enumerate(zip(widths, counts, strict=True)):
         for index in range(count):
             blocks.append(make_block(c_in, c_out, 2 if stage > 0 and index == 0 else 1))
             c_in = c_out
@@ -76,7 +78,9 @@ class CifarResNet(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )
-        self.stages, c_in = residual_stages(BasicBlock, width, [width * 2**stage for stage in range(len(blocks))], blocks)
+        self.stages, c_in = residual_stages(
+            BasicBlock, width, [width * 2**stage for stage in range(len(blocks))], blocks
+        )
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(c_in, num_classes)
         he_init(self)

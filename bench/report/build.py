@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from bench.config import BenchmarkConfig, ConfigError
+from bench.errors import first_line
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present, render
 from bench.merge import config_clashes, config_label, read_rows_by_config
 from bench.naming import file_safe
@@ -69,12 +70,15 @@ class ReportArtifacts:
         return tuple(
             f.path
             for f in self.figures
-            if f.path is not None and f.benchmark == benchmark and (regularizer is None or f.regularizer in (None, regularizer))
+            if f.path is not None
+            and f.benchmark == benchmark
+            and (regularizer is None or f.regularizer in (None, regularizer))
         )
 
 
-def read_results(results_dirs: Sequence[Path], problems: list[UnreadableFile] | None = None, *,
-                 split_configs: bool = False) -> pa.Table:
+def read_results(
+    results_dirs: Sequence[Path], problems: list[UnreadableFile] | None = None, *, split_configs: bool = False
+) -> pa.Table:
     """The rows of every folder, one table; a run_id present in several folders (a copy of the
     same results) is kept once, its latest row. Raises ReportError for a missing folder, for
     folders that ran one benchmark with different configs (unless ``split_configs``: each config
@@ -106,7 +110,7 @@ def recorded_configs(results_dirs: Sequence[Path]) -> dict[str, BenchmarkConfig]
                 configs.setdefault(name, record.config)
                 configs.setdefault(config_label(name, record.config_hash), record.config)
         except ConfigError as error:
-            raise ReportError(str(error).splitlines()[0]) from None
+            raise ReportError(first_line(error)) from None
     return configs
 
 
@@ -158,23 +162,60 @@ def _board_figures(
         notes.append(f"Without a test accuracy (no completed trial), not plotted: {', '.join(unranked)}.")
     stem = folder / file_safe(name)
     if results:
-        out.append(ReportFigure(name, None, FIGURE_COMPUTE, "Test accuracy against compute", _COMPUTE_CAPTION,
-                                _save(figures.compute_figure(results, colors, title), Path(f"{stem}-compute.png"))))
-        out.append(ReportFigure(name, None, FIGURE_SEEDS, "Test accuracy over final seeds", _SEEDS_CAPTION,
-                                _save(figures.seeds_figure(results, colors, title), Path(f"{stem}-seeds.png"))))
+        out.append(
+            ReportFigure(
+                name,
+                None,
+                FIGURE_COMPUTE,
+                "Test accuracy against compute",
+                _COMPUTE_CAPTION,
+                _save(figures.compute_figure(results, colors, title), Path(f"{stem}-compute.png")),
+            )
+        )
+        out.append(
+            ReportFigure(
+                name,
+                None,
+                FIGURE_SEEDS,
+                "Test accuracy over final seeds",
+                _SEEDS_CAPTION,
+                _save(figures.seeds_figure(results, colors, title), Path(f"{stem}-seeds.png")),
+            )
+        )
     else:
-        for kind, what in ((FIGURE_COMPUTE, "Test accuracy against compute"), (FIGURE_SEEDS, "Test accuracy over final seeds")):
-            out.append(ReportFigure(name, None, kind, what, "No method has a test accuracy yet: nothing to plot.", None))
+        for kind, what in (
+            (FIGURE_COMPUTE, "Test accuracy against compute"),
+            (FIGURE_SEEDS, "Test accuracy over final seeds"),
+        ):
+            out.append(
+                ReportFigure(name, None, kind, what, "No method has a test accuracy yet: nothing to plot.", None)
+            )
     points = data.flatness_points([r for rows in rows_by_method.values() for r in rows])
     if points:
         traces = sum(p.hessian_trace is not None for p in points)
         eigen = sum(p.hessian_top_eigenvalue is not None for p in points)
         counts = f"{traces} run{'s' if traces != 1 else ''} with a trace, {eigen} with a top eigenvalue."
-        out.append(ReportFigure(name, None, FIGURE_FLATNESS, "Flatness against generalization", _FLATNESS_CAPTION.format(counts=counts),
-                                _save(figures.flatness_figure(points, colors, title), Path(f"{stem}-flatness.png"))))
+        out.append(
+            ReportFigure(
+                name,
+                None,
+                FIGURE_FLATNESS,
+                "Flatness against generalization",
+                _FLATNESS_CAPTION.format(counts=counts),
+                _save(figures.flatness_figure(points, colors, title), Path(f"{stem}-flatness.png")),
+            )
+        )
     else:
-        out.append(ReportFigure(name, None, FIGURE_FLATNESS, "Flatness against generalization",
-                                "No completed run measured flatness (the config's flatness.when was off): no figure.", None))
+        out.append(
+            ReportFigure(
+                name,
+                None,
+                FIGURE_FLATNESS,
+                "Flatness against generalization",
+                "No completed run measured flatness (the config's flatness.when was off): no figure.",
+                None,
+            )
+        )
     for standing in board.standings:
         method = standing.regularizer
         rebuilt = rebuild_study(name, method, rows_by_method[method], config)
@@ -196,18 +237,42 @@ def _search_figures(rebuilt: RebuiltStudy, stem: Path) -> list[ReportFigure]:
             f"leave gaps in the numbers. Drawn by Optuna's plot_optimization_history on a study rebuilt from the "
             f"Parquet rows. {rebuilt.space_note}"
         )
-        history = ReportFigure(rebuilt.benchmark, method, FIGURE_HISTORY, f"{method}: search history", caption,
-                               _save(figures.history_figure(rebuilt), Path(f"{stem}-history.png")))
+        history = ReportFigure(
+            rebuilt.benchmark,
+            method,
+            FIGURE_HISTORY,
+            f"{method}: search history",
+            caption,
+            _save(figures.history_figure(rebuilt), Path(f"{stem}-history.png")),
+        )
     else:
-        history = ReportFigure(rebuilt.benchmark, method, FIGURE_HISTORY, f"{method}: search history",
-                               f"Search of {method}: {counts} trials; no completed trial has a finite {rebuilt.metric}: no history.", None)
+        history = ReportFigure(
+            rebuilt.benchmark,
+            method,
+            FIGURE_HISTORY,
+            f"{method}: search history",
+            f"Search of {method}: {counts} trials; no completed trial has a finite {rebuilt.metric}: no history.",
+            None,
+        )
     if rebuilt.importances is not None:
         caption = f"{rebuilt.importance_note} Drawn by Optuna's plot_param_importances. {rebuilt.space_note}"
-        importance = ReportFigure(rebuilt.benchmark, method, FIGURE_IMPORTANCE, f"{method}: hyperparameter importance", caption,
-                                  _save(figures.importance_figure(rebuilt), Path(f"{stem}-importance.png")))
+        importance = ReportFigure(
+            rebuilt.benchmark,
+            method,
+            FIGURE_IMPORTANCE,
+            f"{method}: hyperparameter importance",
+            caption,
+            _save(figures.importance_figure(rebuilt), Path(f"{stem}-importance.png")),
+        )
     else:
-        importance = ReportFigure(rebuilt.benchmark, method, FIGURE_IMPORTANCE, f"{method}: hyperparameter importance",
-                                  f"No importance for {method}: {rebuilt.importance_note}. {rebuilt.space_note}", None)
+        importance = ReportFigure(
+            rebuilt.benchmark,
+            method,
+            FIGURE_IMPORTANCE,
+            f"{method}: hyperparameter importance",
+            f"No importance for {method}: {rebuilt.importance_note}. {rebuilt.space_note}",
+            None,
+        )
     return [history, importance]
 
 
@@ -218,11 +283,18 @@ def _check_writable(folder: Path, html_path: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise ReportError(f"cannot write the report to {html_path}: {error.strerror or error} ({error.filename or folder})") from None
+        raise ReportError(
+            f"cannot write the report to {html_path}: {error.strerror or error} ({error.filename or folder})"
+        ) from None
 
 
-def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None, *,
-                 baseline: str | None = None, split_configs: bool = False) -> ReportArtifacts:
+def build_report(
+    results_dirs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    baseline: str | None = None,
+    split_configs: bool = False,
+) -> ReportArtifacts:
     """Write the report of ``results_dirs`` to ``out`` (default: ``<first dir>/report.html``) and
     its PNGs to ``figures/`` beside it.
 
@@ -256,7 +328,9 @@ def build_report(results_dirs: Sequence[str | os.PathLike[str]], out: str | os.P
         for board in boards:
             made, notes = _board_figures(board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir)
             sections.append(BoardSection(board, tuple(made), tuple(notes)))
-    sources = [f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders]  # skipped files: said once, above
+    sources = [
+        f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders
+    ]  # skipped files: said once, above
     built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_path.parent.mkdir(parents=True, exist_ok=True)
     staging = html_path.with_name(html_path.name + ".tmp")

@@ -65,17 +65,30 @@ def compute_figure(results: Sequence[MethodResult], colors: Mapping[str, object]
     ):
         costs = [getattr(r, attribute) for r in results]
         values = [r.test_accuracy for r in results]
-        for r, cost in zip(results, costs):
+        for r, cost in zip(results, costs, strict=True):
             filled = r.ranked_by == RANKED_BY_FINAL
             ax.errorbar(
-                cost, r.test_accuracy, yerr=_interval(r), fmt="o", markersize=7, capsize=4,
-                color=colors[r.regularizer], markerfacecolor=colors[r.regularizer] if filled else "white",
+                cost,
+                r.test_accuracy,
+                yerr=_interval(r),
+                fmt="o",
+                markersize=7,
+                capsize=4,
+                color=colors[r.regularizer],
+                markerfacecolor=colors[r.regularizer] if filled else "white",
             )
             ax.annotate(r.regularizer, (cost, r.test_accuracy), textcoords="offset points", xytext=(7, 5), fontsize=9)
         front = pareto_front(costs, values)
         if front:
             ax.plot([costs[i] for i in front], [values[i] for i in front], "--", color="0.35", linewidth=1.2, zorder=0)
-            ax.scatter([costs[i] for i in front], [values[i] for i in front], s=260, facecolors="none", edgecolors="0.2", linewidths=1.3)
+            ax.scatter(
+                [costs[i] for i in front],
+                [values[i] for i in front],
+                s=260,
+                facecolors="none",
+                edgecolors="0.2",
+                linewidths=1.3,
+            )
         if costs and all(c > 0 for c in costs):
             ax.set_xscale("log")
             low, high = min(costs), max(costs)
@@ -89,10 +102,23 @@ def compute_figure(results: Sequence[MethodResult], colors: Mapping[str, object]
     figure.legend(  # below the axes: inside, it would hide points or intervals
         handles=[
             Line2D([], [], marker="o", linestyle="", color="0.3", label="mean over final seeds, 95% t-interval"),
-            Line2D([], [], marker="o", linestyle="", color="0.3", markerfacecolor="white", label="best search trial (n=1)"),
-            Line2D([], [], marker="o", linestyle="--", color="0.35", markerfacecolor="none", markersize=14, label="Pareto front"),
+            Line2D(
+                [], [], marker="o", linestyle="", color="0.3", markerfacecolor="white", label="best search trial (n=1)"
+            ),
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="--",
+                color="0.35",
+                markerfacecolor="none",
+                markersize=14,
+                label="Pareto front",
+            ),
         ],
-        loc="outside lower center", ncols=3, fontsize=8,
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
     )
     figure.suptitle(f"{title}: test accuracy against compute")
     return figure
@@ -107,16 +133,31 @@ def seeds_figure(results: Sequence[MethodResult], colors: Mapping[str, object], 
         n = len(r.runs)
         offsets = [0.0] if n == 1 else [SEED_SPREAD * (i / (n - 1) - 0.5) for i in range(n)]
         filled = r.ranked_by == RANKED_BY_FINAL
-        for offset, run in zip(offsets, r.runs):
+        for offset, run in zip(offsets, r.runs, strict=True):
             ax.scatter(
-                x + offset, run.test_accuracy, s=40, color=colors[r.regularizer],
-                facecolors=colors[r.regularizer] if filled else "white", edgecolors=colors[r.regularizer], zorder=3,
+                x + offset,
+                run.test_accuracy,
+                s=40,
+                color=colors[r.regularizer],
+                facecolors=colors[r.regularizer] if filled else "white",
+                edgecolors=colors[r.regularizer],
+                zorder=3,
             )
-            ax.annotate(f"s{run.seed}", (x + offset, run.test_accuracy), textcoords="offset points", xytext=(4, 3), fontsize=7, color="0.35")
+            ax.annotate(
+                f"s{run.seed}",
+                (x + offset, run.test_accuracy),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize=7,
+                color="0.35",
+            )
         ax.hlines(r.test_accuracy, x - 0.28, x + 0.28, color="black", linewidth=1.5, zorder=2)
         if r.ci_low is not None and r.ci_high is not None:
             ax.vlines(x + 0.3, r.ci_low, r.ci_high, color="black", linewidth=1.2)
-    ax.set_xticks(range(len(results)), [r.regularizer if r.ranked_by == RANKED_BY_FINAL else f"{r.regularizer}\n(best search trial)" for r in results])
+    ax.set_xticks(
+        range(len(results)),
+        [r.regularizer if r.ranked_by == RANKED_BY_FINAL else f"{r.regularizer}\n(best search trial)" for r in results],
+    )
     ax.set_xlim(-0.6, len(results) - 0.4)
     ax.set_xlabel("method (leaderboard order)")
     ax.set_ylabel("test accuracy (fraction)")
@@ -127,7 +168,9 @@ def seeds_figure(results: Sequence[MethodResult], colors: Mapping[str, object], 
             Line2D([], [], color="black", linewidth=1.5, label="mean"),
             Line2D([], [], color="black", linewidth=1.2, marker="|", label="95% t-interval"),
         ],
-        loc="outside lower center", ncols=3, fontsize=8,
+        loc="outside lower center",
+        ncols=3,
+        fontsize=8,
     )
     figure.suptitle(f"{title}: test accuracy over final seeds")
     return figure
@@ -148,8 +191,14 @@ def flatness_figure(points: Sequence[FlatnessPoint], colors: Mapping[str, object
             final = p.phase == "final"
             xerr = p.hessian_trace_stderr if attribute == "hessian_trace" else None
             ax.errorbar(
-                getattr(p, attribute), p.test_accuracy, xerr=xerr, fmt="o" if final else "^", markersize=6, capsize=3,
-                color=colors[p.regularizer], markerfacecolor=colors[p.regularizer] if final else "white",
+                getattr(p, attribute),
+                p.test_accuracy,
+                xerr=xerr,
+                fmt="o" if final else "^",
+                markersize=6,
+                capsize=3,
+                color=colors[p.regularizer],
+                markerfacecolor=colors[p.regularizer] if final else "white",
             )
         if measured:
             wide = _log_if_wide(ax, [getattr(p, attribute) for p in measured], "x")
@@ -209,7 +258,6 @@ def importance_figure(rebuilt: RebuiltStudy) -> Figure:
         legend.remove()  # a single series named "Objective Value": the title says which objective
     figure.set_layout_engine("constrained")
     return figure  # type: ignore[return-value]
-
 
 
 __all__ = [

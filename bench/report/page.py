@@ -14,7 +14,8 @@ from pathlib import Path
 from bench.leaderboard import BenchmarkBoard, legend, render
 
 _STYLE = """
-body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; margin: 24px 32px; color: #222; max-width: 1400px; }
+body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; margin: 24px 32px; color: #222;
+       max-width: 1400px; }
 h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #ccc; padding-bottom: 4px; margin-top: 40px; }
 .meta, .rule, figcaption, .note { color: #444; font-size: 13px; line-height: 1.45; }
 .table-wrap { overflow-x: auto; }
@@ -87,10 +88,18 @@ def _table(board: BenchmarkBoard) -> str:
     text_columns = {i for i, name in enumerate(header) if name in ("Method", "Hyperparameters")}
     head = "".join(f"<th>{html.escape(name)}</th>" for name in header)
     body = "".join(
-        "<tr>" + "".join(f"<td{_TEXT_CLASS if i in text_columns else ''}>{html.escape(cell)}</td>" for i, cell in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td{_TEXT_CLASS if i in text_columns else ''}>{html.escape(cell)}</td>" for i, cell in enumerate(row)
+        )
+        + "</tr>"
         for row in rows
     )
-    return f'<div class="table-wrap"><table class="leaderboard" data-benchmark="{html.escape(board.benchmark)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    name = html.escape(board.benchmark)
+    return (
+        f'<div class="table-wrap"><table class="leaderboard" data-benchmark="{name}">'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
 
 
 def _figure(figure: ReportFigure) -> str:
@@ -99,16 +108,23 @@ def _figure(figure: ReportFigure) -> str:
         data += f' data-method="{html.escape(figure.regularizer)}"'
     caption = f"<figcaption>{html.escape(figure.caption)}</figcaption>"
     if figure.path is None:
-        return f'<figure {data}><div class="missing"><b>{html.escape(figure.title)}</b>: not drawn.</div>{caption}</figure>'
+        return (
+            f'<figure {data}><div class="missing"><b>{html.escape(figure.title)}</b>: not '
+            f"drawn.</div>{caption}</figure>"
+        )
     encoded = base64.b64encode(figure.path.read_bytes()).decode("ascii")
-    return f'<figure {data}><img alt="{html.escape(figure.title)}" src="data:image/png;base64,{encoded}">{caption}</figure>'
+    return (
+        f'<figure {data}><img alt="{html.escape(figure.title)}" '
+        f'src="data:image/png;base64,{encoded}">{caption}</figure>'
+    )
 
 
 def _section(section: BoardSection) -> str:
     board = section.board
     anchor = "b-" + re.sub(r"[^A-Za-z0-9_-]", "-", board.benchmark)
     parts = [
-        f'<section id="{anchor}"><h2>{html.escape(board.benchmark)} ({html.escape(board.dataset)}, {html.escape(board.model)})</h2>',
+        f'<section id="{anchor}"><h2>{html.escape(board.benchmark)} ({html.escape(board.dataset)}, '
+        f"{html.escape(board.model)})</h2>",
         "<h3>Leaderboard</h3>",
         _table(board),
         f'<p class="rule">{html.escape(legend(board))}</p>',
@@ -119,7 +135,7 @@ def _section(section: BoardSection) -> str:
     for figure in overall:
         parts += [f"<h3>{html.escape(figure.title)}</h3>", _figure(figure)]
     if per_method:
-        parts.append("<h3>Search history and hyperparameter importance</h3><div class=\"methods\">")
+        parts.append('<h3>Search history and hyperparameter importance</h3><div class="methods">')
         current = None
         for figure in per_method:
             if figure.regularizer != current:
@@ -134,7 +150,9 @@ def _section(section: BoardSection) -> str:
 def page(sections: Sequence[BoardSection], sources: Sequence[str], built: str) -> str:
     """The whole HTML document. ``sources``: one line per results folder read; ``built``: when."""
     contents = "".join(
-        f'<li><a href="#b-{re.sub(r"[^A-Za-z0-9_-]", "-", s.board.benchmark)}">{html.escape(s.board.benchmark)}</a></li>' for s in sections
+        f'<li><a href="#b-{re.sub(r"[^A-Za-z0-9_-]", "-", s.board.benchmark)}">'
+        f"{html.escape(s.board.benchmark)}</a></li>"
+        for s in sections
     )
     return "\n".join(
         [

@@ -151,7 +151,10 @@ def _fits(rows: Sequence[Row], space: Mapping[tuple[str, str], BaseDistribution]
                 distribution.to_internal_repr(value)
             except ValueError:
                 return False
-            if isinstance(distribution, (FloatDistribution, IntDistribution)) and not distribution.low <= value <= distribution.high:
+            if (
+                isinstance(distribution, (FloatDistribution, IntDistribution))
+                and not distribution.low <= value <= distribution.high
+            ):
                 return False
     return True
 
@@ -167,7 +170,9 @@ def _describe(distribution: BaseDistribution) -> str:
     return "{" + ", ".join(map(str, distribution.choices)) + "}"
 
 
-def rebuild_study(benchmark: str, regularizer: str, rows: Sequence[Row], config: BenchmarkConfig | None) -> RebuiltStudy:
+def rebuild_study(
+    benchmark: str, regularizer: str, rows: Sequence[Row], config: BenchmarkConfig | None
+) -> RebuiltStudy:
     """The method's search rows (``rows``: its rows on the board; final rows are ignored) as an
     in-memory Optuna study, with its importances. ``config``: the recorded config of the
     benchmark, or None. Raises ValueError for an unknown search metric in the rows."""
@@ -179,7 +184,11 @@ def rebuild_study(benchmark: str, regularizer: str, rows: Sequence[Row], config:
         where = "declared space, from the recorded config"
     else:
         space, source = inferred_space(search), SPACE_INFERRED
-        why = "no recorded config" if declared is None else "the recorded config's space does not hold every trial's values"
+        why = (
+            "no recorded config"
+            if declared is None
+            else "the recorded config's space does not hold every trial's values"
+        )
         where = (
             f"space inferred from the trials ({why}): the hyperparameters that vary, over their observed range, "
             f"log scale when max/min ≥ {LOG_RATIO:g}"
@@ -235,15 +244,16 @@ def _importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
         return None, "no hyperparameter was searched: no importance"
     if len(complete) < 2:
         return None, f"{len(complete)} completed trial{'' if len(complete) == 1 else 's'}: importance needs at least 2"
-    varying = [
-        name for name in complete[0].params if len({json.dumps(t.params[name]) for t in complete}) > 1
-    ]
+    varying = [name for name in complete[0].params if len({json.dumps(t.params[name]) for t in complete}) > 1]
     if not varying:
         return None, "the searched hyperparameters took one value over the completed trials: no importance"
     values = {t.value for t in complete}
     if len(values) == 1:
         # fANOVA divides by the variance of the objective: with one value there is none to explain.
-        return None, f"all {len(complete)} completed trials scored the same value: no variance to attribute, no importance"
+        return (
+            None,
+            f"all {len(complete)} completed trials scored the same value: no variance to attribute, no importance",
+        )
     importances = optuna.importance.get_param_importances(study, evaluator=importance_evaluator())
     note = (
         f"fANOVA importance (Hutter et al. 2014; Optuna's FanovaImportanceEvaluator, seed {IMPORTANCE_SEED}) "

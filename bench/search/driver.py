@@ -22,7 +22,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import JsonLoggerCallback
 
 from bench import metrics
-from bench.config import BenchmarkConfig
+from bench.config import BenchmarkConfig, with_final
 from bench.console import RunProgress
 from bench.plan import SEED_KEY, MethodPlan, plan_methods
 from bench.results.mlflow_sink import MlflowSink
@@ -42,7 +42,6 @@ _log = logging.getLogger(__name__)
 
 #: What Tune runs per trial: ``(sampled config, *, config=BenchmarkConfig, plans={name: MethodPlan})``.
 TrialFunction = Callable[..., None]
-
 
 
 class SearchInterrupted(RuntimeError):
@@ -92,8 +91,11 @@ def _has_trials(experiment: Path) -> bool:
     try:
         return bool(json.loads(states[-1].read_text()).get("trial_data"))
     except (OSError, ValueError):
-        _log.warning("Ray Tune's saved state %s is unreadable (cut short?): the search state starts afresh from the "
-                     "record (rows and studies); trials that had not ended run again", states[-1])
+        _log.warning(
+            "Ray Tune's saved state %s is unreadable (cut short?): the search state starts afresh from the "
+            "record (rows and studies); trials that had not ended run again",
+            states[-1],
+        )
         return False
 
 
@@ -105,7 +107,9 @@ def _read_record(live: LiveRun) -> None:
     live.recorded = finals.recorded_trials(live.config.benchmark, finals.results_rows(live.results_dir))
     if not live.final_only:
         live.history = {
-            plan.regularizer: ended_history(live.optuna_storage, study_name(plan.benchmark, plan.regularizer, live.instance))
+            plan.regularizer: ended_history(
+                live.optuna_storage, study_name(plan.benchmark, plan.regularizer, live.instance)
+            )
             for plan in live.plans.values()
             if plan.params
         }
@@ -138,13 +142,17 @@ def mostly_random(config: BenchmarkConfig, plans: list[MethodPlan], slots: int) 
         return None
     name = config.search.sampler.name
     if 2 * startup >= trials:
-        return (f"search of {config.benchmark} is mostly random: {startup} of {trials} trials per method are "
-                f"{name}'s random startup trials; lower search.sampler.n_startup_trials or raise "
-                "search.trials_per_method")
+        return (
+            f"search of {config.benchmark} is mostly random: {startup} of {trials} trials per method are "
+            f"{name}'s random startup trials; lower search.sampler.n_startup_trials or raise "
+            "search.trials_per_method"
+        )
     if slots >= trials:
-        return (f"search of {config.benchmark} is mostly random: {slots} concurrent trials ≥ {trials} trials per "
-                f"method, so {name} models only its {startup} startup trials; set search.max_concurrent_trials "
-                f"below {trials} or raise search.trials_per_method")
+        return (
+            f"search of {config.benchmark} is mostly random: {slots} concurrent trials ≥ {trials} trials per "
+            f"method, so {name} models only its {startup} startup trials; set search.max_concurrent_trials "
+            f"below {trials} or raise search.trials_per_method"
+        )
     return None
 
 
@@ -166,8 +174,14 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
     metric = config.search.metric
     mode = metrics.OBJECTIVES[metric]
     searcher = BenchmarkSearcher(
-        metric=metric, mode=mode, plans=plans, config=config, storage=live.optuna_storage, instance=live.instance,
-        final_only=live.final_only, sequential=sequential,
+        metric=metric,
+        mode=mode,
+        plans=plans,
+        config=config,
+        storage=live.optuna_storage,
+        instance=live.instance,
+        final_only=live.final_only,
+        sequential=sequential,
     )
     concurrency = concurrency_slots(config)
     return Tuner(
@@ -238,7 +252,7 @@ def run_benchmark(
     if final_only and not config.final.seeds:
         return
     if not final_only and Phase.FINAL not in phases:
-        config = config.with_final(seeds=[]) if config.final.seeds else config
+        config = with_final(config, seeds=[]) if config.final.seeds else config
     live = LiveRun(
         config=config,
         plans={plan.regularizer: plan for plan in plan_methods(config)},
@@ -277,4 +291,7 @@ def run_benchmark(
         LIVE.bind(None)
     missing = unfinished(live)
     if missing:
-        raise SearchInterrupted(f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); its state is saved")
+        raise SearchInterrupted(
+            f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); "
+            "its state is saved"
+        )

@@ -26,8 +26,11 @@ class FinalRun:
 def select_for_final(plan: MethodPlan, rows: list[dict[str, Any]], metric: str, k: int) -> list[SelectedConfig]:
     """The top-``k`` search rows of ``plan``'s method (``rows``: Parquet rows of any methods)."""
     mine = [
-        row for row in rows
-        if row["benchmark"] == plan.benchmark and row["regularizer"] == plan.regularizer and row["phase"] == Phase.SEARCH.value
+        row
+        for row in rows
+        if row["benchmark"] == plan.benchmark
+        and row["regularizer"] == plan.regularizer
+        and row["phase"] == Phase.SEARCH.value
     ]
     by_id = {row["run_id"]: row for row in mine}
     chosen = selection.top_k([selection.candidate_from_row(row) for row in mine], k, metric)
@@ -45,7 +48,9 @@ def recorded_finals(plan: MethodPlan, rows: list[dict[str, Any]]) -> set[tuple[s
     return {
         (row["selected_from_run_id"], int(row["seed"]))
         for row in rows
-        if row["benchmark"] == plan.benchmark and row["regularizer"] == plan.regularizer and row["phase"] == Phase.FINAL.value
+        if row["benchmark"] == plan.benchmark
+        and row["regularizer"] == plan.regularizer
+        and row["phase"] == Phase.FINAL.value
     }
 
 
@@ -80,7 +85,12 @@ def recorded_trials(benchmark: str, rows: list[dict[str, Any]]) -> dict[str, Rec
     """The rows of ``benchmark`` by Tune trial id (the last part of a row's run id)."""
     return {
         str(row["run_id"]).rsplit("/", 1)[-1]: RecordedTrial(
-            row["regularizer"], row["phase"], row["status"], int(row["epochs_run"]), row["selected_from_run_id"], int(row["seed"]),
+            row["regularizer"],
+            row["phase"],
+            row["status"],
+            int(row["epochs_run"]),
+            row["selected_from_run_id"],
+            int(row["seed"]),
             row.get("failure_class"),
         )
         for row in rows

@@ -34,8 +34,13 @@ class EpochBatch:
     ``seconds``: the longest time between reports otherwise; ``clock``: seconds (monotonic).
     """
 
-    def __init__(self, decision_epochs: Collection[int] = (), *, seconds: float = REPORT_SECONDS,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        decision_epochs: Collection[int] = (),
+        *,
+        seconds: float = REPORT_SECONDS,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.decision_epochs = frozenset(decision_epochs)
         self.seconds = seconds
         self.clock = clock

@@ -100,7 +100,11 @@ class PerMethodScheduler(TrialScheduler):
 
     def _as_recorded(self, trial: Any, result: dict, action: str) -> str:
         row = LIVE.run.recorded.get(trial.trial_id) if LIVE.bound else None
-        if row is None or row.phase != Phase.SEARCH.value or row.status not in (TrialStatus.COMPLETED.value, TrialStatus.STOPPED.value):
+        if (
+            row is None
+            or row.phase != Phase.SEARCH.value
+            or row.status not in (TrialStatus.COMPLETED.value, TrialStatus.STOPPED.value)
+        ):
             return action
         if row.status == TrialStatus.STOPPED.value and int(result.get(metrics.EPOCH, 0)) >= row.epochs_run:
             return TrialScheduler.STOP

@@ -86,8 +86,18 @@ class BenchmarkSearcher(Searcher):
     is still reported to this searcher and its study.
     """
 
-    def __init__(self, *, metric: str, mode: str, plans: list[MethodPlan], config: BenchmarkConfig,
-                 storage: str, instance: str, final_only: bool, sequential: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        metric: str,
+        mode: str,
+        plans: list[MethodPlan],
+        config: BenchmarkConfig,
+        storage: str,
+        instance: str,
+        final_only: bool,
+        sequential: bool = False,
+    ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.order = [plan.regularizer for plan in plans]
         self.final_only = final_only
@@ -101,10 +111,19 @@ class BenchmarkSearcher(Searcher):
                 if plan.params:
                     settings = sampler_settings(config.search, plan.budget.trials)
                     self.studies[plan.regularizer] = MethodStudy(
-                        plan, storage=storage, name=study_name(plan.benchmark, plan.regularizer, instance), direction=direction,
+                        plan,
+                        storage=storage,
+                        name=study_name(plan.benchmark, plan.regularizer, instance),
+                        direction=direction,
                         sampler=make_sampler(settings),
-                        attrs={"benchmark": plan.benchmark, "regularizer": plan.regularizer, "instance": instance,
-                               "metric": metric, "sampler": settings, "trials_planned": plan.budget.trials},
+                        attrs={
+                            "benchmark": plan.benchmark,
+                            "regularizer": plan.regularizer,
+                            "instance": instance,
+                            "metric": metric,
+                            "sampler": settings,
+                            "trials_planned": plan.budget.trials,
+                        },
                     )
         self.tickets: dict[str, Ticket] = {}
         self.ended: set[str] = set()
@@ -180,8 +199,10 @@ class BenchmarkSearcher(Searcher):
             if lost >= MAX_LOST_PER_METHOD:
                 # The environment is broken (a full disk, a node that keeps dying): replacing trials
                 # would loop for ever. Stop the run; the same command resumes it once mended.
-                raise InfrastructureBroken(f"{lost + 1} trials of {ticket.method} were lost to infrastructure faults "
-                                           f"(the last: {text}); the run stops")
+                raise InfrastructureBroken(
+                    f"{lost + 1} trials of {ticket.method} were lost to infrastructure faults "
+                    f"(the last: {text}); the run stops"
+                )
             self._lose(trial_id, ticket)
             return
         # A trial that diverged ended itself (not an error to Tune) and said so in its last report.
@@ -254,15 +275,22 @@ class BenchmarkSearcher(Searcher):
         for trial_id, row in live.recorded.items():
             if trial_id in self.tickets or row.method not in self.passes:
                 continue
-            self.tickets[trial_id] = Ticket(row.method, row.phase, selected_run_id=row.selected_run_id,
-                                            seed=row.seed if row.phase == Phase.FINAL.value else None)
+            self.tickets[trial_id] = Ticket(
+                row.method,
+                row.phase,
+                selected_run_id=row.selected_run_id,
+                seed=row.seed if row.phase == Phase.FINAL.value else None,
+            )
             self.ended.add(trial_id)
             if row.failure_class == FailureClass.INFRA.value:
                 self.lost.add(trial_id)
                 live.lost_to_infra.add(trial_id)
         for method, queue in self.final_queue.items():
-            done = {(t.selected_run_id, t.seed) for trial_id, t in self.tickets.items()
-                    if t.method == method and t.phase == Phase.FINAL.value and trial_id not in self.lost}
+            done = {
+                (t.selected_run_id, t.seed)
+                for trial_id, t in self.tickets.items()
+                if t.method == method and t.phase == Phase.FINAL.value and trial_id not in self.lost
+            }
             self.final_queue[method] = [run for run in queue if (run.selected.run_id, run.seed) not in done]
 
     # --- bookkeeping -----------------------------------------------------------------------------
@@ -296,8 +324,10 @@ class BenchmarkSearcher(Searcher):
 
     def _issued(self, method: str, phase: Phase) -> int:
         """Tickets of the method's budget: a trial lost to an infrastructure fault is none."""
-        return sum(t.method == method and t.phase == phase.value and trial_id not in self.lost
-                   for trial_id, t in self.tickets.items())
+        return sum(
+            t.method == method and t.phase == phase.value and trial_id not in self.lost
+            for trial_id, t in self.tickets.items()
+        )
 
     def _running(self) -> list[str]:
         return [trial_id for trial_id in self.tickets if trial_id not in self.ended]
@@ -316,13 +346,20 @@ class BenchmarkSearcher(Searcher):
         return []
 
     def _search_ended(self, method: str) -> bool:
-        return all(trial_id in self.ended for trial_id, t in self.tickets.items() if t.method == method and t.phase == Phase.SEARCH.value)
+        return all(
+            trial_id in self.ended
+            for trial_id, t in self.tickets.items()
+            if t.method == method and t.phase == Phase.SEARCH.value
+        )
 
     def _taken(self, method: str) -> set[int]:
         """The study trial numbers that this searcher's tickets hold. A trial lost to an
         infrastructure fault holds none: its replacement takes its study trial up again (an orphan)."""
-        return {t.number for trial_id, t in self.tickets.items()
-                if t.method == method and t.number is not None and trial_id not in self.lost}
+        return {
+            t.number
+            for trial_id, t in self.tickets.items()
+            if t.method == method and t.number is not None and trial_id not in self.lost
+        }
 
     def _has_work(self, method: str, live: LiveRun) -> bool:
         plan = live.plans[method]
@@ -339,12 +376,21 @@ class BenchmarkSearcher(Searcher):
     def _plan_finals(self, plan: MethodPlan, live: LiveRun) -> None:
         """The method's search has ended (its rows are written): queue its final runs."""
         rows = finals.results_rows(live.results_dir)
-        issued = {(t.selected_run_id, t.seed) for trial_id, t in self.tickets.items()
-                  if t.method == plan.regularizer and t.phase == Phase.FINAL.value and trial_id not in self.lost}
-        queue = [run for run in finals.missing_finals(plan, rows, live.config) if (run.selected.run_id, run.seed) not in issued]
+        issued = {
+            (t.selected_run_id, t.seed)
+            for trial_id, t in self.tickets.items()
+            if t.method == plan.regularizer and t.phase == Phase.FINAL.value and trial_id not in self.lost
+        }
+        queue = [
+            run
+            for run in finals.missing_finals(plan, rows, live.config)
+            if (run.selected.run_id, run.seed) not in issued
+        ]
         self.final_queue[plan.regularizer] = queue
         if live.progress is not None:
-            live.progress.phase_started(plan.regularizer, Phase.FINAL.value, len(finals.planned_finals(plan, rows, live.config)))
+            live.progress.phase_started(
+                plan.regularizer, Phase.FINAL.value, len(finals.planned_finals(plan, rows, live.config))
+            )
 
     def _all_issued(self) -> bool:
         return all(
@@ -371,5 +417,12 @@ class BenchmarkSearcher(Searcher):
     def _final_trial(self, trial_id: str, plan: MethodPlan) -> dict[str, Any]:
         run = self.final_queue[plan.regularizer].pop(0)
         self.final_runs[trial_id] = run
-        self.tickets[trial_id] = Ticket(plan.regularizer, Phase.FINAL.value, selected_run_id=run.selected.run_id, seed=run.seed)
-        return {METHOD_KEY: plan.regularizer, PHASE_KEY: Phase.FINAL.value, SELECTED_KEY: run.selected.to_tune(), SEED_KEY: run.seed}
+        self.tickets[trial_id] = Ticket(
+            plan.regularizer, Phase.FINAL.value, selected_run_id=run.selected.run_id, seed=run.seed
+        )
+        return {
+            METHOD_KEY: plan.regularizer,
+            PHASE_KEY: Phase.FINAL.value,
+            SELECTED_KEY: run.selected.to_tune(),
+            SEED_KEY: run.seed,
+        }

@@ -80,8 +80,16 @@ class MethodStudy:
     """One method's study. Pickled with the searcher's state: the sampler (its RNG continues
     where it was) and names; the ``optuna.Study`` (a database connection) is reopened lazily."""
 
-    def __init__(self, plan: MethodPlan, *, storage: str, name: str, direction: str, sampler: optuna.samplers.BaseSampler,
-                 attrs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        plan: MethodPlan,
+        *,
+        storage: str,
+        name: str,
+        direction: str,
+        sampler: optuna.samplers.BaseSampler,
+        attrs: dict[str, Any],
+    ) -> None:
         self.plan = plan
         self.storage = storage
         self.name = name
@@ -103,7 +111,11 @@ class MethodStudy:
     def study(self) -> optuna.Study:
         if self._study is None:
             study = optuna.create_study(
-                storage=optuna_storage(self.storage), study_name=self.name, sampler=self.sampler, direction=self.direction, load_if_exists=True
+                storage=optuna_storage(self.storage),
+                study_name=self.name,
+                sampler=self.sampler,
+                direction=self.direction,
+                load_if_exists=True,
             )
             if not study.get_trials(deepcopy=False):
                 for key, value in self.attrs.items():
@@ -208,13 +220,15 @@ class MethodStudy:
             study.tell(number, value if state is TrialState.COMPLETE else None, state=state)
             return number
         if frozen.state is TrialState.FAIL and state is not TrialState.FAIL:
-            study.add_trial(optuna.trial.create_trial(
-                state=state,
-                value=value if state is TrialState.COMPLETE else None,
-                params=frozen.params,
-                distributions=frozen.distributions,
-                intermediate_values=dict(frozen.intermediate_values) if state is TrialState.PRUNED else None,
-                user_attrs={**frozen.user_attrs, ATTR_RETRY_OF: number},
-            ))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=state,
+                    value=value if state is TrialState.COMPLETE else None,
+                    params=frozen.params,
+                    distributions=frozen.distributions,
+                    intermediate_values=dict(frozen.intermediate_values) if state is TrialState.PRUNED else None,
+                    user_attrs={**frozen.user_attrs, ATTR_RETRY_OF: number},
+                )
+            )
             return study.get_trials(deepcopy=False)[-1].number
         return number

@@ -99,7 +99,9 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
             started = time.perf_counter()
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
-                trainer.load_state_dict(torch.load(Path(folder, STATE_FILE), map_location=trainer.device, weights_only=False))
+                trainer.load_state_dict(
+                    torch.load(Path(folder, STATE_FILE), map_location=trainer.device, weights_only=False)
+                )
                 spent = json.loads(Path(folder, ELAPSED_FILE).read_text())
                 elapsed_before, started_at = spent["seconds"], spent.get("started_at", started_at)
                 compile_s += spent.get(metrics.COMPILE_SECONDS, 0.0)  # earlier attempts' warm-ups
@@ -109,16 +111,33 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
         # The method's own result with this config: running it again gives the same NaN. Ended
         # here without raising, so Tune's max_failures does not retry it; the last report says
         # it failed, and why (the sink records it as failed, the searcher tells its study FAIL).
-        _report_failure(config, trainer, batch, last, elapsed_before, started, started_at, compile_s,
-                        {metrics.FAILURE: str(diverged), metrics.FAILURE_CLASS: FailureClass.DIVERGED.value})
+        _report_failure(
+            config,
+            trainer,
+            batch,
+            last,
+            elapsed_before,
+            started,
+            started_at,
+            compile_s,
+            {metrics.FAILURE: str(diverged), metrics.FAILURE_CLASS: FailureClass.DIVERGED.value},
+        )
     except Exception:
         _report_failure(config, trainer, batch, last, elapsed_before, started, started_at, compile_s, {})
         raise
 
 
-def _report_failure(config: BenchmarkConfig, trainer: Trainer | None, batch: EpochBatch, last: dict[str, Any],
-                    elapsed_before: float, started: float, started_at: float, compile_s: float,
-                    failure: dict[str, str]) -> None:
+def _report_failure(
+    config: BenchmarkConfig,
+    trainer: Trainer | None,
+    batch: EpochBatch,
+    last: dict[str, Any],
+    elapsed_before: float,
+    started: float,
+    started_at: float,
+    compile_s: float,
+    failure: dict[str, str],
+) -> None:
     """The last report of a trial that failed.
 
     Honest cost: a failed trial spent passes and time that no per-epoch report carried. One more
@@ -127,8 +146,11 @@ def _report_failure(config: BenchmarkConfig, trainer: Trainer | None, batch: Epo
     if batch.pending:  # epochs trained since the last report: reported as they would have been
         last = batch.pending[-1]
         tune.report(batch.take())
-    spent: dict[str, Any] = {metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started,
-                             metrics.COMPILE_SECONDS: compile_s, **_where(started_at)}
+    spent: dict[str, Any] = {
+        metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started,
+        metrics.COMPILE_SECONDS: compile_s,
+        **_where(started_at),
+    }
     if trainer is not None:
         spent |= {metrics.FORWARD_PASSES: trainer.forward_passes, metrics.BACKWARD_PASSES: trainer.backward_passes}
     # Tune requires the search metric in every result; NaN is "no value" to the row builder.
@@ -140,34 +162,56 @@ def _where(started_at: float) -> dict[str, Any]:
     return {metrics.NODE: ray.get_runtime_context().get_node_id(), metrics.STARTED_AT: started_at}
 
 
-def _train(trainer: Trainer, config: BenchmarkConfig, started: float, elapsed_before: float, started_at: float,
-           compile_s: float, last: dict[str, Any], batch: EpochBatch) -> None:
+def _train(
+    trainer: Trainer,
+    config: BenchmarkConfig,
+    started: float,
+    elapsed_before: float,
+    started_at: float,
+    compile_s: float,
+    last: dict[str, Any],
+    batch: EpochBatch,
+) -> None:
     """Train to the end; each epoch goes to ``batch``, which says when to report; ``last`` holds
     the latest epoch reported.
 
     A checkpoint (and a report with it) every ``search.checkpoint_every`` epochs, but never
     sooner than :data:`MIN_CHECKPOINT_SECONDS` after the trial's start or its last checkpoint."""
-    text = {metrics.DEVICE: str(trainer.device), metrics.HARDWARE: hardware(trainer.device), metrics.PRECISION: trainer.precision,
-            metrics.COMPILE_SECONDS: compile_s, **_where(started_at)}
+    text = {
+        metrics.DEVICE: str(trainer.device),
+        metrics.HARDWARE: hardware(trainer.device),
+        metrics.PRECISION: trainer.precision,
+        metrics.COMPILE_SECONDS: compile_s,
+        **_where(started_at),
+    }
     checkpointed = time.perf_counter()
     while not trainer.finished:
         epoch = trainer.train_epoch()
         elapsed = elapsed_before + time.perf_counter() - started
-        report = {**epoch.to_metrics(), **text, metrics.EPOCHS_PLANNED: trainer.epochs_planned, metrics.WALL_SECONDS: elapsed}
+        report = {
+            **epoch.to_metrics(),
+            **text,
+            metrics.EPOCHS_PLANNED: trainer.epochs_planned,
+            metrics.WALL_SECONDS: elapsed,
+        }
         if trainer.finished:
             test = trainer.test()
             report[metrics.TEST_ACCURACY] = test.test_accuracy
             report[metrics.TEST_LOSS] = test.test_loss
-        checkpoint = (not trainer.finished and trainer.epochs_done % config.search.checkpoint_every == 0
-                      and time.perf_counter() - checkpointed >= MIN_CHECKPOINT_SECONDS)
+        checkpoint = (
+            not trainer.finished
+            and trainer.epochs_done % config.search.checkpoint_every == 0
+            and time.perf_counter() - checkpointed >= MIN_CHECKPOINT_SECONDS
+        )
         if not (batch.add(report, last=trainer.finished) or checkpoint):
             continue
         if checkpoint:
             checkpointed = time.perf_counter()
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), Path(folder, STATE_FILE))
-                Path(folder, ELAPSED_FILE).write_text(json.dumps({"seconds": elapsed, "started_at": started_at,
-                                                                  metrics.COMPILE_SECONDS: compile_s}))
+                Path(folder, ELAPSED_FILE).write_text(
+                    json.dumps({"seconds": elapsed, "started_at": started_at, metrics.COMPILE_SECONDS: compile_s})
+                )
                 tune.report(batch.take(), checkpoint=Checkpoint.from_directory(folder))
         else:
             tune.report(batch.take())

@@ -67,7 +67,14 @@ def test_utilization_of_a_hand_computed_schedule() -> None:
 
 def test_back_to_back_trials_fill_every_slot() -> None:
     # Three slots, each running two trials back to back from 0 to 10 with no gap.
-    intervals = [_interval(0, 4), _interval(4, 10), _interval(0, 6.5), _interval(6.5, 10), _interval(0, 0.5), _interval(0.5, 10)]
+    intervals = [
+        _interval(0, 4),
+        _interval(4, 10),
+        _interval(0, 6.5),
+        _interval(6.5, 10),
+        _interval(0, 0.5),
+        _interval(0.5, 10),
+    ]
     figures = utilization(intervals, slots=3)
     assert figures.utilization == pytest.approx(1.0, abs=EXACT)
     assert figures.idle_ramp + figures.idle_middle + figures.idle_tail == pytest.approx(0.0, abs=EXACT)
@@ -147,8 +154,22 @@ def test_sequential_bound() -> None:
 def test_intervals_from_rows_use_start_and_wall_seconds() -> None:
     start = dt.datetime(2026, 1, 2, 3, 4, 5, 250000, tzinfo=dt.timezone.utc)
     rows = [
-        {"regularizer": "sam", "phase": "final", "status": "completed", "started_at": start, "wall_seconds": 2.5, "node": "n1"},
-        {"regularizer": "erm", "phase": "search", "status": "completed", "started_at": None, "wall_seconds": 1.0, "node": None},
+        {
+            "regularizer": "sam",
+            "phase": "final",
+            "status": "completed",
+            "started_at": start,
+            "wall_seconds": 2.5,
+            "node": "n1",
+        },
+        {
+            "regularizer": "erm",
+            "phase": "search",
+            "status": "completed",
+            "started_at": None,
+            "wall_seconds": 1.0,
+            "node": None,
+        },
     ]
     (interval,) = intervals_from_rows(rows)
     assert (interval.method, interval.phase, interval.node) == ("sam", "final", "n1")
@@ -164,7 +185,10 @@ def test_simulated_accuracy_peaks_at_the_defaults_and_rises_with_epochs() -> Non
     config = DEFAULT.config("unit")
     sam = next(plan for plan in plan_methods(config) if plan.regularizer == "sam")
     defaults = {p.name: p.default for p in sam.params}
-    default = {"regularizer": {"perturbation_radius": defaults["perturbation_radius"]}, "training": {"learning_rate": defaults["learning_rate"]}}
+    default = {
+        "regularizer": {"perturbation_radius": defaults["perturbation_radius"]},
+        "training": {"learning_rate": defaults["learning_rate"]},
+    }
     # At the defaults the distance is 0: 0.95 × (1 − 2^-epoch), e.g. 0.475 after one epoch.
     assert simulated_accuracy(sam, default, config, 1) == pytest.approx(0.475, abs=EXACT)
     curve = [simulated_accuracy(sam, default, config, e) for e in range(1, 5)]
@@ -178,7 +202,10 @@ def test_passes_per_step_follow_the_declared_cost() -> None:
         cost = regularizers.create(plan.regularizer).cost(False)
         assert plan.passes_per_step == cost.forward + cost.backward
     assert {p.regularizer: p.passes_per_step for p in plan_methods(DEFAULT.config("unit"))} == {
-        "erm": 2, "weight_decay": 2, "sam": 4, "asam": 4,
+        "erm": 2,
+        "weight_decay": 2,
+        "sam": 4,
+        "asam": 4,
     }
 
 
@@ -210,7 +237,10 @@ def test_the_default_shape_is_the_default_benchmarks(repo_root) -> None:
     assert DEFAULT.methods == tuple(entry.name for entry in digits.regularizers)
     assert DEFAULT.epochs == digits.training.epochs
     asha = digits.search.asha
-    assert asha.enabled and (DEFAULT.grace_period, DEFAULT.reduction_factor) == (asha.grace_period, asha.reduction_factor)
+    assert asha.enabled and (DEFAULT.grace_period, DEFAULT.reduction_factor) == (
+        asha.grace_period,
+        asha.reduction_factor,
+    )
     assert (DEFAULT.seeds, DEFAULT.top_k) == (tuple(digits.final.seeds), digits.final.top_k)
     assert DEFAULT.trials_per_method == 8 and DEFAULT.slots == 8
 
@@ -222,8 +252,16 @@ def test_the_default_shape_is_the_default_benchmarks(repo_root) -> None:
 def test_a_real_run_on_a_loopback_cluster_gives_consistent_figures() -> None:
     # Head (no GPU) + 2 workers × 2 GPUs: 4 slots. ERM has nothing to search (1 search trial),
     # SAM 3; 2 final seeds each: 4 + 4 trials per run, under both schedulers.
-    setup = Setup(methods=NO_SEARCH_METHODS, trials_per_method=3, epochs=2, epoch_seconds=0.3, seeds=(1, 2),
-                  workers=2, gpus_per_worker=2, search_learning_rate=False)
+    setup = Setup(
+        methods=NO_SEARCH_METHODS,
+        trials_per_method=3,
+        epochs=2,
+        epoch_seconds=0.3,
+        seeds=(1, 2),
+        workers=2,
+        gpus_per_worker=2,
+        search_learning_rate=False,
+    )
     report = measure(setup, repeats=1, no_search=False)
     assert report.slots == 4 and [run.scheduler for run in report.runs] == ["concurrent", "sequential"]
     for run in report.runs:
@@ -233,7 +271,9 @@ def test_a_real_run_on_a_loopback_cluster_gives_consistent_figures() -> None:
         assert 0 < u.utilization <= 1
         # busy ≤ slots × wall up to rounding of sums of ~10 float64 terms of magnitude ~1e9 (Unix seconds).
         assert u.busy_slot_seconds <= u.slots * u.wall_seconds + 1e-5
-        assert u.idle_ramp + u.idle_middle + u.idle_tail == pytest.approx(u.slots * u.wall_seconds - u.busy_slot_seconds, abs=1e-5)
+        assert u.idle_ramp + u.idle_middle + u.idle_tail == pytest.approx(
+            u.slots * u.wall_seconds - u.busy_slot_seconds, abs=1e-5
+        )
         assert u.max_running <= 4 and len(u.handovers) == 4
         # The head declares no GPU: every trial ran on a worker node.
         assert run.on_head == 0 and 1 <= run.nodes <= 2

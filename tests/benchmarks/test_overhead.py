@@ -51,7 +51,11 @@ def test_the_benchmark_config_is_one_method_with_identical_work_per_trial():
 def test_bad_input_is_one_line_and_exit_status_2(arguments, message, repo_root):
     done = subprocess.run(
         [sys.executable, "-m", "bench.benchmarks.orchestration", *arguments],
-        cwd=repo_root, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

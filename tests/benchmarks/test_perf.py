@@ -35,7 +35,11 @@ def test_spread_of_known_samples() -> None:
     assert (spread.q1, spread.median, spread.q3) == pytest.approx((1.75, 2.5, 3.25), rel=REL)
     assert spread.iqr == pytest.approx(1.5, rel=REL) and spread.n == 4
     odd = Spread.of([5.0, 1.0, 3.0])  # odd count: the median is the middle sample itself
-    assert odd.median == pytest.approx(3.0, rel=REL) and odd.q1 == pytest.approx(2.0, rel=REL) and odd.q3 == pytest.approx(4.0, rel=REL)
+    assert (
+        odd.median == pytest.approx(3.0, rel=REL)
+        and odd.q1 == pytest.approx(2.0, rel=REL)
+        and odd.q3 == pytest.approx(4.0, rel=REL)
+    )
     single = Spread.of([0.25])
     assert (single.q1, single.median, single.q3, single.iqr) == (0.25, 0.25, 0.25, 0.0)
 
@@ -156,13 +160,20 @@ def test_methods_are_interleaved_in_blocks(probes: list[str]) -> None:
 
 def test_figures_are_consistent() -> None:
     batch = 8
-    timings = benchmark_steps(["mlp"], ["sam", "nso"], batch_size=batch, warmup=1, repeats=MIN_ROUNDS, epoch_samples=1000)
+    timings = benchmark_steps(
+        ["mlp"], ["sam", "nso"], batch_size=batch, warmup=1, repeats=MIN_ROUNDS, epoch_samples=1000
+    )
     by_method = {t.method: t for t in timings}
     assert list(by_method) == ["erm", "sam", "nso"]  # erm joins first, as the reference
     erm = by_method["erm"]
     # Each round's ratio for erm is t / t, exactly 1.0 in IEEE arithmetic, so every quartile of
     # it is exactly 1 and its spread exactly 0: bit-exactness is the contract here.
-    assert (erm.ratio_to_erm.q1, erm.ratio_to_erm.median, erm.ratio_to_erm.q3, erm.ratio_to_erm.iqr) == (1.0, 1.0, 1.0, 0.0)
+    assert (erm.ratio_to_erm.q1, erm.ratio_to_erm.median, erm.ratio_to_erm.q3, erm.ratio_to_erm.iqr) == (
+        1.0,
+        1.0,
+        1.0,
+        0.0,
+    )
     assert erm.overhead == erm.ratio_to_erm
     assert (by_method["sam"].forward_passes, by_method["sam"].backward_passes) == (2, 2)
     assert by_method["nso"].pass_equivalents == 2.0  # no BatchNorm in the MLP: no extra clean forward

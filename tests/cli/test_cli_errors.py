@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,11 +11,13 @@ import pytest
 import torch
 import yaml
 
+from tests.runner import sharpbench
+
 GOOD = {"benchmark": "t", "regularizers": ["erm", "sam"], "model": {"name": "mlp"}}
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
+    return sharpbench(*args, timeout=120, env=env)
 
 
 def _config(tmp_path: Path, raw) -> str:
@@ -41,81 +42,216 @@ def _free_port() -> int:
 CASES = {
     "unknown key": ({**GOOD, "trainig": {}}, ["unknown key 'trainig'", "training"]),
     "unknown nested key": ({**GOOD, "training": {"epoch": 3}}, ["unknown key 'training.epoch'", "epochs"]),
-    "unknown regularizer": ({**GOOD, "regularizers": ["erm", "samm"]}, ["unknown regularizer 'samm'", "did you mean 'sam'", "asam"]),
+    "unknown regularizer": (
+        {**GOOD, "regularizers": ["erm", "samm"]},
+        ["unknown regularizer 'samm'", "did you mean 'sam'", "asam"],
+    ),
     "unknown dataset": ({**GOOD, "dataset": {"name": "digitz"}}, ["unknown dataset 'digitz'", "digits"]),
     "unknown model": ({**GOOD, "model": {"name": "cnnn"}}, ["unknown model 'cnnn'", "mlp"]),
-    "bad range": ({**GOOD, "search": {"space": {"learning_rate": {"low": 0.5, "high": 0.1}}}}, ["bad range", "learning_rate"]),
-    "log range through zero": ({**GOOD, "search": {"space": {"learning_rate": {"low": 0, "high": 0.1, "log": True}}}}, ["log range needs low > 0"]),
-    "unknown hyperparameter": ({**GOOD, "regularizers": [{"name": "sam", "fixed": {"rho": 0.1}}]}, ["unknown hyperparameter 'rho'", "perturbation_radius"]),
-    "bad hyperparameter value": ({**GOOD, "regularizers": [{"name": "sam", "fixed": {"perturbation_radius": -1.0}}]}, ["perturbation_radius must be >= 0"]),
-    "unknown search space key": ({**GOOD, "search": {"space": {"learning_rat": {"low": 0.1, "high": 0.2}}}}, ["unknown search space key 'learning_rat'", "learning_rate"]),
+    "bad range": (
+        {**GOOD, "search": {"space": {"learning_rate": {"low": 0.5, "high": 0.1}}}},
+        ["bad range", "learning_rate"],
+    ),
+    "log range through zero": (
+        {**GOOD, "search": {"space": {"learning_rate": {"low": 0, "high": 0.1, "log": True}}}},
+        ["log range needs low > 0"],
+    ),
+    "unknown hyperparameter": (
+        {**GOOD, "regularizers": [{"name": "sam", "fixed": {"rho": 0.1}}]},
+        ["unknown hyperparameter 'rho'", "perturbation_radius"],
+    ),
+    "bad hyperparameter value": (
+        {**GOOD, "regularizers": [{"name": "sam", "fixed": {"perturbation_radius": -1.0}}]},
+        ["perturbation_radius must be >= 0"],
+    ),
+    "unknown search space key": (
+        {**GOOD, "search": {"space": {"learning_rat": {"low": 0.1, "high": 0.2}}}},
+        ["unknown search space key 'learning_rat'", "learning_rate"],
+    ),
     "unknown sampler": ({**GOOD, "search": {"sampler": "tpee"}}, ["search.sampler.name", "'tpe'", "'cmaes'"]),
-    "negative startup trials": ({**GOOD, "search": {"sampler": {"name": "tpe", "n_startup_trials": -1}}}, ["n_startup_trials"]),
+    "negative startup trials": (
+        {**GOOD, "search": {"sampler": {"name": "tpe", "n_startup_trials": -1}}},
+        ["n_startup_trials"],
+    ),
     "unknown budget": ({**GOOD, "search": {"budget": "flops"}}, ["search.budget.kind", "'passes'"]),
     "passes scaling epochs with epochs searched": (
-        {**GOOD, "search": {"budget": {"kind": "passes", "scale": "epochs"}, "space": {"epochs": {"low": 1, "high": 3}}}},
+        {
+            **GOOD,
+            "search": {"budget": {"kind": "passes", "scale": "epochs"}, "space": {"epochs": {"low": 1, "high": 3}}},
+        },
         ["cannot be combined with epochs in search.space"],
     ),
     "repeated final seeds": ({**GOOD, "final": {"seeds": [1, 2, 1]}}, ["final.seeds", "repeated: 1"]),
     "final seeds [1, 1]": ({**GOOD, "final": {"seeds": [1, 1]}}, ["final.seeds", "repeated: 1"]),
     "top_k of zero": ({**GOOD, "final": {"seeds": [1], "top_k": 0}}, ["final.top_k"]),
-    "renamed flatness key": ({**GOOD, "flatness": {"trace_probes": 20}}, ["flatness: trace_probes was replaced by trace_rel_stderr"]),
-    "flatness probe range": ({**GOOD, "flatness": {"trace_min_probes": 50, "trace_max_probes": 20}}, ["trace_max_probes (20) must be >= trace_min_probes (50)"]),
+    "renamed flatness key": (
+        {**GOOD, "flatness": {"trace_probes": 20}},
+        ["flatness: trace_probes was replaced by trace_rel_stderr"],
+    ),
+    "flatness probe range": (
+        {**GOOD, "flatness": {"trace_min_probes": 50, "trace_max_probes": 20}},
+        ["trace_max_probes (20) must be >= trace_min_probes (50)"],
+    ),
     "invalid yaml": ("benchmark: [unclosed\n", ["invalid YAML"]),
     "not a mapping": ("- just\n- a list\n", ["expected a mapping"]),
     "empty config": ("# nothing yet\n", ["the config is empty", "benchmark, regularizers"]),
-    "a key given twice": ("benchmark: t\nregularizers: [erm]\ntraining:\n  epochs: 50\n  epochs: 5\n", ["invalid YAML (line 5)", "'epochs' appears twice"]),
-    "a boolean for a number": ({**GOOD, "training": {"epochs": True}}, ["training.epochs: expected a number, got the boolean true"]),
-    "a boolean for a seed": ({**GOOD, "final": {"seeds": [1, False]}}, ["final.seeds: expected a number, got the boolean false"]),
+    "a key given twice": (
+        "benchmark: t\nregularizers: [erm]\ntraining:\n  epochs: 50\n  epochs: 5\n",
+        ["invalid YAML (line 5)", "'epochs' appears twice"],
+    ),
+    "a boolean for a number": (
+        {**GOOD, "training": {"epochs": True}},
+        ["training.epochs: expected a number, got the boolean true"],
+    ),
+    "a boolean for a seed": (
+        {**GOOD, "final": {"seeds": [1, False]}},
+        ["final.seeds: expected a number, got the boolean false"],
+    ),
     # bytes that are not UTF-8 (0xff never occurs in UTF-8): a binary file given as the config
     "binary config file": (b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00binary", ["cannot read config", "not UTF-8 text"]),
-    "unknown model option": ({**GOOD, "model": {"name": "mlp", "options": {"bogus": 3}}}, ["model.options", "'bogus'", "valid: depth, hidden"]),
-    "misspelled model option": ({**GOOD, "model": {"name": "mlp", "options": {"hiden": 64}}}, ["did you mean 'hidden'?"]),
-    "negative model width": ({**GOOD, "model": {"name": "mlp", "options": {"hidden": -4}}}, ["model.options {hidden: -4} do not build model 'mlp'", "negative dimension"]),
-    "model option of the wrong type": ({**GOOD, "model": {"name": "mlp", "options": {"depth": "two"}}}, ["model.options {depth: 'two'} do not build model 'mlp'"]),
-    "impossible model depth": ({**GOOD, "model": {"name": "wrn16_8", "options": {"dropout": 1.5}}}, ["do not build model 'wrn16_8'", "dropout must be in [0, 1)"]),
-    "words as learning-rate choices": ({**GOOD, "search": {"space": {"learning_rate": {"choices": ["fast", "slow"]}}}}, ["choices for learning_rate must be numbers", "'fast'"]),
-    "fractional epoch choices": ({**GOOD, "search": {"space": {"epochs": {"choices": [1.5, 3]}}}}, ["choices for epochs must be whole numbers"]),
-    "L2 twice": ({**GOOD, "regularizers": ["erm", "weight_decay"], "training": {"weight_decay": 5.0e-4}}, ["training.weight_decay (0.0005)", "both apply an L2 penalty", "set training.weight_decay: 0"]),
+    "unknown model option": (
+        {**GOOD, "model": {"name": "mlp", "options": {"bogus": 3}}},
+        ["model.options", "'bogus'", "valid: depth, hidden"],
+    ),
+    "misspelled model option": (
+        {**GOOD, "model": {"name": "mlp", "options": {"hiden": 64}}},
+        ["did you mean 'hidden'?"],
+    ),
+    "negative model width": (
+        {**GOOD, "model": {"name": "mlp", "options": {"hidden": -4}}},
+        ["model.options {hidden: -4} do not build model 'mlp'", "negative dimension"],
+    ),
+    "model option of the wrong type": (
+        {**GOOD, "model": {"name": "mlp", "options": {"depth": "two"}}},
+        ["model.options {depth: 'two'} do not build model 'mlp'"],
+    ),
+    "impossible model depth": (
+        {**GOOD, "model": {"name": "wrn16_8", "options": {"dropout": 1.5}}},
+        ["do not build model 'wrn16_8'", "dropout must be in [0, 1)"],
+    ),
+    "words as learning-rate choices": (
+        {**GOOD, "search": {"space": {"learning_rate": {"choices": ["fast", "slow"]}}}},
+        ["choices for learning_rate must be numbers", "'fast'"],
+    ),
+    "fractional epoch choices": (
+        {**GOOD, "search": {"space": {"epochs": {"choices": [1.5, 3]}}}},
+        ["choices for epochs must be whole numbers"],
+    ),
+    "L2 twice": (
+        {**GOOD, "regularizers": ["erm", "weight_decay"], "training": {"weight_decay": 5.0e-4}},
+        ["training.weight_decay (0.0005)", "both apply an L2 penalty", "set training.weight_decay: 0"],
+    ),
     "L2 searched twice": (
-        {**GOOD, "regularizers": ["weight_decay"], "search": {"space": {"weight_decay": {"low": 1.0e-5, "high": 1.0e-3, "log": True}}}},
+        {
+            **GOOD,
+            "regularizers": ["weight_decay"],
+            "search": {"space": {"weight_decay": {"low": 1.0e-5, "high": 1.0e-3, "log": True}}},
+        },
         ["searched in search.space", "both apply an L2 penalty"],
     ),
-    "more CPUs per trial than this machine": ({**GOOD, "resources": {"cpus_per_trial": 64}}, ["resources.cpus_per_trial is 64", "at most 2 CPUs", "no trial could ever start"], ["--num-cpus", "2"]),
-    "a fraction of several GPUs": ({**GOOD, "resources": {"gpus_per_trial": 1.5}}, ["resources.gpus_per_trial is 1.5", "whole number"]),
+    "more CPUs per trial than this machine": (
+        {**GOOD, "resources": {"cpus_per_trial": 64}},
+        ["resources.cpus_per_trial is 64", "at most 2 CPUs", "no trial could ever start"],
+        ["--num-cpus", "2"],
+    ),
+    "a fraction of several GPUs": (
+        {**GOOD, "resources": {"gpus_per_trial": 1.5}},
+        ["resources.gpus_per_trial is 1.5", "whole number"],
+    ),
     # no test machine has 1024 GPUs on one node, so this can never be placed anywhere
-    "more GPUs per trial than this machine": ({**GOOD, "resources": {"gpus_per_trial": 1024}}, ["resources.gpus_per_trial is 1024", "no trial could ever start"]),
-    "unroutable tracking server": (GOOD, ["no MLflow tracking server answers at http://127.0.0.1:1 within 3 s"], ["--tracking-uri", "http://127.0.0.1:1"]),
+    "more GPUs per trial than this machine": (
+        {**GOOD, "resources": {"gpus_per_trial": 1024}},
+        ["resources.gpus_per_trial is 1024", "no trial could ever start"],
+    ),
+    "unroutable tracking server": (
+        GOOD,
+        ["no MLflow tracking server answers at http://127.0.0.1:1 within 3 s"],
+        ["--tracking-uri", "http://127.0.0.1:1"],
+    ),
     # MLflow 3 refuses its file store (a paragraph, after Ray started); one line before anything
-    "tracking URI that is a folder": (GOOD, ["cannot use MLflow tracking URI /nonexistent-sharpbench/mlruns", "MLFLOW_ALLOW_FILE_STORE=true",
-                                             "e.g. sqlite:////nonexistent-sharpbench/mlruns.db"], ["--tracking-uri", "/nonexistent-sharpbench/mlruns"]),
-    "tracking URI of no store": (GOOD, ["cannot use MLflow tracking URI ftp://nowhere", "scheme 'ftp'", "sqlite"], ["--tracking-uri", "ftp://nowhere"]),
+    "tracking URI that is a folder": (
+        GOOD,
+        [
+            "cannot use MLflow tracking URI /nonexistent-sharpbench/mlruns",
+            "MLFLOW_ALLOW_FILE_STORE=true",
+            "e.g. sqlite:////nonexistent-sharpbench/mlruns.db",
+        ],
+        ["--tracking-uri", "/nonexistent-sharpbench/mlruns"],
+    ),
+    "tracking URI of no store": (
+        GOOD,
+        ["cannot use MLflow tracking URI ftp://nowhere", "scheme 'ftp'", "sqlite"],
+        ["--tracking-uri", "ftp://nowhere"],
+    ),
     # loopback only: a port nobody listens on refuses at once (never send traffic off this machine)
-    "no Ray cluster at the address": (GOOD, ["no Ray cluster answers at 127.0.0.1:"], ["--address", f"127.0.0.1:{_free_port()}"]),
+    "no Ray cluster at the address": (
+        GOOD,
+        ["no Ray cluster answers at 127.0.0.1:"],
+        ["--address", f"127.0.0.1:{_free_port()}"],
+    ),
     "malformed address": (GOOD, ["expected 'auto', HOST:PORT or ray://HOST:PORT"], ["--address", "nonsense"]),
     # ":1234:" is one of rich's emoji codes (🔢): printed as written (loopback, a port nobody uses)
-    "an address that reads as an emoji code": (GOOD, ["no Ray cluster answers at 127.0.0.1:1234: "], ["--address", "127.0.0.1:1234"]),
-    "a results folder with [markup]": (GOOD, ["cannot create results folder", "/[bold]x"], ["--results", f"{Path(__file__).resolve()}/[bold]x"]),
+    "an address that reads as an emoji code": (
+        GOOD,
+        ["no Ray cluster answers at 127.0.0.1:1234: "],
+        ["--address", "127.0.0.1:1234"],
+    ),
+    "a results folder with [markup]": (
+        GOOD,
+        ["cannot create results folder", "/[bold]x"],
+        ["--results", f"{Path(__file__).resolve()}/[bold]x"],
+    ),
     "quiet and verbose": (GOOD, ["--quiet and --verbose exclude each other"], ["--quiet", "--verbose"]),
     # Path("") is "."; the run would fill the working folder
     "empty results folder name": (GOOD, ["--results is empty"], ["--results", ""]),
     "empty tracking URI": (GOOD, ["--tracking-uri is empty"], ["--tracking-uri", ""]),
-    "Optuna storage that is no URL": (GOOD, ["cannot use Optuna storage 'optuna.db'", "not a SQLAlchemy URL"], ["--optuna-storage", "optuna.db"]),
+    "Optuna storage that is no URL": (
+        GOOD,
+        ["cannot use Optuna storage 'optuna.db'", "not a SQLAlchemy URL"],
+        ["--optuna-storage", "optuna.db"],
+    ),
     # no test machine installs MySQLdb: a database whose driver is missing is named before anything runs
-    "Optuna storage without its driver": (GOOD, ["cannot use Optuna storage 'mysql+mysqldb://u@127.0.0.1/db'", "MySQLdb"], ["--optuna-storage", "mysql+mysqldb://u@127.0.0.1/db"]),
+    "Optuna storage without its driver": (
+        GOOD,
+        ["cannot use Optuna storage 'mysql+mysqldb://u@127.0.0.1/db'", "MySQLdb"],
+        ["--optuna-storage", "mysql+mysqldb://u@127.0.0.1/db"],
+    ),
     "Optuna storage in the config": ({**GOOD, "optuna_storage": "nowhere"}, ["cannot use Optuna storage 'nowhere'"]),
-    "Optuna sqlite file under a file": (GOOD, ["is not an existing folder"], ["--optuna-storage", f"sqlite:///{Path(__file__).resolve()}/o.db"]),
+    "Optuna sqlite file under a file": (
+        GOOD,
+        ["is not an existing folder"],
+        ["--optuna-storage", f"sqlite:///{Path(__file__).resolve()}/o.db"],
+    ),
     # this very test file: a file that is not an SQLite database
-    "Optuna sqlite storage that is not a database": (GOOD, ["is not an SQLite database"], ["--optuna-storage", f"sqlite:///{Path(__file__).resolve()}"]),
-    "Optuna sqlite storage that is a folder": (GOOD, ["is a folder, not a database file"], ["--optuna-storage", f"sqlite:///{Path(__file__).resolve().parent}"]),
-    "MLflow sqlite store in no folder": (GOOD, ["cannot use MLflow tracking URI", "/nonexistent-sharpbench is not an existing folder"],
-                                        ["--tracking-uri", "sqlite:////nonexistent-sharpbench/mlflow.db"]),
-    "infinite learning rate": ({**GOOD, "training": {"learning_rate": float("inf")}}, ["training.learning_rate", "finite number"]),
+    "Optuna sqlite storage that is not a database": (
+        GOOD,
+        ["is not an SQLite database"],
+        ["--optuna-storage", f"sqlite:///{Path(__file__).resolve()}"],
+    ),
+    "Optuna sqlite storage that is a folder": (
+        GOOD,
+        ["is a folder, not a database file"],
+        ["--optuna-storage", f"sqlite:///{Path(__file__).resolve().parent}"],
+    ),
+    "MLflow sqlite store in no folder": (
+        GOOD,
+        ["cannot use MLflow tracking URI", "/nonexistent-sharpbench is not an existing folder"],
+        ["--tracking-uri", "sqlite:////nonexistent-sharpbench/mlflow.db"],
+    ),
+    "infinite learning rate": (
+        {**GOOD, "training": {"learning_rate": float("inf")}},
+        ["training.learning_rate", "finite number"],
+    ),
     "seed beyond 64 bits": ({**GOOD, "seed": 2**70}, ["seed", "less than or equal to 9223372036854775807"]),
     # the schedule would never reach its learning rate: refused, not trained
-    "warm-up longer than training": ({**GOOD, "training": {"epochs": 3, "warmup_epochs": 5}},
-                                     ["training: warmup_epochs (5) is longer than epochs (3)"]),
-    "split leaving no training data": ({**GOOD, "dataset": {"name": "digits", "val_fraction": 0.7, "test_fraction": 0.5}}, ["val_fraction (0.7) + test_fraction (0.5) must stay below 1"]),
+    "warm-up longer than training": (
+        {**GOOD, "training": {"epochs": 3, "warmup_epochs": 5}},
+        ["training: warmup_epochs (5) is longer than epochs (3)"],
+    ),
+    "split leaving no training data": (
+        {**GOOD, "dataset": {"name": "digits", "val_fraction": 0.7, "test_fraction": 0.5}},
+        ["val_fraction (0.7) + test_fraction (0.5) must stay below 1"],
+    ),
 }
 
 #: Refusals must come within this many seconds of starting the command. A bound on a hang (the
@@ -144,7 +280,9 @@ def _timed_run(*args: str, env: dict[str, str] | None = None) -> tuple[subproces
 def test_bad_input_exits_2_with_one_line_before_anything_starts(tmp_path, case):
     raw, fragments, *options = CASES[case]
     results = tmp_path / "results"
-    done, elapsed = _timed_run("run", _config(tmp_path, raw), "--results", str(results), *(options[0] if options else []))
+    done, elapsed = _timed_run(
+        "run", _config(tmp_path, raw), "--results", str(results), *(options[0] if options else [])
+    )
     _assert_refused(done, elapsed, fragments)
     assert not results.exists()  # nothing started, nothing written
 
@@ -158,7 +296,9 @@ def test_distinct_malformed_inputs_cover_the_issue():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: device cuda is valid here")
 def test_cuda_device_without_cuda_exits_2(tmp_path):
     results = tmp_path / "results"
-    done, elapsed = _timed_run("run", _config(tmp_path, {**GOOD, "training": {"device": "cuda"}}), "--results", str(results))
+    done, elapsed = _timed_run(
+        "run", _config(tmp_path, {**GOOD, "training": {"device": "cuda"}}), "--results", str(results)
+    )
     _assert_refused(done, elapsed, ["training.device is 'cuda' but this machine has no CUDA device"])
     assert not results.exists()
 
@@ -191,7 +331,9 @@ def test_existing_results_folder_is_left_untouched(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     (results / "keep.txt").write_text("earlier work\n")
-    done, elapsed = _timed_run("run", _config(tmp_path, {**GOOD, "model": {"name": "mlp", "options": {"bogus": 3}}}), "--results", str(results))
+    done, elapsed = _timed_run(
+        "run", _config(tmp_path, {**GOOD, "model": {"name": "mlp", "options": {"bogus": 3}}}), "--results", str(results)
+    )
     _assert_refused(done, elapsed, ["'bogus'"])
     assert [p.name for p in results.iterdir()] == ["keep.txt"]
 
@@ -224,13 +366,19 @@ def test_leaderboard_on_missing_folder(tmp_path):
     done = _run("leaderboard", str(tmp_path / "nothing"))
     assert done.returncode == 2 and "results folder not found" in done.stderr
     done = _run("leaderboard", "/dev/null")  # exists, but is no folder: not "not found"
-    assert done.returncode == 2 and done.stderr.strip() == "error: /dev/null is not a folder: give the --results folder of `sharpbench run`"
+    assert (
+        done.returncode == 2
+        and done.stderr.strip() == "error: /dev/null is not a folder: give the --results folder of `sharpbench run`"
+    )
     from tests.report.results_folder import write_results
 
     results = write_results(tmp_path / "results")  # its dataset folder given instead of it
     done = _run("leaderboard", str(results / "leaderboard"))
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: {results}/leaderboard is the Parquet dataset of the results folder {results}: give {results}"
+    assert (
+        done.stderr.strip()
+        == f"error: {results}/leaderboard is the Parquet dataset of the results folder {results}: give {results}"
+    )
 
 
 def test_list_json_describes_every_hyperparameter():
@@ -264,7 +412,9 @@ def test_every_option_that_takes_a_value_names_it_in_words():
     from bench.cli import app
 
     for name, command in get_command(app).commands.items():
-        assert not re.search(r"\bbench/|\.py\b", command.help or ""), f"{name}: its help sends the reader to a source file"
+        assert not re.search(r"\bbench/|\.py\b", command.help or ""), (
+            f"{name}: its help sends the reader to a source file"
+        )
         for param in command.params:
             if param.param_type_name == "option" and not param.is_flag and param.name != "help":
                 shown = param.get_help_record(click.Context(command))[0]
@@ -275,7 +425,23 @@ def test_every_option_that_takes_a_value_names_it_in_words():
 def test_perf_json_rows_carry_medians_and_spreads():
     import json
 
-    done = _run("perf", "--model", "mlp", "--method", "sam", "--method", "nso", "--batch-size", "16", "--warmup", "1", "--repeats", "4", "--format", "json")
+    done = _run(
+        "perf",
+        "--model",
+        "mlp",
+        "--method",
+        "sam",
+        "--method",
+        "nso",
+        "--batch-size",
+        "16",
+        "--warmup",
+        "1",
+        "--repeats",
+        "4",
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     timings = {t["method"]: t for t in json.loads(done.stdout)}
     assert set(timings) == {"erm", "sam", "nso"}  # erm always joins as the reference
@@ -329,8 +495,12 @@ def test_perf_help_states_the_reliability_rule():
     done = _run("perf", "--help")
     text = " ".join(done.stdout.split())  # click re-wraps the docstring
     assert done.returncode == 0
-    for fragment in (f"fewer than {MIN_ROUNDS} rounds", f"exceeds {MAX_RELATIVE_STEP_IQR:.0%} of its median",
-                     f"exceeds both {OVERHEAD_RESOLUTION:.2f} and |overhead - 1| / {EFFECT_IN_IQRS}.", f"<= {TARGET_OVERHEAD}"):
+    for fragment in (
+        f"fewer than {MIN_ROUNDS} rounds",
+        f"exceeds {MAX_RELATIVE_STEP_IQR:.0%} of its median",
+        f"exceeds both {OVERHEAD_RESOLUTION:.2f} and |overhead - 1| / {EFFECT_IN_IQRS}.",
+        f"<= {TARGET_OVERHEAD}",
+    ):
         assert fragment in text, fragment
 
 

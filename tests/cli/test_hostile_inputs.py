@@ -145,11 +145,20 @@ def test_plugin_with_an_unusable_name_exits_2(tmp_path, case):
 
 
 # Found by a fresh-user check: refused now, with one line and nothing written.
-CASES.update({
-    "benchmark name of dots": ({**GOOD, "benchmark": ".."}, ["only dots"]),
-    "an in-memory MLflow store": (GOOD, ["in-memory database keeps nothing"], ["--tracking-uri", "sqlite://"]),
-    "an in-memory Optuna store": (GOOD, ["in-memory database keeps nothing"], ["--optuna-storage", "sqlite:///:memory:"]),
-    "a tracking database without its driver": (GOOD, ["MLflow tracking URI mysql+mysqldb://", "MySQLdb"],
-                                               ["--tracking-uri", "mysql+mysqldb://u:p@127.0.0.1:1/db"]),
-    "a results folder with a newline": (GOOD, ["control character"], ["--results", "{tmp}/two\nlines"]),
-})
+CASES.update(
+    {
+        "benchmark name of dots": ({**GOOD, "benchmark": ".."}, ["only dots"]),
+        "an in-memory MLflow store": (GOOD, ["in-memory database keeps nothing"], ["--tracking-uri", "sqlite://"]),
+        "an in-memory Optuna store": (
+            GOOD,
+            ["in-memory database keeps nothing"],
+            ["--optuna-storage", "sqlite:///:memory:"],
+        ),
+        "a tracking database without its driver": (
+            GOOD,
+            ["MLflow tracking URI mysql+mysqldb://", "MySQLdb"],
+            ["--tracking-uri", "mysql+mysqldb://u:p@127.0.0.1:1/db"],
+        ),
+        "a results folder with a newline": (GOOD, ["control character"], ["--results", "{tmp}/two\nlines"]),
+    }
+)

@@ -12,7 +12,14 @@ from tests.report.results_folder import write_results
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", "report", *args], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -20,13 +27,25 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     [
         (lambda d: [str(d / "absent")], "results folder not found"),
         (lambda d: [str(d)], "no results in"),
-        (lambda d: [str(write_results(d / "r")), "--baseline", "samm"], "--baseline 'samm' has no rows; methods present: asam, erm, sam"),
+        (
+            lambda d: [str(write_results(d / "r")), "--baseline", "samm"],
+            "--baseline 'samm' has no rows; methods present: asam, erm, sam",
+        ),
         (lambda d: [str(write_results(d / "r")), "--out", str(d / "report.pdf")], "--out must name an .html file"),
         (lambda d: ["/dev/null"], "/dev/null is not a folder"),
-        (lambda d: [str(write_results(d / "r") / "leaderboard")], "is the Parquet dataset of the results folder {d}/r: give {d}/r"),
+        (
+            lambda d: [str(write_results(d / "r") / "leaderboard")],
+            "is the Parquet dataset of the results folder {d}/r: give {d}/r",
+        ),
         # under a file, and in /proc (where even root cannot create a file): refused before any figure is drawn
-        (lambda d: [str(write_results(d / "r")), "--out", str(Path(__file__).resolve() / "x.html")], "cannot write the report to"),
-        (lambda d: [str(write_results(d / "r")), "--out", "/proc/sharpbench-report.html"], "cannot write the report to /proc/sharpbench-report.html"),
+        (
+            lambda d: [str(write_results(d / "r")), "--out", str(Path(__file__).resolve() / "x.html")],
+            "cannot write the report to",
+        ),
+        (
+            lambda d: [str(write_results(d / "r")), "--out", "/proc/sharpbench-report.html"],
+            "cannot write the report to /proc/sharpbench-report.html",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):

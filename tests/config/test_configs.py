@@ -7,7 +7,6 @@ import pytest
 from bench.config import ConfigError, load_config, parse_config
 from bench.plan import plan_methods
 
-
 SHIPPED = ["digits", "digits_noisy", "smoke", "cifar10_resnet18", "cifar100_wrn28_10", "cifar10_quick"]
 
 
@@ -30,7 +29,11 @@ def test_digits_noisy_compares_every_built_in_method_on_noisy_labels(repo_root):
     import regularizers
 
     config = load_config(repo_root / "configs" / "digits_noisy.yaml")
-    built_in = {name for name in regularizers.available() if type(regularizers.create(name)).__module__.startswith("regularizers.")}
+    built_in = {
+        name
+        for name in regularizers.available()
+        if type(regularizers.create(name)).__module__.startswith("regularizers.")
+    }
     assert {entry.name for entry in config.regularizers} == built_in and len(built_in) >= 12
     assert config.dataset.label_noise > 0 and len(config.final.seeds) == 5 and config.flatness.when == "final"
 
@@ -38,9 +41,14 @@ def test_digits_noisy_compares_every_built_in_method_on_noisy_labels(repo_root):
 def test_paper_recipe_in_cifar_configs(repo_root):
     for name in ("cifar10_resnet18", "cifar100_wrn28_10"):
         training = load_config(repo_root / "configs" / f"{name}.yaml").training
-        assert (training.momentum, training.learning_rate, training.weight_decay, training.batch_size, training.epochs, training.schedule) == (
-            0.9, 0.1, 5e-4, 128, 200, "cosine"
-        )
+        assert (
+            training.momentum,
+            training.learning_rate,
+            training.weight_decay,
+            training.batch_size,
+            training.epochs,
+            training.schedule,
+        ) == (0.9, 0.1, 5e-4, 128, 200, "cosine")
 
 
 @pytest.mark.parametrize(
@@ -60,8 +68,6 @@ def test_flatness_stopping_rules_are_validated(flatness, fragment):
         parse_config({"benchmark": "t", "regularizers": ["erm"], "flatness": flatness})
     message = str(error.value)
     assert fragment in message and "\n" not in message
-
-
 
 
 def test_yaml_merge_keys_still_load_and_a_merged_key_may_be_overridden(tmp_path):

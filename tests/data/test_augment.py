@@ -77,7 +77,7 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image(padding, size)
     images = torch.rand(count, 3, size, size) + 0.5  # no zeros: padding is recognizable
     out = BatchAugmentation(crop_padding=padding)(images, generator(1))
     offsets = []
-    for output, image in zip(out, images):
+    for output, image in zip(out, images, strict=True):
         found = matching_offsets(output, image, padding, mirrored=False)
         assert len(found) == 1, found
         offsets.append(found[0][:2])
@@ -88,8 +88,8 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image(padding, size)
 def test_flip_mirrors_about_half_the_images():
     images = torch.rand(2000, 1, 4, 4)
     out = BatchAugmentation(horizontal_flip=True)(images, generator(2))
-    flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, images)])
-    kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, images)])
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, images, strict=True)])
+    kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, images, strict=True)])
     assert bool((flipped ^ kept).all())  # each image is either mirrored or untouched, never both
     assert 0.45 < flipped.float().mean().item() < 0.55  # ± 4.5 standard deviations
 
@@ -97,7 +97,7 @@ def test_flip_mirrors_about_half_the_images():
 def test_crop_and_flip_together():
     images = torch.rand(64, 3, 8, 8) + 0.5
     out = BatchAugmentation(crop_padding=2, horizontal_flip=True)(images, generator(3))
-    found = [matching_offsets(o, i, 2, mirrored=True) for o, i in zip(out, images)]
+    found = [matching_offsets(o, i, 2, mirrored=True) for o, i in zip(out, images, strict=True)]
     assert all(len(f) == 1 for f in found)
     assert {f[0][2] for f in found} == {False, True}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.benchmarks.perf import benchmark_steps
+from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.training import TrialSpec, run_trial
 
 
@@ -14,12 +14,21 @@ def test_cifar_trial_with_augmentation_and_flatness(cifar10_dir):
     root, _ = cifar10_dir
     spec = TrialSpec(
         benchmark="cifar_unit",
-        dataset=DataConfig(name="cifar10", data_dir=str(root), val_fraction=0.2, crop_padding=4, horizontal_flip=True, cutout=8),
+        dataset=DataConfig(
+            name="cifar10", data_dir=str(root), val_fraction=0.2, crop_padding=4, horizontal_flip=True, cutout=8
+        ),
         model=ModelConfig(name="resnet18", options={"width": 4}),
         training=TrainingConfig(epochs=2, batch_size=16, learning_rate=0.05, weight_decay=5e-4),
         regularizer="sam",
-        flatness=FlatnessConfig(when="final", subset_size=16, batch_size=8, eigen_max_iterations=3, trace_min_probes=2,
-                                trace_max_probes=2, sharpness_steps=2),
+        flatness=FlatnessConfig(
+            when="final",
+            subset_size=16,
+            batch_size=8,
+            eigen_max_iterations=3,
+            trace_min_probes=2,
+            trace_max_probes=2,
+            sharpness_steps=2,
+        ),
         seed=0,
     )
     result = run_trial(spec)
@@ -27,14 +36,21 @@ def test_cifar_trial_with_augmentation_and_flatness(cifar10_dir):
     assert result.epochs[-1].forward_passes == 2 * steps * 2
     assert 0.0 <= result.test.test_accuracy <= 1.0 and math.isfinite(result.test.test_loss)
     assert set(result.epochs[-1].flatness) == {
-        "hessian_top_eigenvalue", "hessian_eigen_iterations", "hessian_eigen_converged", "hessian_trace",
-        "hessian_trace_stderr", "hessian_trace_probes", "epsilon_sharpness",
+        "hessian_top_eigenvalue",
+        "hessian_eigen_iterations",
+        "hessian_eigen_converged",
+        "hessian_trace",
+        "hessian_trace_stderr",
+        "hessian_trace_probes",
+        "epsilon_sharpness",
     }
 
 
 def test_perf_on_a_real_dataset_reports_epoch_time(cifar10_dir):
     root, _ = cifar10_dir
-    timings = benchmark_steps(["resnet18"], ["sam"], dataset="cifar10", data_dir=str(root), batch_size=8, warmup=1, repeats=2)
+    timings = benchmark_steps(
+        ["resnet18"], ["sam"], dataset="cifar10", data_dir=str(root), batch_size=8, warmup=1, repeats=2
+    )
     assert [t.method for t in timings] == ["erm", "sam"]
     erm, sam = timings
     assert (erm.forward_passes, sam.forward_passes) == (1, 2)

@@ -86,8 +86,15 @@ def test_training_leaves_the_shared_tensors_bit_identical(method, precision):
         training=TrainingConfig(epochs=1, batch_size=32, precision=precision),
         regularizer=method,
         # Flatness reads the training split too (its Hessian-vector products run on a subset).
-        flatness=FlatnessConfig(when="every", subset_size=32, batch_size=32, eigen_max_iterations=2,
-                                trace_min_probes=2, trace_max_probes=2, sharpness_steps=1),
+        flatness=FlatnessConfig(
+            when="every",
+            subset_size=32,
+            batch_size=32,
+            eigen_max_iterations=2,
+            trace_min_probes=2,
+            trace_max_probes=2,
+            sharpness_steps=1,
+        ),
     )
     trainer = Trainer(spec, dataset=load_dataset_cached(data))
     trainer.train_epoch()

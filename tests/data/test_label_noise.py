@@ -40,7 +40,9 @@ def test_the_same_seed_flips_the_same_samples_to_the_same_labels():
     assert len(flipped) == len(flipped_other) and flipped != flipped_other
     # label_noise_seed defaults to split_seed
     default = load_dataset(DataConfig(name="digits", split_seed=11, label_noise=0.4)).train.targets
-    explicit = load_dataset(DataConfig(name="digits", split_seed=11, label_noise=0.4, label_noise_seed=11)).train.targets
+    explicit = load_dataset(
+        DataConfig(name="digits", split_seed=11, label_noise=0.4, label_noise_seed=11)
+    ).train.targets
     assert torch.equal(default, explicit)
 
 
@@ -91,7 +93,9 @@ def test_subset_cap_and_noise_compose_in_order():
     assert len(noisy.train) == len(clean.train) == 300
     assert len(_changed(clean.train.targets, noisy.train.targets)) == 75
     small = load_dataset(DataConfig(name="digits", train_fraction=0.1, max_train_samples=1000))
-    assert len(small.train) == int(torch.bincount(load_dataset(DataConfig(name="digits", train_fraction=0.1)).train.targets).sum())
+    assert len(small.train) == int(
+        torch.bincount(load_dataset(DataConfig(name="digits", train_fraction=0.1)).train.targets).sum()
+    )
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,10 @@ import pytest
 import scipy.io
 import torch
 import torchvision.datasets.cifar
+from vision_files import decode
 
 from bench.config import DataConfig
 from bench.data import DatasetError, available_datasets, load_dataset
-
-from vision_files import decode
-
 
 # ----------------------------------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ def exact_hessian(model: nn.Module, batches, loss_fn) -> Tensor:
 
     def mean_loss(vector: Tensor) -> Tensor:
         chunks = torch.split(vector, [p.numel() for _, p in named])
-        params = {name: chunk.view_as(p) for (name, p), chunk in zip(named, chunks)}
+        params = {name: chunk.view_as(p) for (name, p), chunk in zip(named, chunks, strict=True)}
         return sum(x.shape[0] / total * loss_fn(functional_call(model, params, (x,)), y) for x, y in batches)
 
     hessian = torch.autograd.functional.hessian(mean_loss, flat)
@@ -105,7 +105,7 @@ def flatten(tensors) -> Tensor:
 
 
 def unflatten(vector: Tensor, like) -> list[Tensor]:
-    return [chunk.view_as(p) for chunk, p in zip(torch.split(vector, [p.numel() for p in like]), like)]
+    return [chunk.view_as(p) for chunk, p in zip(torch.split(vector, [p.numel() for p in like]), like, strict=True)]
 
 
 class Quadratic(nn.Module):
@@ -221,7 +221,7 @@ def test_hvp_equals_exact_hessian_times_vector(problem):
         torch.testing.assert_close(flatten(product), hessian @ vector, rtol=1e-10, atol=1e-12)
     # The unused parameter has a zero Hessian block, returned as zeros (not dropped). Exactly zero
     # is the contract here: no arithmetic ever touches that block, so no rounding can enter it.
-    (unused,) = [part for p, part in zip(parameters, product) if p is model.unused]
+    (unused,) = [part for p, part in zip(parameters, product, strict=True) if p is model.unused]
     assert torch.equal(unused, torch.zeros(2, dtype=F64))
 
 
@@ -260,8 +260,9 @@ def test_hvp_rejects_mismatched_vectors_and_bad_inputs(problem):
 def test_top_eigenvalue_matches_exact_to_1e_6(problem):
     model, batches, hessian = problem
     eigenvalues = torch.linalg.eigvalsh(hessian)
-    config = FlatnessConfig(eigen_max_iterations=200, eigen_tolerance=1e-8, trace_min_probes=2, trace_max_probes=2,
-                            sharpness_steps=1)
+    config = FlatnessConfig(
+        eigen_max_iterations=200, eigen_tolerance=1e-8, trace_min_probes=2, trace_max_probes=2, sharpness_steps=1
+    )
     result = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
     assert result.eigen_converged and result.eigen_iterations < 200
     assert abs(result.top_eigenvalue - eigenvalues[-1].item()) <= 1e-6 * eigenvalues[-1].item()
@@ -283,14 +284,17 @@ def test_top_eigenvalue_defaults_are_within_1_percent_on_a_small_eigen_gap(seed)
         # The residual bound it reports holds: an exact eigenvalue lies within it (the exact
         # spectrum is itself computed in float64: allow its rounding on top).
         nearest = (eigenvalues - result.eigenvalue).abs().min().item()
-        assert nearest <= result.relative_error * abs(result.eigenvalue) + rounding(top, operations=10 * len(eigenvalues))
+        assert nearest <= result.relative_error * abs(result.eigenvalue) + rounding(
+            top, operations=10 * len(eigenvalues)
+        )
 
 
 def test_top_eigenvalue_reports_the_iteration_cap():
     a = symmetric([1.0, 0.99, 0.98, 0.5, 0.1], seed=0)  # tiny gap: cannot converge in 3 iterations
     model = Quadratic(a, torch.zeros(5, dtype=F64), torch.zeros(5, dtype=F64))
-    result = top_eigenvalue(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0),
-                            max_iterations=3, tolerance=1e-12)
+    result = top_eigenvalue(
+        model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0), max_iterations=3, tolerance=1e-12
+    )
     assert (result.iterations, result.converged) == (3, False)
     assert result.relative_error > 1e-12  # why it did not stop
     # A Ritz value lies inside the spectrum [0.1, 1]; up to the rounding of eigenvalues of size 1.
@@ -309,8 +313,9 @@ def test_top_eigenvalue_is_algebraic_unless_asked_for_magnitude(spectrum, domina
     """algebraic=False gives the largest-|λ| eigenvalue (power iteration's answer); the default λ_max."""
     model = Quadratic(symmetric(spectrum, seed=1), torch.ones(5, dtype=F64), torch.zeros(5, dtype=F64))
     kwargs = dict(max_iterations=500, tolerance=1e-13)
-    magnitude = top_eigenvalue(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0),
-                               algebraic=False, **kwargs)
+    magnitude = top_eigenvalue(
+        model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0), algebraic=False, **kwargs
+    )
     algebraic = top_eigenvalue(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0), **kwargs)
     assert magnitude.converged and algebraic.converged
     assert magnitude.eigenvalue == pytest.approx(dominant, rel=1e-8)
@@ -342,8 +347,12 @@ def test_trace_stderr_matches_the_spread_of_repeated_estimates(problem):
     model, batches, hessian = problem
     exact = hessian.trace().item()
     probes, repeats = 40, 60
-    runs = [fixed_trace(model, batches, cross_entropy, torch.Generator().manual_seed(100 + r), probes=probes,
-                        probes_per_pass=8) for r in range(repeats)]
+    runs = [
+        fixed_trace(
+            model, batches, cross_entropy, torch.Generator().manual_seed(100 + r), probes=probes, probes_per_pass=8
+        )
+        for r in range(repeats)
+    ]
     estimates = torch.tensor([run.trace for run in runs], dtype=F64)
     stderrs = torch.tensor([run.stderr for run in runs], dtype=F64)
     true_variance = single_probe_std(hessian) ** 2 / probes  # of one estimate
@@ -367,12 +376,20 @@ def test_trace_stops_at_the_first_probe_count_that_meets_the_target(problem):
     target, cap = 0.15, 400
     # The premise: one probe's relative spread is well above the target, so the rule must work.
     assert single_probe_std(hessian) / abs(hessian.trace().item()) > 3 * target
-    result = hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(3),
-                              rel_stderr=target, min_probes=2, max_probes=cap)
+    result = hutchinson_trace(
+        model, batches, cross_entropy, torch.Generator().manual_seed(3), rel_stderr=target, min_probes=2, max_probes=cap
+    )
     assert 2 < result.probes < cap and result.stderr <= target * abs(result.trace)
     # The same probes, one fewer, under a cap: the target is not met yet (the rule stopped at the first).
-    shorter = hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(3),
-                               rel_stderr=target, min_probes=2, max_probes=result.probes - 1)
+    shorter = hutchinson_trace(
+        model,
+        batches,
+        cross_entropy,
+        torch.Generator().manual_seed(3),
+        rel_stderr=target,
+        min_probes=2,
+        max_probes=result.probes - 1,
+    )
     assert shorter.probes == result.probes - 1 and shorter.stderr > target * abs(shorter.trace)
     # And it is the plain estimate over those probes: a fixed count gives the same numbers (the same
     # float64 operations in another grouping of probes per pass: equal to rounding).
@@ -395,8 +412,15 @@ def test_trace_respects_its_minimum_and_its_cap(problem):
 def test_trace_of_a_diagonal_hessian_is_exact_with_zero_stderr():
     spectrum = [3.0, -1.0, 0.5, 2.0, 0.25]
     model = Quadratic(torch.diag(torch.tensor(spectrum, dtype=F64)), torch.ones(5, dtype=F64), torch.ones(5, dtype=F64))
-    result = hutchinson_trace(model, QUADRATIC_BATCHES, mean_output, torch.Generator().manual_seed(0),
-                              rel_stderr=0.0, min_probes=5, max_probes=50)
+    result = hutchinson_trace(
+        model,
+        QUADRATIC_BATCHES,
+        mean_output,
+        torch.Generator().manual_seed(0),
+        rel_stderr=0.0,
+        min_probes=5,
+        max_probes=50,
+    )
     # Every probe gives Σ H_ii z_i² = tr H: the sample has no spread, the target (0) is met at the
     # minimum. Each zᵀHz sums 5 terms of size ≤ 3, so allow float64 rounding of that size.
     assert result.probes == 5
@@ -407,8 +431,16 @@ def test_trace_of_a_diagonal_hessian_is_exact_with_zero_stderr():
 def test_trace_does_not_depend_on_probes_per_pass(problem):
     model, batches, _ = problem
     runs = [
-        hutchinson_trace(model, batches, cross_entropy, torch.Generator().manual_seed(5), rel_stderr=0.2,
-                         min_probes=3, max_probes=60, probes_per_pass=k)
+        hutchinson_trace(
+            model,
+            batches,
+            cross_entropy,
+            torch.Generator().manual_seed(5),
+            rel_stderr=0.2,
+            min_probes=3,
+            max_probes=60,
+            probes_per_pass=k,
+        )
         for k in (1, 3, 7)
     ]
     assert 3 < runs[0].probes < 60  # the rule stopped it, not the cap
@@ -421,8 +453,12 @@ def test_trace_does_not_depend_on_probes_per_pass(problem):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"min_probes": 1}, "min_probes"), ({"min_probes": 5, "max_probes": 4}, "max_probes"),
-     ({"rel_stderr": -0.1}, "rel_stderr"), ({"probes_per_pass": 0}, "probes_per_pass")],
+    [
+        ({"min_probes": 1}, "min_probes"),
+        ({"min_probes": 5, "max_probes": 4}, "max_probes"),
+        ({"rel_stderr": -0.1}, "rel_stderr"),
+        ({"probes_per_pass": 0}, "probes_per_pass"),
+    ],
 )
 def test_trace_rejects_bad_stopping_rules(problem, kwargs, match):
     model, batches, _ = problem
@@ -433,8 +469,9 @@ def test_trace_rejects_bad_stopping_rules(problem, kwargs, match):
 # --- ε-sharpness --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spectrum", [[4.0, 1.0, 0.5, 0.1, 0.0], [2.0, -3.0, 1.0, -0.5, 0.2]],
-                         ids=["psd", "indefinite"])
+@pytest.mark.parametrize(
+    "spectrum", [[4.0, 1.0, 0.5, 0.1, 0.0], [2.0, -3.0, 1.0, -0.5, 0.2]], ids=["psd", "indefinite"]
+)
 @pytest.mark.parametrize("radius", [0.05, 0.5, 2.0])
 @pytest.mark.parametrize("step_size", [1.0, 0.5])
 def test_epsilon_sharpness_matches_the_trust_region_maximum(spectrum, radius, step_size):
@@ -494,18 +531,19 @@ def test_measure_flatness_leaves_the_model_exactly_as_found():
     model.body[1].eval()  # a mixed-mode model: frozen BN statistics in an otherwise training model
     model.body[0].weight.grad = torch.full_like(model.body[0].weight, 0.25)
     before = snapshot(model)
-    config = FlatnessConfig(eigen_max_iterations=5, trace_min_probes=3, trace_max_probes=3, sharpness_steps=3,
-                            sharpness_radius=0.5)
+    config = FlatnessConfig(
+        eigen_max_iterations=5, trace_min_probes=3, trace_max_probes=3, sharpness_steps=3, sharpness_radius=0.5
+    )
     with torch.no_grad():  # callers inside no_grad still get Hessians
         result = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
     after = snapshot(model)
     # The ascent ran: a radius of 0.5 raises this loss by ~0.1, far from 0 (and from rounding).
     assert result.epsilon_sharpness > 1e-3
-    assert all(torch.equal(x, y) for x, y in zip(before[0], after[0]))  # weights, bit for bit
+    assert all(torch.equal(x, y) for x, y in zip(before[0], after[0], strict=True))  # weights, bit for bit
     with_grad = [index for index, p in enumerate(model.parameters()) if p is model.body[0].weight]
     assert [index for index, g in enumerate(after[1]) if g is not None] == with_grad  # p.grad untouched
     assert torch.equal(before[1][with_grad[0]], after[1][with_grad[0]])
-    assert all(torch.equal(x, y) for x, y in zip(before[2], after[2]))  # BN running stats and counter
+    assert all(torch.equal(x, y) for x, y in zip(before[2], after[2], strict=True))  # BN running stats and counter
     assert before[3] == after[3] and model.training and not model.body[1].training
 
 
@@ -559,8 +597,15 @@ def test_measure_flatness_on_cuda_matches_cpu(generator_device):
 
 
 def test_to_metrics_uses_the_metric_constants():
-    result = FlatnessResult(top_eigenvalue=2.0, eigen_iterations=7, eigen_converged=False, trace=10.0,
-                            trace_stderr=0.5, trace_probes=42, epsilon_sharpness=0.01)
+    result = FlatnessResult(
+        top_eigenvalue=2.0,
+        eigen_iterations=7,
+        eigen_converged=False,
+        trace=10.0,
+        trace_stderr=0.5,
+        trace_probes=42,
+        epsilon_sharpness=0.01,
+    )
     # Values are passed through, not computed: exact equality is the contract.
     assert result.to_metrics() == {
         metrics.HESSIAN_TOP_EIGENVALUE: 2.0,

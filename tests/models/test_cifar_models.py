@@ -17,7 +17,7 @@ from bench.models import ModelError, available_models, create_model, parameter_c
 from bench.models.preact_resnet import PreActResNet
 from bench.models.pyramidnet import PyramidNet
 from bench.models.resnet import CifarResNet
-from bench.models.vgg import VGG16_LAYERS, VGG
+from bench.models.vgg import VGG, VGG16_LAYERS
 from bench.models.wide_resnet import WideResNet
 
 CIFAR_MODELS = ["resnet18", "preact_resnet18", "wrn28_10", "wrn16_8", "vgg16_bn", "pyramidnet110", "pyramidnet272"]

@@ -62,7 +62,7 @@ def batchnorm_buffers(model: nn.Module) -> list[Tensor]:
 def _copy_at(model: nn.Module, point: Sequence[Tensor]) -> nn.Module:
     twin = copy.deepcopy(model)
     with torch.no_grad():
-        for p, value in zip(trainable(twin), point):
+        for p, value in zip(trainable(twin), point, strict=True):
             p.copy_(value)
     for p in twin.parameters():
         p.grad = None
@@ -126,7 +126,7 @@ def finite_difference_grad(
 
 
 def add(a: Sequence[Tensor], b: Sequence[Tensor], alpha: float = 1.0) -> list[Tensor]:
-    return [x + alpha * y for x, y in zip(a, b)]
+    return [x + alpha * y for x, y in zip(a, b, strict=True)]
 
 
 def scale(a: Sequence[Tensor], factor) -> list[Tensor]:
@@ -142,7 +142,7 @@ def assert_all_equal(actual: Sequence[Tensor], expected: Sequence[Tensor], what:
     or the very same operations on the same inputs in one process (a degenerate setting that runs
     ERM's ops); never for two different formulas, which may round differently on another CPU."""
     assert len(actual) == len(expected)
-    for index, (a, e) in enumerate(zip(actual, expected)):
+    for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
         assert torch.equal(a, e), f"{what} #{index} differs (max abs diff {(a - e).abs().max().item():.3e})"
 
 
@@ -154,8 +154,8 @@ def assert_all_close(
     what: str = "gradient",
 ) -> None:
     assert len(actual) == len(expected)
-    for index, (a, e) in enumerate(zip(actual, expected)):
-        torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f"{what} #{index}: {m}")
+    for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m, index=index: f"{what} #{index}: {m}")
 
 
 #: ``@pytest.mark.parametrize("batchnorm", BATCHNORM_IDS)``: a model without and with BatchNorm.

@@ -94,7 +94,7 @@ def test_amp_gradient_is_taken_at_the_projected_ascent_point(batchnorm, projecti
     assert (closure.forward_passes, closure.backward_passes) == (steps + 1, steps + 1)
     assert_all_equal(weights(model), w, what="weight")  # the contract: restored from a copy
     clean = grad_at(model, w, batch)
-    assert max((a - c).abs().max().item() for a, c in zip(grads(model), clean)) > 1e-6
+    assert max((a - c).abs().max().item() for a, c in zip(grads(model), clean, strict=True)) > 1e-6
 
 
 @pytest.mark.parametrize("batchnorm", BATCHNORM_IDS)

@@ -24,7 +24,7 @@ class LinearLoss(nn.Module):
         self.slopes = slopes
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return sum((c * w).sum() for c, w in zip(self.slopes, self.weights)) + 0.0 * inputs.sum()
+        return sum((c * w).sum() for c, w in zip(self.slopes, self.weights, strict=True)) + 0.0 * inputs.sum()
 
 
 def step_on(name: str, weights, slopes, **hparams):
@@ -46,9 +46,7 @@ def assert_gradient(actual, data_gradient, penalty):
     into a multiply-add: the two results differ by at most one rounding of the product (eps·|λd|)
     and one of the sum (eps·|result|). The branches differ by λ·d itself, far above that.
     """
-    torch.testing.assert_close(
-        actual, data_gradient + penalty, rtol=2 * EPS, atol=2 * EPS * float(penalty.abs().max())
-    )
+    torch.testing.assert_close(actual, data_gradient + penalty, rtol=2 * EPS, atol=2 * EPS * float(penalty.abs().max()))
 
 
 #: The test recomputes each cosine with F.cosine_similarity, another formula than the method's:
@@ -69,8 +67,8 @@ def test_imposed_on_the_coherent_tensor_only(name):
     weights = [w0, w1]
     actual, report, _ = step_on(name, weights, slopes, penalty_weight=penalty, coherence_threshold=0.0)
 
-    combined = [c + penalty_gradient(name, w, penalty) for c, w in zip(slopes, weights)]
-    cosines = [F.cosine_similarity(c, m, dim=0) for c, m in zip(slopes, combined)]
+    combined = [c + penalty_gradient(name, w, penalty) for c, w in zip(slopes, weights, strict=True)]
+    cosines = [F.cosine_similarity(c, m, dim=0) for c, m in zip(slopes, combined, strict=True)]
     assert cosines[0] > 0 > cosines[1]  # the constructed case: one passes, one fails
     assert_gradient(actual[0], slopes[0], penalty_gradient(name, w0, penalty))
     assert_gradient(actual[1], slopes[1], torch.zeros_like(slopes[1]))
@@ -87,7 +85,7 @@ def test_decision_matches_the_cosine_test_on_random_tensors(name, threshold):
     penalty = 3.0 if name == "coherent_l1" else 1.0  # strong enough for the cosines to straddle τ
     actual, report, _ = step_on(name, weights, slopes, penalty_weight=penalty, coherence_threshold=threshold)
     imposed = 0
-    for c, w, a in zip(slopes, weights, actual):
+    for c, w, a in zip(slopes, weights, actual, strict=True):
         combined = c + penalty_gradient(name, w, penalty)
         cosine = F.cosine_similarity(c.flatten(), combined.flatten(), dim=0).item()
         assert abs(cosine - threshold) > COSINE_MARGIN, "a cosine this close to τ could flip with rounding"

@@ -66,9 +66,13 @@ def test_mixture_of_clean_and_perturbed_gradients(batchnorm, alpha, normalized):
     g = grad_at(model, w, batch)
     perturbed = grad_at(model, add(w, scale(g, radius / norm(g))), batch)
     clean_term = scale(g, 1 / norm(g)) if normalized else g
-    expected = [(1 - alpha) * a + alpha * b for a, b in zip(clean_term, perturbed)]
+    expected = [(1 - alpha) * a + alpha * b for a, b in zip(clean_term, perturbed, strict=True)]
     actual, _, closure = step(
-        "gnp", model, batch, perturbation_radius=radius, perturbed_gradient_weight=alpha,
+        "gnp",
+        model,
+        batch,
+        perturbation_radius=radius,
+        perturbed_gradient_weight=alpha,
         normalize_clean_gradient=normalized,
     )
     assert_all_close(actual, expected, rtol=1e-9, atol=1e-12)

@@ -15,7 +15,7 @@ def test_l1_adds_lambda_sign_w(penalty):
     with torch.no_grad():
         trainable(model)[1][:2] = 0.0  # sign(0) = 0: no push on exact zeros
     w = weights(model)
-    expected = [g + penalty * torch.sign(wi) for g, wi in zip(grad_at(model, w, batch), w)]
+    expected = [g + penalty * torch.sign(wi) for g, wi in zip(grad_at(model, w, batch), w, strict=True)]
     regularizers.create("l1", penalty_weight=penalty).step(closure_for(model, batch))
     actual = grads(model)
     assert_all_close(actual, expected, rtol=1e-12, atol=1e-15)
@@ -26,8 +26,8 @@ def test_l1_adds_lambda_sign_w(penalty):
     bound = 8 * EPS * float(clean[1].abs().max())
     torch.testing.assert_close(actual[1][:2], clean[1][:2], rtol=0, atol=bound)
     # λ·w (weight decay) would not pass: the test tells L1 from L2.
-    l2 = [g + penalty * wi for g, wi in zip(clean, w)]
-    assert max((a - b).abs().max().item() for a, b in zip(actual, l2)) > penalty * 1e-3
+    l2 = [g + penalty * wi for g, wi in zip(clean, w, strict=True)]
+    assert max((a - b).abs().max().item() for a, b in zip(actual, l2, strict=True)) > penalty * 1e-3
 
 
 def test_l1_rejects_a_negative_weight():

@@ -129,7 +129,7 @@ def test_gaussian_direction_has_norm_r_and_is_random():
     assert norm(first).item() == pytest.approx(0.05, rel=1e-12)
     assert not torch.equal(first[0], second[0])
     # Same seed, same process, same ops: bit-exact by contract (the global RNG drives the draw).
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 
 def test_kl_objective_works_in_low_precision_logits():

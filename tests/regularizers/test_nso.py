@@ -72,9 +72,9 @@ def test_two_point_estimator_with_the_drawn_noise(batchnorm, mix, recorded_noise
 
     assert len(recorded_noise) == samples
     points = [add(w, u, alpha=sign) for _, u in recorded_noise for sign in (1.0, -1.0)]
-    estimate = [sum(parts) / len(points) for parts in zip(*(grad_at(model, p, batch) for p in points))]
+    estimate = [sum(parts) / len(points) for parts in zip(*(grad_at(model, p, batch) for p in points), strict=True)]
     clean = grad_at(model, w, batch)
-    expected = [(1 - mix) * e + mix * c for e, c in zip(estimate, clean)]
+    expected = [(1 - mix) * e + mix * c for e, c in zip(estimate, clean, strict=True)]
     assert_all_close(grads(model), expected, rtol=1e-9, atol=1e-12)
     assert_all_equal(weights(model), w, what="weight")  # the contract: restored from a copy
 

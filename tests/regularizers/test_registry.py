@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 import regularizers
-from regularizers import Float, PassCost, Regularizer, RegistryError, hparam
+from regularizers import Float, PassCost, RegistryError, Regularizer, hparam
 
 BUILT_IN = ["amp", "asam", "coherent_l1", "coherent_l2", "erm", "gnp", "l1", "nrs", "nso", "rwp", "sam", "weight_decay"]
 
@@ -83,7 +83,7 @@ def test_registering_a_non_dataclass_or_non_regularizer_fails():
 def test_unknown_name_suggests_the_closest():
     with pytest.raises(RegistryError, match="did you mean 'sam'") as error:
         regularizers.get("sma")
-    assert "Available:" in str(error.value) and "nso" in str(error.value)
+    assert "valid:" in str(error.value) and "nso" in str(error.value)
     with pytest.raises(RegistryError, match="did you mean 'coherent_l2'"):
         regularizers.create("coherent-l2")
 
@@ -115,7 +115,7 @@ def test_invalid_value_is_a_registry_error_with_the_reason():
 
 # --- entry-point plugins, discovered through real importlib.metadata distributions --------------
 
-_DECORATED = '''
+_DECORATED = """
 from dataclasses import dataclass
 from regularizers import PassCost, Regularizer, register
 
@@ -137,7 +137,7 @@ class Plain(Regularizer):
 
     def cost(self, has_batchnorm):
         return PassCost(forward=1, backward=1)
-'''
+"""
 
 
 def _write_distribution(root, module: str, source: str, entry_points: dict[str, str]) -> None:

@@ -72,12 +72,12 @@ def test_mixture_of_clean_and_perturbed_gradients(batchnorm, alpha, recorded_noi
     assert len(recorded_noise) == len(w)
     perturbed = grad_at(model, add(w, recorded_noise), batch)
     clean = grad_at(model, w, batch)
-    expected = [alpha * p + (1 - alpha) * c for p, c in zip(perturbed, clean)]
+    expected = [alpha * p + (1 - alpha) * c for p, c in zip(perturbed, clean, strict=True)]
     assert_all_close(grads(model), expected, rtol=1e-9, atol=1e-12)
     assert_all_equal(weights(model), w, what="weight")  # the contract: restored from a copy
     expected_passes = (2, 2) if alpha < 1 else (2, 1)  # α = 1 needs no clean gradient
     assert (closure.forward_passes, closure.backward_passes) == expected_passes
-    assert max((a - c).abs().max().item() for a, c in zip(grads(model), clean)) > 1e-7
+    assert max((a - c).abs().max().item() for a, c in zip(grads(model), clean, strict=True)) > 1e-7
 
 
 @pytest.mark.parametrize("batchnorm", BATCHNORM_IDS)

@@ -61,7 +61,7 @@ def test_sam_gradient_is_taken_at_the_normalized_ascent_point(batchnorm, radius)
     actual, report = run("sam", model, batch, perturbation_radius=radius)
     assert_all_close(actual, expected, rtol=1e-9, atol=1e-12)
     # The perturbed gradient is not the clean one, so the comparison above can fail.
-    assert max((a - c).abs().max().item() for a, c in zip(actual, g)) > 1e-6
+    assert max((a - c).abs().max().item() for a, c in zip(actual, g, strict=True)) > 1e-6
     # Two formulas for one norm of n elements (per-tensor norms then their norm, vs one sum of
     # squares): each within ~n eps relative, so 2n eps apart at most.
     n = sum(t.numel() for t in g)
@@ -76,14 +76,14 @@ def test_asam_follows_its_formula(batchnorm):
     w = weights(model)
     g = grad_at(model, w, batch)
     operator = [p.abs() + eta for p in w]
-    scaled = [t * gi for t, gi in zip(operator, g)]  # T·g
-    epsilon = [t * t * gi * (radius / norm(scaled)) for t, gi in zip(operator, g)]  # ρ·T²g/‖Tg‖
+    scaled = [t * gi for t, gi in zip(operator, g, strict=True)]  # T·g
+    epsilon = [t * t * gi * (radius / norm(scaled)) for t, gi in zip(operator, g, strict=True)]  # ρ·T²g/‖Tg‖
     expected = grad_at(model, add(w, epsilon), batch)
     actual, _ = run("asam", model, batch, perturbation_radius=radius, eta=eta, adaptive_tensors="all")
     assert_all_close(actual, expected, rtol=1e-9, atol=1e-12)
     # ASAM's point differs from SAM's at the same radius: the test distinguishes the two.
     sam_point = grad_at(model, add(w, scale(g, radius / norm(g))), batch)
-    assert max((a - s).abs().max().item() for a, s in zip(actual, sam_point)) > 1e-6
+    assert max((a - s).abs().max().item() for a, s in zip(actual, sam_point, strict=True)) > 1e-6
 
 
 @pytest.mark.parametrize("penalty", [1e-4, 1e-2])
@@ -111,8 +111,8 @@ def test_restoring_by_subtraction_would_be_caught():
     w = weights(model)
     g = grad_at(model, w, batch)
     e = scale(g, 0.7 / norm(g))
-    round_trip = [(wi + ei) - ei for wi, ei in zip(w, e)]
-    assert any(not torch.equal(a, b) for a, b in zip(round_trip, w))
+    round_trip = [(wi + ei) - ei for wi, ei in zip(w, e, strict=True)]
+    assert any(not torch.equal(a, b) for a, b in zip(round_trip, w, strict=True))
 
 
 @pytest.mark.parametrize("name", ["sam", "asam"])
@@ -124,7 +124,7 @@ def test_perturbed_pass_leaves_batchnorm_statistics_alone(name):
     after_clean = batchnorm_buffers(reference)
     with torch.no_grad():
         reference(batch[0] * 3.0)  # a second, different forward would move them again
-    assert any(not torch.equal(a, b) for a, b in zip(batchnorm_buffers(reference), after_clean))
+    assert any(not torch.equal(a, b) for a, b in zip(batchnorm_buffers(reference), after_clean, strict=True))
 
     run(name, model, batch, perturbation_radius=0.5)
     # Exact by contract: the perturbed pass's updates are undone from a copy, and the clean pass

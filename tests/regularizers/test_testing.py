@@ -50,7 +50,7 @@ class AddsOntoTheLoopsGradient(Regularizer):
         stale = [None if p.grad is None else p.grad.clone() for p in closure.parameters]
         clean = closure(update_bn=True)
         with torch.no_grad():
-            for p, old in zip(closure.parameters, stale):
+            for p, old in zip(closure.parameters, stale, strict=True):
                 if old is not None:
                     p.grad.add_(old)
         return self.report(closure, clean.loss)

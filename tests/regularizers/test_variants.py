@@ -72,9 +72,11 @@ def make_cnn(norm_layer: str = "batchnorm", seed: int = 0) -> nn.Module:
         "batchnorm": lambda: nn.BatchNorm2d(3),
         "instancenorm": lambda: nn.InstanceNorm2d(3, affine=True, track_running_stats=True),
     }
-    return nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), norms[norm_layer](), nn.Tanh(), nn.Flatten(), nn.Linear(48, 3)
-    ).to(DTYPE).train()
+    return (
+        nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), norms[norm_layer](), nn.Tanh(), nn.Flatten(), nn.Linear(48, 3))
+        .to(DTYPE)
+        .train()
+    )
 
 
 def cnn_batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +105,9 @@ def test_asam_authors_rule_on_the_linear_toy():
     point = 1.0 + radius * (t_w * t_w * 2.0 + t_b * t_b * 2.0) / scaled_norm  # w' + b'
     expected = 2.0 * point
     grad_w, grad_b = toy_gradient("asam", perturbation_radius=radius)  # the defaults: authors' rule, η = 0.01
-    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(expected, rel=HAND_RTOL, abs=0)
+    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(
+        expected, rel=HAND_RTOL, abs=0
+    )
     assert grad_w == pytest.approx(3.4213, abs=5e-5)
 
 
@@ -116,7 +120,9 @@ def test_asam_every_tensor_on_the_linear_toy(eta, figure):
     scaled_norm = math.hypot(t_w * 2.0, t_b * 2.0)
     expected = 2.0 * (1.0 + radius * (t_w * t_w * 2.0 + t_b * t_b * 2.0) / scaled_norm)
     grad_w, grad_b = toy_gradient("asam", perturbation_radius=radius, eta=eta, adaptive_tensors="all")
-    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(expected, rel=HAND_RTOL, abs=0)
+    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(
+        expected, rel=HAND_RTOL, abs=0
+    )
     assert grad_w == pytest.approx(figure, abs=5e-5)
 
 
@@ -130,9 +136,9 @@ def test_asam_authors_rule_on_models_with_biases_and_batchnorm(model_name):
     mask = named_weights_mask(model)
     assert any(mask) and not all(mask)  # both kinds of tensor are present
     g = grad_at(model, w, batch)
-    operator = [p.abs() + eta if adaptive else torch.ones_like(p) for p, adaptive in zip(w, mask)]
-    scaled = [t * gi for t, gi in zip(operator, g)]
-    ascent = [t * t * gi * (radius / norm(scaled)) for t, gi in zip(operator, g)]
+    operator = [p.abs() + eta if adaptive else torch.ones_like(p) for p, adaptive in zip(w, mask, strict=True)]
+    scaled = [t * gi for t, gi in zip(operator, g, strict=True)]
+    ascent = [t * t * gi * (radius / norm(scaled)) for t, gi in zip(operator, g, strict=True)]
     expected = grad_at(model, add(w, ascent), batch)
 
     every_tensor_model = copy.deepcopy(model)
@@ -142,7 +148,7 @@ def test_asam_authors_rule_on_models_with_biases_and_batchnorm(model_name):
     regularizers.create("asam", perturbation_radius=radius, eta=eta, adaptive_tensors="all").step(
         closure_for(every_tensor_model, batch)
     )
-    differences = [(a - b).abs().max().item() for a, b in zip(grads(model), grads(every_tensor_model))]
+    differences = [(a - b).abs().max().item() for a, b in zip(grads(model), grads(every_tensor_model), strict=True)]
     assert max(differences) > 1e-6  # the two rules lead to different points: the test can tell them apart
 
 
@@ -165,7 +171,9 @@ def test_gnp_authors_default_normalizes_the_clean_gradient():
     """(1−α)·g/‖g‖ + α·∇L(w + r·g/‖g‖) (zhaoyang-0204/gnp, norm_perturbations=True; issue: 1.96770)."""
     expected = (1 - GNP_ALPHA) * 2.0 / math.sqrt(8.0) + GNP_ALPHA * 2.0 * GNP_POINT
     grad_w, grad_b = toy_gradient("gnp", perturbation_radius=GNP_RADIUS, perturbed_gradient_weight=GNP_ALPHA)
-    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(expected, rel=HAND_RTOL, abs=0)
+    assert grad_w == pytest.approx(expected, rel=HAND_RTOL, abs=0) and grad_b == pytest.approx(
+        expected, rel=HAND_RTOL, abs=0
+    )
     assert grad_w == pytest.approx(1.96770, abs=5e-6)
 
 
@@ -183,7 +191,11 @@ def test_gnp_exact_norm_has_no_epsilon_error():
     """The default divides by ‖g‖ exactly; the 1e-12 guard moves the result by ~4e-14 relative,
     about 7× the float64 tolerance, so only the exact division meets the hand value."""
     expected = (1 - GNP_ALPHA) * 2.0 + GNP_ALPHA * 2.0 * GNP_POINT
-    hparams = {"perturbation_radius": GNP_RADIUS, "perturbed_gradient_weight": GNP_ALPHA, "normalize_clean_gradient": False}
+    hparams = {
+        "perturbation_radius": GNP_RADIUS,
+        "perturbed_gradient_weight": GNP_ALPHA,
+        "normalize_clean_gradient": False,
+    }
     exact, _ = toy_gradient("gnp", **hparams)
     guarded, _ = toy_gradient("gnp", norm_epsilon=1e-12, **hparams)
     assert exact == pytest.approx(expected, rel=HAND_RTOL, abs=0)
@@ -211,7 +223,7 @@ def test_gnp_normalized_form_on_the_batchnorm_cnn():
     w = weights(model)
     g = grad_at(model, w, batch)
     perturbed = grad_at(model, add(w, scale(g, GNP_RADIUS / norm(g))), batch)
-    expected = [(1 - GNP_ALPHA) * a / norm(g) + GNP_ALPHA * b for a, b in zip(g, perturbed)]
+    expected = [(1 - GNP_ALPHA) * a / norm(g) + GNP_ALPHA * b for a, b in zip(g, perturbed, strict=True)]
     regularizers.create("gnp", perturbation_radius=GNP_RADIUS, perturbed_gradient_weight=GNP_ALPHA).step(
         closure_for(model, batch)
     )
@@ -247,7 +259,7 @@ def test_nso_one_point_estimator_with_the_drawn_noise(model_name, recorded_noise
     method.step(closure)
     assert len(recorded_noise) == samples
     points = [add(w, u) for u in recorded_noise]
-    expected = [sum(parts) / samples for parts in zip(*(grad_at(model, p, batch) for p in points))]
+    expected = [sum(parts) / samples for parts in zip(*(grad_at(model, p, batch) for p in points), strict=True)]
     assert_all_close(grads(model), expected, rtol=1e-9, atol=1e-12)
     assert_all_equal(weights(model), w, what="weight")
     has_batchnorm = model_name == "batchnorm_cnn"
@@ -256,9 +268,13 @@ def test_nso_one_point_estimator_with_the_drawn_noise(model_name, recorded_noise
     cost = method.cost(has_batchnorm)
     assert (cost.forward, cost.backward) == expected_passes
     # Not the two-point estimate of the same draws: the −U points are really left out.
-    two_point = [sum(parts) / (2 * samples) for parts in zip(*(grad_at(model, add(w, u, alpha=s), batch)
-                                                               for u in recorded_noise for s in (1.0, -1.0)))]
-    assert max((a - b).abs().max().item() for a, b in zip(grads(model), two_point)) > 1e-6
+    two_point = [
+        sum(parts) / (2 * samples)
+        for parts in zip(
+            *(grad_at(model, add(w, u, alpha=s), batch) for u in recorded_noise for s in (1.0, -1.0)), strict=True
+        )
+    ]
+    assert max((a - b).abs().max().item() for a, b in zip(grads(model), two_point, strict=True)) > 1e-6
 
 
 # --- NRS under bf16 autocast ---------------------------------------------------------------------
@@ -325,7 +341,7 @@ def test_instancenorm_statistics_come_from_the_clean_pass_only(name):
     with torch.no_grad():
         moved[0].weight.add_(0.1)
         moved(batch[0])  # a forward at other weights moves them again: the check can fail
-    assert any(not torch.equal(a, b) for a, b in zip(batchnorm_buffers(moved), after_clean))
+    assert any(not torch.equal(a, b) for a, b in zip(batchnorm_buffers(moved), after_clean, strict=True))
 
     regularizers.create(name).step(closure_for(model, batch))
     assert_all_equal(batchnorm_buffers(model), after_clean, what="InstanceNorm buffer")

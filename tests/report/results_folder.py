@@ -138,18 +138,62 @@ TRIALS: dict[int, Trial] = {
     102: Trial("sam", SEARCH, F, 0.5, None, None, 2, sam(0.45), epochs_run=1),
     103: Trial("sam", SEARCH, C, 0.05, 0.94, 0.93, 2, sam(0.05)),
     106: Trial("sam", SEARCH, C, 0.1, 0.95, 0.94, 2, sam(0.1)),
-    110: Trial("sam", FINAL, C, 0.1, 0.95, 0.945, 2, sam(0.1), seed=1, selected_from="tiny-sam-search/t106", wall_seconds=21.0,
-               hessian_trace=40.0, hessian_trace_stderr=2.0, hessian_top_eigenvalue=5.0),
-    111: Trial("sam", FINAL, C, 0.1, 0.94, 0.935, 2, sam(0.1), seed=2, selected_from="tiny-sam-search/t106", wall_seconds=19.0,
-               hessian_trace=55.0, hessian_trace_stderr=3.0, hessian_top_eigenvalue=6.5),
-    112: Trial("sam", FINAL, C, 0.1, 0.95, 0.950, 2, sam(0.1), seed=3, selected_from="tiny-sam-search/t106", wall_seconds=20.0,
-               hessian_trace=35.0, hessian_trace_stderr=1.5, hessian_top_eigenvalue=4.0),
+    110: Trial(
+        "sam",
+        FINAL,
+        C,
+        0.1,
+        0.95,
+        0.945,
+        2,
+        sam(0.1),
+        seed=1,
+        selected_from="tiny-sam-search/t106",
+        wall_seconds=21.0,
+        hessian_trace=40.0,
+        hessian_trace_stderr=2.0,
+        hessian_top_eigenvalue=5.0,
+    ),
+    111: Trial(
+        "sam",
+        FINAL,
+        C,
+        0.1,
+        0.94,
+        0.935,
+        2,
+        sam(0.1),
+        seed=2,
+        selected_from="tiny-sam-search/t106",
+        wall_seconds=19.0,
+        hessian_trace=55.0,
+        hessian_trace_stderr=3.0,
+        hessian_top_eigenvalue=6.5,
+    ),
+    112: Trial(
+        "sam",
+        FINAL,
+        C,
+        0.1,
+        0.95,
+        0.950,
+        2,
+        sam(0.1),
+        seed=3,
+        selected_from="tiny-sam-search/t106",
+        wall_seconds=20.0,
+        hessian_trace=35.0,
+        hessian_trace_stderr=1.5,
+        hessian_top_eigenvalue=4.0,
+    ),
     200: Trial("asam", SEARCH, C, 0.1, 0.92, 0.91, 2, asam(0.5)),
     201: Trial("asam", SEARCH, F, 0.3, None, None, 2, asam(1.5), epochs_run=1),
 }
 
 
-def write_results(folder: Path, *, with_config: bool = True, trials: dict[int, Trial] | None = None, benchmark: str = BENCHMARK) -> Path:
+def write_results(
+    folder: Path, *, with_config: bool = True, trials: dict[int, Trial] | None = None, benchmark: str = BENCHMARK
+) -> Path:
     """Write the rows of ``trials`` (default :data:`TRIALS`) into ``folder`` with ParquetSink,
     and the recorded config unless ``with_config`` is False. Returns ``folder``. Another
     ``benchmark`` renames the rows (and their run ids, which start with it)."""
@@ -158,7 +202,9 @@ def write_results(folder: Path, *, with_config: bool = True, trials: dict[int, T
     if benchmark != BENCHMARK:
         rows = [
             dataclasses.replace(
-                r, benchmark=benchmark, run_id=r.run_id.replace(BENCHMARK, benchmark, 1),
+                r,
+                benchmark=benchmark,
+                run_id=r.run_id.replace(BENCHMARK, benchmark, 1),
                 selected_from_run_id=r.selected_from_run_id and r.selected_from_run_id.replace(BENCHMARK, benchmark, 1),
             )
             for r in rows

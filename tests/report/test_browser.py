@@ -16,7 +16,9 @@ from PIL import Image
 from tests.report.test_report import MIN_INK, png_size
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`apt-get install -y chromium`; .ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (`apt-get install -y chromium`; .ci/run installs it)"
+)
 WIDTH = 1400
 
 
@@ -26,12 +28,27 @@ def chromium(page: Path, *args: str) -> str:
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
             [
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                "--force-device-scale-factor=1", "--virtual-time-budget=10000", f"--user-data-dir={profile}", *args,
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--force-device-scale-factor=1",
+                "--virtual-time-budget=10000",
+                f"--user-data-dir={profile}",
+                *args,
                 page.resolve().as_uri(),
             ],
-            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -56,7 +73,11 @@ def test_table_and_every_figure_render(artifacts, tmp_path):
     # Decoded: the browser's natural width is the PNG's own width.
     widths = sorted(int(a["data-natural-width"]) for a, _ in images)
     assert widths == sorted(png_size(p)[0] for p in artifacts.png_paths)
-    assert {a["alt"] for a, _ in images} >= {"Test accuracy against compute", "sam: search history", "erm: hyperparameter importance"}
+    assert {a["alt"] for a, _ in images} >= {
+        "Test accuracy against compute",
+        "sam: search history",
+        "erm: hyperparameter importance",
+    }
 
     height = int(re.search(r'data-scroll-height="(\d+)"', dom).group(1))
     shot = tmp_path / "report.png"

@@ -46,7 +46,11 @@ def test_method_results_come_from_the_rows_behind_each_standing(results_dir):
     by_method = {m: [r for r in rows if r["regularizer"] == m] for m in standings}
     sam = method_result(standings["sam"], by_method["sam"])
     # The fixture's sam final rows: seeds 1-3, 4 epochs × 10 steps × 2 passes forward and backward each.
-    assert [(v.seed, v.test_accuracy) for v in sam.runs] == [(1, TRIALS[110].test_accuracy), (2, TRIALS[111].test_accuracy), (3, TRIALS[112].test_accuracy)]
+    assert [(v.seed, v.test_accuracy) for v in sam.runs] == [
+        (1, TRIALS[110].test_accuracy),
+        (2, TRIALS[111].test_accuracy),
+        (3, TRIALS[112].test_accuracy),
+    ]
     assert sam.passes_per_run == pytest.approx(2 * 40, abs=TOL)
     assert sam.seconds_per_run == pytest.approx((21.0 + 19.0 + 20.0) / 3, rel=TOL)
     assert sam.test_accuracy == pytest.approx((0.945 + 0.935 + 0.950) / 3, rel=TOL)
@@ -76,7 +80,9 @@ def test_flatness_points_keep_completed_runs_with_a_measurement(results_dir):
     rows = read_rows(results_dir).to_pylist()
     points = flatness_points(rows)
     assert sorted((p.hessian_trace, p.hessian_trace_stderr, p.hessian_top_eigenvalue) for p in points) == [
-        (35.0, 1.5, 4.0), (40.0, 2.0, 5.0), (55.0, 3.0, 6.5)
+        (35.0, 1.5, 4.0),
+        (40.0, 2.0, 5.0),
+        (55.0, 3.0, 6.5),
     ]
     assert {p.regularizer for p in points} == {"sam"} and {p.phase for p in points} == {"final"}
     # A failed run with a measurement is not a point: it has no test accuracy to set it against.

@@ -35,11 +35,13 @@ def _hostile_folder(tmp_path):
     return write_results(tmp_path / "results", trials={i: rename(t) for i, t in TRIALS.items()})
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`apt-get install -y chromium`; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (`apt-get install -y chromium`; .ci/run installs it)"
+)
 def test_a_hostile_method_name_is_shown_as_text_and_never_runs(tmp_path):
     artifacts = build_report([_hostile_folder(tmp_path)], tmp_path / "out" / "report.html")
     html = artifacts.html_path.read_text()
-    assert "<script>document" not in html and "onerror=\"document" not in html  # escaped in the file
+    assert "<script>document" not in html and 'onerror="document' not in html  # escaped in the file
     dom = chromium(artifacts.html_path, "--dump-dom", "--window-size=1400,1000")
     assert "data-pwned" not in dom.split("<body", 1)[1].split(">", 1)[0]  # no payload set the mark
     assert 'data-pwned="' not in dom
@@ -50,8 +52,13 @@ def test_a_hostile_method_name_is_shown_as_text_and_never_runs(tmp_path):
 
 def test_a_hostile_method_name_in_json_and_csv_round_trips(tmp_path):
     folder = _hostile_folder(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "leaderboard", str(folder), "--format", "json"],
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "leaderboard", str(folder), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     methods = {s["regularizer"] for board in json.loads(done.stdout) for s in board["standings"]}
     assert PAYLOAD in methods

@@ -40,8 +40,14 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_every_figure_is_written_and_drawn(artifacts, results_dir):
     assert artifacts.html_path == results_dir / "report.html"
     # Three benchmark-wide figures, then history and importance per method (erm, sam, asam).
-    assert [(f.kind, f.regularizer) for f in artifacts.figures][:3] == [("compute", None), ("seeds", None), ("flatness", None)]
-    assert {(f.kind, f.regularizer) for f in artifacts.figures[3:]} == {(k, m) for k in FIGURE_KINDS[3:] for m in ("erm", "sam", "asam")}
+    assert [(f.kind, f.regularizer) for f in artifacts.figures][:3] == [
+        ("compute", None),
+        ("seeds", None),
+        ("flatness", None),
+    ]
+    assert {(f.kind, f.regularizer) for f in artifacts.figures[3:]} == {
+        (k, m) for k in FIGURE_KINDS[3:] for m in ("erm", "sam", "asam")
+    }
     missing = [f for f in artifacts.figures if f.path is None]
     # asam has one completed trial: no importance, and the caption says why.
     assert [(f.kind, f.regularizer) for f in missing] == [("importance", "asam")]
@@ -56,7 +62,13 @@ def test_every_figure_is_written_and_drawn(artifacts, results_dir):
 
 def test_png_paths_of_a_method_are_what_its_mlflow_run_carries(artifacts):
     names = sorted(p.name for p in artifacts.png_paths_of("tiny", "sam"))
-    assert names == ["tiny-compute.png", "tiny-flatness.png", "tiny-sam-history.png", "tiny-sam-importance.png", "tiny-seeds.png"]
+    assert names == [
+        "tiny-compute.png",
+        "tiny-flatness.png",
+        "tiny-sam-history.png",
+        "tiny-sam-importance.png",
+        "tiny-seeds.png",
+    ]
     assert artifacts.png_paths_of("other") == ()
 
 
@@ -120,7 +132,10 @@ def test_several_folders_and_a_copy(tmp_path, results_dir):
     [
         (lambda d: ([d / "absent"], None, None), "results folder not found"),
         (lambda d: ([d], None, None), "no results in"),
-        (lambda d: ([write_results(d / "r")], None, "samm"), "--baseline 'samm' has no rows; methods present: asam, erm, sam"),
+        (
+            lambda d: ([write_results(d / "r")], None, "samm"),
+            "--baseline 'samm' has no rows; methods present: asam, erm, sam",
+        ),
         (lambda d: ([write_results(d / "r")], d / "report.txt", None), "--out must name an .html file"),
     ],
 )

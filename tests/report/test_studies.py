@@ -26,7 +26,13 @@ def test_states_values_and_order_follow_the_rows(results_dir):
     trials = rebuilt.study.trials
     # Search rows only, in order of start (the fixture starts them in index order).
     assert [t.user_attrs["run_id"] for t in trials] == [f"tiny-sam-search/t{i}" for i in (100, 101, 102, 103, 106)]
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
     assert [t.value for t in trials] == [0.91, None, None, 0.94, 0.95]  # the rows' val_accuracy, stored as is
     assert (rebuilt.completed, rebuilt.pruned, rebuilt.failed) == (3, 1, 1)
     assert trials[0].params == {"learning_rate": 0.02, "perturbation_radius": 0.02}
@@ -73,7 +79,9 @@ def test_a_declared_space_that_misses_a_value_falls_back_to_inference(tmp_path):
 
 
 def _record(index, regularizer_hparams, training=None):
-    r = row(Trial("sam", "search", "completed", 0.1, 0.9, 0.9, regularizer_hparams=regularizer_hparams), index).to_record()
+    r = row(
+        Trial("sam", "search", "completed", 0.1, 0.9, 0.9, regularizer_hparams=regularizer_hparams), index
+    ).to_record()
     if training is not None:
         r["training_hparams"] = json.dumps(training)
     return r
@@ -118,7 +126,10 @@ def test_importances_are_reproducible(results_dir):
 def test_importance_cases_that_cannot_be_computed(results_dir, tmp_path):
     asam = rebuild_study("tiny", "asam", _rows(results_dir, "asam"), config())
     assert asam.importances is None and asam.importance_note == "1 completed trial: importance needs at least 2"
-    same = {0: Trial("erm", "search", "completed", 0.1, 0.9, 0.9), 1: Trial("erm", "search", "completed", 0.1, 0.8, 0.8)}
+    same = {
+        0: Trial("erm", "search", "completed", 0.1, 0.9, 0.9),
+        1: Trial("erm", "search", "completed", 0.1, 0.8, 0.8),
+    }
     folder = write_results(tmp_path / "same", trials=same)
     declared = rebuild_study("tiny", "erm", _rows(folder, "erm"), config())
     assert declared.importances is None and "took one value" in declared.importance_note
@@ -133,7 +144,9 @@ def test_val_loss_searches_minimize(tmp_path):
         r["search_metric"] = "val_loss"
     rebuilt = rebuild_study("tiny", "erm", rows, config())
     assert rebuilt.metric == "val_loss" and rebuilt.study.direction.name == "MINIMIZE"
-    assert rebuilt.study.best_value == pytest.approx(1.0 - 0.93, abs=1e-15)  # val_loss = 1 - val_accuracy in the fixture
+    assert rebuilt.study.best_value == pytest.approx(
+        1.0 - 0.93, abs=1e-15
+    )  # val_loss = 1 - val_accuracy in the fixture
 
 
 def test_no_importance_when_every_completed_trial_scored_the_same():
@@ -146,6 +159,8 @@ def test_no_importance_when_every_completed_trial_scored_the_same():
     study = optuna.create_study(direction="maximize")
     distribution = FloatDistribution(0.01, 0.3, log=True)
     for lr in (0.02, 0.2):
-        study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions={"lr": distribution}, value=0.983287))
+        study.add_trial(
+            optuna.trial.create_trial(params={"lr": lr}, distributions={"lr": distribution}, value=0.983287)
+        )
     importances, note = _importances(study)
     assert importances is None and "scored the same value" in note

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import csv
-import datetime as dt
 import dataclasses
+import datetime as dt
 import io
 import json
 import statistics
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 

@@ -10,6 +10,7 @@ from scipy import stats
 from bench.results.parquet import ParquetSink
 from bench.results.schema import Phase
 from bench.standing import method_board, summarize
+
 from .conftest import make_row
 
 

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 def _tune_results(results) -> list[dict]:
     """Every result Tune recorded (its own result.json per trial), all phases."""
-    return [json.loads(line) for path in (results / "ray").rglob("result.json") for line in path.read_text().splitlines()]
+    return [
+        json.loads(line) for path in (results / "ray").rglob("result.json") for line in path.read_text().splitlines()
+    ]
 
 
 def _worker_pids(results) -> dict[str, set[int]]:
@@ -42,8 +44,12 @@ def test_trials_in_one_reused_worker_train_as_they_would_alone(tmp_path, repo_ro
         "training": {"epochs": 3, "batch_size": 50},
         # Different learning rates, searched; ASHA off so every trial runs every epoch. A final
         # phase with two seeds: trials that differ only in their seed, run in the same worker.
-        "search": {"trials_per_method": 3, "asha": {"enabled": False}, "checkpoint_every": 2,
-                   "space": {"learning_rate": {"low": 0.01, "high": 0.2, "log": True}}},
+        "search": {
+            "trials_per_method": 3,
+            "asha": {"enabled": False},
+            "checkpoint_every": 2,
+            "space": {"learning_rate": {"low": 0.01, "high": 0.2, "log": True}},
+        },
         "final": {"seeds": [1, 2]},
         "regularizers": ["sam"],  # its perturbation is built from the weights: any leak shows
     }
@@ -53,7 +59,11 @@ def test_trials_in_one_reused_worker_train_as_they_would_alone(tmp_path, repo_ro
     done = subprocess.run(
         # One CPU: one trial at a time, so a reused actor runs every trial of a phase.
         [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "1"],
-        cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
@@ -81,10 +91,14 @@ def test_trials_in_one_reused_worker_train_as_they_would_alone(tmp_path, repo_ro
     try:
         for row in rows:
             spec = TrialSpec(
-                benchmark=config.benchmark, dataset=config.dataset, model=config.model,
+                benchmark=config.benchmark,
+                dataset=config.dataset,
+                model=config.model,
                 training=TrainingConfig.model_validate_json(row["training_hparams"]),
-                regularizer=row["regularizer"], regularizer_hparams=json.loads(row["regularizer_hparams"]),
-                flatness=config.flatness, seed=int(row["seed"]),
+                regularizer=row["regularizer"],
+                regularizer_hparams=json.loads(row["regularizer_hparams"]),
+                flatness=config.flatness,
+                seed=int(row["seed"]),
             )
             trainer = Trainer(spec, dataset=load_dataset(config.dataset))
             while not trainer.finished:

@@ -73,8 +73,11 @@ def test_all_methods_search_at_once_across_nodes(three_node_cluster, tmp_path, r
         "dataset": {"name": "digits", "max_train_samples": 256},
         "model": {"name": "mlp", "options": {"hidden": 16}},
         "training": {"epochs": 3, "batch_size": 64},
-        "search": {"trials_per_method": trials, "asha": {"grace_period": 1, "reduction_factor": 2},
-                   "space": {"learning_rate": {"low": 0.02, "high": 0.3, "log": True}}},
+        "search": {
+            "trials_per_method": trials,
+            "asha": {"grace_period": 1, "reduction_factor": 2},
+            "space": {"learning_rate": {"low": 0.02, "high": 0.3, "log": True}},
+        },
         "final": {"seeds": seeds, "top_k": 1},
         "regularizers": ["erm", "sam"],
     }
@@ -82,8 +85,23 @@ def test_all_methods_search_at_once_across_nodes(three_node_cluster, tmp_path, r
     path.write_text(yaml.safe_dump(config))
     results = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(path), "--results", str(results), "--address", three_node_cluster.address, "--quiet"],
-        cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            str(path),
+            "--results",
+            str(results),
+            "--address",
+            three_node_cluster.address,
+            "--quiet",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = read_rows(results).to_pylist()
@@ -106,7 +124,9 @@ def test_all_methods_search_at_once_across_nodes(three_node_cluster, tmp_path, r
     instance = load_records(results)["multinode"].instance
     expected_state = {"completed": "COMPLETE", "stopped": "PRUNED", "failed": "FAIL"}
     for method, mine in search.items():
-        study = optuna.load_study(study_name=study_name("multinode", method, instance), storage=default_storage(results))
+        study = optuna.load_study(
+            study_name=study_name("multinode", method, instance), storage=default_storage(results)
+        )
         got = {t.user_attrs["run_id"]: t.state.name for t in study.trials}
         assert got == {r["run_id"]: expected_state[r["status"]] for r in mine}
         # Every epoch a trial ran reached its study (reports carry the epochs between ASHA's
@@ -114,5 +134,8 @@ def test_all_methods_search_at_once_across_nodes(three_node_cluster, tmp_path, r
         row_of = {r["run_id"]: r for r in mine}
         for trial in study.trials:
             row = row_of[trial.user_attrs["run_id"]]
-            assert sorted(trial.intermediate_values) == list(range(1, row["epochs_run"] + 1)), (row["status"], trial.intermediate_values)
+            assert sorted(trial.intermediate_values) == list(range(1, row["epochs_run"] + 1)), (
+                row["status"],
+                trial.intermediate_values,
+            )
             assert trial.value == pytest.approx(row["val_accuracy"], rel=1e-12)

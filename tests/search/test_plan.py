@@ -13,8 +13,11 @@ def _config(**overrides):
         "model": {"name": "mlp"},
         "training": {"epochs": 4, "learning_rate": 0.05},
         "search": {"space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}}},
-        "regularizers": ["erm", {"name": "sam", "space": {"perturbation_radius": {"low": 0.02, "high": 0.2, "log": True}}},
-                         {"name": "asam", "fixed": {"perturbation_radius": 1.0}}],
+        "regularizers": [
+            "erm",
+            {"name": "sam", "space": {"perturbation_radius": {"low": 0.02, "high": 0.2, "log": True}}},
+            {"name": "asam", "fixed": {"perturbation_radius": 1.0}},
+        ],
     }
     raw.update(overrides)
     return parse_config(raw)

@@ -50,7 +50,9 @@ def _install_plugin(root: Path) -> None:
     info = root / "scaled_plugin-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scaled-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[sharpbench.regularizers]\nscaled_gradient = scaled_plugin:ScaledGradient\n")
+    (info / "entry_points.txt").write_text(
+        "[sharpbench.regularizers]\nscaled_gradient = scaled_plugin:ScaledGradient\n"
+    )
 
 
 def test_entry_point_plugin_runs_in_a_search(tmp_path, repo_root):
@@ -69,13 +71,24 @@ def test_entry_point_plugin_runs_in_a_search(tmp_path, repo_root):
     config_path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_root), os.environ.get("PYTHONPATH", "")])}
 
-    listed = subprocess.run([sys.executable, "-m", "bench.cli", "list", "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "list", "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert '"scaled_gradient"' in listed.stdout and '"gradient_scale"' in listed.stdout
 
     results = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
-        env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        cwd=repo_root,
     )
     assert done.returncode == 0, textwrap.shorten(done.stdout[-2000:] + done.stderr[-2000:], 4000)
     table = read_rows(results)

@@ -19,11 +19,15 @@ from bench.search.scheduler import PerMethodScheduler, asha_for, rung_epochs
 
 
 def _plan_and_asha(epochs: int, grace: int, rf: float, enabled: bool = True):
-    config = parse_config({
-        "benchmark": "unit", "model": {"name": "mlp"}, "training": {"epochs": epochs},
-        "search": {"asha": {"enabled": enabled, "grace_period": grace, "reduction_factor": rf}},
-        "regularizers": ["erm"],
-    })
+    config = parse_config(
+        {
+            "benchmark": "unit",
+            "model": {"name": "mlp"},
+            "training": {"epochs": epochs},
+            "search": {"asha": {"enabled": enabled, "grace_period": grace, "reduction_factor": rf}},
+            "regularizers": ["erm"],
+        }
+    )
     return config, plan_methods(config)[0]
 
 
@@ -65,11 +69,14 @@ def test_asha_decides_the_same_with_batched_reports(seed, epochs, grace, rf):
     rng = random.Random(seed)
     trials = [_Trial(f"t{i}", {METHOD_KEY: "erm", PHASE_KEY: "search"}) for i in range(12)]
     curves = {t.trial_id: [rng.random() for _ in range(epochs)] for t in trials}
-    schedulers = {"every": PerMethodScheduler(config.search.asha, [plan]), "batched": PerMethodScheduler(config.search.asha, [plan])}
+    schedulers = {
+        "every": PerMethodScheduler(config.search.asha, [plan]),
+        "batched": PerMethodScheduler(config.search.asha, [plan]),
+    }
     stopped_at: dict[str, dict[str, int]] = {name: {} for name in schedulers}
     for scheduler in schedulers.values():
         scheduler.set_search_properties(metrics.VAL_ACCURACY, "max")
-    for name, scheduler in schedulers.items():
+    for scheduler in schedulers.values():
         for trial in trials:
             scheduler.on_trial_add(None, trial)
     # One global order of (trial, epoch) events, each trial's epochs in order: trials start at random times.
@@ -132,7 +139,9 @@ def test_a_batch_carries_the_earlier_epochs_reported_metrics():
     report = batch.take()
     assert report[metrics.EPOCH] == 3 and report[metrics.DEVICE] == "cpu"
     # Earlier epochs keep only reported metrics (no text facts), oldest first.
-    assert report[metrics.EARLIER_EPOCHS] == [{k: v for k, v in _epoch(e).items() if k != metrics.DEVICE} for e in (1, 2)]
+    assert report[metrics.EARLIER_EPOCHS] == [
+        {k: v for k, v in _epoch(e).items() if k != metrics.DEVICE} for e in (1, 2)
+    ]
     assert [e[metrics.EPOCH] for e in metrics.epochs_of(report)] == [1, 2, 3]
     assert batch.pending == []
     batch.add(_epoch(4))

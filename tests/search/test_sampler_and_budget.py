@@ -16,13 +16,20 @@ from bench.search import DefineByRun, make_sampler, sampler_settings
 
 
 def _config(**search):
-    return parse_config({
-        "benchmark": "unit",
-        "model": {"name": "mlp"},
-        "training": {"epochs": 12, "learning_rate": 0.05},
-        "search": {"trials_per_method": 6, "seed": 0, "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}}, **search},
-        "regularizers": ["erm", "sam", {"name": "amp", "fixed": {"inner_steps": 3}}],
-    })
+    return parse_config(
+        {
+            "benchmark": "unit",
+            "model": {"name": "mlp"},
+            "training": {"epochs": 12, "learning_rate": 0.05},
+            "search": {
+                "trials_per_method": 6,
+                "seed": 0,
+                "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}},
+                **search,
+            },
+            "regularizers": ["erm", "sam", {"name": "amp", "fixed": {"inner_steps": 3}}],
+        }
+    )
 
 
 @pytest.mark.parametrize(("trials", "startup"), [(1, 2), (4, 2), (6, 2), (7, 2), (8, 3), (16, 5), (48, 16)])
@@ -40,7 +47,7 @@ def _suggestions(sampler: optuna.samplers.BaseSampler, plan, trials: int) -> lis
         space(trial)
         lr = trial.params["training/learning_rate"]
         values.append(lr)
-        study.tell(trial, -(math.log(lr) - math.log(0.1)) ** 2)
+        study.tell(trial, -((math.log(lr) - math.log(0.1)) ** 2))
     return values
 
 
@@ -50,14 +57,21 @@ def test_tpe_models_the_space_within_a_six_trial_budget():
     config = _config()
     plan = next(p for p in plan_methods(config) if p.regularizer == "erm")
     settings = sampler_settings(config.search, plan.budget.trials)
-    assert settings == {"name": "tpe", "seed": 0, "n_startup_trials": 2, "multivariate": True, "group": True, "constant_liar": True}
+    assert settings == {
+        "name": "tpe",
+        "seed": 0,
+        "n_startup_trials": 2,
+        "multivariate": True,
+        "group": True,
+        "constant_liar": True,
+    }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tpe = _suggestions(make_sampler(settings), plan, 6)
     random = _suggestions(optuna.samplers.RandomSampler(seed=0), plan, 6)
     default_tpe = _suggestions(optuna.samplers.TPESampler(seed=0, multivariate=True, group=True), plan, 6)
     assert default_tpe == random  # the trap: all 6 inside the default 10 startup trials
     assert tpe[:2] == random[:2]  # the startup trials are the same random draws
-    assert all(a != b for a, b in zip(tpe[2:], random[2:]))  # then TPE proposes its own
+    assert all(a != b for a, b in zip(tpe[2:], random[2:], strict=True))  # then TPE proposes its own
     assert make_sampler(settings).__class__ is optuna.samplers.TPESampler
 
 
@@ -104,10 +118,15 @@ def test_passes_budget_gives_costlier_methods_less(scale):
 
 
 def test_searched_epochs_set_ashas_horizon():
-    config = parse_config({
-        "benchmark": "unit", "model": {"name": "mlp"}, "training": {"epochs": 2},
-        "search": {"space": {"epochs": {"low": 2, "high": 5}}}, "regularizers": ["erm"],
-    })
+    config = parse_config(
+        {
+            "benchmark": "unit",
+            "model": {"name": "mlp"},
+            "training": {"epochs": 2},
+            "search": {"space": {"epochs": {"low": 2, "high": 5}}},
+            "regularizers": ["erm"],
+        }
+    )
     (plan,) = plan_methods(config)
     assert plan.max_epochs == 5
     assert trial_spec(config, plan, {"training": {"epochs": 4}}).training.epochs == 4
@@ -129,9 +148,13 @@ def test_selected_config_takes_only_the_searched_values_of_a_row():
 
 
 def test_a_method_with_nothing_to_search_runs_one_trial():
-    config = parse_config({
-        "benchmark": "unit", "model": {"name": "mlp"}, "search": {"trials_per_method": 6},
-        "regularizers": ["erm", "sam", {"name": "asam", "fixed": {"perturbation_radius": 1.0}}],
-    })
+    config = parse_config(
+        {
+            "benchmark": "unit",
+            "model": {"name": "mlp"},
+            "search": {"trials_per_method": 6},
+            "regularizers": ["erm", "sam", {"name": "asam", "fixed": {"perturbation_radius": 1.0}}],
+        }
+    )
     trials = {p.regularizer: p.budget.trials for p in plan_methods(config)}
     assert trials == {"erm": 1, "sam": 6, "asam": 1}  # sam searches its radius; the others nothing

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-
 from ray.tune.schedulers import TrialScheduler
 
 from bench import metrics
@@ -25,11 +24,15 @@ class _Trial:
 
 
 def _scheduler() -> PerMethodScheduler:
-    config = parse_config({
-        "benchmark": "unit", "model": {"name": "mlp"}, "training": {"epochs": 8},
-        "search": {"asha": {"grace_period": 1, "reduction_factor": 2}},
-        "regularizers": ["erm", "sam"],
-    })
+    config = parse_config(
+        {
+            "benchmark": "unit",
+            "model": {"name": "mlp"},
+            "training": {"epochs": 8},
+            "search": {"asha": {"grace_period": 1, "reduction_factor": 2}},
+            "regularizers": ["erm", "sam"],
+        }
+    )
     scheduler = PerMethodScheduler(config.search.asha, plan_methods(config))
     assert scheduler.set_search_properties(metrics.VAL_ACCURACY, "max")
     return scheduler
@@ -83,8 +86,16 @@ def _bind(scheduler_config, **fields):
     from bench.search.live import LIVE, LiveRun
 
     plans = plan_methods(scheduler_config)
-    LIVE.bind(LiveRun(config=scheduler_config, plans={p.regularizer: p for p in plans}, results_dir=".", tracking_uri="",
-                      optuna_storage="", **fields))
+    LIVE.bind(
+        LiveRun(
+            config=scheduler_config,
+            plans={p.regularizer: p for p in plans},
+            results_dir=".",
+            tracking_uri="",
+            optuna_storage="",
+            **fields,
+        )
+    )
     return LIVE
 
 
@@ -109,10 +120,15 @@ def test_a_rebuilt_asha_holds_what_tunes_recorded_and_decides_as_it_would(seed):
     from bench.search.live import LIVE
 
     rng = np.random.default_rng(seed)
-    config = parse_config({
-        "benchmark": "unit", "model": {"name": "mlp"}, "training": {"epochs": 9},
-        "search": {"asha": {"grace_period": 1 + seed % 2, "reduction_factor": 2 + seed % 3}}, "regularizers": ["erm", "sam"],
-    })
+    config = parse_config(
+        {
+            "benchmark": "unit",
+            "model": {"name": "mlp"},
+            "training": {"epochs": 9},
+            "search": {"asha": {"grace_period": 1 + seed % 2, "reduction_factor": 2 + seed % 3}},
+            "regularizers": ["erm", "sam"],
+        }
+    )
 
     def fresh():
         scheduler = PerMethodScheduler(config.search.asha, plan_methods(config))
@@ -133,7 +149,9 @@ def test_a_rebuilt_asha_holds_what_tunes_recorded_and_decides_as_it_would(seed):
         newcomer = _trial("new", "sam")
         rebuilt.on_trial_add(None, newcomer)  # the first event replays the history
         for method in ("erm", "sam"):
-            assert [r for _, r in rebuilt.by_method[method]._brackets[0]._rungs] == [r for _, r in original.by_method[method]._brackets[0]._rungs]
+            assert [r for _, r in rebuilt.by_method[method]._brackets[0]._rungs] == [
+                r for _, r in original.by_method[method]._brackets[0]._rungs
+            ]
         original.on_trial_add(None, newcomer)
         for epoch, value in enumerate(rng.uniform(0, 1, 9), start=1):
             decision = original.on_trial_result(None, newcomer, _result(epoch, value))
@@ -149,10 +167,19 @@ def test_a_trial_run_again_ends_as_its_row_says():
     stopped at the epoch its row records, or, recorded completed, never stopped early."""
     from bench.search.finals import RecordedTrial
 
-    config = parse_config({"benchmark": "unit", "model": {"name": "mlp"}, "training": {"epochs": 8},
-                           "search": {"asha": {"grace_period": 1, "reduction_factor": 2}}, "regularizers": ["erm"]})
-    recorded = {"was_stopped": RecordedTrial("erm", "search", "stopped", 2, None, 0),
-                "was_completed": RecordedTrial("erm", "search", "completed", 8, None, 0)}
+    config = parse_config(
+        {
+            "benchmark": "unit",
+            "model": {"name": "mlp"},
+            "training": {"epochs": 8},
+            "search": {"asha": {"grace_period": 1, "reduction_factor": 2}},
+            "regularizers": ["erm"],
+        }
+    )
+    recorded = {
+        "was_stopped": RecordedTrial("erm", "search", "stopped", 2, None, 0),
+        "was_completed": RecordedTrial("erm", "search", "completed", 8, None, 0),
+    }
     try:
         _bind(config, recorded=recorded)
         scheduler = PerMethodScheduler(config.search.asha, plan_methods(config))

@@ -27,10 +27,16 @@ def _config(trials: int = 3, sampler: str = "tpe", **overrides):
         "benchmark": "unit",
         "model": {"name": "mlp"},
         "training": {"epochs": EPOCHS, "learning_rate": 0.05},
-        "search": {"trials_per_method": trials, "sampler": sampler,
-                   "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}}},
+        "search": {
+            "trials_per_method": trials,
+            "sampler": sampler,
+            "space": {"learning_rate": {"low": 0.01, "high": 0.3, "log": True}},
+        },
         # Two methods of equal cost per step (routing by cost: test_a_costlier_method_issues_its_search_first).
-        "regularizers": ["erm", {"name": "weight_decay", "space": {"penalty_weight": {"low": 1e-5, "high": 1e-2, "log": True}}}],
+        "regularizers": [
+            "erm",
+            {"name": "weight_decay", "space": {"penalty_weight": {"low": 1e-5, "high": 1e-2, "log": True}}},
+        ],
         "final": {"seeds": []},
     }
     raw.update(overrides)
@@ -41,8 +47,12 @@ def _config(trials: int = 3, sampler: str = "tpe", **overrides):
 def live(tmp_path):
     config = _config()
     run = LiveRun(
-        config=config, plans={p.regularizer: p for p in plan_methods(config)}, results_dir=tmp_path, tracking_uri="",
-        optuna_storage=default_storage(tmp_path), instance="i1",
+        config=config,
+        plans={p.regularizer: p for p in plan_methods(config)},
+        results_dir=tmp_path,
+        tracking_uri="",
+        optuna_storage=default_storage(tmp_path),
+        instance="i1",
     )
     LIVE.bind(run)
     yield run
@@ -51,14 +61,21 @@ def live(tmp_path):
 
 def _searcher(run: LiveRun) -> BenchmarkSearcher:
     return BenchmarkSearcher(
-        metric=metrics.VAL_ACCURACY, mode="max", plans=list(run.plans.values()), config=run.config,
-        storage=run.optuna_storage, instance=run.instance, final_only=False,
+        metric=metrics.VAL_ACCURACY,
+        mode="max",
+        plans=list(run.plans.values()),
+        config=run.config,
+        storage=run.optuna_storage,
+        instance=run.instance,
+        final_only=False,
     )
 
 
 def _study(run: LiveRun, method: str) -> optuna.Study:
     """The study as any other reader (optuna-dashboard) sees it: a fresh client on the storage."""
-    return optuna.load_study(study_name=study_name(run.config.benchmark, method, run.instance), storage=run.optuna_storage)
+    return optuna.load_study(
+        study_name=study_name(run.config.benchmark, method, run.instance), storage=run.optuna_storage
+    )
 
 
 def _report(searcher: BenchmarkSearcher, trial_id: str, epochs: int, value=lambda e: 0.5 + 0.1 * e) -> dict:
@@ -128,7 +145,12 @@ def test_the_default_point_is_each_studys_first_trial(live):
     searcher = _searcher(live)
     first = {c[METHOD_KEY]: c for c in (searcher.suggest("a"), searcher.suggest("b"))}
     for method, config in first.items():
-        flat = {f"{namespace}/{name}": value for namespace, values in config.items() if isinstance(values, dict) for name, value in values.items()}
+        flat = {
+            f"{namespace}/{name}": value
+            for namespace, values in config.items()
+            if isinstance(values, dict)
+            for name, value in values.items()
+        }
         assert flat == live.plans[method].default_point()
 
 
@@ -155,7 +177,10 @@ def _drive(searcher, ids, complete=True):
     for trial_id in ids:
         configs[trial_id] = searcher.suggest(trial_id)
         if complete:
-            searcher.on_trial_complete(trial_id, result=_report(searcher, trial_id, EPOCHS, value=lambda e, t=trial_id: 0.1 * e + 0.01 * int(t[1:])))
+            searcher.on_trial_complete(
+                trial_id,
+                result=_report(searcher, trial_id, EPOCHS, value=lambda e, t=trial_id: 0.1 * e + 0.01 * int(t[1:])),
+            )
     return configs
 
 
@@ -215,8 +240,14 @@ def test_a_failed_trial_that_a_retry_finishes_is_added_not_rewritten(live):
 
 
 def _bound(tmp_path, config) -> LiveRun:
-    run = LiveRun(config=config, plans={p.regularizer: p for p in plan_methods(config)}, results_dir=tmp_path, tracking_uri="",
-                  optuna_storage=default_storage(tmp_path), instance="i1")
+    run = LiveRun(
+        config=config,
+        plans={p.regularizer: p for p in plan_methods(config)},
+        results_dir=tmp_path,
+        tracking_uri="",
+        optuna_storage=default_storage(tmp_path),
+        instance="i1",
+    )
     LIVE.bind(run)
     return run
 
@@ -276,7 +307,10 @@ def test_a_report_that_carries_earlier_epochs_gives_the_study_every_epoch(live, 
     only: its epochs count too, and a pruned trial's value is its last epoch's."""
     searcher = _searcher(live)
     method = searcher.suggest("t1")[METHOD_KEY]
-    epochs = [{metrics.EPOCH: e, metrics.EPOCHS_PLANNED: EPOCHS, metrics.VAL_ACCURACY: 0.5 + 0.1 * e} for e in range(1, EPOCHS + 1)]
+    epochs = [
+        {metrics.EPOCH: e, metrics.EPOCHS_PLANNED: EPOCHS, metrics.VAL_ACCURACY: 0.5 + 0.1 * e}
+        for e in range(1, EPOCHS + 1)
+    ]
     searcher.on_trial_result("t1", metrics.batched(epochs[:1]))  # epoch 1 alone (a rung)
     stopping = metrics.batched(epochs[1:stopped_at])  # epochs 2.. ride with the stopping epoch
     assert [e[metrics.EPOCH] for e in metrics.epochs_of(stopping)] == list(range(2, stopped_at + 1))
@@ -309,7 +343,8 @@ def test_trials_that_ended_after_the_last_snapshot_count_against_the_budget(tmp_
     searcher.save(str(tmp_path / "searcher.pkl"))
     after = _drive(searcher, ["t2", "t3"])  # ended after the snapshot
     live.recorded = {
-        trial_id: RecordedTrial(config[METHOD_KEY], "search", "completed", EPOCHS, None, 0) for trial_id, config in after.items()
+        trial_id: RecordedTrial(config[METHOD_KEY], "search", "completed", EPOCHS, None, 0)
+        for trial_id, config in after.items()
     }
     restored = _searcher(live)
     restored.restore(str(tmp_path / "searcher.pkl"))

@@ -12,10 +12,10 @@ import optuna
 import pytest
 from rich.console import Console
 
+from bench.benchmarks.concurrency import SimTrial, simulate
 from bench.config import load_config, parse_config
 from bench.console import RunProgress
 from bench.plan import plan_methods
-from bench.benchmarks.concurrency import SimTrial, simulate
 from bench.search.driver import mostly_random
 from bench.search.space import DEFAULT, MODEL, STARTUP, sampler_settings
 from bench.search.studies import ATTR_SUGGESTION_KIND, default_storage, study_name
@@ -24,15 +24,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(trials: int, sampler: str = "tpe", methods: tuple[str, ...] = ("erm",), seed: int = 0, **search):
-    return parse_config({
-        "benchmark": "unit",
-        "model": {"name": "mlp"},
-        "training": {"epochs": 2, "learning_rate": 0.05},
-        "search": {"trials_per_method": trials, "seed": seed, "sampler": sampler,
-                   "space": {"learning_rate": {"low": 1e-3, "high": 1.0, "log": True}}, **search},
-        "regularizers": list(methods),
-        "final": {"seeds": []},
-    })
+    return parse_config(
+        {
+            "benchmark": "unit",
+            "model": {"name": "mlp"},
+            "training": {"epochs": 2, "learning_rate": 0.05},
+            "search": {
+                "trials_per_method": trials,
+                "seed": seed,
+                "sampler": sampler,
+                "space": {"learning_rate": {"low": 1e-3, "high": 1.0, "log": True}},
+                **search,
+            },
+            "regularizers": list(methods),
+            "final": {"seeds": []},
+        }
+    )
 
 
 def _lr(trial: SimTrial) -> float:
@@ -112,7 +119,7 @@ def test_a_startup_blocked_method_gives_its_slot_to_another(tmp_path):
     first = trials[: 2 * startup]
     assert sorted(t.method for t in first) == ["erm"] * startup + ["weight_decay"] * startup
     assert all(t.kind in (DEFAULT, STARTUP) for t in first) and all(t.asked_at == 0.0 for t in first)
-    assert all(t.kind == MODEL and t.asked_at > 0.0 for t in trials[2 * startup:])
+    assert all(t.kind == MODEL and t.asked_at > 0.0 for t in trials[2 * startup :])
 
 
 def test_random_search_is_never_blocked(tmp_path):
@@ -144,4 +151,3 @@ def test_the_warning_is_one_line_on_the_run_console():
     progress = RunProgress(Console(file=out, width=80), [("erm", 6, 0)])
     progress.warn(_warn(_config(6), 6) or "")
     assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("warning: search of unit is mostly random")
-

@@ -11,7 +11,6 @@ from bench import metrics as M
 from bench import selection
 from bench.results.schema import TrialStatus
 from bench.selection import Candidate, best, candidate_from_row, metric_of_rows, ranked, top_k
-
 from tests.results.conftest import make_row
 
 C, S, F = TrialStatus.COMPLETED, TrialStatus.STOPPED, TrialStatus.FAILED

@@ -148,8 +148,12 @@ def test_rank_groups_on_a_hand_made_board() -> None:
 
 def test_rank_group_membership_is_against_the_leader_only() -> None:
     # b overlaps the leader a; c overlaps b but not a: c leads group 2 (overlap is not transitive).
-    got = rank_groups([Interval("a", 0.90, 0.88, 0.92), Interval("b", 0.87, 0.85, 0.89), Interval("c", 0.84, 0.83, 0.86)])
+    got = rank_groups(
+        [Interval("a", 0.90, 0.88, 0.92), Interval("b", 0.87, 0.85, 0.89), Interval("c", 0.84, 0.83, 0.86)]
+    )
     assert [(g.name, g.rank, g.tied) for g in got] == [("a", 1, True), ("b", 1, True), ("c", 3, False)]
     # points (no intervals) tie only when equal
-    points = rank_groups([Interval("x", 0.7, None, None), Interval("y", 0.7, None, None), Interval("z", 0.6, None, None)])
+    points = rank_groups(
+        [Interval("x", 0.7, None, None), Interval("y", 0.7, None, None), Interval("z", 0.6, None, None)]
+    )
     assert [(g.name, g.rank, g.tied) for g in points] == [("x", 1, True), ("y", 1, True), ("z", 3, False)]

@@ -1,17 +1,30 @@
-"""Shared helpers of the end-to-end tests: a CLI run started in the background, and the MLflow
-trial runs of an experiment."""
+"""Fixtures of the end-to-end tests: one smoke run through the real CLI, shared by every module; a
+CLI run started in the background; the MLflow trial runs of an experiment."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+
+from tests.runner import sharpbench, sharpbench_command
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory, repo_root) -> Path:
+    """configs/smoke.yaml run once by ``sharpbench run`` (2 CPUs); stdout.txt and stderr.txt beside it."""
+    results = tmp_path_factory.mktemp("smoke") / "results"
+    done = sharpbench("run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2",
+                      cwd=repo_root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (results.parent / "stdout.txt").write_text(done.stdout)
+    (results.parent / "stderr.txt").write_text(done.stderr)
+    return results
 
 
 @pytest.fixture
@@ -22,7 +35,7 @@ def start_run(repo_root: Path) -> Callable[..., subprocess.Popen]:
 
     def start(config_path: Path, results: Path, *, new_session: bool = False) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
+            sharpbench_command("run", str(config_path), "--results", str(results), "--num-cpus", "2"),
             cwd=repo_root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=new_session,
         )

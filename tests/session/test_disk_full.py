@@ -26,7 +26,9 @@ def small_disk(tmp_path):
     """A 64 MiB tmpfs at ``tmp_path/disk``, unmounted afterwards."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     yield disk
@@ -36,7 +38,11 @@ def small_disk(tmp_path):
 def _run(config: Path, results: Path, repo_root: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results), "--num-cpus", "2"],
-        cwd=repo_root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=repo_root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
@@ -57,16 +63,25 @@ def _fill(disk: Path) -> Path:
 
 def test_full_disk_stops_with_one_line_and_the_resume_is_exact(tmp_path, small_disk, repo_root):
     config = tmp_path / "full.yaml"
-    config.write_text(yaml.safe_dump({
-        "benchmark": "full",
-        "dataset": {"name": "digits"},
-        "model": {"name": "cnn", "options": {"width": 8}},
-        "training": {"epochs": 30, "batch_size": 32, "learning_rate": 0.05},
-        "search": {"trials_per_method": 4, "asha": {"enabled": False}, "checkpoint_every": 1, "max_concurrent_trials": 2,
-                   "space": SPACE},
-        "final": {"seeds": [1]},
-        "regularizers": ["erm", "sam"],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "benchmark": "full",
+                "dataset": {"name": "digits"},
+                "model": {"name": "cnn", "options": {"width": 8}},
+                "training": {"epochs": 30, "batch_size": 32, "learning_rate": 0.05},
+                "search": {
+                    "trials_per_method": 4,
+                    "asha": {"enabled": False},
+                    "checkpoint_every": 1,
+                    "max_concurrent_trials": 2,
+                    "space": SPACE,
+                },
+                "final": {"seeds": [1]},
+                "regularizers": ["erm", "sam"],
+            }
+        )
+    )
     results = small_disk / "results"
     first = _run(config, results, repo_root)
     deadline = time.monotonic() + 240

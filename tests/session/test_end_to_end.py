@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -15,26 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from bench.results.parquet import read_rows, run_key
 from bench.results.schema import REQUIRED_COLUMNS, SCHEMA
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
-
-
-def _sharpbench(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, env=env,
-    )
-
-
-@pytest.fixture(scope="module")
-def smoke_results(tmp_path_factory, repo_root) -> Path:
-    results = tmp_path_factory.mktemp("smoke") / "results"
-    done = _sharpbench("run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (results.parent / "stdout.txt").write_text(done.stdout)
-    (results.parent / "stderr.txt").write_text(done.stderr)
-    return results
 
 
 #: Third-party lines that say nothing to a user and must not reach the console.
@@ -63,7 +43,8 @@ def test_console_is_quiet_and_informative(smoke_results):
     assert "── method 1/2: erm · search · 2 trials" in lines and "── method 2/2: sam · final · 2 seeds" in lines
     pattern = re.compile(
         r"^\[(?P<k>\d)/2 (?P<method>erm|sam) (?P<phase>search|final) (?P<done>\d)/2\] completed 2/2 ep"
-        r" \| (?P<sampled>[^|]+) \| val_acc=0\.\d{4} test_acc=0\.\d{4} \| [\d.]+m?s \| all (?P<all>\d)/8, ETA (?P<eta>\S+)$"
+        r" \| (?P<sampled>[^|]+) \| val_acc=0\.\d{4} test_acc=0\.\d{4} \| [\d.]+m?s \| all (?P<all>\d)/8, ETA "
+        r"(?P<eta>\S+)$"
     )
     trials = [m for m in map(pattern.match, lines) if m]
     assert len(trials) == 8, out
@@ -96,7 +77,11 @@ def test_parquet_rows_are_complete(smoke_results):
     assert pc.min(table.column("test_accuracy")).as_py() > 0.1  # better than chance on 10 classes
     search = [r for r in rows if r["phase"] == "search"]
     final = [r for r in rows if r["phase"] == "final"]
-    assert sorted(r["regularizer"] for r in search) == sorted(r["regularizer"] for r in final) == ["erm", "erm", "sam", "sam"]
+    assert (
+        sorted(r["regularizer"] for r in search)
+        == sorted(r["regularizer"] for r in final)
+        == ["erm", "erm", "sam", "sam"]
+    )
     assert {r["seed"] for r in search} == {0} and sorted(r["seed"] for r in final) == [1, 1, 2, 2]
     # Two trials, two startup trials per method: the papers' default, then one random draw.
     for method in ("erm", "sam"):
@@ -111,13 +96,20 @@ def test_parquet_rows_are_complete(smoke_results):
         for r in final:
             if r["regularizer"] == method:
                 assert r["regularizer_hparams"] == best["regularizer_hparams"]
-                assert json.loads(r["training_hparams"])["learning_rate"] == json.loads(best["training_hparams"])["learning_rate"]
+                assert (
+                    json.loads(r["training_hparams"])["learning_rate"]
+                    == json.loads(best["training_hparams"])["learning_rate"]
+                )
     # passes per trial: epochs x steps x passes per step; SAM costs twice ERM on the same data
     passes = {r["regularizer"]: r["forward_passes"] for r in search}
     assert passes["sam"] == 2 * passes["erm"] > 0
     versions = json.loads(rows[0]["package_versions"])
     assert {"torch", "ray", "optuna", "mlflow", "pyarrow"} <= set(versions)
-    assert all(0.01 <= json.loads(r["regularizer_hparams"])["perturbation_radius"] <= 0.5 for r in rows if r["regularizer"] == "sam")
+    assert all(
+        0.01 <= json.loads(r["regularizer_hparams"])["perturbation_radius"] <= 0.5
+        for r in rows
+        if r["regularizer"] == "sam"
+    )
     # one file per run id, in a folder per benchmark and regularizer (see bench.results.parquet)
     files = sorted((smoke_results / "leaderboard").rglob("*.parquet"))
     assert [f.parent.relative_to(smoke_results / "leaderboard").parts for f in files].count(("smoke", "sam")) == 4
@@ -150,26 +142,35 @@ def test_mlflow_store_has_parent_and_child_runs(smoke_results):
 
 
 def test_leaderboard_names_both_methods(smoke_results, repo_root):
-    done = _sharpbench("leaderboard", str(smoke_results), "--format", "json", cwd=repo_root)
+    done = sharpbench("leaderboard", str(smoke_results), "--format", "json", cwd=repo_root)
     assert done.returncode == 0, done.stderr
     boards = json.loads(done.stdout)
     standings = {s["regularizer"]: s for s in boards[0]["standings"]}
     assert set(standings) == {"erm", "sam"}
     for standing in standings.values():
         assert standing["ranked_by"] == "final" and standing["n_seeds"] == 2
-    plain = _sharpbench("leaderboard", str(smoke_results), cwd=repo_root)
+    plain = sharpbench("leaderboard", str(smoke_results), cwd=repo_root)
     assert plain.returncode == 0 and "erm" in plain.stdout and "sam" in plain.stdout
 
 
 def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
     """Running the same config again restores the finished searches: no new rows or runs."""
     before = read_rows(smoke_results).num_rows
-    done = _sharpbench(
-        "run", str(repo_root / "configs/smoke.yaml"), "--results", str(smoke_results), "--num-cpus", "2", "--quiet", cwd=repo_root
+    done = sharpbench(
+        "run",
+        str(repo_root / "configs/smoke.yaml"),
+        "--results",
+        str(smoke_results),
+        "--num-cpus",
+        "2",
+        "--quiet",
+        cwd=repo_root,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # --quiet: the leaderboard and the commands only
-    assert "── method" not in done.stdout and "[1/2" not in done.stdout and done.stdout.count("smoke (digits, mlp)") == 1
+    assert (
+        "── method" not in done.stdout and "[1/2" not in done.stdout and done.stdout.count("smoke (digits, mlp)") == 1
+    )
     assert "MLflow UI  : mlflow ui" in done.stdout
     assert read_rows(smoke_results).num_rows == before
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_results / 'mlflow.db'}")
@@ -180,8 +181,15 @@ def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
 def test_run_logs_to_a_tracking_server(mlflow_server, tmp_path, repo_root):
     """--tracking-uri sends the runs to a real `mlflow server`; nothing goes to a local store."""
     results = tmp_path / "results"
-    done = _sharpbench(
-        "run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2", "--tracking-uri", mlflow_server,
+    done = sharpbench(
+        "run",
+        str(repo_root / "configs/smoke.yaml"),
+        "--results",
+        str(results),
+        "--num-cpus",
+        "2",
+        "--tracking-uri",
+        mlflow_server,
         cwd=repo_root,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -208,16 +216,24 @@ def test_mlflow_reads_as_a_training_benchmark(smoke_results, tmp_path):
     assert {c.info.run_id for c in children} == set(rows)
     for child in children:
         row = rows[child.info.run_id]
-        config = json.loads(Path(client.download_artifacts(child.info.run_id, "config.json", str(tmp_path))).read_text())
+        config = json.loads(
+            Path(client.download_artifacts(child.info.run_id, "config.json", str(tmp_path))).read_text()
+        )
         assert config["training"] == json.loads(row["training_hparams"])
         assert config["regularizer_hparams"] == json.loads(row["regularizer_hparams"])
-        assert (config["seed"], config["regularizer"], config["benchmark"]) == (row["seed"], row["regularizer"], row["benchmark"])
+        assert (config["seed"], config["regularizer"], config["benchmark"]) == (
+            row["seed"],
+            row["regularizer"],
+            row["benchmark"],
+        )
         assert (config["dataset"]["name"], config["model"]["name"]) == (row["dataset"], row["model"])
         tags = child.data.tags
         dirty = tags["mlflow.source.git.dirty"] == "true"
         assert tags["mlflow.source.git.commit"] + ("-dirty" if dirty else "") == row["git_commit"]
         assert tags["mlflow.source.name"] == "sharpbench"
-        versions = {k.removeprefix("sharpbench.package."): v for k, v in tags.items() if k.startswith("sharpbench.package.")}
+        versions = {
+            k.removeprefix("sharpbench.package."): v for k, v in tags.items() if k.startswith("sharpbench.package.")
+        }
         assert versions == json.loads(row["package_versions"])
         # As used, on this CPU-only run: "auto" resolved to float32 on the CPU; the params keep the request.
         assert child.data.params["training.precision"] == "auto" and child.data.params["training.device"] == "auto"
@@ -225,7 +241,9 @@ def test_mlflow_reads_as_a_training_benchmark(smoke_results, tmp_path):
         assert tags["sharpbench.device"] == row["device"] == "cpu"
     board = build_leaderboard(read_rows(smoke_results))[0]
     # parent runs are keyed by search name within a run instance (bench.run_record): "<search>@<instance>"
-    parents = {p.data.tags["sharpbench.search_name"].split("@")[0]: p for p in runs if "mlflow.parentRunId" not in p.data.tags}
+    parents = {
+        p.data.tags["sharpbench.search_name"].split("@")[0]: p for p in runs if "mlflow.parentRunId" not in p.data.tags
+    }
     for standing in board.standings:
         search = parents[f"smoke-{standing.regularizer}-search"].data.metrics
         final = parents[f"smoke-{standing.regularizer}-final"].data
@@ -246,5 +264,7 @@ def test_mlflow_reads_as_a_training_benchmark(smoke_results, tmp_path):
         assert search["best_val_accuracy"] == pytest.approx(standing.best_val_accuracy, rel=1e-12)
         assert "final_test_accuracy_mean" not in search and "n_seeds" not in search
         final_id = parents[f"smoke-{standing.regularizer}-final"].info.run_id
-        standing_json = json.loads(Path(client.download_artifacts(final_id, "standing.json", str(tmp_path))).read_text())
+        standing_json = json.loads(
+            Path(client.download_artifacts(final_id, "standing.json", str(tmp_path))).read_text()
+        )
         assert standing_json["standings"][0]["test_accuracy"] == pytest.approx(standing.test_accuracy, rel=1e-12)

@@ -26,8 +26,12 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
         "training": {"epochs": 3, "batch_size": 50, "momentum": 0.0},
         # learning rates this large send the loss to inf/nan within the first epoch
         # max_failures 1: a divergence must still run once (Tune retried it, twice the time, before)
-        "search": {"trials_per_method": 2, "max_failures": 1, "asha": {"enabled": False},
-                   "space": {"learning_rate": {"low": 1.0e8, "high": 1.0e9, "log": True}}},
+        "search": {
+            "trials_per_method": 2,
+            "max_failures": 1,
+            "asha": {"enabled": False},
+            "space": {"learning_rate": {"low": 1.0e8, "high": 1.0e9, "log": True}},
+        },
         "regularizers": ["erm"],
     }
     config_path = tmp_path / "diverge.yaml"
@@ -36,8 +40,23 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
 
     def run(*options: str) -> subprocess.CompletedProcess:
         done = subprocess.run(
-            [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2", *options],
-            cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "bench.cli",
+                "run",
+                str(config_path),
+                "--results",
+                str(results),
+                "--num-cpus",
+                "2",
+                *options,
+            ],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
         )
         # Every trial failed: the leaderboard still prints, then one error line and exit status 1.
         assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
@@ -46,7 +65,9 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
         return done
 
     done = run()
-    failed_lines = [line for line in done.stdout.splitlines() if line.startswith("[1/1 erm search ") and "] failed " in line]
+    failed_lines = [
+        line for line in done.stdout.splitlines() if line.startswith("[1/1 erm search ") and "] failed " in line
+    ]
     assert len(failed_lines) == 2 and all("diverged: training loss" in line for line in failed_lines), done.stdout
     # Ended by the trial itself: Tune saw no exception, so it neither retried nor logged one.
     assert "Traceback" not in done.stdout + done.stderr
@@ -71,17 +92,17 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
     assert table.column("epochs_run").to_pylist() == [0, 0]  # no epoch finished
 
     # Running the finished folder again re-runs nothing: the failed trials stay failed ...
-    stamps = dict(zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist()))
+    stamps = dict(zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist(), strict=True))
     again = run()
     assert "] failed " not in again.stdout, again.stdout
     table = read_rows(results)
-    assert dict(zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist())) == stamps
+    assert dict(zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist(), strict=True)) == stamps
     # ... not even when asked: a divergence is the config's result, not a fault (--retry-failed
     # restarts trials that raised; these ended themselves, and would diverge again)
     retried = run("--retry-failed")
     assert "] failed " not in retried.stdout, retried.stdout
     table = read_rows(results)
-    assert dict(zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist())) == stamps
+    assert dict(zip(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist(), strict=True)) == stamps
 
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("diverge")
@@ -91,5 +112,7 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
         assert child.info.status == "FAILED"
         assert child.data.tags["sharpbench.error"].startswith("diverged: training loss")
 
-    board = subprocess.run([sys.executable, "-m", "bench.cli", "leaderboard", str(results)], capture_output=True, text=True, timeout=120)
+    board = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "leaderboard", str(results)], capture_output=True, text=True, timeout=120
+    )
     assert board.returncode == 0 and "2 (0/0/2)" in board.stdout

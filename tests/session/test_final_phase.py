@@ -5,7 +5,6 @@ and searched epochs run to their own end."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,13 @@ from mlflow.tracking import MlflowClient
 
 from bench import selection
 from bench.results.parquet import read_rows
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )
+    return sharpbench(*args, cwd=cwd)
 
 
 def _config(tmp_path: Path, name: str, seeds: list[int]) -> Path:
@@ -33,7 +31,9 @@ def _config(tmp_path: Path, name: str, seeds: list[int]) -> Path:
         # ASHA's horizon must follow the space, or every trial is cut at epoch 1 and "stopped".
         "training": {"epochs": 1, "batch_size": 64},
         "search": {
-            "trials_per_method": 3, "seed": 0, "max_concurrent_trials": 1,
+            "trials_per_method": 3,
+            "seed": 0,
+            "max_concurrent_trials": 1,
             "asha": {"enabled": True, "grace_period": 3, "reduction_factor": 2},
             "space": {"learning_rate": {"low": 0.02, "high": 0.2, "log": True}, "epochs": {"low": 3, "high": 3}},
         },
@@ -76,10 +76,14 @@ def test_final_phase_of_run_and_final_command_agree(tmp_path, repo_root):
         assert r["search_metric"] == "val_accuracy"
     client = MlflowClient(tracking_uri=f"sqlite:///{full / 'mlflow.db'}")
     for r in finals:
-        assert client.get_run(r["mlflow_run_id"]).data.tags["sharpbench.selected_from_run_id"] == r["selected_from_run_id"]
+        assert (
+            client.get_run(r["mlflow_run_id"]).data.tags["sharpbench.selected_from_run_id"] == r["selected_from_run_id"]
+        )
 
     # The same search without final seeds, then `sharpbench final` on its folder.
-    done = _cli("run", str(_config(tmp_path, "searched", [])), "--results", str(searched_only), "--num-cpus", "2", cwd=repo_root)
+    done = _cli(
+        "run", str(_config(tmp_path, "searched", [])), "--results", str(searched_only), "--num-cpus", "2", cwd=repo_root
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not [r for r in read_rows(searched_only).to_pylist() if r["phase"] == "final"]
     done = _cli("final", str(searched_only), "--seed", "1", "--seed", "2", "--num-cpus", "2", cwd=repo_root)
@@ -110,7 +114,10 @@ def test_final_command_errors(tmp_path, repo_root):
 
     results = write_results(tmp_path / "results")  # its Parquet sub-folder given instead of it
     done = _cli("final", str(results / "leaderboard"), cwd=repo_root)
-    assert done.returncode == 2 and f"is the Parquet dataset of the results folder {results}: give {results}" in done.stderr
+    assert (
+        done.returncode == 2
+        and f"is the Parquet dataset of the results folder {results}: give {results}" in done.stderr
+    )
     # A run recorded but its searches unfinished (interrupted before any trial ended): refused,
     # since the best config of a partial search is not the search's best.
     from bench.run_record import RunRecord

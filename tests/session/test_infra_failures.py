@@ -57,18 +57,30 @@ def test_a_killed_worker_is_retried_and_not_counted(tmp_path: Path, repo_root: P
         "model": {"name": "mlp", "options": {"hidden": 16, "depth": 1}},
         "training": {"epochs": 2, "batch_size": 50},
         # max_failures 0: the dead worker ends its trial at once (with retries the retry would pass)
-        "search": {"trials_per_method": 2, "max_failures": 0, "asha": {"enabled": False},
-                   "space": {"learning_rate": {"choices": [0.05]}}},
+        "search": {
+            "trials_per_method": 2,
+            "max_failures": 0,
+            "asha": {"enabled": False},
+            "space": {"learning_rate": {"choices": [0.05]}},
+        },
         "regularizers": ["crash_once"],
     }
     config_path = tmp_path / "infra.yaml"
     config_path.write_text(yaml.safe_dump(config))
     results = tmp_path / "results"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "CRASH_ONCE_MARKER": str(marker)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "CRASH_ONCE_MARKER": str(marker),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
-        cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        env=env,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert marker.exists()
@@ -82,7 +94,12 @@ def test_a_killed_worker_is_retried_and_not_counted(tmp_path: Path, repo_root: P
     assert len(counted) == 2 and {r["status"] for r in counted} == {"completed"}, counted
     assert "1 trial lost to infrastructure faults (retried, not counted)" in done.stdout, done.stdout[-3000:]
 
-    board = subprocess.run([sys.executable, "-m", "bench.cli", "leaderboard", str(results)], capture_output=True,
-                           text=True, timeout=120, env=env)
+    board = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "leaderboard", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert board.returncode == 0, board.stderr
     assert "2 (2/0/0)" in board.stdout and "1 trial lost to infrastructure faults" in board.stdout, board.stdout

@@ -6,22 +6,29 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 
 import pytest
 
 from bench.results.parquet import read_rows
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
 
-KEPT = ("run_id", "status", "epochs_run", "val_accuracy", "test_accuracy", "wall_seconds", "mlflow_run_id", "seed", "training_hparams")
+KEPT = (
+    "run_id",
+    "status",
+    "epochs_run",
+    "val_accuracy",
+    "test_accuracy",
+    "wall_seconds",
+    "mlflow_run_id",
+    "seed",
+    "training_hparams",
+)
 
 
 def _run(config, results, repo_root) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results)],
-        cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )
+    return sharpbench("run", str(config), "--results", str(results), cwd=repo_root)
 
 
 def test_a_lost_row_is_written_again_from_tunes_state(tmp_path, repo_root):

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,15 +20,13 @@ from bench.results.mlflow_mirror import MlflowMirror, MlflowOutage
 from bench.results.mlflow_sink import BOUNDED_HTTP_ENV, TAG_ROLE, TAG_SEARCH_NAME, TAG_STATUS, TAG_TRIAL_KEY, MlflowSink
 from bench.results.parquet import read_rows
 from bench.run_record import load_records
+from tests.runner import sharpbench, sharpbench_command
 
 TRIALS = 6
 
 
 def _cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, env=_env(),
-    )
+    return sharpbench(*args, cwd=cwd, timeout=timeout, env=_env())
 
 
 def _env() -> dict[str, str]:
@@ -101,7 +98,7 @@ def test_server_killed_mid_run_then_sync_twice(tmp_path: Path, mlflow_servers) -
     first = mlflow_servers(store)
     results = tmp_path / "results"
     run = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(_config(tmp_path)), "--results", str(results), "--tracking-uri", first.url],
+        sharpbench_command("run", str(_config(tmp_path)), "--results", str(results), "--tracking-uri", first.url),
         cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True, env=_env(),
     )  # fmt: skip
@@ -152,7 +149,10 @@ def test_server_killed_mid_run_then_sync_twice(tmp_path: Path, mlflow_servers) -
 
     again = _cli("sync-mlflow", str(results), "--tracking-uri", second.url, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert f"0 trial run(s) created, 0 completed, {TRIALS} already there; 0 parent run(s) created, 0 finished" in again.stdout
+    assert (
+        f"0 trial run(s) created, 0 completed, {TRIALS} already there; 0 parent run(s) created, 0 finished"
+        in again.stdout
+    )
     after = {r.info.run_id: (r.info.end_time, r.info.status, dict(r.data.tags)) for r in client.search_runs(
         [client.get_experiment_by_name("outage").experiment_id], max_results=1000)}  # fmt: skip
     assert after == before

@@ -13,7 +13,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from bench.metrics import EPOCH, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 from bench.results.mlflow_sink import default_tracking_uri
 from bench.results.parquet import read_rows
 from bench.search.trainable import STATE_FILE
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ PER_EPOCH = (VAL_ACCURACY, VAL_LOSS, TRAIN_LOSS, EPOCH)
 
 
 def _command(config: Path, results: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results), "--num-cpus", "2"]
+    return sharpbench_command("run", str(config), "--results", str(results), "--num-cpus", "2")
 
 
 def _trial_runs(client: MlflowClient):
@@ -121,8 +121,12 @@ def test_a_resumed_trial_logs_each_epoch_to_mlflow_once(tmp_path, repo_root):
         "dataset": {"name": "digits"},
         "model": {"name": "cnn", "options": {"width": 8}},
         "training": {"epochs": EPOCHS, "batch_size": 8},
-        "search": {"trials_per_method": 1, "asha": {"enabled": False}, "checkpoint_every": EVERY,
-                   "max_concurrent_trials": 1},
+        "search": {
+            "trials_per_method": 1,
+            "asha": {"enabled": False},
+            "checkpoint_every": EVERY,
+            "max_concurrent_trials": 1,
+        },
         "regularizers": ["erm"],
     }
     config_path = tmp_path / f"{BENCHMARK}.yaml"
@@ -132,9 +136,15 @@ def test_a_resumed_trial_logs_each_epoch_to_mlflow_once(tmp_path, repo_root):
 
     log = tmp_path / "first.log"
     with log.open("w") as out:  # a file, not a pipe nobody reads while it runs
-        first = subprocess.Popen(_command(config_path, results), cwd=repo_root, stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        first = subprocess.Popen(
+            _command(config_path, results),
+            cwd=repo_root,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None:
@@ -155,8 +165,15 @@ def test_a_resumed_trial_logs_each_epoch_to_mlflow_once(tmp_path, repo_root):
     assert newest is not None and newest + AHEAD <= held < EPOCHS, (newest, held)
     assert read_rows(results).num_rows == 0
 
-    second = subprocess.run(_command(config_path, results), cwd=repo_root, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=240, check=False)
+    second = subprocess.run(
+        _command(config_path, results),
+        cwd=repo_root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
 
     rows = read_rows(results).to_pylist()

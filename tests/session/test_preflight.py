@@ -15,12 +15,12 @@ from bench.config import parse_config
 from bench.models import available_models
 from bench.preflight import (
     NETWORK_TIMEOUT_S,
+    SQLITE_HEADER,
     NodeResources,
     PreflightError,
     check_model_options,
     check_placeable,
     check_results_folder,
-    SQLITE_HEADER,
     check_sqlite_file,
     check_tracking_uri,
 )
@@ -43,10 +43,14 @@ def test_a_trial_must_fit_on_one_node():
 
 
 def test_cpu_shortage_names_cpus_and_fractions_below_one_pack():
-    with pytest.raises(PreflightError, match=r"cpus_per_trial is 3 but this machine has at most 2 CPUs on one node \(see --num-cpus\)"):
+    with pytest.raises(
+        PreflightError, match=r"cpus_per_trial is 3 but this machine has at most 2 CPUs on one node \(see --num-cpus\)"
+    ):
         check_placeable(_config(resources={"cpus_per_trial": 3}), [NodeResources(cpus=2, gpus=0)], where="this machine")
     # --num-cpus cannot add a GPU: not named when GPUs are short
-    with pytest.raises(PreflightError, match=r"gpus_per_trial is 1 but this machine has at most 0 GPUs on one node: no trial") as refused:
+    with pytest.raises(
+        PreflightError, match=r"gpus_per_trial is 1 but this machine has at most 0 GPUs on one node: no trial"
+    ) as refused:
         check_placeable(_config(resources={"gpus_per_trial": 1}), [NodeResources(cpus=2, gpus=0)], where="this machine")
     assert "--num-cpus" not in str(refused.value)
     check_placeable(_config(resources={"cpus_per_trial": 1, "gpus_per_trial": 0.25}), [NodeResources(cpus=1, gpus=1)])
@@ -134,7 +138,9 @@ def test_a_database_store_whose_driver_is_missing_is_refused():
 @pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "/tmp/mlruns"])
 def test_a_file_store_is_refused_as_mlflow_refuses_it_unless_opted_in(uri, monkeypatch):
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
-    with pytest.raises(PreflightError, match=r"MLFLOW_ALLOW_FILE_STORE=true is set; use a database, e.g. sqlite:////tmp/mlruns\.db$"):
+    with pytest.raises(
+        PreflightError, match=r"MLFLOW_ALLOW_FILE_STORE=true is set; use a database, e.g. sqlite:////tmp/mlruns\.db$"
+    ):
         check_tracking_uri(uri)
     # and MLflow itself refuses it, so this check says no more than MLflow would, only sooner
     import mlflow

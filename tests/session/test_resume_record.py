@@ -15,7 +15,6 @@ import collections
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from optuna.trial import TrialState
 from bench.results.parquet import read_rows
 from bench.run_record import load_records
 from bench.search.studies import ATTR_RUN_ID, default_storage, study_name
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ STATE = {"completed": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "failed
 
 
 def _command(config: Path, results: Path) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results), "--num-cpus", "2"]
+    return sharpbench_command("run", str(config), "--results", str(results), "--num-cpus", "2")
 
 
 def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tmp_path, repo_root):
@@ -46,8 +46,12 @@ def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tm
         "dataset": {"name": "digits", "max_train_samples": 256},
         "model": {"name": "mlp", "options": {"hidden": 16, "depth": 1}},
         "training": {"epochs": 24, "batch_size": 32},
-        "search": {"trials_per_method": TRIALS, "checkpoint_every": 4, "asha": {"grace_period": 2, "reduction_factor": 2},
-                   "space": {"learning_rate": {"low": 0.001, "high": 0.5, "log": True}}},
+        "search": {
+            "trials_per_method": TRIALS,
+            "checkpoint_every": 4,
+            "asha": {"grace_period": 2, "reduction_factor": 2},
+            "space": {"learning_rate": {"low": 0.001, "high": 0.5, "log": True}},
+        },
         "final": {"seeds": SEEDS},
         "regularizers": ["erm", "sam"],
     }
@@ -55,8 +59,14 @@ def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tm
     config.write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
     first = subprocess.Popen(
-        _command(config, results), cwd=repo_root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"},
+        _command(config, results),
+        cwd=repo_root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"},
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and first.poll() is None and read_rows(results).num_rows < 5:
@@ -72,7 +82,9 @@ def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tm
     moved = tmp_path / "elsewhere" / "results"
     moved.parent.mkdir()
     os.replace(results, moved)
-    done = subprocess.run(_command(config, moved), cwd=repo_root, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        _command(config, moved), cwd=repo_root, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not results.exists()  # nothing recreated at the old place (no stray mlflow.db)
     # MLflow fixed the experiment's artifact folder at the old place: said once, nothing logged there
@@ -83,25 +95,46 @@ def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tm
     for method in ("erm", "sam"):
         search = [r for r in rows if r["regularizer"] == method and r["phase"] == "search"]
         finals = [r for r in rows if r["regularizer"] == method and r["phase"] == "final"]
-        assert len(search) == TRIALS, (method, collections.Counter(r["status"] for r in search))  # the equal budget, exactly
+        assert len(search) == TRIALS, (
+            method,
+            collections.Counter(r["status"] for r in search),
+        )  # the equal budget, exactly
         assert sorted(r["seed"] for r in finals) == SEEDS and len({r["selected_from_run_id"] for r in finals}) == 1
         # The study holds each search trial once, in the state of its row.
         study = optuna.load_study(study_name=study_name("lag", method, instance), storage=default_storage(results))
-        assert {t.user_attrs[ATTR_RUN_ID]: t.state for t in study.trials} == {r["run_id"]: STATE[r["status"]] for r in search}
+        assert {t.user_attrs[ATTR_RUN_ID]: t.state for t in study.trials} == {
+            r["run_id"]: STATE[r["status"]] for r in search
+        }
         assert all(r["epochs_run"] < 24 for r in search if r["status"] == "stopped")
     # MLflow: every row's run ended as its row says; a run an interrupted trial left RUNNING that
     # no resumed trial continued is ended KILLED ("abandoned"), none stays RUNNING.
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lag")
-    children = [r for r in client.search_runs([experiment.experiment_id], max_results=500) if "mlflow.parentRunId" in r.data.tags]
-    parents = [r for r in client.search_runs([experiment.experiment_id], max_results=500) if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 4 and {r.data.tags["mlflow.parentRunId"] for r in children} == {p.info.run_id for p in parents}  # method × phase
+    children = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=500)
+        if "mlflow.parentRunId" in r.data.tags
+    ]
+    parents = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=500)
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    assert len(parents) == 4 and {r.data.tags["mlflow.parentRunId"] for r in children} == {
+        p.info.run_id for p in parents
+    }  # method × phase
     by_id = {r.info.run_id: r for r in children}
     expected = {"completed": "FINISHED", "stopped": "FINISHED", "failed": "FAILED"}
-    assert {r["run_id"]: by_id[r["mlflow_run_id"]].info.status for r in rows} == {r["run_id"]: expected[r["status"]] for r in rows}
+    assert {r["run_id"]: by_id[r["mlflow_run_id"]].info.status for r in rows} == {
+        r["run_id"]: expected[r["status"]] for r in rows
+    }
     assert sorted(by_id) == sorted(row["mlflow_run_id"] for row in rows)  # one visible trial run per row
     # Runs no resumed trial continued: KILLED, tagged, and (soft-)deleted, so a parent lists its trials only.
     every = client.search_runs([experiment.experiment_id], max_results=500, run_view_type=ViewType.ALL)
     others = [r for r in every if "mlflow.parentRunId" in r.data.tags and r.info.run_id not in by_id]
-    assert all(r.info.status == "KILLED" and r.data.tags["sharpbench.status"] == "abandoned" and r.info.lifecycle_stage == "deleted"
-               for r in others), [(r.info.status, r.data.tags.get("sharpbench.trial_key")) for r in others]
+    assert all(
+        r.info.status == "KILLED"
+        and r.data.tags["sharpbench.status"] == "abandoned"
+        and r.info.lifecycle_stage == "deleted"
+        for r in others
+    ), [(r.info.status, r.data.tags.get("sharpbench.trial_key")) for r in others]

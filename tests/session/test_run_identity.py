@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.results.parquet import read_rows
 from bench.run_record import LOCK_FILENAME, SUPERSEDED_DIRNAME, load_records
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +28,12 @@ def _config(tmp_path: Path, name: str = "ident", *, epochs: int = 1, low: float 
         "dataset": {"name": "digits", "max_train_samples": 128},
         "model": {"name": "mlp", "options": {"hidden": 8, "depth": 1}},
         "training": {"epochs": epochs, "batch_size": 32},
-        "search": {"trials_per_method": trials, "asha": {"enabled": False}, "checkpoint_every": 1,
-                   "space": {"learning_rate": {"low": low, "high": 0.2, "log": True}}},
+        "search": {
+            "trials_per_method": trials,
+            "asha": {"enabled": False},
+            "checkpoint_every": 1,
+            "space": {"learning_rate": {"low": low, "high": 0.2, "log": True}},
+        },
         "regularizers": ["erm"],
     }
     path = tmp_path / f"{name}.yaml"
@@ -37,16 +42,20 @@ def _config(tmp_path: Path, name: str = "ident", *, epochs: int = 1, low: float 
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )
+    return sharpbench(*args, cwd=cwd)
 
 
 def _start(*args: str, cwd: Path) -> subprocess.Popen:
     # A session of its own: kill -9 of the group takes Ray's processes too, as a killed job would.
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [sys.executable, "-m", "bench.cli", *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -61,7 +70,9 @@ def _parents_and_children(store: Path) -> tuple[list, list]:
     return parents, children
 
 
-def _two_runs_with_epochs(process: subprocess.Popen, results: Path, *, timeout: float, phase: str | None = None) -> list:
+def _two_runs_with_epochs(
+    process: subprocess.Popen, results: Path, *, timeout: float, phase: str | None = None
+) -> list:
     """The MLflow trial runs (of ``phase``, if given) once two of them have logged 3 epochs, or
     what there is when ``process`` ends or ``timeout`` seconds pass."""
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
@@ -71,7 +82,11 @@ def _two_runs_with_epochs(process: subprocess.Popen, results: Path, *, timeout: 
         # The Tune folder appears after the run has made its MLflow store: reading the store
         # before could race its schema creation (two processes creating one sqlite store).
         if (results / "ray" / "ident").exists():
-            runs = [c for c in _parents_and_children(results / "mlflow.db")[1] if phase is None or c.data.tags.get("sharpbench.phase") == phase]
+            runs = [
+                c
+                for c in _parents_and_children(results / "mlflow.db")[1]
+                if phase is None or c.data.tags.get("sharpbench.phase") == phase
+            ]
             if len(runs) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in runs):
                 break
         time.sleep(0.5)
@@ -96,7 +111,9 @@ def test_changed_config_stops_and_restart_sets_the_old_run_aside(tmp_path, repo_
     assert "search.trials_per_method" not in lines[0]  # only the keys that differ
     assert read_rows(results).to_pylist() == first  # nothing written
 
-    done = _cli("run", str(changed), "--results", str(results), "--num-cpus", "2", "--restart", "--quiet", cwd=repo_root)
+    done = _cli(
+        "run", str(changed), "--results", str(results), "--num-cpus", "2", "--restart", "--quiet", cwd=repo_root
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = read_rows(results).to_pylist()
     assert row["epochs_planned"] == 2 and row["run_id"] != first[0]["run_id"]
@@ -116,19 +133,27 @@ def test_changed_config_stops_and_restart_sets_the_old_run_aside(tmp_path, repo_
 
 def test_a_second_run_into_a_busy_folder_stops_at_once(tmp_path, repo_root):
     results = tmp_path / "results"
-    first = _start("run", str(_config(tmp_path, epochs=200)), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
+    first = _start(
+        "run", str(_config(tmp_path, epochs=200)), "--results", str(results), "--num-cpus", "2", cwd=repo_root
+    )
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not read_rows(results).num_rows and not (results / "ray" / "ident").exists():
+        while (
+            time.monotonic() < deadline and not read_rows(results).num_rows and not (results / "ray" / "ident").exists()
+        ):
             time.sleep(0.5)
         assert (results / LOCK_FILENAME).exists()
         started = time.monotonic()
-        second = _cli("run", str(_config(tmp_path, epochs=200)), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
+        second = _cli(
+            "run", str(_config(tmp_path, epochs=200)), "--results", str(results), "--num-cpus", "2", cwd=repo_root
+        )
         # A bound on a hang (the busy run holds the folder for minutes), not a speed target: the
         # refusal comes after imports and config checks, which take seconds on a loaded machine.
         assert time.monotonic() - started < 30
         lines = [line for line in second.stderr.splitlines() if line.strip()]
-        assert second.returncode == 2 and len(lines) == 1 and "in use by another sharpbench run (pid" in lines[0], second.stderr
+        assert second.returncode == 2 and len(lines) == 1 and "in use by another sharpbench run (pid" in lines[0], (
+            second.stderr
+        )
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.communicate(timeout=60)
@@ -152,11 +177,20 @@ def test_kill_9_in_the_final_phase_then_resume_counts_every_run_once(tmp_path, r
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = read_rows(results).to_pylist()
     assert sorted((r["phase"], r["seed"]) for r in rows) == [("final", 1), ("final", 2), ("search", 0)]
-    assert all(r["status"] == "completed" and r["epochs_run"] == 40 for r in rows), [(r["phase"], r["status"], r["epochs_run"], r["error"]) for r in rows]
+    assert all(r["status"] == "completed" and r["epochs_run"] == 40 for r in rows), [
+        (r["phase"], r["status"], r["epochs_run"], r["error"]) for r in rows
+    ]
     parents, children = _parents_and_children(results / "mlflow.db")
-    per_parent = {p.data.tags["sharpbench.phase"]: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id] for p in parents}
+    per_parent = {
+        p.data.tags["sharpbench.phase"]: [c for c in children if c.data.tags["mlflow.parentRunId"] == p.info.run_id]
+        for p in parents
+    }
     assert sorted(per_parent) == ["final", "search"] and len(per_parent["search"]) == 1
-    assert {c.info.run_id for c in per_parent["final"]} == started == {r["mlflow_run_id"] for r in rows if r["phase"] == "final"}
+    assert (
+        {c.info.run_id for c in per_parent["final"]}
+        == started
+        == {r["mlflow_run_id"] for r in rows if r["phase"] == "final"}
+    )
 
 
 def test_a_run_in_the_older_layout_is_refused_and_restart_sets_it_aside(tmp_path):

@@ -31,7 +31,11 @@ def test_first_trial_in_a_worker_carries_the_warm_up_in_compile_s(tmp_path: Path
     results = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, "-m", "bench.cli", "run", str(path), "--results", str(results), "--num-cpus", "1"],
-        cwd=repo_root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = sorted(read_rows(results).to_pylist(), key=lambda r: r["started_at"])

@@ -23,7 +23,7 @@ def test_digits_split_is_stratified_disjoint_and_deterministic():
         share = np.bincount(labels[part], minlength=10) / len(part)
         assert np.abs(share - overall).max() < 0.01  # class balance kept in every part
     again = stratified_split(labels, [0.2, 0.2], seed=5)
-    assert all(np.array_equal(a, b) for a, b in zip((val, test, train), again))
+    assert all(np.array_equal(a, b) for a, b in zip((val, test, train), again, strict=True))
     other = stratified_split(labels, [0.2, 0.2], seed=6)
     assert not np.array_equal(val, other[0])
 
@@ -81,7 +81,7 @@ def test_checkpoint_round_trip_continues_bit_identically():
     resumed.load_state_dict(state)
     # Exact by contract: weights, optimizer and RNG state restored from a copy.
     assert [resumed.train_epoch().train_loss for _ in range(2)] == losses[1:]
-    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -121,8 +121,16 @@ def test_flatness_measured_at_the_end_reaches_the_row():
     from bench.results.schema import Phase, TrialStatus
 
     spec = dataclasses.replace(
-        _spec(), flatness=FlatnessConfig(when="final", subset_size=64, batch_size=32, eigen_max_iterations=5, trace_min_probes=4,
-                                          trace_max_probes=4, sharpness_steps=2)
+        _spec(),
+        flatness=FlatnessConfig(
+            when="final",
+            subset_size=64,
+            batch_size=32,
+            eigen_max_iterations=5,
+            trace_min_probes=4,
+            trace_max_probes=4,
+            sharpness_steps=2,
+        ),
     )
     result = run_trial(spec)
     assert all(not e.flatness for e in result.epochs[:-1])
@@ -130,9 +138,7 @@ def test_flatness_measured_at_the_end_reaches_the_row():
     assert final[metrics.HESSIAN_TOP_EIGENVALUE] > 0 and final[metrics.HESSIAN_TRACE_STDERR] >= 0  # a sqrt: ≥ 0 exactly
     # ≥ 0 by construction, not by arithmetic: δ = 0 is one of the candidates the maximum runs over.
     assert final[metrics.EPSILON_SHARPNESS] >= 0
-    row = build_row(
-        TrialOutcome("s", "t1", Phase.SEARCH.value, TrialStatus.COMPLETED, spec, 0, final)
-    )
+    row = build_row(TrialOutcome("s", "t1", Phase.SEARCH.value, TrialStatus.COMPLETED, spec, 0, final))
     # The row copies the measured values: exact.
     assert row.hessian_top_eigenvalue == final[metrics.HESSIAN_TOP_EIGENVALUE]
     assert row.hessian_trace == final[metrics.HESSIAN_TRACE]

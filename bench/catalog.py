@@ -1,0 +1,51 @@
+"""What is installed, and a config checked against it: datasets, models, regularizers (with
+their plug-ins) and each regularizer's hyperparameters.
+
+This sits above :mod:`bench.config` (which knows only the schema), :mod:`bench.data`,
+:mod:`bench.models` and :mod:`regularizers`, so the schema never imports the registries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import regularizers
+from bench.config import BenchmarkConfig, ConfigError, load_config
+from bench.data import available_datasets
+from bench.errors import unknown_name
+from bench.models import available_models
+
+
+def load_benchmark(path: str | Path) -> BenchmarkConfig:
+    """Read, validate and check a YAML benchmark config: :class:`ConfigError` (one line) on any problem."""
+    config = load_config(path)
+    check_registered(config, str(path))
+    return config
+
+
+def check_registered(config: BenchmarkConfig, source: str) -> None:
+    """Names that live in registries: datasets, models, regularizers and their hyperparameters."""
+    if config.dataset.name not in available_datasets():
+        raise ConfigError(f"{source}: " + unknown_name("dataset", config.dataset.name, available_datasets()))
+    if config.model.name not in available_models():
+        raise ConfigError(f"{source}: " + unknown_name("model", config.model.name, available_models()))
+    try:
+        known = regularizers.available()  # loads the plug-ins: one that fails to import is named
+    except regularizers.RegistryError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    for entry in config.regularizers:
+        if entry.name not in known:
+            raise ConfigError(f"{source}: " + unknown_name("regularizer", entry.name, known))
+        declared = {hp.name: hp for hp in regularizers.hyperparameters_of(entry.name)}
+        for key in [*entry.fixed, *entry.space]:
+            if key not in declared:
+                raise ConfigError(
+                    f"{source}: regularizer {entry.name!r}: " + unknown_name("hyperparameter", key, sorted(declared))
+                )
+        overlap = sorted(set(entry.fixed) & set(entry.space))
+        if overlap:
+            raise ConfigError(f"{source}: regularizer {entry.name!r}: {overlap[0]!r} is both fixed and searched")
+        try:
+            regularizers.create(entry.name, **entry.fixed)
+        except regularizers.RegistryError as error:
+            raise ConfigError(f"{source}: {error}") from None

@@ -1,0 +1,111 @@
+"""Reading a benchmark config: YAML (a key given twice is an error), validation against
+:mod:`bench.config.schema`, and one-line messages for what is wrong, naming the key and the
+valid ones. Names that live in registries (datasets, models, regularizers) are checked above
+this room, by :func:`bench.catalog.check_names`, so the schema does not depend on what is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bench.config.schema import BenchmarkConfig, ConfigError, FinalConfig, RegularizerEntry
+from bench.errors import unknown_name
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        keys = _valid_keys(first["loc"][:-1])
+        if keys is None:
+            return f"unknown key {where!r}"
+        return unknown_name("key", where, keys, compared=str(first["loc"][-1]))
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys the section at ``loc`` accepts; None where the section is not a model."""
+    model: Any = BenchmarkConfig
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else (RegularizerEntry if part == "regularizers" else None)
+        )
+    return None if model is None else list(model.model_fields)
+
+
+def parse_config(raw: Any, *, source: str = "config") -> BenchmarkConfig:
+    """Validate a parsed YAML mapping; raise :class:`ConfigError` with a one-line message."""
+    if raw is None:
+        raise ConfigError(
+            f"{source}: the config is empty; expected a mapping with benchmark, regularizers and the other sections"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        config = BenchmarkConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_format_validation_error(error)}") from None
+    return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: plain
+    PyYAML keeps the last one, so ``epochs: 50`` above a forgotten ``epochs: 5`` would silently lose."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *anchor`` merges keys that the mapping's own may override
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config(path: str | Path) -> BenchmarkConfig:
+    """Read and validate a YAML benchmark config."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"cannot read config {path}: it is a folder, not a YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"cannot read config {path}: not UTF-8 text (byte {error.start}); is it a YAML file?"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+    return parse_config(raw, source=str(path))
+
+
+def with_final(config: BenchmarkConfig, **changes: Any) -> BenchmarkConfig:
+    """A copy of ``config`` with ``final`` fields replaced (validated, e.g. from ``--seeds``);
+    raises :class:`ConfigError`."""
+    try:
+        final = FinalConfig.model_validate({**config.final.model_dump(), **changes})
+    except ValidationError as error:
+        raise ConfigError(f"final: {_format_validation_error(error)}") from None
+    return config.model_copy(update={"final": final})

@@ -1,0 +1,28 @@
+"""One way for tests to run the real command line in a child process (no stdin, unbuffered)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def sharpbench_command(*args: str) -> list[str]:
+    """``python -m bench.cli ARGS``, with this interpreter."""
+    return [sys.executable, "-m", "bench.cli", *args]
+
+
+def sharpbench(
+    *args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``sharpbench ARGS`` to its end; stdout and stderr captured as text."""
+    return subprocess.run(
+        sharpbench_command(*args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
+    )
