@@ -97,6 +97,7 @@ def summarize(board: BenchmarkBoard, phase: Phase | str) -> ParentSummary:
     tags = {}
     if standing.best_run_id is not None:
         tags[TAG_BEST_RUN_ID] = standing.best_run_id
-        tags[TAG_BEST_HPARAMS] = json.dumps({**standing.regularizer_hparams, **standing.tuned_training_hparams}, sort_keys=True)
+        best = {**standing.regularizer_hparams, **standing.tuned_training_hparams}
+        tags[TAG_BEST_HPARAMS] = json.dumps(best, sort_keys=True)
     board_json = json.loads(render([board], "json"))[0]
     return ParentSummary(metrics=values, tags=tags, standing=standing, board_json=board_json)

@@ -369,7 +369,8 @@ class MlflowSink:
     """
 
     def __init__(
-        self, tracking_uri: str, experiment_name: str, source: RunSource | None = None, *, epoch_flush_seconds: float = 0.0,
+        self, tracking_uri: str, experiment_name: str, source: RunSource | None = None, *,
+        epoch_flush_seconds: float = 0.0,
     ) -> None:
         if epoch_flush_seconds < 0:
             raise ValueError(f"epoch_flush_seconds must be >= 0, got {epoch_flush_seconds}")
@@ -591,7 +592,9 @@ class MlflowSink:
             _log.warning("run %s keeps its first values of params %s (MLflow params are immutable)", run_id, changed)
         return {k: v for k, v in values.items() if k not in logged}
 
-    def log_epoch(self, run_id: str, step: int, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> None:
+    def log_epoch(
+        self, run_id: str, step: int, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None
+    ) -> None:
         """All of one epoch's metrics at ``step`` in one ``log_batch`` call (more than
         MLflow's 1000 metrics per batch would be split). A resumed trial that repeats epochs
         logs those steps again: MLflow would keep both points, so a step the run already holds

@@ -106,6 +106,7 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         git_commit=provenance.git_commit(),
         mlflow_run_id=outcome.mlflow_run_id,
         node=None if result.get(metrics.NODE) is None else str(result[metrics.NODE]),
-        started_at=None if result.get(metrics.STARTED_AT) is None else dt.datetime.fromtimestamp(float(result[metrics.STARTED_AT]), dt.timezone.utc),
+        started_at=None if result.get(metrics.STARTED_AT) is None
+        else dt.datetime.fromtimestamp(float(result[metrics.STARTED_AT]), dt.timezone.utc),
         timestamp=outcome.ended_at or provenance.utc_now(),
     )

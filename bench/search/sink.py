@@ -103,7 +103,8 @@ class SinkCallback(Callback):
 
     # Sinks hold clients and connections, the worker a thread: build them lazily, never pickle them.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mlflow": None, "_parquet": None, "live": None, "_calls": None, "_run_futures": {}, "_recorded": set(),
+        return {**self.__dict__, "_mlflow": None, "_parquet": None, "live": None, "_calls": None, "_run_futures": {},
+                "_recorded": set(),
                 "_rows_checked": False}
 
     @property
@@ -120,11 +121,14 @@ class SinkCallback(Callback):
     def mlflow(self) -> MlflowSink:
         if self._mlflow is None:
             opened, benchmark = self.run.mlflow_sink, self.run.config.benchmark
-            if opened is not None and opened.tracking_uri == normalize_tracking_uri(self.tracking_uri) and opened.experiment_name == benchmark:
+            same_store = opened is not None and opened.tracking_uri == normalize_tracking_uri(self.tracking_uri)
+            if opened is not None and same_store and opened.experiment_name == benchmark:
                 opened.epoch_flush_seconds = EPOCH_FLUSH_SECONDS
                 self._mlflow = opened
             else:
-                self._mlflow = MlflowSink(self.tracking_uri, experiment_name=benchmark, epoch_flush_seconds=EPOCH_FLUSH_SECONDS)
+                self._mlflow = MlflowSink(
+                    self.tracking_uri, experiment_name=benchmark, epoch_flush_seconds=EPOCH_FLUSH_SECONDS
+                )
             if self.sink_state:
                 self._mlflow.load_state(self.sink_state)
         return self._mlflow
@@ -183,7 +187,8 @@ class SinkCallback(Callback):
         run = self.run
         return ParentRun(
             key=plan.parent_key(phase.value, run.instance), benchmark=run.config.benchmark,
-            regularizer=plan.regularizer, phase=phase, params=parent_params(run.config, plan.described_space, plan.fixed),
+            regularizer=plan.regularizer, phase=phase,
+            params=parent_params(run.config, plan.described_space, plan.fixed),
             config=run.config.model_dump(mode="json"),
         )
 
@@ -252,11 +257,15 @@ class SinkCallback(Callback):
         self._rows_checked = True
         for trial in trials:
             status = self.finished.get(trial.trial_id)
-            if status is None or METHOD_KEY not in (trial.config or {}) or metrics.EPOCH not in (trial.last_result or {}):
+            ours = METHOD_KEY in (trial.config or {})
+            if status is None or not ours or metrics.EPOCH not in (trial.last_result or {}):
                 continue
             if trial.trial_id in self._recorded:
                 continue
-            _log.warning("the row of %s was lost; written again from the last result Ray Tune saved for it", self._trial_key(trial))
+            _log.warning(
+                "the row of %s was lost; written again from the last result Ray Tune saved for it",
+                self._trial_key(trial),
+            )
             del self.finished[trial.trial_id]
             failure = failure_of(trial) if status == TrialStatus.FAILED.value else None
             if status == TrialStatus.FAILED.value and failure is None:
@@ -310,7 +319,8 @@ class SinkCallback(Callback):
                 continue
             method = t.config[METHOD_KEY]
             if t.trial_id not in self.finished and metrics.EPOCH in t.last_result:
-                running.append((method, int(t.last_result.get(metrics.EPOCH, 0)), int(t.last_result.get(metrics.EPOCHS_PLANNED, 0))))
+                epoch, planned = t.last_result.get(metrics.EPOCH, 0), t.last_result.get(metrics.EPOCHS_PLANNED, 0)
+                running.append((method, int(epoch), int(planned)))
             value = t.last_result.get(metric)
             if value is not None and not math.isnan(value):  # NaN: a failure report, no value
                 best[method] = better(best.get(method, float(value)), float(value))
@@ -345,7 +355,8 @@ class SinkCallback(Callback):
             spec=trial_spec(run.config, plan, trial.config or {}),
             search_seed=run.config.search.seed,
             search_metric=run.config.search.metric,
-            sampler=json.dumps(sampler_settings(run.config.search, plan.budget.trials), sort_keys=True) if plan.params else None,
+            sampler=json.dumps(sampler_settings(run.config.search, plan.budget.trials), sort_keys=True)
+            if plan.params else None,
             # Set by the searcher on search trials only: null for final rows.
             suggestion_kind=(trial.config or {}).get(SUGGESTION_KEY) if phase is Phase.SEARCH else None,
             budget=plan.budget.to_json(),
