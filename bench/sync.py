@@ -66,8 +66,11 @@ def parent_of(record: RunRecord | None, row: TrialRow) -> ParentRun:
     if plan is None or record is None:
         return ParentRun(row.run_id.rsplit("/", 1)[0], row.benchmark, row.regularizer, phase, {}, None)
     return ParentRun(
-        key=plan.parent_key(phase.value, record.instance), benchmark=row.benchmark, regularizer=row.regularizer,
-        phase=phase, params=parent_params(record.config, plan.described_space, plan.fixed),
+        key=plan.parent_key(phase.value, record.instance),
+        benchmark=row.benchmark,
+        regularizer=row.regularizer,
+        phase=phase,
+        params=parent_params(record.config, plan.described_space, plan.fixed),
         config=record.config.model_dump(mode="json"),
     )
 

@@ -369,7 +369,11 @@ class MlflowSink:
     """
 
     def __init__(
-        self, tracking_uri: str, experiment_name: str, source: RunSource | None = None, *,
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        source: RunSource | None = None,
+        *,
         epoch_flush_seconds: float = 0.0,
     ) -> None:
         if epoch_flush_seconds < 0:
@@ -407,7 +411,9 @@ class MlflowSink:
             _log.warning(
                 "MLflow artifacts of experiment %r live in %s, fixed when it was created; the store has moved to %s, "
                 "so this run logs no artifacts (metrics, params and tags still go to MLflow; Parquet has every row)",
-                experiment_name, self.client.get_experiment(self.experiment_id).artifact_location, db.parent,
+                experiment_name,
+                self.client.get_experiment(self.experiment_id).artifact_location,
+                db.parent,
             )
         self._parents: dict[str, str] = {}  # search name -> run id
         self._trials: dict[str, str] = {}  # trial key -> run id

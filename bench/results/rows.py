@@ -37,8 +37,12 @@ def trial_run(
 ) -> TrialRun:
     """The trial's MLflow identity as its row will state it, for a trial that has no row yet."""
     return TrialRun(
-        key=f"{search_name}/{trial_id}", regularizer=spec.regularizer, phase=phase, seed=spec.seed,
-        regularizer_hparams=regularizer_hparams_json(spec), training_hparams=spec.training.model_dump_json(),
+        key=f"{search_name}/{trial_id}",
+        regularizer=spec.regularizer,
+        phase=phase,
+        seed=spec.seed,
+        regularizer_hparams=regularizer_hparams_json(spec),
+        training_hparams=spec.training.model_dump_json(),
         selected_from_run_id=selected_from_run_id,
     )
 
@@ -106,7 +110,8 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         git_commit=provenance.git_commit(),
         mlflow_run_id=outcome.mlflow_run_id,
         node=None if result.get(metrics.NODE) is None else str(result[metrics.NODE]),
-        started_at=None if result.get(metrics.STARTED_AT) is None
+        started_at=None
+        if result.get(metrics.STARTED_AT) is None
         else dt.datetime.fromtimestamp(float(result[metrics.STARTED_AT]), dt.timezone.utc),
         timestamp=outcome.ended_at or provenance.utc_now(),
     )

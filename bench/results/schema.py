@@ -101,8 +101,12 @@ def _to_record(self: Any) -> dict[str, Any]:
 #: Everything recorded about one trial (a dataclass; field order is column order).
 TrialRow = dataclasses.make_dataclass(
     "TrialRow",
-    [*_IDENTITY, *_metric_columns(), *_PROVENANCE,
-     ("schema_version", "int", dataclasses.field(default=SCHEMA_VERSION))],
+    [
+        *_IDENTITY,
+        *_metric_columns(),
+        *_PROVENANCE,
+        ("schema_version", "int", dataclasses.field(default=SCHEMA_VERSION)),
+    ],
     namespace={"to_record": _to_record, "__doc__": "Everything recorded about one trial. Field order is column order."},
 )
 

@@ -111,20 +111,29 @@ class MlflowTrialSink:
         slot = self.parent_slot(parent.regularizer, parent.phase.value)
         if slot not in self.parent_run_ids:
             self.parent_run_ids[slot] = self.sink.parent_run(
-                search_name=parent.key, benchmark=parent.benchmark, regularizer=parent.regularizer,
-                phase=parent.phase.value, params=parent.params, config=parent.config,
+                search_name=parent.key,
+                benchmark=parent.benchmark,
+                regularizer=parent.regularizer,
+                phase=parent.phase.value,
+                params=parent.params,
+                config=parent.config,
             )
         return self.parent_run_ids[slot]
 
     def start(self, start: TrialStart) -> str:
         trial = start.trial
         return self.sink.trial_run(
-            self.parent(start.parent), trial.key, run_name=trial_run_name(trial), params=trial_params(trial),
-            tags=trial_tags(trial), config=start.config,
+            self.parent(start.parent),
+            trial.key,
+            run_name=trial_run_name(trial),
+            params=trial_params(trial),
+            tags=trial_tags(trial),
+            config=start.config,
         )
 
-    def epochs(self, run_id: str, epochs: Iterable[tuple[int, Mapping[str, float]]], used: Mapping[str, str],
-               checkpoint: bool) -> None:
+    def epochs(
+        self, run_id: str, epochs: Iterable[tuple[int, Mapping[str, float]]], used: Mapping[str, str], checkpoint: bool
+    ) -> None:
         """One report's epochs (held back and batched by the sink), tagged with what the trial
         ran on (``used``: :func:`~bench.results.vocabulary.used_tags` of the report). A report with
         a checkpoint sends them at once: a trial resumes from a checkpoint and re-runs (and
@@ -205,8 +214,11 @@ class MlflowTrialSink:
                 run = self.sink.client.get_run(recorded)
             except MlflowException:  # another store's id (the run wrote elsewhere): look it up by tag
                 run = None
-            if run is not None and run.info.experiment_id == self.sink.experiment_id \
-                    and run.info.lifecycle_stage == "active":
+            if (
+                run is not None
+                and run.info.experiment_id == self.sink.experiment_id
+                and run.info.lifecycle_stage == "active"
+            ):
                 return recorded
         return self.sink.find_trial_run(row.run_id)
 

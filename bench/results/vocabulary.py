@@ -60,7 +60,9 @@ STATUS_ABANDONED: Final = "abandoned"
 
 #: Text a trial reports → the tag that records it as used (params keep the request, "auto").
 USED_TAGS: Final[Mapping[str, str]] = {
-    metrics.DEVICE: TAG_DEVICE, metrics.PRECISION: TAG_PRECISION, metrics.HARDWARE: TAG_HARDWARE,
+    metrics.DEVICE: TAG_DEVICE,
+    metrics.PRECISION: TAG_PRECISION,
+    metrics.HARDWARE: TAG_HARDWARE,
 }
 
 # --- run states ------------------------------------------------------------------------------------
@@ -176,8 +178,12 @@ class TrialRun:
     @classmethod
     def of_row(cls, row: TrialRow) -> TrialRun:
         return cls(
-            key=row.run_id, regularizer=row.regularizer, phase=Phase(row.phase), seed=row.seed,
-            regularizer_hparams=row.regularizer_hparams, training_hparams=row.training_hparams,
+            key=row.run_id,
+            regularizer=row.regularizer,
+            phase=Phase(row.phase),
+            seed=row.seed,
+            regularizer_hparams=row.regularizer_hparams,
+            training_hparams=row.training_hparams,
             selected_from_run_id=row.selected_from_run_id,
         )
 
@@ -215,8 +221,11 @@ def used_tags(values: Mapping[str, Any]) -> dict[str, str]:
 def final_metrics(row: TrialRow) -> dict[str, float | None]:
     """A live trial run's last values, logged as it ends: its epochs are already in MLflow, and
     these are the row metrics no epoch reports."""
-    return {metrics.TEST_ACCURACY: row.test_accuracy, metrics.TEST_LOSS: row.test_loss,
-            metrics.WALL_SECONDS: row.wall_seconds}
+    return {
+        metrics.TEST_ACCURACY: row.test_accuracy,
+        metrics.TEST_LOSS: row.test_loss,
+        metrics.WALL_SECONDS: row.wall_seconds,
+    }
 
 
 def backfill_metrics(row: TrialRow) -> dict[str, float | None]:

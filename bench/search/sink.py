@@ -103,9 +103,16 @@ class SinkCallback(Callback):
 
     # Sinks hold clients and connections, the worker a thread: build them lazily, never pickle them.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_mlflow": None, "_parquet": None, "live": None, "_calls": None, "_run_futures": {},
-                "_recorded": set(),
-                "_rows_checked": False}
+        return {
+            **self.__dict__,
+            "_mlflow": None,
+            "_parquet": None,
+            "live": None,
+            "_calls": None,
+            "_run_futures": {},
+            "_recorded": set(),
+            "_rows_checked": False,
+        }
 
     @property
     def run(self) -> LiveRun:
@@ -186,8 +193,10 @@ class SinkCallback(Callback):
         """The method × phase parent run (made, or found by its key, on first use by the MLflow sink)."""
         run = self.run
         return ParentRun(
-            key=plan.parent_key(phase.value, run.instance), benchmark=run.config.benchmark,
-            regularizer=plan.regularizer, phase=phase,
+            key=plan.parent_key(phase.value, run.instance),
+            benchmark=run.config.benchmark,
+            regularizer=plan.regularizer,
+            phase=phase,
             params=parent_params(run.config, plan.described_space, plan.fixed),
             config=run.config.model_dump(mode="json"),
         )
@@ -204,7 +213,8 @@ class SinkCallback(Callback):
             spec = trial_spec(run.config, plan, trial.config or {})
             start = TrialStart(
                 trial=trial_run(spec, plan.search_name(phase.value), trial.trial_id, phase, _selected_from(trial)),
-                parent=self._parent(plan, phase), config=spec.to_dict(),
+                parent=self._parent(plan, phase),
+                config=spec.to_dict(),
             )
             trial_id = trial.trial_id
 
@@ -241,7 +251,8 @@ class SinkCallback(Callback):
             if abandoned:
                 _log.warning(
                     "%d MLflow trial run(s) of trials interrupted before Ray Tune saved them ended as KILLED; "
-                    "their configs run again as new trials", abandoned,
+                    "their configs run again as new trials",
+                    abandoned,
                 )
 
         self._to_mlflow("end interrupted runs", end)
@@ -287,12 +298,17 @@ class SinkCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         # One report may stand for several epochs (bench.search.reporting): each is logged at its step.
         epochs = [
-            (int(epoch.get(metrics.EPOCH, 0)), {
-                key: float(value)
-                for key, value in epoch.items()
-                if key not in metrics.TEXT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool)
-                and metrics.is_reported(key)
-            })
+            (
+                int(epoch.get(metrics.EPOCH, 0)),
+                {
+                    key: float(value)
+                    for key, value in epoch.items()
+                    if key not in metrics.TEXT_KEYS
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                    and metrics.is_reported(key)
+                },
+            )
             for epoch in metrics.epochs_of(result)
         ]
         used = used_tags(result)
@@ -338,8 +354,9 @@ class SinkCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, TrialStatus.FAILED, trial_failure(trial))
 
-    def _finish(self, trial: Any, status: TrialStatus, failure: tuple[FailureClass, str] | None, *,
-                rewritten: bool = False) -> None:
+    def _finish(
+        self, trial: Any, status: TrialStatus, failure: tuple[FailureClass, str] | None, *, rewritten: bool = False
+    ) -> None:
         """The trial's row, its MLflow run's end and its console line. ``rewritten``: the trial
         ended in an earlier call and its row was lost; the row keeps the trial's own end time."""
         if trial.trial_id in self.finished:
@@ -356,7 +373,8 @@ class SinkCallback(Callback):
             search_seed=run.config.search.seed,
             search_metric=run.config.search.metric,
             sampler=json.dumps(sampler_settings(run.config.search, plan.budget.trials), sort_keys=True)
-            if plan.params else None,
+            if plan.params
+            else None,
             # Set by the searcher on search trials only: null for final rows.
             suggestion_kind=(trial.config or {}).get(SUGGESTION_KEY) if phase is Phase.SEARCH else None,
             budget=plan.budget.to_json(),
@@ -427,8 +445,11 @@ class SinkCallback(Callback):
                 board = standing.method_board(str(results_dir), benchmark, method)
                 summary = standing.summarize(board, Phase(phase)) if board is not None else None
                 plan = run.plans.get(method)
-                parent = self._parent(plan, Phase(phase)) if plan is not None else \
-                    ParentRun(slot, benchmark, method, Phase(phase), {}, None)  # its id is known: found by slot
+                parent = (
+                    self._parent(plan, Phase(phase))
+                    if plan is not None
+                    else ParentRun(slot, benchmark, method, Phase(phase), {}, None)
+                )  # its id is known: found by slot
                 ends.append(ParentEnd(parent, parent_finish(by_parent.get(slot, []), summary)))
             sink.finish(ends)
 

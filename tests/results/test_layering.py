@@ -8,8 +8,15 @@ import ast
 from pathlib import Path
 
 #: The rooms (``bench.<x>``) bench.results may import: the names, failures and stores it writes with.
-ALLOWED = {"bench.metrics", "bench.failures", "bench.naming", "bench.stores", "bench.provenance", "bench.config",
-           "bench.results"}
+ALLOWED = {
+    "bench.metrics",
+    "bench.failures",
+    "bench.naming",
+    "bench.stores",
+    "bench.provenance",
+    "bench.config",
+    "bench.results",
+}
 
 
 def _room(module: str) -> str | None:

@@ -27,12 +27,18 @@ from .conftest import make_row
 C, S, F = "completed", "stopped", "failed"
 
 
-def _search(regularizer: str, status: str, val: float | None, test: float | None, benchmark: str = "digits-mlp", **kw) -> TrialRow:
-    return make_row(benchmark=benchmark, regularizer=regularizer, status=status, val_accuracy=val, test_accuracy=test, **kw)
+def _search(
+    regularizer: str, status: str, val: float | None, test: float | None, benchmark: str = "digits-mlp", **kw
+) -> TrialRow:
+    return make_row(
+        benchmark=benchmark, regularizer=regularizer, status=status, val_accuracy=val, test_accuracy=test, **kw
+    )
 
 
 def _final(regularizer: str, test: float, seed: int, benchmark: str = "digits-mlp", status: str = C, **kw) -> TrialRow:
-    return make_row(benchmark=benchmark, regularizer=regularizer, phase="final", status=status, test_accuracy=test, seed=seed, **kw)
+    return make_row(
+        benchmark=benchmark, regularizer=regularizer, phase="final", status=status, test_accuracy=test, seed=seed, **kw
+    )
 
 
 def _search_rows() -> list[TrialRow]:
@@ -114,9 +120,16 @@ def test_counts_passes_and_wall_time() -> None:
         )
         assert s.mean_forward_passes == pytest.approx(statistics.fmean(r.forward_passes for r in mine))
         assert s.mean_backward_passes == pytest.approx(statistics.fmean(r.backward_passes for r in mine))
-        assert s.mean_passes_per_trial == pytest.approx(statistics.fmean(r.forward_passes + r.backward_passes for r in mine))
+        assert s.mean_passes_per_trial == pytest.approx(
+            statistics.fmean(r.forward_passes + r.backward_passes for r in mine)
+        )
         assert s.search_wall_seconds == pytest.approx(sum(r.wall_seconds for r in mine))
-    assert (got["sam"].trials_total, got["sam"].trials_completed, got["sam"].trials_stopped, got["sam"].trials_failed) == (4, 2, 1, 1)
+    assert (
+        got["sam"].trials_total,
+        got["sam"].trials_completed,
+        got["sam"].trials_stopped,
+        got["sam"].trials_failed,
+    ) == (4, 2, 1, 1)
 
 
 def test_final_phase_rows_rank_by_mean_over_seeds() -> None:
@@ -166,7 +179,16 @@ def test_ties_share_a_rank_and_benchmarks_are_separate() -> None:
 def test_flatness_is_the_mean_over_the_chosen_rows() -> None:
     cfg = '{"rho": 0.1}'
     rows = [
-        _search("sam", C, 0.9, 0.8, hessian_top_eigenvalue=50.0, hessian_trace=500.0, epsilon_sharpness=0.5, regularizer_hparams=cfg),
+        _search(
+            "sam",
+            C,
+            0.9,
+            0.8,
+            hessian_top_eigenvalue=50.0,
+            hessian_trace=500.0,
+            epsilon_sharpness=0.5,
+            regularizer_hparams=cfg,
+        ),
         _search("sam", C, 0.7, 0.9, hessian_top_eigenvalue=1.0, hessian_trace=1.0, epsilon_sharpness=0.01),
         _search("erm", C, 0.9, 0.8, hessian_top_eigenvalue=70.0),
         _final("sam", 0.8, 1, hessian_top_eigenvalue=10.0, hessian_trace=100.0, regularizer_hparams=cfg),
@@ -181,7 +203,6 @@ def test_flatness_is_the_mean_over_the_chosen_rows() -> None:
     assert got["erm"].hessian_top_eigenvalue == 70.0 and got["erm"].hessian_trace is None
     plain = build_leaderboard(_table([_search("erm", C, 0.9, 0.8)]))[0]
     assert not plain.has_flatness
-
 
 
 def test_trace_stderr_is_that_of_the_mean_and_is_rendered_next_to_the_trace() -> None:
@@ -202,6 +223,7 @@ def test_trace_stderr_is_that_of_the_mean_and_is_rendered_next_to_the_trace() ->
         assert "110 ± 2.5" in text and "80 " in text and "80 ±" not in text, text
     assert json.loads(render(boards, "json"))[0]["standings"][0]["hessian_trace_stderr"] == pytest.approx(2.5)
     assert "hessian_trace_stderr" in render(boards, "csv").splitlines()[0]
+
 
 def test_empty_table_and_missing_columns() -> None:
     assert build_leaderboard(SCHEMA.empty_table()) == []
@@ -228,9 +250,13 @@ def test_from_parquet_dataset(tmp_path: Path) -> None:
 def boards() -> list[BenchmarkBoard]:
     rows = _search_rows()
     best = _expected_best(rows)
-    rows += [_final("erm", t, i, regularizer_hparams=best["erm"].regularizer_hparams) for i, t in enumerate([0.85, 0.86])]
     rows += [
-        _search("sam", C, 0.9, 0.9, benchmark="digits-cnn", hessian_top_eigenvalue=3.0, regularizer_hparams='{"a": "x|y"}'),
+        _final("erm", t, i, regularizer_hparams=best["erm"].regularizer_hparams) for i, t in enumerate([0.85, 0.86])
+    ]
+    rows += [
+        _search(
+            "sam", C, 0.9, 0.9, benchmark="digits-cnn", hessian_top_eigenvalue=3.0, regularizer_hparams='{"a": "x|y"}'
+        ),
         _search("erm", C, float("nan"), 0.9, benchmark="digits-cnn"),
     ]
     return build_leaderboard(_table(rows))
@@ -239,9 +265,9 @@ def boards() -> list[BenchmarkBoard]:
 def test_render_json(boards: list[BenchmarkBoard]) -> None:
     parsed = json.loads(render(boards, "json"))
     assert [b["benchmark"] for b in parsed] == [b.benchmark for b in boards]
-    for got, board in zip(parsed, boards):
+    for got, board in zip(parsed, boards, strict=True):
         assert [s["regularizer"] for s in got["standings"]] == [s.regularizer for s in board.standings]
-        for s_got, s in zip(got["standings"], board.standings):
+        for s_got, s in zip(got["standings"], board.standings, strict=True):
             assert s_got == json.loads(json.dumps(dataclasses.asdict(s)))
     erm = [s for s in parsed[1]["standings"] if s["regularizer"] == "erm"][0]
     assert erm["ranked_by"] == "final" and erm["n_seeds"] == 2
@@ -253,7 +279,7 @@ def test_render_csv(boards: list[BenchmarkBoard]) -> None:
     assert tuple(records[0]) == CSV_COLUMNS
     expected = [(b.benchmark, s) for b in boards for s in b.standings]
     assert len(records) == len(expected)
-    for rec, (benchmark, s) in zip(records, expected):
+    for rec, (benchmark, s) in zip(records, expected, strict=True):
         assert rec["benchmark"] == benchmark and rec["regularizer"] == s.regularizer
         assert rec["rank"] == ("" if s.rank is None else str(s.rank))
         assert (float(rec["test_accuracy"]) if rec["test_accuracy"] else None) == s.test_accuracy
@@ -265,13 +291,13 @@ def test_render_markdown(boards: list[BenchmarkBoard]) -> None:
     text = render(boards, "markdown")
     sections = text.split("## ")[1:]
     assert len(sections) == len(boards)
-    for section, board in zip(sections, boards):
+    for section, board in zip(sections, boards, strict=True):
         assert section.startswith(board.benchmark)
         table_lines = [line for line in section.splitlines() if line.startswith("|")]
         assert len(table_lines) == 2 + len(board.standings)  # header, separator, one per method
         n_cells = len(table_lines[0].replace("\\|", "").split("|"))
         assert all(len(line.replace("\\|", "").split("|")) == n_cells for line in table_lines)
-        for line, s in zip(table_lines[2:], board.standings):
+        for line, s in zip(table_lines[2:], board.standings, strict=True):
             assert f"| {s.regularizer} |" in line
     assert "x\\|y" in text  # a pipe inside a cell is escaped
     assert "λ_max" in text  # flatness columns where measured
@@ -332,7 +358,14 @@ def test_val_loss_search_picks_b_everywhere() -> None:
 
     a, b = _ab_rows("val_loss")
     finals = [
-        _final("m", t, seed, selected_from_run_id=b.run_id, regularizer_hparams=b.regularizer_hparams, search_metric="val_loss")
+        _final(
+            "m",
+            t,
+            seed,
+            selected_from_run_id=b.run_id,
+            regularizer_hparams=b.regularizer_hparams,
+            search_metric="val_loss",
+        )
         for seed, t in [(1, 0.84), (2, 0.86), (3, 0.85)]
     ]
     rows = [a, b, *finals]
@@ -357,9 +390,15 @@ def test_rows_without_search_metric_are_chosen_by_val_accuracy() -> None:
 
 def test_final_groups_follow_selected_from_run_id() -> None:
     a, b = _ab_rows("val_loss")  # order by val_loss: B (top-1), A (top-2)
-    of_b = [_final("m", t, seed, selected_from_run_id=b.run_id, regularizer_hparams=b.regularizer_hparams) for seed, t in [(1, 0.84), (2, 0.86)]]
+    of_b = [
+        _final("m", t, seed, selected_from_run_id=b.run_id, regularizer_hparams=b.regularizer_hparams)
+        for seed, t in [(1, 0.84), (2, 0.86)]
+    ]
     # top_k = 2: A's config re-run too, written later; it must not be the ranked group
-    of_a = [_final("m", t, seed, selected_from_run_id=a.run_id, regularizer_hparams=a.regularizer_hparams) for seed, t in [(1, 0.95), (2, 0.97)]]
+    of_a = [
+        _final("m", t, seed, selected_from_run_id=a.run_id, regularizer_hparams=a.regularizer_hparams)
+        for seed, t in [(1, 0.95), (2, 0.97)]
+    ]
     (s,) = build_leaderboard(_table([a, b, *of_b, *of_a]))[0].standings
     assert s.final_selected_from_run_id == b.run_id and s.test_accuracy == pytest.approx(0.85, abs=1e-12)
     (other,) = s.other_final_groups
@@ -367,7 +406,10 @@ def test_final_groups_follow_selected_from_run_id() -> None:
     assert other.regularizer_hparams == {"rho": 0.1}
     assert other.test_accuracy == pytest.approx(0.96, abs=1e-12)
     expected = stats.summarize([0.95, 0.97])
-    assert (other.test_accuracy_ci_low, other.test_accuracy_ci_high) == (pytest.approx(expected.ci_low), pytest.approx(expected.ci_high))
+    assert (other.test_accuracy_ci_low, other.test_accuracy_ci_high) == (
+        pytest.approx(expected.ci_low),
+        pytest.approx(expected.ci_high),
+    )
     # without finals of the top-1 config, the best-ranked config that has them is used
     (s,) = build_leaderboard(_table([a, b, *of_a]))[0].standings
     assert s.final_selected_from_run_id == a.run_id and s.best_run_id == b.run_id and s.other_final_groups == ()
@@ -405,20 +447,35 @@ def test_statistics_against_scipy_on_a_hand_made_board() -> None:
         s = got[name]
         assert s.test_accuracy == pytest.approx(statistics.fmean(values), abs=1e-12)
         assert s.test_accuracy_std == pytest.approx(statistics.stdev(values), abs=1e-12)
-        assert (s.test_accuracy_ci_low, s.test_accuracy_ci_high) == (pytest.approx(interval.low, abs=1e-12), pytest.approx(interval.high, abs=1e-12))
+        assert (s.test_accuracy_ci_low, s.test_accuracy_ci_high) == (
+            pytest.approx(interval.low, abs=1e-12),
+            pytest.approx(interval.high, abs=1e-12),
+        )
     paired = scipy.stats.ttest_rel(sam, erm)
     welch = scipy.stats.ttest_ind(asam, erm, equal_var=False)
-    assert got["sam"].vs_baseline_test == "paired" and got["sam"].vs_baseline_p == pytest.approx(paired.pvalue, abs=1e-12)
-    assert got["asam"].vs_baseline_test == "welch" and got["asam"].vs_baseline_p == pytest.approx(welch.pvalue, abs=1e-12)
+    assert got["sam"].vs_baseline_test == "paired" and got["sam"].vs_baseline_p == pytest.approx(
+        paired.pvalue, abs=1e-12
+    )
+    assert got["asam"].vs_baseline_test == "welch" and got["asam"].vs_baseline_p == pytest.approx(
+        welch.pvalue, abs=1e-12
+    )
     assert got["sam"].vs_baseline_difference == pytest.approx(0.025, abs=1e-12)
-    assert got["asam"].vs_baseline_difference == pytest.approx(statistics.fmean(asam) - statistics.fmean(erm), abs=1e-12)
+    assert got["asam"].vs_baseline_difference == pytest.approx(
+        statistics.fmean(asam) - statistics.fmean(erm), abs=1e-12
+    )
     ci = paired.confidence_interval()
-    assert (got["sam"].vs_baseline_ci_low, got["sam"].vs_baseline_ci_high) == (pytest.approx(ci.low, abs=1e-12), pytest.approx(ci.high, abs=1e-12))
+    assert (got["sam"].vs_baseline_ci_low, got["sam"].vs_baseline_ci_high) == (
+        pytest.approx(ci.low, abs=1e-12),
+        pytest.approx(ci.high, abs=1e-12),
+    )
     # Holm over the two tests that ran (wd has one seed, gnp no finals): by hand
     p_sam, p_asam = paired.pvalue, welch.pvalue
     low, high = sorted([p_sam, p_asam])
     adjusted_low, adjusted_high = min(1, 2 * low), max(min(1, 2 * low), high)
-    expected = {"sam": adjusted_low if p_sam <= p_asam else adjusted_high, "asam": adjusted_high if p_sam <= p_asam else adjusted_low}
+    expected = {
+        "sam": adjusted_low if p_sam <= p_asam else adjusted_high,
+        "asam": adjusted_high if p_sam <= p_asam else adjusted_low,
+    }
     for name in ("sam", "asam"):
         assert got[name].vs_baseline_p_holm == pytest.approx(expected[name], abs=1e-12)
         assert got[name].vs_baseline_significant == (expected[name] <= 0.05)
@@ -431,7 +488,13 @@ def test_statistics_against_scipy_on_a_hand_made_board() -> None:
     # rank groups: sam leads; asam's wide interval overlaps it, erm's does not; erm leads group 2
     assert got["asam"].test_accuracy_ci_high > got["sam"].test_accuracy_ci_low > got["erm"].test_accuracy_ci_high
     order = [(s.regularizer, s.rank, s.rank_group, s.tied) for s in board.standings]
-    assert order == [("sam", 1, 1, True), ("asam", 1, 1, True), ("erm", 3, 2, False), ("wd", 4, 3, False), ("gnp", 5, 4, False)]
+    assert order == [
+        ("sam", 1, 1, True),
+        ("asam", 1, 1, True),
+        ("erm", 3, 2, False),
+        ("wd", 4, 3, False),
+        ("gnp", 5, 4, False),
+    ]
 
 
 def test_baseline_choice_and_absence() -> None:
@@ -440,7 +503,9 @@ def test_baseline_choice_and_absence() -> None:
     got = _by_method(board)
     assert board.baseline == "sam" and got["sam"].vs_baseline_note == "baseline"
     assert got["erm"].vs_baseline_difference == pytest.approx(-0.025, abs=1e-12)
-    assert got["erm"].vs_baseline_p == pytest.approx(scipy.stats.ttest_rel([0.900, 0.910, 0.905], [0.930, 0.935, 0.925]).pvalue, abs=1e-12)
+    assert got["erm"].vs_baseline_p == pytest.approx(
+        scipy.stats.ttest_rel([0.900, 0.910, 0.905], [0.930, 0.935, 0.925]).pvalue, abs=1e-12
+    )
     (board,) = build_leaderboard(_table([r for r in rows if r.regularizer != "erm"]))
     assert board.baseline is None and "no rows of baseline 'erm'" in board.baseline_note
     assert all(s.baseline is None and s.vs_baseline_p is None and s.vs_baseline_note is None for s in board.standings)
@@ -468,11 +533,17 @@ def test_search_time_summed_elapsed_and_slot_hours() -> None:
     text = render(build_leaderboard(_table(rows)), "markdown")
     assert "3m 10s / 2m 10s" in text and "0.0278 CPU + 0.025 GPU" in text
     # Interrupted for an hour after t0+130, resumed: a trial from t0+3730 to t0+3750 adds 20 s, not the hour.
-    resumed = [*rows, _search("erm", C, 0.6, 0.6, wall_seconds=20.0, timestamp=t0 + dt.timedelta(seconds=3750), device="cpu")]
+    resumed = [
+        *rows,
+        _search("erm", C, 0.6, 0.6, wall_seconds=20.0, timestamp=t0 + dt.timedelta(seconds=3750), device="cpu"),
+    ]
     assert build_leaderboard(_table(resumed))[0].standings[0].search_elapsed_seconds == pytest.approx(150.0, abs=1e-6)
     # a span inside another adds nothing; one overlapping the end adds only its part beyond it
-    nested = [*rows, _search("erm", C, 0.6, 0.6, wall_seconds=10.0, timestamp=t0 + dt.timedelta(seconds=50), device="cpu"),
-              _search("erm", C, 0.6, 0.6, wall_seconds=20.0, timestamp=t0 + dt.timedelta(seconds=140), device="cpu")]
+    nested = [
+        *rows,
+        _search("erm", C, 0.6, 0.6, wall_seconds=10.0, timestamp=t0 + dt.timedelta(seconds=50), device="cpu"),
+        _search("erm", C, 0.6, 0.6, wall_seconds=20.0, timestamp=t0 + dt.timedelta(seconds=140), device="cpu"),
+    ]
     assert build_leaderboard(_table(nested))[0].standings[0].search_elapsed_seconds == pytest.approx(140.0, abs=1e-6)
 
 
@@ -486,7 +557,12 @@ def test_every_format_carries_the_statistics() -> None:
     )  # fmt: skip
     # json: every field, the board's settings and its rule
     (parsed,) = json.loads(render(boards, "json"))
-    assert (parsed["baseline"], parsed["confidence"], parsed["alpha"], parsed["rule"]) == ("erm", 0.95, 0.05, legend(boards[0]))
+    assert (parsed["baseline"], parsed["confidence"], parsed["alpha"], parsed["rule"]) == (
+        "erm",
+        0.95,
+        0.05,
+        legend(boards[0]),
+    )
     by_name = {s["regularizer"]: s for s in parsed["standings"]}
     for s in boards[0].standings:
         assert by_name[s.regularizer] == json.loads(json.dumps(dataclasses.asdict(s)))
@@ -498,7 +574,11 @@ def test_every_format_carries_the_statistics() -> None:
     sam = _by_method(boards[0])["sam"]
     assert float(records["sam"]["vs_baseline_p_holm"]) == sam.vs_baseline_p_holm
     assert float(records["sam"]["test_accuracy_ci_low"]) == sam.test_accuracy_ci_low
-    assert (records["sam"]["rank_group"], records["sam"]["tied"], records["sam"]["vs_baseline_significant"]) == ("1", "True", "True")
+    assert (records["sam"]["rank_group"], records["sam"]["tied"], records["sam"]["vs_baseline_significant"]) == (
+        "1",
+        "True",
+        "True",
+    )
     assert json.loads(records["sam"]["seeds"]) == [1, 2, 3] and records["erm"]["vs_baseline_note"] == "baseline"
     assert (records["sam"]["confidence"], records["sam"]["alpha"]) == ("0.95", "0.05")
     # markdown and table: rank "1=", Δ with its interval, Holm p with its mark and test
@@ -514,7 +594,13 @@ def test_every_format_carries_the_statistics() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_cli_ranks_the_union_of_several_folders(tmp_path: Path) -> None:
@@ -523,7 +609,9 @@ def test_cli_ranks_the_union_of_several_folders(tmp_path: Path) -> None:
     rows_there = [_search("asam", C, 0.86, 0.82), _search("sam", C, 0.85, 0.86)]
     # Run sam's first trial again on the other cluster, later and better: without deduplication
     # by run id, sam would count 3 trials and still pick the other trial as its best.
-    rerun = dataclasses.replace(rows_here[1], val_accuracy=0.95, test_accuracy=0.91, timestamp=rows_here[1].timestamp + dt.timedelta(hours=1))
+    rerun = dataclasses.replace(
+        rows_here[1], val_accuracy=0.95, test_accuracy=0.91, timestamp=rows_here[1].timestamp + dt.timedelta(hours=1)
+    )
     ParquetSink(here).write(rows_here)
     ParquetSink(there).write([*rows_there, rerun])
     expected = build_leaderboard(_table([rows_here[0], *rows_there, rerun]))
@@ -532,7 +620,9 @@ def test_cli_ranks_the_union_of_several_folders(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == json.loads(render(expected, "json"))
     sam = _by_method(expected[0])["sam"]
-    assert sam.trials_total == 2 and sam.test_accuracy == 0.91  # the expectation itself uses the rerun (a copied value, not computed)
+    assert (
+        sam.trials_total == 2 and sam.test_accuracy == 0.91
+    )  # the expectation itself uses the rerun (a copied value, not computed)
     for fmt in ("csv", "markdown", "table"):
         done = _cli("leaderboard", str(here), str(there), "--format", fmt)
         assert done.returncode == 0 and "asam" in done.stdout and "erm" in done.stdout, done.stderr
@@ -559,10 +649,21 @@ def test_cli_several_folders_bad_input(tmp_path: Path) -> None:
 
 def test_a_passes_budget_is_stated_per_method_and_in_the_legend() -> None:
     def budget(trials: int, epochs: int, passes: int) -> str:
-        return json.dumps({"kind": "passes", "scale": "trials", "trials": trials, "epochs": epochs, "passes_per_step": passes,
-                           "reference_passes_per_step": 2})
+        return json.dumps(
+            {
+                "kind": "passes",
+                "scale": "trials",
+                "trials": trials,
+                "epochs": epochs,
+                "passes_per_step": passes,
+                "reference_passes_per_step": 2,
+            }
+        )
 
-    rows = [_search("erm", C, 0.80, 0.79, budget=budget(6, 12, 2)), _search("sam", C, 0.82, 0.81, budget=budget(3, 12, 4))]
+    rows = [
+        _search("erm", C, 0.80, 0.79, budget=budget(6, 12, 2)),
+        _search("sam", C, 0.82, 0.81, budget=budget(3, 12, 4)),
+    ]
     (board,) = build_leaderboard(_table(rows))
     by = _by_method(board)
     assert by["sam"].budget["trials"] == 3 and by["erm"].budget["passes_per_step"] == 2
@@ -571,7 +672,12 @@ def test_a_passes_budget_is_stated_per_method_and_in_the_legend() -> None:
     assert "Budget: the same forward+backward passes per method" in text and "fewer trials" in text
     assert json.loads(render([board], "json"))[0]["standings"][0]["budget"]["kind"] == "passes"
     # the trials budget: one sentence, no per-row note
-    plain = render(build_leaderboard(_table([_search("erm", C, 0.8, 0.79, budget=json.dumps({"kind": "trials", "scale": "trials"}))])), "markdown")
+    plain = render(
+        build_leaderboard(
+            _table([_search("erm", C, 0.8, 0.79, budget=json.dumps({"kind": "trials", "scale": "trials"}))])
+        ),
+        "markdown",
+    )
     assert "Budget: the same number of trials per method." in plain and "passes/step" not in plain
 
 

@@ -46,7 +46,9 @@ def test_held_back_epochs_go_with_the_final_figures_in_one_batch(sqlite_uri, exp
     run_id = _trial(sink)
     calls = _spy_batches(sink, monkeypatch)
     for epoch in range(1, 6):
-        sink.log_epoch(run_id, epoch, {M.VAL_ACCURACY: epoch / 10, M.TRAIN_LOSS: 1 - epoch / 10}, tags={TAG_DEVICE: "cpu"})
+        sink.log_epoch(
+            run_id, epoch, {M.VAL_ACCURACY: epoch / 10, M.TRAIN_LOSS: 1 - epoch / 10}, tags={TAG_DEVICE: "cpu"}
+        )
     client = MlflowClient(sqlite_uri)
     # The run's first epoch went at once (nothing was sent before); the next four wait.
     assert len(calls) == 1 and sink.pending_epochs == 8
@@ -60,7 +62,9 @@ def test_held_back_epochs_go_with_the_final_figures_in_one_batch(sqlite_uri, exp
     assert run.info.status == "FINISHED" and run.data.tags[TAG_DEVICE] == "cpu"
 
 
-def test_an_epoch_logged_a_period_after_the_last_send_goes_at_once_with_the_held_ones(sqlite_uri, experiment_name, monkeypatch):
+def test_an_epoch_logged_a_period_after_the_last_send_goes_at_once_with_the_held_ones(
+    sqlite_uri, experiment_name, monkeypatch
+):
     period = 0.3
     sink = MlflowSink(sqlite_uri, experiment_name, epoch_flush_seconds=period)
     run_id = _trial(sink)

@@ -258,7 +258,7 @@ def test_distinct_keys_give_distinct_runs(sqlite_uri: str, experiment_name: str)
     p2 = sink.parent_run("search-b", "b", "erm", "search", {})
     assert p1 != p2
     # keys with quotes and any length are fine: the lookup uses a digest
-    odd = "search-a/it's \"odd\" " + "k" * 9000
+    odd = 'search-a/it\'s "odd" ' + "k" * 9000
     t1 = sink.trial_run(p1, odd, "t", {}, {})
     t2 = sink.trial_run(p1, "search-a/other", "t", {}, {})
     assert t1 != t2
@@ -320,7 +320,11 @@ def test_config_artifacts_are_logged_once_and_read_back(sqlite_uri: str, experim
     sink = MlflowSink(sqlite_uri, experiment_name)
     benchmark = {"benchmark": "b", "final": {"seeds": [1, 2]}}
     parent = sink.parent_run("s", "b", "sam", "search", {}, config=benchmark)
-    spec = {"training": {"learning_rate": 0.1, "precision": "auto"}, "regularizer_hparams": {"perturbation_radius": 0.05}, "seed": 0}
+    spec = {
+        "training": {"learning_rate": 0.1, "precision": "auto"},
+        "regularizer_hparams": {"perturbation_radius": 0.05},
+        "seed": 0,
+    }
     trial = sink.trial_run(parent, "s/0", "t0", {}, {}, config=spec)
     # A resumed trial finds its run and does not log the config again (a changed one is ignored).
     again = MlflowSink(sqlite_uri, experiment_name)
@@ -333,7 +337,9 @@ def test_config_artifacts_are_logged_once_and_read_back(sqlite_uri: str, experim
 
 def test_device_and_precision_as_used_are_tags_updated_when_they_change(sqlite_uri: str, experiment_name: str) -> None:
     sink = MlflowSink(sqlite_uri, experiment_name)
-    run_id = sink.trial_run(sink.parent_run("s", "b", "erm", "search", {}), "s/0", "t0", {"training.precision": "auto"}, {})
+    run_id = sink.trial_run(
+        sink.parent_run("s", "b", "erm", "search", {}), "s/0", "t0", {"training.precision": "auto"}, {}
+    )
     used = {TAG_DEVICE: "cpu", TAG_PRECISION: "float32"}
     sink.log_epoch(run_id, 1, {M.VAL_ACCURACY: 0.5}, tags=used)
     sink.log_epoch(run_id, 2, {M.VAL_ACCURACY: 0.6}, tags=used)
@@ -351,7 +357,12 @@ def test_parent_summary_and_artifacts(sqlite_uri: str, experiment_name: str, tmp
     assert sink.find_parent_run("s-final") == parent
     assert MlflowSink(sqlite_uri, experiment_name).find_parent_run("s-final") == parent  # found by tag
     assert sink.find_parent_run("never-ran") is None
-    sink.finish_parent(parent, {"final_test_accuracy_mean": 0.9, "n_seeds": 3.0, "skipped": None}, tags={"sharpbench.best_run_id": "s/1"}, standing={"standings": [{"regularizer": "sam"}]})
+    sink.finish_parent(
+        parent,
+        {"final_test_accuracy_mean": 0.9, "n_seeds": 3.0, "skipped": None},
+        tags={"sharpbench.best_run_id": "s/1"},
+        standing={"standings": [{"regularizer": "sam"}]},
+    )
     figure, table = tmp_path / "plot-7.png", tmp_path / "board.md"
     figure.write_bytes(b"\x89PNG fake bytes")
     table.write_text("| rank | method |\n")
@@ -381,7 +392,12 @@ def test_tracking_server(mlflow_server: str) -> None:
     sink = MlflowSink(mlflow_server, "server-exp")
     parent = sink.parent_run("s-http", "digits-mlp", "sam", Phase.SEARCH, {"num_samples": "2"})
     run_id = sink.trial_run(
-        parent, "s-http/t0", "t0", {"rho": 0.1, "long": "v" * (MAX_PARAM_VAL_LENGTH * 2)}, {"x": "y"}, config={"seed": 3}
+        parent,
+        "s-http/t0",
+        "t0",
+        {"rho": 0.1, "long": "v" * (MAX_PARAM_VAL_LENGTH * 2)},
+        {"x": "y"},
+        config={"seed": 3},
     )
     for epoch in range(3):
         sink.log_epoch(run_id, epoch, {M.VAL_ACCURACY: epoch / 10, M.VAL_LOSS: 1 - epoch / 10})
@@ -436,5 +452,8 @@ def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path, monkeypatch):
     sink = mlflow_sink.MlflowSink(f"sqlite:///{db}", experiment_name="whole")
     assert moves == [(revision(reference), False)]  # complete when moved; nothing at the final name before
     # the leftover is gone; the store is in WAL mode (its -wal and -shm files while it is open)
-    assert set(p.name for p in db.parent.iterdir()) - {"mlflow.db-wal", "mlflow.db-shm"} == {"mlflow.db", "mlflow.db.lock"}
+    assert set(p.name for p in db.parent.iterdir()) - {"mlflow.db-wal", "mlflow.db-shm"} == {
+        "mlflow.db",
+        "mlflow.db.lock",
+    }
     assert sink.client.get_experiment(sink.experiment_id).name == "whole"

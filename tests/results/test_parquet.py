@@ -52,9 +52,16 @@ def _grid_rows(row_factory) -> list[TrialRow]:
                         # one row with every nullable column null, others fully populated
                         **({name: None for name in NULLABLE_COLUMNS} if i == 2 else {}),
                         **(
-                            {"hessian_top_eigenvalue": 12.5, "hessian_eigen_iterations": 17, "hessian_eigen_converged": True,
-                             "hessian_trace": 300.0, "hessian_trace_stderr": 4.0, "hessian_trace_probes": 42,
-                             "epsilon_sharpness": 0.01, "mlflow_run_id": "ab" * 16}
+                            {
+                                "hessian_top_eigenvalue": 12.5,
+                                "hessian_eigen_iterations": 17,
+                                "hessian_eigen_converged": True,
+                                "hessian_trace": 300.0,
+                                "hessian_trace_stderr": 4.0,
+                                "hessian_trace_probes": 42,
+                                "epsilon_sharpness": 0.01,
+                                "mlflow_run_id": "ab" * 16,
+                            }
                             if i == 0
                             else {}
                         ),
@@ -90,7 +97,9 @@ def test_round_trip_every_field_schema_and_partitions(tmp_path: Path, row_factor
         path = root / row.benchmark / row.regularizer / run_key(row.run_id)
         assert path.is_file(), path
         assert pq.read_schema(path).remove_metadata().equals(SCHEMA.remove_metadata())
-        assert pq.read_schema(path).metadata[b"sharpbench_schema_version"] == SCHEMA.metadata[b"sharpbench_schema_version"]
+        assert (
+            pq.read_schema(path).metadata[b"sharpbench_schema_version"] == SCHEMA.metadata[b"sharpbench_schema_version"]
+        )
         assert pq.read_table(path).num_rows == 1
     assert len(list(root.rglob("*.parquet"))) == len(rows)
     # staging is cleaned up and never inside the dataset
@@ -157,7 +166,9 @@ def test_latest_timestamp_per_run_id_wins(tmp_path: Path, row_factory) -> None:
     sink = ParquetSink(tmp_path)
     first = row_factory(status=TrialStatus.FAILED.value, test_accuracy=None)
     other = row_factory()
-    later = dataclasses.replace(first, status="completed", test_accuracy=0.9, timestamp=first.timestamp + dt.timedelta(hours=1))
+    later = dataclasses.replace(
+        first, status="completed", test_accuracy=0.9, timestamp=first.timestamp + dt.timedelta(hours=1)
+    )
     stale = dataclasses.replace(first, status="stopped", timestamp=first.timestamp - dt.timedelta(hours=1))
     sink.write([first, other])
     sink.write([later])
@@ -211,7 +222,9 @@ def test_pandas_reads_the_dataset(tmp_path: Path, row_factory) -> None:
     "benchmark, regularizer",
     [("cifar10/resnet 18", "sam%asam"), ("_private", ".hidden"), ("lr=0.1", "a=b"), ("..", "~")],
 )
-def test_partition_values_with_special_characters(tmp_path: Path, row_factory, benchmark: str, regularizer: str) -> None:
+def test_partition_values_with_special_characters(
+    tmp_path: Path, row_factory, benchmark: str, regularizer: str
+) -> None:
     row = row_factory(benchmark=benchmark, regularizer=regularizer)
     ParquetSink(tmp_path).write([row])
     assert read_rows(tmp_path).to_pylist() == [row.to_record()]
@@ -242,7 +255,9 @@ def test_union_of_folders_keeps_the_latest_row_per_run_id(tmp_path: Path, row_fa
     only_here, only_there = row_factory(), row_factory()
     shared = row_factory(status=TrialStatus.FAILED.value, test_accuracy=None)
     # the same run id recorded again, later, on the other machine (a retried trial)
-    shared_later = dataclasses.replace(shared, status="completed", test_accuracy=0.9, timestamp=shared.timestamp + dt.timedelta(hours=1))
+    shared_later = dataclasses.replace(
+        shared, status="completed", test_accuracy=0.9, timestamp=shared.timestamp + dt.timedelta(hours=1)
+    )
     ParquetSink(here).write([only_here, shared_later])
     ParquetSink(there).write([only_there, shared])  # written last, but the older row
 
@@ -302,7 +317,7 @@ def test_duckdb_reads_one_row_per_run_id_with_string_names(tmp_path: Path, row_f
     sink.write([dataclasses.replace(row, seed=5, timestamp=row.timestamp + dt.timedelta(minutes=1))])
     pattern = str(tmp_path / DATASET_DIRNAME / "*" / "*" / "*.parquet")  # the README's query
     result = duckdb.sql(f"SELECT run_id, benchmark, seed FROM read_parquet('{pattern}') ORDER BY run_id")
-    assert dict(zip(result.columns, result.types))["benchmark"] == "VARCHAR"
+    assert dict(zip(result.columns, result.types, strict=True))["benchmark"] == "VARCHAR"
     got = {run_id: (benchmark, seed) for run_id, benchmark, seed in result.fetchall()}
     assert len(got) == 2 and got[row.run_id] == ("007", 5)
 
@@ -334,8 +349,18 @@ def _wrong_type(path: Path) -> None:
     pq.write_table(table, path)
 
 
-BAD_FILES = {"random bytes": _random_bytes, "truncated": _truncated, "foreign schema": _foreign_schema, "wrong column type": _wrong_type}
-BAD_REASONS = {"random bytes": "magic bytes", "truncated": "", "foreign schema": "no column run_id", "wrong column type": "seed is string"}
+BAD_FILES = {
+    "random bytes": _random_bytes,
+    "truncated": _truncated,
+    "foreign schema": _foreign_schema,
+    "wrong column type": _wrong_type,
+}
+BAD_REASONS = {
+    "random bytes": "magic bytes",
+    "truncated": "",
+    "foreign schema": "no column run_id",
+    "wrong column type": "seed is string",
+}
 
 
 @pytest.fixture(params=sorted(BAD_FILES))
@@ -410,7 +435,11 @@ def test_writer_replaces_an_unreadable_file_of_its_run_id_after_quarantining_it(
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "bench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -511,7 +540,15 @@ while True:
 
 # ------------------------------------------------------------------ datasets written by earlier versions
 
-V2_ONLY = ["search_metric", "sampler", "budget", "selected_from_run_id", "hessian_eigen_iterations", "hessian_eigen_converged", "hessian_trace_probes"]
+V2_ONLY = [
+    "search_metric",
+    "sampler",
+    "budget",
+    "selected_from_run_id",
+    "hessian_eigen_iterations",
+    "hessian_eigen_converged",
+    "hessian_trace_probes",
+]
 
 
 def _write_legacy(results: Path, rows: list[TrialRow], time_ns: int, *, version: int = 2) -> None:
@@ -523,7 +560,9 @@ def _write_legacy(results: Path, rows: list[TrialRow], time_ns: int, *, version:
     schema = FILE_SCHEMA
     if version == 1:
         table = table.drop_columns(V2_ONLY)
-        schema = pa.schema([f for f in FILE_SCHEMA if f.name not in V2_ONLY], metadata={"sharpbench_schema_version": "1"})
+        schema = pa.schema(
+            [f for f in FILE_SCHEMA if f.name not in V2_ONLY], metadata={"sharpbench_schema_version": "1"}
+        )
     partitioning = ds.partitioning(pa.schema([SCHEMA.field(n) for n in PARTITION_COLUMNS]), flavor="hive")
     ds.write_dataset(
         table.select([*schema.names, *PARTITION_COLUMNS]),
@@ -536,14 +575,22 @@ def _write_legacy(results: Path, rows: list[TrialRow], time_ns: int, *, version:
 
 
 def test_older_datasets_are_read_and_tidied_into_one_file_per_run_id(tmp_path: Path, row_factory) -> None:
-    a, b, c = (row_factory(benchmark="007", regularizer=m, search_metric=None, sampler=None, budget=None) for m in ("erm", "sam", "erm"))
+    a, b, c = (
+        row_factory(benchmark="007", regularizer=m, search_metric=None, sampler=None, budget=None)
+        for m in ("erm", "sam", "erm")
+    )
     v1 = row_factory(benchmark="007", regularizer="sam")
     v1_expected = {**v1.to_record(), **{name: None for name in V2_ONLY}}
     retried = dataclasses.replace(a, status="completed", seed=11, timestamp=a.timestamp + dt.timedelta(minutes=5))
     _write_legacy(tmp_path, [a, b, c], 1_000)
     _write_legacy(tmp_path, [retried], 2_000)  # a resumed trial: its run id twice in the dataset
     _write_legacy(tmp_path, [v1], 3_000, version=1)
-    expected = {retried.run_id: retried.to_record(), b.run_id: b.to_record(), c.run_id: c.to_record(), v1.run_id: v1_expected}
+    expected = {
+        retried.run_id: retried.to_record(),
+        b.run_id: b.to_record(),
+        c.run_id: c.to_record(),
+        v1.run_id: v1_expected,
+    }
 
     assert _by_run_id(read_rows(tmp_path)) == expected  # read as they are
     before = read_rows(tmp_path)

@@ -18,15 +18,36 @@ from .conftest import make_row
 def results(tmp_path):
     """sam: two search trials (the second is best) and three final seeds of the best; erm: one search trial."""
     rows = [
-        make_row(regularizer="sam", run_id="s/1", val_accuracy=0.80, val_loss=0.6, test_accuracy=0.70, hessian_top_eigenvalue=50.0),
-        make_row(regularizer="sam", run_id="s/2", val_accuracy=0.90, val_loss=0.5, test_accuracy=0.75, hessian_top_eigenvalue=40.0),
+        make_row(
+            regularizer="sam",
+            run_id="s/1",
+            val_accuracy=0.80,
+            val_loss=0.6,
+            test_accuracy=0.70,
+            hessian_top_eigenvalue=50.0,
+        ),
+        make_row(
+            regularizer="sam",
+            run_id="s/2",
+            val_accuracy=0.90,
+            val_loss=0.5,
+            test_accuracy=0.75,
+            hessian_top_eigenvalue=40.0,
+        ),
         make_row(regularizer="erm", run_id="e/1", val_accuracy=0.95, val_loss=0.4, test_accuracy=0.90),
     ]
     finals = [0.81, 0.84, 0.86]
     rows += [
-        make_row(regularizer="sam", run_id=f"f/{seed}", phase=Phase.FINAL.value, seed=seed, selected_from_run_id="s/2",
-                 test_accuracy=accuracy, hessian_top_eigenvalue=30.0 + seed)
-        for seed, accuracy in zip((1, 2, 3), finals)
+        make_row(
+            regularizer="sam",
+            run_id=f"f/{seed}",
+            phase=Phase.FINAL.value,
+            seed=seed,
+            selected_from_run_id="s/2",
+            test_accuracy=accuracy,
+            hessian_top_eigenvalue=30.0 + seed,
+        )
+        for seed, accuracy in zip((1, 2, 3), finals, strict=True)
     ]
     ParquetSink(tmp_path).write(rows)
     return tmp_path, finals

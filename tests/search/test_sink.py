@@ -13,8 +13,14 @@ from bench.search.studies import default_storage
 
 def _live(tmp_path, benchmark: str, opened: MlflowSink | None) -> LiveRun:
     config = parse_config({"benchmark": benchmark, "model": {"name": "mlp"}, "regularizers": ["erm"]})
-    return LiveRun(config=config, plans={p.regularizer: p for p in plan_methods(config)}, results_dir=tmp_path,
-                   tracking_uri=default_tracking_uri(tmp_path), optuna_storage=default_storage(tmp_path), mlflow_sink=opened)
+    return LiveRun(
+        config=config,
+        plans={p.regularizer: p for p in plan_methods(config)},
+        results_dir=tmp_path,
+        tracking_uri=default_tracking_uri(tmp_path),
+        optuna_storage=default_storage(tmp_path),
+        mlflow_sink=opened,
+    )
 
 
 def test_the_callback_takes_over_an_opened_sink_for_its_store_and_benchmark(tmp_path):

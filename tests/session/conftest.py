@@ -19,8 +19,9 @@ from tests.runner import sharpbench, sharpbench_command
 def smoke_results(tmp_path_factory, repo_root) -> Path:
     """configs/smoke.yaml run once by ``sharpbench run`` (2 CPUs); stdout.txt and stderr.txt beside it."""
     results = tmp_path_factory.mktemp("smoke") / "results"
-    done = sharpbench("run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2",
-                      cwd=repo_root)
+    done = sharpbench(
+        "run", str(repo_root / "configs/smoke.yaml"), "--results", str(results), "--num-cpus", "2", cwd=repo_root
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (results.parent / "stdout.txt").write_text(done.stdout)
     (results.parent / "stderr.txt").write_text(done.stderr)
@@ -36,8 +37,13 @@ def start_run(repo_root: Path) -> Callable[..., subprocess.Popen]:
     def start(config_path: Path, results: Path, *, new_session: bool = False) -> subprocess.Popen:
         return subprocess.Popen(
             sharpbench_command("run", str(config_path), "--results", str(results), "--num-cpus", "2"),
-            cwd=repo_root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=new_session,
+            cwd=repo_root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=new_session,
         )
 
     return start

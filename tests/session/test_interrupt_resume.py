@@ -27,7 +27,12 @@ def test_interrupted_search_resumes_into_the_same_runs(tmp_path, start_run, chil
         "dataset": {"name": "digits"},
         "model": {"name": "cnn", "options": {"width": 8}},
         "training": {"epochs": EPOCHS, "batch_size": 32},
-        "search": {"trials_per_method": 2, "asha": {"enabled": False}, "checkpoint_every": 1, "max_concurrent_trials": 2},
+        "search": {
+            "trials_per_method": 2,
+            "asha": {"enabled": False},
+            "checkpoint_every": 1,
+            "max_concurrent_trials": 2,
+        },
         "regularizers": ["sam"],
     }
     config_path = tmp_path / "resume.yaml"
@@ -40,7 +45,9 @@ def test_interrupted_search_resumes_into_the_same_runs(tmp_path, start_run, chil
     while time.monotonic() < deadline and first.poll() is None:
         # Only once the run has made its store (its Tune folder comes after): no race on its schema.
         children = child_runs(client, "resume") if (results / "ray" / "resume").exists() else []
-        if len(children) == 2 and all(len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in children):
+        if len(children) == 2 and all(
+            len(client.get_metric_history(c.info.run_id, "val_accuracy")) >= 3 for c in children
+        ):
             break
         time.sleep(0.5)
     assert first.poll() is None, "the search finished before it could be interrupted"
