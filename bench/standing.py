@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from bench import metrics as M
@@ -53,11 +54,15 @@ class ParentSummary:
     board_json: dict[str, Any]
 
 
-def method_board(results_dir: str | Path, benchmark: str, regularizer: str) -> BenchmarkBoard | None:
+def method_board(
+    results_dir: str | Path, benchmark: str, regularizer: str, *, table: pa.Table | None = None
+) -> BenchmarkBoard | None:
     """The leaderboard of ``regularizer`` alone on ``benchmark``, from the rows under
-    ``results_dir``; ``None`` when it has no rows. A standing's values (not its rank, nor its
+    ``results_dir`` (or ``table``, those rows read once by a caller that boards several
+    methods); ``None`` when it has no rows. A standing's values (not its rank, nor its
     comparison with a baseline) depend on the method's own rows alone."""
-    table = read_rows(results_dir)
+    if table is None:
+        table = read_rows(results_dir)
     mask = pc.and_(pc.equal(table["benchmark"], benchmark), pc.equal(table["regularizer"], regularizer))
     boards = build_leaderboard(table.filter(mask))
     return boards[0] if boards else None

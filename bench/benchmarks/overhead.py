@@ -302,7 +302,9 @@ def measure_full(base, *, repeats: int) -> list[OverheadFigure]:
             f"in-process {figure.local.wall_seconds:.1f} s (load {figure.local.load:.1f}), "
             f"Ray {ray_run.wall_seconds:.1f} s (load {ray_run.load:.1f}), ratio {figure.ratio:.2f}x; "
             f"Ray wall = trials {ray_run.trial_seconds:.1f} s "
-            f"+ orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s",
+            f"+ orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s "
+            f"({ray_run.wall_seconds / ray_run.trial_seconds:.2f}x the trials' own time: before the first trial "
+            f"{ray_run.before_first:.2f} s, gaps {sum(ray_run.gaps):.2f} s, tail {ray_run.tail:.2f} s)",
             flush=True,
         )
         figures.append(figure)

@@ -78,7 +78,13 @@ def ended_history(storage: str, name: str) -> list[tuple[str, dict[int, float]]]
 
 class MethodStudy:
     """One method's study. Pickled with the searcher's state: the sampler (its RNG continues
-    where it was) and names; the ``optuna.Study`` (a database connection) is reopened lazily."""
+    where it was) and names; the ``optuna.Study`` (a database connection) is reopened lazily.
+
+    The study's trials as last read are kept (:meth:`_all_trials`) until this object writes to
+    the study again: this process is the study's only writer (its name carries the run instance,
+    and one run holds its results folder's lock), so the list read after the last write is the
+    storage's. The searcher asks every method whether it is startup-blocked on every free slot;
+    with a storage round trip each, that was most of the driver's time between trials."""
 
     def __init__(
         self,
@@ -98,14 +104,29 @@ class MethodStudy:
         self.attrs = attrs
         self._study: optuna.Study | None = None
         self._trials: dict[int, optuna.Trial] = {}
+        self._frozen: list[optuna.trial.FrozenTrial] | None = None  # the trials as last read
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_study": None, "_trials": {}}
+        return {**self.__dict__, "_study": None, "_trials": {}, "_frozen": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_frozen", None)  # pickled before the trials were kept
 
     def rebind(self, storage: str) -> None:
         """Use ``storage`` from now on (a resumed run may name another URL for the same studies)."""
         if storage != self.storage:
-            self.storage, self._study, self._trials = storage, None, {}
+            self.storage, self._study, self._trials, self._frozen = storage, None, {}, None
+
+    def _all_trials(self) -> list[optuna.trial.FrozenTrial]:
+        """The study's trials, read again only after this object wrote to the study (:meth:`_wrote`)."""
+        if self._frozen is None:
+            self._frozen = self.study.get_trials(deepcopy=False)
+        return self._frozen
+
+    def _wrote(self) -> None:
+        """Forget the trials read: this object changed the study (asked, labelled, reported, told)."""
+        self._frozen = None
 
     @property
     def study(self) -> optuna.Study:
@@ -124,7 +145,7 @@ class MethodStudy:
                 default = self.plan.default_point()
                 if default:
                     study.enqueue_trial(default)
-            self._study = study
+            self._study, self._frozen = study, None
         return self._study
 
     @property
@@ -156,7 +177,7 @@ class MethodStudy:
         startup = startup_count(self.settings)
         if startup is None:
             return False
-        trials = self.study.get_trials(deepcopy=False)
+        trials = self._all_trials()
         if self._orphans(trials, taken) or self._next_kind(trials) != STARTUP:
             return False
         running = sum(t.state is TrialState.RUNNING for t in trials)
@@ -168,42 +189,51 @@ class MethodStudy:
         first, so every trial is asked once (its kind is the one recorded when it was asked;
         ``None`` if the run died before recording it)."""
         study = self.study
-        trials = study.get_trials(deepcopy=False)
+        trials = self._all_trials()
         orphans = self._orphans(trials, taken)
-        if orphans:
-            # Re-attaching needs the storage's trial id, which Optuna exposes only as FrozenTrial._trial_id.
-            trial = optuna.Trial(study, orphans[0]._trial_id)
-            kind = orphans[0].user_attrs.get(ATTR_SUGGESTION_KIND)
-        else:
-            # Decided before the ask, on the trials the sampler sees when it samples (this
-            # process is the study's only writer, and nothing ends between the two calls).
-            kind = self._next_kind(trials)
-            trial = study.ask()
-            trial.set_user_attr(ATTR_SUGGESTION_KIND, kind)
-        DefineByRun(self.plan.params)(trial)
+        try:
+            if orphans:
+                # Re-attaching needs the storage's trial id, which Optuna exposes only as FrozenTrial._trial_id.
+                trial = optuna.Trial(study, orphans[0]._trial_id)
+                kind = orphans[0].user_attrs.get(ATTR_SUGGESTION_KIND)
+            else:
+                # Decided before the ask, on the trials the sampler sees when it samples (this
+                # process is the study's only writer, and nothing ends between the two calls).
+                kind = self._next_kind(trials)
+                trial = study.ask()
+                trial.set_user_attr(ATTR_SUGGESTION_KIND, kind)
+            DefineByRun(self.plan.params)(trial)
+        finally:
+            self._wrote()
         self._trials[trial.number] = trial
         return trial.number, nested(trial.params), kind
 
     def _trial(self, number: int) -> optuna.Trial:
         if number not in self._trials:
-            frozen = self.study.get_trials(deepcopy=False)[number]
+            frozen = self._all_trials()[number]
             self._trials[number] = optuna.Trial(self.study, frozen._trial_id)
         return self._trials[number]
 
     def label(self, number: int, tune_trial_id: str, run_id: str) -> None:
         trial = self._trial(number)
-        trial.set_user_attr(ATTR_TUNE_TRIAL, tune_trial_id)
-        trial.set_user_attr(ATTR_RUN_ID, run_id)
+        try:
+            trial.set_user_attr(ATTR_TUNE_TRIAL, tune_trial_id)
+            trial.set_user_attr(ATTR_RUN_ID, run_id)
+        finally:
+            self._wrote()
 
     def report(self, number: int, values: dict[int, float]) -> None:
         """Per-epoch values of the search metric (epoch → value; missing or NaN ones skipped),
         those the study does not hold yet."""
-        frozen = self.study.get_trials(deepcopy=False)[number]
+        frozen = self._all_trials()[number]
         if frozen.state is not TrialState.RUNNING:
             return
-        for epoch, value in sorted(values.items()):
-            if math.isfinite(value) and epoch not in frozen.intermediate_values:
-                self._trial(number).report(float(value), epoch)
+        try:
+            for epoch, value in sorted(values.items()):
+                if math.isfinite(value) and epoch not in frozen.intermediate_values:
+                    self._trial(number).report(float(value), epoch)
+        finally:
+            self._wrote()
 
     def tell(self, number: int, state: TrialState, value: float | None) -> int:
         """Record the trial's outcome; returns the number that now holds it.
@@ -213,13 +243,17 @@ class MethodStudy:
         added as a new trial marked ``retry_of``: Optuna never changes a finished state.
         """
         study = self.study
-        frozen = study.get_trials(deepcopy=False)[number]
+        frozen = self._all_trials()[number]
         if state is TrialState.COMPLETE and (value is None or not math.isfinite(value)):
             state, value = TrialState.FAIL, None
         if frozen.state is TrialState.RUNNING:
-            study.tell(number, value if state is TrialState.COMPLETE else None, state=state)
+            try:
+                study.tell(number, value if state is TrialState.COMPLETE else None, state=state)
+            finally:
+                self._wrote()
             return number
         if frozen.state is TrialState.FAIL and state is not TrialState.FAIL:
+            self._wrote()
             study.add_trial(
                 optuna.trial.create_trial(
                     state=state,

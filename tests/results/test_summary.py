@@ -85,3 +85,17 @@ def test_search_parent_carries_search_numbers_only(results):
 
 def test_no_rows_no_board(tmp_path):
     assert method_board(tmp_path, "digits-mlp", "sam") is None
+
+
+def test_a_board_from_rows_read_once_is_the_board_from_the_folder(results, tmp_path_factory):
+    """The sink reads the rows once for every parent it ends: each method's board from that one
+    table is the board read from the folder (another folder's path proves the table is used)."""
+    from bench.results.parquet import read_rows
+
+    folder, _ = results
+    table = read_rows(folder)
+    elsewhere = tmp_path_factory.mktemp("empty")
+    for method in ("sam", "erm"):
+        once = method_board(elsewhere, "digits-mlp", method, table=table)
+        assert once == method_board(folder, "digits-mlp", method)
+        assert summarize(once, Phase.SEARCH) == summarize(method_board(folder, "digits-mlp", method), Phase.SEARCH)

@@ -354,3 +354,46 @@ def test_trials_that_ended_after_the_last_snapshot_count_against_the_budget(tmp_
     for method in live.plans:
         trials = _study(live, method).trials
         assert len(trials) == 3 and all(t.state is TrialState.COMPLETE for t in trials)  # the budget, each once
+
+
+def test_a_studys_trials_are_read_once_between_its_writes(live, monkeypatch):
+    """The searcher asks every method whether it is startup-blocked on every free slot: the
+    study's trials are read from the storage once, and again only after the study changed here
+    (asked, told), so what the searcher decides on is always the storage's state."""
+    import pickle
+
+    searcher = _searcher(live)
+    study = searcher.studies["erm"]
+    study.study  # noqa: B018 - created (and its default point enqueued) before counting
+    reads = collections.Counter()
+    get_trials = optuna.Study.get_trials
+
+    def counted(self, *args, **kwargs):
+        reads[self.study_name] += 1
+        return get_trials(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "get_trials", counted)
+    name = study.name
+
+    def fresh() -> list:
+        """The storage's trials, as a study object that kept nothing (unpickled) reads them."""
+        return pickle.loads(pickle.dumps(study))._all_trials()
+
+    for _ in range(5):
+        study.startup_blocked(set())
+    assert reads[name] == 1  # one read for five questions
+
+    number, _, _ = study.ask(set())
+    study.label(number, "t1", "unit/erm/search/t1")
+    study.startup_blocked({number})
+    assert reads[name] == 2  # read again after the ask: the new trial is seen running
+    assert [t.state for t in study._all_trials()] == [t.state for t in fresh()] == [TrialState.RUNNING]
+
+    study.report(number, {1: 0.5, 2: 0.6})
+    study.tell(number, TrialState.COMPLETE, 0.6)
+    study.startup_blocked(set())
+    ours = study._all_trials()
+    theirs = fresh()
+    assert [t.state for t in ours] == [t.state for t in theirs] == [TrialState.COMPLETE]
+    assert ours[0].intermediate_values == theirs[0].intermediate_values == {1: 0.5, 2: 0.6}
+    assert ours[0].user_attrs[ATTR_TUNE_TRIAL] == "t1"
