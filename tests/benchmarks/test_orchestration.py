@@ -249,6 +249,7 @@ def test_the_default_shape_is_the_default_benchmarks(repo_root) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("loopback-cluster")  # one loopback cluster at a time (tests/search/test_cluster.py)
 def test_a_real_run_on_a_loopback_cluster_gives_consistent_figures() -> None:
     # Head (no GPU) + 2 workers × 2 GPUs: 4 slots. ERM has nothing to search (1 search trial),
     # SAM 3; 2 final seeds each: 4 + 4 trials per run, under both schedulers.

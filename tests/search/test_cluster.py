@@ -11,7 +11,8 @@ import pytest
 
 from bench.results.parquet import read_rows
 
-pytestmark = pytest.mark.slow
+# One loopback cluster at a time: a Cluster head takes fixed ports (tests/benchmarks/test_orchestration.py too).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loopback-cluster")]
 
 
 @contextlib.contextmanager
