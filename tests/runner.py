@@ -26,3 +26,18 @@ def sharpbench(
         stdin=subprocess.DEVNULL,
         env={**(env if env is not None else os.environ), "PYTHONUNBUFFERED": "1"},
     )
+
+
+def start_sharpbench(*args: str, cwd: Path | None = None, new_session: bool = False) -> subprocess.Popen:
+    """Start ``sharpbench ARGS`` in the background, stdout and stderr piped as text. ``new_session``:
+    a process group of its own, so a kill -9 of the group takes Ray's processes too, as a killed job's would."""
+    return subprocess.Popen(
+        sharpbench_command(*args),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=new_session,
+    )

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.report.results_folder import write_results
+from tests.runner import sharpbench_command
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", "report", *args],
+        sharpbench_command("report", *args),
         capture_output=True,
         text=True,
         timeout=300,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 
 import pytest
 
 from bench.report.build import build_report
 from tests.report.results_folder import TRIALS, write_results
 from tests.report.test_browser import CHROMIUM, chromium
+from tests.runner import sharpbench_command
 
 # Each payload, if it ran, would mark the page; the name also holds quotes, "&", "$" (TeX in
 # matplotlib) and a "|" (a Markdown cell separator).
@@ -53,7 +53,7 @@ def test_a_hostile_method_name_is_shown_as_text_and_never_runs(tmp_path):
 def test_a_hostile_method_name_in_json_and_csv_round_trips(tmp_path):
     folder = _hostile_folder(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "leaderboard", str(folder), "--format", "json"],
+        sharpbench_command("leaderboard", str(folder), "--format", "json"),
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,7 +9,6 @@ import io
 import json
 import statistics
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from bench import stats
 from bench.leaderboard import CSV_COLUMNS, FORMATS, BenchmarkBoard, Standing, build_leaderboard, legend, render, to_rich
 from bench.results.parquet import ParquetSink, read_rows, rows_to_table
 from bench.results.schema import SCHEMA, TrialRow
+from tests.runner import sharpbench_command
 
 from .conftest import make_row
 
@@ -595,7 +595,7 @@ def test_every_format_carries_the_statistics() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
+        sharpbench_command(*args),
         capture_output=True,
         text=True,
         timeout=120,

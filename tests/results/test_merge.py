@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from bench.report.build import ReportError, build_report
 from bench.results.parquet import read_rows
 from bench.run_record import RECORDS_DIRNAME, RunRecord
 from tests.report.results_folder import TRIALS, config, write_results
+from tests.runner import sharpbench_command
 
 
 def _folder(path: Path, *, epochs: int | None = None) -> Path:
@@ -32,7 +32,7 @@ def _hash(folder: Path) -> str:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
+        sharpbench_command(*args),
         capture_output=True,
         text=True,
         timeout=120,

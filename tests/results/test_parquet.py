@@ -35,6 +35,7 @@ from bench.results.parquet import (
     tidy_dataset,
 )
 from bench.results.schema import FILE_SCHEMA, PARTITION_COLUMNS, REQUIRED_COLUMNS, SCHEMA, TrialRow, TrialStatus
+from tests.runner import sharpbench_command
 
 NULLABLE_COLUMNS = [f.name for f in SCHEMA if f.nullable]
 
@@ -435,7 +436,7 @@ def test_writer_replaces_an_unreadable_file_of_its_run_id_after_quarantining_it(
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args],
+        sharpbench_command(*args),
         capture_output=True,
         text=True,
         timeout=120,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from bench.config import TrainingConfig, parse_config
 from bench.data import load_dataset
 from bench.results.parquet import read_rows
 from bench.training import Trainer, TrialSpec
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def test_trials_in_one_reused_worker_train_as_they_would_alone(tmp_path, repo_ro
     results = tmp_path / "results"
     done = subprocess.run(
         # One CPU: one trial at a time, so a reused actor runs every trial of a phase.
-        [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "1"],
+        sharpbench_command("run", str(config_path), "--results", str(results), "--num-cpus", "1"),
         cwd=repo_root,
         capture_output=True,
         text=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from bench.results.parquet import read_rows
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_entry_point_plugin_runs_in_a_search(tmp_path, repo_root):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_root), os.environ.get("PYTHONPATH", "")])}
 
     listed = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "list", "--format", "json"],
+        sharpbench_command("list", "--format", "json"),
         env=env,
         capture_output=True,
         text=True,
@@ -82,7 +82,7 @@ def test_entry_point_plugin_runs_in_a_search(tmp_path, repo_root):
 
     results = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
+        sharpbench_command("run", str(config_path), "--results", str(results), "--num-cpus", "2"),
         env=env,
         capture_output=True,
         text=True,

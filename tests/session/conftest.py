@@ -3,7 +3,6 @@ CLI run started in the background; the MLflow trial runs of an experiment."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tests.runner import sharpbench, sharpbench_command
+from tests.runner import sharpbench, start_sharpbench
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +34,15 @@ def start_run(repo_root: Path) -> Callable[..., subprocess.Popen]:
     of its own, so a kill -9 of the group takes Ray's processes too, as a killed job would."""
 
     def start(config_path: Path, results: Path, *, new_session: bool = False) -> subprocess.Popen:
-        return subprocess.Popen(
-            sharpbench_command("run", str(config_path), "--results", str(results), "--num-cpus", "2"),
+        return start_sharpbench(
+            "run",
+            str(config_path),
+            "--results",
+            str(results),
+            "--num-cpus",
+            "2",
             cwd=repo_root,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=new_session,
+            new_session=new_session,
         )
 
     return start

@@ -4,9 +4,7 @@ same command resumes to exactly the planned trials."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 import yaml
 
 from bench.results.parquet import read_rows
+from tests.runner import start_sharpbench
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +35,7 @@ def small_disk(tmp_path):
 
 
 def _run(config: Path, results: Path, repo_root: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results), "--num-cpus", "2"],
-        cwd=repo_root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    return start_sharpbench("run", str(config), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
 
 
 def _fill(disk: Path) -> Path:

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from bench.config import DataConfig
 from bench.data import load_dataset
 from bench.results.parquet import read_rows
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +113,5 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
         assert child.info.status == "FAILED"
         assert child.data.tags["sharpbench.error"].startswith("diverged: training loss")
 
-    board = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "leaderboard", str(results)], capture_output=True, text=True, timeout=120
-    )
+    board = subprocess.run(sharpbench_command("leaderboard", str(results)), capture_output=True, text=True, timeout=120)
     assert board.returncode == 0 and "2 (0/0/2)" in board.stdout

@@ -5,11 +5,9 @@ literally."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 import yaml
 
 from bench.results.parquet import read_rows
+from tests.runner import sharpbench_command, start_sharpbench
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +25,7 @@ SPACE = {"learning_rate": {"low": 0.02, "high": 0.2, "log": True}}
 
 
 def _start(config: Path, results: Path, repo_root: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", str(config), "--results", str(results), "--num-cpus", "2"],
-        cwd=repo_root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    return start_sharpbench("run", str(config), "--results", str(results), "--num-cpus", "2", cwd=repo_root)
 
 
 def _config(tmp_path: Path, **changes) -> Path:
@@ -143,7 +134,7 @@ def test_a_results_folder_with_url_special_characters_is_taken_literally(tmp_pat
     assert "no artifacts" not in stderr  # the artifact folder is recognised as this folder's
     assert any((results / "mlartifacts").iterdir())
     board = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "leaderboard", str(results), "--format", "csv"],
+        sharpbench_command("leaderboard", str(results), "--format", "csv"),
         cwd=repo_root,
         capture_output=True,
         text=True,

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bench.results.parquet import read_rows
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_a_killed_worker_is_retried_and_not_counted(tmp_path: Path, repo_root: P
         "CRASH_ONCE_MARKER": str(marker),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(config_path), "--results", str(results), "--num-cpus", "2"],
+        sharpbench_command("run", str(config_path), "--results", str(results), "--num-cpus", "2"),
         cwd=repo_root,
         capture_output=True,
         text=True,
@@ -95,7 +95,7 @@ def test_a_killed_worker_is_retried_and_not_counted(tmp_path: Path, repo_root: P
     assert "1 trial lost to infrastructure faults (retried, not counted)" in done.stdout, done.stdout[-3000:]
 
     board = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "leaderboard", str(results)],
+        sharpbench_command("leaderboard", str(results)),
         capture_output=True,
         text=True,
         timeout=120,

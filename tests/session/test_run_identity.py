@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.results.parquet import read_rows
 from bench.run_record import LOCK_FILENAME, SUPERSEDED_DIRNAME, load_records
-from tests.runner import sharpbench
+from tests.runner import sharpbench, sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +47,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def _start(*args: str, cwd: Path) -> subprocess.Popen:
     # A session of its own: kill -9 of the group takes Ray's processes too, as a killed job would.
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", *args],
+        sharpbench_command(*args),
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

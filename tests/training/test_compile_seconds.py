@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bench.results.parquet import read_rows
+from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_first_trial_in_a_worker_carries_the_warm_up_in_compile_s(tmp_path: Path
     path.write_text(yaml.safe_dump(config))
     results = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", str(path), "--results", str(results), "--num-cpus", "1"],
+        sharpbench_command("run", str(path), "--results", str(results), "--num-cpus", "1"),
         cwd=repo_root,
         capture_output=True,
         text=True,
