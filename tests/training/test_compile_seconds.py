@@ -44,6 +44,8 @@ def test_first_trial_in_a_worker_carries_the_warm_up_in_compile_s(tmp_path: Path
     assert first["node"] == second["node"]
     assert first["compile_s"] > 0.05, first["compile_s"]  # dataset load + torch._dynamo import
     assert second["compile_s"] == pytest.approx(0.0, abs=0.05), second["compile_s"]  # warmed already
-    # the warm-up is in neither trial's clock: their wall times are alike (2x covers a busy machine)
-    assert 0.5 < first["wall_seconds"] / second["wall_seconds"] < 2.0, (first["wall_seconds"], second["wall_seconds"])
+    # The warm-up is in neither trial's clock: the first trial's wall time exceeds the second's by far
+    # less than its warm-up (trials of tens of ms: their ratio is noise on a loaded machine).
+    extra = first["wall_seconds"] - second["wall_seconds"]
+    assert extra < max(first["compile_s"] / 2, 0.2), (first["wall_seconds"], second["wall_seconds"], first["compile_s"])
     assert first["forward_passes"] == second["forward_passes"]
