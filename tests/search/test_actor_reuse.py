@@ -5,7 +5,6 @@ its own hyperparameters and a fresh dataset."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from bench.config import TrainingConfig, parse_config
 from bench.data import load_dataset
 from bench.results.parquet import read_rows
 from bench.training import Trainer, TrialSpec
-from tests.runner import sharpbench_command
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
 
@@ -56,15 +55,8 @@ def test_trials_in_one_reused_worker_train_as_they_would_alone(tmp_path, repo_ro
     config_path = tmp_path / "reuse.yaml"
     config_path.write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
-    done = subprocess.run(
-        # One CPU: one trial at a time, so a reused actor runs every trial of a phase.
-        sharpbench_command("run", str(config_path), "--results", str(results), "--num-cpus", "1"),
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    # One CPU: one trial at a time, so a reused actor runs every trial of a phase.
+    done = sharpbench("run", str(config_path), "--results", str(results), "--num-cpus", "1", cwd=repo_root)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     rows = read_rows(results).to_pylist()

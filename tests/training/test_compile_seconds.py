@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bench.results.parquet import read_rows
-from tests.runner import sharpbench_command
+from tests.runner import sharpbench
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +28,7 @@ def test_first_trial_in_a_worker_carries_the_warm_up_in_compile_s(tmp_path: Path
     path = tmp_path / "warm.yaml"
     path.write_text(yaml.safe_dump(config))
     results = tmp_path / "results"
-    done = subprocess.run(
-        sharpbench_command("run", str(path), "--results", str(results), "--num-cpus", "1"),
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    done = sharpbench("run", str(path), "--results", str(results), "--num-cpus", "1", cwd=repo_root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = sorted(read_rows(results).to_pylist(), key=lambda r: r["started_at"])
     assert [r["status"] for r in rows] == ["completed", "completed"]
