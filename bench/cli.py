@@ -70,10 +70,10 @@ _TRACKING_URI = typer.Option(
 _OPTUNA_STORAGE = typer.Option(
     None,
     "--optuna-storage",
-    metavar="URL",
+    metavar="STORE",
     help=(
-        "SQLAlchemy URL of the Optuna studies (one per method; optuna-dashboard reads them); default: the "
-        "config's, else sqlite under the results folder."
+        "Where the Optuna studies live (one per method; optuna-dashboard reads them): a SQLAlchemy URL, or "
+        "an Optuna journal file ending in .journal; default: the config's, else RESULTS/optuna.journal."
     ),
 )
 _NUM_CPUS = typer.Option(None, "--num-cpus", metavar="N", min=1, help="CPUs of the local Ray runtime (default: all).")

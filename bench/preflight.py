@@ -28,6 +28,7 @@ from typing import Any
 from bench.config import BenchmarkConfig, TrainingConfig
 from bench.errors import first_line, unknown_name
 from bench.naming import name_limit, too_long_name
+from bench.stores import JOURNAL_SUFFIX, journal_path
 
 #: Seconds a network check waits for an answer: the MLflow client and Ray retry for minutes.
 NETWORK_TIMEOUT_S = 3.0
@@ -324,27 +325,45 @@ def _check_driver(what: str, url: str) -> None:
 
 
 def check_optuna_storage(url: str, *, results: Path | None = None) -> None:
-    """A SQLAlchemy URL whose database driver is installed (Optuna's RDB storage takes any), and
-    an SQLite file that can be one (:func:`check_sqlite_file`); whether another database answers
-    is Optuna's to say when the first study opens."""
+    """An Optuna journal file that can be one (a path ending in ``.journal``), or a SQLAlchemy
+    URL whose database driver is installed (Optuna's RDB storage takes any) and an SQLite file
+    that can be one (:func:`check_sqlite_file`); whether another database answers is Optuna's to
+    say when the first study opens."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    what = f"Optuna storage {url!r}"
+    journal = journal_path(url)
+    if journal is not None:
+        _check_store_path(what, journal, results, JOURNAL_FILE)
+        return
     try:
         parsed = make_url(url)
-        _check_driver(f"Optuna storage {url!r}", url)
+        _check_driver(what, url)
     except ArgumentError:
         raise PreflightError(
-            f"cannot use Optuna storage {url!r}: not a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, postgresql://user@host/db)"
+            f"cannot use {what}: neither a SQLAlchemy URL (e.g. sqlite:////abs/path/optuna.db, "
+            f"postgresql://user@host/db) nor an Optuna journal file (a path ending in {JOURNAL_SUFFIX})"
         ) from None
     except (NoSuchModuleError, ImportError) as error:
-        raise PreflightError(f"cannot use Optuna storage {url!r}: {first_line(error)}") from None
+        raise PreflightError(f"cannot use {what}: {first_line(error)}") from None
     if parsed.get_backend_name() == "sqlite":
-        check_sqlite_file(f"Optuna storage {url!r}", url, results=results)
+        check_sqlite_file(what, url, results=results)
+
+
+@dataclass(frozen=True)
+class StoreFile:
+    """A kind of store file: what its first bytes are, and how messages name it."""
+
+    header: bytes  # the first bytes of every non-empty file of this kind
+    name: str  # "an SQLite database"
+    file: str  # "database file"
 
 
 #: The first 16 bytes of every SQLite 3 database file (https://www.sqlite.org/fileformat.html, 1.3).
-SQLITE_HEADER = b"SQLite format 3\x00"
+SQLITE_FILE = StoreFile(b"SQLite format 3\x00", "an SQLite database", "database file")
+#: An Optuna journal: one JSON object per line.
+JOURNAL_FILE = StoreFile(b"{", "an Optuna journal", "journal file")
 
 
 def check_sqlite_file(what: str, url: str, *, results: Path | None = None) -> None:
@@ -358,25 +377,28 @@ def check_sqlite_file(what: str, url: str, *, results: Path | None = None) -> No
     if database in (None, "", ":memory:") or str(make_url(url).query.get("mode", "")) == "memory":
         raise PreflightError(f"cannot use {what}: an in-memory database keeps nothing after the run; name a file")
     path = Path(database)
+    _check_store_path(what, path, results, SQLITE_FILE)
+
+
+def _check_store_path(what: str, path: Path, results: Path | None, kind: StoreFile) -> None:
+    """The store's folder exists (or is ``results`` or under it: the run makes that one), and
+    an existing path is a file that is empty or of ``kind``, not a folder or another file (which
+    the store would refuse only once the run has started)."""
     try:
-        _check_sqlite_path(what, path, results)
+        folder = path.parent
+        made_by_run = results is not None and (
+            folder.resolve() == results.resolve() or folder.resolve().is_relative_to(results.resolve())
+        )
+        if not folder.is_dir() and not made_by_run:
+            raise PreflightError(f"cannot use {what}: {folder} is not an existing folder")
+        if path.is_dir():
+            raise PreflightError(f"cannot use {what}: {path} is a folder, not a {kind.file}")
+        if path.is_file() and path.stat().st_size:
+            with path.open("rb") as file:
+                if file.read(len(kind.header)) != kind.header:
+                    raise PreflightError(f"cannot use {what}: {path} is not {kind.name}")
     except OSError as error:  # e.g. a name over the file system's limit
         raise PreflightError(f"cannot use {what}: {error.strerror or error}") from None
-
-
-def _check_sqlite_path(what: str, path: Path, results: Path | None) -> None:
-    folder = path.parent
-    made_by_run = results is not None and (
-        folder.resolve() == results.resolve() or folder.resolve().is_relative_to(results.resolve())
-    )
-    if not folder.is_dir() and not made_by_run:
-        raise PreflightError(f"cannot use {what}: {folder} is not an existing folder")
-    if path.is_dir():
-        raise PreflightError(f"cannot use {what}: {path} is a folder, not a database file")
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb") as file:
-            if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-                raise PreflightError(f"cannot use {what}: {path} is not an SQLite database")
 
 
 def _plugin_schemes() -> set[str]:

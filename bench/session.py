@@ -40,7 +40,7 @@ class RunOptions:
     results: Path = Path("results")
     address: str | None = None  # a Ray cluster to join; None starts a local runtime
     tracking_uri: str | None = None  # MLflow; default: the config's, else sqlite under results
-    optuna_storage: str | None = None  # default: the config's, else sqlite under results
+    optuna_storage: str | None = None  # default: the config's, else a journal file under results
     num_cpus: int | None = None  # of the local runtime
     verbosity: Verbosity = Verbosity.normal
     restart: bool = False  # set aside a run of this benchmark with another config

@@ -1,4 +1,10 @@
-"""SQLite stores (``optuna.db``, ``mlflow.db``): URLs built from paths, readers that cannot stop a run.
+"""The run's stores on disk: SQLite (``mlflow.db``, an ``optuna.db`` of older runs) and Optuna's journal file.
+
+* **Optuna's studies default to a journal file** (``optuna.journal``, :func:`journal_path`): an
+  append-only log of JSON lines that Optuna replays into memory. Asking and telling a trial there
+  took 2–4 ms against 18–29 ms in SQLite (4 studies × 6 trials × 12 epoch values, measured here),
+  and the driver does it between every two trials. Any SQLAlchemy URL (SQLite, PostgreSQL) still
+  works where it is given.
 
 * **Paths are taken literally.** ``"sqlite:///" + path`` is parsed as a URL: ``%41`` is decoded
   to ``A``, ``?`` starts a query string and ``#`` a fragment, so a results folder such as
@@ -27,6 +33,9 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 
 from bench.failures import exception_chain
+
+#: Suffix of an Optuna journal file: a storage named by a path with it is a journal, not a URL.
+JOURNAL_SUFFIX = ".journal"
 
 #: Seconds a write waits for another connection's lock before it fails (SQLite's busy time-out;
 #: Python's default is 5 s, which a dashboard's long read outlasted).
@@ -59,6 +68,18 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+def journal_path(storage: str) -> Path | None:
+    """The file of an Optuna journal storage (a path ending in :data:`JOURNAL_SUFFIX`, not a
+    URL); None for a SQLAlchemy URL.
+
+    >>> journal_path("/r/optuna.journal"), journal_path("sqlite:////r/optuna.db")
+    (PosixPath('/r/optuna.journal'), None)
+    """
+    if "://" in storage or not storage.endswith(JOURNAL_SUFFIX):
+        return None
+    return Path(storage)
 
 
 def filesystem_type(path: str | os.PathLike[str]) -> str:
@@ -106,12 +127,18 @@ def use_wal(path: str | os.PathLike[str]) -> bool:
 
 
 @cache
-def optuna_storage(url: str):  # -> optuna.storages.RDBStorage (optuna imported lazily: a heavy import)
-    """Optuna's RDB storage for ``url``, one per process and URL. An SQLite store is put in WAL
-    mode and its writes wait up to :data:`LOCK_TIMEOUT_S` for a lock; any other database as
-    Optuna opens it."""
+def optuna_storage(url: str):  # -> optuna's BaseStorage (optuna imported lazily: a heavy import)
+    """Optuna's storage for ``url``, one per process and URL: a journal file (:func:`journal_path`;
+    Optuna's symlink lock, which works on network file systems too), or an RDB storage. An SQLite
+    store is put in WAL mode and its writes wait up to :data:`LOCK_TIMEOUT_S` for a lock; any
+    other database as Optuna opens it."""
     import optuna
 
+    journal = journal_path(url)
+    if journal is not None:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     path = sqlite_path(url)
     if path is None:
         return optuna.storages.RDBStorage(url)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 import regularizers
 from bench import metrics
-from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
+from bench.config import BenchmarkConfig, DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.data import Dataset, TensorSplit, load_dataset
 from bench.data.augment import build_augmentation
 from bench.data.loader import DeviceLoader
@@ -62,6 +63,21 @@ class TrialSpec:
             "flatness": self.flatness.model_dump(mode="json"),
             "seed": self.seed,
         }
+
+    @classmethod
+    def from_row(cls, config: BenchmarkConfig, row: Mapping[str, Any]) -> TrialSpec:
+        """The trial a Parquet row records, under ``config`` (its benchmark, dataset, model and
+        flatness settings): to run it again in another process, e.g. to compare against Tune."""
+        return cls(
+            benchmark=config.benchmark,
+            dataset=config.dataset,
+            model=config.model,
+            training=TrainingConfig.model_validate_json(row["training_hparams"]),
+            regularizer=row["regularizer"],
+            regularizer_hparams=json.loads(row["regularizer_hparams"]),
+            flatness=config.flatness,
+            seed=int(row["seed"]),
+        )
 
 
 @dataclass

@@ -4,6 +4,8 @@ a busy time-out for the rest, and one line for a store locked past it."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -111,6 +113,30 @@ def test_optuna_storage_is_in_wal_mode_and_waits_for_a_writer(tmp_path):
     release.join()
     assert waited >= 1.0
     assert optuna.load_study(study_name="s", storage=storage).user_attrs == {"k": "v"}
+
+
+def test_an_optuna_journal_is_one_storage_per_process_and_another_process_replays_it(tmp_path):
+    path = tmp_path / "optuna.journal"
+    storage = optuna_storage(str(path))
+    assert optuna_storage(str(path)) is storage  # one per process and path
+    assert isinstance(storage, optuna.storages.JournalStorage)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    trial.report(0.5, 1)
+    study.tell(trial, 0.25)
+    # A dashboard, a notebook or a resumed run: another process reads the same studies back.
+    read = subprocess.run(
+        [sys.executable, "-c", READ_JOURNAL, str(path)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert read.stdout.split() == ["COMPLETE", "0.25", "{1:", "0.5}"]
+
+
+READ_JOURNAL = """
+import sys, optuna
+from bench.stores import optuna_storage
+trial = optuna.load_study(study_name="s", storage=optuna_storage(sys.argv[1])).trials[0]
+print(trial.state.name, trial.value, trial.intermediate_values)
+"""
 
 
 def test_wal_is_not_used_where_the_file_system_cannot_share_memory(tmp_path):

@@ -20,7 +20,10 @@ A measurement, not a test: it prints figures, and asserts nothing about them.
   before the first trial started, the gaps between one trial's end and the next one's start, and
   the tail after the last one. A trial's start is its row's timestamp (written on the driver when
   the trial ended) minus its own wall time; the small delay between the last report and the row
-  therefore counts as gap, not as trial time. Done for the config's recipe; for the config as
+  therefore counts as gap, not as trial time. The worker's one-time warm-up (``compile_s`` of
+  its first trial: PyTorch imports ``torch._dynamo`` at the first optimizer, the dataset is
+  loaded) runs before that trial's clock, so it falls in "before the first trial"; the full
+  benchmark's line gives the ratio with it counted as trial time too. Done for the config's recipe; for the config as
   configured (every method, search and final seeds, all in one Tune experiment,
   one trial at a time; ASHA-stopped trials are replayed for the epochs they ran); and for a
   "long" variant (``model.options.width`` ``--long-width``, epochs scaled so that one trial takes
@@ -38,7 +41,6 @@ repeated runs are summarized by median and range (min–max).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -59,6 +61,7 @@ class TrialTiming:
     run_id: str
     wall_seconds: float  # the trial's own: trainable start → last report
     ended: float  # the row's timestamp: written on the driver when the trial ended
+    warm_up_seconds: float = 0.0  # compile_s: the worker's one-time warm-up, before the trial's clock
 
     @property
     def started(self) -> float:
@@ -78,6 +81,10 @@ class RayRun:
     @property
     def trial_seconds(self) -> float:
         return sum(t.wall_seconds for t in self.trials)
+
+    @property
+    def warm_up_seconds(self) -> float:
+        return sum(t.warm_up_seconds for t in self.trials)
 
     @property
     def before_first(self) -> float:
@@ -172,7 +179,12 @@ def _ray_run(config) -> tuple[RayRun, list[dict]]:
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         rows = read_rows(folder).to_pylist()
     timings = sorted(
-        (TrialTiming(row["run_id"], float(row["wall_seconds"]), row["timestamp"].timestamp()) for row in rows),
+        (
+            TrialTiming(
+                row["run_id"], float(row["wall_seconds"]), row["timestamp"].timestamp(), float(row["compile_s"] or 0.0)
+            )
+            for row in rows
+        ),
         key=lambda t: t.started,
     )
     return RayRun(wall, called, tuple(timings), _load(), cpu), rows
@@ -183,7 +195,6 @@ def _in_process(config, rows: list[dict]) -> InProcessRun:
     recipe, hyperparameters and seed, for the epochs it ran there (an ASHA-stopped trial stops at
     the same epoch, untested), with ``bench.training.Trainer`` and a fresh dataset load per trial,
     as :func:`bench.training.run_trial` does."""
-    from bench.config import TrainingConfig
     from bench.training import Trainer, TrialSpec
 
     threads = torch.get_num_threads()
@@ -193,16 +204,7 @@ def _in_process(config, rows: list[dict]) -> InProcessRun:
         started = time.perf_counter()
         for row in sorted(rows, key=lambda r: r["run_id"]):
             trial_started = time.perf_counter()
-            spec = TrialSpec(
-                benchmark=config.benchmark,
-                dataset=config.dataset,
-                model=config.model,
-                training=TrainingConfig.model_validate_json(row["training_hparams"]),
-                regularizer=row["regularizer"],
-                regularizer_hparams=json.loads(row["regularizer_hparams"]),
-                flatness=config.flatness,
-                seed=int(row["seed"]),
-            )
+            spec = TrialSpec.from_row(config, row)
             trainer = Trainer(spec)
             while trainer.epochs_done < int(row["epochs_run"]):
                 trainer.train_epoch()
@@ -304,7 +306,10 @@ def measure_full(base, *, repeats: int) -> list[OverheadFigure]:
             f"Ray wall = trials {ray_run.trial_seconds:.1f} s "
             f"+ orchestration {ray_run.wall_seconds - ray_run.trial_seconds:.1f} s "
             f"({ray_run.wall_seconds / ray_run.trial_seconds:.2f}x the trials' own time: before the first trial "
-            f"{ray_run.before_first:.2f} s, gaps {sum(ray_run.gaps):.2f} s, tail {ray_run.tail:.2f} s)",
+            f"{ray_run.before_first:.2f} s, gaps {sum(ray_run.gaps):.2f} s, tail {ray_run.tail:.2f} s); "
+            f"{ray_run.wall_seconds / (ray_run.trial_seconds + ray_run.warm_up_seconds):.2f}x with the workers' "
+            f"one-time warm-up ({ray_run.warm_up_seconds:.2f} s, inside 'before the first trial') counted as trial "
+            "time",
             flush=True,
         )
         figures.append(figure)

@@ -463,8 +463,10 @@ class BenchmarkConfig(_Strict):
     )
     optuna_storage: str | None = Field(
         None,
-        description="SQLAlchemy URL of the Optuna studies (one per method), e.g. ``postgresql://host/db`` on "
-        "a cluster; ``None``: ``sqlite:///<results>/optuna.db``. ``--optuna-storage`` overrides it.",
+        description="Where the Optuna studies (one per method) live: a SQLAlchemy URL, e.g. "
+        "``postgresql://host/db`` on a cluster, or the path of an Optuna journal file ending in ``.journal``; "
+        "``None``: ``<results>/optuna.journal`` (``sqlite:///<results>/optuna.db`` in a folder whose runs "
+        "began with that one). ``--optuna-storage`` overrides it.",
     )
 
     @field_validator("benchmark")

@@ -31,6 +31,7 @@ _EXPORTS = {
     "sampler_settings": "bench.search.space",
     "absolute_storage": "bench.search.studies",
     "default_storage": "bench.search.studies",
+    "load_study": "bench.search.studies",
     "study_name": "bench.search.studies",
 }
 

@@ -234,8 +234,8 @@ def run_benchmark(
     each finished trial (resumed experiments included). ``phases=(Phase.FINAL,)`` runs only the
     final phase, from the search rows already recorded under ``results_dir``. ``instance`` is the
     run instance of :mod:`bench.run_record` (MLflow parent runs and Optuna studies are keyed by
-    it). ``optuna_storage``: SQLAlchemy URL of the Optuna studies; default
-    ``sqlite:///<results_dir>/optuna.db``. ``mlflow_sink``: one the caller opened on
+    it). ``optuna_storage``: SQLAlchemy URL or journal file of the Optuna studies; default
+    :func:`bench.search.studies.default_storage`. ``mlflow_sink``: one the caller opened on
     ``tracking_uri`` for this benchmark, taken over by the sink callback (:class:`LiveRun`).
     An experiment already in ``results_dir`` is restored,
     not re-run; its failed trials run again only with ``retry_failed``. Raises

@@ -29,7 +29,7 @@ class LiveRun:
     plans: dict[str, MethodPlan]  # regularizer name -> plan, in the config's order
     results_dir: Path
     tracking_uri: str
-    optuna_storage: str  # SQLAlchemy URL of the Optuna studies
+    optuna_storage: str  # SQLAlchemy URL or journal file of the Optuna studies (bench.stores.optuna_storage)
     instance: str = ""  # bench.run_record's run instance: MLflow parent runs and studies are keyed by it
     progress: RunProgress | None = None
     #: Methods whose search phase is not part of this call (``sharpbench final``): their

@@ -1,6 +1,6 @@
 """One persisted Optuna study per benchmark × method: ask, report, tell, with true states.
 
-The studies live in an Optuna RDB storage (a sqlite file under the results folder by default, any
+The studies live in an Optuna storage (a journal file under the results folder by default, any
 SQLAlchemy URL such as PostgreSQL on a cluster), so optuna-dashboard and ``optuna.importance``
 can read them, and a resumed run continues the same studies. Every Tune search trial is one
 study trial, told COMPLETE (it ran every epoch), PRUNED (ASHA stopped it; Optuna then ranks it by
@@ -23,10 +23,12 @@ from optuna.trial import TrialState
 
 from bench.plan import MethodPlan
 from bench.search.space import DEFAULT, MODEL, STARTUP, DefineByRun, counted_trials, nested, startup_count
-from bench.stores import optuna_storage, sqlite_url
+from bench.stores import journal_path, optuna_storage, sqlite_url
 
-#: The default storage's file, under the results folder.
-STORAGE_FILENAME = "optuna.db"
+#: The default storage's file, under the results folder: an Optuna journal (:mod:`bench.stores`).
+STORAGE_FILENAME = "optuna.journal"
+#: The default storage of results folders begun before the journal: such a folder keeps it.
+SQLITE_STORAGE_FILENAME = "optuna.db"
 #: Study trial user attribute: the Tune trial id and the run id of its Parquet row.
 ATTR_TUNE_TRIAL = "tune_trial_id"
 ATTR_RUN_ID = "run_id"
@@ -37,16 +39,23 @@ ATTR_SUGGESTION_KIND = "suggestion_kind"
 
 
 def default_storage(results_dir: Path) -> str:
-    """``sqlite:///<results>/optuna.db`` (absolute: trials and the driver may run elsewhere)."""
-    return sqlite_url(Path(results_dir).resolve() / STORAGE_FILENAME)
+    """``<results>/optuna.journal`` (absolute: the driver may run elsewhere), or
+    ``sqlite:///<results>/optuna.db`` for a folder whose runs began with that one (its studies
+    are there, and a resumed run continues them)."""
+    results = Path(results_dir).resolve()
+    journal, sqlite = results / STORAGE_FILENAME, results / SQLITE_STORAGE_FILENAME
+    return sqlite_url(sqlite) if sqlite.exists() and not journal.exists() else str(journal)
 
 
 def absolute_storage(url: str) -> str:
-    """``url`` with a relative SQLite path made absolute (from the current folder, where SQLite
-    would open it), so the printed ``optuna-dashboard`` command works from anywhere; any other
-    URL unchanged."""
+    """``url`` with a relative SQLite or journal path made absolute (from the current folder,
+    where it would be opened), so the printed ``optuna-dashboard`` command works from anywhere;
+    any other URL unchanged."""
     from sqlalchemy.engine import make_url
 
+    journal = journal_path(url)
+    if journal is not None:
+        return str(journal.resolve())
     parsed = make_url(url)
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or Path(database).is_absolute():
@@ -61,12 +70,18 @@ def study_name(benchmark: str, method: str, instance: str) -> str:
     return f"{name}@{instance}" if instance else name
 
 
+def load_study(storage: str, name: str) -> optuna.Study:
+    """Study ``name`` of ``storage`` (a SQLAlchemy URL or a journal file: :func:`bench.stores.optuna_storage`);
+    raises ``KeyError`` when there is none."""
+    return optuna.load_study(study_name=name, storage=optuna_storage(storage))
+
+
 def ended_history(storage: str, name: str) -> list[tuple[str, dict[int, float]]]:
     """The COMPLETE and PRUNED trials of study ``name`` as ``(Tune trial id, {epoch: value})``,
     in trial order; empty when the study does not exist. Read-only: a resumed run rebuilds its
     ASHA rungs from it (:func:`bench.search.scheduler.PerMethodScheduler.replay`)."""
     try:
-        study = optuna.load_study(study_name=name, storage=optuna_storage(storage))
+        study = load_study(storage, name)
     except KeyError:  # no such study: nothing ended
         return []
     return [

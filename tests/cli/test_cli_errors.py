@@ -207,8 +207,13 @@ CASES = {
     "empty tracking URI": (GOOD, ["--tracking-uri is empty"], ["--tracking-uri", ""]),
     "Optuna storage that is no URL": (
         GOOD,
-        ["cannot use Optuna storage 'optuna.db'", "not a SQLAlchemy URL"],
+        ["cannot use Optuna storage 'optuna.db'", "neither a SQLAlchemy URL", "nor an Optuna journal file"],
         ["--optuna-storage", "optuna.db"],
+    ),
+    "Optuna journal in no folder": (
+        GOOD,
+        ["cannot use Optuna storage", "/nonexistent-sharpbench is not an existing folder"],
+        ["--optuna-storage", "/nonexistent-sharpbench/optuna.journal"],
     ),
     # no test machine installs MySQLdb: a database whose driver is missing is named before anything runs
     "Optuna storage without its driver": (

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from bench.config import TrainingConfig, parse_config
+from bench.config import parse_config
 from bench.data import load_dataset
 from bench.results.parquet import read_rows
 from bench.training import Trainer, TrialSpec
@@ -82,16 +82,7 @@ def test_trials_in_one_reused_worker_train_as_they_would_alone(tmp_path, repo_ro
     torch.set_num_threads(1)
     try:
         for row in rows:
-            spec = TrialSpec(
-                benchmark=config.benchmark,
-                dataset=config.dataset,
-                model=config.model,
-                training=TrainingConfig.model_validate_json(row["training_hparams"]),
-                regularizer=row["regularizer"],
-                regularizer_hparams=json.loads(row["regularizer_hparams"]),
-                flatness=config.flatness,
-                seed=int(row["seed"]),
-            )
+            spec = TrialSpec.from_row(config, row)
             trainer = Trainer(spec, dataset=load_dataset(config.dataset))
             while not trainer.finished:
                 epoch = trainer.train_epoch()

@@ -61,12 +61,11 @@ def _overlap(a: dict, b: dict) -> bool:
 
 
 def test_all_methods_search_at_once_across_nodes(three_node_cluster, tmp_path, repo_root):
-    import optuna
     import ray
     import yaml
 
     from bench.run_record import load_records
-    from bench.search import default_storage, study_name
+    from bench.search import default_storage, load_study, study_name
 
     trials, seeds = 3, [1, 2]
     config = {
@@ -125,9 +124,7 @@ def test_all_methods_search_at_once_across_nodes(three_node_cluster, tmp_path, r
     instance = load_records(results)["multinode"].instance
     expected_state = {"completed": "COMPLETE", "stopped": "PRUNED", "failed": "FAIL"}
     for method, mine in search.items():
-        study = optuna.load_study(
-            study_name=study_name("multinode", method, instance), storage=default_storage(results)
-        )
+        study = load_study(default_storage(results), study_name("multinode", method, instance))
         got = {t.user_attrs["run_id"]: t.state.name for t in study.trials}
         assert got == {r["run_id"]: expected_state[r["status"]] for r in mine}
         # Every epoch a trial ran reached its study (reports carry the epochs between ASHA's

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import sqlite3
 
 import optuna
 import pytest
@@ -17,7 +18,7 @@ from bench.config import parse_config
 from bench.plan import METHOD_KEY, PHASE_KEY, SUGGESTION_KEY, plan_methods
 from bench.search.live import LIVE, LiveRun
 from bench.search.searcher import BenchmarkSearcher
-from bench.search.studies import ATTR_RETRY_OF, ATTR_RUN_ID, ATTR_TUNE_TRIAL, default_storage, study_name
+from bench.search.studies import ATTR_RETRY_OF, ATTR_RUN_ID, ATTR_TUNE_TRIAL, default_storage, load_study, study_name
 
 EPOCHS = 4
 
@@ -73,9 +74,7 @@ def _searcher(run: LiveRun) -> BenchmarkSearcher:
 
 def _study(run: LiveRun, method: str) -> optuna.Study:
     """The study as any other reader (optuna-dashboard) sees it: a fresh client on the storage."""
-    return optuna.load_study(
-        study_name=study_name(run.config.benchmark, method, run.instance), storage=run.optuna_storage
-    )
+    return load_study(run.optuna_storage, study_name(run.config.benchmark, method, run.instance))
 
 
 def _report(searcher: BenchmarkSearcher, trial_id: str, epochs: int, value=lambda e: 0.5 + 0.1 * e) -> dict:
@@ -328,8 +327,26 @@ def test_a_relative_sqlite_storage_is_made_absolute(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     assert absolute_storage("sqlite:///rel/o.db") == f"sqlite:///{tmp_path.resolve()}/rel/o.db"
-    for url in ("sqlite:////abs/o.db", "postgresql+psycopg://user:secret@host/db", "sqlite://"):
+    assert absolute_storage("rel/o.journal") == f"{tmp_path.resolve()}/rel/o.journal"
+    for url in ("sqlite:////abs/o.db", "postgresql+psycopg://user:secret@host/db", "sqlite://", "/abs/o.journal"):
         assert absolute_storage(url) == url
+
+
+def test_the_default_storage_is_a_journal_unless_the_folder_began_with_sqlite(tmp_path):
+    """A new results folder gets an Optuna journal; one whose runs began with ``optuna.db`` keeps
+    it (its studies are there, and a resumed run must continue them)."""
+    from bench.search.studies import default_storage
+    from bench.stores import journal_path, sqlite_path
+
+    fresh, legacy, both = tmp_path / "fresh", tmp_path / "legacy", tmp_path / "both"
+    assert journal_path(default_storage(fresh)) == fresh.resolve() / "optuna.journal"
+    legacy.mkdir()
+    sqlite3.connect(legacy / "optuna.db").close()
+    assert sqlite_path(default_storage(legacy)) == legacy.resolve() / "optuna.db"
+    both.mkdir()
+    (both / "optuna.db").touch()
+    (both / "optuna.journal").touch()
+    assert journal_path(default_storage(both)) == both.resolve() / "optuna.journal"
 
 
 def test_trials_that_ended_after_the_last_snapshot_count_against_the_budget(tmp_path, live):

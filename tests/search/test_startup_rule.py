@@ -8,7 +8,6 @@ import io
 import math
 from pathlib import Path
 
-import optuna
 import pytest
 from rich.console import Console
 
@@ -18,7 +17,7 @@ from bench.console import RunProgress
 from bench.plan import plan_methods
 from bench.search.driver import mostly_random
 from bench.search.space import DEFAULT, MODEL, STARTUP, sampler_settings
-from bench.search.studies import ATTR_SUGGESTION_KIND, default_storage, study_name
+from bench.search.studies import ATTR_SUGGESTION_KIND, default_storage, load_study, study_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,7 +86,7 @@ def test_startup_draws_stay_within_the_bound_at_any_concurrency(tmp_path, slots)
     assert kinds.count(MODEL) == 12 - startup
     assert max(t.in_flight for t in trials) <= slots  # the gate: never more asked than slots
     # Every kind is also on its study trial, for optuna-dashboard and any other reader.
-    study = optuna.load_study(study_name=study_name("unit", "erm", f"c{slots}"), storage=default_storage(tmp_path))
+    study = load_study(default_storage(tmp_path), study_name("unit", "erm", f"c{slots}"))
     assert [t.user_attrs[ATTR_SUGGESTION_KIND] for t in study.trials] == kinds
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 import signal
 import time
 
-import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.results.parquet import read_rows
 from bench.run_record import load_records
-from bench.search import default_storage, study_name
+from bench.search import default_storage, load_study, study_name
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +74,7 @@ def test_interrupted_search_resumes_into_the_same_runs(tmp_path, start_run, chil
     assert set(table.column("mlflow_run_id").to_pylist()) == interrupted
     # The method's Optuna study: each trial once, told COMPLETE, every epoch's value once.
     instance = load_records(results)["resume"].instance
-    study = optuna.load_study(study_name=study_name("resume", "sam", instance), storage=default_storage(results))
+    study = load_study(default_storage(results), study_name("resume", "sam", instance))
     assert sorted(t.user_attrs["run_id"] for t in study.trials) == sorted(table.column("run_id").to_pylist())
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert all(sorted(t.intermediate_values) == list(range(1, EPOCHS + 1)) for t in study.trials)

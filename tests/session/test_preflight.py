@@ -14,16 +14,19 @@ import pytest
 from bench.config import parse_config
 from bench.models import available_models
 from bench.preflight import (
+    JOURNAL_FILE,
     NETWORK_TIMEOUT_S,
-    SQLITE_HEADER,
+    SQLITE_FILE,
     NodeResources,
     PreflightError,
     check_model_options,
+    check_optuna_storage,
     check_placeable,
     check_results_folder,
     check_sqlite_file,
     check_tracking_uri,
 )
+from bench.stores import optuna_storage
 
 GOOD = {"benchmark": "t", "regularizers": ["erm"], "model": {"name": "mlp"}}
 
@@ -160,7 +163,7 @@ def test_an_sqlite_file_must_be_able_to_become_a_database(tmp_path):
     check_sqlite_file("it", url(tmp_path / "empty.db"))  # SQLite writes an empty file
     sqlite3.connect(tmp_path / "real.db").execute("create table t (x)").connection.close()
     check_sqlite_file("it", url(tmp_path / "real.db"))
-    assert (tmp_path / "real.db").read_bytes()[:16] == SQLITE_HEADER
+    assert (tmp_path / "real.db").read_bytes()[:16] == SQLITE_FILE.header
     results = tmp_path / "results"  # not made yet: the run makes it
     check_sqlite_file("it", url(results / "optuna.db"), results=results)
     check_sqlite_file("it", url(results / "sub" / "optuna.db"), results=results)
@@ -173,6 +176,30 @@ def test_an_sqlite_file_must_be_able_to_become_a_database(tmp_path):
     for bad, message in refusals.items():
         with pytest.raises(PreflightError, match=re.escape(f"cannot use it: {message}")):
             check_sqlite_file("it", bad, results=results)
+
+
+def test_an_optuna_journal_path_must_be_able_to_become_a_journal(tmp_path):
+    import optuna
+
+    check_optuna_storage(str(tmp_path / "new.journal"))  # Optuna creates it
+    written = tmp_path / "written.journal"
+    optuna.create_study(storage=optuna_storage(str(written)), study_name="s").ask()
+    check_optuna_storage(str(written))
+    assert written.read_bytes()[:1] == JOURNAL_FILE.header
+    results = tmp_path / "results"  # not made yet: the run makes it
+    check_optuna_storage(str(results / "optuna.journal"), results=results)
+    (tmp_path / "notes.journal").write_text("not a journal")
+    (tmp_path / "folder.journal").mkdir()
+    refusals = {
+        str(tmp_path / "missing" / "x.journal"): f"{tmp_path / 'missing'} is not an existing folder",
+        str(tmp_path / "folder.journal"): f"{tmp_path / 'folder.journal'} is a folder, not a journal file",
+        str(tmp_path / "notes.journal"): f"{tmp_path / 'notes.journal'} is not an Optuna journal",
+    }
+    for bad, message in refusals.items():
+        with pytest.raises(PreflightError, match=re.escape(f"cannot use Optuna storage {bad!r}: {message}")):
+            check_optuna_storage(bad, results=results)
+    with pytest.raises(PreflightError, match="neither a SQLAlchemy URL .* nor an Optuna journal file"):
+        check_optuna_storage(str(tmp_path / "optuna.db"))
 
 
 def test_node_resources_of_a_real_local_runtime():

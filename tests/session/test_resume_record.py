@@ -18,7 +18,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from mlflow.entities import ViewType
@@ -27,7 +26,7 @@ from optuna.trial import TrialState
 
 from bench.results.parquet import read_rows
 from bench.run_record import load_records
-from bench.search.studies import ATTR_RUN_ID, default_storage, study_name
+from bench.search.studies import ATTR_RUN_ID, default_storage, load_study, study_name
 from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
@@ -101,7 +100,7 @@ def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tm
         )  # the equal budget, exactly
         assert sorted(r["seed"] for r in finals) == SEEDS and len({r["selected_from_run_id"] for r in finals}) == 1
         # The study holds each search trial once, in the state of its row.
-        study = optuna.load_study(study_name=study_name("lag", method, instance), storage=default_storage(results))
+        study = load_study(default_storage(results), study_name("lag", method, instance))
         assert {t.user_attrs[ATTR_RUN_ID]: t.state for t in study.trials} == {
             r["run_id"]: STATE[r["status"]] for r in search
         }

@@ -146,3 +146,24 @@ def test_flatness_measured_at_the_end_reaches_the_row():
     assert (row.hessian_eigen_iterations, row.hessian_trace_probes) == (5, 4)
     assert row.hessian_eigen_converged == bool(final[metrics.HESSIAN_EIGEN_CONVERGED])
     assert row.epsilon_sharpness == final[metrics.EPSILON_SHARPNESS]
+
+
+def test_a_trial_spec_comes_back_from_its_row():
+    """What a Parquet row records of a trial, with its benchmark's config, is the trial itself."""
+    from bench.config import parse_config
+    from bench.results.rows import TrialOutcome, build_row
+    from bench.results.schema import Phase, TrialStatus
+
+    spec = _spec(label_smoothing=0.1)
+    config = parse_config(
+        {
+            "benchmark": spec.benchmark,
+            "dataset": spec.dataset.model_dump(),
+            "model": spec.model.model_dump(),
+            "flatness": spec.flatness.model_dump(),
+            "regularizers": [{"name": "erm"}],
+        }
+    )
+    row = build_row(TrialOutcome("s", "t1", Phase.SEARCH.value, TrialStatus.COMPLETED, spec, 0, {}))
+    assert TrialSpec.from_row(config, dataclasses.asdict(row)) == spec
+    assert TrialSpec.from_row(config, dataclasses.asdict(dataclasses.replace(row, seed=4))).seed == 4
