@@ -35,6 +35,40 @@ console, errors = OUTPUT.out, OUTPUT.err
 DEFAULT_RESULTS = Path("results")
 
 
+def version_line() -> str:
+    """``sharpbench X (commit C) · python … · torch … · …``: what a row's provenance records, read
+    without importing the packages (a quick answer, and one that works where CUDA does not)."""
+    from bench import __version__
+    from bench.provenance import TRACKED_PACKAGES, git_commit, package_versions
+
+    commit = git_commit()
+    versions = package_versions()
+    if commit:  # abbreviated, keeping the "-dirty" of a work tree with changes
+        commit = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+    parts = [f"sharpbench {__version__}" + (f" (commit {commit})" if commit else "")]
+    parts += [f"{name} {versions[name]}" for name in ("python", *TRACKED_PACKAGES) if name != "sharpbench"]
+    return " · ".join(parts)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(version_line(), highlight=False, soft_wrap=True)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print sharpbench's version and commit and the versions of the packages it records, then exit.",
+    ),
+) -> None:
+    pass  # the options above; the help text is the app's
+
+
 def _fail(message: str) -> None:
     """Bad input: one line on stderr, exit status 2, no traceback."""
     # The message as plain text: a path or a config value with [brackets] is no markup.

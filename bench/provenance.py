@@ -9,8 +9,10 @@ import json
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a device is described: `sharpbench --version` needs none
+    import torch
 
 #: Distributions whose versions every row records.
 TRACKED_PACKAGES = ("sharpbench", "torch", "torchvision", "ray", "optuna", "mlflow", "pyarrow", "numpy", "scikit-learn")
@@ -33,6 +35,8 @@ def package_versions_json() -> str:
 
 def hardware(device: torch.device) -> str:
     """A short description: the GPU name on CUDA, the CPU model and core count otherwise."""
+    import torch
+
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
     return f"{_cpu_model()} ({torch.get_num_threads()} threads)"
