@@ -69,10 +69,14 @@ def _root(
     pass  # the options above; the help text is the app's
 
 
-def _fail(message: str) -> None:
-    """Bad input: one line on stderr, exit status 2, no traceback."""
+def _print_error(message: str) -> None:
     # The message as plain text: a path or a config value with [brackets] is no markup.
     errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2, no traceback."""
+    _print_error(message)
     raise typer.Exit(code=2)
 
 
@@ -612,7 +616,30 @@ def _milliseconds(median: float, iqr: float) -> str:
 
 
 def main() -> None:
-    app()
+    """Run the command line. Click's usage errors (an unknown option or command, a value out of
+    range, a missing argument) come out as every other bad input does: one line, exit status 2,
+    here with the command whose ``--help`` explains it (Click's own form is four lines)."""
+    try:  # typer 0.2x carries its own copy of Click
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors
+
+    try:
+        code = typer.main.get_command(app).main(prog_name="sharpbench", standalone_mode=False)
+    except click_errors.UsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # `sharpbench` alone: the help, as asked
+            error.show()
+        else:
+            command = error.ctx.command_path if error.ctx is not None else "sharpbench"
+            _print_error(f"{error.format_message()} (see {command} --help)")
+        sys.exit(error.exit_code)
+    except click_errors.ClickException as error:  # e.g. a file Click itself could not open
+        _print_error(error.format_message())
+        sys.exit(error.exit_code)
+    except typer.Abort:  # Ctrl-C outside a run (a run handles its own: exit 130, state saved)
+        errors.print("Aborted!", highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

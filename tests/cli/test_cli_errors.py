@@ -483,6 +483,33 @@ def test_perf_rejects_unknown_model():
     assert done.returncode == 2 and "unknown model 'resnet19' (did you mean 'resnet18'?)" in done.stderr
 
 
+#: Errors Click finds while parsing the command line: args, what the line says, the help it names.
+USAGE_ERRORS = {
+    "an extra argument": (["list", "extra"], "unexpected extra argument", "list"),
+    "an option's value below its minimum": (["perf", "--repeats", "0"], "Invalid value for '--repeats'", "perf"),
+    "an unknown option": (["leaderboard", "--bogus"], "No such option: --bogus", "leaderboard"),
+    "an unknown command": (["bogus"], "No such command 'bogus'", ""),
+    "a missing argument": (["run"], "Missing argument 'CONFIG'", "run"),
+    "a choice not offered": (["leaderboard", "--format", "xml"], "'xml' is not one of", "leaderboard"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
+def test_usage_errors_are_one_line_naming_the_help_to_read(case):
+    args, fragment, command = USAGE_ERRORS[case]
+    done = _run(*args)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: ") and fragment in line, line
+    assert line.endswith(f"(see {' '.join(['sharpbench', command]).strip()} --help)"), line
+
+
+def test_sharpbench_alone_prints_its_help():
+    done = _run()
+    assert done.returncode == 2  # Click's status for a command line without a command
+    assert done.stderr.startswith("Usage: sharpbench [OPTIONS] COMMAND [ARGS]...") and "Commands:" in done.stderr
+
+
 @pytest.mark.parametrize("option", ["--repeats", "--block-steps", "--batch-size"])
 def test_bad_option_value_exits_2(option):
     done = _run("perf", option, "0")
