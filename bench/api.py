@@ -25,7 +25,8 @@ from bench.config import BenchmarkConfig, ConfigError
 from bench.console import Output, Verbosity
 from bench.errors import BadInput
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present
-from bench.session import RunOptions, RunOutcome, Session, no_results_folder
+from bench.results.parquet import no_results_folder
+from bench.session import RunOptions, RunOutcome, Session
 
 PathLike = str | Path
 
@@ -109,7 +110,7 @@ def boards(
     ``tell`` receives the notes and warnings of a read-only command (a folder without rows, an
     unreadable file skipped); raises :class:`BadInput` for what makes a board impossible."""
     from bench.merge import config_clashes, read_rows_by_config
-    from bench.results.parquet import UnreadableFile, dataset_dir, has_rows, results_folder_hint
+    from bench.results.parquet import UnreadableFile, has_rows, no_rows
 
     say = tell or (lambda line: None)
     paths = list(dict.fromkeys(Path(folder) for folder in folders))  # a folder named twice counts once
@@ -118,14 +119,7 @@ def boards(
             raise BadInput(no_results_folder(folder))
     empty = [folder for folder in paths if not has_rows(folder)]
     if len(empty) == len(paths):
-        for hint in filter(None, map(results_folder_hint, paths)):
-            raise BadInput(hint)
-        several = len(paths) > 1
-        where = ", ".join(str(dataset_dir(folder)) for folder in paths)
-        raise BadInput(
-            f"no results: the Parquet dataset{'s' if several else ''} {where} "
-            f"{'are' if several else 'is'} empty or missing"
-        )
+        raise BadInput(no_rows(*paths))
     if not 0.0 < alpha < 1.0:
         raise BadInput(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     for folder in empty:

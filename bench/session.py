@@ -110,6 +110,7 @@ class Session:
         """The final phase of the run recorded in ``results``, with its final seeds and top-k
         optionally replaced; refused (BadInput) while its searches are unfinished."""
         from bench.plan import plan_methods
+        from bench.results.parquet import no_results_folder, results_folder_hint
         from bench.search.finals import results_rows, search_rows
 
         if not results.is_dir():
@@ -119,8 +120,6 @@ class Session:
         except ConfigError as error:
             raise BadInput(str(error)) from None
         if not recorded:
-            from bench.results.parquet import results_folder_hint
-
             raise BadInput(
                 results_folder_hint(results)
                 or f"no recorded run in {results}: run `sharpbench run CONFIG --results {results}` first"
@@ -440,13 +439,6 @@ def _shutdown_ray() -> None:
     import ray
 
     ray.shutdown()
-
-
-def no_results_folder(folder: Path) -> str:
-    """Why ``folder`` cannot be read as a results folder, in one line."""
-    if folder.exists():
-        return f"{folder} is not a folder: give the --results folder of `sharpbench run`"
-    return f"results folder not found: {folder} (run `sharpbench run CONFIG --results {folder}` first)"
 
 
 def recorded_trials(results: Path, benchmark: str) -> dict[tuple[str, str], int]:

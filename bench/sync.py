@@ -24,7 +24,7 @@ from bench import standing
 from bench.failures import first_line
 from bench.plan import plan_methods
 from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
-from bench.results.parquet import read_rows
+from bench.results.parquet import no_results_folder, no_rows, read_rows
 from bench.results.rows import row_of
 from bench.results.schema import Phase, TrialRow, TrialStatus
 from bench.results.sinks import MlflowTrialSink, ParentEnd
@@ -85,12 +85,10 @@ def sync_to_mlflow(results_dir: Path, tracking_uri: str | None = None) -> SyncSu
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        if results_dir.exists():
-            raise SyncError(f"{results_dir} is not a folder")
-        raise SyncError(f"results folder not found: {results_dir}")
+        raise SyncError(no_results_folder(results_dir))
     rows = [row_of(record) for record in read_rows(results_dir).to_pylist()]
     if not rows:
-        raise SyncError(f"no results: the Parquet dataset under {results_dir} is empty or missing")
+        raise SyncError(no_rows(results_dir))
     records: dict[str, RunRecord] = load_records(results_dir)
     sinks: dict[str, MlflowTrialSink] = {}
     for benchmark in sorted({row.benchmark for row in rows}):

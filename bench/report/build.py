@@ -26,7 +26,7 @@ from bench.naming import file_safe
 from bench.report import data, figures
 from bench.report.page import BoardSection, ReportFigure, page
 from bench.report.studies import RebuiltStudy, rebuild_study
-from bench.results.parquet import UnreadableFile, dataset_dir, read_rows, results_folder_hint
+from bench.results.parquet import UnreadableFile, no_results_folder, no_rows, read_rows
 from bench.run_record import load_records
 
 FIGURE_COMPUTE = "compute"
@@ -87,16 +87,13 @@ def read_results(
         raise ReportError("no results folder given")
     for folder in results_dirs:
         if not folder.is_dir():
-            raise ReportError(f"{folder} is not a folder" if folder.exists() else f"results folder not found: {folder}")
+            raise ReportError(no_results_folder(folder))
     clashes = config_clashes(results_dirs)
     if clashes and not split_configs:
         raise ReportError(clashes[0].message())
     table = read_rows_by_config(results_dirs, clashes, problems)  # one row per run_id across the folders, the latest
     if table.num_rows == 0:
-        where = ", ".join(str(dataset_dir(d)) for d in results_dirs)
-        for hint in filter(None, map(results_folder_hint, results_dirs)):
-            raise ReportError(hint)
-        raise ReportError(f"no results in {', '.join(map(str, results_dirs))}: no Parquet rows under {where}")
+        raise ReportError(no_rows(*results_dirs))
     return table
 
 

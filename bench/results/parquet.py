@@ -105,6 +105,29 @@ def results_folder_hint(folder: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def no_results_folder(folder: str | os.PathLike[str]) -> str:
+    """Why ``folder`` cannot be read as a results folder (missing, or not a folder), in one line:
+    the same words from every command that reads one."""
+    path = Path(folder)
+    if path.exists():
+        return f"{path} is not a folder: give the --results folder of `sharpbench run`"
+    return f"results folder not found: {path} (run `sharpbench run CONFIG --results {path}` first)"
+
+
+def no_rows(*folders: str | os.PathLike[str]) -> str:
+    """Why ``folders`` (existing folders) give no board or report, in one line: the hint for a
+    dataset folder given for its results folder (:func:`results_folder_hint`), else that none
+    holds a trial row."""
+    paths = [Path(folder) for folder in folders]
+    for hint in filter(None, map(results_folder_hint, paths)):
+        return hint
+    where = ", ".join(str(dataset_dir(path)) for path in paths)
+    return (
+        f"no results in {', '.join(map(str, paths))}: no trial rows under {where} "
+        f"(run `sharpbench run CONFIG --results {paths[0]}` first)"
+    )
+
+
 def run_key(run_id: str) -> str:
     """The file name of ``run_id``'s row: 32 hex digits of its SHA-256, then ``.parquet``.
 

@@ -578,3 +578,22 @@ def test_leaderboard_baseline_and_alpha_reach_the_board(tmp_path):
     assert done.returncode == 0, done.stderr
     (board,) = json.loads(done.stdout)
     assert board["baseline"] is None and "no rows of baseline 'erm'" in board["baseline_note"]
+
+
+@pytest.mark.parametrize("command", ["leaderboard", "report", "sync-mlflow", "final"])
+def test_every_reader_of_a_results_folder_refuses_a_missing_or_empty_one_in_the_same_words(tmp_path, command):
+    from bench.results.parquet import no_results_folder, no_rows
+
+    missing, empty = tmp_path / "missing", tmp_path / "empty"
+    empty.mkdir()
+    done = _run(command, str(missing))
+    assert done.returncode == 2 and done.stderr == f"error: {no_results_folder(missing)}\n", done.stderr
+    done = _run(command, str(empty))
+    # `final` needs the run's record, which an empty folder lacks: said in the same form
+    expected = (
+        f"no recorded run in {empty}: run `sharpbench run CONFIG --results {empty}` first"
+        if command == "final"
+        else no_rows(empty)
+    )
+    assert done.returncode == 2 and done.stderr == f"error: {expected}\n", done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"] and not any(empty.iterdir())

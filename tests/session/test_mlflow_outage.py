@@ -212,6 +212,6 @@ def test_sync_mlflow_bad_input_exits_2_with_one_line(tmp_path: Path, case: str) 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     if case == "a file, not a folder":
-        assert lines[0] == f"error: {folder} is not a folder"
+        assert lines[0] == f"error: {folder} is not a folder: give the --results folder of `sharpbench run`"
     assert time.monotonic() - started < 60  # bounded, not MLflow's minutes of retries
     assert not (folder / "mlflow.db").exists()
