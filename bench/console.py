@@ -227,6 +227,7 @@ class RunProgress:
     ``plan`` maps each method, in config order, to (search trials planned, final trials planned).
     ``already_done`` holds the trials recorded by an earlier, interrupted run into the same results
     folder, as ``{(method, phase): count}``, so a resumed run counts from where it stopped.
+    ``warnings``: where :meth:`warn` writes (stderr for ``sharpbench run``); default ``console``.
     """
 
     def __init__(
@@ -236,8 +237,10 @@ class RunProgress:
         *,
         verbosity: Verbosity = Verbosity.normal,
         already_done: Mapping[tuple[str, str], int] | None = None,
+        warnings: Console | None = None,
     ) -> None:
         self.console = console
+        self.warnings = warnings or console
         self.verbosity = verbosity
         self.methods = {
             name: MethodCounts(index=i + 1, search_planned=search, final_planned=final)
@@ -301,7 +304,7 @@ class RunProgress:
 
     def warn(self, text: str) -> None:
         """A one-line warning about the run, shown at every verbosity (quiet hides progress, not problems)."""
-        self._print(f"warning: {text}")
+        self.warnings.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)
 
     # --- events from the search ----------------------------------------------------------------
 

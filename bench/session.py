@@ -332,6 +332,7 @@ class Session:
             [(plan.regularizer, plan.budget.trials * searched, finals) for plan in plans],
             verbosity=options.verbosity,
             already_done=recorded_trials(results, config.benchmark),
+            warnings=self.output.err,
         )
         phases = (Phase.FINAL,) if self.final_only else (Phase.SEARCH, Phase.FINAL)
         resume = f"Resume with: {self.resume_hint}"

@@ -145,8 +145,9 @@ def test_no_warning_for_the_default_configs():
     assert _warn(_config(8), 2) is None  # SearchConfig's defaults: 8 trials, startup 3
 
 
-def test_the_warning_is_one_line_on_the_run_console():
-    out = io.StringIO()
-    progress = RunProgress(Console(file=out, width=80), [("erm", 6, 0)])
+def test_the_warning_is_one_line_on_the_run_consoles_warning_stream():
+    out, err = io.StringIO(), io.StringIO()
+    progress = RunProgress(Console(file=out, width=80), [("erm", 6, 0)], warnings=Console(file=err, width=80))
     progress.warn(_warn(_config(6), 6) or "")
-    assert out.getvalue().count("\n") == 1 and out.getvalue().startswith("warning: search of unit is mostly random")
+    assert out.getvalue() == ""  # the progress stream (stdout in `sharpbench run`) stays for progress
+    assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("warning: search of unit is mostly random")

@@ -58,9 +58,10 @@ def test_console_is_quiet_and_informative(smoke_results):
             assert "learning_rate=" in m["sampled"]
             assert ("perturbation_radius=" in m["sampled"]) == (m["method"] == "sam")
     assert out.count("smoke (digits, mlp)") == 1  # the leaderboard, once
-    # smoke's 2 trials are both TPE startup trials: the run says so, once, with the fix.
-    warned = [line for line in lines if "mostly random" in line]
+    # smoke's 2 trials are both TPE startup trials: the run says so, once, with the fix, on stderr.
+    warned = [line for line in err.splitlines() if "mostly random" in line]
     assert len(warned) == 1 and warned[0].startswith("warning: search of smoke is mostly random: 2 of 2 trials"), warned
+    assert not any("mostly random" in line for line in lines)
     uri = f"sqlite:///{smoke_results / 'mlflow.db'}"
     assert f"MLflow UI  : mlflow ui --backend-store-uri {uri}" in lines  # whole, on one line
     assert f"Leaderboard: sharpbench leaderboard {smoke_results}" in lines
