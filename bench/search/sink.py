@@ -425,16 +425,17 @@ class SinkCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """End each method × phase parent run with its trial counts and the method's standing:
-        the leaderboard's numbers from the rows just written (:mod:`bench.standing`)."""
+        the leaderboard's numbers from the rows just written (:mod:`bench.standing`).
+
+        The parents are those this call opened and those of every method × phase of its phases
+        with rows: after a kill -9 Tune's saved state lags the rows by up to
+        ``TUNE_GLOBAL_CHECKPOINT_S``, so a resumed run may run no trial of a phase that ended
+        meanwhile, and know nothing of its parent but its key. The counts come from the rows,
+        by the rule the back-fill uses (:func:`bench.results.vocabulary.parent_finish`)."""
         run = self.run
         self._rewrite_lost_rows(trials)  # a restored experiment with nothing left to run takes no step
-        by_parent: dict[str, list[TrialStatus]] = {}
-        for t in trials:
-            config = t.config or {}
-            if METHOD_KEY in config and t.trial_id in self.finished:
-                slot = MlflowTrialSink.parent_slot(config[METHOD_KEY], config[PHASE_KEY])
-                by_parent.setdefault(slot, []).append(TrialStatus(self.finished[t.trial_id]))
         results_dir, benchmark = run.results_dir, run.config.benchmark
+        phases = {Phase.FINAL.value} if run.final_only else {phase.value for phase in Phase}
 
         def finish(sink: MlflowTrialSink) -> None:
             # On the writer thread, after every row's end queued before: the parents this run
@@ -442,24 +443,30 @@ class SinkCallback(Callback):
             # rows are read once for all of them (a read per parent was ~60 ms each, on the tail).
             ends = []
             table = read_rows(results_dir)
+            statuses: dict[str, list[TrialStatus]] = {}
+            for row in table.to_pylist():
+                if row["benchmark"] == benchmark and row["phase"] in phases:
+                    slot = MlflowTrialSink.parent_slot(row["regularizer"], row["phase"])
+                    statuses.setdefault(slot, []).append(TrialStatus(row["status"]))
             boards: dict[str, Any] = {}
-            for slot in list(self.parent_run_ids):
+            for slot in dict.fromkeys([*self.parent_run_ids, *statuses]):
                 method, phase = slot.split("/", 1)
+                plan = run.plans.get(method)
+                if plan is None and slot not in self.parent_run_ids:
+                    continue  # rows of a method this config does not run: no key to find its parent by
                 if method not in boards:  # a method's search and final parents share its board
                     boards[method] = standing.method_board(str(results_dir), benchmark, method, table=table)
                 board = boards[method]
                 summary = standing.summarize(board, Phase(phase)) if board is not None else None
-                plan = run.plans.get(method)
                 parent = (
                     self._parent(plan, Phase(phase))
                     if plan is not None
                     else ParentRun(slot, benchmark, method, Phase(phase), {}, None)
                 )  # its id is known: found by slot
-                ends.append(ParentEnd(parent, parent_finish(by_parent.get(slot, []), summary)))
+                ends.append(ParentEnd(parent, parent_finish(statuses.get(slot, []), summary)))
             sink.finish(ends)
 
-        if self.parent_run_ids or self._calls is not None:
-            self._to_mlflow("finish parents", finish)
+        self._to_mlflow("finish parents", finish)
 
     def get_state(self) -> dict[str, Any]:
         return {

@@ -65,3 +65,52 @@ def test_the_eta_clock_starts_with_the_first_trial_of_a_resumed_run(tmp_path):
         callback.close()
     finally:
         LIVE.bind(None)
+
+
+def test_experiment_end_ends_the_parent_of_every_phase_with_rows_by_its_rows(tmp_path):
+    """kill -9 after a method's search ended, while Tune's saved state still predated that
+    search: the resumed call runs none of its trials, so its callback never opens the search's
+    parent run (left RUNNING by the killed call). Ending the experiment ends it all the same,
+    found by its key, with its trial counts from the rows (seen: a parent RUNNING for good)."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.config import DataConfig, ModelConfig, TrainingConfig
+    from bench.results.parquet import ParquetSink
+    from bench.results.rows import TrialOutcome, build_row
+    from bench.results.schema import Phase, TrialStatus
+    from bench.results.sinks import MlflowTrialSink
+    from bench.results.vocabulary import trials_metric
+    from bench.training import TrialSpec
+
+    run = _live(tmp_path, "unit", None)
+    plan = run.plans["erm"]
+    spec = TrialSpec("unit", DataConfig(), ModelConfig(name="mlp"), TrainingConfig(epochs=2), "erm")
+    search = plan.search_name(Phase.SEARCH.value)
+    ParquetSink(str(tmp_path)).write(
+        [
+            build_row(TrialOutcome(search, trial_id, Phase.SEARCH.value, status, spec, 0, {}))
+            for trial_id, status in (("a", TrialStatus.COMPLETED), ("b", TrialStatus.STOPPED))
+        ]
+    )
+    # The killed call had opened the search's parent run; nothing ended it.
+    killed = MlflowTrialSink(MlflowSink(run.tracking_uri, experiment_name="unit"))
+    parent = SinkCallback()
+    LIVE.bind(run)
+    try:
+        parent.setup()
+        opened = killed.parent(parent._parent(plan, Phase.SEARCH))
+        client = MlflowClient(run.tracking_uri)
+        assert client.get_run(opened).info.status == "RUNNING"
+        resumed = SinkCallback()  # a restored state that knows no parent
+        resumed.setup()
+        resumed.on_experiment_end([])
+        resumed.close()
+    finally:
+        LIVE.bind(None)
+    ended = client.get_run(opened)
+    assert ended.info.status == "FINISHED"
+    expected = {TrialStatus.COMPLETED: 1.0, TrialStatus.STOPPED: 1.0, TrialStatus.FAILED: 0.0}
+    assert {s: ended.data.metrics[trials_metric(s)] for s in expected} == expected
+    # No parent was made for the final phase, which has no rows.
+    runs = client.search_runs([client.get_experiment_by_name("unit").experiment_id])
+    assert [r.info.run_id for r in runs] == [opened]
