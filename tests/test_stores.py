@@ -12,6 +12,7 @@ import time
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import OperationalError
 
 from bench.results.mlflow_sink import MlflowSink, default_tracking_uri
@@ -20,6 +21,7 @@ from bench.stores import (
     is_locked_error,
     locked_message,
     optuna_storage,
+    repair_journal,
     sqlite_path,
     sqlite_url,
     use_wal,
@@ -129,6 +131,39 @@ def test_an_optuna_journal_is_one_storage_per_process_and_another_process_replay
         [sys.executable, "-c", READ_JOURNAL, str(path)], capture_output=True, text=True, timeout=120, check=True
     )
     assert read.stdout.split() == ["COMPLETE", "0.25", "{1:", "0.5}"]
+
+
+def test_a_journal_write_cut_short_is_cut_off_when_the_journal_is_opened(tmp_path):
+    """A full disk stops a run in the middle of an append: the journal ends in half a line, and
+    Optuna would put the next line after it and never read the file again (seen: every resume
+    failed with a JSONDecodeError). Opening it cuts the torn tail; the trials written whole stay."""
+    path = tmp_path / "optuna.journal"
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(path))), study_name="s")
+    trial = study.ask()
+    trial.report(0.5, 1)
+    study.tell(trial, 0.25)
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code":7,"worker_id":"x","trial_id":1,"st')  # the append ENOSPC cut short
+    storage = optuna_storage(str(path))
+    assert path.read_bytes() == whole
+    again = optuna.load_study(study_name="s", storage=storage)
+    assert [(t.state.name, t.value, t.intermediate_values) for t in again.trials] == [("COMPLETE", 0.25, {1: 0.5})]
+    again.tell(again.ask(), 0.5)  # and the next write is a line of its own
+    assert len(optuna.load_study(study_name="s", storage=optuna_storage(str(path))).trials) == 2
+    assert not (tmp_path / "optuna.journal.lock").exists()  # the lock taken for the cut is released
+
+
+def test_repairing_a_journal_keeps_whole_files_and_empties_one_torn_line(tmp_path):
+    path = tmp_path / "j.journal"
+    assert repair_journal(path) == 0  # missing
+    path.write_bytes(b"")
+    assert repair_journal(path) == 0
+    path.write_bytes(b'{"a":1}\n{"b":2}\n')
+    assert repair_journal(path) == 0 and path.read_bytes() == b'{"a":1}\n{"b":2}\n'
+    path.write_bytes(b'{"a":1}\n' + b"x" * 70000)  # a tail longer than one read block
+    assert repair_journal(path) == 70000 and path.read_bytes() == b'{"a":1}\n'
+    path.write_bytes(b'{"only":')
+    assert repair_journal(path) == 8 and path.read_bytes() == b""
 
 
 READ_JOURNAL = """
