@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -197,11 +198,8 @@ def run(
     options = _options(
         folder, address, tracking_uri, optuna_storage, num_cpus, verbosity, restart=restart, retry_failed=retry_failed
     )
-    _execute(
-        lambda: _session().Session(
-            config, options, resume_hint=f"sharpbench run {config_path} --results {folder}", output=OUTPUT
-        )
-    )
+    hint = resume_command(["run", str(config_path), "--results", str(folder)], options)
+    _execute(lambda: _session().Session(config, options, resume_hint=hint, output=OUTPUT))
 
 
 @app.command()
@@ -238,8 +236,22 @@ def final(
     """
     verbosity = _verbosity(quiet, verbose)
     options = _options(results_dir, address, tracking_uri, optuna_storage, num_cpus, verbosity)
-    hint = f"sharpbench final {results_dir}" + (f" --benchmark {benchmark}" if benchmark else "")
+    hint = resume_command(["final", str(results_dir), *(["--benchmark", benchmark] if benchmark else [])], options)
     _execute(lambda: _session().Session.for_final(results_dir, benchmark, seeds, top_k, options, hint, OUTPUT))
+
+
+def resume_command(args: list[str], options: Any) -> str:
+    """The command that resumes a run: ``sharpbench ARGS`` and the options that say where it
+    runs and records (its Ray cluster, stores, CPUs), quoted for a POSIX shell, so it can be
+    pasted whatever the folder's name."""
+    where = {
+        "--address": options.address,
+        "--tracking-uri": options.tracking_uri,
+        "--optuna-storage": options.optuna_storage,
+        "--num-cpus": options.num_cpus,
+    }
+    given = [part for option, value in where.items() if value is not None for part in (option, str(value))]
+    return shlex.join(["sharpbench", *args, *given])
 
 
 def _verbosity(quiet: bool, verbose: bool) -> Any:

@@ -168,7 +168,20 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
         return record
     old = load_record(path)
     legacy = legacy_experiments(results_dir, config.benchmark)
-    if old.config_hash == config_hash(config) and not legacy:
+    # Not part of the identity (the same trials), but where the run's studies are: a resume
+    # elsewhere would start empty studies beside the rows and re-ask finished trials.
+    moved_studies = old.config.optuna_storage != config.optuna_storage and _started(old, results_dir)
+    if moved_studies and not restart:
+
+        def named(storage: str | None) -> str:
+            return f"--optuna-storage {storage}" if storage else "no --optuna-storage (the folder's own studies)"
+
+        raise IdentityMismatch(
+            f"the run of benchmark {config.benchmark!r} in {results_dir} keeps its Optuna studies "
+            f"{'in ' + old.config.optuna_storage if old.config.optuna_storage else 'in the folder'}; resume it with "
+            f"{named(old.config.optuna_storage)}, not {named(config.optuna_storage)}, or pass --restart to set it aside"
+        )
+    if old.config_hash == config_hash(config) and not legacy and not moved_studies:
         record = old.with_config(config)  # non-identity keys (e.g. concurrency) may have changed
         record.save(results_dir)
         return record

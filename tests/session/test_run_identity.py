@@ -239,3 +239,29 @@ def test_the_record_of_a_run_that_never_started_gives_way_to_a_changed_config(tm
     with pytest.raises(IdentityMismatch, match="differs in training.epochs"):
         resolve(load_config(_config(tmp_path, "third", epochs=3)), results)
     assert load_records(results)["ident"].instance == second.instance
+
+
+def test_a_started_run_resumes_only_with_the_optuna_storage_its_studies_are_in(tmp_path):
+    """``optuna_storage`` is no part of a run's identity, but its studies are there: resumed with
+    another one (e.g. the resume command without ``--optuna-storage``), the run would start empty
+    studies beside its rows (seen: tracebacks, finals from a half search, a board mixing configs)."""
+    from bench.config import load_config
+    from bench.results.parquet import ParquetSink
+    from bench.run_record import IdentityMismatch, resolve
+    from tests.results.conftest import make_row
+
+    results = tmp_path / "results"
+    config = load_config(_config(tmp_path))
+    elsewhere = config.model_copy(update={"optuna_storage": f"sqlite:///{tmp_path}/other.db"})
+    first = resolve(elsewhere, results)
+    assert resolve(config, results).instance == first.instance  # nothing started yet: nothing to protect
+    resolve(elsewhere, results)
+    ParquetSink(results).write([make_row(benchmark="ident")])  # a row: the run started
+    with pytest.raises(
+        IdentityMismatch,
+        match=r"keeps its Optuna studies in sqlite:///.*other\.db; resume it with "
+        r"--optuna-storage sqlite:///.*other\.db, not no --optuna-storage",
+    ):
+        resolve(config, results)
+    assert resolve(elsewhere, results).instance == first.instance  # the right storage resumes it
+    assert resolve(config, results, restart=True).instance != first.instance  # or --restart sets it aside
