@@ -639,7 +639,7 @@ def main() -> None:
     try:
         code = typer.main.get_command(app).main(prog_name="sharpbench", standalone_mode=False)
     except click_errors.UsageError as error:
-        if type(error).__name__ == "NoArgsIsHelpError":  # `sharpbench` alone: the help, as asked
+        if isinstance(error, getattr(click_errors, "NoArgsIsHelpError", ())):  # `sharpbench` alone: the help
             error.show()
         else:
             command = error.ctx.command_path if error.ctx is not None else "sharpbench"

@@ -28,7 +28,6 @@ from typing import Any
 from bench.config import BenchmarkConfig, TrainingConfig
 from bench.errors import first_line, unknown_name
 from bench.naming import name_limit, too_long_name
-from bench.stores import JOURNAL_SUFFIX, journal_path
 
 #: Seconds a network check waits for an answer: the MLflow client and Ray retry for minutes.
 NETWORK_TIMEOUT_S = 3.0
@@ -329,8 +328,11 @@ def check_optuna_storage(url: str, *, results: Path | None = None) -> None:
     URL whose database driver is installed (Optuna's RDB storage takes any) and an SQLite file
     that can be one (:func:`check_sqlite_file`); whether another database answers is Optuna's to
     say when the first study opens."""
+    # Imported here, as SQLAlchemy is everywhere in this module: a quarter second a refusal need not pay.
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from bench.stores import JOURNAL_SUFFIX, journal_path
 
     what = f"Optuna storage {url!r}"
     journal = journal_path(url)
