@@ -86,6 +86,7 @@ class TableFormat(str, Enum):
     json = "json"
     csv = "csv"
     markdown = "markdown"
+    latex = "latex"
 
 
 class ListFormat(str, Enum):
@@ -364,11 +365,17 @@ def leaderboard(
         0.05, "--alpha", metavar="ALPHA", help="Family-wise significance level of the Holm-adjusted tests, in (0, 1)."
     ),
     split_configs: bool = typer.Option(False, "--split-configs", help=_SPLIT_HELP),
+    wide: bool = typer.Option(
+        False,
+        "--wide",
+        help="Every column (std, intervals of Δ, trials, slot-hours, hyperparameters, flatness) and every rule; "
+        "the default table fits 100 columns.",
+    ),
 ) -> None:
     """Rank methods per benchmark by the test accuracy of their best config (the rule of `run`:
     the completed search trial with the best search.metric, re-run with the final seeds), with
-    95% t-intervals, tests against a baseline (paired on seeds, else Welch; Holm-adjusted) and
-    rank groups of overlapping intervals.
+    95% t-intervals cut at the accuracy's bounds, tests against a baseline (paired on seeds, else
+    Welch; Holm-adjusted), rank groups that follow those tests, and a verdict line in words.
 
     Several folders (e.g. from several machines or clusters) are ranked as one: the union of their
     rows, each run id once (the row with the latest timestamp wins). Folders that ran one benchmark
@@ -389,10 +396,11 @@ def leaderboard(
     except BadInput as error:
         _fail(str(error))
     if fmt is TableFormat.table and console.is_terminal:
-        console.print(to_rich(boards))  # fitted to the terminal, with colours
+        console.print(to_rich(boards, wide=wide))  # fitted to the terminal, with colours
         return
-    # Elsewhere (a pipe, a file) the table is as wide as its cells: nothing cut to a guessed width.
-    output = render(boards, fmt.value, width=None)
+    # Elsewhere (a pipe, a file): the narrow table at most 100 columns, the wide one as wide as its
+    # cells, nothing cut to a guessed terminal width.
+    output = render(boards, fmt.value, width=None, wide=wide)
     sys.stdout.write(output if output.endswith("\n") else output + "\n")
 
 

@@ -37,6 +37,8 @@ class Metric:
     required: bool = False
     #: Averaged over the chosen rows and shown by the leaderboard.
     leaderboard: bool = False
+    #: The values it can take, (lower, upper); intervals of its mean are cut at them. None: unbounded.
+    bounds: tuple[float, float] | None = None
 
     def row_value(self, result: dict[str, Any]) -> float | int | bool | None:
         """The column value from a reported result: finite numbers only, else None (or 0 when
@@ -65,10 +67,14 @@ def _declare(name: str, unit: str, description: str, **where: Any) -> str:
     return name
 
 
-VAL_ACCURACY: Final = _declare("val_accuracy", "fraction", "accuracy on the validation split", column="val_accuracy")
+#: An accuracy is a fraction of examples.
+FRACTION: Final = (0.0, 1.0)
+VAL_ACCURACY: Final = _declare(
+    "val_accuracy", "fraction", "accuracy on the validation split", column="val_accuracy", bounds=FRACTION
+)
 VAL_LOSS: Final = _declare("val_loss", "nats", "mean cross-entropy on the validation split", column="val_loss")
 TEST_ACCURACY: Final = _declare(
-    "test_accuracy", "fraction", "accuracy on the test split (last epoch only)", column="test_accuracy"
+    "test_accuracy", "fraction", "accuracy on the test split (last epoch only)", column="test_accuracy", bounds=FRACTION
 )
 TEST_LOSS: Final = _declare(
     "test_loss", "nats", "mean cross-entropy on the test split (last epoch only)", column="test_loss"

@@ -384,9 +384,9 @@ class Session:
         if out.is_terminal:
             out.print(to_rich(boards))
         else:
-            # A pipe or a log file: markdown, whose rows are never wrapped or cut (a fixed-width table
-            # would truncate the chosen hyperparameters).
-            out.file.write(render(boards, "markdown").rstrip("\n") + "\n")
+            # A pipe or a log file: the narrow board, at most 100 columns, nothing cut to a guessed width
+            # (`sharpbench leaderboard --wide` has every column).
+            out.file.write(render(boards, "table").rstrip("\n") + "\n")
             out.file.flush()
 
     def _disk_full(self, results: Path) -> str:

@@ -6,7 +6,11 @@ rate). The rules, stated once (the leaderboard's legend and README refer to them
 
 * **Interval**: the two-sided Student-t interval of the mean, ``mean ± t(1-α/2, n-1)·s/√n``
   (``scipy.stats.ttest_1samp(...).confidence_interval``), s the sample std (ddof=1). None for
-  n < 2. With zero spread the interval is the point itself.
+  n < 2. With zero spread the interval is the point itself. A bounded metric (an accuracy lies in
+  [0, 1]) has its interval cut at the bounds: the true mean lies inside them, so the cut interval
+  covers it exactly as often as the t-interval does, and the mean stays the centre of the rule.
+  With n < :data:`FEW` the interval rests on one degree of freedom (t = 12.7 at 95%): it is
+  printed, and flagged as rough.
 * **Test against the baseline**: *paired* (``scipy.stats.ttest_rel`` on seed-matched pairs) when
   both methods have final runs for exactly the same set of seeds, each once (the same seed gives
   the same initialization and data order, so seeds pair); otherwise Welch's unequal-variance
@@ -15,10 +19,16 @@ rate). The rules, stated once (the leaderboard's legend and README refer to them
   groups constant). The difference is method − baseline, with its t-interval.
 * **Holm**: the p-values of the tests that ran on one board form one family (Holm 1979, "A simple
   sequentially rejective multiple test procedure", Scand. J. Statist. 6:65-70).
-* **Rank groups**: sort by mean, descending (name breaks ties). The first method is the leader of
+* **Rank groups** (:func:`groups_by_tests`), the verdict of the tests against the baseline: the
+  methods significantly better than the baseline (Holm) form the first group, the baseline and
+  every method not distinguishable from it the next, the methods significantly worse the last;
+  empty groups are skipped. A method without a test has no rank. A group's rank is 1 + the number
+  of methods in earlier groups; a group of more than one method is "tied". So a rank group never
+  says what a test on the same board contradicts.
+* **Rank groups without tests** (:func:`rank_groups`; a board without the baseline, or where no
+  test could run): sort by mean, descending (name breaks ties). The first method is the leader of
   group 1; every method whose interval overlaps the leader's (closed intervals; a method without
-  an interval is the point at its mean) joins group 1. Repeat on the methods left. A group's rank
-  is 1 + the number of methods in earlier groups; a group of more than one method is "tied".
+  an interval is the point at its mean) joins group 1. Repeat on the methods left.
 """
 
 from __future__ import annotations
@@ -36,6 +46,10 @@ import scipy.stats
 CONFIDENCE = 0.95
 #: Default family-wise significance level of the Holm-adjusted tests.
 ALPHA = 0.05
+#: Intervals from fewer values than this are flagged as rough (n = 2: one degree of freedom).
+FEW = 3
+
+Bounds = tuple[float, float]
 
 TestKind = Literal["paired", "welch"]
 PAIRED: TestKind = "paired"
@@ -51,6 +65,13 @@ class Summary:
     std: float | None
     ci_low: float | None
     ci_high: float | None
+    #: The t-interval reached past the metric's bounds and was cut there.
+    cut: bool = False
+
+    @property
+    def rough(self) -> bool:
+        """An interval from so few values (n < :data:`FEW`) that it says little."""
+        return self.ci_low is not None and self.n < FEW
 
 
 def _constant(values: Sequence[float]) -> bool:
@@ -58,9 +79,17 @@ def _constant(values: Sequence[float]) -> bool:
     return max(values) == min(values)
 
 
-def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+def _cut(low: float, high: float, bounds: Bounds | None) -> tuple[float, float, bool]:
+    if bounds is None:
+        return low, high, False
+    lower, upper = bounds
+    return max(low, lower), min(high, upper), low < lower or high > upper
+
+
+def summarize(values: Sequence[float], confidence: float = CONFIDENCE, bounds: Bounds | None = None) -> Summary:
     """:class:`Summary` of finite ``values``; an empty sequence gives n=0 and all None.
 
+    ``bounds``: the metric's (lower, upper) bounds; the interval is cut at them (module docstring).
     Raises ValueError for a non-finite value or a confidence outside (0, 1)."""
     _check_level(confidence, "confidence")
     if any(not math.isfinite(v) for v in values):
@@ -75,7 +104,8 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
         # scipy's moment code warns on identical data; the interval of a constant is the point.
         return Summary(n, float(values[0]), 0.0, float(values[0]), float(values[0]))
     interval = scipy.stats.ttest_1samp(values, 0.0).confidence_interval(confidence_level=confidence)
-    return Summary(n, mean, float(np.std(values, ddof=1)), float(interval.low), float(interval.high))
+    low, high, cut = _cut(float(interval.low), float(interval.high), bounds)
+    return Summary(n, mean, float(np.std(values, ddof=1)), low, high, cut)
 
 
 @dataclass(frozen=True)
@@ -101,11 +131,13 @@ def compare(
     method: dict[int, float] | Sequence[float],
     baseline: dict[int, float] | Sequence[float],
     confidence: float = CONFIDENCE,
+    bounds: Bounds | None = None,
 ) -> Comparison:
     """Test ``method`` against ``baseline`` (see the module docstring for the choice of test).
 
     Each side is either a mapping seed → value (pairs when both have the same seeds) or a plain
-    sequence (never paired). Raises ValueError for non-finite values or a bad confidence."""
+    sequence (never paired). ``bounds``: the metric's; the difference's interval is cut at
+    ±(upper − lower). Raises ValueError for non-finite values or a bad confidence."""
     _check_level(confidence, "confidence")
     a = list(method.values()) if isinstance(method, dict) else list(method)
     b = list(baseline.values()) if isinstance(baseline, dict) else list(baseline)
@@ -135,7 +167,9 @@ def compare(
             )
         result = scipy.stats.ttest_ind(a, b, equal_var=False)
     interval = result.confidence_interval(confidence_level=confidence)
-    return Comparison(kind, len(a), len(b), difference, float(interval.low), float(interval.high), float(result.pvalue))
+    span = None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
+    low, high, _ = _cut(float(interval.low), float(interval.high), span)
+    return Comparison(kind, len(a), len(b), difference, low, high, float(result.pvalue))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -217,6 +251,50 @@ def rank_groups(intervals: Sequence[Interval]) -> list[RankGroup]:
     return out
 
 
+Verdict = Literal["better", "not distinguishable", "worse", "baseline", "no test"]
+BETTER: Verdict = "better"
+SAME: Verdict = "not distinguishable"
+WORSE: Verdict = "worse"
+BASELINE: Verdict = "baseline"
+UNTESTED: Verdict = "no test"
+#: The verdicts that place a method in a rank group, in group order.
+RANKED_VERDICTS: tuple[Verdict, ...] = (BETTER, SAME, WORSE)
+
+
+def verdict(comparison: Comparison) -> Verdict:
+    """What a Holm-adjusted comparison says of the method: better, worse, not distinguishable
+    from the baseline, or no test."""
+    if comparison.significant is None or comparison.mean_difference is None:
+        return UNTESTED
+    if not comparison.significant:
+        return SAME
+    return BETTER if comparison.mean_difference > 0 else WORSE
+
+
+@dataclass(frozen=True)
+class Tested:
+    """A named method's mean and its verdict against the baseline, the input of :func:`groups_by_tests`."""
+
+    name: str
+    mean: float
+    verdict: Verdict
+
+
+def groups_by_tests(methods: Sequence[Tested]) -> list[RankGroup]:
+    """The rank groups of the tests (module docstring), in display order (group, then mean
+    descending, name); methods with the verdict "no test" are left out (they have no rank)."""
+    out: list[RankGroup] = []
+    group = 0
+    for verdicts in ((BETTER,), (SAME, BASELINE), (WORSE,)):
+        members = sorted((m for m in methods if m.verdict in verdicts), key=lambda m: (-m.mean, m.name))
+        if not members:
+            continue
+        group += 1
+        rank = len(out) + 1
+        out += [RankGroup(m.name, rank, group, len(members) > 1) for m in members]
+    return out
+
+
 def _check_level(value: float, name: str) -> None:
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
@@ -224,16 +302,26 @@ def _check_level(value: float, name: str) -> None:
 
 __all__ = [
     "ALPHA",
+    "BASELINE",
+    "BETTER",
     "CONFIDENCE",
+    "FEW",
     "PAIRED",
+    "SAME",
+    "UNTESTED",
     "WELCH",
+    "WORSE",
     "Comparison",
     "Interval",
     "RankGroup",
     "Summary",
+    "Tested",
+    "Verdict",
     "compare",
+    "groups_by_tests",
     "holm",
     "holm_adjust_comparisons",
     "rank_groups",
     "summarize",
+    "verdict",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.leaderboard import BenchmarkBoard, legend, render
+from bench.leaderboard import BenchmarkBoard, legend, render, verdict_line
 
 _STYLE = """
 body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; margin: 24px 32px; color: #222;
@@ -127,6 +127,7 @@ def _section(section: BoardSection) -> str:
         f"{html.escape(board.model)})</h2>",
         "<h3>Leaderboard</h3>",
         _table(board),
+        f'<p class="verdict">{html.escape(verdict_line(board))}</p>',
         f'<p class="rule">{html.escape(legend(board))}</p>',
     ]
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]

@@ -16,7 +16,6 @@ import pyarrow as pa
 import pytest
 import scipy.stats
 
-from bench import stats
 from bench.leaderboard import CSV_COLUMNS, FORMATS, BenchmarkBoard, Standing, build_leaderboard, legend, render, to_rich
 from bench.results.parquet import ParquetSink, read_rows, rows_to_table
 from bench.results.schema import SCHEMA, TrialRow
@@ -219,7 +218,7 @@ def test_trace_stderr_is_that_of_the_mean_and_is_rendered_next_to_the_trace() ->
     assert got["erm"].hessian_trace == 80.0 and got["erm"].hessian_trace_stderr is None  # no error known
     boards = build_leaderboard(_table(rows))
     for fmt in ("table", "markdown"):
-        text = render(boards, fmt, width=250)
+        text = render(boards, fmt, width=250, wide=True)
         assert "110 ± 2.5" in text and "80 " in text and "80 ±" not in text, text
     assert json.loads(render(boards, "json"))[0]["standings"][0]["hessian_trace_stderr"] == pytest.approx(2.5)
     assert "hessian_trace_stderr" in render(boards, "csv").splitlines()[0]
@@ -328,9 +327,9 @@ def test_table_without_a_width_cuts_nothing_and_pads_no_line() -> None:
     long = {"perturbation_radius": 0.0456789, "adaptive_eta": 0.0123456, "penalty_weight_for_a_long_name": 0.000512345}
     rows = [_search("sam", C, 0.8, 0.79, regularizer_hparams=json.dumps(long, sort_keys=True))]
     boards = build_leaderboard(_table(rows))
-    narrow = render(boards, "table", width=80)  # a narrow terminal: cells wrap, nothing is cut
-    assert "…" not in narrow and len(narrow.splitlines()) > len(render(boards, "table", width=None).splitlines())
-    text = render(boards, "table", width=None)
+    narrow = render(boards, "table", width=80, wide=True)  # a narrow terminal: cells wrap, nothing is cut
+    assert "…" not in narrow and len(narrow.splitlines()) > len(render(boards, "table", wide=True).splitlines())
+    text = render(boards, "table", wide=True)
     assert "…" not in text and all(f"{key}=" in text for key in long)
     lines = text.splitlines()
     assert all(line == line.rstrip() for line in lines)
@@ -405,10 +404,13 @@ def test_final_groups_follow_selected_from_run_id() -> None:
     assert (other.selected_from_run_id, other.selection_rank, other.seeds, other.n) == (a.run_id, 2, (1, 2), 2)
     assert other.regularizer_hparams == {"rho": 0.1}
     assert other.test_accuracy == pytest.approx(0.96, abs=1e-12)
-    expected = stats.summarize([0.95, 0.97])
-    assert (other.test_accuracy_ci_low, other.test_accuracy_ci_high) == (
-        pytest.approx(expected.ci_low),
-        pytest.approx(expected.ci_high),
+    # n=2: the t-interval 0.96 ± 12.7·0.01/√2·… reaches past 1, so it is cut at the accuracy's bound
+    raw = scipy.stats.ttest_1samp([0.95, 0.97], 0.0).confidence_interval()
+    assert raw.high > 1.0
+    assert (other.test_accuracy_ci_low, other.test_accuracy_ci_high, other.test_accuracy_ci_cut) == (
+        pytest.approx(raw.low),
+        1.0,
+        True,
     )
     # without finals of the top-1 config, the best-ranked config that has them is used
     (s,) = build_leaderboard(_table([a, b, *of_a]))[0].standings
@@ -485,15 +487,18 @@ def test_statistics_against_scipy_on_a_hand_made_board() -> None:
     assert got["gnp"].vs_baseline_p is None and "no final seeds" in got["gnp"].vs_baseline_note
     assert got["gnp"].vs_baseline_difference == pytest.approx(0.70 - 0.905, abs=1e-12)
     assert got["erm"].vs_baseline_note == "baseline" and got["erm"].vs_baseline_difference is None
-    # rank groups: sam leads; asam's wide interval overlaps it, erm's does not; erm leads group 2
+    # rank groups follow the tests: sam is better than erm (its own group, although asam's wide
+    # interval overlaps sam's); asam is not distinguishable from erm and shares erm's group; wd and
+    # gnp had no test and stay unranked, last, by mean
     assert got["asam"].test_accuracy_ci_high > got["sam"].test_accuracy_ci_low > got["erm"].test_accuracy_ci_high
-    order = [(s.regularizer, s.rank, s.rank_group, s.tied) for s in board.standings]
+    assert board.rank_rule == "tests"
+    order = [(s.regularizer, s.rank, s.rank_group, s.tied, s.vs_baseline_verdict) for s in board.standings]
     assert order == [
-        ("sam", 1, 1, True),
-        ("asam", 1, 1, True),
-        ("erm", 3, 2, False),
-        ("wd", 4, 3, False),
-        ("gnp", 5, 4, False),
+        ("sam", 1, 1, False, "better"),
+        ("asam", 2, 2, True, "not distinguishable"),
+        ("erm", 2, 2, True, "baseline"),
+        ("wd", None, None, False, "no test"),
+        ("gnp", None, None, False, "no test"),
     ]
 
 
@@ -567,7 +572,8 @@ def test_every_format_carries_the_statistics() -> None:
     for s in boards[0].standings:
         assert by_name[s.regularizer] == json.loads(json.dumps(dataclasses.asdict(s)))
         assert all(field in by_name[s.regularizer] for field in new_fields)
-    assert by_name["sam"]["tied"] is True and by_name["sam"]["vs_baseline_test"] == "paired"
+    assert by_name["asam"]["tied"] is True and by_name["sam"]["vs_baseline_test"] == "paired"
+    assert parsed["rank_rule"] == "tests" and parsed["verdict"].startswith("Verdict vs erm")
     # csv: a column per field, values read back
     records = {r["regularizer"]: r for r in csv.DictReader(io.StringIO(render(boards, "csv")))}
     assert set(new_fields) <= set(records["sam"])
@@ -576,15 +582,16 @@ def test_every_format_carries_the_statistics() -> None:
     assert float(records["sam"]["test_accuracy_ci_low"]) == sam.test_accuracy_ci_low
     assert (records["sam"]["rank_group"], records["sam"]["tied"], records["sam"]["vs_baseline_significant"]) == (
         "1",
-        "True",
+        "False",
         "True",
     )
+    assert records["sam"]["rank_rule"] == "tests" and records["sam"]["vs_baseline_verdict"] == "better"
     assert json.loads(records["sam"]["seeds"]) == [1, 2, 3] and records["erm"]["vs_baseline_note"] == "baseline"
     assert (records["sam"]["confidence"], records["sam"]["alpha"]) == ("0.95", "0.05")
-    # markdown and table: rank "1=", Δ with its interval, Holm p with its mark and test
+    # markdown and the wide table: rank "2=", Δ with its interval, Holm p with its mark and test
     for fmt in ("markdown", "table"):
-        text = render(boards, fmt, width=300)
-        assert "1=" in text and "Δ vs erm [95% CI]" in text and "p (Holm)" in text
+        text = render(boards, fmt, width=300, wide=True)
+        assert "2=" in text and "Δ vs erm [95% CI]" in text and "p (Holm)" in text
         assert f"{sam.vs_baseline_p_holm:.3g}* paired" in text
         assert f"+0.0250 [{sam.vs_baseline_ci_low:+.4f}, {sam.vs_baseline_ci_high:+.4f}]" in text
         assert "0.8000 (n=1, no interval)" in text  # wd: one final seed

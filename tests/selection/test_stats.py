@@ -157,3 +157,41 @@ def test_rank_group_membership_is_against_the_leader_only() -> None:
         [Interval("x", 0.7, None, None), Interval("y", 0.7, None, None), Interval("z", 0.6, None, None)]
     )
     assert [(g.name, g.rank, g.tied) for g in points] == [("x", 1, True), ("y", 1, True), ("z", 3, False)]
+
+
+def test_bounded_interval_is_the_t_interval_cut_at_the_bounds() -> None:
+    values = [0.9699, 0.9799]
+    raw = scipy.stats.ttest_1samp(values, 0.0).confidence_interval()
+    got = summarize(values, bounds=(0.0, 1.0))
+    assert raw.high > 1.0 and (got.ci_low, got.ci_high, got.cut) == (pytest.approx(raw.low), 1.0, True)
+    assert got.mean == pytest.approx(0.9749) and got.rough  # n = 2 < FEW
+    inside = summarize([0.5, 0.52, 0.51], bounds=(0.0, 1.0))
+    assert not inside.cut and not inside.rough and inside == summarize([0.5, 0.52, 0.51])
+    # the difference of two bounded metrics lies in ±(upper − lower)
+    c = compare({1: 0.01, 2: 0.99, 3: 0.5}, {1: 0.99, 2: 0.01, 3: 0.5}, bounds=(0.0, 1.0))
+    unbounded = compare({1: 0.01, 2: 0.99, 3: 0.5}, {1: 0.99, 2: 0.01, 3: 0.5})
+    assert unbounded.ci_low < -1.0 and c.ci_low == -1.0 and c.ci_high == min(1.0, unbounded.ci_high)
+    assert c.p_value == unbounded.p_value
+
+
+def test_groups_by_tests_follow_the_verdicts() -> None:
+    methods = [
+        stats.Tested("erm", 0.90, stats.BASELINE),
+        stats.Tested("wd", 0.905, stats.WORSE),  # a higher mean, yet worse in the paired test: last
+        stats.Tested("sam", 0.93, stats.BETTER),
+        stats.Tested("asam", 0.94, stats.SAME),
+        stats.Tested("gnp", 0.99, stats.UNTESTED),
+    ]
+    got = [(g.name, g.rank, g.group, g.tied) for g in stats.groups_by_tests(methods)]
+    assert got == [("sam", 1, 1, False), ("asam", 2, 2, True), ("erm", 2, 2, True), ("wd", 4, 3, False)]
+    # nothing better: the baseline's group ranks first
+    got = [(g.name, g.rank) for g in stats.groups_by_tests(methods[:2])]
+    assert got == [("erm", 1), ("wd", 2)]
+
+
+def test_verdict_of_a_comparison() -> None:
+    tested = holm_adjust_comparisons([compare([1.0, 1.2, 1.1], [0.0, 0.1, 0.2]), compare([0.0, 0.1], [0.0, 0.2])])
+    assert [stats.verdict(c) for c in tested] == [stats.BETTER, stats.SAME]
+    worse = holm_adjust_comparisons([compare([0.0, 0.1, 0.2], [1.0, 1.2, 1.1])])
+    assert stats.verdict(worse[0]) == stats.WORSE
+    assert stats.verdict(compare([1.0], [2.0, 3.0])) == stats.UNTESTED

@@ -23,11 +23,14 @@ deduplicated by run_id). For each (benchmark, regularizer):
   trial with equal ``regularizer_hparams``; when no group matches any ranked trial, the most
   recently written group is used.
 * **Statistics** (:mod:`bench.stats`): mean, sample std, n and a t-interval of the final test
-  accuracies; the difference to a baseline method with a paired t-test on seed-matched runs
-  (Welch's otherwise), p-values Holm-adjusted over the board; rank groups from overlapping
-  intervals. A method ranked by its search trial alone has n=1: no interval and no test.
-* **Rank**: see :func:`bench.stats.rank_groups`; methods without any test accuracy have no rank and
-  are listed last.
+  accuracies, cut at the accuracy's bounds [0, 1]; the difference to a baseline method with a
+  paired t-test on seed-matched runs (Welch's otherwise), p-values Holm-adjusted over the board,
+  and each method's verdict (better, not distinguishable, worse). A method ranked by its search
+  trial alone has n=1: no interval and no test.
+* **Rank**: the verdicts of the tests (:func:`bench.stats.groups_by_tests`) when at least one test
+  ran on the board; else overlapping intervals (:func:`bench.stats.rank_groups`). The board's
+  ``rank_rule`` says which. Methods without a rank (no test accuracy, or no test on a board
+  ranked by the tests) are listed last.
 * **Flatness** columns (Hessian top eigenvalue, trace, epsilon-sharpness) are the means over the
   chosen rows (the final runs, or the best trial), None when not measured. The trace comes with
   the standard error of that mean from the rows' own Hutchinson errors, √(Σ se_i²)/k (the
@@ -40,31 +43,21 @@ deduplicated by run_id). For each (benchmark, regularizer):
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
-import io
 import json
 import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import pyarrow as pa
-from rich.console import Console, Group
-from rich.measure import Measurement
-from rich.table import Table
-from rich.text import Text
 
 from bench import metrics as M
 from bench import selection, stats
 from bench.results.schema import FailureClass, Phase, TrialStatus
-
-Format = Literal["table", "json", "csv", "markdown"]
-#: The formats :func:`render` accepts.
-FORMATS: tuple[str, ...] = get_args(Format)
 
 #: Flatness columns averaged over the chosen rows (declared in bench.metrics).
 FLATNESS_COLUMNS = M.FLATNESS_COLUMNS
@@ -75,6 +68,14 @@ RANKED_BY_NONE = "none"
 
 #: The baseline method of the statistics, unless the caller names another.
 DEFAULT_BASELINE = "erm"
+
+#: How the board's rank groups were formed (:mod:`bench.stats`).
+RankRule = Literal["tests", "intervals"]
+RULE_TESTS: RankRule = "tests"
+RULE_INTERVALS: RankRule = "intervals"
+
+#: The bounds of the ranking metric (accuracy, a fraction): every interval is cut at them.
+BOUNDS = M.METRICS[M.TEST_ACCURACY].bounds
 
 #: Why a method ranked by one search trial has no interval.
 NO_INTERVAL_SEARCH = "n=1, no interval"
@@ -120,6 +121,7 @@ class FinalGroup:
     test_accuracy_std: float | None
     test_accuracy_ci_low: float | None
     test_accuracy_ci_high: float | None
+    test_accuracy_ci_cut: bool
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class Standing:
     test_accuracy_std: float | None  # sample std (ddof=1) over final seeds; None for fewer than 2
     test_accuracy_ci_low: float | None  # t-interval of the mean at the board's confidence level
     test_accuracy_ci_high: float | None
+    test_accuracy_ci_cut: bool  # the t-interval reached past [0, 1] and was cut there
+    interval_rough: bool  # an interval from fewer than bench.stats.FEW seeds: it says little
     interval_note: str | None  # why there is no interval
     n_seeds: int  # number of final runs (0 when ranked by the search)
     seeds: tuple[int, ...]  # their training seeds
@@ -148,6 +152,9 @@ class Standing:
     vs_baseline_p_holm: float | None  # Holm-adjusted over the board's tests
     vs_baseline_significant: bool | None  # p_holm <= alpha
     vs_baseline_note: str | None  # why no test ran ("baseline" on the baseline itself)
+    #: "better", "not distinguishable", "worse" (Holm, at the board's alpha), "baseline" or "no test";
+    #: None when the board has no baseline.
+    vs_baseline_verdict: str | None
     best_run_id: str | None  # the search trial chosen by bench.selection
     best_val_accuracy: float | None
     best_val_loss: float | None
@@ -196,6 +203,7 @@ class BenchmarkBoard:
     baseline_note: str | None  # why there are no comparisons
     confidence: float
     alpha: float
+    rank_rule: RankRule
     #: Trials lost to infrastructure faults (failure_class infra): recorded, retried by a
     #: replacement, and counted in no standing (they say nothing about their method).
     lost_to_infra: int = 0
@@ -213,8 +221,8 @@ class BenchmarkBoard:
             "baseline_note": self.baseline_note,
             "confidence": self.confidence,
             "alpha": self.alpha,
+            "rank_rule": self.rank_rule,
             "lost_to_infra": self.lost_to_infra,
-            "rule": legend(self),
             "standings": [s.to_dict() for s in self.standings],
         }
 
@@ -296,7 +304,7 @@ def _seeded(rows: Sequence[Mapping[str, Any]]) -> dict[int, float] | list[float]
 
 def _final_group(group: _Group, confidence: float) -> FinalGroup:
     ordered = sorted(group.rows, key=lambda r: (r["seed"], r["run_id"]))
-    summary = stats.summarize([float(r[M.TEST_ACCURACY]) for r in ordered], confidence)
+    summary = stats.summarize([float(r[M.TEST_ACCURACY]) for r in ordered], confidence, BOUNDS)
     return FinalGroup(
         selected_from_run_id=group.source,
         selection_rank=group.position,
@@ -307,6 +315,7 @@ def _final_group(group: _Group, confidence: float) -> FinalGroup:
         test_accuracy_std=summary.std,
         test_accuracy_ci_low=summary.ci_low,
         test_accuracy_ci_high=summary.ci_high,
+        test_accuracy_ci_cut=summary.cut,
     )
 
 
@@ -363,7 +372,12 @@ def _method(regularizer: str, rows: Sequence[Mapping[str, Any]], confidence: flo
         top = groups[0]
         ranked_by = RANKED_BY_FINAL
         summary = stats.Summary(
-            top.n, top.test_accuracy, top.test_accuracy_std, top.test_accuracy_ci_low, top.test_accuracy_ci_high
+            top.n,
+            top.test_accuracy,
+            top.test_accuracy_std,
+            top.test_accuracy_ci_low,
+            top.test_accuracy_ci_high,
+            top.test_accuracy_ci_cut,
         )
         interval_note = NO_INTERVAL_ONE_SEED if top.n < 2 else None
         values = _seeded(chosen_rows)
@@ -389,6 +403,8 @@ def _method(regularizer: str, rows: Sequence[Mapping[str, Any]], confidence: flo
         test_accuracy_std=summary.std,
         test_accuracy_ci_low=summary.ci_low,
         test_accuracy_ci_high=summary.ci_high,
+        test_accuracy_ci_cut=summary.cut,
+        interval_rough=summary.rough,
         interval_note=interval_note,
         n_seeds=groups[0].n if groups else 0,
         seeds=groups[0].seeds if groups else (),
@@ -401,6 +417,7 @@ def _method(regularizer: str, rows: Sequence[Mapping[str, Any]], confidence: flo
         vs_baseline_p_holm=None,
         vs_baseline_significant=None,
         vs_baseline_note=None,
+        vs_baseline_verdict=None,
         best_run_id=best["run_id"] if best is not None else None,
         best_val_accuracy=_num(best[M.VAL_ACCURACY]) if best is not None else None,
         best_val_loss=_num(best[M.VAL_LOSS]) if best is not None else None,
@@ -440,7 +457,11 @@ def _compared(methods: Sequence[_Method], baseline: str | None, confidence: floa
     out = []
     for m in methods:
         if m is base:
-            out.append(dataclasses.replace(m.standing, baseline=baseline, vs_baseline_note="baseline"))
+            out.append(
+                dataclasses.replace(
+                    m.standing, baseline=baseline, vs_baseline_note="baseline", vs_baseline_verdict=stats.BASELINE
+                )
+            )
             continue
         c = comparisons[others.index(m)]
         out.append(
@@ -455,6 +476,7 @@ def _compared(methods: Sequence[_Method], baseline: str | None, confidence: floa
                 vs_baseline_p_holm=c.p_holm,
                 vs_baseline_significant=c.significant,
                 vs_baseline_note=c.note,
+                vs_baseline_verdict=stats.verdict(c),
             )
         )
     return out
@@ -470,20 +492,35 @@ def _comparison(method: _Method, base: _Method, confidence: float) -> stats.Comp
         return stats.Comparison(
             None, a.n_seeds, b.n_seeds, difference, None, None, None, note=f"{who} has no final seeds (n=1): no test"
         )
-    return stats.compare(method.values, base.values, confidence)
+    return stats.compare(method.values, base.values, confidence, BOUNDS)
 
 
-def _ranked(standings: Sequence[Standing]) -> tuple[Standing, ...]:
+def _rank_rule(standings: Sequence[Standing]) -> RankRule:
+    """Rank by the tests when at least one ran on the board; else by overlapping intervals."""
+    return RULE_TESTS if any(s.vs_baseline_p is not None for s in standings) else RULE_INTERVALS
+
+
+def _ranked(standings: Sequence[Standing], rule: RankRule) -> tuple[Standing, ...]:
     scored = {s.regularizer: s for s in standings if s.test_accuracy is not None}
-    groups = stats.rank_groups(
-        [
-            stats.Interval(s.regularizer, s.test_accuracy, s.test_accuracy_ci_low, s.test_accuracy_ci_high)
-            for s in scored.values()
-        ]  # type: ignore[arg-type]
-    )
+    if rule == RULE_TESTS:
+        groups = stats.groups_by_tests(
+            [stats.Tested(s.regularizer, s.test_accuracy, s.vs_baseline_verdict) for s in scored.values()]  # type: ignore[arg-type]
+        )
+    else:
+        groups = stats.rank_groups(
+            [
+                stats.Interval(s.regularizer, s.test_accuracy, s.test_accuracy_ci_low, s.test_accuracy_ci_high)
+                for s in scored.values()
+            ]  # type: ignore[arg-type]
+        )
     out = [dataclasses.replace(scored[g.name], rank=g.rank, rank_group=g.group, tied=g.tied) for g in groups]
-    unscored = sorted((s for s in standings if s.test_accuracy is None), key=lambda s: s.regularizer)
-    return (*out, *unscored)
+    placed = {g.name for g in groups}
+    # unranked last: untested methods by mean, then methods without any test accuracy by name
+    unranked = sorted(
+        (s for s in standings if s.regularizer not in placed),
+        key=lambda s: (s.test_accuracy is None, -(s.test_accuracy or 0.0), s.regularizer),
+    )
+    return (*out, *unranked)
 
 
 def methods_present(table: pa.Table) -> list[str]:
@@ -525,16 +562,19 @@ def build_leaderboard(
         built = [_method(name, rs, confidence) for name, rs in sorted(methods.items())]
         present = baseline in methods
         note = None if present else f"no rows of baseline {baseline!r} on this benchmark: no comparisons"
+        compared = _compared(built, baseline if present else None, confidence, alpha)
+        rule = _rank_rule(compared)
         boards.append(
             BenchmarkBoard(
                 benchmark=benchmark,
                 dataset=", ".join(sorted({r["dataset"] for r in rows})),
                 model=", ".join(sorted({r["model"] for r in rows})),
-                standings=_ranked(_compared(built, baseline if present else None, confidence, alpha)),
+                standings=_ranked(compared, rule),
                 baseline=baseline if present else None,
                 baseline_note=note,
                 confidence=confidence,
                 alpha=alpha,
+                rank_rule=rule,
                 lost_to_infra=lost[benchmark],
             )
         )
@@ -547,321 +587,3 @@ def infra_line(board: BenchmarkBoard) -> str | None:
     if not n:
         return None
     return f"{n} trial{'' if n == 1 else 's'} lost to infrastructure faults (retried, not counted)"
-
-
-def _caption(board: BenchmarkBoard) -> str:
-    line = infra_line(board)
-    return legend(board) if line is None else f"{line}\n{legend(board)}"
-
-
-# --------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------
-
-
-def _clean(value: Any) -> Any:
-    """NaN → None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def _signed(value: float | None) -> str:
-    # ``z`` turns -0.0000 (a tiny negative difference, rounded) into +0.0000: no sign it lacks.
-    return "–" if value is None else f"{value:+z.4f}"
-
-
-def _accuracy(s: Standing) -> str:
-    """``mean ± std [CI low, CI high] (n=…)``, or the value and why it has no interval."""
-    if s.test_accuracy is None:
-        return "–"
-    if s.ranked_by != RANKED_BY_FINAL:
-        return f"{s.test_accuracy:.4f} ({s.interval_note})"
-    if s.test_accuracy_ci_low is None:
-        return f"{s.test_accuracy:.4f} (n={s.n_seeds}, no interval)"
-    return (
-        f"{s.test_accuracy:.4f} ± {s.test_accuracy_std:.4f} [{s.test_accuracy_ci_low:.4f}, "
-        f"{s.test_accuracy_ci_high:.4f}] (n={s.n_seeds})"
-    )
-
-
-def _rank(s: Standing) -> str:
-    if s.rank is None:
-        return "–"
-    return f"{s.rank}=" if s.tied else str(s.rank)
-
-
-def _difference(s: Standing) -> str:
-    """``Δ [CI]`` against the baseline; "baseline" on the baseline itself."""
-    if s.baseline is None:
-        return "–"
-    if s.vs_baseline_note == "baseline":
-        return "baseline"
-    if s.vs_baseline_ci_low is None:
-        return _signed(s.vs_baseline_difference)
-    return f"{_signed(s.vs_baseline_difference)} [{_signed(s.vs_baseline_ci_low)}, {_signed(s.vs_baseline_ci_high)}]"
-
-
-def _p(s: Standing) -> str:
-    """Holm-adjusted p, ``*`` when significant, and the test; "no test" when none ran."""
-    if s.baseline is None or s.vs_baseline_note == "baseline":
-        return "–"
-    if s.vs_baseline_p_holm is None:
-        return "no test"
-    mark = "*" if s.vs_baseline_significant else ""
-    return f"{s.vs_baseline_p_holm:.3g}{mark} {s.vs_baseline_test}"
-
-
-def _best_value(s: Standing) -> str:
-    value = s.best_val_loss if s.search_metric == M.VAL_LOSS else s.best_val_accuracy
-    return _fmt(value)
-
-
-def _with_stderr(value: float | None, stderr: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.4g}" if stderr is None else f"{value:.4g} ± {stderr:.2g}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-
-
-def _slot_hours_text(s: Standing) -> str:
-    parts = []
-    if s.search_cpu_slot_hours or not s.search_gpu_slot_hours:
-        parts.append(f"{s.search_cpu_slot_hours:.3g} CPU")
-    if s.search_gpu_slot_hours:
-        parts.append(f"{s.search_gpu_slot_hours:.3g} GPU")
-    return " + ".join(parts)
-
-
-def _compact(hparams: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(hparams.items()))
-
-
-def _metric_header(board: BenchmarkBoard) -> str:
-    metrics = sorted({s.search_metric for s in board.standings})
-    return f"Best {metrics[0]}" if len(metrics) == 1 else "Best search metric"
-
-
-def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
-    level = f"{board.confidence:.0%}"
-    header = [
-        "Rank",
-        "Method",
-        f"Test acc: mean ± std [{level} CI] (n)",
-        f"Δ vs {board.baseline or 'baseline'} [{level} CI]",
-        "p (Holm)",
-        _metric_header(board),
-        "Trials (c/s/f)",
-        "Passes/trial",
-        "Search time (summed / elapsed)",
-        "Slot-hours",
-        "Hyperparameters",
-    ]
-    flat = board.has_flatness
-    if flat:
-        header += ["λ_max", "Tr(H)", "ε-sharpness"]
-    rows = []
-    for s in board.standings:
-        row = [
-            _rank(s),
-            s.regularizer,
-            _accuracy(s),
-            _difference(s),
-            _p(s),
-            _best_value(s),
-            f"{s.trials_total} ({s.trials_completed}/{s.trials_stopped}/{s.trials_failed})" + _budget_note(s),
-            _fmt(s.mean_passes_per_trial, ",.0f"),
-            f"{_duration(s.search_wall_seconds)} / {_duration(s.search_elapsed_seconds)}",
-            _slot_hours_text(s),
-            _compact({**s.regularizer_hparams, **s.tuned_training_hparams}),
-        ]
-        if flat:
-            row += [
-                _fmt(s.hessian_top_eigenvalue, ".4g"),
-                _with_stderr(s.hessian_trace, s.hessian_trace_stderr),
-                _fmt(s.epsilon_sharpness, ".4g"),
-            ]
-        rows.append(row)
-    return header, rows
-
-
-def _budget_note(s: Standing) -> str:
-    """Under a passes budget the trials (or epochs) differ by method: say what this one got."""
-    if s.budget.get("kind") != "passes":
-        return ""
-    return f" · {s.budget.get('epochs')} ep, {s.budget.get('passes_per_step')} passes/step"
-
-
-def legend(board: BenchmarkBoard) -> str:
-    """The rules behind the board's numbers, in one paragraph (printed under every table)."""
-    level = f"{board.confidence:.0%}"
-    metrics = ", ".join(sorted({s.search_metric for s in board.standings})) or selection.DEFAULT_METRIC
-    tested = sum(s.vs_baseline_p is not None for s in board.standings)
-    if board.baseline is None:
-        versus = (board.baseline_note or "no baseline").rstrip(".") + "."
-    else:
-        versus = (
-            f"Δ = method − {board.baseline}, mean test accuracy; paired t-test on seed-matched final runs when both "
-            f"have the same seeds, Welch's t-test otherwise; "
-            + (
-                f"p Holm-adjusted over the {tested} test{'' if tested == 1 else 's'} of this board, * = p ≤ "
-                f"{board.alpha:g}."
-                if tested
-                else "no test ran on this board (a t-test needs at least 2 final runs of the method and of the "
-                "baseline, not all equal)."
-            )
-        )
-    return (
-        f"Best config: the completed search trial with the best {metrics} (ties: the other validation metric, "
-        f"then run id); the final seeds re-run it. Test acc: mean ± sample std [{level} t-interval] over the "
-        f"final seeds (n=1 when ranked by the search trial: no interval). Rank: the highest mean leads; methods "
-        f"whose interval overlaps the leader's share its rank ('='); repeated on the rest. {versus} "
-        "Search time: summed over trials / elapsed while any of its trials ran; slot-hours: summed time, one CPU or "
-        "GPU slot per trial." + _budget_legend(board)
-    )
-
-
-def _budget_legend(board: BenchmarkBoard) -> str:
-    kinds = {(s.budget.get("kind"), s.budget.get("scale")) for s in board.standings if s.budget}
-    if not kinds:
-        return ""
-    if kinds == {("trials", "trials")} or all(kind == "trials" for kind, _ in kinds):
-        return " Budget: the same number of trials per method."
-    scales = ", ".join(sorted({str(scale) for _, scale in kinds}))
-    return (
-        f" Budget: the same forward+backward passes per method (ERM's trials × epochs × 2 passes per step); "
-        f"a method with a costlier step gets fewer {scales}."
-    )
-
-
-def _title(board: BenchmarkBoard) -> str:
-    return f"{board.benchmark} ({board.dataset}, {board.model})"
-
-
-def to_rich(boards: Sequence[BenchmarkBoard]) -> Group:
-    """A rich renderable (one table per benchmark): ``Console().print(to_rich(boards))`` prints it
-    with colours; :func:`render` with ``"table"`` gives the same as plain text."""
-    tables = []
-    for board in boards:
-        header, rows = _display_rows(board)
-        table = Table(
-            title=_title(board),
-            title_justify="left",
-            header_style="bold",
-            caption=_caption(board),
-            caption_justify="left",
-        )
-        for name in header:
-            # fold: a narrow terminal wraps a cell onto more lines; it never cuts a number to "…"
-            table.add_column(
-                name, justify="right" if name not in ("Method", "Hyperparameters") else "left", overflow="fold"
-            )
-        for row in rows:
-            table.add_row(*row)
-        tables.append(table)
-    return Group(*tables) if tables else Group(Text("no results"))
-
-
-def _json(boards: Sequence[BenchmarkBoard]) -> str:
-    return json.dumps([_clean(b.to_dict()) for b in boards], indent=2, allow_nan=False)
-
-
-#: CSV columns: the board's identity and statistics settings, then every :class:`Standing` field.
-_BOARD_COLUMNS = ("benchmark", "dataset", "model", "confidence", "alpha")
-CSV_COLUMNS = (*_BOARD_COLUMNS, *(f.name for f in dataclasses.fields(Standing)))
-
-
-def _csv(boards: Sequence[BenchmarkBoard]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for board in boards:
-        for s in board.standings:
-            record = _clean(s.to_dict())
-            record = {
-                k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else ("" if v is None else v)
-                for k, v in record.items()
-            }
-            writer.writerow({**{name: getattr(board, name) for name in _BOARD_COLUMNS}, **record})
-    return out.getvalue()
-
-
-def _markdown(boards: Sequence[BenchmarkBoard]) -> str:
-    def cells(values: Sequence[str]) -> str:
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
-
-    parts = []
-    for board in boards:
-        header, rows = _display_rows(board)
-        lines = [f"## {_title(board)}", "", cells(header), "|" + "|".join("---" for _ in header) + "|"]
-        lines += [cells(row) for row in rows]
-        lines += ["", _caption(board)]
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
-
-
-def _text(boards: Sequence[BenchmarkBoard], width: int | None) -> str:
-    console = Console(
-        file=io.StringIO(), width=width or 100_000, color_system=None, force_terminal=False, highlight=False
-    )
-    group = to_rich(boards)
-    if width is None:  # each table as wide as its widest cell needs: nothing cut or wrapped
-        for table in group.renderables:
-            console.width = Measurement.get(console, console.options, table).maximum
-            console.print(table)
-    else:
-        console.print(group)
-    # rich pads every line to the width; trailing blanks are noise in a file or a diff
-    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())  # type: ignore[attr-defined]
-
-
-def render(boards: Sequence[BenchmarkBoard], fmt: Format | str, *, width: int | None = 160) -> str:
-    """The leaderboard as text in ``fmt``.
-
-    * ``"table"``: rich tables rendered to plain text ``width`` columns wide, or, with ``width``
-      None, each as wide as its cells need (for a coloured terminal, print :func:`to_rich` to a
-      :class:`rich.console.Console` instead);
-    * ``"json"``: a list of boards, each with its standings (NaN written as null);
-    * ``"csv"``: one line per standing with :data:`CSV_COLUMNS` (hyperparameters as JSON, None empty);
-    * ``"markdown"``: a heading and a table per benchmark.
-    """
-    if fmt == "table":
-        return _text(boards, width)
-    if fmt == "json":
-        return _json(boards)
-    if fmt == "csv":
-        return _csv(boards)
-    if fmt == "markdown":
-        return _markdown(boards)
-    raise ValueError(f"unknown leaderboard format {fmt!r}; choose one of {', '.join(FORMATS)}")
-
-
-__all__ = [
-    "CSV_COLUMNS",
-    "DEFAULT_BASELINE",
-    "FORMATS",
-    "BenchmarkBoard",
-    "FinalGroup",
-    "Format",
-    "Standing",
-    "build_leaderboard",
-    "legend",
-    "methods_present",
-    "render",
-    "to_rich",
-]
