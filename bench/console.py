@@ -7,9 +7,10 @@ and :class:`RunProgress` only formats what the search tells it.
 Verbosity levels (``sharpbench run --quiet / --verbose``):
 
 * ``quiet``: nothing while trials run; the leaderboard and the commands to open the results.
-* ``normal``: a banner, one line per finished trial (method k/M, trials done/planned, sampled
-  hyperparameters, result, overall ETA), a progress bar on a terminal and a heartbeat line
-  every 30 s when output goes to a pipe or a file.
+* ``normal``: a banner, one header per phase in order (the methods and their trials), one line
+  per finished trial (method k/M, trials done/planned, sampled hyperparameters, result, overall
+  ETA), a live table of per-method bars on a terminal and a heartbeat line every 30 s when
+  output goes to a pipe or a file. A run with nothing left to do says so.
 * ``verbose``: as normal, and third-party output is left as the libraries print it.
 """
 
@@ -201,23 +202,30 @@ class TrialLine:
 
 @dataclass
 class EtaClock:
-    """Remaining time from the trials finished so far in this process: elapsed / done × left.
+    """Remaining time from the throughput of the trials finished so far in this process:
+    remaining × elapsed / finished, the elapsed time counted from the start of the earliest
+    finished trial's own clock (its end minus its wall time).
 
-    Wall-clock elapsed (not summed trial time), so concurrency is accounted for. ``None`` until a
+    Wall-clock elapsed (not summed trial time), so concurrency is accounted for; start-up (Ray,
+    worker processes importing torch, the first compile) is not, because no trial's clock runs
+    then: a run's first ETA no longer extrapolates its start-up over every trial. ``None`` until a
     trial has finished: there is nothing to extrapolate from before that.
     """
 
-    started: float | None = None  # set when the first trial phase or trial starts, not at start-up
+    started: float | None = None  # the earliest start of a finished trial's own clock
     finished: int = 0
 
-    def start(self, now: float | None = None) -> None:
-        if self.started is None:
-            self.started = time.monotonic() if now is None else now
+    def record(self, wall_seconds: float, now: float | None = None) -> None:
+        """A trial finished ``now`` after running ``wall_seconds`` of its own."""
+        end = time.monotonic() if now is None else now
+        start = end - max(0.0, wall_seconds)
+        self.started = start if self.started is None else min(self.started, start)
+        self.finished += 1
 
     def eta_seconds(self, remaining: int, now: float | None = None) -> float | None:
         if self.finished == 0 or self.started is None:
             return None
-        elapsed = (time.monotonic() if now is None else now) - self.started
+        elapsed = max((time.monotonic() if now is None else now) - self.started, 1e-9)
         return elapsed / self.finished * remaining
 
 
@@ -254,6 +262,7 @@ class RunProgress:
                 else:
                     counts.search_done = min(count, counts.search_planned)
         self.clock = EtaClock()
+        self._headed: set[str] = set()  # phases whose header is printed
         self._last_heartbeat = time.monotonic()
         self._bar: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
@@ -267,6 +276,19 @@ class RunProgress:
     @property
     def done(self) -> int:
         return sum(c.done for c in self.methods.values())
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """Every planned trial was recorded by an earlier run into the same folder."""
+        return self.planned > 0 and self.done >= self.planned
+
+    def say_nothing_to_do(self, where: str) -> None:
+        """One line for a run that finds its work done (shown unless quiet)."""
+        if self.verbosity is not Verbosity.quiet:
+            self._print(
+                f"nothing to do: {self.done} trial{'' if self.done == 1 else 's'} already recorded in {where} "
+                "(--restart sets them aside and runs afresh); the leaderboard:"
+            )
 
     def eta_text(self) -> str:
         eta = self.clock.eta_seconds(self.planned - self.done)
@@ -309,14 +331,21 @@ class RunProgress:
     # --- events from the search ----------------------------------------------------------------
 
     def phase_started(self, method: str, phase: str, trials: int) -> None:
-        counts = self.methods[method]
-        self.clock.start()
-        if self.verbosity is Verbosity.quiet:
+        """A method's phase starts. The first one of a phase prints the phase's header, for every
+        method at once in config order: methods start in whatever order the scheduler gives them
+        slots, and a header per method would come out of order."""
+        if self.verbosity is Verbosity.quiet or phase in self._headed:
             return
-        done = counts.final_done if phase == "final" else counts.search_done
-        what = ("seed" if phase == "final" else "trial") + ("" if trials == 1 else "s")
-        resumed = f", {done} already recorded" if done else ""
-        self._print(f"── method {counts.index}/{len(self.methods)}: {method} · {phase} · {trials} {what}{resumed}")
+        self._headed.add(phase)
+        final = phase == "final"
+        parts = []
+        for name, counts in self.methods.items():
+            planned = counts.final_planned if final else counts.search_planned
+            done = counts.final_done if final else counts.search_done
+            parts.append(f"{name} {planned}" + (f" ({done} recorded)" if done else ""))
+        what = "seeds per method (the best config)" if final else "trials per method"
+        n = len(self.methods)
+        self._print(f"── {phase} · {n} method{'' if n == 1 else 's'} · {what}: {', '.join(parts)}")
 
     def trial_finished(self, line: TrialLine) -> None:
         counts = self.methods[line.method]
@@ -335,7 +364,7 @@ class RunProgress:
             counts.search_done += 1
             position = f"search {counts.search_done}/{counts.search_planned}"
         if not line.rewritten:
-            self.clock.finished += 1
+            self.clock.record(line.wall_seconds)
         eta = self.eta_text()
         if self._bar is not None:
             self._bar.update(self._tasks[line.method], completed=counts.done)

@@ -335,6 +335,10 @@ class Session:
             warnings=self.output.err,
         )
         phases = (Phase.FINAL,) if self.final_only else (Phase.SEARCH, Phase.FINAL)
+        if progress.nothing_to_do and not (options.retry_failed and self._failed_rows(results)):
+            # Said before the seconds Ray and the searches take to find it so (they still run: they
+            # close the MLflow parent runs a killed run may have left open).
+            progress.say_nothing_to_do(str(results))
         resume = f"Resume with: {self.resume_hint}"
         try:
             with progress:
@@ -388,6 +392,13 @@ class Session:
             # (`sharpbench leaderboard --wide` has every column).
             out.file.write(render(boards, "table").rstrip("\n") + "\n")
             out.file.flush()
+
+    def _failed_rows(self, results: Path) -> int:
+        from bench.results.parquet import read_rows
+        from bench.results.schema import TrialStatus
+
+        table = read_rows(results).select(["benchmark", "status"]).to_pylist()
+        return sum(r["benchmark"] == self.config.benchmark and r["status"] == TrialStatus.FAILED.value for r in table)
 
     def _disk_full(self, results: Path) -> str:
         """One line for a run stopped by a full disk: the folder, its free space, what was kept."""

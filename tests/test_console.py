@@ -50,15 +50,23 @@ def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
 
 
-def test_eta_is_elapsed_per_finished_trial_times_remaining():
+def test_eta_is_throughput_since_the_first_trial_clock_started():
     clock = EtaClock()
-    assert clock.eta_seconds(10, now=5.0) is None  # not started
-    clock.start(now=100.0)
-    clock.start(now=200.0)  # a second phase does not move the start
-    assert clock.eta_seconds(10, now=130.0) is None  # nothing finished yet: nothing to extrapolate
-    clock.finished = 3
-    assert clock.eta_seconds(9, now=130.0) == pytest.approx(30.0 / 3 * 9, rel=1e-12)
-    assert clock.eta_seconds(0, now=130.0) == 0.0
+    assert clock.eta_seconds(10, now=5.0) is None  # nothing finished yet: nothing to extrapolate
+    # Start-up took 100 s (Ray, workers importing torch); two trials then ran side by side from
+    # t=100 to t=130, a third from t=130 to t=160.
+    clock.record(30.0, now=130.0)
+    clock.record(30.0, now=130.0)
+    assert clock.started == 100.0
+    assert clock.eta_seconds(4, now=130.0) == pytest.approx(30.0 / 2 * 4, rel=1e-12)  # 2 per 30 s: 60 s for 4
+    clock.record(30.0, now=160.0)
+    assert clock.eta_seconds(9, now=160.0) == pytest.approx(60.0 / 3 * 9, rel=1e-12)
+    assert clock.eta_seconds(0, now=160.0) == 0.0
+    # the old rule (elapsed since start-up / finished) would have said 160 / 2 × 4 = 320 s at t=130
+    late = EtaClock()
+    late.record(5.0, now=60.0)  # a trial whose own clock started at t=55 ...
+    late.record(50.0, now=70.0)  # ... and one that started earlier, at t=20: the earliest start counts
+    assert late.started == 20.0 and late.eta_seconds(1, now=70.0) == pytest.approx(25.0, rel=1e-12)
 
 
 def test_trial_lines_count_per_method_and_overall_and_never_wrap():
@@ -72,7 +80,8 @@ def test_trial_lines_count_per_method_and_overall_and_never_wrap():
     progress.phase_started("sam", "search", 2)
     progress.trial_finished(_line("sam", perturbation_radius=0.05, learning_rate=0.1))
     lines = buffer.getvalue().splitlines()
-    assert lines[0] == "── method 1/2: erm · search · 2 trials"
+    # one header per phase, naming every method in config order, printed when the phase begins
+    assert lines[0] == "── search · 2 methods · trials per method: erm 2, sam 2"
     trial_lines = [line for line in lines if line.startswith("[")]
     assert [re.match(r"\[(\d/2 \w+ \w+ \d/\d)\]", line).group(1) for line in trial_lines] == [
         "1/2 erm search 1/2",
@@ -84,9 +93,32 @@ def test_trial_lines_count_per_method_and_overall_and_never_wrap():
     assert "| seed=1 |" in trial_lines[2]
     assert "perturbation_radius=0.05 learning_rate=0.1 " in trial_lines[3]
     assert [re.search(r"all (\d+)/5, ETA \S+$", line).group(1) for line in trial_lines] == ["1", "2", "3", "4"]
-    assert "── method 2/2: sam · search · 2 trials" in lines
-    assert "── method 1/2: erm · final · 1 seed" in lines  # one, in the singular
+    assert lines[3] == "── final · 2 methods · seeds per method (the best config): erm 1, sam 0"
+    assert sum(line.startswith("── ") for line in lines) == 2
     assert progress.done == 4 and progress.planned == 5
+
+
+def test_headers_come_in_phase_order_whatever_order_methods_start_in():
+    console, buffer = _console()
+    progress = RunProgress(console, [("erm", 1, 1), ("wd", 1, 1), ("sam", 1, 1), ("asam", 1, 1)])
+    for method in ("sam", "asam", "erm", "wd"):  # the order the scheduler gave them slots
+        progress.phase_started(method, "search", 1)
+    progress.phase_started("wd", "final", 1)
+    progress.phase_started("erm", "final", 1)
+    headers = [line for line in buffer.getvalue().splitlines() if line.startswith("──")]
+    assert headers == [
+        "── search · 4 methods · trials per method: erm 1, wd 1, sam 1, asam 1",
+        "── final · 4 methods · seeds per method (the best config): erm 1, wd 1, sam 1, asam 1",
+    ]
+
+
+def test_a_finished_run_says_there_is_nothing_to_do():
+    console, buffer = _console()
+    progress = RunProgress(console, [("erm", 2, 1)], already_done={("erm", "search"): 2, ("erm", "final"): 1})
+    assert progress.nothing_to_do
+    progress.say_nothing_to_do("/tmp/r")
+    assert buffer.getvalue().replace("\n", " ").startswith("nothing to do: 3 trials already recorded in /tmp/r")
+    assert not RunProgress(console, [("erm", 2, 1)], already_done={("erm", "search"): 2}).nothing_to_do
 
 
 def test_resumed_run_counts_what_was_recorded_before():
@@ -95,7 +127,7 @@ def test_resumed_run_counts_what_was_recorded_before():
     progress.phase_started("erm", "search", 4)
     progress.trial_finished(_line("erm", learning_rate=0.1))
     text = buffer.getvalue()
-    assert "── method 1/1: erm · search · 4 trials, 3 already recorded" in text
+    assert "── search · 1 method · trials per method: erm 4 (3 recorded)" in text
     assert "[1/1 erm search 4/4]" in text and "all 4/6" in text
 
 
@@ -126,7 +158,7 @@ def test_failed_trial_line_carries_its_reason():
         )
     )
     assert buffer.getvalue() == (
-        "[1/1 erm search 1/1] failed 1/3 ep | learning_rate=9 | no result | 0.2s | all 1/1, ETA -"
+        "[1/1 erm search 1/1] failed 1/3 ep | learning_rate=9 | no result | 0.2s | all 1/1, ETA 0s"
         " — FloatingPointError: loss became nan\n"
     )
 

@@ -289,10 +289,6 @@ class SinkCallback(Callback):
             # same MLflow run; the Parquet reader keeps the latest row of a run id.
             del self.finished[trial.trial_id]
             self._recorded.discard(trial.trial_id)
-        if self.run.progress is not None:
-            # The ETA's clock starts with the first trial of this call: in a resumed run the
-            # restored trials start without any phase starting.
-            self.run.progress.clock.start()
         self._run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

@@ -39,34 +39,6 @@ def test_the_callback_takes_over_an_opened_sink_for_its_store_and_benchmark(tmp_
             LIVE.bind(None)
 
 
-def test_the_eta_clock_starts_with_the_first_trial_of_a_resumed_run(tmp_path):
-    """A resumed run's restored trials start with no phase starting (the phase lines were printed
-    by the interrupted run); the ETA's clock must still start with them, not at the first final
-    phase (it then read "ETA 1s" with 30 trials to go)."""
-    import io
-    from types import SimpleNamespace
-
-    from rich.console import Console
-
-    from bench.console import RunProgress
-    from bench.plan import METHOD_KEY, PHASE_KEY
-
-    progress = RunProgress(Console(file=io.StringIO()), [("erm", 2, 0)])
-    run = _live(tmp_path, "unit", None)
-    run.progress = progress
-    LIVE.bind(run)
-    try:
-        callback = SinkCallback()
-        callback.setup()
-        assert progress.clock.started is None
-        restored = SimpleNamespace(trial_id="t1", config={METHOD_KEY: "erm", PHASE_KEY: "search"}, last_result={})
-        callback.on_trial_start(0, [restored], restored)
-        assert progress.clock.started is not None
-        callback.close()
-    finally:
-        LIVE.bind(None)
-
-
 def test_experiment_end_ends_the_parent_of_every_phase_with_rows_by_its_rows(tmp_path):
     """kill -9 after a method's search ended, while Tune's saved state still predated that
     search: the resumed call runs none of its trials, so its callback never opens the search's

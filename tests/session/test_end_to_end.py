@@ -40,7 +40,14 @@ def test_console_is_quiet_and_informative(smoke_results):
     for noise in _NOISE:
         assert noise.lower() not in (out + err).lower(), noise
     lines = out.splitlines()
-    assert "── method 1/2: erm · search · 2 trials" in lines and "── method 2/2: sam · final · 2 seeds" in lines
+    # one header per phase, in order, before that phase's first trial line
+    headers = [line for line in lines if re.match(r"── (search|final) · ", line)]
+    assert headers == [
+        "── search · 2 methods · trials per method: erm 2, sam 2",
+        "── final · 2 methods · seeds per method (the best config): erm 2, sam 2",
+    ], out
+    first_final = next(i for i, line in enumerate(lines) if re.match(r"^\[\d/2 \w+ final ", line))
+    assert lines.index(headers[0]) < lines.index(headers[1]) < first_final
     pattern = re.compile(
         r"^\[(?P<k>\d)/2 (?P<method>erm|sam) (?P<phase>search|final) (?P<done>\d)/2\] completed 2/2 ep"
         r" \| (?P<sampled>[^|]+) \| val_acc=0\.\d{4} test_acc=0\.\d{4} \| [\d.]+m?s \| all (?P<all>\d)/8, ETA "
@@ -58,6 +65,8 @@ def test_console_is_quiet_and_informative(smoke_results):
             assert "learning_rate=" in m["sampled"]
             assert ("perturbation_radius=" in m["sampled"]) == (m["method"] == "sam")
     assert out.count("smoke (digits, mlp)") == 1  # the leaderboard, once
+    board = out[out.index("smoke (digits, mlp)") : out.index("Leaderboard:")]
+    assert max(len(line) for line in board.splitlines()) <= 100 and "Verdict vs erm (Holm, α = 0.05): sam" in board
     # smoke's 2 trials are both TPE startup trials: the run says so, once, with the fix, on stderr.
     warned = [line for line in err.splitlines() if "mostly random" in line]
     assert len(warned) == 1 and warned[0].startswith("warning: search of smoke is mostly random: 2 of 2 trials"), warned
@@ -155,7 +164,8 @@ def test_leaderboard_names_both_methods(smoke_results, repo_root):
 
 
 def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
-    """Running the same config again restores the finished searches: no new rows or runs."""
+    """Running the same config again restores the finished searches: no new rows or runs, and the
+    run says at once that there is nothing to do."""
     before = read_rows(smoke_results).num_rows
     done = sharpbench(
         "run",
@@ -164,14 +174,15 @@ def test_rerun_resumes_without_duplicating(smoke_results, repo_root):
         str(smoke_results),
         "--num-cpus",
         "2",
-        "--quiet",
         cwd=repo_root,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    # --quiet: the leaderboard and the commands only
-    assert (
-        "── method" not in done.stdout and "[1/2" not in done.stdout and done.stdout.count("smoke (digits, mlp)") == 1
-    )
+    lines = done.stdout.splitlines()
+    said = [i for i, line in enumerate(lines) if line.startswith("nothing to do: 8 trials already recorded in ")]
+    assert len(said) == 1 and str(smoke_results) in lines[said[0]], done.stdout
+    assert said[0] < lines.index("smoke (digits, mlp)")  # before the board
+    assert "[1/2" not in done.stdout and "── search ·" not in done.stdout
+    assert done.stdout.count("smoke (digits, mlp)") == 1
     assert "MLflow UI  : mlflow ui" in done.stdout
     assert read_rows(smoke_results).num_rows == before
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_results / 'mlflow.db'}")
