@@ -155,6 +155,18 @@ def run(
         "--retry-failed",
         help="Re-run the failed trials of searches already in --results (by default they stay failed).",
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the plan (methods, trials, epochs, passes, resources per trial, concurrency, a time estimate "
+        "from `sharpbench perf` figures when present) and exit 0; nothing is started or written.",
+    ),
+    perf_file: Optional[Path] = typer.Option(
+        None,
+        "--perf",
+        metavar="FILE.json",
+        help="With --dry-run: step times from `sharpbench perf --format json` (default: RESULTS/perf.json if present).",
+    ),
 ) -> None:
     """Tune every regularizer in CONFIG with the same budget, then print the leaderboard.
 
@@ -196,11 +208,36 @@ def run(
         config = load_benchmark(config_path)
     except ConfigError as error:
         _fail(str(error))
+    if dry_run:
+        _dry_run(config, folder, perf_file, num_cpus, address)
+        return
+    if perf_file is not None:
+        _fail("--perf goes with --dry-run (the run itself measures its trials)")
     options = _options(
         folder, address, tracking_uri, optuna_storage, num_cpus, verbosity, restart=restart, retry_failed=retry_failed
     )
     hint = resume_command(["run", str(config_path), "--results", str(folder)], options)
     _execute(lambda: _session().Session(config, options, resume_hint=hint, output=OUTPUT))
+
+
+def _dry_run(config: Any, results: Path, perf_file: Path | None, num_cpus: int | None, address: str | None) -> None:
+    """`run --dry-run`: the plan and its estimate (bench.preview); reads, never writes."""
+    from bench.preview import PERF_FILENAME, PreviewError, lines, preview, read_perf
+
+    path = perf_file or (results / PERF_FILENAME)
+    try:
+        figures = read_perf(path) if perf_file is not None or path.is_file() else []
+    except PreviewError as error:
+        _fail(str(error))
+    plan = preview(
+        config,
+        perf=figures,
+        perf_source=str(path) if figures or perf_file else None,
+        num_cpus=num_cpus,
+        address=address,
+    )
+    for line in lines(plan, config):
+        OUTPUT.say(line)
 
 
 @app.command()

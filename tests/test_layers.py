@@ -28,7 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"bench.training", "bench.catalog", "bench.selection", "bench.run_record", "bench.outcome"},
         {"bench.plan", "bench.leaderboard", "bench.merge"},
         # a method's standing as parent-run values: the leaderboard's numbers under MLflow's names
-        {"bench.standing"},
+        {"bench.standing", "bench.preview"},
         # the search (Ray, Optuna), the report, the MLflow back-fill
         {"bench.search", "bench.report", "bench.sync"},
         # the lifecycle of a run, and the programs that measure sharpbench itself

@@ -1,0 +1,247 @@
+"""``sharpbench run --dry-run``: the plan of a run, and what it would cost, without running it.
+
+Nothing starts (no Ray, no MLflow, no Optuna) and nothing is written. The plan is the run's own
+(:func:`bench.plan.plan_methods`): per method the search trials, epochs, passes per step and the
+hyperparameters searched, then the final runs. Resources per trial and the concurrency follow the
+run's rule (``search.max_concurrent_trials``, at most the trials the CPUs, or GPUs, of this
+machine hold at once; a cluster's own resources are known only when the run joins it).
+
+The time estimate needs measured step times: a ``sharpbench perf --format json`` file (``--perf
+FILE``, or ``RESULTS/perf.json`` when present) with the config's model and methods. Per trial,
+epochs × training-set size / samples per second; the search is bounded above by every trial
+running every epoch (ASHA stops many earlier), the finals run every epoch; the total is divided
+by the concurrency. Validation, test and flatness passes, worker start-up and the report are not
+counted, so read it as a lower bound on the finals and an upper bound on the search. Without
+figures, the preview says how to get them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import BenchmarkConfig
+from bench.plan import MethodPlan, plan_methods
+
+#: Where a run's folder keeps the step times ``--dry-run`` estimates from.
+PERF_FILENAME = "perf.json"
+
+
+class PreviewError(ValueError):
+    """A perf file that cannot be read: one line."""
+
+
+@dataclass(frozen=True)
+class StepFigure:
+    """One (model, method) of a ``sharpbench perf --format json`` file."""
+
+    model: str
+    method: str
+    device: str
+    batch_size: int
+    samples_per_second: float
+
+
+@dataclass(frozen=True)
+class MethodPreview:
+    method: str
+    search_trials: int
+    epochs: int
+    passes_per_step: int
+    searched: tuple[str, ...]
+    final_runs: int
+    samples_per_second: float | None  # from the perf figures, None when they lack this method
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What ``config`` would run here, and an estimate of its time when figures exist."""
+
+    benchmark: str
+    methods: tuple[MethodPreview, ...]
+    cpus_per_trial: float
+    gpus_per_trial: float
+    concurrency: int
+    concurrency_note: str
+    train_samples: int | None  # None: the dataset could not be loaded here
+    dataset_note: str | None
+    perf_source: str | None  # the perf file used, None when there is none
+
+    @property
+    def trials(self) -> int:
+        return sum(m.search_trials + m.final_runs for m in self.methods)
+
+    def steps_per_epoch(self, batch_size: int) -> int | None:
+        return None if self.train_samples is None else math.ceil(self.train_samples / batch_size)
+
+    def trial_seconds(self, method: MethodPreview) -> float | None:
+        if self.train_samples is None or method.samples_per_second is None:
+            return None
+        return method.epochs * self.train_samples / method.samples_per_second
+
+    def estimate_seconds(self) -> tuple[float, float] | None:
+        """(search upper bound, finals) in wall seconds at the concurrency; None without figures
+        for every method."""
+        per_trial = [self.trial_seconds(m) for m in self.methods]
+        if any(t is None for t in per_trial):
+            return None
+        search = sum(m.search_trials * t for m, t in zip(self.methods, per_trial, strict=True))  # type: ignore[operator]
+        finals = sum(m.final_runs * t for m, t in zip(self.methods, per_trial, strict=True))  # type: ignore[operator]
+        return search / self.concurrency, finals / self.concurrency
+
+
+def read_perf(path: Path) -> list[StepFigure]:
+    """The step figures of a ``sharpbench perf --format json`` file; PreviewError for anything else."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+        return [
+            StepFigure(
+                str(r["model"]),
+                str(r["method"]),
+                str(r["device"]),
+                int(r["batch_size"]),
+                float(r["samples_per_second"]),
+            )
+            for r in records
+        ]
+    except OSError as error:
+        raise PreviewError(f"cannot read perf figures {path}: {error.strerror}") from None
+    except (ValueError, TypeError, KeyError) as error:
+        raise PreviewError(
+            f"{path} is not the output of `sharpbench perf --format json` ({type(error).__name__}: {error})"
+        ) from None
+
+
+def local_slots(cpus_per_trial: float, gpus_per_trial: float, num_cpus: int | None) -> int:
+    """Trials this machine holds at once, by the run's rule (bench.search.runtime.trial_slots)."""
+    cpus = num_cpus or os.cpu_count() or 1
+    slots = int(cpus // cpus_per_trial)
+    if gpus_per_trial > 0:
+        import torch
+
+        slots = min(slots, int(torch.cuda.device_count() // gpus_per_trial))
+    return max(1, slots)
+
+
+def _train_samples(config: BenchmarkConfig) -> tuple[int | None, str | None]:
+    from bench.data import DatasetError, load_dataset
+
+    try:
+        return len(load_dataset(config.dataset).train), None
+    except DatasetError as error:
+        return None, f"dataset not loadable here ({str(error).splitlines()[0]}): no passes or time estimate"
+
+
+def preview(
+    config: BenchmarkConfig,
+    *,
+    perf: Sequence[StepFigure] = (),
+    perf_source: str | None = None,
+    num_cpus: int | None = None,
+    address: str | None = None,
+) -> Preview:
+    """The plan of ``config`` (see the module docstring); ``perf``: step figures to estimate from."""
+    plans: list[MethodPlan] = plan_methods(config)
+    finals = len(config.final.seeds) * config.final.top_k
+    resources = config.resources
+    limit = config.search.max_concurrent_trials
+    if address is not None:
+        slots = limit or 1
+        note = "the cluster's resources decide, when the run joins it" + (f"; at most {limit}" if limit else "")
+    else:
+        here = local_slots(resources.cpus_per_trial, resources.gpus_per_trial, num_cpus)
+        slots = min(limit or here, here)
+        cpus = num_cpus or os.cpu_count() or 1
+        note = f"{cpus} CPUs here" + (f", search.max_concurrent_trials {limit}" if limit else "")
+    speed = {(f.model, f.method): f.samples_per_second for f in perf}
+    train, data_note = _train_samples(config)
+    methods = tuple(
+        MethodPreview(
+            method=p.regularizer,
+            search_trials=p.budget.trials,
+            epochs=p.budget.epochs,
+            passes_per_step=p.passes_per_step,
+            searched=tuple(param.key for param in p.params),
+            final_runs=finals,
+            samples_per_second=speed.get((config.model.name, p.regularizer)),
+        )
+        for p in plans
+    )
+    return Preview(
+        benchmark=config.benchmark,
+        methods=methods,
+        cpus_per_trial=resources.cpus_per_trial,
+        gpus_per_trial=resources.gpus_per_trial,
+        concurrency=slots,
+        concurrency_note=note,
+        train_samples=train,
+        dataset_note=data_note,
+        perf_source=perf_source,
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {secs:02d} s" if minutes else f"{secs} s")
+
+
+def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
+    """The preview as the lines ``--dry-run`` prints."""
+    batch = config.training.batch_size
+    steps = p.steps_per_epoch(batch)
+    out = [
+        f"{p.benchmark}: dry run, nothing started or written. {len(p.methods)} methods, {p.trials} trials "
+        f"({config.dataset.name}, {config.model.name}, batch {batch}"
+        + (f", {p.train_samples} training samples = {steps} steps per epoch)" if steps else ")"),
+        f"{'method':<16} {'search':>6} {'epochs':>6} {'passes/step':>11} {'finals':>6} {'passes/trial':>13}  searched",
+    ]
+    total_passes = 0
+    for m in p.methods:
+        passes = None if steps is None else m.epochs * steps * m.passes_per_step
+        total_passes += (passes or 0) * (m.search_trials + m.final_runs)
+        out.append(
+            f"{m.method:<16} {m.search_trials:>6} {m.epochs:>6} {m.passes_per_step:>11} {m.final_runs:>6} "
+            f"{'–' if passes is None else format(passes, ','):>13}  {', '.join(m.searched) or '(nothing)'}"
+        )
+    if steps is not None:
+        out.append(
+            f"passes in all: at most {total_passes:,} forward+backward (every search trial to its last epoch; "
+            "ASHA stops many earlier), flatness and evaluation not counted"
+        )
+    elif p.dataset_note:
+        out.append(p.dataset_note)
+    gpus = f", {p.gpus_per_trial:g} GPU" if p.gpus_per_trial else ", no GPU"
+    out.append(
+        f"resources per trial: {p.cpus_per_trial:g} CPU{gpus}; concurrency: {p.concurrency} trial"
+        f"{'' if p.concurrency == 1 else 's'} at once ({p.concurrency_note})"
+    )
+    estimate = p.estimate_seconds()
+    if estimate is not None:
+        search, finals = estimate
+        out.append(
+            f"time estimate (from {p.perf_source}): search at most {_duration(search)}, finals about "
+            f"{_duration(finals)}, at {p.concurrency} at once; training steps only (no evaluation, flatness, start-up)"
+        )
+    else:
+        missing = sorted({m.method for m in p.methods if m.samples_per_second is None})
+        why = (
+            f"{p.perf_source} has no figures for {config.model.name} with {', '.join(missing)}"
+            if p.perf_source
+            else "no step figures"
+        )
+        if p.train_samples is None:
+            why = "the training-set size is unknown here"
+        methods = " ".join(f"--method {m}" for m in missing or [m.method for m in p.methods])
+        out.append(
+            f"time estimate: none ({why}); measure with: sharpbench perf --model {config.model.name} {methods} "
+            f"--dataset {config.dataset.name} --batch-size {batch} --format json > RESULTS/{PERF_FILENAME}"
+        )
+    return out
+
+
+__all__ = ["PERF_FILENAME", "MethodPreview", "Preview", "PreviewError", "StepFigure", "lines", "preview", "read_perf"]

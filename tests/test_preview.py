@@ -1,0 +1,91 @@
+"""``sharpbench run --dry-run``: the plan printed from the run's own plan, an estimate from perf
+figures by hand arithmetic, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.catalog import load_benchmark
+from bench.data import load_dataset
+from bench.plan import plan_methods
+from bench.preview import PreviewError, lines, preview, read_perf
+from tests.runner import sharpbench
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def _figure(method: str, samples_per_second: float, model: str = "mlp") -> dict:
+    return {"model": model, "method": method, "device": "cpu", "batch_size": 64, "samples_per_second": samples_per_second}
+
+
+def test_the_plan_is_the_runs_plan_and_the_estimate_is_its_arithmetic(tmp_path: Path) -> None:
+    config = load_benchmark(SMOKE)
+    perf = tmp_path / "perf.json"
+    perf.write_text(json.dumps([_figure("erm", 1000.0), _figure("sam", 500.0), _figure("erm", 1.0, model="cnn")]))
+    got = preview(config, perf=read_perf(perf), perf_source=str(perf), num_cpus=2)
+    plans = plan_methods(config)
+    assert [(m.method, m.search_trials, m.epochs, m.passes_per_step) for m in got.methods] == [
+        (p.regularizer, p.budget.trials, p.budget.epochs, p.passes_per_step) for p in plans
+    ]
+    assert all(m.final_runs == 2 for m in got.methods) and got.trials == 2 * (2 + 2)
+    assert got.concurrency == 2  # 2 CPUs, 1 per trial, no max_concurrent_trials
+    train = len(load_dataset(config.dataset).train)
+    assert got.train_samples == train
+    # per trial: epochs × train / samples per second; search and finals over 2 slots
+    erm, sam = 2 * train / 1000.0, 2 * train / 500.0
+    search, finals = got.estimate_seconds()
+    assert search == pytest.approx((2 * erm + 2 * sam) / 2) and finals == pytest.approx((2 * erm + 2 * sam) / 2)
+    text = "\n".join(lines(got, config))
+    steps = math.ceil(train / 64)
+    assert f"{train} training samples = {steps} steps per epoch" in text
+    assert f"{2 * steps * 2:,}" in text and f"{2 * steps * 4:,}" in text  # passes per trial: erm, sam
+    assert "concurrency: 2 trials at once (2 CPUs here)" in text and f"time estimate (from {perf})" in text
+
+
+def test_missing_figures_say_how_to_measure(tmp_path: Path) -> None:
+    config = load_benchmark(SMOKE)
+    text = "\n".join(lines(preview(config, num_cpus=1), config))
+    assert "concurrency: 1 trial at once" in text
+    assert "time estimate: none (no step figures); measure with: sharpbench perf --model mlp --method erm" in text
+    partial = preview(config, perf=[read_perf_figure()], perf_source="p.json", num_cpus=1)
+    assert partial.estimate_seconds() is None
+    assert "p.json has no figures for mlp with sam" in "\n".join(lines(partial, config))
+
+
+def read_perf_figure():
+    from bench.preview import StepFigure
+
+    return StepFigure("mlp", "erm", "cpu", 64, 1000.0)
+
+
+def test_bad_perf_files_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(PreviewError, match="cannot read perf figures"):
+        read_perf(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"model": "mlp"}]')
+    with pytest.raises(PreviewError, match="is not the output of `sharpbench perf --format json`"):
+        read_perf(bad)
+
+
+def test_cli_dry_run_prints_and_writes_nothing(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    done = sharpbench("run", str(SMOKE), "--results", str(results), "--dry-run", "--num-cpus", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("smoke: dry run, nothing started or written. 2 methods, 8 trials")
+    assert "erm" in done.stdout and "sam" in done.stdout and "resources per trial: 1 CPU, no GPU" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # no results folder, no Ray or MLflow files
+    # the run folder's perf.json is used when present
+    results.mkdir()
+    (results / "perf.json").write_text(json.dumps([_figure("erm", 1000.0), _figure("sam", 500.0)]))
+    done = sharpbench("run", str(SMOKE), "--results", str(results), "--dry-run", cwd=tmp_path)
+    assert done.returncode == 0 and f"time estimate (from {results / 'perf.json'})" in done.stdout
+    assert sorted(p.name for p in results.iterdir()) == ["perf.json"]
+    # bad input: one line, exit 2
+    for args in (["--dry-run", "--perf", str(tmp_path / "nope.json")], ["--perf", str(results / "perf.json")]):
+        done = sharpbench("run", str(SMOKE), "--results", str(results), *args, cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
