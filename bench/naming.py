@@ -3,38 +3,63 @@ file names that benchmark and method names become."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from bench.errors import unknown_name
+from bench.errors import described, unknown_name
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Objects registered under stable names by a decorator, in the style of timm's ``register_model``."""
+    """Objects registered under stable names by a decorator, in the style of timm's ``register_model``,
+    and by plug-ins: every entry point of the group ``entry_points`` (e.g. ``sharpbench.datasets``)
+    is registered under its name, loaded on the first lookup, as regularizers' plug-ins are. A
+    plug-in that fails to load raises (a benchmark silently missing a dataset is worse than an
+    error); one that registered itself with the decorator on import is taken as it is."""
 
-    def __init__(self, kind: str, error: type[ValueError]) -> None:
+    def __init__(self, kind: str, error: type[ValueError], entry_points: str | None = None) -> None:
         self.kind = kind
         self.error = error
+        self.entry_points = entry_points
         self._entries: dict[str, T] = {}
+        self._plugins_loaded = entry_points is None
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(entry: T) -> T:
-            if name in self._entries:
+            if self._entries.get(name, entry) is not entry:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = entry
             return entry
 
         return decorator
 
+    def load_plugins(self) -> None:
+        """Register every entry point of the group (once; again after a failure)."""
+        if self._plugins_loaded:
+            return
+        for entry_point in importlib.metadata.entry_points(group=self.entry_points):
+            try:
+                loaded = entry_point.load()
+            except Exception as error:  # re-raised with the plug-in named, as one line
+                raise self.error(
+                    f"{self.kind} plugin {entry_point.name!r} ({entry_point.value}) failed to load: {described(error)}"
+                ) from error
+            if self._entries.get(entry_point.name) is not loaded:
+                self.register(entry_point.name)(loaded)
+        self._plugins_loaded = True
+
     def names(self) -> list[str]:
+        self.load_plugins()
         return sorted(self._entries)
 
     def get(self, name: str) -> T:
+        if name not in self._entries:
+            self.load_plugins()
         try:
             return self._entries[name]
         except KeyError:

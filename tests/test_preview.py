@@ -20,7 +20,13 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 
 
 def _figure(method: str, samples_per_second: float, model: str = "mlp") -> dict:
-    return {"model": model, "method": method, "device": "cpu", "batch_size": 64, "samples_per_second": samples_per_second}
+    return {
+        "model": model,
+        "method": method,
+        "device": "cpu",
+        "batch_size": 64,
+        "samples_per_second": samples_per_second,
+    }
 
 
 def test_the_plan_is_the_runs_plan_and_the_estimate_is_its_arithmetic(tmp_path: Path) -> None:

@@ -60,7 +60,9 @@ class Dataset:
 
 
 DatasetLoader = Callable[[DataConfig], Dataset]
-_DATASETS: Registry[DatasetLoader] = Registry("dataset", DatasetError)
+#: Plug-ins add datasets through this entry-point group (a loader ``(DataConfig) -> Dataset``).
+ENTRY_POINT_GROUP = "sharpbench.datasets"
+_DATASETS: Registry[DatasetLoader] = Registry("dataset", DatasetError, ENTRY_POINT_GROUP)
 
 #: ``@register_dataset("name")`` on a loader ``(DataConfig) -> Dataset``.
 register_dataset = _DATASETS.register

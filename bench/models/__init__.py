@@ -21,7 +21,9 @@ class ModelError(ValueError):
     """Unknown model or option; one printable line."""
 
 
-_MODELS: Registry[ModelFactory] = Registry("model", ModelError)
+#: Plug-ins add models through this entry-point group (a factory as below).
+ENTRY_POINT_GROUP = "sharpbench.models"
+_MODELS: Registry[ModelFactory] = Registry("model", ModelError, ENTRY_POINT_GROUP)
 
 #: ``@register_model("name")`` on a factory ``(input_shape, num_classes, **options) -> nn.Module``.
 register_model = _MODELS.register

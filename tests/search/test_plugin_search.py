@@ -1,5 +1,6 @@
-"""A third-party method, installed as a distribution with a `sharpbench.regularizers` entry point,
-runs in a real search: discovered by the CLI, the config validation and the Ray workers alike."""
+"""A third-party method, dataset and model, installed as one distribution with entry points in
+`sharpbench.regularizers`, `sharpbench.datasets` and `sharpbench.models`, run in a real search:
+discovered by the CLI, the config validation and the Ray workers alike."""
 
 from __future__ import annotations
 
@@ -41,6 +42,26 @@ class ScaledGradient(Regularizer):
 
     def cost(self, has_batchnorm: bool) -> PassCost:
         return PassCost(forward=1, backward=1)
+
+
+def blobs(config):
+    """Three Gaussian blobs in 16 dimensions, as 1×4×4 images: a dataset no package ships."""
+    from bench.data import Dataset, TensorSplit
+
+    generator = torch.Generator().manual_seed(config.split_seed)
+    centers = torch.randn(3, 1, 4, 4, generator=generator) * 3
+
+    def split(n):
+        labels = torch.arange(n) % 3
+        return TensorSplit(centers[labels] + torch.randn(n, 1, 4, 4, generator=generator), labels)
+
+    return Dataset("blobs", split(120), split(30), split(30), num_classes=3)
+
+
+def tiny_linear(input_shape, num_classes, bias=True):
+    """Logits from a linear map of the flattened input."""
+    channels, height, width = input_shape
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(channels * height * width, num_classes, bias=bias))
 '''
 
 
@@ -51,7 +72,9 @@ def _install_plugin(root: Path) -> None:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scaled-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        "[sharpbench.regularizers]\nscaled_gradient = scaled_plugin:ScaledGradient\n"
+        "[sharpbench.regularizers]\nscaled_gradient = scaled_plugin:ScaledGradient\n\n"
+        "[sharpbench.datasets]\nblobs = scaled_plugin:blobs\n\n"
+        "[sharpbench.models]\ntiny_linear = scaled_plugin:tiny_linear\n"
     )
 
 
@@ -61,8 +84,8 @@ def test_entry_point_plugin_runs_in_a_search(tmp_path, repo_root):
     _install_plugin(plugin_root)
     config = {
         "benchmark": "plugin",
-        "dataset": {"name": "digits", "max_train_samples": 200},
-        "model": {"name": "mlp", "options": {"hidden": 16, "depth": 1}},
+        "dataset": {"name": "blobs"},
+        "model": {"name": "tiny_linear", "options": {"bias": False}},
         "training": {"epochs": 2, "batch_size": 50},
         "search": {"trials_per_method": 2, "asha": {"enabled": False}},
         "regularizers": ["scaled_gradient"],
@@ -94,6 +117,11 @@ def test_entry_point_plugin_runs_in_a_search(tmp_path, repo_root):
     table = read_rows(results)
     assert table.num_rows == 2
     assert set(table.column("regularizer").to_pylist()) == {"scaled_gradient"}
+    assert set(table.column("dataset").to_pylist()) == {"blobs"} and set(table.column("model").to_pylist()) == {
+        "tiny_linear"
+    }
     assert set(table.column("status").to_pylist()) == {"completed"}
+    # three well separated blobs: a linear model learns them
+    assert max(table.column("val_accuracy").to_pylist()) > 0.6
     scales = [yaml.safe_load(h)["gradient_scale"] for h in table.column("regularizer_hparams").to_pylist()]
     assert all(0.5 <= s <= 2.0 for s in scales)
