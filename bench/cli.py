@@ -453,26 +453,39 @@ def report(
         "--out",
         metavar="FILE.html",
         help=(
-            "The HTML file to write (default: DIR/report.html of the first DIR; missing folders are made); PNGs go "
-            "to figures/ beside it."
+            "The HTML file to write (default: DIR/report.html of the first DIR; missing folders are made); figures "
+            "(PNG, SVG, PDF) go to figures/ beside it."
         ),
     ),
     baseline: Optional[str] = typer.Option(
         None, "--baseline", metavar="METHOD", help="Method every other is tested against (default: erm)."
     ),
     split_configs: bool = typer.Option(False, "--split-configs", help=_SPLIT_HELP),
+    reference: Optional[Path] = typer.Option(
+        None,
+        "--reference",
+        metavar="DIR",
+        help=(
+            "Reference results (e.g. results/reference/digits_noisy): per benchmark present in both, each method's "
+            "reference mean and interval beside yours, whether your mean lies inside it, and the reference interval "
+            "drawn in the seeds figure."
+        ),
+    ),
 ) -> None:
-    """One self-contained HTML page (figures embedded, opens from disk) plus the PNGs: the
-    leaderboard, accuracy against compute with the Pareto front, every final seed, flatness
-    against test accuracy, and each method's search history and hyperparameter importance."""
+    """One self-contained HTML page (figures embedded, opens from disk) plus every figure as PNG,
+    SVG and PDF: the leaderboard, accuracy against compute with the Pareto front, every final
+    seed, flatness against test accuracy, and each method's search history and hyperparameter
+    importance; with --reference, your run against reference results."""
     from bench.report.build import ReportError, build_report
 
     try:
-        artifacts = build_report(results_dirs, out, baseline=baseline, split_configs=split_configs)
+        artifacts = build_report(results_dirs, out, baseline=baseline, split_configs=split_configs, reference=reference)
     except ReportError as error:
         _fail(str(error))
     for skipped in artifacts.skipped:  # a read-only command: skip and say so, as `leaderboard` does
         OUTPUT.tell(f"warning: {skipped}")
+    for compared in artifacts.references:  # the answer at a glance; the page has the per-method table
+        OUTPUT.tell(f"{compared.benchmark}: {compared.summary()}")
     # One unwrapped line, so the path can be pasted.
     OUTPUT.say(str(artifacts.html_path.resolve()))
 

@@ -32,6 +32,7 @@ from regularizers.registry import (
     ENTRY_POINT_GROUP,
     RegistryError,
     available,
+    builtin,
     create,
     get,
     hyperparameters_of,
@@ -41,7 +42,9 @@ from regularizers.registry import (
 )
 from regularizers.space import Choice, Float, HyperParameter, Int, hparam, hyperparameters
 
-# Importing the built-in methods registers them (the decorator runs at class definition).
+# Importing the built-in methods registers them (the decorator runs at class definition). The order they
+# register in (sam and asam first: amp imports them) fixes each method's colour and marker in every figure
+# (registry.builtin, bench/report/palette.py): import a new method's module last.
 from regularizers import amp, coherent, erm, gnp, l1, nrs, nso, rwp, sam, weight_decay  # noqa: E402,F401  isort: skip
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "WeightBackup",
     "available",
     "batchnorm_modules",
+    "builtin",
     "create",
     "get",
     "global_norm",

@@ -101,6 +101,14 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def builtin() -> list[str]:
+    """Names of the methods this package ships (classes defined in ``regularizers.*``), in
+    registration order: the import order at the end of ``regularizers/__init__.py``, then the
+    order within each module. Plug-ins are not listed. The report's palette gives each its fixed
+    colour and marker by this order (bench/report/palette.py), so a new method goes at the end."""
+    return [name for name, cls in _REGISTRY.items() if cls.__module__.startswith(f"{__package__}.")]
+
+
 def get(name: str) -> type[Regularizer]:
     """The class registered under ``name``; a did-you-mean error otherwise."""
     if name not in _REGISTRY:

@@ -1,8 +1,9 @@
 """``sharpbench report``: read results folders, build the leaderboard, draw, write the page.
 
-:func:`build_report` writes ``report.html`` (self-contained) and ``figures/*.png`` next to it and
-returns a :class:`ReportArtifacts` with the PNG paths and the leaderboard as markdown, so a run
-can log them to its MLflow parent runs as artifacts.
+:func:`build_report` writes ``report.html`` (self-contained) and ``figures/`` next to it (each
+figure as PNG, SVG and PDF) and returns a :class:`ReportArtifacts` with the figures' paths and the
+leaderboard as markdown, so a run can log them to its MLflow parent runs as artifacts. With a
+``reference`` folder, each benchmark it shares with the results is compared with it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from bench.errors import first_line
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present, render
 from bench.merge import config_clashes, config_label, read_rows_by_config
 from bench.naming import file_safe
-from bench.report import data, figures
-from bench.report.page import BoardSection, ReportFigure, page
+from bench.report import data, figures, palette
+from bench.report.page import FIGURE_FORMATS, BoardSection, ReportFigure, page
+from bench.report.reference import ReferenceComparison, absent_line, compare
 from bench.report.studies import RebuiltStudy, rebuild_study
 from bench.results.parquet import UnreadableFile, no_results_folder, no_rows, read_rows
 from bench.run_record import load_records
@@ -40,6 +42,20 @@ REPORT_FILENAME = "report.html"
 FIGURES_DIRNAME = "figures"
 #: Resolution of the PNGs: sharp on screen at the page's width, small enough to embed.
 DPI = 110
+#: Metadata left out of every file: Matplotlib's name with its web address, and the date (a
+#: figure drawn twice from the same rows is the same file).
+_NO_METADATA = {
+    "png": {"Software": None},
+    "svg": {"Creator": None, "Date": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+}
+#: How the figures are drawn to file: SVG text stays text (selectable, searchable, editable: it is
+#: XML-escaped by Matplotlib's writer, so a name with markup is text, never an element); PDF fonts
+#: are embedded TrueType (Type 42), which journals ask for, rather than Type 3. Names and values are
+#: drawn as written: a method named "a$b$" is no TeX formula (and an odd number of "$" would make
+#: matplotlib fail to draw the figure). A fixed salt for the SVG's element ids, so that the same
+#: figure is the same file.
+FIGURE_RC = {"text.parse_math": False, "svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "sharpbench"}
 
 
 class ReportError(ValueError):
@@ -59,10 +75,16 @@ class ReportArtifacts:
     leaderboard_markdown: dict[str, str]
     #: Parquet files skipped as unreadable, one line each (the page is built from the others).
     skipped: tuple[str, ...] = ()
+    #: Each benchmark shared with the ``reference`` folder, compared with it.
+    references: tuple[ReferenceComparison, ...] = ()
 
     @property
     def png_paths(self) -> tuple[Path, ...]:
-        return tuple(f.path for f in self.figures if f.path is not None)
+        return self.paths("png")
+
+    def paths(self, fmt: str) -> tuple[Path, ...]:
+        """Every drawn figure's file in ``fmt`` (``png``, ``svg`` or ``pdf``), in page order."""
+        return tuple(p for f in self.figures if (p := f.file(fmt)) is not None)
 
     def png_paths_of(self, benchmark: str, regularizer: str | None = None) -> tuple[Path, ...]:
         """The PNGs of one benchmark: all of them, or the benchmark-wide ones plus one method's
@@ -111,10 +133,25 @@ def recorded_configs(results_dirs: Sequence[Path]) -> dict[str, BenchmarkConfig]
     return configs
 
 
+def read_reference(folder: Path, problems: list[UnreadableFile] | None = None) -> dict[str, BenchmarkBoard]:
+    """The boards of the reference folder by benchmark. Raises ReportError, worded as for a
+    results folder and naming ``--reference``, for a missing folder or one without rows."""
+    try:
+        table = read_results([folder], problems)
+    except ReportError as error:
+        raise ReportError(f"--reference: {error}") from None
+    return {board.benchmark: board for board in build_leaderboard(table)}
+
+
 def _save(figure: Any, path: Path) -> Path:
-    """PNG without the Software text chunk (it names a web address) and with the figure freed."""
+    """The figure in every format of FIGURE_FORMATS beside ``path`` (the PNG's), without metadata
+    naming a web address or a date, and freed. Returns the PNG's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, metadata={"Software": None})
+    for fmt in FIGURE_FORMATS:
+        figure.savefig(path.with_suffix(f".{fmt}"), dpi=DPI, metadata=_NO_METADATA[fmt])
+        # The first save laid the figure out: the same layout serves the other formats, not
+        # computed again for each.
+        figure.set_layout_engine("none")
     import matplotlib.pyplot as plt
 
     plt.close(figure)  # a no-op for Figure objects pyplot does not manage; frees Optuna's
@@ -134,11 +171,15 @@ _SEEDS_CAPTION = (
     "seed fixes the initialization and the data order, so equal seeds pair across methods). Black bar: the "
     "mean; black line: its 95% t-interval (Student t with n−1 degrees of freedom)."
 )
+_SEEDS_REFERENCE = (
+    " Faint band in the method's colour: the reference's 95% interval of the mean ({folder}); dashed line: the "
+    "reference mean."
+)
 _FLATNESS_CAPTION = (
     "Flatness against generalization: each completed run that measured flatness (bench/measure/flatness.py, on the "
     "training loss at the end of training) is a point. Left: the Hessian trace by Hutchinson's estimator, "
-    "with its standard error; right: the top Hessian eigenvalue by power iteration. Filled circles: final "
-    "runs; hollow triangles: search trials. {counts}"
+    "with its standard error; right: the top Hessian eigenvalue by power iteration. Each method has its own "
+    "colour and marker, the same in every figure; filled: final runs, hollow: search trials. {counts}"
 )
 
 
@@ -147,10 +188,11 @@ def _board_figures(
     rows_by_method: Mapping[str, Sequence[Mapping[str, Any]]],
     config: BenchmarkConfig | None,
     folder: Path,
+    reference: ReferenceComparison | None = None,
 ) -> tuple[list[ReportFigure], list[str]]:
     name = board.benchmark
     title = f"{board.benchmark} ({board.dataset}, {board.model})"
-    colors = figures.method_colors(list(rows_by_method))
+    styles = palette.styles(rows_by_method)
     results = [r for s in board.standings if (r := data.method_result(s, rows_by_method[s.regularizer])) is not None]
     out: list[ReportFigure] = []
     notes: list[str] = []
@@ -166,7 +208,7 @@ def _board_figures(
                 FIGURE_COMPUTE,
                 "Test accuracy against compute",
                 _COMPUTE_CAPTION,
-                _save(figures.compute_figure(results, colors, title), Path(f"{stem}-compute.png")),
+                _save(figures.compute_figure(results, styles, title), Path(f"{stem}-compute.png")),
             )
         )
         out.append(
@@ -175,8 +217,8 @@ def _board_figures(
                 None,
                 FIGURE_SEEDS,
                 "Test accuracy over final seeds",
-                _SEEDS_CAPTION,
-                _save(figures.seeds_figure(results, colors, title), Path(f"{stem}-seeds.png")),
+                _SEEDS_CAPTION + (_SEEDS_REFERENCE.format(folder=reference.folder) if reference else ""),
+                _save(figures.seeds_figure(results, styles, title, reference), Path(f"{stem}-seeds.png")),
             )
         )
     else:
@@ -199,7 +241,7 @@ def _board_figures(
                 FIGURE_FLATNESS,
                 "Flatness against generalization",
                 _FLATNESS_CAPTION.format(counts=counts),
-                _save(figures.flatness_figure(points, colors, title), Path(f"{stem}-flatness.png")),
+                _save(figures.flatness_figure(points, styles, title), Path(f"{stem}-flatness.png")),
             )
         )
     else:
@@ -216,11 +258,11 @@ def _board_figures(
     for standing in board.standings:
         method = standing.regularizer
         rebuilt = rebuild_study(name, method, rows_by_method[method], config)
-        out += _search_figures(rebuilt, Path(f"{stem}-{file_safe(method)}"))
+        out += _search_figures(rebuilt, Path(f"{stem}-{file_safe(method)}"), styles[method])
     return out, notes
 
 
-def _search_figures(rebuilt: RebuiltStudy, stem: Path) -> list[ReportFigure]:
+def _search_figures(rebuilt: RebuiltStudy, stem: Path, style: palette.Style) -> list[ReportFigure]:
     method = rebuilt.regularizer
     direction = "highest" if rebuilt.study.direction.name == "MAXIMIZE" else "lowest"
     counts = (
@@ -240,7 +282,7 @@ def _search_figures(rebuilt: RebuiltStudy, stem: Path) -> list[ReportFigure]:
             FIGURE_HISTORY,
             f"{method}: search history",
             caption,
-            _save(figures.history_figure(rebuilt), Path(f"{stem}-history.png")),
+            _save(figures.history_figure(rebuilt, style), Path(f"{stem}-history.png")),
         )
     else:
         history = ReportFigure(
@@ -259,7 +301,7 @@ def _search_figures(rebuilt: RebuiltStudy, stem: Path) -> list[ReportFigure]:
             FIGURE_IMPORTANCE,
             f"{method}: hyperparameter importance",
             caption,
-            _save(figures.importance_figure(rebuilt), Path(f"{stem}-importance.png")),
+            _save(figures.importance_figure(rebuilt, style), Path(f"{stem}-importance.png")),
         )
     else:
         importance = ReportFigure(
@@ -291,16 +333,22 @@ def build_report(
     *,
     baseline: str | None = None,
     split_configs: bool = False,
+    reference: str | os.PathLike[str] | None = None,
 ) -> ReportArtifacts:
     """Write the report of ``results_dirs`` to ``out`` (default: ``<first dir>/report.html``) and
-    its PNGs to ``figures/`` beside it.
+    its figures (PNG, SVG, PDF) to ``figures/`` beside it.
 
-    ``baseline``: the method the leaderboard tests the others against (default ``erm``). Raises
-    :class:`ReportError` for a missing folder, folders without rows, a baseline with no rows, an
-    unreadable recorded config, or an ``out`` that is not an ``.html`` file path."""
+    ``baseline``: the method the leaderboard tests the others against (default ``erm``).
+    ``reference``: a results folder (e.g. ``results/reference/digits_noisy``) each benchmark is
+    compared with: per method, its mean and interval beside yours. Raises :class:`ReportError`
+    for a missing folder, folders without rows, a reference folder missing or without rows, a
+    baseline with no rows, an unreadable recorded config, or an ``out`` that is not an ``.html``
+    file path."""
     folders = [Path(d) for d in results_dirs]
     problems: list[UnreadableFile] = []
     table = read_results(folders, problems, split_configs=split_configs)
+    reference_folder = Path(reference) if reference is not None else None
+    reference_boards = read_reference(reference_folder, problems) if reference_folder is not None else {}
     present = methods_present(table)
     if baseline is not None and baseline not in present:
         raise ReportError(f"--baseline {baseline!r} has no rows; methods present: {', '.join(present)}")
@@ -317,27 +365,39 @@ def build_report(
         rows_by[row["benchmark"]][row["regularizer"]].append(row)
     figure_dir = html_path.parent / FIGURES_DIRNAME
     sections = []
+    comparisons: list[ReferenceComparison] = []
     import matplotlib
 
-    # Names and values are drawn as written: a method named "a$b$" is no TeX formula (and an odd
-    # number of "$" would make matplotlib fail to draw the figure).
-    with matplotlib.rc_context({"text.parse_math": False}):
+    with matplotlib.rc_context(FIGURE_RC):
         for board in boards:
-            made, notes = _board_figures(board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir)
-            sections.append(BoardSection(board, tuple(made), tuple(notes)))
+            compared = absent = None
+            if reference_folder is not None:
+                if board.benchmark in reference_boards:
+                    compared = compare(board, reference_boards[board.benchmark], reference_folder)
+                    comparisons.append(compared)
+                else:
+                    absent = absent_line(board.benchmark, reference_folder, tuple(reference_boards))
+            made, notes = _board_figures(
+                board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir, compared
+            )
+            sections.append(BoardSection(board, tuple(made), tuple(notes), compared, absent))
     sources = [
         f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders
     ]  # skipped files: said once, above
     built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     html_path.parent.mkdir(parents=True, exist_ok=True)
     staging = html_path.with_name(html_path.name + ".tmp")
-    staging.write_text(page(sections, sources, built), encoding="utf-8")
+    reference_line = (
+        f"{reference_folder} (benchmarks: {', '.join(reference_boards)})" if reference_folder is not None else None
+    )
+    staging.write_text(page(sections, sources, built, reference_line), encoding="utf-8")
     staging.replace(html_path)
     return ReportArtifacts(
         html_path=html_path,
         figures=tuple(f for s in sections for f in s.figures),
         leaderboard_markdown={board.benchmark: render([board], "markdown") for board in boards},
         skipped=tuple(str(problem) for problem in problems),
+        references=tuple(comparisons),
     )
 
 
@@ -346,6 +406,7 @@ __all__ = [
     "ReportArtifacts",
     "ReportError",
     "build_report",
+    "read_reference",
     "read_results",
     "recorded_configs",
 ]

@@ -1,6 +1,7 @@
 """The report as one self-contained HTML page: inline CSS, PNGs embedded as base64 ``data:`` URIs,
 the leaderboard as an HTML table, and no reference to any other resource (no CDN, web font or
-script from elsewhere), so the file opens from disk with no server and no network."""
+script from elsewhere), so the file opens from disk with no server and no network. Each figure
+links its SVG and PDF in ``figures/`` beside the page (plain links: the page loads neither)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.leaderboard import BenchmarkBoard, legend, render, verdict_line
+from bench.report.reference import ReferenceComparison
+
+#: The files of every drawn figure, by suffix: the PNG the page embeds first, then the vector
+#: formats for papers (same stem, same folder).
+FIGURE_FORMATS = ("png", "svg", "pdf")
 
 _STYLE = """
 body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; margin: 24px 32px; color: #222;
@@ -30,6 +36,8 @@ figure img { display: block; max-width: 100%; border: 1px solid #e4e4e4; }
 .methods { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 8px 24px; }
 .method-head { grid-column: 1 / -1; margin: 16px 0 0 0; }
 .missing { border: 1px dashed #bbb; padding: 16px; color: #555; font-size: 13px; }
+.formats { font-size: 12px; margin: 2px 0 0 0; }
+table.reference td.inside { color: #1b5e20; } table.reference td.outside { color: #b71c1c; }
 """
 
 # Lets a headless browser's --dump-dom show that each image decoded and where it was laid out
@@ -49,7 +57,8 @@ window.addEventListener("load", function () {
 @dataclass(frozen=True)
 class ReportFigure:
     """One figure of the report. ``path`` is its PNG, or None when it could not be drawn: the
-    caption then says why. ``regularizer`` is None for the benchmark-wide figures."""
+    caption then says why. ``regularizer`` is None for the benchmark-wide figures. The same
+    figure is written in every format of :data:`FIGURE_FORMATS` (:meth:`file`)."""
 
     benchmark: str
     regularizer: str | None
@@ -58,14 +67,23 @@ class ReportFigure:
     caption: str
     path: Path | None
 
+    def file(self, fmt: str) -> Path | None:
+        """The figure's file in ``fmt`` (one of :data:`FIGURE_FORMATS`); None when not drawn."""
+        if fmt not in FIGURE_FORMATS:
+            raise ValueError(f"unknown figure format {fmt!r}; formats: {', '.join(FIGURE_FORMATS)}")
+        return None if self.path is None else self.path.with_suffix(f".{fmt}")
+
 
 @dataclass(frozen=True)
 class BoardSection:
-    """What the page shows for one benchmark: its leaderboard and its figures, in order."""
+    """What the page shows for one benchmark: its leaderboard, its comparison with the reference
+    (``reference``; ``reference_note`` when the reference lacks the benchmark), its figures."""
 
     board: BenchmarkBoard
     figures: tuple[ReportFigure, ...]
     notes: tuple[str, ...]
+    reference: ReferenceComparison | None = None
+    reference_note: str | None = None
 
 
 _TEXT_CLASS = ' class="text"'
@@ -113,9 +131,47 @@ def _figure(figure: ReportFigure) -> str:
             f"drawn.</div>{caption}</figure>"
         )
     encoded = base64.b64encode(figure.path.read_bytes()).decode("ascii")
+    # Relative to the page: the figures folder sits beside it (bench.report.build.FIGURES_DIRNAME).
+    folder = html.escape(figure.path.parent.name)
+    links = " · ".join(
+        f'<a href="{folder}/{html.escape(path.name)}" data-format="{fmt}">{fmt.upper()}</a>'
+        for fmt in FIGURE_FORMATS[1:]
+        if (path := figure.file(fmt)) is not None
+    )
     return (
         f'<figure {data}><img alt="{html.escape(figure.title)}" '
-        f'src="data:image/png;base64,{encoded}">{caption}</figure>'
+        f'src="data:image/png;base64,{encoded}"><p class="formats">For print: {links}</p>{caption}</figure>'
+    )
+
+
+def _reference(comparison: ReferenceComparison) -> str:
+    """The reference comparison: its summary line, then one row per method."""
+    level = f"{comparison.confidence:.0%}"
+    head = "".join(
+        f"<th>{html.escape(name)}</th>"
+        for name in (
+            "Method",
+            f"Reference mean [{level} CI]",
+            f"Your mean [{level} CI]",
+            "Your mean against the reference",
+        )
+    )
+    rows = []
+    for m in comparison.methods:
+        verdict_class = {True: "text inside", False: "text outside", None: "text"}[m.inside]
+        rows.append(
+            "<tr>"
+            f'<td class="text">{html.escape(m.regularizer)}</td>'
+            f"<td>{html.escape(m.reference.text() if m.reference else '—')}</td>"
+            f"<td>{html.escape(m.yours.text() if m.yours else '—')}</td>"
+            f'<td class="{verdict_class}">{html.escape(m.verdict())}</td>'
+            "</tr>"
+        )
+    name = html.escape(comparison.benchmark)
+    return (
+        f'<p class="rule" data-reference="summary">{html.escape(comparison.summary())}</p>'
+        f'<div class="table-wrap"><table class="leaderboard reference" data-benchmark="{name}">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
@@ -130,6 +186,10 @@ def _section(section: BoardSection) -> str:
         f'<p class="verdict">{html.escape(verdict_line(board))}</p>',
         f'<p class="rule">{html.escape(legend(board))}</p>',
     ]
+    if section.reference is not None:
+        parts += ["<h3>Against the reference</h3>", _reference(section.reference)]
+    elif section.reference_note is not None:
+        parts.append(f'<p class="note" data-reference="absent">{html.escape(section.reference_note)}</p>')
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]
     overall = [f for f in section.figures if f.regularizer is None]
     per_method = [f for f in section.figures if f.regularizer is not None]
@@ -148,8 +208,9 @@ def _section(section: BoardSection) -> str:
     return "\n".join(parts)
 
 
-def page(sections: Sequence[BoardSection], sources: Sequence[str], built: str) -> str:
-    """The whole HTML document. ``sources``: one line per results folder read; ``built``: when."""
+def page(sections: Sequence[BoardSection], sources: Sequence[str], built: str, reference: str | None = None) -> str:
+    """The whole HTML document. ``sources``: one line per results folder read; ``built``: when;
+    ``reference``: the reference folder read (``--reference``), if any."""
     contents = "".join(
         f'<li><a href="#b-{re.sub(r"[^A-Za-z0-9_-]", "-", s.board.benchmark)}">'
         f"{html.escape(s.board.benchmark)}</a></li>"
@@ -164,6 +225,7 @@ def page(sections: Sequence[BoardSection], sources: Sequence[str], built: str) -
             f"<style>{_STYLE}</style></head><body>",
             "<h1>sharpbench report</h1>",
             f'<p class="meta">Built {html.escape(built)} from: {html.escape("; ".join(sources))}.</p>',
+            *([f'<p class="meta">Compared with the reference: {html.escape(reference)}.</p>'] if reference else []),
             f"<ul>{contents}</ul>",
             *(_section(s) for s in sections),
             f"<script>{_PROBE}</script>",
@@ -172,4 +234,4 @@ def page(sections: Sequence[BoardSection], sources: Sequence[str], built: str) -
     )
 
 
-__all__ = ["BoardSection", "ReportFigure", "leaderboard_cells", "page"]
+__all__ = ["FIGURE_FORMATS", "BoardSection", "ReportFigure", "leaderboard_cells", "page"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.report.results_folder import write_results
+from tests.report.results_folder import own_trials, write_results
 from tests.runner import sharpbench_command
 
 
@@ -79,3 +79,42 @@ def test_unreadable_files_are_one_warning_line_each_and_the_report_is_built(tmp_
     assert any("junk.parquet" in line for line in lines) and any("cut.parquet" in line for line in lines)
     assert "Warning:" not in done.stderr and "read_rows" not in done.stderr  # no Python warning with its source line
     assert (results / "report.html").is_file()
+
+
+def test_reference_compares_your_run_with_it(tmp_path):
+    reference = write_results(tmp_path / "reference")
+    own = write_results(tmp_path / "own", trials=own_trials())
+    done = _run(str(own), "--reference", str(reference))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == str((own / "report.html").resolve())
+    summary = (
+        f"Against the reference {reference}: 1 of 2 methods have their mean inside the reference 95% interval; "
+        "outside: sam; not compared: asam."
+    )
+    assert done.stderr.splitlines() == [f"tiny: {summary}"]  # the answer at a glance, on the terminal too
+    page = (own / "report.html").read_text(encoding="utf-8")
+    assert f'<p class="rule" data-reference="summary">{summary}</p>' in page
+    assert "your mean lies below the reference interval, by" in page
+
+
+def test_the_committed_reference_without_your_benchmark_is_one_line_on_the_page(tmp_path, repo_root):
+    committed = repo_root / "results" / "reference" / "digits_noisy"
+    own = write_results(tmp_path / "own")
+    done = _run(str(own), "--reference", str(committed))
+    assert done.returncode == 0, done.stderr
+    page = (own / "report.html").read_text(encoding="utf-8")
+    assert (
+        f"The reference {committed} has no results for benchmark tiny (it holds: digits_noisy): no comparison." in page
+    )
+
+
+def test_a_missing_reference_folder_exits_2_with_one_line(tmp_path):
+    own = write_results(tmp_path / "own")
+    done = _run(str(own), "--reference", str(tmp_path / "nowhere"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"error: --reference: results folder not found: {tmp_path / 'nowhere'} "
+        f"(run `sharpbench run CONFIG --results {tmp_path / 'nowhere'}` first)"
+    ]
+    assert not (own / "report.html").exists()

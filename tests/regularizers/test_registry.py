@@ -57,6 +57,23 @@ def test_listing_holds_every_built_in_sorted():
     assert set(BUILT_IN) <= set(names)
 
 
+def test_builtin_lists_the_shipped_methods_in_registration_order_and_no_plugin(plugin_path, scratch_names):
+    scratch_names += ["sbtest_decorated", "sbtest_plain", "toy_registry_test"]
+    regularizers.register("toy_registry_test")(_toy_class())  # defined here, in a test module
+    _write_distribution(
+        plugin_path,
+        "sbtest_plugin_builtin",
+        _DECORATED.format(name="sbtest_decorated"),
+        {"sbtest_decorated": "sbtest_plugin_builtin:Decorated", "sbtest_plain": "sbtest_plugin_builtin:Plain"},
+    )
+    regularizers.load_entry_points(force=True)
+    assert {"sbtest_decorated", "sbtest_plain", "toy_registry_test"} <= set(regularizers.available())
+    builtin = regularizers.builtin()
+    assert sorted(builtin) == BUILT_IN  # every shipped method, nothing else
+    # Registration order, not sorted: sam and asam register first because amp imports their module.
+    assert builtin[:3] == ["sam", "asam", "amp"]
+
+
 def test_duplicate_name_is_an_error(scratch_names):
     scratch_names.append("toy_duplicate")
     first = regularizers.register("toy_duplicate")(_toy_class())

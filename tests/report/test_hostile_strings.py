@@ -62,3 +62,34 @@ def test_a_hostile_method_name_in_json_and_csv_round_trips(tmp_path):
     assert done.returncode == 0, done.stderr
     methods = {s["regularizer"] for board in json.loads(done.stdout) for s in board["standings"]}
     assert PAYLOAD in methods
+
+
+#: Aimed at an SVG document (no body there): a script, an event handler, and attempts to close a
+#: CDATA section or a comment around the text. Short enough for a Parquet partition folder's name.
+SVG_PAYLOAD = "<script>document.documentElement.id='pwned'</script><image href=x onerror=alert(1)/>]]>--><!--\"&$x"
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (`apt-get install -y chromium`; .ci/run installs it)"
+)
+def test_a_hostile_method_name_in_an_svg_is_text_and_never_runs(tmp_path):
+    trials = {
+        i: dataclasses.replace(
+            t,
+            regularizer=SVG_PAYLOAD if t.regularizer == "sam" else t.regularizer,
+            selected_from=t.selected_from and t.selected_from.replace("sam", SVG_PAYLOAD),
+        )
+        for i, t in TRIALS.items()
+    }
+    artifacts = build_report([write_results(tmp_path / "results", trials=trials)], tmp_path / "out" / "report.html")
+    svgs = artifacts.paths("svg")
+    assert len(svgs) == len(artifacts.png_paths) >= 6
+    for path in svgs:
+        source = path.read_text(encoding="utf-8")
+        assert "<script" not in source.lower() and "<image" not in source.lower(), path
+    (compute,) = [f.file("svg") for f in artifacts.figures if f.kind == "compute"]
+    assert "&lt;script&gt;document.documentElement" in compute.read_text(encoding="utf-8")  # escaped text
+    dom = chromium(compute, "--dump-dom", "--window-size=1200,600")
+    assert "pwned" not in dom.split("<svg", 1)[1].split(">", 1)[0]  # the root's id was never set
+    assert "<script" not in dom and "<image" not in dom
+    assert "&lt;script&gt;document.documentElement.id='pwned'" in dom  # drawn as a <text>, shown as written
