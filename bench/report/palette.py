@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import regularizers
 
-#: Matplotlib's tab10 qualitative colours: distinguishable on screen and in print, widely known.
+#: Matplotlib's tab10 qualitative colours (distinguishable on screen and in print, widely known),
+#: then Paul Tol's "muted" scheme (its pale grey replaced by near-black): 20 colours, so every
+#: built-in method of today has a colour of its own, not only a marker.
 COLORS = (
     "#1f77b4",
     "#ff7f0e",
@@ -27,6 +29,16 @@ COLORS = (
     "#7f7f7f",
     "#bcbd22",
     "#17becf",
+    "#332288",
+    "#88ccee",
+    "#44aa99",
+    "#117733",
+    "#999933",
+    "#ddcc77",
+    "#cc6677",
+    "#882255",
+    "#aa4499",
+    "#222222",
 )
 #: Filled marker shapes (all of them can be drawn hollow: the figures draw search results hollow).
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -41,13 +53,13 @@ class Style:
     marker: str
 
 
-# Slot i pairs colour i mod 10 with marker i mod 7: as 10 and 7 share no factor, the 70 slots are
-# 70 different pairs, and neighbouring slots differ in both colour and marker.
+# Slot i pairs colour i mod 20 with marker i mod 7: as 20 and 7 share no factor, the 140 slots are
+# 140 different pairs, and neighbouring slots differ in both colour and marker.
 PALETTE: tuple[Style, ...] = tuple(
     Style(i, COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i in range(len(COLORS) * len(MARKERS))
 )
 #: Slots kept for the built-in methods: a new built-in never moves a plug-in's colour. The rest
-#: (40) are hashed into, so two plug-ins may share a style (one chance in 40 for a given pair).
+#: (110) are hashed into, so two plug-ins may share a style (one chance in 110 for a given pair).
 BUILTIN_SLOTS = 30
 
 
