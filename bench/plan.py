@@ -26,6 +26,9 @@ SEED_KEY = "seed"
 #: Every trial of the one Tune experiment says which method and phase it belongs to.
 METHOD_KEY = "method"
 PHASE_KEY = "phase"
+#: ... and its place among the trials of that method × phase as the searcher issued them (0, 1, ...):
+#: the ``t007`` of its MLflow run's name.
+ORDINAL_KEY = "ordinal"
 #: Search trials also say how the searcher drew their config: "default", "startup" or "model"
 #: (:data:`bench.search.space.SUGGESTION_KINDS`); the sink writes it into the row.
 SUGGESTION_KEY = "suggestion_kind"

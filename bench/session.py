@@ -57,15 +57,22 @@ class RunOutcome:
     optuna_storage: str
     report: Path | None  # the HTML report; None when it could not be written (said)
     all_failed: str | None = None  # every trial failed: the most frequent reason
+    experiment_id: str | None = None  # the benchmark's MLflow experiment
 
     @property
     def commands(self) -> list[tuple[str, str]]:
-        """(label, command) to look further: the leaderboard, MLflow's UI, the studies, the report."""
-        commands = [
-            ("Leaderboard", f"sharpbench leaderboard {shlex.quote(str(self.results))}"),
-            ("MLflow UI  ", f"mlflow ui --backend-store-uri {shlex.quote(self.tracking_uri)}"),
-            ("Studies    ", f"optuna-dashboard {shlex.quote(self.optuna_storage)}"),
-        ]
+        """(label, command) to look further: the leaderboard, MLflow's UI (a store: the command
+        that serves it) and the address of the experiment's training runs in it, the studies,
+        the report."""
+        from bench.results.mlflow_ui import runs_view_url, served, ui_of
+
+        commands = [("Leaderboard", f"sharpbench leaderboard {shlex.quote(str(self.results))}")]
+        if not served(self.tracking_uri):
+            commands.append(("MLflow UI  ", f"mlflow ui --backend-store-uri {shlex.quote(self.tracking_uri)}"))
+        ui = ui_of(self.tracking_uri)
+        if ui is not None and self.experiment_id is not None:
+            commands.append(("MLflow runs", runs_view_url(ui, self.experiment_id)))  # a browser's, not a shell's
+        commands.append(("Studies    ", f"optuna-dashboard {shlex.quote(self.optuna_storage)}"))
         if self.report is not None:
             commands.append(("Report     ", f"xdg-open {shlex.quote(str(self.report))}"))
         return commands
@@ -370,7 +377,7 @@ class Session:
         self._print_board(results)
         all_failed = failure_summary(read_rows(results).to_pylist(), config.benchmark)
         report = self._report(results, None if mirror.down else opened, plans, record.instance)
-        outcome = RunOutcome(config.benchmark, results, uri, storage, report, all_failed)
+        outcome = RunOutcome(config.benchmark, results, uri, storage, report, all_failed, opened.experiment_id)
         for label, command in outcome.commands:  # one per line, never wrapped, so each can be pasted
             self.output.say(f"{label}: {command}")
         # Last, after the board and the report: Ray's teardown resets SIGTERM to its default action in
@@ -415,7 +422,7 @@ class Session:
         )
 
     def _report(self, results: Path, sink: Any, plans: list[Any], instance: str) -> Path | None:
-        """Write the HTML report and attach its figures and the leaderboard to each method's MLflow
+        """Write the HTML report and attach it, its figures and the leaderboard to each method's MLflow
         parent runs through ``sink``, the run's own (none when ``sink`` is None: MLflow went down
         during the run, already said; a second sink would say the store's warnings again). A
         failure is said in one line and the run still succeeds: Parquet, the record, holds every
@@ -438,6 +445,7 @@ class Session:
                 for plan in plans:
                     files = {f"report/{png.name}": png for png in artifacts.png_paths_of(benchmark, plan.regularizer)}
                     files["report/leaderboard.md"] = board
+                    files["report/report.html"] = artifacts.html_path  # the whole page, figures inlined
                     for phase in Phase:
                         parent = sink.find_parent_run(plan.parent_key(phase.value, instance))
                         if parent is not None:

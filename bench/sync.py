@@ -26,7 +26,7 @@ from bench.plan import plan_methods
 from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
 from bench.results.parquet import no_results_folder, no_rows, read_rows
 from bench.results.rows import row_of
-from bench.results.schema import Phase, TrialRow, TrialStatus
+from bench.results.schema import Phase, TrialRow
 from bench.results.sinks import MlflowTrialSink, ParentEnd
 from bench.results.vocabulary import ParentRun, parent_finish, parent_params
 from bench.run_record import RunRecord, load_records
@@ -116,7 +116,7 @@ def sync_to_mlflow(results_dir: Path, tracking_uri: str | None = None) -> SyncSu
             mine = [r for r in rows if (r.benchmark, r.regularizer, r.phase) == (benchmark, method, phase)]
             board = standing.method_board(results_dir, benchmark, method)
             summary = standing.summarize(board, Phase(phase)) if board is not None else None
-            finish = parent_finish([TrialStatus(r.status) for r in mine], summary)
+            finish = parent_finish(mine, summary)
             sinks[benchmark].finish([ParentEnd(parent, finish)])
             counts["parents_finished"] += 1
     return SyncSummary(

@@ -22,7 +22,8 @@ trial runs in its own working directory, where ``sqlite:///mlflow.db`` would be 
 Every run carries its provenance as MLflow's own source tags (``mlflow.source.git.commit``,
 ``mlflow.source.name``/``type``) plus one ``sharpbench.package.<name>`` tag per tracked package
 (:class:`RunSource`); the experiment is tagged as a model-training experiment
-(:data:`EXPERIMENT_KIND_TAG`), so MLflow 3's UI opens it on its runs, not on its GenAI traces.
+(:data:`EXPERIMENT_KIND_TAG`). MLflow 3.17's UI shows that kind but does not open the experiment
+by it: the address that opens its training runs is :func:`bench.results.mlflow_ui.runs_view_url`.
 
 A sink is not thread-safe; use it from one thread (the driver's callback).
 """
@@ -85,6 +86,7 @@ from bench.results.vocabulary import (  # noqa: F401  (the names also re-exporte
     TAG_TRIAL_ID,
     TAG_TRIAL_KEY,
     ParentRun,
+    parent_run_name,
     parent_tags,
     trial_end_tags,
 )
@@ -104,9 +106,10 @@ except ImportError:  # pragma: no cover - a future MLflow that moved them
 
 _log = logging.getLogger(__name__)
 
-#: MLflow 3's experiment-type tag: without it the UI opens an experiment in its GenAI view
-#: ("Traces 0"); ``custom_model_development`` opens it on its training runs. The value is the UI's
-#: ``ExperimentKind.CUSTOM_MODEL_DEVELOPMENT`` (mlflow/server/js, MLflow 3.17).
+#: MLflow 3's experiment-type tag: the value is the UI's ``ExperimentKind.CUSTOM_MODEL_DEVELOPMENT``
+#: (mlflow/server/js, MLflow 3.17), shown as the experiment's type ("Machine learning"). Earlier 3.x
+#: UIs opened an experiment by it; 3.17 opens it in the browser's last workflow (GenAI at first)
+#: whatever it says, so the console prints :func:`bench.results.mlflow_ui.runs_view_url` too.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
@@ -418,6 +421,9 @@ class MlflowSink:
         self._parents: dict[str, str] = {}  # search name -> run id
         self._trials: dict[str, str] = {}  # trial key -> run id
         self._last_step: dict[str, int] = {}  # run id -> last step logged by log_epoch
+        #: (run id, key, step) -> the value this sink last sent there, by log_metrics and finish_parent: a
+        #: parent's counters are logged as each trial ends and again as it ends, once per point.
+        self._points: dict[tuple[str, str, int], float] = {}
         #: run id -> the last epoch step the run holds (in the store or sent by this sink): a
         #: resumed or retried trial re-runs epochs after its checkpoint; they are not logged twice.
         self._logged_through: dict[str, int] = {}
@@ -521,8 +527,11 @@ class MlflowSink:
         ``config`` (the resolved benchmark config, JSON-serializable) becomes the artifact
         ``benchmark_config.json`` of a new run.
         """
-        tags = parent_tags(ParentRun(search_name, benchmark, regularizer, Phase(phase), params, config))
-        run_id, created = self._get_or_create(self._parents, TAG_SEARCH_ID, search_name, search_name, params, tags)
+        parent = ParentRun(search_name, benchmark, regularizer, Phase(phase), params, config)
+        name = parent_run_name(parent)
+        run_id, created = self._get_or_create(
+            self._parents, TAG_SEARCH_ID, search_name, name, params, parent_tags(parent)
+        )
         if created and config is not None and not self.artifacts_elsewhere:
             self.client.log_dict(run_id, dict(config), BENCHMARK_CONFIG_ARTIFACT)
         return run_id
@@ -631,6 +640,17 @@ class MlflowSink:
         """Set ``tags`` on run ``run_id`` in one batch."""
         self._log(run_id, tags=tags)
 
+    def log_metrics(self, run_id: str, values: Mapping[str, float | None], step: int) -> None:
+        """Log ``values`` (None skipped) at ``step`` in one batch (a parent run's counters as
+        its trials end)."""
+        self._log(run_id, metrics=self._new_points(run_id, self._metrics(values, step)))
+
+    def _new_points(self, run_id: str, points: list[Metric]) -> list[Metric]:
+        """``points`` less those this sink already sent with the same value at the same step."""
+        new = [p for p in points if self._points.get((run_id, p.key, p.step)) != p.value]
+        self._points.update({(run_id, p.key, p.step): p.value for p in new})
+        return new
+
     def _stored_through(self, run_id: str) -> int:
         """The last epoch step the store holds for ``run_id`` (-1 for none): every epoch logs
         :data:`bench.metrics.EPOCH`, so that one metric's history says which steps are held."""
@@ -709,11 +729,12 @@ class MlflowSink:
         metrics: Mapping[str, float | None],
         tags: Mapping[str, str] | None = None,
         standing: Mapping[str, Any] | None = None,
+        step: int = 0,
     ) -> None:
-        """Log the search's summary ``metrics`` (None skipped) and ``tags`` in one batch, the
-        method's leaderboard ``standing`` (JSON-serializable) as ``standing.json``, and end the
-        run as FINISHED."""
-        self._log(run_id, metrics=self._metrics(metrics, 0), tags=tags)
+        """Log the search's summary ``metrics`` (None skipped, at ``step``) and ``tags`` in one
+        batch, the method's leaderboard ``standing`` (JSON-serializable) as ``standing.json``,
+        and end the run as FINISHED."""
+        self._log(run_id, metrics=self._new_points(run_id, self._metrics(metrics, step)), tags=tags)
         if standing is not None and not self.artifacts_elsewhere:
             self.client.log_dict(run_id, dict(standing), STANDING_ARTIFACT)
         self.client.set_terminated(run_id, status=PARENT_FINISHED)

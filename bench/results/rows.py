@@ -33,17 +33,25 @@ def regularizer_hparams_json(spec: RowSpec) -> str:
 
 
 def trial_run(
-    spec: RowSpec, search_name: str, trial_id: str, phase: Phase, selected_from_run_id: str | None
+    spec: RowSpec,
+    search_name: str,
+    trial_id: str,
+    phase: Phase,
+    selected_from_run_id: str | None,
+    ordinal: int | None = None,
 ) -> TrialRun:
-    """The trial's MLflow identity as its row will state it, for a trial that has no row yet."""
+    """The trial's MLflow identity as its row will state it, for a trial that has no row yet;
+    ``ordinal``: its place among its method × phase's trials (its run's name)."""
     return TrialRun(
         key=f"{search_name}/{trial_id}",
+        benchmark=spec.benchmark,
         regularizer=spec.regularizer,
         phase=phase,
         seed=spec.seed,
         regularizer_hparams=regularizer_hparams_json(spec),
         training_hparams=spec.training.model_dump_json(),
         selected_from_run_id=selected_from_run_id,
+        ordinal=ordinal,
     )
 
 

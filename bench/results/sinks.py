@@ -24,11 +24,13 @@ from bench.results.vocabulary import (
     RUN_STATUS,
     RUNNING,
     TAG_STATUS,
+    EndedTrial,
     ParentFinish,
     ParentRun,
     TrialRun,
     backfill_metrics,
     final_metrics,
+    phase_counters,
     trial_params,
     trial_run_name,
     trial_tags,
@@ -152,11 +154,19 @@ class MlflowTrialSink:
         status = TrialStatus(row.status)
         self.sink.finish_trial(row.mlflow_run_id, status, final_metrics(row), row.error, step=row.epochs_run)
 
+    def counters(self, parent: ParentRun, ended: Sequence[EndedTrial]) -> None:
+        """The parent run's counters (:func:`~bench.results.vocabulary.phase_counters`) over the
+        ``ended`` trials of its method × phase so far, at step = how many: logged as each trial
+        ends, they chart the phase's progress."""
+        self.sink.log_metrics(self.parent(parent), phase_counters(ended), step=len(ended))
+
     def finish(self, ends: Sequence[ParentEnd]) -> None:
         self.sink.flush()  # every epoch held back goes before the parents end
         for end in ends:
             done = end.finish
-            self.sink.finish_parent(self.parent(end.parent), done.metrics, tags=done.tags, standing=done.standing)
+            self.sink.finish_parent(
+                self.parent(end.parent), done.metrics, tags=done.tags, standing=done.standing, step=done.step
+            )
 
     # --- after an interruption, and the back-fill ----------------------------------------------------
 

@@ -7,9 +7,12 @@ resumed run finds the runs an earlier one created (lookups go by the tags named 
 
 What is written, by run kind:
 
-* a **parent run** per method × phase: :func:`parent_params`, :func:`parent_tags`; at the end of
-  the phase :func:`parent_finish` (trial counts per status, plus the method's leaderboard
-  standing: the metric and tag names below, computed by :mod:`bench.standing`), state FINISHED;
+* a **parent run** per method × phase, named by :func:`parent_run_name`: :func:`parent_params`,
+  :func:`parent_tags`; as each of its trials ends, :func:`phase_counters` (trial counts per
+  status, passes and wall time summed over the phase: chartable metrics, at step = trials
+  ended); at the end of the phase :func:`parent_finish` (those counters, plus the method's
+  leaderboard standing: the metric and tag names below, computed by :mod:`bench.standing`),
+  state FINISHED;
 * a **trial run** per trial, nested under its parent: :func:`trial_params`, :func:`trial_tags`
   (and :func:`used_tags`, what it ran on, as it reports), :func:`trial_run_name`; per epoch the
   reported metrics under their own names (:mod:`bench.metrics`); at its end :func:`final_metrics`
@@ -20,6 +23,7 @@ What is written, by run kind:
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -93,9 +97,57 @@ SEARCH_WALL_SECONDS: Final = "search_wall_seconds"
 PASSES_PER_TRIAL: Final = "passes_per_trial"  # forward + backward, mean over search trials
 
 
+#: A parent run's costs, summed over the trials of its phase that ended (the trial runs log
+#: their own as :data:`bench.metrics.FORWARD_PASSES`, ``BACKWARD_PASSES`` and ``WALL_SECONDS``).
+PHASE_FORWARD_PASSES: Final = "phase_forward_passes"
+PHASE_BACKWARD_PASSES: Final = "phase_backward_passes"
+PHASE_WALL_SECONDS: Final = "phase_wall_seconds"  # summed trial wall time, not elapsed
+
+
 def trials_metric(status: TrialStatus) -> str:
     """A parent run's count of trials that ended ``status`` (``trials_completed``, ...)."""
     return f"trials_{status.value}"
+
+
+class EndedTrial(Protocol):
+    """What the counters take from an ended trial (a :class:`~bench.results.schema.TrialRow`)."""
+
+    status: str
+    forward_passes: int
+    backward_passes: int
+    wall_seconds: float
+
+
+def phase_counters(trials: Iterable[EndedTrial]) -> dict[str, float]:
+    """A parent run's counters over the ended trials of its method × phase: trials per status
+    (``trials_completed``, ``trials_stopped``, ``trials_failed``, zeros included) and the passes
+    and wall seconds they spent. Metrics, not tags, so MLflow charts and compares them."""
+    ended = list(trials)
+    counters = {trials_metric(s): float(sum(TrialStatus(t.status) is s for t in ended)) for s in TrialStatus}
+    counters[PHASE_FORWARD_PASSES] = float(sum(t.forward_passes or 0 for t in ended))
+    counters[PHASE_BACKWARD_PASSES] = float(sum(t.backward_passes or 0 for t in ended))
+    counters[PHASE_WALL_SECONDS] = float(sum(t.wall_seconds or 0.0 for t in ended))
+    return counters
+
+
+# --- run names -------------------------------------------------------------------------------------
+#: A run name's part is cut to this many characters: a whole name stays readable in the runs table.
+_NAME_PART_CHARS: Final = 60
+
+
+def _name_part(text: str) -> str:
+    """One part of a run name, harmless: "/" (the parts' separator), control, format and
+    separator characters other than a plain space (newlines, bidi overrides) become "_"; at
+    most :data:`_NAME_PART_CHARS` characters; never empty. Markup needs no escaping: MLflow's
+    UI shows a run name as text (checked in headless chromium by the tests)."""
+    kept = "".join(c if c == " " or (c != "/" and unicodedata.category(c)[0] not in "CZ") else "_" for c in text)
+    kept = kept.strip() or "_"
+    return kept if len(kept) <= _NAME_PART_CHARS else kept[: _NAME_PART_CHARS - 1] + "…"
+
+
+def run_name(*parts: str) -> str:
+    """``benchmark/method/phase[/trial]``: what MLflow's runs table shows, sorted by it."""
+    return "/".join(_name_part(str(part)) for part in parts)
 
 
 # --- parent runs -----------------------------------------------------------------------------------
@@ -124,6 +176,11 @@ def parent_params(config: BenchmarkConfig, search_space: Mapping[str, str], fixe
     }
 
 
+def parent_run_name(parent: ParentRun) -> str:
+    """``digits/sam/search``: the parent run's name (its key, with the run instance, is a tag)."""
+    return run_name(parent.benchmark, parent.regularizer, Phase(parent.phase).value)
+
+
 def parent_tags(parent: ParentRun) -> dict[str, str]:
     return {
         TAG_ROLE: ROLE_SEARCH,
@@ -144,22 +201,25 @@ class Standing(Protocol):
 
 @dataclass(frozen=True)
 class ParentFinish:
-    """What a parent run is ended with (then FINISHED): metrics (None: skipped), tags, and the
-    method's leaderboard JSON as its ``standing.json`` (None: none yet)."""
+    """What a parent run is ended with (then FINISHED): metrics (None: skipped) logged at
+    ``step`` (the trials ended: the step of the live counters), tags, and the method's
+    leaderboard JSON as its ``standing.json`` (None: none yet)."""
 
     metrics: dict[str, float | None]
     tags: dict[str, str]
     standing: dict[str, Any] | None
+    step: int = 0
 
 
-def parent_finish(statuses: Iterable[TrialStatus], standing: Standing | None) -> ParentFinish:
-    """The parent-finish rule, one for the live run and the back-fill: the phase's trial counts
-    per status, plus the method's standing once it has rows (``None``: nothing recorded)."""
-    ended = list(statuses)
-    counts: dict[str, float | None] = {trials_metric(s): float(ended.count(s)) for s in TrialStatus}
+def parent_finish(trials: Iterable[EndedTrial], standing: Standing | None) -> ParentFinish:
+    """The parent-finish rule, one for the live run and the back-fill: the phase's counters
+    (:func:`phase_counters`), plus the method's standing once it has rows (``None``: nothing
+    recorded)."""
+    ended = list(trials)
+    counters: dict[str, float | None] = {**phase_counters(ended)}
     if standing is None:
-        return ParentFinish(counts, {}, None)
-    return ParentFinish({**counts, **standing.metrics}, dict(standing.tags), standing.board_json)
+        return ParentFinish(counters, {}, None, len(ended))
+    return ParentFinish({**counters, **standing.metrics}, dict(standing.tags), standing.board_json, len(ended))
 
 
 # --- trial runs ------------------------------------------------------------------------------------
@@ -168,17 +228,23 @@ class TrialRun:
     """What names a trial's MLflow run, known when the trial starts (and kept in its row)."""
 
     key: str  # the row's run_id: "<search name>/<Tune trial id>"
+    benchmark: str
     regularizer: str
     phase: Phase
     seed: int
     regularizer_hparams: str  # JSON object, sorted keys: the row's column
     training_hparams: str  # JSON object: the row's column
     selected_from_run_id: str | None = None
+    #: The trial's place among its method × phase's trials as the searcher issued them (0, 1,
+    #: ...); None when unknown (a run back-filled from its row): the run name then ends in the
+    #: trial id.
+    ordinal: int | None = None
 
     @classmethod
     def of_row(cls, row: TrialRow) -> TrialRun:
         return cls(
             key=row.run_id,
+            benchmark=row.benchmark,
             regularizer=row.regularizer,
             phase=Phase(row.phase),
             seed=row.seed,
@@ -193,7 +259,11 @@ class TrialRun:
 
 
 def trial_run_name(trial: TrialRun) -> str:
-    return f"{trial.regularizer}-{trial.trial_id}"
+    """``digits/sam/search/t007`` (the searcher's eighth search trial of sam), or the Tune trial
+    id in place of ``t007`` when its ordinal is unknown: sorted by name, MLflow's runs table
+    groups a benchmark's runs by method and phase, each parent first."""
+    which = f"t{trial.ordinal:03d}" if trial.ordinal is not None else trial.trial_id
+    return run_name(trial.benchmark, trial.regularizer, trial.phase.value, which)
 
 
 def trial_params(trial: TrialRun) -> dict[str, object]:

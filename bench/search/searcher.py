@@ -52,7 +52,7 @@ from ray.tune.search import Searcher
 from bench import metrics
 from bench.config import BenchmarkConfig
 from bench.failures import InfrastructureBroken, trial_failure
-from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan
+from bench.plan import METHOD_KEY, ORDINAL_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan
 from bench.results.schema import FailureClass, Phase
 from bench.search import finals
 from bench.search.live import LIVE, LiveRun
@@ -329,6 +329,11 @@ class BenchmarkSearcher(Searcher):
             for trial_id, t in self.tickets.items()
         )
 
+    def _next_ordinal(self, method: str, phase: Phase) -> int:
+        """The next trial's place among the method × phase's trials (lost ones count: each
+        trial's number stays its own); its MLflow run is named by it."""
+        return sum(t.method == method and t.phase == phase.value for t in self.tickets.values())
+
     def _running(self) -> list[str]:
         return [trial_id for trial_id in self.tickets if trial_id not in self.ended]
 
@@ -403,7 +408,11 @@ class BenchmarkSearcher(Searcher):
         method = plan.regularizer
         if self._issued(method, Phase.SEARCH) == 0 and live.progress is not None:
             live.progress.phase_started(method, Phase.SEARCH.value, plan.budget.trials)
-        config: dict[str, Any] = {METHOD_KEY: method, PHASE_KEY: Phase.SEARCH.value}
+        config: dict[str, Any] = {
+            METHOD_KEY: method,
+            PHASE_KEY: Phase.SEARCH.value,
+            ORDINAL_KEY: self._next_ordinal(method, Phase.SEARCH),
+        }
         number = None
         study = self.studies.get(method)
         if study is not None:
@@ -416,6 +425,7 @@ class BenchmarkSearcher(Searcher):
 
     def _final_trial(self, trial_id: str, plan: MethodPlan) -> dict[str, Any]:
         run = self.final_queue[plan.regularizer].pop(0)
+        ordinal = self._next_ordinal(plan.regularizer, Phase.FINAL)
         self.final_runs[trial_id] = run
         self.tickets[trial_id] = Ticket(
             plan.regularizer, Phase.FINAL.value, selected_run_id=run.selected.run_id, seed=run.seed
@@ -423,6 +433,7 @@ class BenchmarkSearcher(Searcher):
         return {
             METHOD_KEY: plan.regularizer,
             PHASE_KEY: Phase.FINAL.value,
+            ORDINAL_KEY: ordinal,
             SELECTED_KEY: run.selected.to_tune(),
             SEED_KEY: run.seed,
         }

@@ -36,13 +36,22 @@ from ray.tune.result import TIMESTAMP  # Unix time (whole seconds) Tune stamps o
 from bench import metrics, standing
 from bench.console import TrialLine
 from bench.failures import trial_failure
-from bench.plan import METHOD_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan, trial_spec
+from bench.plan import (
+    METHOD_KEY,
+    ORDINAL_KEY,
+    PHASE_KEY,
+    SEED_KEY,
+    SELECTED_KEY,
+    SUGGESTION_KEY,
+    MethodPlan,
+    trial_spec,
+)
 from bench.results.background import BackgroundWriter
 from bench.results.mlflow_mirror import mirror_for
 from bench.results.mlflow_sink import MlflowSink, normalize_tracking_uri
 from bench.results.parquet import read_rows
 from bench.results.rows import TrialOutcome, build_row, row_of, trial_run
-from bench.results.schema import FailureClass, Phase, TrialStatus
+from bench.results.schema import FailureClass, Phase, TrialRow, TrialStatus
 from bench.results.sinks import MlflowTrialSink, ParentEnd, ParquetTrialSink, TrialStart
 from bench.results.vocabulary import ParentRun, parent_finish, parent_params, used_tags
 from bench.search.live import LIVE, LiveRun
@@ -100,6 +109,9 @@ class SinkCallback(Callback):
         self._recorded: set[str] = set()  # Tune trial ids with a row (when this call started, then written)
         self._rows_checked = False  # whether trials ended in an earlier call all have their rows
         self._run_futures: dict[str, Future] = {}  # Tune trial id -> its MLflow run id, once created
+        #: "<method>/<phase>" -> trial key -> row: the ended trials the parents' counters count
+        #: (the writer thread's; read from Parquet at its first use in a call, then kept up).
+        self._ended: dict[str, dict[str, TrialRow]] | None = None
 
     # Sinks hold clients and connections, the worker a thread: build them lazily, never pickle them.
     def __getstate__(self) -> dict[str, Any]:
@@ -112,6 +124,7 @@ class SinkCallback(Callback):
             "_run_futures": {},
             "_recorded": set(),
             "_rows_checked": False,
+            "_ended": None,
         }
 
     @property
@@ -172,6 +185,7 @@ class SinkCallback(Callback):
         self.live.closers.append(self.close)
         self._mlflow = self._parquet = None
         self._rows_checked = False
+        self._ended = None
         self._recorded = set(self.live.recorded)  # the rows the driver read before the experiment (re)started
         if self._state_tracking_uri not in (None, self.tracking_uri):
             # The restored MLflow run ids belong to another store: find or create runs here.
@@ -212,7 +226,14 @@ class SinkCallback(Callback):
             run, plan, phase = self.run, self._plan(trial), self._phase(trial)
             spec = trial_spec(run.config, plan, trial.config or {})
             start = TrialStart(
-                trial=trial_run(spec, plan.search_name(phase.value), trial.trial_id, phase, _selected_from(trial)),
+                trial=trial_run(
+                    spec,
+                    plan.search_name(phase.value),
+                    trial.trial_id,
+                    phase,
+                    _selected_from(trial),
+                    (trial.config or {}).get(ORDINAL_KEY),
+                ),
                 parent=self._parent(plan, phase),
                 config=spec.to_dict(),
             )
@@ -385,6 +406,7 @@ class SinkCallback(Callback):
         self.parquet.record(row)  # the record first: MLflow's end goes after it, off the loop
         if run_id is not None:
             self._to_mlflow("finish trial", lambda sink: sink.record(row))
+        self._count(row, self._parent(plan, phase))
         self.finished[trial.trial_id] = status.value
         again = trial.trial_id in self._recorded  # kill -9 after it ended, before Tune saved that it had
         self._recorded.add(trial.trial_id)
@@ -405,6 +427,25 @@ class SinkCallback(Callback):
                     rewritten=rewritten,
                 )
             )
+
+    def _count(self, row: TrialRow, parent: ParentRun) -> None:
+        """Queue the parent's counters with ``row`` ended (on the writer thread, in order)."""
+        results_dir, benchmark = self.run.results_dir, self.run.config.benchmark
+        slot = MlflowTrialSink.parent_slot(row.regularizer, row.phase)
+
+        def count(sink: MlflowTrialSink) -> None:
+            if self._ended is None:  # the rows earlier calls wrote (this one's row among them)
+                self._ended = {}
+                for record in read_rows(results_dir).to_pylist():
+                    if record["benchmark"] == benchmark:
+                        ended = row_of(record)
+                        where = sink.parent_slot(ended.regularizer, ended.phase)
+                        self._ended.setdefault(where, {})[ended.run_id] = ended
+            mine = self._ended.setdefault(slot, {})
+            mine[row.run_id] = row  # a trial recorded again replaces its row
+            sink.counters(parent, list(mine.values()))
+
+        self._to_mlflow("parent counters", count)
 
     @staticmethod
     def _sampled(plan: MethodPlan, phase: Phase, config: dict[str, Any]) -> dict[str, Any]:
@@ -439,13 +480,13 @@ class SinkCallback(Callback):
             # rows are read once for all of them (a read per parent was ~60 ms each, on the tail).
             ends = []
             table = read_rows(results_dir)
-            statuses: dict[str, list[TrialStatus]] = {}
-            for row in table.to_pylist():
-                if row["benchmark"] == benchmark and row["phase"] in phases:
-                    slot = MlflowTrialSink.parent_slot(row["regularizer"], row["phase"])
-                    statuses.setdefault(slot, []).append(TrialStatus(row["status"]))
+            ended: dict[str, list[TrialRow]] = {}
+            for record in table.to_pylist():
+                if record["benchmark"] == benchmark and record["phase"] in phases:
+                    slot = MlflowTrialSink.parent_slot(record["regularizer"], record["phase"])
+                    ended.setdefault(slot, []).append(row_of(record))
             boards: dict[str, Any] = {}
-            for slot in dict.fromkeys([*self.parent_run_ids, *statuses]):
+            for slot in dict.fromkeys([*self.parent_run_ids, *ended]):
                 method, phase = slot.split("/", 1)
                 plan = run.plans.get(method)
                 if plan is None and slot not in self.parent_run_ids:
@@ -459,7 +500,7 @@ class SinkCallback(Callback):
                     if plan is not None
                     else ParentRun(slot, benchmark, method, Phase(phase), {}, None)
                 )  # its id is known: found by slot
-                ends.append(ParentEnd(parent, parent_finish(statuses.get(slot, []), summary)))
+                ends.append(ParentEnd(parent, parent_finish(ended.get(slot, []), summary)))
             sink.finish(ends)
 
         self._to_mlflow("finish parents", finish)

@@ -22,9 +22,10 @@ pytestmark = pytest.mark.skipif(
 WIDTH = 1400
 
 
-def chromium(page: Path, *args: str) -> str:
-    """Run headless chromium on ``page`` with a fresh profile; returns stdout. The flags keep it
-    off the network and away from any display or sandbox that a container lacks."""
+def chromium(page: Path | str, *args: str) -> str:
+    """Run headless chromium on ``page`` (a file, or a loopback URL) with a fresh profile; returns
+    stdout. The flags keep it off the network and away from any display or sandbox that a
+    container lacks."""
     with tempfile.TemporaryDirectory() as profile:
         done = subprocess.run(
             [
@@ -42,7 +43,7 @@ def chromium(page: Path, *args: str) -> str:
                 "--virtual-time-budget=10000",
                 f"--user-data-dir={profile}",
                 *args,
-                page.resolve().as_uri(),
+                page if isinstance(page, str) else page.resolve().as_uri(),
             ],
             capture_output=True,
             text=True,

@@ -3,6 +3,7 @@ recorded live and the same row back-filled into another store read alike in MLfl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from mlflow.tracking import MlflowClient
@@ -10,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, param_value
 from bench.results.parquet import read_rows
 from bench.results.rows import row_of
-from bench.results.schema import Phase, TrialStatus
+from bench.results.schema import Phase
 from bench.results.sinks import Backfilled, MlflowTrialSink, ParentEnd, ParquetTrialSink, TrialStart
 from bench.results.vocabulary import (
     TAG_DEVICE,
@@ -20,7 +21,9 @@ from bench.results.vocabulary import (
     TrialRun,
     backfill_metrics,
     parent_finish,
+    parent_run_name,
     trial_params,
+    trial_run_name,
 )
 
 
@@ -44,7 +47,7 @@ def test_a_live_trial_and_its_backfilled_row_have_the_same_params_and_tags(tmp_p
     live.epochs(run_id, [(1, {"val_accuracy": 0.5})], {TAG_DEVICE: "cpu"}, checkpoint=False)
     row.mlflow_run_id = run_id
     live.record(row)
-    live.finish([ParentEnd(_parent(row), parent_finish([TrialStatus.COMPLETED], None))])
+    live.finish([ParentEnd(_parent(row), parent_finish([row], None))])
 
     back = MlflowTrialSink(MlflowSink(default_tracking_uri(tmp_path / "back"), experiment_name="unit"))
     assert back.backfill(row, lambda: back.parent(_parent(row))) is Backfilled.CREATED
@@ -80,3 +83,40 @@ def test_end_interrupted_completes_runs_with_rows_and_abandons_the_others(tmp_pa
     assert client.get_run(ended.mlflow_run_id).info.status == "FINISHED"
     gone = client.get_run(lost.mlflow_run_id)
     assert gone.info.status == "KILLED" and gone.info.lifecycle_stage == "deleted"
+
+
+def test_parent_counters_chart_the_phase_as_its_trials_end(tmp_path, row_factory):
+    """Counters are metrics with a point per ended trial (step = trials ended); the phase's end
+    logs them once more without a second point; names carry benchmark, method, phase, trial."""
+    sink = MlflowTrialSink(MlflowSink(default_tracking_uri(tmp_path), experiment_name="unit"))
+    rows = [
+        row_factory(run_id="s/a", status="completed", forward_passes=10, backward_passes=10, wall_seconds=1.0),
+        row_factory(run_id="s/b", status="stopped", forward_passes=4, backward_passes=3, wall_seconds=0.5),
+        row_factory(run_id="s/c", status="failed", forward_passes=0, backward_passes=0, wall_seconds=0.25),
+    ]
+    parent = _parent(rows[0])
+    for ordinal, row in enumerate(rows):
+        row.mlflow_run_id = sink.start(TrialStart(dataclasses.replace(TrialRun.of_row(row), ordinal=ordinal), parent))
+        sink.record(row)
+        sink.counters(parent, rows[: ordinal + 1])
+    sink.counters(parent, rows)  # a trial recorded again: the same point, not a second one
+    sink.finish([ParentEnd(parent, parent_finish(rows, None))])
+
+    client = MlflowClient(tracking_uri=sink.sink.tracking_uri)
+    parent_id = sink.parent_run_ids["sam/search"]
+
+    def history(key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(parent_id, key))
+
+    assert history("trials_completed") == [(1, 1.0), (2, 1.0), (3, 1.0)]
+    assert history("trials_stopped") == [(1, 0.0), (2, 1.0), (3, 1.0)]
+    assert history("trials_failed") == [(1, 0.0), (2, 0.0), (3, 1.0)]
+    assert history("phase_forward_passes") == [(1, 10.0), (2, 14.0), (3, 14.0)]
+    assert history("phase_backward_passes") == [(1, 10.0), (2, 13.0), (3, 13.0)]
+    assert history("phase_wall_seconds") == [(1, 1.0), (2, 1.5), (3, 1.75)]
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    assert client.get_run(parent_id).info.run_name == parent_run_name(parent) == "digits-mlp/sam/search"
+    names = [client.get_run(row.mlflow_run_id).info.run_name for row in rows]
+    assert names == ["digits-mlp/sam/search/t000", "digits-mlp/sam/search/t001", "digits-mlp/sam/search/t002"]
+    # A run back-filled from its row (no ordinal) is named by its trial id.
+    assert trial_run_name(TrialRun.of_row(rows[0])) == "digits-mlp/sam/search/a"

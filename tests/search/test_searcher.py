@@ -15,7 +15,7 @@ from ray.tune.search import Searcher
 
 from bench import metrics
 from bench.config import parse_config
-from bench.plan import METHOD_KEY, PHASE_KEY, SUGGESTION_KEY, plan_methods
+from bench.plan import METHOD_KEY, ORDINAL_KEY, PHASE_KEY, SUGGESTION_KEY, plan_methods
 from bench.search.live import LIVE, LiveRun
 from bench.search.searcher import BenchmarkSearcher
 from bench.search.studies import ATTR_RETRY_OF, ATTR_RUN_ID, ATTR_TUNE_TRIAL, default_storage, load_study, study_name
@@ -126,6 +126,7 @@ def test_methods_are_interleaved_and_budgets_are_exact(live):
     # Equal chains and costs: the method with the most work not yet issued goes next, so they alternate.
     assert [c[METHOD_KEY] for c in issued] == ["erm", "weight_decay"] * 3
     assert [c[SUGGESTION_KEY] for c in issued] == ["default"] * 2 + ["startup"] * 2 + ["model"] * 2
+    assert [c[ORDINAL_KEY] for c in issued] == [0, 0, 1, 1, 2, 2]  # each method's own count: its runs' t000, ...
     # Budgets spent and no final seeds configured: no more trials. FINISHED only once the running
     # ones ended (one lost to an infrastructure fault would still need its replacement).
     assert searcher.suggest("t6") is None

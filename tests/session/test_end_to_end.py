@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bench.results.mlflow_ui import runs_view_url
 from bench.results.parquet import read_rows, run_key
 from bench.results.schema import REQUIRED_COLUMNS, SCHEMA
 from tests.runner import sharpbench
@@ -212,6 +213,9 @@ def test_run_logs_to_a_tracking_server(mlflow_server, tmp_path, repo_root):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 12 and len(children) == 8
     assert {c.info.run_id for c in children} == set(read_rows(results).column("mlflow_run_id").to_pylist())
+    # The server is its own UI: the address of the training runs there, no `mlflow ui` to start.
+    assert f"MLflow runs: {runs_view_url(mlflow_server, experiment.experiment_id)}" in done.stdout.splitlines()
+    assert "mlflow ui" not in done.stdout
 
 
 def test_mlflow_reads_as_a_training_benchmark(smoke_results, tmp_path):
