@@ -9,19 +9,11 @@ from pathlib import Path
 import pytest
 
 from bench.naming import Registry
+from tests.plugins import install_distribution
 
 
 class LookupFailed(ValueError):
     pass
-
-
-def _distribution(root: Path, group: str, entries: dict[str, str], module: str, source: str) -> None:
-    (root / f"{module}.py").write_text(source)
-    info = root / f"{module}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entries.items())
-    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
 
 
 @pytest.fixture
@@ -33,12 +25,11 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_entry_points_register_on_first_lookup(site: Path) -> None:
-    _distribution(
+    install_distribution(
         site,
-        "test.things",
-        {"square": "naming_plugin_ok:square"},
         "naming_plugin_ok",
         "def square(x):\n    return x * x\n",
+        {"test.things": {"square": "naming_plugin_ok:square"}},
     )
     things: Registry = Registry("thing", LookupFailed, "test.things")
     things.register("double")(lambda x: 2 * x)
@@ -49,12 +40,11 @@ def test_entry_points_register_on_first_lookup(site: Path) -> None:
 
 
 def test_a_plugin_that_fails_to_load_is_one_line_naming_it(site: Path) -> None:
-    _distribution(
+    install_distribution(
         site,
-        "test.broken",
-        {"bad": "naming_plugin_bad:thing"},
         "naming_plugin_bad",
         "raise ImportError('no torch here')\n",
+        {"test.broken": {"bad": "naming_plugin_bad:thing"}},
     )
     broken: Registry = Registry("thing", LookupFailed, "test.broken")
     with pytest.raises(LookupFailed) as caught:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from tests.plugins import env_with_site, install_distribution
 from tests.runner import sharpbench
 
 GOOD = {"benchmark": "t", "regularizers": ["erm", "sam"], "model": {"name": "mlp"}}
@@ -345,14 +345,14 @@ def test_existing_results_folder_is_left_untouched(tmp_path):
 
 
 def test_plugin_that_fails_to_import_exits_2(tmp_path):
-    site = tmp_path / "site"
-    info = site / "broken_plugin-0.1.dist-info"
-    info.mkdir(parents=True)
     # a real distribution on sys.path whose entry point raises on import, with a two-line message
-    (site / "broken_plugin.py").write_text('raise ImportError("needs libfoo 2.0\\nsecond line of the message")\n')
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[sharpbench.regularizers]\nbroken = broken_plugin:Broken\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    site = install_distribution(
+        tmp_path / "site",
+        "broken_plugin",
+        'raise ImportError("needs libfoo 2.0\\nsecond line of the message")\n',
+        {"sharpbench.regularizers": {"broken": "broken_plugin:Broken"}},
+    )
+    env = env_with_site(site)
     results = tmp_path / "results"
     expected = ["plugin 'broken' (broken_plugin:Broken) failed to load: ImportError: needs libfoo 2.0"]
     done, elapsed = _timed_run("run", _config(tmp_path, GOOD), "--results", str(results), env=env)

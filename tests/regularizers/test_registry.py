@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-import textwrap
 from dataclasses import dataclass
 
 import pytest
 
 import regularizers
 from regularizers import Float, PassCost, RegistryError, Regularizer, hparam
+from tests.plugins import install_distribution
 
 BUILT_IN = ["amp", "asam", "coherent_l1", "coherent_l2", "erm", "gnp", "l1", "nrs", "nso", "rwp", "sam", "weight_decay"]
 
@@ -158,12 +158,7 @@ class Plain(Regularizer):
 
 
 def _write_distribution(root, module: str, source: str, entry_points: dict[str, str]) -> None:
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{module}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[{regularizers.ENTRY_POINT_GROUP}]\n{lines}\n")
+    install_distribution(root, module, source, {regularizers.ENTRY_POINT_GROUP: entry_points})
 
 
 @pytest.fixture

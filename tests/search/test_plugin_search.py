@@ -4,7 +4,6 @@ discovered by the CLI, the config validation and the Ray workers alike."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from bench.results.parquet import read_rows
+from tests.plugins import env_with_site, install_distribution
 from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
@@ -66,15 +66,16 @@ def tiny_linear(input_shape, num_classes, bias=True):
 
 
 def _install_plugin(root: Path) -> None:
-    """A real distribution on sys.path: importlib.metadata finds its entry point like a pip install."""
-    (root / "scaled_plugin.py").write_text(PLUGIN_MODULE)
-    info = root / "scaled_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scaled-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[sharpbench.regularizers]\nscaled_gradient = scaled_plugin:ScaledGradient\n\n"
-        "[sharpbench.datasets]\nblobs = scaled_plugin:blobs\n\n"
-        "[sharpbench.models]\ntiny_linear = scaled_plugin:tiny_linear\n"
+    """A real distribution on sys.path: importlib.metadata finds its entry points like a pip install."""
+    install_distribution(
+        root,
+        "scaled_plugin",
+        PLUGIN_MODULE,
+        {
+            "sharpbench.regularizers": {"scaled_gradient": "scaled_plugin:ScaledGradient"},
+            "sharpbench.datasets": {"blobs": "scaled_plugin:blobs"},
+            "sharpbench.models": {"tiny_linear": "scaled_plugin:tiny_linear"},
+        },
     )
 
 
@@ -92,7 +93,7 @@ def test_entry_point_plugin_runs_in_a_search(tmp_path, repo_root):
     }
     config_path = tmp_path / "plugin.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_root), os.environ.get("PYTHONPATH", "")])}
+    env = env_with_site(plugin_root)
 
     listed = subprocess.run(
         sharpbench_command("list", "--format", "json"),

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from bench.results.parquet import read_rows
+from tests.plugins import install_distribution
 from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
@@ -44,12 +45,12 @@ class CrashOnce(Regularizer):
 
 
 def test_a_killed_worker_is_retried_and_not_counted(tmp_path: Path, repo_root: Path) -> None:
-    site = tmp_path / "site"
-    info = site / "crash_once_plugin-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "crash_once_plugin.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crash-once-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[sharpbench.regularizers]\ncrash_once = crash_once_plugin:CrashOnce\n")
+    site = install_distribution(
+        tmp_path / "site",
+        "crash_once_plugin",
+        PLUGIN,
+        {"sharpbench.regularizers": {"crash_once": "crash_once_plugin:CrashOnce"}},
+    )
     marker = tmp_path / "crashed"
     config = {
         "benchmark": "infra",
