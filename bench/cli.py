@@ -224,6 +224,8 @@ def _dry_run(config: Any, results: Path, perf_file: Path | None, num_cpus: int |
     """`run --dry-run`: the plan and its estimate (bench.preview); reads, never writes."""
     from bench.preview import PERF_FILENAME, PreviewError, lines, preview, read_perf
 
+    if results.exists() and not results.is_dir():  # the run's preflight wording (bench.preflight)
+        _fail(f"results folder {results.resolve()} is a file, not a folder")
     path = perf_file or (results / PERF_FILENAME)
     try:
         figures = read_perf(path) if perf_file is not None or path.is_file() else []

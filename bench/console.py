@@ -261,6 +261,8 @@ class RunProgress:
                     counts.final_done = min(count, counts.final_planned)
                 else:
                     counts.search_done = min(count, counts.search_planned)
+        # what the header of each phase says was recorded: before this run, not by the time it prints
+        self._recorded = {name: (counts.search_done, counts.final_done) for name, counts in self.methods.items()}
         self.clock = EtaClock()
         self._headed: set[str] = set()  # phases whose header is printed
         self._last_heartbeat = time.monotonic()
@@ -287,7 +289,7 @@ class RunProgress:
         if self.verbosity is not Verbosity.quiet:
             self._print(
                 f"nothing to do: {self.done} trial{'' if self.done == 1 else 's'} already recorded in {where} "
-                "(--restart sets them aside and runs afresh); the leaderboard:"
+                "(another --results folder runs it afresh); the leaderboard:"
             )
 
     def eta_text(self) -> str:
@@ -331,9 +333,14 @@ class RunProgress:
     # --- events from the search ----------------------------------------------------------------
 
     def phase_started(self, method: str, phase: str, trials: int) -> None:
-        """A method's phase starts. The first one of a phase prints the phase's header, for every
-        method at once in config order: methods start in whatever order the scheduler gives them
-        slots, and a header per method would come out of order."""
+        """A method's phase starts: the first event of a phase prints its header."""
+        self._header(phase)
+
+    def _header(self, phase: str) -> None:
+        """The phase's header, once, for every method at once in config order, on the phase's first
+        event (a method starting it, or a trial of it ending: a resumed run's restored trials end
+        without any phase starting). Methods start in whatever order the scheduler gives them slots:
+        a header per method would come out of order."""
         if self.verbosity is Verbosity.quiet or phase in self._headed:
             return
         self._headed.add(phase)
@@ -341,13 +348,15 @@ class RunProgress:
         parts = []
         for name, counts in self.methods.items():
             planned = counts.final_planned if final else counts.search_planned
-            done = counts.final_done if final else counts.search_done
-            parts.append(f"{name} {planned}" + (f" ({done} recorded)" if done else ""))
+            done = self._recorded[name][1 if final else 0]
+            parts.append(f"{name} {planned}" + (f" ({done} recorded before)" if done else ""))
         what = "seeds per method (the best config)" if final else "trials per method"
         n = len(self.methods)
         self._print(f"── {phase} · {n} method{'' if n == 1 else 's'} · {what}: {', '.join(parts)}")
 
     def trial_finished(self, line: TrialLine) -> None:
+        if not line.rewritten:
+            self._header(line.phase)
         counts = self.methods[line.method]
         if line.again:
             if self.verbosity is not Verbosity.quiet:

@@ -51,6 +51,9 @@ FEW = 3
 
 Bounds = tuple[float, float]
 
+#: Why a method equal to the baseline on every seed has no test, and yet a verdict: the same.
+IDENTICAL = "identical to the baseline on every seed: no test needed"
+
 TestKind = Literal["paired", "welch"]
 PAIRED: TestKind = "paired"
 WELCH: TestKind = "welch"
@@ -154,10 +157,10 @@ def compare(
         seeds = sorted(method)  # type: ignore[arg-type]
         x = [method[s] for s in seeds]  # type: ignore[index]
         y = [baseline[s] for s in seeds]  # type: ignore[index]
-        if _constant([u - v for u, v in zip(x, y, strict=True)]):
-            return Comparison(
-                None, len(a), len(b), difference, None, None, None, note="paired differences all equal: t undefined"
-            )
+        differences = [u - v for u, v in zip(x, y, strict=True)]
+        if _constant(differences):
+            note = IDENTICAL if differences[0] == 0 else "paired differences all equal: t undefined"
+            return Comparison(None, len(a), len(b), difference, None, None, None, note=note)
         result = scipy.stats.ttest_rel(x, y)
         difference = float(np.mean(np.subtract(x, y)))
     else:
@@ -263,7 +266,9 @@ RANKED_VERDICTS: tuple[Verdict, ...] = (BETTER, SAME, WORSE)
 
 def verdict(comparison: Comparison) -> Verdict:
     """What a Holm-adjusted comparison says of the method: better, worse, not distinguishable
-    from the baseline, or no test."""
+    from the baseline (also when it equals it on every paired seed), or no test."""
+    if comparison.note == IDENTICAL:
+        return SAME
     if comparison.significant is None or comparison.mean_difference is None:
         return UNTESTED
     if not comparison.significant:
@@ -306,6 +311,7 @@ __all__ = [
     "BETTER",
     "CONFIDENCE",
     "FEW",
+    "IDENTICAL",
     "PAIRED",
     "SAME",
     "UNTESTED",

@@ -127,7 +127,7 @@ def test_resumed_run_counts_what_was_recorded_before():
     progress.phase_started("erm", "search", 4)
     progress.trial_finished(_line("erm", learning_rate=0.1))
     text = buffer.getvalue()
-    assert "── search · 1 method · trials per method: erm 4 (3 recorded)" in text
+    assert "── search · 1 method · trials per method: erm 4 (3 recorded before)" in text
     assert "[1/1 erm search 4/4]" in text and "all 4/6" in text
 
 
@@ -158,6 +158,7 @@ def test_failed_trial_line_carries_its_reason():
         )
     )
     assert buffer.getvalue() == (
+        "── search · 1 method · trials per method: erm 1\n"
         "[1/1 erm search 1/1] failed 1/3 ep | learning_rate=9 | no result | 0.2s | all 1/1, ETA 0s"
         " — FloatingPointError: loss became nan\n"
     )
@@ -204,3 +205,15 @@ def test_a_trial_under_a_tenth_of_a_second_shows_milliseconds_not_0_0s(seconds, 
     from bench.console import format_trial_seconds
 
     assert format_trial_seconds(seconds) == shown
+
+
+def test_a_resumed_run_heads_a_phase_at_its_first_trial_with_what_was_recorded_before():
+    console, buffer = _console()
+    progress = RunProgress(console, [("erm", 4, 0), ("sam", 4, 0)], already_done={("erm", "search"): 1})
+    # restored trials end before any method starts its phase: the header comes with the first of them
+    progress.trial_finished(_line("sam", learning_rate=0.1))
+    progress.trial_finished(_line("erm", learning_rate=0.1))
+    progress.phase_started("erm", "search", 4)
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "── search · 2 methods · trials per method: erm 4 (1 recorded before), sam 4"
+    assert sum(line.startswith("── ") for line in lines) == 1

@@ -95,3 +95,6 @@ def test_cli_dry_run_prints_and_writes_nothing(tmp_path: Path) -> None:
     for args in (["--dry-run", "--perf", str(tmp_path / "nope.json")], ["--perf", str(results / "perf.json")]):
         done = sharpbench("run", str(SMOKE), "--results", str(results), *args, cwd=tmp_path)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    # a results "folder" that is a file: refused as the run itself would refuse it
+    done = sharpbench("run", str(SMOKE), "--results", str(results / "perf.json"), "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2 and "is a file, not a folder" in done.stderr and done.stderr.count("\n") == 1

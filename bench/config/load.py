@@ -17,7 +17,10 @@ from bench.errors import unknown_name
 
 
 def _format_validation_error(error: ValidationError) -> str:
-    first = error.errors()[0]
+    errors = error.errors()
+    # A typo'd key is also a missing one ("regularisers:" leaves "regularizers" required): name the
+    # typo, with its did-you-mean, before the field it left missing.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     where = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
         keys = _valid_keys(first["loc"][:-1])

@@ -59,7 +59,7 @@ def _difference(s: Standing) -> str:
         return "baseline"
     if s.vs_baseline_difference is None:
         return "--"
-    return f"${s.vs_baseline_difference * POINTS:+.2f}$"
+    return f"${s.vs_baseline_difference * POINTS:+z.2f}$"
 
 
 def _p(s: Standing) -> str:
@@ -77,8 +77,8 @@ def _rank(s: Standing) -> str:
 
 def table(board: BenchmarkBoard) -> str:
     """One benchmark as a ``table`` environment with a booktabs ``tabular``."""
-    ranked = [s for s in board.standings if s.test_accuracy is not None]
-    best = max(ranked, key=lambda s: s.test_accuracy).regularizer if ranked else None  # type: ignore[arg-type,return-value]
+    means = [s.test_accuracy for s in board.standings if s.test_accuracy is not None]
+    best = max(means) if means else None  # every method at the best mean is bold (an exact tie: all)
     baseline = escape(board.baseline or "baseline")
     lines = [
         r"\begin{table}[t]",
@@ -95,7 +95,7 @@ def table(board: BenchmarkBoard) -> str:
         cells = [
             _rank(s),
             escape(s.regularizer),
-            _accuracy(s, s.regularizer == best),
+            _accuracy(s, s.test_accuracy is not None and s.test_accuracy == best),
             _difference(s),
             _p(s),
             passes,

@@ -214,8 +214,9 @@ def legend(board: BenchmarkBoard) -> str:
         versus = (board.baseline_note or "no baseline").rstrip(".") + "."
     else:
         versus = (
-            f"Δ = method − {board.baseline}, mean test accuracy; paired t-test on seed-matched final runs when both "
-            f"have the same seeds, Welch's t-test otherwise; "
+            f"Δ = method − {board.baseline}, mean test accuracy, with its {board.confidence:.0%} interval of one "
+            "comparison (not adjusted: it may exclude 0 where the Holm-adjusted p is above alpha); paired t-test on "
+            "seed-matched final runs when both have the same seeds, Welch's t-test otherwise; "
             + (
                 f"p Holm-adjusted over the {tested} test{'' if tested == 1 else 's'} of this board, * = p ≤ "
                 f"{board.alpha:g}."
@@ -310,7 +311,8 @@ def _verdict_cell(s: Standing) -> str:
     if s.vs_baseline_verdict is None:
         return "–"
     if s.vs_baseline_p_holm is None:
-        return s.vs_baseline_verdict  # "baseline" or "no test"
+        # "baseline", "no test", or equal to the baseline on every seed (no test needed)
+        return "≈ (identical)" if s.vs_baseline_verdict == stats.SAME else s.vs_baseline_verdict
     word = {stats.SAME: "≈"}.get(s.vs_baseline_verdict, s.vs_baseline_verdict)  # type: ignore[call-overload]
     return f"{word} (p={p_text(s.vs_baseline_p_holm)})"
 

@@ -39,9 +39,12 @@ def _names(standings: Sequence[Standing]) -> str:
 
 
 def _same(standings: Sequence[Standing]) -> str:
-    # the smallest p of the group: none of them comes closer to a difference
-    lowest = min(s.vs_baseline_p_holm for s in standings)  # type: ignore[type-var]
-    bound = "p ≥ " + p_text(lowest) if len(standings) > 1 else "p = " + p_text(lowest)  # type: ignore[arg-type]
+    # the smallest p of the group: none of them comes closer to a difference; a method equal to the
+    # baseline on every seed has no p (bench.stats.IDENTICAL)
+    tested = [s.vs_baseline_p_holm for s in standings if s.vs_baseline_p_holm is not None]
+    if not tested:
+        return f"{_names(standings)}: not distinguishable (identical on every seed)"
+    bound = "p ≥ " + p_text(min(tested)) if len(standings) > 1 else "p = " + p_text(tested[0])
     return f"{_names(standings)}: not distinguishable ({bound})"
 
 

@@ -42,6 +42,11 @@ def _free_port() -> int:
 CASES = {
     "unknown key": ({**GOOD, "trainig": {}}, ["unknown key 'trainig'", "training"]),
     "unknown nested key": ({**GOOD, "training": {"epoch": 3}}, ["unknown key 'training.epoch'", "epochs"]),
+    # a typo'd required key is named as a typo, not as the required key it left missing
+    "misspelt required key": (
+        {k if k != "regularizers" else "regularisers": v for k, v in GOOD.items()},
+        ["unknown key 'regularisers'", "did you mean 'regularizers'"],
+    ),
     "unknown regularizer": (
         {**GOOD, "regularizers": ["erm", "samm"]},
         ["unknown regularizer 'samm'", "did you mean 'sam'", "asam"],

@@ -49,3 +49,11 @@ def test_only_the_baseline_and_no_tests() -> None:
     assert verdict_line(board_of({"erm": ERM})) == "Verdict: only the baseline erm has rows; nothing to compare."
     line = verdict_line(board_of({"erm": {1: 0.9}, "sam": {1: 0.91}}))
     assert line == "Verdict vs erm (Holm, α = 0.05): sam: no test (fewer than 2 runs on a side)."
+
+
+def test_a_method_identical_to_the_baseline_is_named_as_such() -> None:
+    board = board_of({"erm": ERM, "twin": dict(ERM)})
+    assert (
+        verdict_line(board) == "Verdict vs erm (Holm, α = 0.05): twin: not distinguishable (identical on every seed)."
+    )
+    assert by_method(board)["twin"].rank == by_method(board)["erm"].rank == 1

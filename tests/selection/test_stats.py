@@ -195,3 +195,10 @@ def test_verdict_of_a_comparison() -> None:
     worse = holm_adjust_comparisons([compare([0.0, 0.1, 0.2], [1.0, 1.2, 1.1])])
     assert stats.verdict(worse[0]) == stats.WORSE
     assert stats.verdict(compare([1.0], [2.0, 3.0])) == stats.UNTESTED
+
+
+def test_a_method_identical_to_the_baseline_on_every_seed_is_not_distinguishable() -> None:
+    same = compare({1: 0.9, 2: 0.95}, {1: 0.9, 2: 0.95})
+    assert same.p_value is None and same.note == stats.IDENTICAL and stats.verdict(same) == stats.SAME
+    shifted = compare({1: 0.91, 2: 0.96}, {1: 0.9, 2: 0.95})  # a constant non-zero shift: t undefined
+    assert stats.verdict(shifted) == stats.UNTESTED and "t undefined" in shifted.note

@@ -113,5 +113,7 @@ def test_diverging_trials_are_recorded_as_failed_with_their_reason(tmp_path, rep
         assert child.info.status == "FAILED"
         assert child.data.tags["sharpbench.error"].startswith("diverged: training loss")
 
-    board = subprocess.run(sharpbench_command("leaderboard", str(results)), capture_output=True, text=True, timeout=120)
+    board = subprocess.run(  # the trial counts are a column of the wide board
+        sharpbench_command("leaderboard", str(results), "--wide"), capture_output=True, text=True, timeout=120
+    )
     assert board.returncode == 0 and "2 (0/0/2)" in board.stdout

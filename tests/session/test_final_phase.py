@@ -88,7 +88,7 @@ def test_final_phase_of_run_and_final_command_agree(tmp_path, repo_root):
     assert not [r for r in read_rows(searched_only).to_pylist() if r["phase"] == "final"]
     done = _cli("final", str(searched_only), "--seed", "1", "--seed", "2", "--num-cpus", "2", cwd=repo_root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "── method 1/1: erm · final · 4 seeds" in done.stdout
+    assert "── final · 1 method · seeds per method (the best config): erm 4" in done.stdout
 
     expected, got = _finals(full), _finals(searched_only)
     assert set(got) == set(expected)
