@@ -46,6 +46,8 @@ JOURNAL_SUFFIX = ".journal"
 #: Seconds a write waits for another connection's lock before it fails (SQLite's busy time-out;
 #: Python's default is 5 s, which a dashboard's long read outlasted).
 LOCK_TIMEOUT_S = 120.0
+#: A journal lock older than this was left by a killed writer (an append holds it for milliseconds).
+STALE_JOURNAL_LOCK_S = 10.0
 
 #: File-system types on which SQLite's WAL is unsafe (no shared memory across hosts).
 NETWORK_FILESYSTEMS = frozenset(
@@ -114,6 +116,28 @@ def repair_journal(path: str | os.PathLike[str]) -> int:
         return 0
 
 
+def clear_stale_journal_lock(path: str | os.PathLike[str], older_than: float = STALE_JOURNAL_LOCK_S) -> bool:
+    """Remove the lock of Optuna's journal ``path`` when a killed writer left it: a link whose own
+    mtime is older than ``older_than`` seconds. Optuna's lock would wait for it forever when its
+    target is gone (the results folder moved after a kill -9: its grace period stats the link's
+    target, fails, and retries at once, spinning a core), else for its 30 s grace period. Returns
+    whether a lock was removed."""
+    import time
+
+    lock = Path(f"{os.fspath(path)}.lock")  # optuna.storages.journal's LOCK_FILE_SUFFIX
+    try:
+        age = time.time() - lock.lstat().st_mtime  # the link's own time, whether its target exists or not
+    except FileNotFoundError:
+        return False
+    if age < older_than:
+        return False  # a live writer's, or one just killed: Optuna's own grace period handles it
+    try:
+        lock.unlink()
+    except FileNotFoundError:
+        return False  # its writer released it meanwhile
+    return True
+
+
 def filesystem_type(path: str | os.PathLike[str]) -> str:
     """The type of the file system holding ``path`` (its longest mount point in
     ``/proc/self/mountinfo``); ``""`` where that cannot be read (not Linux)."""
@@ -170,6 +194,8 @@ def optuna_storage(url: str):  # -> optuna's BaseStorage (optuna imported lazily
     if journal is not None:
         from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
+        if clear_stale_journal_lock(journal):
+            _log.warning("%s.lock was left by a killed run: removed", journal)
         lock = JournalFileSymlinkLock(str(journal))  # Optuna's writers hold it while they append
         if journal.exists() and lock.acquire():
             try:

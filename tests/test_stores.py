@@ -3,6 +3,7 @@ a busy time-out for the rest, and one line for a store locked past it."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from sqlalchemy.exc import OperationalError
 
 from bench.results.mlflow_sink import MlflowSink, default_tracking_uri
 from bench.stores import (
+    STALE_JOURNAL_LOCK_S,
+    clear_stale_journal_lock,
     filesystem_type,
     is_locked_error,
     locked_message,
@@ -151,6 +154,35 @@ def test_a_journal_write_cut_short_is_cut_off_when_the_journal_is_opened(tmp_pat
     again.tell(again.ask(), 0.5)  # and the next write is a line of its own
     assert len(optuna.load_study(study_name="s", storage=optuna_storage(str(path))).trials) == 2
     assert not (tmp_path / "optuna.journal.lock").exists()  # the lock taken for the cut is released
+
+
+@pytest.mark.timeout(60)
+def test_a_lock_left_by_a_killed_run_does_not_stop_the_next_one(tmp_path):
+    """kill -9 while Optuna appended leaves ``optuna.journal.lock``, a symlink to the journal; moved
+    with its folder, the link dangles, and Optuna's lock spun a core forever (seen in CI: a resumed
+    run at 98% CPU for 8 minutes). A lock older than STALE_JOURNAL_LOCK_S is removed on opening;
+    a fresh one (a live writer's) is left to Optuna."""
+    old = tmp_path / "old" / "optuna.journal"
+    old.parent.mkdir()
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(old))), study_name="s")
+    study.tell(study.ask(), 0.25)
+    moved = tmp_path / "moved"
+    old.parent.rename(moved)
+    path, lock = moved / "optuna.journal", moved / "optuna.journal.lock"
+    lock.symlink_to(old)  # the killed writer's link, to where the journal was
+    stale = time.time() - 2 * STALE_JOURNAL_LOCK_S
+    os.utime(lock, (stale, stale), follow_symlinks=False)
+    assert not lock.exists() and lock.is_symlink()  # dangling
+    started = time.monotonic()
+    storage = optuna_storage(str(path))
+    assert time.monotonic() - started < STALE_JOURNAL_LOCK_S and not lock.is_symlink()
+    assert [t.value for t in optuna.load_study(study_name="s", storage=storage).trials] == [0.25]
+    # a fresh lock is a live writer's: left in place
+    lock.symlink_to(path)
+    assert clear_stale_journal_lock(path) is False and lock.is_symlink()
+    os.utime(lock, (stale, stale), follow_symlinks=False)
+    assert clear_stale_journal_lock(path) is True and not lock.is_symlink()
+    assert clear_stale_journal_lock(path) is False  # nothing left to remove
 
 
 def test_repairing_a_journal_keeps_whole_files_and_empties_one_torn_line(tmp_path):
