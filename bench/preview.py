@@ -11,8 +11,10 @@ FILE``, or ``RESULTS/perf.json`` when present) with the config's model and metho
 epochs × training-set size / samples per second; the search is bounded above by every trial
 running every epoch (ASHA stops many earlier), the finals run every epoch; the total is divided
 by the concurrency. Validation, test and flatness passes, worker start-up and the report are not
-counted, so read it as a lower bound on the finals and an upper bound on the search. Without
-figures, the preview says how to get them.
+counted, so read it as a lower bound on the finals and an upper bound on the search. The figures
+must be timed with a trial's threads (a trial runs ``torch.set_num_threads(cpus_per_trial)``;
+``perf`` uses torch's default, all cores, unless ``OMP_NUM_THREADS`` says otherwise): the
+command the preview suggests sets it. Without figures, the preview says how to get them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import BenchmarkConfig
+from bench.console import format_duration
 from bench.plan import MethodPlan, plan_methods
 
 #: Where a run's folder keeps the step times ``--dry-run`` estimates from.
@@ -116,17 +119,6 @@ def read_perf(path: Path) -> list[StepFigure]:
         ) from None
 
 
-def local_slots(cpus_per_trial: float, gpus_per_trial: float, num_cpus: int | None) -> int:
-    """Trials this machine holds at once, by the run's rule (bench.search.runtime.trial_slots)."""
-    cpus = num_cpus or os.cpu_count() or 1
-    slots = int(cpus // cpus_per_trial)
-    if gpus_per_trial > 0:
-        import torch
-
-        slots = min(slots, int(torch.cuda.device_count() // gpus_per_trial))
-    return max(1, slots)
-
-
 def _train_samples(config: BenchmarkConfig) -> tuple[int | None, str | None]:
     from bench.data import DatasetError, load_dataset
 
@@ -153,9 +145,14 @@ def preview(
         slots = limit or 1
         note = "the cluster's resources decide, when the run joins it" + (f"; at most {limit}" if limit else "")
     else:
-        here = local_slots(resources.cpus_per_trial, resources.gpus_per_trial, num_cpus)
-        slots = min(limit or here, here)
         cpus = num_cpus or os.cpu_count() or 1
+        gpus = 0
+        if resources.gpus_per_trial > 0:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        here = resources.slots(cpus, gpus)  # the run's rule, on this machine's resources
+        slots = min(limit or here, here)
         note = f"{cpus} CPUs here" + (f", search.max_concurrent_trials {limit}" if limit else "")
     speed = {(f.model, f.method): f.samples_per_second for f in perf}
     train, data_note = _train_samples(config)
@@ -182,12 +179,6 @@ def preview(
         dataset_note=data_note,
         perf_source=perf_source,
     )
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {secs:02d} s" if minutes else f"{secs} s")
 
 
 def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
@@ -224,8 +215,9 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
     if estimate is not None:
         search, finals = estimate
         out.append(
-            f"time estimate (from {p.perf_source}): search at most {_duration(search)}, finals about "
-            f"{_duration(finals)}, at {p.concurrency} at once; training steps only (no evaluation, flatness, start-up)"
+            f"time estimate (from {p.perf_source}): search at most {format_duration(search)}, finals about "
+            f"{format_duration(finals)}, at {p.concurrency} at once; training steps only (no evaluation, flatness, "
+            "start-up)"
         )
     else:
         missing = sorted({m.method for m in p.methods if m.samples_per_second is None})
@@ -238,8 +230,9 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
             why = "the training-set size is unknown here"
         methods = " ".join(f"--method {m}" for m in missing or [m.method for m in p.methods])
         out.append(
-            f"time estimate: none ({why}); measure with: sharpbench perf --model {config.model.name} {methods} "
-            f"--dataset {config.dataset.name} --batch-size {batch} --format json > RESULTS/{PERF_FILENAME}"
+            f"time estimate: none ({why}); measure with: OMP_NUM_THREADS={max(1, int(p.cpus_per_trial))} "
+            f"sharpbench perf --model {config.model.name} {methods} --dataset {config.dataset.name} "
+            f"--batch-size {batch} --format json > RESULTS/{PERF_FILENAME}"
         )
     return out
 

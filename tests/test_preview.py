@@ -57,7 +57,8 @@ def test_missing_figures_say_how_to_measure(tmp_path: Path) -> None:
     config = load_benchmark(SMOKE)
     text = "\n".join(lines(preview(config, num_cpus=1), config))
     assert "concurrency: 1 trial at once" in text
-    assert "time estimate: none (no step figures); measure with: sharpbench perf --model mlp --method erm" in text
+    hint = "time estimate: none (no step figures); measure with: OMP_NUM_THREADS=1 sharpbench perf --model mlp"
+    assert hint + " --method erm" in text
     partial = preview(config, perf=[read_perf_figure()], perf_source="p.json", num_cpus=1)
     assert partial.estimate_seconds() is None
     assert "p.json has no figures for mlp with sam" in "\n".join(lines(partial, config))
@@ -98,3 +99,13 @@ def test_cli_dry_run_prints_and_writes_nothing(tmp_path: Path) -> None:
     # a results "folder" that is a file: refused as the run itself would refuse it
     done = sharpbench("run", str(SMOKE), "--results", str(results / "perf.json"), "--dry-run", cwd=tmp_path)
     assert done.returncode == 2 and "is a file, not a folder" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_slots_are_the_trials_the_resources_hold() -> None:
+    from bench.config import ResourcesConfig
+
+    assert ResourcesConfig(cpus_per_trial=1).slots(2, 0) == 2
+    assert ResourcesConfig(cpus_per_trial=1.5).slots(4, 0) == 2  # whole trials only
+    assert ResourcesConfig(cpus_per_trial=4).slots(2, 0) == 1  # at least one: Ray queues it
+    assert ResourcesConfig(cpus_per_trial=1, gpus_per_trial=0.25).slots(16, 2) == 8  # the GPUs bound it
+    assert ResourcesConfig(cpus_per_trial=1, gpus_per_trial=0.5).slots(16, 0) == 1

@@ -406,6 +406,14 @@ class ResourcesConfig(_Strict):
         "only whole numbers.",
     )
 
+    def slots(self, cpus: float, gpus: float) -> int:
+        """How many trials of this size ``cpus`` CPUs and ``gpus`` GPUs hold at once (at least 1):
+        the CPUs, and the GPUs when trials use them, divided by one trial's share."""
+        count = int(cpus // self.cpus_per_trial)
+        if self.gpus_per_trial > 0:
+            count = min(count, int(gpus // self.gpus_per_trial))
+        return max(1, count)
+
 
 class RegularizerEntry(_Strict):
     """One method to compare: its registry name, hyperparameters held fixed, ranges overridden."""

@@ -119,7 +119,7 @@ def concurrency_slots(config: BenchmarkConfig) -> int:
     """Trials in flight at once: ``search.max_concurrent_trials``, but never more than the
     connected cluster's resources can run. A trial asked beyond that waits for resources while
     the trials that could teach its sampler run, and is drawn without their results."""
-    slots = trial_slots(config.resources.cpus_per_trial, config.resources.gpus_per_trial)
+    slots = trial_slots(config.resources)
     return min(config.search.max_concurrent_trials or slots, slots)
 
 

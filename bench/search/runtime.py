@@ -7,6 +7,7 @@ import os
 
 import ray
 
+from bench.config import ResourcesConfig
 from bench.preflight import NodeResources
 
 
@@ -37,12 +38,9 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool 
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
 
 
-def trial_slots(cpus_per_trial: float, gpus_per_trial: float) -> int:
-    """How many trials the connected cluster runs at once: its CPUs (and GPUs, when trials use
-    them) divided by one trial's share. Sized when the experiment starts: a cluster that
-    autoscales later gets no more concurrent trials than it had then."""
+def trial_slots(resources: ResourcesConfig) -> int:
+    """How many trials the connected cluster runs at once (:meth:`ResourcesConfig.slots` of its
+    resources). Sized when the experiment starts: a cluster that autoscales later gets no more
+    concurrent trials than it had then."""
     available = ray.cluster_resources()
-    slots = int(available.get("CPU", 1) // cpus_per_trial)
-    if gpus_per_trial > 0:
-        slots = min(slots, int(available.get("GPU", 0) // gpus_per_trial))
-    return max(1, slots)
+    return resources.slots(available.get("CPU", 1), available.get("GPU", 0))
