@@ -334,15 +334,16 @@ class Session:
         config, options = self.config, self.options
         searched = 0 if self.final_only else 1
         finals = len(config.final.seeds) * config.final.top_k
+        recorded, failed = recorded_trials(results, config.benchmark)
         progress = RunProgress(
             self.output.out,
             [(plan.regularizer, plan.budget.trials * searched, finals) for plan in plans],
             verbosity=options.verbosity,
-            already_done=recorded_trials(results, config.benchmark),
+            already_done=recorded,
             warnings=self.output.err,
         )
         phases = (Phase.FINAL,) if self.final_only else (Phase.SEARCH, Phase.FINAL)
-        if progress.nothing_to_do and not (options.retry_failed and self._failed_rows(results)):
+        if progress.nothing_to_do and not (options.retry_failed and failed):
             # Said before the seconds Ray and the searches take to find it so (they still run: they
             # close the MLflow parent runs a killed run may have left open).
             progress.say_nothing_to_do(str(results))
@@ -400,13 +401,6 @@ class Session:
             out.file.write(render(boards, "table").rstrip("\n") + "\n")
             out.file.flush()
 
-    def _failed_rows(self, results: Path) -> int:
-        from bench.results.parquet import read_rows
-        from bench.results.schema import TrialStatus
-
-        table = read_rows(results).select(["benchmark", "status"]).to_pylist()
-        return sum(r["benchmark"] == self.config.benchmark and r["status"] == TrialStatus.FAILED.value for r in table)
-
     def _disk_full(self, results: Path) -> str:
         """One line for a run stopped by a full disk: the folder, its free space, what was kept."""
         import shutil
@@ -461,9 +455,13 @@ def _shutdown_ray() -> None:
     ray.shutdown()
 
 
-def recorded_trials(results: Path, benchmark: str) -> dict[tuple[str, str], int]:
-    """Trials an earlier run into ``results`` already recorded, per (method, phase)."""
+def recorded_trials(results: Path, benchmark: str) -> tuple[dict[tuple[str, str], int], int]:
+    """Trials an earlier run into ``results`` already recorded, per (method, phase), and how many
+    of them failed; one read of the rows."""
     from bench.results.parquet import read_rows
+    from bench.results.schema import TrialStatus
 
-    table = read_rows(results).select(["benchmark", "regularizer", "phase"]).to_pylist()
-    return dict(Counter((row["regularizer"], row["phase"]) for row in table if row["benchmark"] == benchmark))
+    table = read_rows(results).select(["benchmark", "regularizer", "phase", "status"]).to_pylist()
+    mine = [row for row in table if row["benchmark"] == benchmark]
+    failed = sum(row["status"] == TrialStatus.FAILED.value for row in mine)
+    return dict(Counter((row["regularizer"], row["phase"]) for row in mine)), failed
