@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from functools import cache
 from pathlib import Path
 
@@ -122,8 +123,6 @@ def clear_stale_journal_lock(path: str | os.PathLike[str], older_than: float = S
     target is gone (the results folder moved after a kill -9: its grace period stats the link's
     target, fails, and retries at once, spinning a core), else for its 30 s grace period. Returns
     whether a lock was removed."""
-    import time
-
     lock = Path(f"{os.fspath(path)}.lock")  # optuna.storages.journal's LOCK_FILE_SUFFIX
     try:
         age = time.time() - lock.lstat().st_mtime  # the link's own time, whether its target exists or not

@@ -40,8 +40,9 @@ def test_hostile_names_are_literal_text() -> None:
 
 def test_exact_ties_are_all_bold_and_a_rounded_zero_has_no_minus() -> None:
     twin = {1: 0.95, 2: 0.962, 3: 0.954}
-    board = board_of({"erm": ERM, "sam": twin, "asam": dict(twin), "l1": {s: v - 1e-17 for s, v in ERM.items()}})
+    board = board_of({"erm": ERM, "sam": twin, "asam": dict(twin), "l1": {s: v - 1e-9 * s for s, v in ERM.items()}})
     rows = render([board], "latex").split("\\midrule\n")[1].split("\n\\bottomrule")[0].splitlines()
     bold = [row.split(" & ")[1] for row in rows if "\\textbf{95.53}" in row]
     assert sorted(bold) == ["asam", "sam"]
-    assert "$-0.00$" not in "".join(rows)
+    (l1,) = [row for row in rows if " & l1 & " in row]
+    assert "$+0.00$" in l1 and "$-0.00$" not in "".join(rows)  # Δ = -2e-9: rounds to zero, shown unsigned
