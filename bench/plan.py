@@ -60,7 +60,7 @@ class MethodBudget:
     scale: str  # with passes: what a costlier method gives up, "trials" or "epochs"
     trials: int
     epochs: int  # planned epochs per trial (the config's, or scaled down with scale=epochs)
-    passes_per_step: int  # forward + backward of one step, at the method's default hyperparameters
+    passes_per_step: float  # forward + backward of one step (mean), at the method's default hyperparameters
     reference_passes_per_step: int = REFERENCE_PASSES_PER_STEP
 
     def to_json(self) -> str:
@@ -100,14 +100,14 @@ class MethodPlan:
         return epochs
 
     @property
-    def passes_per_step(self) -> int:
-        """Forward + backward passes of one of the method's steps: the budget's (``search.budget:
-        passes``), else the regularizer's declared cost at its fixed values, counted without
-        BatchNorm (NSO's extra pass with it is not counted)."""
+    def passes_per_step(self) -> float:
+        """Forward + backward passes of one of the method's steps (the mean, for methods whose
+        pattern repeats every few steps): the budget's (``search.budget: passes``), else the
+        regularizer's declared cost at its fixed values, counted without BatchNorm (NSO's extra
+        pass with it is not counted)."""
         if self.budget.passes_per_step:
             return self.budget.passes_per_step
-        cost = regularizers.create(self.regularizer, **self.fixed).cost(False)
-        return cost.forward + cost.backward
+        return regularizers.create(self.regularizer, **self.fixed).cost(False).per_step
 
     def default_point(self) -> dict[str, Any]:
         """The papers' defaults (and the config's recipe), evaluated first; only values inside the searched ranges."""
@@ -188,8 +188,7 @@ def _budget(
     trials, epochs = (config.search.trials_per_method if searched else 1), config.training.epochs
     if spec.kind == "trials":
         return MethodBudget(spec.kind, spec.scale, trials, epochs, 0)
-    cost = regularizers.create(method, **fixed).cost(bool(has_batchnorm))
-    passes = cost.forward + cost.backward
+    passes = regularizers.create(method, **fixed).cost(bool(has_batchnorm)).per_step
     ratio = passes / REFERENCE_PASSES_PER_STEP
     if spec.scale == "trials":
         trials = max(1, math.floor(trials / ratio + 0.5))

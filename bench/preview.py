@@ -54,7 +54,7 @@ class MethodPreview:
     method: str
     search_trials: int
     epochs: int
-    passes_per_step: int
+    passes_per_step: float
     searched: tuple[str, ...]
     final_runs: int
     samples_per_second: float | None  # from the perf figures, None when they lack this method
@@ -196,7 +196,7 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
         passes = None if steps is None else m.epochs * steps * m.passes_per_step
         total_passes += (passes or 0) * (m.search_trials + m.final_runs)
         out.append(
-            f"{m.method:<16} {m.search_trials:>6} {m.epochs:>6} {m.passes_per_step:>11} {m.final_runs:>6} "
+            f"{m.method:<16} {m.search_trials:>6} {m.epochs:>6} {m.passes_per_step:>11g} {m.final_runs:>6} "
             f"{'–' if passes is None else format(passes, ','):>13}  {', '.join(m.searched) or '(nothing)'}"
         )
     if steps is not None:

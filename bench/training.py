@@ -212,7 +212,7 @@ class Trainer:
             augment=build_augmentation(spec.dataset),
             drop_last=len(self.data.train) > recipe.batch_size,
         )
-        total_steps = recipe.epochs * len(self.loader)
+        self.total_steps = total_steps = recipe.epochs * len(self.loader)
         warmup_steps = recipe.warmup_epochs * len(self.loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: _lr_factor(step, total_steps, warmup_steps, recipe.schedule)
@@ -277,6 +277,15 @@ class Trainer:
             batchnorms=self._batchnorms,
         )
         self.optimizer.zero_grad(set_to_none=True)
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        self.regularizer.start_step(
+            regularizers.StepSchedule(
+                step=self.scheduler.last_epoch,
+                total_steps=self.total_steps,
+                learning_rate=learning_rate,
+                lr_factor=learning_rate / self.spec.training.learning_rate,
+            )
+        )
         report = self.regularizer.step(closure)
         self.optimizer.step()
         self.scheduler.step()
@@ -365,6 +374,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "regularizer": self.regularizer.state_dict(),
             "epochs_done": self.epochs_done,
             "forward_passes": self.forward_passes,
             "backward_passes": self.backward_passes,
@@ -379,6 +389,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.regularizer.load_state_dict(state.get("regularizer", {}))  # checkpoints from before stateful methods
         self.epochs_done = state["epochs_done"]
         self.forward_passes = state["forward_passes"]
         self.backward_passes = state["backward_passes"]

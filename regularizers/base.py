@@ -24,10 +24,11 @@ pass called with ``update_bn=True`` (the clean pass). "BatchNorm" in names here 
 from __future__ import annotations
 
 import contextlib
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -41,10 +42,43 @@ Objective = Callable[[Tensor, Tensor], Tensor]
 
 @dataclass(frozen=True)
 class PassCost:
-    """Forward and backward passes one optimizer step costs."""
+    """Forward and backward passes the method's optimizer steps cost.
+
+    ``forward``/``backward`` are the passes of ``period`` consecutive steps together: 1 for a
+    method that runs the same passes every step; k for one whose pattern repeats every k steps
+    (LookSAM's full SAM step every k-th step: ``PassCost(k + 1, k + 1, period=k)``, i.e. 1 + 1/k
+    of each per step). :attr:`per_step` is the mean the budget and the records use.
+    """
 
     forward: int
     backward: int
+    period: int = 1
+
+    def __post_init__(self) -> None:
+        if self.period < 1:
+            raise ValueError(f"PassCost.period must be at least 1, got {self.period}")
+
+    @property
+    def per_step(self) -> int | float:
+        """Mean forward + backward passes per optimizer step: an int when whole (4, not 4.0, as
+        budgets and records have always written it), else a float (LookSAM k=5: 2.4)."""
+        total = self.forward + self.backward
+        return total // self.period if total % self.period == 0 else total / self.period
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """Where the training loop is when it asks for a step (:meth:`Regularizer.start_step`).
+
+    ``learning_rate`` is the rate the optimizer applies this step's gradient with;
+    ``lr_factor`` is that rate over the recipe's peak (1 at the peak, 0 at the end of a cosine
+    decay): GSAM ties its radius ρ_t to it.
+    """
+
+    step: int  # optimizer steps already taken in this trial (0-based index of this one)
+    total_steps: int
+    learning_rate: float
+    lr_factor: float
 
 
 @dataclass
@@ -274,9 +308,20 @@ class Regularizer(ABC):
     :attr:`name`. ``__post_init__`` validates every hyperparameter against the valid values
     declared with :func:`regularizers.space.hparam` (wider than its search range); a subclass
     that defines its own ``__post_init__`` calls ``super().__post_init__()``.
+
+    **State.** A method that keeps anything between steps that changes its later gradients (a
+    cached gradient component, a running average, a momentum buffer, a step counter) names the
+    attributes holding it in :attr:`state`, and creates them in ``__post_init__``.
+    :meth:`state_dict` / :meth:`load_state_dict` save and restore exactly those, so a trial
+    resumed from a checkpoint continues bit for bit (the conformance kit checks it: a fresh
+    instance loaded with the state must give the same gradients as the original). Values are
+    tensors, numbers, ``None`` or lists/tuples/dicts of them (what ``torch.load(weights_only=True)``
+    reads). Caches that only save work (ASAM's name mask) are not state.
     """
 
     name: ClassVar[str] = ""
+    #: Attributes that carry state from one step to the next (see the class docstring).
+    state: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         validate(self)
@@ -291,10 +336,30 @@ class Regularizer(ABC):
 
     @abstractmethod
     def cost(self, has_batchnorm: bool) -> PassCost:
-        """Forward/backward passes one :meth:`step` runs (the conformance suite checks it)."""
+        """Forward/backward passes :meth:`step` runs per period (the conformance suite checks it)."""
 
     def start_epoch(self, epoch: int, total_epochs: int) -> None:  # noqa: B027 - optional hook: no-op by default
         """Called by the loop before each epoch (0-based); for schedules such as delayed penalties."""
+
+    def start_step(self, schedule: StepSchedule) -> None:  # noqa: B027 - optional hook: no-op by default
+        """Called by the loop before each :meth:`step`; for schedules tied to the learning rate (GSAM)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the attributes named in :attr:`state` (tensors cloned, detached)."""
+        missing = [key for key in self.state if not hasattr(self, key)]
+        if missing:
+            raise AttributeError(f"{type(self).__name__} declares state {missing} but has no such attribute")
+        return {key: _detached_copy(getattr(self, key)) for key in self.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved; the keys must be exactly :attr:`state`."""
+        if set(state) != set(self.state):
+            raise ValueError(
+                f"{type(self).__name__}: checkpoint state has keys {sorted(state)}, the method declares "
+                f"{sorted(self.state)}"
+            )
+        for key in self.state:
+            setattr(self, key, _detached_copy(state[key]))
 
     def report(self, closure: BatchClosure, clean_loss: Tensor, **metrics: Tensor) -> StepReport:
         """Build the step report from the closure's own pass counters."""
@@ -304,3 +369,9 @@ class Regularizer(ABC):
             backward_passes=closure.backward_passes,
             metrics=dict(metrics),
         )
+
+
+def _detached_copy(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    return copy.deepcopy(value)

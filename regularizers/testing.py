@@ -9,11 +9,15 @@ with SGD and with Adam afterwards, and checks the contract of :class:`regularize
   the gradient of a step started from none, under the same RNG state;
 * running statistics of every normalization layer that tracks them equal those after exactly one
   clean forward pass;
-* the reported forward/backward passes equal the closure's counters and
-  :meth:`~regularizers.Regularizer.cost`;
+* the reported forward/backward passes equal the closure's counters, and over each period of
+  :meth:`~regularizers.Regularizer.cost` (every step for most methods) they add up to it;
 * every trainable parameter has a finite gradient of its own shape and dtype, frozen ones get none;
 * the loss and the metrics are detached 0-dim tensors on the parameters' device;
-* the optimizer can step on the result, twice, and the weights stay finite.
+* the optimizer can step on the result, twice (two periods), and the weights stay finite;
+* the state round trip: :meth:`~regularizers.Regularizer.state_dict` survives ``torch.save`` /
+  ``torch.load(weights_only=True)``, and a fresh instance with the same hyperparameters that
+  loads it gives bit-identical gradients to the original for the next period + 1 steps (a
+  method that keeps undeclared state between steps fails here).
 
 It raises :class:`AssertionError` naming the method and the broken rule. Example, for a plug-in's
 own test suite::
@@ -31,13 +35,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import io
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, batchnorm_modules
+from regularizers.base import BatchClosure, PassCost, Regularizer, StepReport, StepSchedule, batchnorm_modules
 from regularizers.registry import create
 
 __all__ = ["check_regularizer"]
@@ -127,7 +134,7 @@ def _check_one_step(
     autocast: Callable[[], contextlib.AbstractContextManager[object]],
     device: torch.device,
     exact: bool,
-) -> None:
+) -> tuple[int, int]:
     named = list(model.named_parameters())
     weights_before = [p.detach().clone() for _, p in named]
     # Exactly one clean forward in training mode, under the loop's autocast or in full precision
@@ -162,17 +169,11 @@ def _check_one_step(
         "forward pass; only the clean pass may run with update_bn=True, exactly once"
     )
 
-    cost = method.cost(closure.has_batchnorm)
-    assert isinstance(cost, PassCost), f"{label}: cost() must return a PassCost, got {type(cost).__name__}"
     counted = (closure.forward_passes, closure.backward_passes)
     reported = (report.forward_passes, report.backward_passes)
     assert reported == counted, (
         f"{label}: report says {reported} forward/backward passes but the closure counted {counted}; "
         "build the report with self.report(closure, ...)"
-    )
-    assert counted == (cost.forward, cost.backward), (
-        f"{label}: cost(has_batchnorm={closure.has_batchnorm}) says {(cost.forward, cost.backward)} "
-        f"forward/backward passes but step() ran {counted}"
     )
 
     for (name, p), expected in zip(named, from_clean_start, strict=True):
@@ -197,6 +198,72 @@ def _check_one_step(
     for key, value in report.metrics.items():
         assert isinstance(key, str), f"{label}: metric names must be strings, got {key!r}"
         _check_tensor_result(label, f"metric {key!r}", value, device)
+    return counted
+
+
+def _check_cost(method: Regularizer, label: str, has_batchnorm: bool, counted: list[tuple[int, int]]) -> None:
+    """The passes of each complete period of steps add up to :meth:`Regularizer.cost`."""
+    cost = method.cost(has_batchnorm)
+    for start in range(0, len(counted) - cost.period + 1, cost.period):
+        window = counted[start : start + cost.period]
+        total = (sum(f for f, _ in window), sum(b for _, b in window))
+        steps = f"step {start + 1}" if cost.period == 1 else f"steps {start + 1}-{start + cost.period}"
+        assert total == (cost.forward, cost.backward), (
+            f"{label}: cost(has_batchnorm={has_batchnorm}) says {(cost.forward, cost.backward)} forward/backward "
+            f"passes per {cost.period} step(s) but {steps} ran {total}"
+        )
+
+
+def _schedule(step: int, total_steps: int) -> StepSchedule:
+    """A cosine learning-rate position, so that methods tied to the schedule see it move."""
+    factor = 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    return StepSchedule(step=step, total_steps=total_steps, learning_rate=0.1 * factor, lr_factor=factor)
+
+
+def _check_state_round_trip(
+    method: Regularizer,
+    label: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[Tensor, Tensor],
+    autocast: Callable[[], contextlib.AbstractContextManager[object]],
+    device: torch.device,
+    exact: bool,
+    steps: int,
+) -> None:
+    """A fresh instance that loads ``method.state_dict()`` continues exactly as ``method`` does."""
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    buffer.seek(0)
+    try:
+        saved = torch.load(buffer, weights_only=True)
+    except Exception as error:  # re-raised as the contract's message, the cause kept
+        raise AssertionError(
+            f"{label}: state_dict() cannot be read back with torch.load(weights_only=True) ({error}); "
+            "keep state to tensors, numbers, None and lists/tuples/dicts of them"
+        ) from error
+    twin = dataclasses.replace(method)  # same hyperparameters, state as __post_init__ makes it
+    twin.load_state_dict(saved)
+    twin.start_epoch(0, 2)
+    twin_model = copy.deepcopy(model)
+    twin_optimizer = type(optimizer)([p for p in twin_model.parameters() if p.requires_grad], **optimizer.defaults)
+    # A deep copy: load_state_dict keeps the very buffer tensors when dtype and device match.
+    twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    for index in range(steps):
+        rng = _rng_state(device)
+        gradients = []
+        for runner, net, opt in ((method, model, optimizer), (twin, twin_model, twin_optimizer)):
+            _set_rng_state(rng, device)
+            runner.start_step(_schedule(2 * steps + index, 3 * steps))
+            runner.step(BatchClosure(net, batch[0], batch[1], F.cross_entropy, autocast=autocast))
+            gradients.append([(name, p.grad) for name, p in net.named_parameters() if p.requires_grad])
+            opt.step()
+        for (name, got), (_, want) in zip(gradients[1], gradients[0], strict=True):
+            assert got is not None and want is not None and _same(got, want, exact), (
+                f"{label}: at step {index + 1} after a state round trip, the gradient of {name!r} from a fresh "
+                "instance that loaded state_dict() differs from the original's; name every attribute that "
+                "carries over between steps in the class's `state` (and create it in __post_init__)"
+            )
 
 
 def check_regularizer(
@@ -233,18 +300,25 @@ def check_regularizer(
             for optimizer_name, make_optimizer in _OPTIMIZERS.items():
                 setting = f"{'BatchNorm' if batchnorm else 'no BatchNorm'}, {optimizer_name}"
                 label = f"{type(method).__name__} {method!r} [{setting}]"
+                # Each setting starts the method afresh (a trial does), keeping any state it was given.
+                runner = copy.deepcopy(method)
                 model = _tiny_model(batchnorm).to(device=device, dtype=dtype).train()
                 optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
                 inputs = torch.randn(_BATCH, 3, 5, 5, device=device, dtype=dtype)
                 targets = torch.arange(_BATCH, device=device) % _CLASSES
-                method.start_epoch(0, 2)
+                cost = runner.cost(batchnorm)
+                assert isinstance(cost, PassCost), f"{label}: cost() must return a PassCost, got {type(cost).__name__}"
+                steps = 2 * cost.period  # two periods: the second runs on optimizer state and stale gradients
+                runner.start_epoch(0, 2)
                 with torch.no_grad():  # the gradient rule: whatever the loop left is not ours to use
                     for p in model.parameters():
                         if p.requires_grad:
                             p.grad = torch.full_like(p, _STALE_GRADIENT)
-                for _ in range(2):  # two steps: the second one runs on optimizer state and stale gradients
+                counted = []
+                for index in range(steps):
+                    runner.start_step(_schedule(index, 3 * steps))
                     closure = BatchClosure(model, inputs, targets, F.cross_entropy, autocast=autocast)
-                    _check_one_step(method, label, model, closure, autocast, device, exact)
+                    counted.append(_check_one_step(runner, label, model, closure, autocast, device, exact))
                     frozen = [p.detach().clone() for p in model.parameters() if not p.requires_grad]
                     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
                     optimizer.step()
@@ -259,3 +333,7 @@ def check_regularizer(
                     assert all(torch.equal(a, b) for a, b in zip(frozen, frozen_after, strict=True)), (
                         f"{label}: a frozen parameter changed"
                     )
+                _check_cost(runner, label, batchnorm, counted)
+                _check_state_round_trip(
+                    runner, label, model, optimizer, (inputs, targets), autocast, device, exact, cost.period + 1
+                )

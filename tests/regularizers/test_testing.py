@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from regularizers import PassCost, Regularizer, StepReport, gradients, zero_grads
+from regularizers import PassCost, Regularizer, StepReport, gradients, perturbed_weights, zero_grads
 from regularizers.testing import check_regularizer
 
 
@@ -120,6 +120,95 @@ class ProducesNaN(Regularizer):
 
     def cost(self, has_batchnorm):
         return PassCost(1, 1)
+
+
+@dataclass
+class EveryOtherStepSAM(Regularizer):
+    """SAM on odd steps with a radius growing with the step count, ERM on even ones: a period-2
+    cost, and a step counter as state."""
+
+    state = ("steps_taken",)
+    period_declared: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.steps_taken = 0
+
+    def step(self, closure):
+        clean = closure(update_bn=True)
+        if self.steps_taken % 2 == 1:
+            g = gradients(closure.parameters)
+            torch._foreach_mul_(g, 0.05 * (1 + self.steps_taken))
+            with perturbed_weights(closure.parameters):
+                with torch.no_grad():
+                    torch._foreach_add_(closure.parameters, g)
+                zero_grads(closure.parameters)
+                closure()
+        self.steps_taken += 1
+        return self.report(closure, clean.loss)
+
+    def cost(self, has_batchnorm):
+        return PassCost(3, 3, period=self.period_declared)
+
+
+@dataclass
+class ForgetsToDeclareItsState(EveryOtherStepSAM):
+    state = ()
+
+
+@dataclass
+class KeepsAnObjectAsState(Regularizer):
+    """State the checkpoint cannot read back with weights_only=True."""
+
+    state = ("memo",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.memo = Memo()
+
+    def step(self, closure):
+        return self.report(closure, closure(update_bn=True).loss)
+
+    def cost(self, has_batchnorm):
+        return PassCost(1, 1)
+
+
+class Memo:
+    pass
+
+
+def test_a_declared_period_and_state_pass():
+    check_regularizer(EveryOtherStepSAM())
+
+
+def test_undeclared_state_is_caught_by_the_round_trip():
+    with pytest.raises(AssertionError, match="after a state round trip.*`state`"):
+        check_regularizer(ForgetsToDeclareItsState())
+
+
+def test_a_wrong_period_is_caught():
+    with pytest.raises(AssertionError, match=r"per 1 step\(s\) but step 1 ran \(1, 1\)"):
+        check_regularizer(EveryOtherStepSAM(period_declared=1))
+
+
+def test_state_that_a_checkpoint_cannot_read_is_caught():
+    with pytest.raises(AssertionError, match=r"weights_only=True"):
+        check_regularizer(KeepsAnObjectAsState())
+
+
+def test_state_dict_round_trip_and_refusals():
+    method = EveryOtherStepSAM()
+    method.steps_taken = 7
+    saved = method.state_dict()
+    assert saved == {"steps_taken": 7}
+    fresh = EveryOtherStepSAM()
+    fresh.load_state_dict(saved)
+    assert fresh.steps_taken == 7
+    with pytest.raises(ValueError, match=r"checkpoint state has keys \['other'\]"):
+        fresh.load_state_dict({"other": 1})
+    with pytest.raises(ValueError, match="period must be at least 1"):
+        PassCost(1, 1, period=0)
+    assert PassCost(6, 6, period=5).per_step == pytest.approx(2.4)
 
 
 @pytest.mark.parametrize(

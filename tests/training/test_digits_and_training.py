@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
+import regularizers
 from bench.config import DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.data import load_dataset
 from bench.data.splits import stratified_split
@@ -83,6 +85,68 @@ def test_checkpoint_round_trip_continues_bit_identically():
     assert [resumed.train_epoch().train_loss for _ in range(2)] == losses[1:]
     for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@dataclass
+class MomentumAscent(regularizers.Regularizer):
+    """A stateful toy: the ascent follows a running sum of past gradients, with ρ ∝ the learning
+    rate's factor (as GSAM ties its radius), and it logs the schedules it was handed."""
+
+    state = ("direction",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.direction = None
+        self.schedules = []
+
+    def start_step(self, schedule):
+        self.schedules.append(schedule)
+        self.radius = 0.05 * schedule.lr_factor
+
+    def step(self, closure):
+        clean = closure(update_bn=True)
+        g = regularizers.gradients(closure.parameters)
+        self.direction = g if self.direction is None else torch._foreach_add(self.direction, g)
+        ascent = torch._foreach_mul(self.direction, self.radius / regularizers.global_norm(self.direction))
+        with regularizers.perturbed_weights(closure.parameters):
+            with torch.no_grad():
+                torch._foreach_add_(closure.parameters, ascent)
+            regularizers.zero_grads(closure.parameters)
+            closure()
+        return self.report(closure, clean.loss)
+
+    def cost(self, has_batchnorm):
+        return regularizers.PassCost(2, 2)
+
+
+@pytest.fixture
+def stateful_method():
+    regularizers.register("test_momentum_ascent")(MomentumAscent)
+    yield "test_momentum_ascent"
+    regularizers.unregister("test_momentum_ascent")
+
+
+def test_a_stateful_methods_state_travels_in_the_checkpoint(stateful_method):
+    spec = dataclasses.replace(_spec(), regularizer=stateful_method, regularizer_hparams={})
+    straight = Trainer(spec)
+    losses = [straight.train_epoch().train_loss for _ in range(3)]
+    state = Trainer(spec).state_dict()  # before any step: the state is empty
+    assert state["regularizer"] == {"direction": None}
+    interrupted = Trainer(spec)
+    interrupted.train_epoch()
+    state = interrupted.state_dict()
+    resumed, forgetful = Trainer(spec), Trainer(spec)
+    resumed.load_state_dict(state)
+    forgetful.load_state_dict({**state, "regularizer": {"direction": None}})
+    # Exact by contract; and without the method's state the same checkpoint continues differently.
+    assert [resumed.train_epoch().train_loss for _ in range(2)] == losses[1:]
+    assert [forgetful.train_epoch().train_loss for _ in range(2)] != losses[1:]
+    # The schedule each step was handed: its index and the cosine factor of that step's rate.
+    schedules = straight.regularizer.schedules
+    assert [s.step for s in schedules] == list(range(straight.total_steps)) == list(range(3 * 6))
+    for s in schedules:
+        assert s.lr_factor == pytest.approx(_lr_factor(s.step, 18, 0, "cosine"), rel=1e-12)
+        assert s.learning_rate == pytest.approx(0.1 * s.lr_factor, rel=1e-12)
 
 
 def test_label_smoothing_is_pytorchs_epsilon_over_k_form():
