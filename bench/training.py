@@ -258,14 +258,15 @@ class Trainer:
     def finished(self) -> bool:
         return self.epochs_done >= self.epochs_planned
 
-    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """One epoch of augmented training batches, in the seeded order."""
-        for inputs, targets in self.loader:
+    def batches(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """One epoch of augmented training batches, in the seeded order, with their samples'
+        positions in the training split."""
+        for inputs, targets, sample_ids in self.loader.indexed():
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            yield inputs, targets
+            yield inputs, targets, sample_ids
 
-    def train_step(self, inputs: Tensor, targets: Tensor) -> regularizers.StepReport:
+    def train_step(self, inputs: Tensor, targets: Tensor, sample_ids: Tensor | None = None) -> regularizers.StepReport:
         """One optimizer step: the regularizer fills the gradients, the optimizer applies them."""
         closure = regularizers.BatchClosure(
             self.forward_model,
@@ -275,6 +276,7 @@ class Trainer:
             autocast=self.autocast,
             parameters=self._parameters,
             batchnorms=self._batchnorms,
+            sample_ids=sample_ids,
         )
         self.optimizer.zero_grad(set_to_none=True)
         learning_rate = self.optimizer.param_groups[0]["lr"]
@@ -302,8 +304,8 @@ class Trainer:
         metric_sums: dict[str, Tensor] = {}
         samples = steps = 0
         learning_rate = self.optimizer.param_groups[0]["lr"]
-        for inputs, targets in self.batches():
-            report = self.train_step(inputs, targets)
+        for inputs, targets, sample_ids in self.batches():
+            report = self.train_step(inputs, targets, sample_ids)
             loss_sum += report.loss.to(torch.float64) * len(targets)
             for name, value in report.metrics.items():
                 metric_sums[name] = metric_sums.get(name, 0) + value.to(torch.float64)

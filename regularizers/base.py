@@ -143,13 +143,17 @@ class BatchClosure:
         autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
         parameters: list[nn.Parameter] | None = None,
         batchnorms: list[nn.modules.batchnorm._BatchNorm] | None = None,
+        sample_ids: Tensor | None = None,
     ) -> None:
         """``parameters``/``batchnorms`` default to walking ``model``; a training loop that builds a
         closure per step passes them in once computed (:func:`trainable_parameters`,
-        :func:`batchnorm_modules`) to keep the walk off the hot path."""
+        :func:`batchnorm_modules`) to keep the walk off the hot path. ``sample_ids`` are the
+        positions of the batch's samples in the training split (the training loop passes them;
+        ``None`` where unknown): methods that remember per-sample outputs (SAF) key them by it."""
         self.model = model
         self.inputs = inputs
         self.targets = targets
+        self.sample_ids = sample_ids
         self.loss_fn = loss_fn
         self._autocast = autocast
         self.parameters = trainable_parameters(model) if parameters is None else parameters

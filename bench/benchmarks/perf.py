@@ -117,7 +117,7 @@ class _MethodClock:
         self.seconds_per_step: list[float] = []  # one entry per timed block
         self.report: StepReport | None = None
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         try:
             return next(self._batches)
         except StopIteration:  # a new epoch of the same seeded loader
@@ -128,8 +128,8 @@ class _MethodClock:
         """Run ``steps`` training steps; the seconds per step (batches are drawn before the clock)."""
         batches = [self._next_batch() for _ in range(steps)]
         started = wall_clock(self.trainer.device)
-        for inputs, targets in batches:
-            self.report = self.trainer.train_step(inputs, targets)
+        for inputs, targets, sample_ids in batches:
+            self.report = self.trainer.train_step(inputs, targets, sample_ids)
         return (wall_clock(self.trainer.device) - started) / steps
 
 

@@ -48,6 +48,12 @@ class DeviceLoader:
         return full if (self.drop_last or rest == 0) else full + 1
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for inputs, targets, _ in self.indexed():
+            yield inputs, targets
+
+    def indexed(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """The same batches as iterating, each with the positions of its samples in the split
+        (what methods that remember per-sample outputs key them by: SAF)."""
         count = len(self.split)
         device = self.split.inputs.device
         if self.shuffle:
@@ -59,4 +65,4 @@ class DeviceLoader:
             inputs = self.split.inputs[index]
             if self.augment is not None:
                 inputs = self.augment(inputs, self.generator)
-            yield inputs, self.split.targets[index]
+            yield inputs, self.split.targets[index], index

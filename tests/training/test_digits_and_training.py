@@ -231,3 +231,16 @@ def test_a_trial_spec_comes_back_from_its_row():
     row = build_row(TrialOutcome("s", "t1", Phase.SEARCH.value, TrialStatus.COMPLETED, spec, 0, {}))
     assert TrialSpec.from_row(config, dataclasses.asdict(row)) == spec
     assert TrialSpec.from_row(config, dataclasses.asdict(dataclasses.replace(row, seed=4))).seed == 4
+
+
+def test_each_step_sees_the_positions_of_its_samples():
+    """The closure's sample_ids index the training split: each epoch visits every position once
+    (one dropped tail at most), and the inputs are those rows."""
+    trainer = Trainer(_spec(epochs=1))
+    seen = []
+    for inputs, targets, sample_ids in trainer.batches():
+        assert torch.equal(targets, trainer.data.train.targets[sample_ids])
+        assert torch.equal(inputs, trainer.data.train.inputs[sample_ids])  # the mlp's digits: no augmentation
+        seen.append(sample_ids)
+    ids = torch.cat(seen)
+    assert len(set(ids.tolist())) == len(ids) == 300
