@@ -29,6 +29,10 @@ PINNED_SLOTS = {
     "nso": 9,
     "rwp": 10,
     "weight_decay": 11,
+    "gsam": 12,
+    "looksam": 13,
+    "gam": 14,
+    "msam": 15,
 }
 
 
