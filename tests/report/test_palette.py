@@ -29,6 +29,10 @@ PINNED_SLOTS = {
     "nso": 9,
     "rwp": 10,
     "weight_decay": 11,
+    "esam": 12,
+    "vasso": 13,
+    "fisher_sam": 14,
+    "fsam": 15,
 }
 
 
