@@ -18,6 +18,9 @@ BUILT_IN = [
     "coherent_l1",
     "coherent_l2",
     "erm",
+    "esam",
+    "fisher_sam",
+    "fsam",
     "gam",
     "gnp",
     "gsam",
@@ -28,6 +31,7 @@ BUILT_IN = [
     "nso",
     "rwp",
     "sam",
+    "vasso",
     "weight_decay",
 ]
 

@@ -33,6 +33,10 @@ PINNED_SLOTS = {
     "looksam": 13,
     "gam": 14,
     "msam": 15,
+    "esam": 16,
+    "vasso": 17,
+    "fisher_sam": 18,
+    "fsam": 19,
 }
 
 
