@@ -46,7 +46,7 @@ from regularizers.space import Choice, Float, HyperParameter, Int, hparam, hyper
 # Importing the built-in methods registers them (the decorator runs at class definition). The order they
 # register in (sam and asam first: amp imports them) fixes each method's colour and marker in every figure
 # (registry.builtin, bench/report/palette.py): import a new method's module last.
-from regularizers import amp, coherent, erm, gnp, l1, nrs, nso, rwp, sam, weight_decay  # noqa: E402,F401  isort: skip
+from regularizers import amp, coherent, erm, gnp, l1, nrs, nso, rwp, sam, weight_decay, saf  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BatchClosure",

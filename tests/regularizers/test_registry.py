@@ -12,7 +12,22 @@ import regularizers
 from regularizers import Float, PassCost, RegistryError, Regularizer, hparam
 from tests.plugins import install_distribution
 
-BUILT_IN = ["amp", "asam", "coherent_l1", "coherent_l2", "erm", "gnp", "l1", "nrs", "nso", "rwp", "sam", "weight_decay"]
+BUILT_IN = [
+    "amp",
+    "asam",
+    "coherent_l1",
+    "coherent_l2",
+    "erm",
+    "gnp",
+    "l1",
+    "mesa",
+    "nrs",
+    "nso",
+    "rwp",
+    "saf",
+    "sam",
+    "weight_decay",
+]
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ PINNED_SLOTS = {
     "nso": 9,
     "rwp": 10,
     "weight_decay": 11,
+    "saf": 12,
+    "mesa": 13,
 }
 
 
