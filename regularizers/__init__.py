@@ -49,6 +49,7 @@ from regularizers.space import Choice, Float, HyperParameter, Int, hparam, hyper
 from regularizers import amp, coherent, erm, gnp, l1, nrs, nso, rwp, sam, weight_decay  # noqa: E402,F401  isort: skip
 from regularizers import gsam, looksam, gam, msam  # noqa: E402,F401  isort: skip
 from regularizers import esam, vasso, fisher_sam, fsam  # noqa: E402,F401  isort: skip
+from regularizers import saf  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BatchClosure",

@@ -118,6 +118,20 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+@dataclass
+class _PassCount:
+    """Samples run forward / backward in one step, shared by a closure and its micro-batch views."""
+
+    batch_size: int
+    forward_samples: int = 0
+    backward_samples: int = 0
+
+    def passes(self, samples: int) -> int | float:
+        """Full-batch-equivalent passes: an int when whole (every pass so far covered the batch)."""
+        whole, rest = divmod(samples, self.batch_size)
+        return whole if rest == 0 else samples / self.batch_size
+
+
 class BatchClosure:
     """Forward + backward on one fixed batch, counting its passes.
 
@@ -131,6 +145,10 @@ class BatchClosure:
     :attr:`parameters`, so a step never inherits the loop's stale gradients. Later passes
     accumulate into ``p.grad`` as ``loss.backward()`` does; methods clear them with
     :func:`zero_grads` when they need a fresh gradient.
+
+    Passes are counted in samples and reported in *full-batch-equivalent* passes
+    (:attr:`forward_passes`, :attr:`backward_passes`): a pass over the whole batch counts 1. The
+    only closures that run on part of the batch are the views of :meth:`micro_batches`.
     """
 
     def __init__(
@@ -158,8 +176,46 @@ class BatchClosure:
         self._autocast = autocast
         self.parameters = trainable_parameters(model) if parameters is None else parameters
         self._batchnorms = batchnorm_modules(model) if batchnorms is None else batchnorms
-        self.forward_passes = 0
-        self.backward_passes = 0
+        self._size = int(targets.shape[0])
+        self._count = _PassCount(batch_size=self._size)
+
+    @property
+    def forward_passes(self) -> int | float:
+        """Forward passes so far this step, in full-batch equivalents (views included)."""
+        return self._count.passes(self._count.forward_samples)
+
+    @property
+    def backward_passes(self) -> int | float:
+        """Backward passes so far this step, in full-batch equivalents (views included)."""
+        return self._count.passes(self._count.backward_samples)
+
+    def micro_batches(self, size: int) -> list[BatchClosure]:
+        """Views of consecutive slices of ``size`` samples (the last one may be shorter), in order.
+
+        For methods that treat parts of the batch separately (SAM's m-sharpness). A view is a
+        closure on its slice (and the slice of :attr:`sample_ids`) with everything else shared:
+        model, loss, autocast, parameters, running-statistics policy, and this closure's pass count
+        and gradient rule. A pass through a view of m of the B samples counts m/B of a pass, so one
+        pass through every view counts as one full-batch pass.
+        """
+        if size < 1:
+            raise ValueError(f"micro-batch size must be at least 1, got {size}")
+        views = []
+        for start in range(0, self._size, size):
+            part = slice(start, start + size)
+            view = BatchClosure(
+                self.model,
+                self.inputs[part],
+                self.targets[part],
+                self.loss_fn,
+                autocast=self._autocast,
+                parameters=self.parameters,
+                batchnorms=self._batchnorms,
+                sample_ids=None if self.sample_ids is None else self.sample_ids[part],
+            )
+            view._count = self._count
+            views.append(view)
+        return views
 
     @property
     def has_batchnorm(self) -> bool:
@@ -168,7 +224,7 @@ class BatchClosure:
 
     def _start_pass(self) -> None:
         # The gradient rule: the step's first pass starts from zero, whatever the loop left.
-        if self.forward_passes == 0:
+        if self._count.forward_samples == 0:
             zero_grads(self.parameters)
 
     def __call__(
@@ -191,10 +247,10 @@ class BatchClosure:
             with self._precision(full_precision):
                 logits = self.model(self.inputs)
                 loss = (objective or self.loss_fn)(logits, self.targets)
-            self.forward_passes += 1
+            self._count.forward_samples += self._size
             if backward:
                 loss.backward()
-                self.backward_passes += 1
+                self._count.backward_samples += self._size
         return PassOutput(loss=loss.detach(), logits=logits.detach())
 
     def loss_and_logits(self, *, update_bn: bool = False, full_precision: bool = False) -> tuple[Tensor, Tensor]:
@@ -206,7 +262,7 @@ class BatchClosure:
         with self._batchnorm_policy(update_bn), self._precision(full_precision):
             logits = self.model(self.inputs)
             loss = self.loss_fn(logits, self.targets)
-        self.forward_passes += 1
+        self._count.forward_samples += self._size
         return loss, logits
 
     def _precision(self, full_precision: bool) -> contextlib.AbstractContextManager[object]:

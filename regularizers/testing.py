@@ -13,6 +13,8 @@ with SGD and with Adam afterwards, and checks the contract of :class:`regularize
   :meth:`~regularizers.Regularizer.cost` (every step for most methods) they add up to it;
 * every trainable parameter has a finite gradient of its own shape and dtype, frozen ones get none;
 * the loss and the metrics are detached 0-dim tensors on the parameters' device;
+* every closure carries ``sample_ids`` (the batch is the whole tiny training split, positions 0..5),
+  as the training loop's do, for methods that remember per-sample outputs (SAF);
 * the optimizer can step on the result, twice (two periods), and the weights stay finite;
 * the state round trip: :meth:`~regularizers.Regularizer.state_dict` survives ``torch.save`` /
   ``torch.load(weights_only=True)``, and a fresh instance with the same hyperparameters that
@@ -108,7 +110,11 @@ def _gradients_from_a_clean_start(
     twin = copy.deepcopy(model)
     for p in twin.parameters():
         p.grad = None
-    copy.deepcopy(method).step(BatchClosure(twin, closure.inputs, closure.targets, closure.loss_fn, autocast=autocast))
+    copy.deepcopy(method).step(
+        BatchClosure(
+            twin, closure.inputs, closure.targets, closure.loss_fn, autocast=autocast, sample_ids=closure.sample_ids
+        )
+    )
     return [None if p.grad is None else p.grad.detach().clone() for p in twin.parameters()]
 
 
@@ -214,6 +220,11 @@ def _check_cost(method: Regularizer, label: str, has_batchnorm: bool, counted: l
         )
 
 
+def _sample_ids(targets: Tensor) -> Tensor:
+    """The batch's positions in a training split, as the loop passes them: the tiny split is this one batch."""
+    return torch.arange(targets.shape[0], device=targets.device)
+
+
 def _schedule(step: int, total_steps: int) -> StepSchedule:
     """A cosine learning-rate position, so that methods tied to the schedule see it move."""
     factor = 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
@@ -249,13 +260,14 @@ def _check_state_round_trip(
     twin_optimizer = type(optimizer)([p for p in twin_model.parameters() if p.requires_grad], **optimizer.defaults)
     # A deep copy: load_state_dict keeps the very buffer tensors when dtype and device match.
     twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    ids = _sample_ids(batch[1])
     for index in range(steps):
         rng = _rng_state(device)
         gradients = []
         for runner, net, opt in ((method, model, optimizer), (twin, twin_model, twin_optimizer)):
             _set_rng_state(rng, device)
             runner.start_step(_schedule(2 * steps + index, 3 * steps))
-            runner.step(BatchClosure(net, batch[0], batch[1], F.cross_entropy, autocast=autocast))
+            runner.step(BatchClosure(net, batch[0], batch[1], F.cross_entropy, autocast=autocast, sample_ids=ids))
             gradients.append([(name, p.grad) for name, p in net.named_parameters() if p.requires_grad])
             opt.step()
         for (name, got), (_, want) in zip(gradients[1], gradients[0], strict=True):
@@ -317,7 +329,9 @@ def check_regularizer(
                 counted = []
                 for index in range(steps):
                     runner.start_step(_schedule(index, 3 * steps))
-                    closure = BatchClosure(model, inputs, targets, F.cross_entropy, autocast=autocast)
+                    closure = BatchClosure(
+                        model, inputs, targets, F.cross_entropy, autocast=autocast, sample_ids=_sample_ids(targets)
+                    )
                     counted.append(_check_one_step(runner, label, model, closure, autocast, device, exact))
                     frozen = [p.detach().clone() for p in model.parameters() if not p.requires_grad]
                     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]

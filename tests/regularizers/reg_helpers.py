@@ -40,7 +40,8 @@ def make_batch(size: int = 8, seed: int = 1) -> tuple[Tensor, Tensor]:
 
 
 def closure_for(model: nn.Module, batch: tuple[Tensor, Tensor], loss_fn=F.cross_entropy) -> BatchClosure:
-    return BatchClosure(model, batch[0], batch[1], loss_fn)
+    """A closure on ``batch`` with the sample ids the training loop passes (the batch is positions 0..n-1)."""
+    return BatchClosure(model, batch[0], batch[1], loss_fn, sample_ids=torch.arange(batch[1].shape[0]))
 
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:

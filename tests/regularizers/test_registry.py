@@ -26,10 +26,12 @@ BUILT_IN = [
     "gsam",
     "l1",
     "looksam",
+    "mesa",
     "msam",
     "nrs",
     "nso",
     "rwp",
+    "saf",
     "sam",
     "vasso",
     "weight_decay",
@@ -243,7 +245,14 @@ def test_space_is_the_module_and_hyperparameters_of_the_lookup():
     assert regularizers.space.Float is regularizers.Float
     assert regularizers.space.hparam is regularizers.hparam
     declared = regularizers.hyperparameters_of("asam")
-    assert [hp.name for hp in declared] == ["perturbation_radius", "eta", "adaptive_tensors"]
+    assert [hp.name for hp in declared] == [
+        "perturbation_radius",
+        "eta",
+        "adaptive_tensors",
+        "norm_epsilon",
+        "micro_batch_size",
+        "perturbed_layers",
+    ]
     assert declared == regularizers.hyperparameters(regularizers.get("asam"))
     with pytest.raises(regularizers.RegistryError, match="unknown regularizer"):
         regularizers.hyperparameters_of("asma")

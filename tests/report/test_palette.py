@@ -37,6 +37,8 @@ PINNED_SLOTS = {
     "vasso": 17,
     "fisher_sam": 18,
     "fsam": 19,
+    "saf": 20,
+    "mesa": 21,
 }
 
 
