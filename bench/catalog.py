@@ -30,12 +30,14 @@ def check_registered(config: BenchmarkConfig, source: str) -> None:
     if config.model.name not in available_models():
         raise ConfigError(f"{source}: " + unknown_name("model", config.model.name, available_models()))
     try:
-        known = regularizers.available()  # loads the plug-ins: one that fails to import is named
+        regularizers.load_entry_points()  # a plug-in that fails to import is named
     except regularizers.RegistryError as error:
         raise ConfigError(f"{source}: {error}") from None
     for entry in config.regularizers:
-        if entry.name not in known:
-            raise ConfigError(f"{source}: " + unknown_name("regularizer", entry.name, known))
+        try:
+            regularizers.get(entry.name)  # a registered name, or one with +swa / +ema
+        except regularizers.RegistryError as error:
+            raise ConfigError(f"{source}: {error}") from None
         declared = {hp.name: hp for hp in regularizers.hyperparameters_of(entry.name)}
         for key in [*entry.fixed, *entry.space]:
             if key not in declared:

@@ -606,7 +606,7 @@ def perf(
         if model not in available_models():
             _fail(unknown_name("model", model, available_models()))
     for method in methods or []:
-        if method not in regularizers.available():
+        if not regularizers.is_known(method):
             _fail(unknown_name("regularizer", method, regularizers.available()))
     if device not in ("auto", "cpu", "cuda"):
         _fail(unknown_name("device", device, ["auto", "cpu", "cuda"]))

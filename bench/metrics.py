@@ -155,6 +155,8 @@ DEVICE: Final = "device"
 HARDWARE: Final = "hardware"
 #: The precision training used (``training.precision: auto`` resolved): float32, bfloat16 or float64.
 PRECISION: Final = "precision"
+#: The weights validation, test and flatness saw: ``trained``, or ``swa``/``ema`` (regularizers.averaging).
+EVALUATED_WEIGHTS: Final = "evaluated_weights"
 #: The Ray node the trial ran on (its last attempt), and when its first attempt started (Unix seconds).
 NODE: Final = "node"
 STARTED_AT: Final = "started_at"
@@ -162,7 +164,7 @@ STARTED_AT: Final = "started_at"
 #: (Tune would retry it): the row's ``error`` text and its ``failure_class`` (FailureClass value).
 FAILURE: Final = "failure"
 FAILURE_CLASS: Final = "failure_class"
-TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION, NODE, FAILURE, FAILURE_CLASS)
+TEXT_KEYS: Final = (DEVICE, HARDWARE, PRECISION, EVALUATED_WEIGHTS, NODE, FAILURE, FAILURE_CLASS)
 EPOCHS_PLANNED: Final = "epochs_planned"
 #: A report that stands for several epochs (``bench.search.reporting``) carries the epochs before
 #: its own here: a list of their reported metrics (with :data:`EPOCH`), oldest first.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -382,6 +383,17 @@ class Regularizer(ABC):
     name: ClassVar[str] = ""
     #: Attributes that carry state from one step to the next (see the class docstring).
     state: ClassVar[tuple[str, ...]] = ()
+    #: Set on the classes the registry composes for ``<method>+swa`` / ``<method>+ema``: the
+    #: :mod:`regularizers.averaging` dataclass whose fields this class adds.
+    averaging_kind: ClassVar[type | None] = None
+
+    @property
+    def averaging(self) -> Any:
+        """The weight averaging the training loop runs on top of this method (a
+        :class:`regularizers.averaging.Averaging` built from this instance's fields), or ``None``."""
+        if self.averaging_kind is None:
+            return None
+        return self.averaging_kind(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self.averaging_kind)})
 
     def __post_init__(self) -> None:
         validate(self)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bench.errors import described, unknown_name
+from regularizers.averaging import KINDS, SEPARATOR, Averaging
 from regularizers.base import Regularizer
 from regularizers.space import HyperParameter, hyperparameters
 
@@ -28,6 +29,8 @@ ENTRY_POINT_GROUP = "sharpbench.regularizers"
 R = TypeVar("R", bound=type[Regularizer])
 
 _REGISTRY: dict[str, type[Regularizer]] = {}
+#: ``<method>+<averaging>`` classes, made on first use (:func:`get`); not listed by :func:`available`.
+_COMPOSED: dict[str, type[Regularizer]] = {}
 _entry_points_loaded = False
 
 
@@ -56,6 +59,8 @@ def _add(name: str, cls: type[Regularizer]) -> None:
         raise RegistryError(f"{name!r}: {cls!r} is not a Regularizer subclass")
     if not dataclasses.is_dataclass(cls):
         raise RegistryError(f"{name!r}: {cls.__name__} must be a dataclass (its fields are its hyperparameters)")
+    if SEPARATOR in name:
+        raise RegistryError(f"{name!r}: {SEPARATOR!r} in a name is reserved for weight averaging (sam{SEPARATOR}swa)")
     existing = _REGISTRY.get(name)
     if existing is not None and existing is not cls:
         raise RegistryError(
@@ -66,8 +71,10 @@ def _add(name: str, cls: type[Regularizer]) -> None:
 
 
 def unregister(name: str) -> None:
-    """Remove a registration (for tests and interactive sessions)."""
+    """Remove a registration (for tests and interactive sessions), and its averaged compositions."""
     _REGISTRY.pop(name, None)
+    for composed in [key for key in _COMPOSED if key.rsplit(SEPARATOR, 1)[0] == name]:
+        del _COMPOSED[composed]
 
 
 def load_entry_points(force: bool = False) -> None:
@@ -110,13 +117,60 @@ def builtin() -> list[str]:
 
 
 def get(name: str) -> type[Regularizer]:
-    """The class registered under ``name``; a did-you-mean error otherwise."""
+    """The class registered under ``name``; a did-you-mean error otherwise.
+
+    ``<method>+swa`` and ``<method>+ema`` name ``<method>`` with weight averaging
+    (:mod:`regularizers.averaging`): a subclass adding the averaging's hyperparameters, made once.
+    """
+    if name in _COMPOSED:
+        return _COMPOSED[name]
     if name not in _REGISTRY:
         load_entry_points()
+    if name not in _REGISTRY and SEPARATOR in name:
+        return _compose(name)
     try:
         return _REGISTRY[name]
     except KeyError:
         raise RegistryError(unknown_name("regularizer", name, _REGISTRY)) from None
+
+
+def _compose(name: str) -> type[Regularizer]:
+    base_name, kind = name.rsplit(SEPARATOR, 1)
+    if kind not in KINDS:
+        raise RegistryError(f"regularizer {name!r}: " + unknown_name("weight averaging", kind, KINDS))
+    base = get(base_name)
+    if base.averaging_kind is not None:
+        raise RegistryError(
+            f"regularizer {name!r}: {base_name!r} already averages its weights; one averaging per method"
+        )
+    averaging: type[Averaging] = KINDS[kind]
+    declared = {f.name for f in dataclasses.fields(base)}
+    added = [f for f in dataclasses.fields(averaging)]
+    clash = sorted(declared & {f.name for f in added})
+    if clash:
+        raise RegistryError(f"regularizer {name!r}: {base_name!r} has hyperparameters named like {kind}'s: {clash}")
+    composed = dataclasses.make_dataclass(
+        f"{base.__name__}With{averaging.__name__}",
+        [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata)) for f in added],
+        bases=(base,),
+        namespace={
+            "averaging_kind": averaging,
+            "__doc__": f"{(base.__doc__ or base.__name__).strip().splitlines()[0]} With {averaging.__doc__}",
+        },
+    )
+    composed.__module__ = base.__module__
+    composed.name = name
+    _COMPOSED[name] = composed
+    return composed
+
+
+def is_known(name: str) -> bool:
+    """Whether :func:`get` finds ``name`` (registered, or a registered method with an averaging suffix)."""
+    try:
+        get(name)
+    except RegistryError:
+        return False
+    return True
 
 
 def hyperparameters_of(name: str) -> tuple[HyperParameter, ...]:

@@ -114,6 +114,9 @@ def build_row(outcome: TrialOutcome) -> TrialRow:
         device=str(result.get(metrics.DEVICE, "unknown")),
         hardware=str(result.get(metrics.HARDWARE, "unknown")),
         precision=None if result.get(metrics.PRECISION) is None else str(result[metrics.PRECISION]),
+        evaluated_weights=None
+        if result.get(metrics.EVALUATED_WEIGHTS) is None
+        else str(result[metrics.EVALUATED_WEIGHTS]),
         package_versions=provenance.package_versions_json(),
         git_commit=provenance.git_commit(),
         mlflow_run_id=outcome.mlflow_run_id,

@@ -15,7 +15,10 @@ or ``error``, see :class:`FailureClass`; null for trials that did not fail); ``c
 of ``wall_seconds``); ``suggestion_kind`` (how a search trial's config was drawn: ``default``,
 the enqueued paper default, the first trial; ``startup``, drawn without a model: the startup
 phase of TPE, GP or CMA-ES, or any draw of the random and QMC samplers; ``model``, drawn from the
-sampler's model; null for final rows and for methods with nothing to search).
+sampler's model; null for final rows and for methods with nothing to search). Version 6 added
+``evaluated_weights``: the weights the row's validation, test and flatness figures come from,
+``trained`` or the average of a ``<method>+swa``/``+ema`` method (``swa``, ``ema``); null in older
+files, whose weights were all the trained ones.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pyarrow as pa
 from bench import metrics
 from bench.failures import FailureClass  # noqa: F401  (a row column's values; re-exported)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Hive partition columns of the dataset, in directory order.
 PARTITION_COLUMNS = ("benchmark", "regularizer")
@@ -81,6 +84,7 @@ _PROVENANCE: tuple[tuple[str, str], ...] = (
     ("device", "str"),
     ("hardware", "str"),
     ("precision", "str | None"),  # as used: float32, bfloat16 or float64; null when the trial never reported
+    ("evaluated_weights", "str | None"),  # trained, swa or ema; null when the trial never reported
     ("package_versions", "str"),  # JSON object name -> version
     ("git_commit", "str | None"),
     ("mlflow_run_id", "str | None"),

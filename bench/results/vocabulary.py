@@ -50,6 +50,7 @@ TAG_SELECTED_FROM: Final = "sharpbench.selected_from_run_id"
 #: What a trial actually ran on: ``training.precision``/``device`` params are as requested ("auto").
 TAG_DEVICE: Final = "sharpbench.device"
 TAG_PRECISION: Final = "sharpbench.precision"
+TAG_EVALUATED_WEIGHTS: Final = "sharpbench.evaluated_weights"
 TAG_HARDWARE: Final = "sharpbench.hardware"
 #: One tag per tracked package: ``sharpbench.package.torch`` = ``2.14.1``.
 TAG_PACKAGE_PREFIX: Final = "sharpbench.package."
@@ -66,6 +67,7 @@ STATUS_ABANDONED: Final = "abandoned"
 USED_TAGS: Final[Mapping[str, str]] = {
     metrics.DEVICE: TAG_DEVICE,
     metrics.PRECISION: TAG_PRECISION,
+    metrics.EVALUATED_WEIGHTS: TAG_EVALUATED_WEIGHTS,
     metrics.HARDWARE: TAG_HARDWARE,
 }
 

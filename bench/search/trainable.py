@@ -193,6 +193,7 @@ def _train(
             **text,
             metrics.EPOCHS_PLANNED: trainer.epochs_planned,
             metrics.WALL_SECONDS: elapsed,
+            metrics.EVALUATED_WEIGHTS: epoch.evaluated_weights,
         }
         if trainer.finished:
             test = trainer.test()

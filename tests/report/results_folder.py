@@ -102,6 +102,7 @@ def row(trial: Trial, index: int) -> TrialRow:
         package_versions="{}",
         git_commit=None,
         precision="float32",
+        evaluated_weights="trained",
         mlflow_run_id=None,
         node=None,
         started_at=None,

@@ -58,6 +58,7 @@ def make_row(**overrides: Any) -> TrialRow:
         device="cpu",
         hardware="test cpu (2 threads)",
         precision="float32",
+        evaluated_weights="trained",
         package_versions=json.dumps({"torch": "2.14.1"}),
         git_commit="abc123",
         mlflow_run_id=None,

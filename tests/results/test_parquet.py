@@ -621,23 +621,30 @@ def test_a_newer_row_survives_a_tidy_of_an_older_file(tmp_path: Path, row_factor
     assert len(list((tmp_path / DATASET_DIRNAME).rglob("*.parquet"))) == 1
 
 
-def test_a_version_4_file_reads_back_with_a_null_suggestion_kind(tmp_path: Path, row_factory) -> None:
-    """Schema 5 added suggestion_kind; a file written by version 4 (current layout, no such
-    column) is read with it null, next to a version-5 row that has it, and pandas reads both."""
-    old, new = row_factory(regularizer="erm"), row_factory(regularizer="erm", suggestion_kind="startup")
+@pytest.mark.parametrize(
+    ("column", "version", "value"),
+    [("suggestion_kind", "4", "startup"), ("evaluated_weights", "5", "swa")],
+)
+def test_a_file_from_before_a_column_reads_back_with_it_null(
+    tmp_path: Path, row_factory, column: str, version: str, value: str
+) -> None:
+    """Schema 5 added suggestion_kind, 6 evaluated_weights; a file written by the version before
+    (current layout, no such column) is read with it null, next to a current row that has it, and
+    pandas reads both."""
+    old, new = row_factory(regularizer="erm"), row_factory(regularizer="erm", **{column: value})
     ParquetSink(tmp_path).write([new])
     from bench.results.parquet import rows_to_table
 
-    table = rows_to_table([old]).drop_columns(["suggestion_kind"])
-    v4 = table.replace_schema_metadata({"sharpbench_schema_version": "4"})
+    table = rows_to_table([old]).drop_columns([column])
+    older = table.replace_schema_metadata({"sharpbench_schema_version": version})
     path = tmp_path / DATASET_DIRNAME / old.benchmark / old.regularizer / run_key(old.run_id)
-    pq.write_table(v4, path)
+    pq.write_table(older, path)
     rows = _by_run_id(read_rows(tmp_path))
-    assert rows[old.run_id] == {**old.to_record(), "suggestion_kind": None}
-    assert rows[new.run_id]["suggestion_kind"] == "startup"
+    assert rows[old.run_id] == {**old.to_record(), column: None}
+    assert rows[new.run_id][column] == value
     # pandas takes the schema of the first file it opens: tidy rewrites the older file (in place:
     # it is its own run id's path, and must not be removed after the rewrite).
     assert len(tidy_dataset(tmp_path).rewritten) == 1
     frame = pd.read_parquet(tmp_path / DATASET_DIRNAME).set_index("run_id")
-    assert frame.loc[new.run_id, "suggestion_kind"] == "startup" and pd.isna(frame.loc[old.run_id, "suggestion_kind"])
+    assert frame.loc[new.run_id, column] == value and pd.isna(frame.loc[old.run_id, column])
     assert _by_run_id(read_rows(tmp_path)) == rows and tidy_dataset(tmp_path).rewritten == ()  # nothing lost, once

@@ -30,6 +30,8 @@ from bench.data.loader import DeviceLoader
 from bench.measure.flatness import measure_flatness, should_measure
 from bench.models import create_model
 from bench.provenance import hardware
+from bench.training.averaging import WeightAverager
+from regularizers.averaging import TRAINED
 
 EVAL_BATCH_SIZE = 1024
 
@@ -92,6 +94,8 @@ class EpochResult:
     backward_passes: int
     regularizer_metrics: dict[str, float] = field(default_factory=dict)
     flatness: dict[str, float] = field(default_factory=dict)
+    #: The weights validation (and flatness) saw: ``trained``, or ``swa``/``ema`` (the average).
+    evaluated_weights: str = TRAINED
 
     def to_metrics(self) -> dict[str, float]:
         values: dict[str, float] = {
@@ -219,8 +223,24 @@ class Trainer:
         )
         self.train_loss_fn = functools.partial(F.cross_entropy, label_smoothing=recipe.label_smoothing)
         self.epochs_done = 0
+        self.steps_done = 0
         self.forward_passes = 0
         self.backward_passes = 0
+        averaging = self.regularizer.averaging
+        self.averager = (
+            None
+            if averaging is None
+            else WeightAverager(
+                averaging,
+                model,
+                self.optimizer,
+                epochs=recipe.epochs,
+                steps_per_epoch=len(self.loader),
+                peak_learning_rate=recipe.learning_rate,
+                bn_batches=DeviceLoader(self.data.train, recipe.batch_size, shuffle=False),
+                autocast=self.autocast,
+            )
+        )
 
     def warm_up_compiled(self) -> float:
         """Trace and compile the compiled model's training graph on one batch, leaving no trace
@@ -282,7 +302,7 @@ class Trainer:
         learning_rate = self.optimizer.param_groups[0]["lr"]
         self.regularizer.start_step(
             regularizers.StepSchedule(
-                step=self.scheduler.last_epoch,
+                step=self.steps_done,
                 total_steps=self.total_steps,
                 learning_rate=learning_rate,
                 lr_factor=learning_rate / self.spec.training.learning_rate,
@@ -290,7 +310,11 @@ class Trainer:
         )
         report = self.regularizer.step(closure)
         self.optimizer.step()
-        self.scheduler.step()
+        averaging_scheduler = None if self.averager is None else self.averager.scheduler_for(self.epochs_done)
+        (averaging_scheduler or self.scheduler).step()
+        if self.averager is not None:
+            self.averager.after_step(self.model)
+        self.steps_done += 1
         return report
 
     def train_epoch(self) -> EpochResult:
@@ -313,6 +337,8 @@ class Trainer:
             self.backward_passes += report.backward_passes
             samples += len(targets)
             steps += 1
+        if self.averager is not None:
+            self.forward_passes += self.averager.after_epoch(self.model, self.epochs_done)
         self.epochs_done += 1
         train_loss = loss_sum.item() / max(samples, 1)  # the one sync of the epoch
         if not math.isfinite(train_loss):
@@ -330,13 +356,31 @@ class Trainer:
             backward_passes=self.backward_passes,
             regularizer_metrics={name: total.item() / max(steps, 1) for name, total in metric_sums.items()},
             flatness=flatness,
+            evaluated_weights=self.evaluated_weights,
         )
+
+    @property
+    def averaged(self) -> bool:
+        """Whether the weights evaluated and measured are an average (SWA/EMA) holding snapshots."""
+        return self.averager is not None and self.averager.ready
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """What validation, test and flatness see: the average once it holds weights, else the
+        trained model (compiled when the recipe compiles)."""
+        return self.averager.module if self.averaged else self.forward_model
+
+    @property
+    def evaluated_weights(self) -> str:
+        """What the rows record about the evaluated weights: ``trained``, ``swa`` or ``ema``."""
+        return TRAINED if self.averager is None else self.averager.evaluated_weights
 
     @torch.no_grad()
     def evaluate(self, split: TensorSplit) -> TestResult:
         """Mean cross-entropy (no label smoothing) and accuracy, BatchNorm in eval mode."""
-        was_training = self.model.training
-        self.model.eval()
+        model = self.evaluated_model
+        was_training = model.training
+        model.eval()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         for start in range(0, len(split), EVAL_BATCH_SIZE):
@@ -345,10 +389,10 @@ class Trainer:
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with self.autocast():
-                logits = self.forward_model(inputs)
+                logits = model(inputs)
             loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").to(torch.float64)
             correct += (logits.argmax(dim=1) == targets).sum()
-        self.model.train(was_training)
+        model.train(was_training)
         count = max(len(split), 1)
         return TestResult(test_loss=loss_sum.item() / count, test_accuracy=correct.item() / count)
 
@@ -366,7 +410,9 @@ class Trainer:
             for start in range(0, len(subset), config.batch_size)
         ]
         generator = torch.Generator(device="cpu").manual_seed(self.spec.seed)
-        result = measure_flatness(self.model, batches, F.cross_entropy, config, generator)
+        # The weights that are evaluated are the ones measured: the average when there is one.
+        model = self.averager.module if self.averaged else self.model
+        result = measure_flatness(model, batches, F.cross_entropy, config, generator)
         return result.to_metrics()
 
     # --- checkpoints (for Ray Tune retries and resume) ---------------------------------------
@@ -377,7 +423,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "regularizer": self.regularizer.state_dict(),
+            "averaging": None if self.averager is None else self.averager.state_dict(),
             "epochs_done": self.epochs_done,
+            "steps_done": self.steps_done,
             "forward_passes": self.forward_passes,
             "backward_passes": self.backward_passes,
             "data_order": self.data_order.get_state(),
@@ -393,6 +441,10 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.regularizer.load_state_dict(state.get("regularizer", {}))  # checkpoints from before stateful methods
         self.epochs_done = state["epochs_done"]
+        # Checkpoints from before averaging: the recipe's scheduler counted every step.
+        self.steps_done = state.get("steps_done", self.scheduler.last_epoch)
+        if self.averager is not None:
+            self.averager.load_state_dict(state["averaging"], self.epochs_done)
         self.forward_passes = state["forward_passes"]
         self.backward_passes = state["backward_passes"]
         self.data_order.set_state(state["data_order"])
