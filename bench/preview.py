@@ -193,7 +193,8 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
     ]
     total_passes = 0
     for m in p.methods:
-        passes = None if steps is None else m.epochs * steps * m.passes_per_step
+        # Whole passes: a mean per step (LookSAM's 2.4) times the steps rounds to a count.
+        passes = None if steps is None else round(m.epochs * steps * m.passes_per_step)
         total_passes += (passes or 0) * (m.search_trials + m.final_runs)
         out.append(
             f"{m.method:<16} {m.search_trials:>6} {m.epochs:>6} {m.passes_per_step:>11g} {m.final_runs:>6} "

@@ -67,9 +67,8 @@ def test_ema_follows_its_recursion_over_the_trained_weights():
         # float32 lerp over 6 steps against float64: a few float32 roundings of values of order 1.
         torch.testing.assert_close(g.double(), e, rtol=1e-5, atol=1e-6)
     # The averaged weights are not the trained ones (else the comparison above proves nothing).
-    assert any(
-        not torch.allclose(a, b) for a, b in zip(trainer.averager.module.parameters(), trainer.model.parameters())
-    )
+    pairs = zip(trainer.averager.module.parameters(), trainer.model.parameters(), strict=True)
+    assert any(not torch.allclose(a, b) for a, b in pairs)
 
 
 def _recomputed_batchnorm(model: torch.nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
