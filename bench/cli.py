@@ -520,8 +520,11 @@ def list_regularizers(
     table = Table(title="Registered regularizers")
     for column in ("name", "hyperparameter", "default", "range", "scale", "searched", "meaning"):
         table.add_column(column, no_wrap=column != "meaning")
-    for name in names:
-        hparams = regularizers.hyperparameters_of(name)
+    from regularizers.averaging import KINDS
+
+    # Weight averaging composes with every name (sam+swa): its hyperparameters join the method's.
+    averaged = [(f"<method>+{kind}", regularizers.space.hyperparameters(cls)) for kind, cls in KINDS.items()]
+    for name, hparams in [(name, regularizers.hyperparameters_of(name)) for name in names] + averaged:
         if not hparams:
             table.add_row(name, "-", "", "", "", "", "")
         for index, hp in enumerate(hparams):

@@ -1,4 +1,4 @@
-"""Every relative link in README.md, ARCHITECTURE.md and docs/*.md resolves: the file exists, and an
+"""Every relative link in README.md, ARCHITECTURE.md and docs/**/*.md resolves: the file exists, and an
 anchor names a heading of the target (slugged as GitHub does)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = sorted([REPO / "README.md", REPO / "ARCHITECTURE.md", *(REPO / "docs").glob("*.md")])
+PAGES = sorted([REPO / "README.md", REPO / "ARCHITECTURE.md", *(REPO / "docs").rglob("*.md")])
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.DOTALL | re.MULTILINE)
 _CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.DOTALL)

@@ -406,6 +406,14 @@ def test_list_json_describes_every_hyperparameter():
     assert radius["default"] == 0.05
 
 
+def test_list_table_names_the_averaging_suffixes():
+    done = _run("list")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if line.count("│") > 3}
+    assert "swa_start" in rows["<method>+swa"] and "ema_decay" in rows["<method>+ema"]
+    assert "looksam" in rows and "mesa" in rows
+
+
 def test_help_explains_commands():
     done = _run("--help")
     assert done.returncode == 0
