@@ -59,6 +59,10 @@ class PassCost:
         if self.period < 1:
             raise ValueError(f"PassCost.period must be at least 1, got {self.period}")
 
+    def __repr__(self) -> str:
+        period = "" if self.period == 1 else f", period={self.period}"
+        return f"PassCost(forward={self.forward}, backward={self.backward}{period})"
+
     @property
     def per_step(self) -> int | float:
         """Mean forward + backward passes per optimizer step: an int when whole (4, not 4.0, as

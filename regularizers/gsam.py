@@ -70,7 +70,7 @@ def orthogonal_part(vector: Sequence[Tensor], direction: Sequence[Tensor]) -> li
     """
     squared = dot(direction, direction)
     coefficient = torch.where(squared > 0, dot(vector, direction) / squared, torch.zeros_like(squared))
-    return torch._foreach_sub(list(vector), torch._foreach_mul(list(direction), coefficient))
+    return list(torch._foreach_sub(list(vector), torch._foreach_mul(list(direction), coefficient)))
 
 
 @register("gsam")

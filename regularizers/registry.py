@@ -42,9 +42,13 @@ def register(name: str) -> Callable[[R], R]:
     """Class decorator: register a :class:`Regularizer` dataclass under ``name``.
 
     >>> from dataclasses import dataclass
+    >>> from regularizers.erm import ERM
     >>> @register("doc_example")
     ... @dataclass
     ... class DocExample(ERM): ...
+    >>> get("doc_example") is DocExample
+    True
+    >>> unregister("doc_example")
     """
 
     def decorator(cls: R) -> R:

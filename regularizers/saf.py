@@ -145,7 +145,7 @@ class SAF(_TrajectoryPenalty):
 
     >>> import regularizers
     >>> regularizers.create("saf").cost(has_batchnorm=True)
-    PassCost(forward=1, backward=1, period=1)
+    PassCost(forward=1, backward=1)
     """
 
     penalty_weight: float = hparam(
@@ -258,7 +258,7 @@ class MESA(_TrajectoryPenalty):
 
     >>> import regularizers
     >>> regularizers.create("mesa").cost(has_batchnorm=False)
-    PassCost(forward=2, backward=1, period=1)
+    PassCost(forward=2, backward=1)
     """
 
     penalty_weight: float = hparam(

@@ -258,7 +258,7 @@ class ASAM(_SharpnessAware):
 
     >>> import regularizers
     >>> regularizers.create("asam", adaptive_tensors="all", eta=0.0).cost(has_batchnorm=False)
-    PassCost(forward=2, backward=2, period=1)
+    PassCost(forward=2, backward=2)
     """
 
     perturbation_radius: float = hparam(
