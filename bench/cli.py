@@ -662,7 +662,7 @@ def perf(
             str(t.batch_size),
             f"{_milliseconds(t.step_seconds.median, t.step_seconds.iqr)}{step_mark}",
             f"{t.samples_per_second:.0f}{step_mark}",
-            f"{t.forward_passes}/{t.backward_passes}",
+            f"{t.forward_passes:g}/{t.backward_passes:g}",
             f"{t.ratio_to_erm.median:.2f} ± {t.ratio_to_erm.iqr:.2f}{ratio_mark}",
             f"{t.overhead.median:.2f} ± {t.overhead.iqr:.2f}{' !' if t.misses_target else ''}{ratio_mark}",
             "-" if t.epoch_seconds is None else f"{t.epoch_seconds:.1f}s{step_mark}",

@@ -50,8 +50,8 @@ class StepTiming:
     rounds: int
     steps_per_block: int
     step_seconds: Spread  # seconds per step, over rounds
-    forward_passes: int
-    backward_passes: int
+    forward_passes: float  # per step, the mean over the timed steps (LookSAM's 1 + 1/k)
+    backward_passes: float
     pass_equivalents: float
     samples_per_second: float  # batch size / median step time
     ratio_to_erm: Spread  # per-round step time / ERM's in the same round (exactly 1 for erm)
@@ -116,6 +116,19 @@ class _MethodClock:
         self._batches = self.trainer.batches()
         self.seconds_per_step: list[float] = []  # one entry per timed block
         self.report: StepReport | None = None
+        # A method whose passes repeat every k steps (LookSAM) times whole periods, so that every
+        # block holds the same mix of its cheap and full steps.
+        self.period = self.trainer.regularizer.cost(bool(self.trainer._batchnorms)).period
+        self.passes_timed = [0.0, 0.0]  # forward, backward over the timed steps
+        self.steps_timed = 0
+
+    @property
+    def mean_passes(self) -> tuple[float, float]:
+        """Forward and backward passes per step over the timed blocks (the last step's before any)."""
+        if self.steps_timed == 0:
+            assert self.report is not None
+            return float(self.report.forward_passes), float(self.report.backward_passes)
+        return self.passes_timed[0] / self.steps_timed, self.passes_timed[1] / self.steps_timed
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         try:
@@ -124,13 +137,22 @@ class _MethodClock:
             self._batches = self.trainer.batches()
             return next(self._batches)
 
-    def run_block(self, steps: int) -> float:
-        """Run ``steps`` training steps; the seconds per step (batches are drawn before the clock)."""
+    def run_block(self, steps: int, *, timed: bool = True) -> float:
+        """Run ``steps`` periods of training steps (``steps`` steps for most methods); the seconds
+        per step (batches are drawn before the clock)."""
+        steps *= self.period
         batches = [self._next_batch() for _ in range(steps)]
+        reports = []
         started = wall_clock(self.trainer.device)
         for inputs, targets, sample_ids in batches:
-            self.report = self.trainer.train_step(inputs, targets, sample_ids)
-        return (wall_clock(self.trainer.device) - started) / steps
+            reports.append(self.trainer.train_step(inputs, targets, sample_ids))
+        seconds = (wall_clock(self.trainer.device) - started) / steps
+        self.report = reports[-1]
+        if timed:
+            self.passes_timed[0] += sum(r.forward_passes for r in reports)
+            self.passes_timed[1] += sum(r.backward_passes for r in reports)
+            self.steps_timed += steps
+        return seconds
 
 
 def _time_model(
@@ -143,7 +165,7 @@ def _time_model(
 ) -> None:
     for _ in range(warmup):
         for clock in clocks:
-            clock.run_block(1)
+            clock.run_block(1, timed=False)
     # Round-robin: every round times one block of each method, back to back. Each round starts
     # one method later, so no method always runs first or right after the same neighbour.
     for repeat in range(repeats):
@@ -157,11 +179,11 @@ def _time_model(
 def _timings(clocks: list[_MethodClock], *, steps_per_block: int, epoch_samples: int | None) -> list[StepTiming]:
     erm = clocks[0]
     assert erm.method == "erm" and erm.report is not None
-    erm_passes = pass_equivalents(erm.report.forward_passes, erm.report.backward_passes)
+    erm_passes = pass_equivalents(*erm.mean_passes)
     timings = []
     for clock in clocks:
-        assert clock.report is not None
-        passes = pass_equivalents(clock.report.forward_passes, clock.report.backward_passes)
+        forward, backward = clock.mean_passes
+        passes = pass_equivalents(forward, backward)
         # Per round: x / x is exactly 1.0 in IEEE arithmetic, so erm's ratio is exactly 1.
         ratios = [
             mine / reference for mine, reference in zip(clock.seconds_per_step, erm.seconds_per_step, strict=True)
@@ -178,8 +200,8 @@ def _timings(clocks: list[_MethodClock], *, steps_per_block: int, epoch_samples:
                 rounds=len(clock.seconds_per_step),
                 steps_per_block=steps_per_block,
                 step_seconds=step,
-                forward_passes=clock.report.forward_passes,
-                backward_passes=clock.report.backward_passes,
+                forward_passes=forward,
+                backward_passes=backward,
                 pass_equivalents=passes,
                 samples_per_second=samples_per_second,
                 ratio_to_erm=Spread.of(ratios),

@@ -112,5 +112,5 @@ def wall_clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def pass_equivalents(forward: int, backward: int) -> float:
+def pass_equivalents(forward: float, backward: float) -> float:
     return backward + (forward - backward) / 3

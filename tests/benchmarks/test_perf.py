@@ -193,6 +193,16 @@ def test_figures_are_consistent() -> None:
         assert record["step_seconds"] == t.step_seconds.to_dict()
 
 
+def test_a_method_with_a_period_is_timed_over_whole_periods() -> None:
+    """LookSAM (k = 5 by default): each block runs whole periods, so its passes per step are the
+    mean over them, 6/5, whichever step of its period the warm-up left it at."""
+    assert regularizers.create("looksam").cost(False) == PassCost(6, 6, period=5)
+    timings = benchmark_steps(["mlp"], ["looksam"], batch_size=8, warmup=1, repeats=MIN_ROUNDS, steps_per_block=1)
+    looksam = next(t for t in timings if t.method == "looksam")
+    assert (looksam.forward_passes, looksam.backward_passes) == (pytest.approx(6 / 5), pytest.approx(6 / 5))
+    assert looksam.pass_equivalents == pytest.approx(6 / 5) and looksam.step_seconds.n == MIN_ROUNDS
+
+
 @pytest.mark.parametrize("bad", [{"repeats": 0}, {"steps_per_block": 0}, {"warmup": -1}])
 def test_bad_counts_are_refused(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError):
