@@ -14,12 +14,19 @@ Training of Neural Networks", ICLR 2022 (arXiv 2110.03141). Two changes to SAM's
 
 β = 1 and γ = 1 is SAM (Foret et al. 2021); with ``norm_epsilon=1e-12`` it runs SAM's very ops.
 
-Where this follows the authors' code (dydjw9/Efficient_SAM, ``utils/Esam.py``) rather than the
-paper's prose: m is drawn **per parameter tensor** (one Bernoulli per tensor, as the code freezes
-whole tensors), the norm is that of the kept tensors' gradient ‖m ⊙ g‖, and its guard is 1e-7
-(``norm_epsilon``; 1e-12 as :class:`regularizers.sam.SAM`). The mask is drawn with torch's global
-RNG (:func:`keep_mask`), at the start of each step (the authors draw it at the end of the previous
-step, so their first step perturbs every tensor).
+Sources: equation and algorithm numbers not verified: the paper text was not available offline, so
+no equation of the paper is cited here. The update was checked against the authors' code
+(dydjw9/Efficient_SAM, ``utils/Esam.py``: ``ESAM.first_step``, ``ESAM.step``), and the defaults
+against its ``utils/options.py`` and ``run.sh``. Secondary summaries of the paper write the mask per
+weight and normalize by the whole gradient's norm, ε = (ρ/β)·m ⊙ g/‖g‖; whether the paper writes
+‖g‖ or ‖m ⊙ g‖ is to be checked against its text.
+
+Where this follows the authors' code rather than those summaries: m is drawn **per parameter tensor**
+(one Bernoulli per tensor, as the code freezes whole tensors), the norm is that of the kept tensors'
+gradient ‖m ⊙ g‖, and its guard is 1e-7 (``norm_epsilon``; 1e-12 as :class:`regularizers.sam.SAM`).
+The mask is drawn with torch's global RNG (:func:`keep_mask`), at the start of each step (the authors
+draw it with Python's ``random`` at the end of the previous step, so their first step perturbs every
+tensor).
 
 Where it differs from the authors' code, because a closure runs the whole batch:
 

@@ -10,11 +10,14 @@ with F approximated by the diagonal f = 1 + η·g² built from the batch gradien
 square): ε = γ·(g / f) / sqrt(Σ g²/f). The update applies ∇L(w + ε) at w. η = 0 gives f = 1, i.e.
 SAM (Foret et al. 2021) with ρ = γ, and then runs SAM's very ops. The norm guard is SAM's (1e-12).
 
-No official code was found (the paper's abstract pages link none); the defaults γ = 0.1 and η = 1
-are the paper's experimental setting. Pitfall: f = 1 + η·g² squares the coordinates of the mean
-batch gradient, often 1e-3 or smaller for a network's weights, so f ≈ 1 and the ellipsoid barely
-differs from SAM's ball unless η is large; ``fisher_gain`` reports the mean of η·g² over the
-trainable coordinates.
+Sources: nothing here was verified against the paper. Its text was not available offline, so no
+equation number is cited, and the formula above (the ellipsoid, its worst case and the diagonal
+f = 1 + η·g²) and the defaults γ = 0.1 and η = 1 were written from memory of the paper: not verified.
+No official code was found to check them against (the paper's abstract pages link none).
+
+Pitfall: f = 1 + η·g² squares the coordinates of the mean batch gradient, often 1e-3 or smaller for a
+network's weights, so f ≈ 1 and the ellipsoid barely differs from SAM's ball unless η is large;
+``fisher_gain`` reports the mean of η·g² over the trainable coordinates.
 """
 
 from __future__ import annotations
@@ -44,12 +47,15 @@ class FisherSAM(Regularizer):
     """
 
     perturbation_radius: float = hparam(
-        0.1, Float(0.01, 0.5, log=True), "γ: radius of the Fisher ellipsoid εᵀfε ≤ γ² (paper: 0.1)", minimum=0.0
+        0.1,
+        Float(0.01, 0.5, log=True),
+        "γ: radius of the Fisher ellipsoid εᵀfε ≤ γ² (0.1: not verified against the paper)",
+        minimum=0.0,
     )
     fisher_scale: float = hparam(
         1.0,
         Float(0.1, 10.0, log=True),
-        "η: weight of g² in the diagonal Fisher f = 1 + η·g² (paper: 1; 0 is SAM)",
+        "η: weight of g² in the diagonal Fisher f = 1 + η·g² (1: not verified against the paper; 0 is SAM)",
         minimum=0.0,
     )
 

@@ -13,12 +13,16 @@ no average kept.
 This follows the authors' code (nblt/F-SAM, ``utils.py``, ``FriendlySAM.first_step``), in its
 names (σ scales the subtraction, λ is the average's decay) and its order: the direction uses the
 average *before* it takes in g_t, and the first step sets m_0 = g_0 without subtracting it (so
-step 0 is SAM's). The paper's algorithm subtracts the average after the update, g_t − σ·m_t; at
-σ = 1, the paper's setting, g_t − m_t = λ·(g_t − m_{t−1}), so the normalized ε is the same and the
-two orders differ only for σ ≠ 1. Defaults: σ = 1 and λ = 0.95 (the code's ``train.py``; its
-``run.sh`` example uses λ = 0.6 with ρ = 0.2 on CIFAR-100), ρ = 0.1 (``train.py``). Norm guard
-1e-12, as the authors' code and :class:`regularizers.sam.SAM`. The average m is the method's state
-(one buffer the size of the weights), saved in checkpoints.
+step 0 is SAM's). Secondary summaries of the paper subtract the average after the update,
+g_t − σ·m_t (not verified against the paper's text); at σ = 1 (the summaries' and the code's setting)
+g_t − m_t = λ·(g_t − m_{t−1}), so the normalized ε is the same and the two orders differ only for σ ≠ 1.
+Equation and algorithm numbers not verified: the paper text was not available offline, so no equation
+of the paper is cited here; the update was checked against the authors' code only.
+
+Defaults: σ = 1 and λ = 0.95 (the code's ``train.py``; its ``run.sh`` example uses λ = 0.6 with ρ = 0.2
+on CIFAR-100), ρ = 0.1 (``train.py``). Norm guard 1e-12, as the authors' code and
+:class:`regularizers.sam.SAM`. The average m is the method's state (one buffer the size of the
+weights), saved in checkpoints.
 """
 
 from __future__ import annotations

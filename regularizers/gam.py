@@ -11,13 +11,20 @@ Hessian-vector products by finite differences of step ρ' along normalized gradi
     h₊ = α·g₁ + (1 − α)·g₃,   h₋ = β·g₀ + (1 − β)·g₂,   h₋ = h₋^∥ + h₋^⊥ (parallel/orthogonal to h₊)
     apply h₊ − γ·h₋^⊥
 
+Algorithm 2 was read in the authors' copy of it (xxgege/GAM, ``images/gam_algorithm.png``, shown in
+the README, which places it in Appendix D); the lines above are its lines 5-16.
+
 Cost: 4 forward and 4 backward passes per step, every step, as the official code runs them
 (xxgege/GAM, ``gam/gam.py``: four ``get_grad()`` calls in ``GAM.step``); only the first, clean, pass
 updates BatchNorm statistics (the code disables them for the other three) and gives the logged loss.
 
-Official code vs Algorithm 2: the code's ``grad_beta_0/1/2/3`` are β, α, 1 − β, 1 − α (``main_cifar.py``
-sets beta_2 = 1 − beta_0, beta_3 = 1 − beta_1; the code takes |beta_2|, the same for β ≤ 1); its radii
-schedulers are constant (``ProportionScheduler`` with max = min). Defaults here are the official
+Official code vs Algorithm 2: this implementation follows Algorithm 2 (line 14: h₋ = β·g₀ + (1 − β)·g₂).
+The official ``gam.py`` builds h₋ = g₀ + |1 − β|·g₂ instead: ``main_cifar.py`` sets
+grad_beta_2 = 1 − grad_beta_0 and grad_beta_3 = 1 − grad_beta_1, and ``GAM.gradient_decompose`` uses
+``pro_m = g_0 + abs(grad_beta_2)·g_2`` and ``grad_beta_1·g_1 + grad_beta_3·g_3``: grad_beta_0 = β itself
+never multiplies g₀. h₊ is the same in both; h₋^⊥ differs unless β = 1 (with the CIFAR-100 ResNet
+default β = 0.5: g₀ + 0.5·g₂ there, 0.5·(g₀ + g₂) here). Its radii schedulers are constant
+(``ProportionScheduler`` with max = min). Defaults here are the official
 script's defaults (CIFAR-100, ResNet: ρ = 0.2, ρ' = 0.02, β = 0.5, α = 0.6, γ = 0.03; its CIFAR-10
 ResNet row is 0.2, 0.03, 0.1, 0.1, 0.05). The code's decomposition adds 1e-12 to two norms; here the
 projection divides exactly (a relative difference below 1e-11 for ‖h₊‖ ≥ 0.1). ``adaptive=True`` of

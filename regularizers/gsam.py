@@ -8,6 +8,9 @@ Sharpness-Aware Training", ICLR 2022 (arXiv 2203.08065), Algorithm 1. With g = �
     g = g_∥ + g_⊥, g_∥ the projection of g on g_p                         step 3
     apply g_p − α·g_⊥                                                     step 4
 
+Algorithm 1 and Table 4 were read in the figures the authors reproduce from the paper in
+juntang-zhuang/GSAM (``img/gsam_algo2.png``, ``img/gsam_hyperparam2.png``); the steps above are its steps.
+
 Descending g_p minimizes the perturbed loss f_p; −α·g_⊥ ascends the clean loss f orthogonally to g_p,
 i.e. descends the surrogate gap h = f_p − f without changing f_p to first order. The sign is that of
 Algorithm 1 and of both official codes: the JAX one in google-research/big_vision
@@ -20,8 +23,8 @@ official ``ProportionScheduler`` does). ρ_min is declared as a fraction of ρ_m
 so that every point of the search space is valid (ρ_min ≤ ρ_max always). Without :meth:`start_step`
 (a direct ``step`` call) f = 1 and ρ_t = ρ_max.
 
-α = 0 with ρ_min = ρ_max (fraction 1) is SAM bit for bit: the same ascent ops (ε = 1e-12 as in SAM,
-Algorithm 1 and both official codes), and g_p + (−0)·g_⊥ = g_p. The projection divides by ‖g_p‖²
+α = 0 with ρ_min = ρ_max (fraction 1) is SAM bit for bit: the same ascent ops (Algorithm 1 writes
+‖g‖ + ε; ε = 1e-12 as in SAM and both official codes), and g_p + (−0)·g_⊥ = g_p. The projection divides by ‖g_p‖²
 exactly, as the JAX code does (the PyTorch port adds 1e-12 to two norms: a relative difference below
 1e-11 for gradients of norm ≥ 0.1); a zero g_p gives g_⊥ = g. ``adaptive=True`` (ε scaled by |w|,
 off in the paper's Table 4 and the JAX config) and the JAX option ``minimize_fp=False`` are not

@@ -1,7 +1,7 @@
 """LookSAM: SAM's gradient every k-th step, its flat-region component reused in between.
 
 Liu, Mai, Chen, Hsieh and You, "Towards Efficient and Scalable Sharpness-Aware Minimization", CVPR 2022
-(arXiv 2203.02714), Algorithm 1 and Fig. 3. With g = ∇L(w) on the step's batch:
+(arXiv 2203.02714), Algorithm 1 (number not verified) and Fig. 3. With g = ∇L(w) on the step's batch:
 
     every k-th step (steps 0, k, 2k, ...): g_s = ∇L(w + ρ·g/‖g‖)            SAM's gradient, applied
                                          g_v = g_s − (⟨g_s, g⟩/‖g‖²)·g      stored (= g_s − ‖g_s‖cos θ·g/‖g‖)
@@ -15,9 +15,17 @@ State (:attr:`LookSAM.state`): the step counter and g_v, saved with every trial 
 Cost: k + 1 forward and k + 1 backward passes per k steps, ``PassCost(k + 1, k + 1, period=k)``:
 1 + 1/k of each per step (2.4 passes per step at k = 5 instead of SAM's 4).
 
-No official code is known (the paper links none); defaults follow the reimplementations. The
-decomposition here is global (one vector over all tensors), as the paper writes it; some
-reimplementations (rollovd/LookSAM) decompose and rescale per tensor. The SAM ascent uses SAM's
+Sources: equation and algorithm numbers not verified: the paper text was not available offline.
+"Algorithm 1" is the number Leminhbinh0209/LookSAM's README uses; Fig. 3 is the paper's picture of g_s,
+its component g_h parallel to the SGD gradient and g_v orthogonal to it (its caption, as quoted on a
+review page). The update was checked against reimplementations, not the paper: rollovd/LookSAM
+(``looksam.py``) and MarlonBecker/MSAM (``optimizer/looksam.py``) compute the same g_v and
+g + α·(‖g‖/‖g_v‖)·g_v. No official code is known (the paper links none); defaults follow the
+reimplementations: α = 0.7 is rollovd/LookSAM's documented default (its docstring and README; the
+signature has none), Leminhbinh0209/LookSAM's README value and MarlonBecker/MSAM's configs' value
+(``lookSAMalpha = 0.7``, there with k = 10); the paper's own α is not verified. The decomposition here
+is global (one vector over all tensors), as in MarlonBecker/MSAM; rollovd/LookSAM decomposes and
+rescales per tensor; which one the paper means is not verified. The SAM ascent uses SAM's
 guard ‖g‖ + 1e-12; the projection divides exactly (a zero g gives g_v = g_s) and a zero g_v gives
 the plain gradient. The paper's layer-wise variant (Look-LayerSAM) is not implemented.
 """
@@ -52,7 +60,8 @@ class LookSAM(Regularizer):
     reuse_weight: float = hparam(
         0.7,
         Float(0.1, 1.0),
-        "α: weight of the reused g_v, rescaled to ‖g‖ (0.7: rollovd/LookSAM, MarlonBecker/MSAM configs)",
+        "α: weight of the reused g_v, rescaled to ‖g‖ (0.7: rollovd/LookSAM, MarlonBecker/MSAM configs; "
+        "the paper's value not verified)",
         minimum=0.0,
     )
     period: int = hparam(

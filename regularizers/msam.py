@@ -1,25 +1,30 @@
 """Momentum-SAM (MSAM): the gradient taken a step ρ along the negative momentum direction, one pass.
 
 Becker, Altrock and Risse, "Momentum-SAM: Sharpness Aware Minimization without Computational
-Overhead", arXiv 2401.12033 (2024), Algorithm 1 (SGD with MSAM). With v the momentum vector:
+Overhead", arXiv 2401.12033 (2024), Algorithm 1 (SGD with MSAM; number not verified). With v the
+momentum vector:
 
     g = ∇L(w − ρ·v/‖v‖),   applied at w;   then v ← μ·v + g
 
 SAM's fresh ascent gradient (a second pass) is replaced by the accumulated momentum, which the
 optimizer already has: the perturbation ε = −ρ·v/‖v‖ points along the negative momentum, the
-direction the weights are about to move in. The official code (MarlonBecker/MSAM,
-``optimizer/msam.py``) keeps the weights at w − ρ·v/(‖v‖ + 1e-12) between steps and moves them back
-before its SGD update; here the perturbation is applied and undone inside the step, with the same
-1e-12 guard.
+direction the weights are about to move in.
+
+Sources: equation and algorithm numbers not verified: the paper text was not available offline, so
+"Algorithm 1" is not checked. The update was checked against the authors' code (MarlonBecker/MSAM,
+``optimizer/msam.py``, ``MSAM.step``), the defaults against its README's run commands and
+``configs/*.ini``. The official code keeps the weights at w − ρ·v/(‖v‖ + 1e-12) between steps and
+moves them back before its SGD update; here the perturbation is applied and undone inside the step,
+with the same 1e-12 guard.
 
 **Own momentum buffer.** A regularizer cannot see the optimizer, so MSAM keeps its own v (declared
 state, saved with every trial checkpoint), updated with the gradient it returns: v ← μ·v + g, with
 v = g on the first update (as ``torch.optim.SGD`` starts its buffer). It equals the optimizer's
 ``momentum_buffer`` when that is SGD with momentum μ, dampening 0 and no coupled weight decay
 (``weight_decay=0``; Nesterov changes the applied step, not the buffer); the official code's buffer
-includes its coupled weight decay λ·w, this one does not. With Adam, μ = β₁ gives the direction of
-Adam's first moment (the official AdamW variant perturbs along it), since normalization removes
-the (1 − β₁) scale. **First step:** v = 0 has no direction, so the gradient is taken at w (the
+includes its coupled weight decay, λ·w̃ at the perturbed weights w̃, this one none. With Adam, μ = β₁
+gives the direction of Adam's first moment (the official AdamW variant perturbs along it), since
+normalization removes the (1 − β₁) scale. **First step:** v = 0 has no direction, so the gradient is taken at w (the
 plain gradient), as the official code does with its zero-initialised buffer.
 
 **Passes and the reported loss.** Without BatchNorm: one forward/backward pass, at w − ρ·v/‖v‖;
@@ -72,7 +77,7 @@ class MSAM(Regularizer):
     perturbation_radius: float = hparam(
         3.0,
         Float(0.1, 10.0, log=True),
-        "ρ: L2 length of the step along −v/‖v‖ (official code and run commands: --rho 3)",
+        "ρ: L2 length of the step along −v/‖v‖ (official configs and run commands: --rho 3)",
         minimum=0.0,
     )
     momentum: float = hparam(

@@ -10,6 +10,10 @@ differentiated through the current outputs f_w(x) only (ŷ is a constant). The K
 softmax temperature τ on both sides and the τ² factor are the official code's (``F.kl_div`` with the
 current log-probabilities as input and the reference probabilities as target, ``* temperature**2``).
 
+Sources: equation and algorithm numbers not verified: the paper text was not available offline, so no
+equation of the paper is cited here and the formula above is the official code's
+(``SAF_train.py`` and ``MESA_train.py``, ``train_one_epoch``), not checked against the paper's own.
+
 * SAF: ŷ(x) = the outputs the model produced for x, Ẽ epochs earlier (``past_epochs``), stored per
   sample. One forward/backward per step (1/1): the outputs of the training pass are recorded.
 * MESA: ŷ(x) = the outputs of an exponential moving average of the weights, w̄ ← β·w̄ + (1−β)·w after
@@ -18,8 +22,8 @@ current log-probabilities as input and the reference probabilities as target, ``
 
 The penalty starts after a delay: the official test is ``epoch > kl_start_epoch`` with 0-based
 epochs and ``--kl_start_epoch 5`` (README, run.sh), so epochs 0-5 train without it:
-``delay_epochs = 6`` here. The official ``kl_end_epoch`` (300/360, beyond every training length of
-the paper) is left out: the penalty stays on to the end.
+``delay_epochs = 6`` here. The official ``kl_end_epoch`` (300 in ``SAF_train.py``, 360 in
+``MESA_train.py``, beyond run.sh's 90 epochs) is left out: the penalty stays on to the end.
 
 Where this implementation differs from the official code, and why:
 
@@ -37,9 +41,10 @@ Where this implementation differs from the official code, and why:
   and runs its forward in evaluation mode, as timm's ``ModelEmaV2`` that the official code uses;
   frozen parameters are the live ones (they never change); integer buffers are left out (unused in
   evaluation mode).
-* Official λ defaults differ between files: argparse 0.16 (SAF) and 0.3 (MESA); README and run.sh
-  0.3 (SAF) and 0.8 (MESA). The README's values are the defaults here. Ẽ: argparse 3, README "2/3",
-  run.sh 2 (ImageNet); 3 here. τ = 5 everywhere. β: timm's ``--model-ema-decay`` default 0.9998
+* Official λ defaults differ between files: argparse 0.16 (SAF) and 0.3 (MESA); README 0.3 (SAF) and
+  0.8 (MESA), as run.sh (its SAF line, which calls ``SAF.py``, is commented out). The README's values
+  are the defaults here. Ẽ: argparse 3, README "2/3", run.sh's commented-out SAF line 2 (ImageNet); 3
+  here. τ = 5 everywhere. β: timm's ``--model-ema-decay`` default 0.9998
   (run.sh keeps it). β is per *step*: over a short run the average stays close to the initial weights
   (0.9998^2340 ≈ 0.63 after 6 CIFAR epochs of 390 steps), so consider a smaller β for short budgets.
 

@@ -17,8 +17,9 @@ Which tensors get T_w = |w| + η is where implementations differ (``adaptive_ten
 
 Options of both (``searched=False``):
 
-* ``micro_batch_size`` = m > 0, m-sharpness (Foret et al. 2021 §4; Andriushchenko & Flammarion,
-  ICML 2022, "Towards understanding sharpness-aware minimization", m-SAM): the batch is split into
+* ``micro_batch_size`` = m > 0, m-sharpness (Foret et al. 2021, §4 by the section number recalled
+  here, not verified: paper text not available offline; Andriushchenko & Flammarion, ICML 2022,
+  "Towards understanding sharpness-aware minimization", m-SAM): the batch is split into
   consecutive micro-batches of m samples (the last may be shorter); micro-batch i gets its own ascent
   ε_i from its own clean gradient, and the applied gradient is Σ_i (m_i/B)·∇L_i(w + ε_i), the mean of
   the perturbed micro-batch gradients (weighted by size when the last one is shorter). Every pass of
@@ -39,6 +40,8 @@ Options of both (``searched=False``):
   :meth:`cost` cannot see. The norm guards stay each method's (SAM 1e-12, ASAM ``norm_epsilon``; the
   SAM-ON code adds 1e-16 to both). The radius that suits so few tensors is much larger (the SAM-ON
   README runs ASAM-ON with ρ = 10): set ``perturbation_radius`` and its range for this option.
+  Sources: checked against the official code (``sam_on.py``, classes ``SAM_ON`` and ``ASAM_ON``) and
+  its README; the paper (arXiv 2306.04226) was not available offline, so no equation of it is cited.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def micro_batch_size_hparam() -> int:
         0,
         Int(0, 256),
         "m-sharpness: a separate ascent per micro-batch of m samples, their perturbed gradients "
-        "averaged (Foret et al. 2021 §4); 0 = off (the whole batch)",
+        "averaged (Foret et al. 2021); 0 = off (the whole batch)",
         searched=False,
         minimum=0,
     )

@@ -9,7 +9,12 @@ replaced by an exponential moving average of the batch gradients,
 and the update applies ∇L(w_t + ε_t) at w_t. θ = 1 is SAM (Foret et al. 2021); with
 ``norm_epsilon=1e-12`` it runs SAM's very ops.
 
-Following the authors' code (BingcongLi/VaSSO, ``solver/vasso.py``): the average starts from the
+Sources: equation and algorithm numbers not verified: the paper text was not available offline, so no
+equation of the paper is cited here. The update was checked against the authors' code (BingcongLi/VaSSO,
+``solver/vasso.py``, ``VASSO.first_step``), the defaults against its ``configs/defaulf_cfg.py`` (sic)
+(``--rho 0.05``, ``--theta 0.9``) and ``train.sh``.
+
+Following the authors' code: the average starts from the
 first gradient, d_0 = g_0 (not θ·g_0), so the first step is SAM's whatever θ; the norm guard is
 1e-7 (``norm_epsilon``; 1e-12 as :class:`regularizers.sam.SAM`). The average d is the method's
 state (one buffer the size of the weights), saved in checkpoints.

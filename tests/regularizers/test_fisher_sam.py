@@ -32,7 +32,8 @@ def run(model, batch, **hparams):
 
 def test_paper_defaults():
     method = regularizers.create("fisher_sam")
-    # Kim et al. 2022, experiments: γ = 0.1, η = 1.0 (no official code was found to compare with).
+    # γ = 0.1, η = 1.0, written from memory of Kim et al. 2022: not verified against the paper's text (not
+    # available offline), and no official code was found to compare with.
     assert (method.perturbation_radius, method.fisher_scale) == (0.1, 1.0)
 
 
