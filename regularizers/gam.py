@@ -18,12 +18,13 @@ Cost: 4 forward and 4 backward passes per step, every step, as the official code
 (xxgege/GAM, ``gam/gam.py``: four ``get_grad()`` calls in ``GAM.step``); only the first, clean, pass
 updates BatchNorm statistics (the code disables them for the other three) and gives the logged loss.
 
-Official code vs Algorithm 2: this implementation follows Algorithm 2 (line 14: h₋ = β·g₀ + (1 − β)·g₂).
-The official ``gam.py`` builds h₋ = g₀ + |1 − β|·g₂ instead: ``main_cifar.py`` sets
+Official code vs Algorithm 2: the default (``descent_reference="code"``) follows the official code,
+whose defaults were tuned with it; ``descent_reference="paper"`` is Algorithm 2's line 14,
+h₋ = β·g₀ + (1 − β)·g₂. The official ``gam.py`` builds h₋ = g₀ + |1 − β|·g₂: ``main_cifar.py`` sets
 grad_beta_2 = 1 − grad_beta_0 and grad_beta_3 = 1 − grad_beta_1, and ``GAM.gradient_decompose`` uses
 ``pro_m = g_0 + abs(grad_beta_2)·g_2`` and ``grad_beta_1·g_1 + grad_beta_3·g_3``: grad_beta_0 = β itself
 never multiplies g₀. h₊ is the same in both; h₋^⊥ differs unless β = 1 (with the CIFAR-100 ResNet
-default β = 0.5: g₀ + 0.5·g₂ there, 0.5·(g₀ + g₂) here). Its radii schedulers are constant
+default β = 0.5: g₀ + 0.5·g₂ in the code, 0.5·(g₀ + g₂) in the paper). Its radii schedulers are constant
 (``ProportionScheduler`` with max = min). Defaults here are the official
 script's defaults (CIFAR-100, ResNet: ρ = 0.2, ρ' = 0.02, β = 0.5, α = 0.6, γ = 0.03; its CIFAR-10
 ResNet row is 0.2, 0.03, 0.1, 0.1, 0.05). The code's decomposition adds 1e-12 to two norms; here the
@@ -52,7 +53,11 @@ from regularizers.base import (
 from regularizers.gsam import orthogonal_part
 from regularizers.registry import register
 from regularizers.sam import GRAD_NORM
-from regularizers.space import Float, hparam
+from regularizers.space import Choice, Float, hparam
+
+#: ``GAM.descent_reference``: how h₋ combines g₀ and g₂ (module docstring).
+CODE = "code"
+PAPER = "paper"
 
 
 def _normalized(tensors: list[torch.Tensor], radius: float) -> list[torch.Tensor]:
@@ -117,6 +122,14 @@ class GAM(Regularizer):
         minimum=0.0,
     )
 
+    descent_reference: str = hparam(
+        CODE,
+        Choice((CODE, PAPER)),
+        "h₋: 'code' = g₀ + |1 − β|·g₂ (xxgege/GAM gam.py, what its defaults were tuned with); "
+        "'paper' = β·g₀ + (1 − β)·g₂ (Alg. 2, line 14)",
+        searched=False,
+    )
+
     def step(self, closure: BatchClosure) -> StepReport:
         parameters = closure.parameters
         clean = closure(update_bn=True)
@@ -133,7 +146,11 @@ class GAM(Regularizer):
             g3 = _gradient_after_shift(closure, _normalized(g2, self.perturbation_radius))  # at θ̃₃
         with torch.no_grad():
             update = torch._foreach_lerp(g3, g1, self.sam_gradient_weight)  # h₊ = α·g₁ + (1 − α)·g₃
-            reference = torch._foreach_lerp(g2, g0, self.clean_gradient_weight)  # h₋ = β·g₀ + (1 − β)·g₂
+            beta = self.clean_gradient_weight
+            if self.descent_reference == PAPER:
+                reference = torch._foreach_lerp(g2, g0, beta)  # h₋ = β·g₀ + (1 − β)·g₂
+            else:
+                reference = torch._foreach_add(g0, g2, alpha=abs(1.0 - beta))  # h₋ = g₀ + |1 − β|·g₂
             torch._foreach_add_(update, orthogonal_part(reference, update), alpha=-self.orthogonal_weight)
             for p, g in zip(parameters, update, strict=True):
                 p.grad = g

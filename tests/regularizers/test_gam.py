@@ -33,9 +33,10 @@ def lerp(start, end, weight):
     return [weight * e + (1 - weight) * s for s, e in zip(start, end, strict=True)]
 
 
-def expected_gam(model, batch, rho_prime, rho, alpha, beta, gamma):
+def expected_gam(model, batch, rho_prime, rho, alpha, beta, gamma, reference="code"):
     """Algorithm 2, lines 5-16, with independent autograd (ξ = 0: the 1e-12 guards are far below the
-    tolerances for gradients of these norms)."""
+    tolerances for gradients of these norms); h₋ as the official code builds it, g₀ + |1 − β|·g₂,
+    or as line 14 writes it (``reference="paper"``)."""
     w = weights(model)
     g0 = grad_at(model, w, batch)
     g1 = grad_at(model, add(w, scale(g0, rho_prime / norm(g0))), batch)
@@ -43,7 +44,8 @@ def expected_gam(model, batch, rho_prime, rho, alpha, beta, gamma):
     theta2 = add(w, scale(h0, rho / norm(h0)))
     g2 = grad_at(model, theta2, batch)
     g3 = grad_at(model, add(theta2, scale(g2, rho_prime / norm(g2))), batch)
-    h_plus, h_minus = lerp(g3, g1, alpha), lerp(g2, g0, beta)
+    h_plus = lerp(g3, g1, alpha)
+    h_minus = lerp(g2, g0, beta) if reference == "paper" else add(g0, scale(g2, abs(1 - beta)))
     h_minus_perp = add(h_minus, scale(h_plus, inner(h_minus, h_plus) / norm(h_plus) ** 2), alpha=-1.0)
     return add(h_plus, h_minus_perp, alpha=-gamma), g0, g1
 
@@ -66,6 +68,9 @@ def step(model, batch, **hparams):
             "orthogonal_weight": 0.5,
         },
         {"sam_gradient_weight": 0.0, "clean_gradient_weight": 1.0, "orthogonal_weight": 0.1},
+        {"descent_reference": "paper"},
+        {"descent_reference": "paper", "clean_gradient_weight": 0.2, "orthogonal_weight": 0.5},
+        {"clean_gradient_weight": 0.2, "orthogonal_weight": 0.5},
     ],
 )
 def test_step_follows_algorithm_2(batchnorm, hparams):
@@ -80,6 +85,7 @@ def test_step_follows_algorithm_2(batchnorm, hparams):
         method.sam_gradient_weight,
         method.clean_gradient_weight,
         method.orthogonal_weight,
+        method.descent_reference,
     )
     closure = closure_for(model, batch)
     report = method.step(closure)
