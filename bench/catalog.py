@@ -51,3 +51,13 @@ def check_registered(config: BenchmarkConfig, source: str) -> None:
             regularizers.create(entry.name, **entry.fixed)
         except regularizers.RegistryError as error:
             raise ConfigError(f"{source}: {error}") from None
+        for key, spec in entry.space.items():
+            # Every corner of a searched range must be a valid value: else a trial crashes mid-run.
+            corners = spec.choices if spec.choices is not None else (spec.low, spec.high)
+            for value in corners:
+                if declared[key].type is int and isinstance(value, float) and value.is_integer():
+                    value = int(value)  # YAML ranges are read as floats; the search draws integers
+                try:
+                    regularizers.create(entry.name, **{**entry.fixed, key: value})
+                except regularizers.RegistryError as error:
+                    raise ConfigError(f"{source}: search range of {key}: {error}") from None

@@ -503,28 +503,26 @@ def list_regularizers(
         names = regularizers.available()
     except regularizers.RegistryError as error:
         _fail(str(error))
+    from regularizers.averaging import KINDS
+
+    # Weight averaging composes with every name (sam+swa): its hyperparameters join the method's.
+    listed = [(name, regularizers.get(name)) for name in names] + [(f"<method>+{k}", c) for k, c in KINDS.items()]
     if fmt is ListFormat.json:
         payload = [
             {
                 "name": name,
-                "doc": (regularizers.get(name).__doc__ or "").strip().splitlines()[0]
-                if regularizers.get(name).__doc__
-                else "",
-                "module": regularizers.get(name).__module__,
-                "hyperparameters": [hp.to_dict() for hp in regularizers.hyperparameters_of(name)],
+                "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+                "module": cls.__module__,
+                "hyperparameters": [hp.to_dict() for hp in regularizers.space.hyperparameters(cls)],
             }
-            for name in names
+            for name, cls in listed
         ]
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     table = Table(title="Registered regularizers")
     for column in ("name", "hyperparameter", "default", "range", "scale", "searched", "meaning"):
         table.add_column(column, no_wrap=column != "meaning")
-    from regularizers.averaging import KINDS
-
-    # Weight averaging composes with every name (sam+swa): its hyperparameters join the method's.
-    averaged = [(f"<method>+{kind}", regularizers.space.hyperparameters(cls)) for kind, cls in KINDS.items()]
-    for name, hparams in [(name, regularizers.hyperparameters_of(name)) for name in names] + averaged:
+    for name, hparams in [(name, regularizers.space.hyperparameters(cls)) for name, cls in listed]:
         if not hparams:
             table.add_row(name, "-", "", "", "", "", "")
         for index, hp in enumerate(hparams):

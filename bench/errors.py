@@ -30,7 +30,10 @@ def unknown_name(kind: str, name: str, choices: Iterable[str], *, compared: str 
     """One line: ``unknown model 'cnnn' (did you mean 'cnn'?); valid: cnn, mlp``. ``compared`` is
     the part of ``name`` to match against ``choices`` (the last key of a dotted config path)."""
     valid = sorted(choices)
-    close = difflib.get_close_matches(compared or name, valid, n=1)
+    wanted = (compared or name).strip()
+    # Names are case-sensitive: 'SAM' is 'sam' in the wrong case, which difflib does not see.
+    same_but_case = [choice for choice in valid if choice.lower() == wanted.lower()]
+    close = same_but_case or difflib.get_close_matches(wanted, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}"
 

@@ -17,6 +17,7 @@ import torch
 
 import regularizers
 from bench.config import BenchmarkConfig, RangeSpec, TrainingConfig
+from bench.data.loader import epoch_steps
 from bench.training import TrialSpec
 from regularizers.space import Choice, Domain, Float, Int
 
@@ -136,7 +137,7 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
         )
         training_params.append(SearchParam(TRAINING_NAMESPACE, name, domain, getattr(config.training, name)))
 
-    has_batchnorm = _model_has_batchnorm(config) if config.search.budget.kind == "passes" else None
+    has_batchnorm = model_has_batchnorm(config) if config.search.budget.kind == "passes" else None
     plans = []
     for entry in config.regularizers:
         params = []
@@ -165,7 +166,7 @@ def plan_methods(config: BenchmarkConfig) -> list[MethodPlan]:
     return plans
 
 
-def _model_has_batchnorm(config: BenchmarkConfig) -> bool:
+def model_has_batchnorm(config: BenchmarkConfig) -> bool:
     """Whether the config's model has normalization layers with running statistics (NSO's cost
     depends on it). Built on the meta device: no memory, no data needed; the input shape only
     sizes layers, it adds or removes none."""
@@ -174,6 +175,32 @@ def _model_has_batchnorm(config: BenchmarkConfig) -> bool:
     with torch.device("meta"):
         model = create_model(config.model.name, (3, 32, 32), 10, **config.model.options)
     return bool(regularizers.batchnorm_modules(model))
+
+
+def recipe_warnings(plans: list[MethodPlan], train_samples: int, batch_size: int) -> list[str]:
+    """One line per method whose every searched configuration would not be what its name says under
+    the recipe (:meth:`regularizers.Regularizer.recipe_warnings`: a penalty that starts after the
+    last epoch, an average over more steps than a trial has). Checked at the default point and at
+    each end of each searched range of the method's own hyperparameters: a method is named only
+    when the warning holds at all of them (a search that can leave the bad region is left alone)."""
+    steps = epoch_steps(train_samples, batch_size)
+    lines = []
+    for plan in plans:
+        default = {p.name: p.default for p in plan.params if p.namespace == REGULARIZER_NAMESPACE}
+        points = [default] + [
+            {**default, p.name: value}
+            for p in plan.params
+            if p.namespace == REGULARIZER_NAMESPACE
+            for value in (p.domain.options if isinstance(p.domain, Choice) else (p.domain.low, p.domain.high))
+        ]
+        said = [
+            regularizers.create(plan.regularizer, **plan.fixed, **point).recipe_warnings(plan.budget.epochs, steps)
+            for point in points
+        ]
+        if all(said):
+            everywhere = " (at every point of its search range)" if len(points) > 1 else ""
+            lines.append(f"{plan.regularizer}{everywhere}: {'; '.join(said[0])}")
+    return lines
 
 
 def _budget(

@@ -20,15 +20,17 @@ command the preview suggests sets it. Without figures, the preview says how to g
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import regularizers
 from bench.config import BenchmarkConfig
 from bench.console import format_duration
-from bench.plan import MethodPlan, plan_methods
+from bench.data.loader import epoch_steps
+from bench.plan import MethodPlan, model_has_batchnorm, plan_methods, recipe_warnings
+from regularizers.averaging import SWA
 
 #: Where a run's folder keeps the step times ``--dry-run`` estimates from.
 PERF_FILENAME = "perf.json"
@@ -58,6 +60,9 @@ class MethodPreview:
     searched: tuple[str, ...]
     final_runs: int
     samples_per_second: float | None  # from the perf figures, None when they lack this method
+    #: Forward passes per epoch-long sweep of the training split added after some epochs (SWA's
+    #: BatchNorm recomputation with a BatchNorm model): (epochs with one, 0 when none).
+    extra_forward_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,13 +78,14 @@ class Preview:
     train_samples: int | None  # None: the dataset could not be loaded here
     dataset_note: str | None
     perf_source: str | None  # the perf file used, None when there is none
+    warnings: tuple[str, ...] = ()  # bench.plan.recipe_warnings: methods the recipe makes degenerate
 
     @property
     def trials(self) -> int:
         return sum(m.search_trials + m.final_runs for m in self.methods)
 
     def steps_per_epoch(self, batch_size: int) -> int | None:
-        return None if self.train_samples is None else math.ceil(self.train_samples / batch_size)
+        return None if self.train_samples is None else epoch_steps(self.train_samples, batch_size)
 
     def trial_seconds(self, method: MethodPreview) -> float | None:
         if self.train_samples is None or method.samples_per_second is None:
@@ -128,6 +134,18 @@ def _train_samples(config: BenchmarkConfig) -> tuple[int | None, str | None]:
         return None, f"dataset not loadable here ({str(error).splitlines()[0]}): no passes or time estimate"
 
 
+def _passes(plan: MethodPlan, has_batchnorm: bool) -> tuple[float, int]:
+    """Passes per step as the trials will run them, at the fixed values (with the model's
+    BatchNorm, which the budget leaves out: MSAM's extra clean forward), and the epochs with an SWA
+    BatchNorm sweep."""
+    method = regularizers.create(plan.regularizer, **plan.fixed)
+    averaging = method.averaging
+    sweeps = 0
+    if isinstance(averaging, SWA) and has_batchnorm:
+        sweeps = plan.budget.epochs - averaging.start_epoch(plan.budget.epochs)
+    return method.cost(has_batchnorm).per_step, sweeps
+
+
 def preview(
     config: BenchmarkConfig,
     *,
@@ -156,17 +174,20 @@ def preview(
         note = f"{cpus} CPUs here" + (f", search.max_concurrent_trials {limit}" if limit else "")
     speed = {(f.model, f.method): f.samples_per_second for f in perf}
     train, data_note = _train_samples(config)
+    has_batchnorm = model_has_batchnorm(config)
     methods = tuple(
         MethodPreview(
             method=p.regularizer,
             search_trials=p.budget.trials,
             epochs=p.budget.epochs,
-            passes_per_step=p.passes_per_step,
+            passes_per_step=passes,
             searched=tuple(param.key for param in p.params),
             final_runs=finals,
             samples_per_second=speed.get((config.model.name, p.regularizer)),
+            extra_forward_epochs=sweeps,
         )
         for p in plans
+        for passes, sweeps in [_passes(p, has_batchnorm)]
     )
     return Preview(
         benchmark=config.benchmark,
@@ -178,6 +199,7 @@ def preview(
         train_samples=train,
         dataset_note=data_note,
         perf_source=perf_source,
+        warnings=() if train is None else tuple(recipe_warnings(plans, train, config.training.batch_size)),
     )
 
 
@@ -194,7 +216,7 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
     total_passes = 0
     for m in p.methods:
         # Whole passes: a mean per step (LookSAM's 2.4) times the steps rounds to a count.
-        passes = None if steps is None else round(m.epochs * steps * m.passes_per_step)
+        passes = None if steps is None else round((m.epochs * m.passes_per_step + m.extra_forward_epochs) * steps)
         total_passes += (passes or 0) * (m.search_trials + m.final_runs)
         out.append(
             f"{m.method:<16} {m.search_trials:>6} {m.epochs:>6} {m.passes_per_step:>11g} {m.final_runs:>6} "
@@ -202,8 +224,10 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
         )
     if steps is not None:
         out.append(
-            f"passes in all: at most {total_passes:,} forward+backward (every search trial to its last epoch; "
-            "ASHA stops many earlier), flatness and evaluation not counted"
+            f"passes in all: at most {total_passes:,} forward+backward (every search trial to its last epoch"
+            + ("; ASHA stops many earlier" if config.search.asha.enabled else "")
+            + "), flatness and evaluation not counted"
+            + ("; with SWA's BatchNorm sweeps" if any(m.extra_forward_epochs for m in p.methods) else "")
         )
     elif p.dataset_note:
         out.append(p.dataset_note)
@@ -235,6 +259,7 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
             f"sharpbench perf --model {config.model.name} {methods} --dataset {config.dataset.name} "
             f"--batch-size {batch} --format json > RESULTS/{PERF_FILENAME}"
         )
+    out.extend(f"warning: {line}" for line in p.warnings)
     return out
 
 

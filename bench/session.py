@@ -96,6 +96,8 @@ class Session:
     resume_hint: str = ""
     final_only: bool = False
     output: Output = field(default_factory=Output.standard)
+    #: Training samples of the config's dataset, once :meth:`run` has loaded it (None on a cluster).
+    _train_samples: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.options.optuna_storage is not None:
@@ -186,7 +188,9 @@ class Session:
 
         try:
             if options.address is None:
-                load_dataset(config.dataset)  # fail fast on a missing dataset, before any trial starts
+                # Fail fast on a missing dataset, before any trial starts; its size tells which
+                # methods the recipe makes degenerate (said once the run is under way).
+                self._train_samples = len(load_dataset(config.dataset).train)
         except (DatasetError, ModelError) as error:
             raise BadInput(str(error)) from None
         results = options.results.resolve()
@@ -202,7 +206,7 @@ class Session:
 
     def _run_locked(self, results: Path) -> RunOutcome:
         from bench import search
-        from bench.plan import plan_methods
+        from bench.plan import plan_methods, recipe_warnings
         from bench.results.mlflow_mirror import open_mirror
         from bench.results.mlflow_sink import MlflowSink, default_tracking_uri, normalize_tracking_uri
         from bench.results.parquet import tidy_dataset
@@ -258,6 +262,9 @@ class Session:
         plans = plan_methods(config)
         if options.verbosity is not Verbosity.quiet:
             self._banner(results, uri, storage, plans)
+        if self._train_samples is not None and not self.final_only:
+            for line in recipe_warnings(plans, self._train_samples, config.training.batch_size):
+                output.tell(f"warning: {line}")
         from bench.signals import terminate_as_interrupt
 
         # From here on SIGTERM (Slurm, Kubernetes) stops the run as Ctrl-C does, replacing Ray's handlers.

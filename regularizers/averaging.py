@@ -42,6 +42,10 @@ class Averaging:
 
     kind: ClassVar[str] = ""
 
+    def recipe_warnings(self, epochs: int, steps_per_epoch: int) -> list[str]:
+        """See :meth:`regularizers.Regularizer.recipe_warnings`."""
+        return []
+
 
 @dataclass
 class SWA(Averaging):
@@ -83,6 +87,18 @@ class EMA(Averaging):
         minimum=0.0,
         maximum=1.0,
     )
+
+    def recipe_warnings(self, epochs: int, steps_per_epoch: int) -> list[str]:
+        steps = epochs * steps_per_epoch
+        if self.ema_decay >= 1.0:
+            return ["ema_decay 1 never moves the average from the initial weights"]
+        horizon = 1.0 / (1.0 - self.ema_decay)  # the mean age of the averaged weights, in steps
+        if horizon > steps:
+            return [
+                f"ema_decay {self.ema_decay:g} averages over about {horizon:,.0f} steps, more than the run's "
+                f"{steps:,}: the evaluated weights stay close to the initialization"
+            ]
+        return []
 
 
 #: The suffixes a method name takes, by kind.

@@ -420,6 +420,13 @@ class Regularizer(ABC):
     def start_step(self, schedule: StepSchedule) -> None:  # noqa: B027 - optional hook: no-op by default
         """Called by the loop before each :meth:`step`; for schedules tied to the learning rate (GSAM)."""
 
+    def recipe_warnings(self, epochs: int, steps_per_epoch: int) -> list[str]:
+        """Why this configuration would not be what its name says under a recipe of ``epochs``
+        epochs of ``steps_per_epoch`` steps (a penalty that starts after the last epoch, an average
+        over more steps than the run has); empty when there is nothing to say. Printed before a run."""
+        averaging = self.averaging
+        return [] if averaging is None else averaging.recipe_warnings(epochs, steps_per_epoch)
+
     def state_dict(self) -> dict[str, Any]:
         """A copy of the attributes named in :attr:`state` (tensors cloned, detached)."""
         missing = [key for key in self.state if not hasattr(self, key)]

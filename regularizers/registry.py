@@ -140,9 +140,9 @@ def get(name: str) -> type[Regularizer]:
 
 def _compose(name: str) -> type[Regularizer]:
     base_name, kind = name.rsplit(SEPARATOR, 1)
+    base = get(base_name)  # the method first: 'SAM+SWA' is an unknown method before a bad suffix
     if kind not in KINDS:
         raise RegistryError(f"regularizer {name!r}: " + unknown_name("weight averaging", kind, KINDS))
-    base = get(base_name)
     if base.averaging_kind is not None:
         raise RegistryError(
             f"regularizer {name!r}: {base_name!r} already averages its weights; one averaging per method"

@@ -119,6 +119,15 @@ class _TrajectoryPenalty(Regularizer):
     def start_epoch(self, epoch: int, total_epochs: int) -> None:
         self._epoch = epoch
 
+    def recipe_warnings(self, epochs: int, steps_per_epoch: int) -> list[str]:
+        warnings = super().recipe_warnings(epochs, steps_per_epoch)
+        if self.penalty_weight > 0 and self.delay_epochs >= epochs:
+            warnings.append(
+                f"its penalty starts after epoch {self.delay_epochs} (delay_epochs) but trials train {epochs} "
+                "epochs: it is ERM here"
+            )
+        return warnings
+
     @property
     def penalty_active(self) -> bool:
         """False during the delay (epochs 0 … delay_epochs − 1, counted by :meth:`start_epoch`)."""

@@ -109,3 +109,26 @@ def test_slots_are_the_trials_the_resources_hold() -> None:
     assert ResourcesConfig(cpus_per_trial=4).slots(2, 0) == 1  # at least one: Ray queues it
     assert ResourcesConfig(cpus_per_trial=1, gpus_per_trial=0.25).slots(16, 2) == 8  # the GPUs bound it
     assert ResourcesConfig(cpus_per_trial=1, gpus_per_trial=0.5).slots(16, 0) == 1
+
+
+def test_passes_are_those_the_trials_run(tmp_path: Path) -> None:
+    """Steps per epoch drop the short last batch as the loader does; passes per step count the
+    model's BatchNorm (MSAM's clean forward) and periods (LookSAM's mean); SWA adds one forward
+    sweep of the training split per snapshot with BatchNorm."""
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        "benchmark: b\nmodel: {name: cnn}\ntraining: {epochs: 4, batch_size: 64}\nsearch: {asha: {enabled: false}}\n"
+        "regularizers: [erm, msam, looksam, {name: sam+swa, fixed: {swa_start: 0.5}}]\n"
+    )
+    config = load_benchmark(path)
+    got = preview(config, num_cpus=2)
+    samples = len(load_dataset(config.dataset).train)
+    steps = samples // 64  # 1079 training digits: 16 full batches, the 55 left over dropped
+    assert samples % 64 and got.steps_per_epoch(64) == steps == 16
+    by_method = {m.method: m for m in got.methods}
+    assert by_method["msam"].passes_per_step == 3  # 2 forward + 1 backward with BatchNorm
+    assert by_method["looksam"].passes_per_step == pytest.approx(2.4)
+    assert by_method["sam+swa"].extra_forward_epochs == 2  # snapshots after epochs 3 and 4
+    printed = "\n".join(lines(got, config))
+    assert f"{(4 * 4 + 2) * steps:,}" in printed.splitlines()[5]  # sam+swa's passes per trial
+    assert "ASHA" not in printed and "with SWA's BatchNorm sweeps" in printed

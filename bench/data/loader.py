@@ -17,6 +17,18 @@ from bench.data import TensorSplit
 Augmentation = Callable[[Tensor, torch.Generator], Tensor]
 
 
+def drops_last(samples: int, batch_size: int) -> bool:
+    """The training loader's rule: a short last batch is dropped when there is more than one batch
+    (a batch of a few samples would give a noisy step; a split smaller than a batch still trains)."""
+    return samples > batch_size
+
+
+def epoch_steps(samples: int, batch_size: int) -> int:
+    """Optimizer steps per training epoch under :func:`drops_last`."""
+    full, rest = divmod(samples, batch_size)
+    return full if drops_last(samples, batch_size) or rest == 0 else full + 1
+
+
 class DeviceLoader:
     """Iterate ``(inputs, targets)`` batches of a device-resident split.
 

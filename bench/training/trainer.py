@@ -26,7 +26,7 @@ from bench import metrics
 from bench.config import BenchmarkConfig, DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
 from bench.data import Dataset, TensorSplit, load_dataset
 from bench.data.augment import build_augmentation
-from bench.data.loader import DeviceLoader
+from bench.data.loader import DeviceLoader, drops_last
 from bench.measure.flatness import measure_flatness, should_measure
 from bench.models import create_model
 from bench.provenance import hardware
@@ -214,7 +214,7 @@ class Trainer:
             shuffle=True,
             generator=self.data_order,
             augment=build_augmentation(spec.dataset),
-            drop_last=len(self.data.train) > recipe.batch_size,
+            drop_last=drops_last(len(self.data.train), recipe.batch_size),
         )
         self.total_steps = total_steps = recipe.epochs * len(self.loader)
         warmup_steps = recipe.warmup_epochs * len(self.loader)

@@ -126,6 +126,11 @@ def test_unknown_name_suggests_the_closest():
     assert "valid:" in str(error.value) and "nso" in str(error.value)
     with pytest.raises(RegistryError, match="did you mean 'coherent_l2'"):
         regularizers.create("coherent-l2")
+    # The wrong case, stray spaces, and a composed name with a wrong method: the method is named first.
+    with pytest.raises(RegistryError, match=r"unknown regularizer 'SAM' \(did you mean 'sam'\?\)"):
+        regularizers.get("SAM+SWA")
+    with pytest.raises(RegistryError, match=r"unknown regularizer 'sam ' \(did you mean 'sam'\?\)"):
+        regularizers.get("sam + swa")
 
 
 def test_unknown_hyperparameter_suggests_the_closest():

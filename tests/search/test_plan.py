@@ -42,3 +42,25 @@ def test_trial_spec_applies_sampled_values_on_top_of_the_recipe():
     assert spec.regularizer_hparams == {"perturbation_radius": 1.0, "eta": 0.02}
     assert spec.training.learning_rate == 0.2 and spec.training.epochs == 4
     assert spec.seed == 7
+
+
+def test_recipe_warnings_name_the_methods_the_recipe_makes_degenerate():
+    from bench.plan import recipe_warnings
+
+    config = _config(
+        regularizers=[
+            "erm",
+            "saf",  # delay_epochs 6 ≥ 4 epochs: the penalty never starts
+            "mesa",
+            "erm+ema",  # β ≥ 0.99 over 4 × 5 = 20 steps: a horizon of ≥ 100 steps
+            {"name": "sam+ema", "space": {"ema_decay": {"low": 0.5, "high": 0.99}}},  # can reach β = 0.5
+            {"name": "nso+ema", "fixed": {"ema_decay": 1.0}},
+        ]
+    )
+    lines = recipe_warnings(plan_methods(config), train_samples=320, batch_size=64)  # 5 steps per epoch
+    assert [line.split(" ")[0].rstrip(":") for line in lines] == ["saf", "mesa", "erm+ema", "nso+ema"]
+    assert "starts after epoch 6 (delay_epochs) but trials train 4 epochs: it is ERM here" in lines[0]
+    assert "(at every point of its search range)" in lines[2] and "more than the run's 20" in lines[2]
+    assert lines[3].endswith(": ema_decay 1 never moves the average from the initial weights")
+    longer = _config(training={"epochs": 40, "learning_rate": 0.05}, regularizers=["saf", "erm+ema"])
+    assert recipe_warnings(plan_methods(longer), train_samples=3200, batch_size=64) == []  # 2,000 steps
