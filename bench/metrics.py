@@ -119,13 +119,21 @@ HESSIAN_EIGEN_CONVERGED: Final = _declare(
     column="hessian_eigen_converged",
 )
 HESSIAN_TRACE: Final = _declare(
-    "hessian_trace", "loss/weight²", "Hessian trace (Hutchinson)", column="hessian_trace", leaderboard=True
+    "hessian_trace",
+    "loss/weight²",
+    "Hessian trace (Hutchinson or Hutch++: flatness.trace_estimator)",
+    column="hessian_trace",
+    leaderboard=True,
 )
 HESSIAN_TRACE_STDERR: Final = _declare(
     "hessian_trace_stderr", "loss/weight²", "standard error of the trace estimate", column="hessian_trace_stderr"
 )
 HESSIAN_TRACE_PROBES: Final = _declare(
-    "hessian_trace_probes", "probes", "Hutchinson probes the trace used", kind="int", column="hessian_trace_probes"
+    "hessian_trace_probes",
+    "HVPs",
+    "Hessian-vector products the trace used (Hutchinson: its probes; Hutch++: 2 × sketch + residual probes)",
+    kind="int",
+    column="hessian_trace_probes",
 )
 EPSILON_SHARPNESS: Final = _declare(
     "epsilon_sharpness",

@@ -214,8 +214,14 @@ class FlatnessConfig(_Strict):
     Cost, in Hessian-vector products (HVPs) over the subset (one HVP took about 5 forward+backward
     passes of a ResNet-18 on CPU here; trace probes share passes, 4 at a time): the eigenvalue
     takes ``eigen_max_iterations`` at most (10–22 on the 64-parameter test networks), the trace
-    ``trace_min_probes`` to ``trace_max_probes``; ε-sharpness takes ``sharpness_steps`` + 1
-    forward and ``sharpness_steps`` backward passes. The defaults cost at most 100 + 100 HVPs.
+    ``trace_min_probes`` to ``trace_max_probes`` probes, one HVP each, plus 2 × ``trace_sketch_size``
+    with Hutch++; ε-sharpness takes ``sharpness_steps`` + 1 forward and ``sharpness_steps``
+    backward passes. The defaults cost at most 100 + 120 HVPs.
+
+    The trace's default, Hutch++ with a sketch of 10, met the 5% target on the digits CNN
+    (9 outlier eigenvalues, one fewer than the classes) in 30 HVPs where Hutchinson took 44–76
+    (docs/measurements.md). A Hessian with more outliers (a classifier of more classes, CIFAR-100) wants a larger
+    sketch (not measured: the CIFAR configs keep the defaults).
     """
 
     when: Literal["off", "final", "every"] = Field(
@@ -238,16 +244,31 @@ class FlatnessConfig(_Strict):
     eigen_max_iterations: int = Field(
         100, gt=0, description="... or after this many HVPs, logged with ``hessian_eigen_converged = 0``."
     )
+    trace_estimator: Literal["hutchinson", "hutchpp"] = Field(
+        "hutchpp",
+        description="Trace estimator: ``hutchinson`` (Rademacher probes) or ``hutchpp`` (Hutch++, Meyer et al. "
+        "2021: the trace of a rank-``trace_sketch_size`` sketch exactly, Hutchinson probes on the rest).",
+    )
+    trace_sketch_size: int = Field(
+        10,
+        gt=0,
+        description="Hutch++: columns of the sketch; it costs 2× this many HVPs before the first probe "
+        "(ignored by ``hutchinson``).",
+    )
     trace_rel_stderr: float = Field(
         0.05,
         ge=0,
-        description="The trace (Hutchinson) stops once its standard error is at most this fraction of |trace| ...",
+        description="The trace stops once its standard error (Hutch++: of its probes) is at most this fraction "
+        "of |trace| ...",
     )
     trace_min_probes: int = Field(
         10, ge=2, description="... and after at least this many probes (a standard error needs two) ..."
     )
     trace_max_probes: int = Field(
-        100, gt=0, description="... or after this many; the standard error reached is logged either way."
+        100,
+        gt=0,
+        description="... or after this many (Hutch++: besides its sketch); the standard error reached is logged "
+        "either way.",
     )
     sharpness_radius: float = Field(
         0.05, gt=0, description="Radius ε of the global L2 ball of ε-sharpness (Keskar et al. 2017)."

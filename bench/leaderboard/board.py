@@ -33,7 +33,7 @@ deduplicated by run_id). For each (benchmark, regularizer):
   ranked by the tests) are listed last.
 * **Flatness** columns (Hessian top eigenvalue, trace, epsilon-sharpness) are the means over the
   chosen rows (the final runs, or the best trial), None when not measured. The trace comes with
-  the standard error of that mean from the rows' own Hutchinson errors, √(Σ se_i²)/k (the
+  the standard error of that mean from the rows' own trace errors, √(Σ se_i²)/k (the
   estimates are independent), None when a row lacks one.
 
 >>> from bench.results.schema import SCHEMA
@@ -184,7 +184,7 @@ class Standing:
     search_gpu_slot_hours: float  # the same for trials on CUDA
     hessian_top_eigenvalue: float | None
     hessian_trace: float | None
-    hessian_trace_stderr: float | None  # of that mean: the Hutchinson estimates' own error
+    hessian_trace_stderr: float | None  # of that mean: the trace estimates' own errors
     epsilon_sharpness: float | None
 
     def to_dict(self) -> dict[str, Any]:
