@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchmarkConfig, ConfigError, parse_config
+from bench.config.load import with_prior_values
 
 #: Sub-folder of a results folder holding one record per benchmark.
 RECORDS_DIRNAME = "runs"
@@ -138,7 +139,7 @@ def load_record(path: Path) -> RunRecord:
     """Raises :class:`~bench.config.ConfigError` (one line naming the file) when unreadable."""
     try:
         raw = json.loads(path.read_text())
-        config = parse_config(raw["config"], source=str(path))
+        config = parse_config(with_prior_values(raw["config"]), source=str(path))
         return RunRecord(raw["benchmark"], config, raw["config_hash"], raw["instance"], raw["created"])
     except ConfigError:
         raise
@@ -181,7 +182,9 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
             f"{'in ' + old.config.optuna_storage if old.config.optuna_storage else 'in the folder'}; resume it with "
             f"{named(old.config.optuna_storage)}, not {named(config.optuna_storage)}, or pass --restart to set it aside"
         )
-    if old.config_hash == config_hash(config) and not legacy and not moved_studies:
+    # The old config's hash under today's schema, not the stored one: a key added since with a
+    # default that keeps the old behaviour must not stop a resume (PRIOR_VALUES covers the others).
+    if config_hash(old.config) == config_hash(config) and not legacy and not moved_studies:
         record = old.with_config(config)  # non-identity keys (e.g. concurrency) may have changed
         record.save(results_dir)
         return record

@@ -80,6 +80,30 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: Keys added to the schema after runs had begun whose default changes what a run does, with the
+#: value that reproduces what runs did before the key existed. A run record written before (it
+#: lacks the key) is read with this value, so resuming it under a config that keeps the new
+#: default is refused by name (``differs in flatness.trace_estimator``) rather than silently
+#: mixing two behaviours in one run. Keys whose default keeps the old behaviour need no entry.
+PRIOR_VALUES: dict[str, Any] = {"flatness.trace_estimator": "hutchinson"}
+
+
+def with_prior_values(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (a stored config) with :data:`PRIOR_VALUES` for the keys it lacks (a copy)."""
+    result = {**raw}
+    for dotted, value in PRIOR_VALUES.items():
+        *sections, key = dotted.split(".")
+        node = result
+        for section in sections:
+            child = node.get(section, {})
+            if not isinstance(child, dict):
+                break
+            node[section] = node = {**child}
+        else:
+            node.setdefault(key, value)
+    return result
+
+
 def load_config(path: str | Path) -> BenchmarkConfig:
     """Read and validate a YAML benchmark config."""
     path = Path(path)

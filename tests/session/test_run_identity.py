@@ -265,3 +265,36 @@ def test_a_started_run_resumes_only_with_the_optuna_storage_its_studies_are_in(t
         resolve(config, results)
     assert resolve(elsewhere, results).instance == first.instance  # the right storage resumes it
     assert resolve(config, results, restart=True).instance != first.instance  # or --restart sets it aside
+
+
+def test_a_run_recorded_before_a_config_key_existed_resumes_or_is_refused_by_name(tmp_path):
+    """A record written before ``flatness.trace_estimator`` and ``trace_sketch_size`` existed
+    (lacking both; its hash computed without them): the run resumes when the config keeps what
+    the old run did (Hutchinson), and a config that keeps the new default (Hutch++) is refused
+    naming the key, never resumed into a mix of two estimators."""
+    import json
+
+    from bench.config import load_config
+    from bench.results.parquet import ParquetSink
+    from bench.run_record import IdentityMismatch, record_path, resolve
+    from tests.results.conftest import make_row
+
+    results = tmp_path / "results"
+    first = resolve(load_config(_config(tmp_path)), results)
+    ParquetSink(results).write([make_row(benchmark="ident")])  # the run started
+    path = record_path(results, "ident")
+    stored = json.loads(path.read_text())
+    for key in ("trace_estimator", "trace_sketch_size"):
+        del stored["config"]["flatness"][key]
+    stored["config_hash"] = "hash-of-an-older-schema"
+    path.write_text(json.dumps(stored))
+
+    with pytest.raises(IdentityMismatch, match=r"differs in flatness\.trace_estimator\)"):
+        resolve(load_config(_config(tmp_path)), results)
+    as_before = yaml.safe_load(_config(tmp_path).read_text())
+    as_before["flatness"] = {"trace_estimator": "hutchinson"}
+    kept = tmp_path / "kept.yaml"
+    kept.write_text(yaml.safe_dump(as_before))
+    resumed = resolve(load_config(kept), results)
+    assert resumed.instance == first.instance  # the same run, its studies and parent runs
+    assert not (results / SUPERSEDED_DIRNAME).exists()
