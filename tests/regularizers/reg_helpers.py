@@ -161,3 +161,9 @@ def assert_all_close(
 
 #: ``@pytest.mark.parametrize("batchnorm", BATCHNORM_IDS)``: a model without and with BatchNorm.
 BATCHNORM_IDS = [False, True]
+
+
+def differs(a: Sequence[Tensor], b: Sequence[Tensor], by: float = 1e-6) -> bool:
+    """Whether two gradients differ somewhere by more than ``by``: a test's proof that its
+    comparison could fail (the method's gradient is not the clean one, not SAM's, ...)."""
+    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True)) > by

@@ -11,6 +11,7 @@ from reg_helpers import (
     assert_all_close,
     assert_all_equal,
     closure_for,
+    differs,
     grad_at,
     grads,
     make_batch,
@@ -26,10 +27,6 @@ from regularizers.testing import check_regularizer
 from regularizers.vasso import VASSO_NORM_EPSILON
 
 STEPS = 3
-
-
-def differs(a, b, by: float = 1e-6) -> bool:
-    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True)) > by
 
 
 def test_official_defaults():
