@@ -20,6 +20,7 @@ command the preview suggests sets it. Without figures, the preview says how to g
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import regularizers
 from bench.config import BenchmarkConfig
 from bench.console import format_duration
 from bench.data.loader import epoch_steps
-from bench.plan import MethodPlan, model_has_batchnorm, plan_methods, recipe_warnings
+from bench.plan import REGULARIZER_NAMESPACE, MethodPlan, model_has_batchnorm, plan_methods, recipe_warnings
 from regularizers.averaging import SWA
 
 #: Where a run's folder keeps the step times ``--dry-run`` estimates from.
@@ -60,9 +61,9 @@ class MethodPreview:
     searched: tuple[str, ...]
     final_runs: int
     samples_per_second: float | None  # from the perf figures, None when they lack this method
-    #: Forward passes per epoch-long sweep of the training split added after some epochs (SWA's
-    #: BatchNorm recomputation with a BatchNorm model): (epochs with one, 0 when none).
-    extra_forward_epochs: int = 0
+    #: Forward passes outside the training steps, at most, per trial: SWA's BatchNorm
+    #: recomputation (one in-order sweep of the training split per snapshot, with a BatchNorm model).
+    extra_forward_passes: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,16 +135,23 @@ def _train_samples(config: BenchmarkConfig) -> tuple[int | None, str | None]:
         return None, f"dataset not loadable here ({str(error).splitlines()[0]}): no passes or time estimate"
 
 
-def _passes(plan: MethodPlan, has_batchnorm: bool) -> tuple[float, int]:
+def _passes(plan: MethodPlan, has_batchnorm: bool, train_samples: int | None, batch_size: int) -> tuple[float, int]:
     """Passes per step as the trials will run them, at the fixed values (with the model's
-    BatchNorm, which the budget leaves out: MSAM's extra clean forward), and the epochs with an SWA
-    BatchNorm sweep."""
+    BatchNorm, which the budget leaves out: MSAM's extra clean forward), and at most how many
+    forward passes SWA's BatchNorm sweeps add to a trial: one sweep per snapshot, each of
+    ⌈samples / batch⌉ batches (the sweep keeps the short last batch), counted from the earliest
+    start the search can draw."""
     method = regularizers.create(plan.regularizer, **plan.fixed)
     averaging = method.averaging
-    sweeps = 0
-    if isinstance(averaging, SWA) and has_batchnorm:
-        sweeps = plan.budget.epochs - averaging.start_epoch(plan.budget.epochs)
-    return method.cost(has_batchnorm).per_step, sweeps
+    extra = 0
+    if isinstance(averaging, SWA) and has_batchnorm and train_samples is not None:
+        epochs = plan.budget.epochs
+        starts = [averaging.swa_start] + [
+            p.domain.low for p in plan.params if p.namespace == REGULARIZER_NAMESPACE and p.name == "swa_start"
+        ]
+        snapshots = epochs - min(SWA(swa_start=start).start_epoch(epochs) for start in starts)
+        extra = snapshots * math.ceil(train_samples / batch_size)
+    return method.cost(has_batchnorm).per_step, extra
 
 
 def preview(
@@ -184,10 +192,10 @@ def preview(
             searched=tuple(param.key for param in p.params),
             final_runs=finals,
             samples_per_second=speed.get((config.model.name, p.regularizer)),
-            extra_forward_epochs=sweeps,
+            extra_forward_passes=extra,
         )
         for p in plans
-        for passes, sweeps in [_passes(p, has_batchnorm)]
+        for passes, extra in [_passes(p, has_batchnorm, train, config.training.batch_size)]
     )
     return Preview(
         benchmark=config.benchmark,
@@ -216,7 +224,7 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
     total_passes = 0
     for m in p.methods:
         # Whole passes: a mean per step (LookSAM's 2.4) times the steps rounds to a count.
-        passes = None if steps is None else round((m.epochs * m.passes_per_step + m.extra_forward_epochs) * steps)
+        passes = None if steps is None else round(m.epochs * m.passes_per_step * steps) + m.extra_forward_passes
         total_passes += (passes or 0) * (m.search_trials + m.final_runs)
         out.append(
             f"{m.method:<16} {m.search_trials:>6} {m.epochs:>6} {m.passes_per_step:>11g} {m.final_runs:>6} "
@@ -227,7 +235,7 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
             f"passes in all: at most {total_passes:,} forward+backward (every search trial to its last epoch"
             + ("; ASHA stops many earlier" if config.search.asha.enabled else "")
             + "), flatness and evaluation not counted"
-            + ("; with SWA's BatchNorm sweeps" if any(m.extra_forward_epochs for m in p.methods) else "")
+            + ("; with SWA's BatchNorm sweeps" if any(m.extra_forward_passes for m in p.methods) else "")
         )
     elif p.dataset_note:
         out.append(p.dataset_note)

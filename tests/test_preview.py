@@ -128,7 +128,9 @@ def test_passes_are_those_the_trials_run(tmp_path: Path) -> None:
     by_method = {m.method: m for m in got.methods}
     assert by_method["msam"].passes_per_step == 3  # 2 forward + 1 backward with BatchNorm
     assert by_method["looksam"].passes_per_step == pytest.approx(2.4)
-    assert by_method["sam+swa"].extra_forward_epochs == 2  # snapshots after epochs 3 and 4
+    # SWA with swa_start fixed at 0.5: snapshots after epochs 3 and 4, each sweep ⌈1079/64⌉ = 17
+    # batches (the in-order sweep keeps the short last batch).
+    assert by_method["sam+swa"].extra_forward_passes == 2 * 17
     printed = "\n".join(lines(got, config))
-    assert f"{(4 * 4 + 2) * steps:,}" in printed.splitlines()[5]  # sam+swa's passes per trial
+    assert f"{4 * 4 * steps + 2 * 17:,}" in printed.splitlines()[5]  # sam+swa's passes per trial
     assert "ASHA" not in printed and "with SWA's BatchNorm sweeps" in printed
