@@ -7,13 +7,15 @@ performs (``state_dict`` → ``torch.save`` → ``torch.load(weights_only=True)`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 
 import torch
-from reg_helpers import closure_for, grads, make_batch, trainable
+from reg_helpers import assert_all_equal, closure_for, differs, grads, make_batch, make_model, trainable
 from torch import nn
 
+import regularizers
 from regularizers import Regularizer, StepReport
 
 #: SGD step size of the trajectories: large enough for the gradients to change visibly between steps.
@@ -48,3 +50,22 @@ def round_trip(method: Regularizer) -> Regularizer:
     twin = dataclasses.replace(method)  # same hyperparameters, state as __post_init__ makes it
     twin.load_state_dict(torch.load(buffer, weights_only=True))
     return twin
+
+
+def assert_state_carries_over(name: str, **hparams) -> None:
+    """Two steps into a trajectory, a checkpoint round trip gives a twin that continues bit for bit
+    (the same ops on the same state), while a fresh instance at the same weights differs (so the
+    state is what carries over, and the comparison can fail)."""
+    model = make_model(batchnorm=True)
+    method = regularizers.create(name, **hparams)
+    steps = batches(4)
+    for batch in steps[:2]:
+        step_and_move(method, model, batch)
+    twin, twin_model = round_trip(method), copy.deepcopy(model)
+    forgot, _ = step_and_move(regularizers.create(name, **hparams), copy.deepcopy(model), steps[2])
+    for index, batch in enumerate(steps[2:]):
+        expected, _ = step_and_move(method, model, batch)
+        actual, _ = step_and_move(twin, twin_model, batch)
+        assert_all_equal(actual, expected)
+        if index == 0:
+            assert differs(forgot, expected)
