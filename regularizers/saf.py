@@ -31,8 +31,8 @@ Where this implementation differs from the official code, and why:
   last Ẽ + 1 epochs (a ring, as the official ``train_logits`` array): N × (Ẽ+1) × classes values in
   float32 (or the logits' dtype when wider), on the logits' device, saved in every checkpoint
   (CIFAR-100: 50 000 × 4 × 100 × 4 B = 80 MB). It grows with the training split: rows are added when
-  a larger sample id shows up (reading the largest id costs one host sync per step; the official code
-  moves the indices to the host every step too). ``recorded_epoch`` stamps each entry with its epoch:
+  a larger sample id shows up (the largest id is read from the loop's ids, which stay on the CPU:
+  no host-device sync; ids given on a GPU would cost one per step). ``recorded_epoch`` stamps each entry with its epoch:
   a sample without an output from exactly Ẽ epochs ago (it fell in the batch the loader dropped that
   epoch, or the delay is shorter than Ẽ) gets no penalty, where the official code would compare with
   whatever the slot held (an older epoch's outputs, or zeros: the uniform distribution). The batch
@@ -205,8 +205,9 @@ class SAF(_TrajectoryPenalty):
         reference = self.outputs[rows, slot]
         return reference, (known & (self.recorded_epoch[rows, slot] == then)).to(reference.dtype)
 
-    def _record(self, ids: Tensor, logits: Tensor) -> None:
-        """Store this epoch's outputs of the batch, adding rows for ids beyond the table."""
+    def _record(self, ids: Tensor, logits: Tensor, top: int) -> None:
+        """Store this epoch's outputs of the batch, adding rows for ids beyond the table (``top``:
+        the largest id, read where the ids were made)."""
         slots, classes = self.past_epochs + 1, logits.shape[-1]
         if self.outputs is None or self.recorded_epoch is None:
             dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -218,7 +219,7 @@ class SAF(_TrajectoryPenalty):
                 f"{(slots, classes)} (past_epochs + 1, classes)"
             )
         self.outputs, self.recorded_epoch = self.outputs.to(ids.device), self.recorded_epoch.to(ids.device)
-        missing = int(ids.max()) + 1 - self.outputs.shape[0]  # the one host sync of the step
+        missing = top + 1 - self.outputs.shape[0]
         if missing > 0:
             self.outputs = torch.cat([self.outputs, self.outputs.new_zeros((missing, slots, classes))])
             self.recorded_epoch = torch.cat(
@@ -236,10 +237,12 @@ class SAF(_TrajectoryPenalty):
                 "SAF needs closure.sample_ids (the batch's positions in the training split) to store each "
                 "sample's outputs; build the BatchClosure with sample_ids="
             )
-        ids = closure.sample_ids.to(closure.inputs.device)
+        # The loop's ids are on the CPU (DeviceLoader.indexed): their largest is read without a sync.
+        top = int(closure.sample_ids.max())
+        ids = closure.sample_ids.to(closure.inputs.device, non_blocking=True)
         reference, mask = self._reference(ids)
         loss, logits, kl = self.penalized_pass(closure, reference, mask)
-        self._record(ids, logits)
+        self._record(ids, logits, top)
         fraction = loss.new_zeros(()) if mask is None else mask.mean().to(loss.dtype)
         return self.report(closure, loss, **{TRAJECTORY_KL: kl, REFERENCE_FRACTION: fraction})
 

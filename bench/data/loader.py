@@ -65,16 +65,17 @@ class DeviceLoader:
 
     def indexed(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """The same batches as iterating, each with the positions of its samples in the split
-        (what methods that remember per-sample outputs key them by: SAF)."""
+        (what methods that remember per-sample outputs key them by: SAF). The positions stay on the
+        CPU, where the order is drawn: a method reads them (e.g. their largest) without a
+        host-device sync, and indexing a device tensor with them copies them over asynchronously."""
         count = len(self.split)
         device = self.split.inputs.device
-        if self.shuffle:
-            order = torch.randperm(count, generator=self.generator).to(device, non_blocking=True)
-        else:
-            order = torch.arange(count, device=device)
+        on_host = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
+        order = on_host.to(device, non_blocking=True)
         for batch in range(len(self)):
-            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            part = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+            index = order[part]
             inputs = self.split.inputs[index]
             if self.augment is not None:
                 inputs = self.augment(inputs, self.generator)
-            yield inputs, self.split.targets[index], index
+            yield inputs, self.split.targets[index], on_host[part]

@@ -241,6 +241,7 @@ def test_each_step_sees_the_positions_of_its_samples():
     seen = []
     for inputs, targets, sample_ids in trainer.batches():
         assert torch.equal(targets, trainer.data.train.targets[sample_ids])
+        assert sample_ids.device.type == "cpu"  # read by SAF without a host-device sync
         assert torch.equal(inputs, trainer.data.train.inputs[sample_ids])  # the mlp's digits: no augmentation
         seen.append(sample_ids)
     ids = torch.cat(seen)
