@@ -116,6 +116,7 @@ def simulate(config: BenchmarkConfig, slots: int, evaluate: Evaluate, folder: Pa
                 metrics.WALL_SECONDS: trial.ended_at - trial.asked_at,
             }
             searcher.on_trial_complete(trial.trial_id, result=result)
+            LIVE.run.row_written(trial.trial_id)  # no sink here: the row is "written" at once
             ended.append(trial)
     finally:
         LIVE.bind(None)

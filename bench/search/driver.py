@@ -35,7 +35,7 @@ from bench.search.scheduler import PerMethodScheduler
 from bench.search.searcher import BenchmarkSearcher
 from bench.search.sink import SinkCallback
 from bench.search.space import sampler_settings, startup_count
-from bench.search.studies import default_storage, ended_history, study_name
+from bench.search.studies import default_storage, ended_history, study_name, tell_recorded
 from bench.search.trainable import run_trial
 
 _log = logging.getLogger(__name__)
@@ -103,16 +103,21 @@ def _read_record(live: LiveRun) -> None:
     """Before the experiment (re)starts: what it must trust over Tune's saved state, which lags
     the record by up to ``TUNE_GLOBAL_CHECKPOINT_S`` (or is missing, when the driver died before
     Tune first saved a trial): the rows (``live.recorded``) and the ended trials of each
-    method's study (``live.history``). Both are empty for a new run."""
-    live.recorded = finals.recorded_trials(live.config.benchmark, finals.results_rows(live.results_dir))
-    if not live.final_only:
-        live.history = {
-            plan.regularizer: ended_history(
-                live.optuna_storage, study_name(plan.benchmark, plan.regularizer, live.instance)
-            )
-            for plan in live.plans.values()
-            if plan.params
-        }
+    method's study (``live.history``). Both are empty for a new run. A study trial whose row was
+    written but whose tell was not (killed in between) is told from its row first."""
+    rows = finals.results_rows(live.results_dir)
+    live.recorded = finals.recorded_trials(live.config.benchmark, rows)
+    if live.final_only:
+        return
+    rows = [row for row in rows if row["benchmark"] == live.config.benchmark]
+    for plan in live.plans.values():
+        if not plan.params:
+            continue
+        name = study_name(plan.benchmark, plan.regularizer, live.instance)
+        told = tell_recorded(live.optuna_storage, name, rows, live.config.search.metric)
+        if told:
+            _log.info("%d trial(s) of study %s told from their rows (the run stopped before telling them)", told, name)
+        live.history[plan.regularizer] = ended_history(live.optuna_storage, name)
 
 
 def concurrency_slots(config: BenchmarkConfig) -> int:

@@ -57,6 +57,21 @@ class LiveRun:
     #: Tune trial ids of the trials lost to infrastructure faults (retried and still failed):
     #: recorded, not counted against their method's budget (the searcher issued replacements).
     lost_to_infra: set[str] = field(default_factory=set)
+    #: What waits for a trial's row, by Tune trial id: the searcher's tell of the trial's study.
+    #: A study learns an outcome only once its row is durable, so a kill -9 between the two leaves
+    #: a row whose study trial is still running (the next run tells it from the row:
+    #: :func:`bench.search.studies.tell_recorded`), never a told study trial without a row.
+    awaiting_row: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+    def after_row(self, trial_id: str, action: Callable[[], None]) -> None:
+        """Run ``action`` once the sink has written the row of ``trial_id`` (:meth:`row_written`)."""
+        self.awaiting_row[trial_id] = action
+
+    def row_written(self, trial_id: str) -> None:
+        """The sink wrote the row of ``trial_id``: run what waited for it."""
+        action = self.awaiting_row.pop(trial_id, None)
+        if action is not None:
+            action()
 
 
 class _Slot:

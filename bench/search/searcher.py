@@ -224,10 +224,16 @@ class BenchmarkSearcher(Searcher):
         else:
             state = TrialState.PRUNED
         study = self.studies[ticket.method]
+        # The epochs now (they change no state); the outcome once the trial's row is written: Tune
+        # tells the searcher before the sink callback writes it (bench.search.live.LiveRun.after_row).
         study.report(ticket.number, self.epoch_values.pop(trial_id, {}))
-        number = study.tell(ticket.number, state, value)
-        if number != ticket.number:
-            self.tickets[trial_id] = Ticket(ticket.method, ticket.phase, number)
+
+        def tell() -> None:
+            number = study.tell(ticket.number, state, value)
+            if number != ticket.number:
+                self.tickets[trial_id] = Ticket(ticket.method, ticket.phase, number)
+
+        LIVE.run.after_row(trial_id, tell)
 
     @staticmethod
     def _failure(trial_id: str) -> tuple[FailureClass, str]:

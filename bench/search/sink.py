@@ -377,6 +377,7 @@ class SinkCallback(Callback):
         """The trial's row, its MLflow run's end and its console line. ``rewritten``: the trial
         ended in an earlier call and its row was lost; the row keeps the trial's own end time."""
         if trial.trial_id in self.finished:
+            self.run.row_written(trial.trial_id)  # written before: what waits for the row may go
             return
         run, plan, phase = self.run, self._plan(trial), self._phase(trial)
         failure_class, error = failure if failure is not None else (None, None)
@@ -404,6 +405,7 @@ class SinkCallback(Callback):
         )
         row = build_row(outcome)
         self.parquet.record(row)  # the record first: MLflow's end goes after it, off the loop
+        run.row_written(trial.trial_id)  # the searcher's tell of the trial's study waited for the row
         if run_id is not None:
             self._to_mlflow("finish trial", lambda sink: sink.record(row))
         self._count(row, self._parent(plan, phase))

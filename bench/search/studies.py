@@ -21,7 +21,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from bench import metrics
 from bench.plan import MethodPlan
+from bench.results.schema import FailureClass, Phase, TrialStatus
 from bench.search.space import DEFAULT, MODEL, STARTUP, DefineByRun, counted_trials, nested, startup_count
 from bench.stores import journal_path, optuna_storage, sqlite_url
 
@@ -89,6 +91,45 @@ def ended_history(storage: str, name: str) -> list[tuple[str, dict[int, float]]]
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if ATTR_TUNE_TRIAL in t.user_attrs
     ]
+
+
+#: The study state of a search row's status.
+STATE_OF_STATUS = {
+    TrialStatus.COMPLETED.value: TrialState.COMPLETE,
+    TrialStatus.STOPPED.value: TrialState.PRUNED,
+    TrialStatus.FAILED.value: TrialState.FAIL,
+}
+
+
+def tell_recorded(storage: str, name: str, rows: list[dict[str, Any]], metric: str) -> int:
+    """Tell each trial of study ``name`` still running whose search row is recorded, as its row
+    says (state from ``status``, value from the ``metric`` column); returns how many were told.
+
+    A trial's study learns its outcome only after its row is written
+    (:meth:`bench.search.live.LiveRun.after_row`); a run killed between the two left such a
+    trial. A row of a trial lost to an infrastructure fault is no outcome: its study trial stays
+    running, for the replacement to take up (:meth:`MethodStudy.ask`)."""
+    try:
+        study = load_study(storage, name)
+    except KeyError:  # no such study: nothing to tell
+        return 0
+    outcomes = {
+        row["run_id"]: row
+        for row in rows
+        if row["phase"] == Phase.SEARCH.value and row.get("failure_class") != FailureClass.INFRA.value
+    }
+    column = metrics.METRICS[metric].column
+    told = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        row = outcomes.get(trial.user_attrs.get(ATTR_RUN_ID))
+        if row is None:
+            continue
+        state, value = STATE_OF_STATUS[row["status"]], row.get(column)
+        if state is TrialState.COMPLETE and (value is None or not math.isfinite(value)):
+            state = TrialState.FAIL
+        study.tell(trial.number, value if state is TrialState.COMPLETE else None, state=state)
+        told += 1
+    return told
 
 
 class MethodStudy:

@@ -77,6 +77,12 @@ def _study(run: LiveRun, method: str) -> optuna.Study:
     return load_study(run.optuna_storage, study_name(run.config.benchmark, method, run.instance))
 
 
+def _end(searcher: BenchmarkSearcher, trial_id: str, **outcome) -> None:
+    """Tune's end of a trial: the searcher hears of it, then the sink writes its row."""
+    searcher.on_trial_complete(trial_id, **outcome)
+    LIVE.run.row_written(trial_id)
+
+
 def _report(searcher: BenchmarkSearcher, trial_id: str, epochs: int, value=lambda e: 0.5 + 0.1 * e) -> dict:
     result = {}
     for epoch in range(1, epochs + 1):
@@ -94,7 +100,7 @@ def test_each_trial_reaches_its_study_with_its_true_state(live, last_epoch, erro
     config = searcher.suggest("t1")
     assert config[METHOD_KEY] == "erm" and config[PHASE_KEY] == "search"
     result = _report(searcher, "t1", last_epoch)
-    searcher.on_trial_complete("t1", result=result, error=error)
+    _end(searcher, "t1", result=result, error=error)
     (trial,) = _study(live, "erm").trials
     assert trial.state == expected
     # Values are stored as given (sqlite REAL is a float64): exact.
@@ -110,7 +116,7 @@ def test_a_nan_result_is_a_failed_trial_not_a_value(live):
     searcher = _searcher(live)
     searcher.suggest("t1")
     result = _report(searcher, "t1", EPOCHS, value=lambda e: float("nan"))
-    searcher.on_trial_complete("t1", result=result)
+    _end(searcher, "t1", result=result)
     assert _study(live, "erm").trials[0].state is TrialState.FAIL
 
 
@@ -121,7 +127,7 @@ def test_methods_are_interleaved_and_budgets_are_exact(live):
     # while those run, and the free slot waits.
     assert searcher.suggest("t4") is None
     for i in range(len(issued)):
-        searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
+        _end(searcher, f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
     issued += [searcher.suggest(f"t{i}") for i in range(4, 6)]
     # Equal chains and costs: the method with the most work not yet issued goes next, so they alternate.
     assert [c[METHOD_KEY] for c in issued] == ["erm", "weight_decay"] * 3
@@ -131,10 +137,10 @@ def test_methods_are_interleaved_and_budgets_are_exact(live):
     # ones ended (one lost to an infrastructure fault would still need its replacement).
     assert searcher.suggest("t6") is None
     for i in (4, 5):
-        searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
+        _end(searcher, f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
     assert searcher.suggest("t6") == Searcher.FINISHED
     for i in range(4, len(issued)):
-        searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
+        _end(searcher, f"t{i}", result=_report(searcher, f"t{i}", EPOCHS))
     for method, plan in live.plans.items():
         trials = _study(live, method).trials
         assert len(trials) == plan.budget.trials == 3
@@ -159,7 +165,7 @@ def test_concurrency_limit_is_kept_by_the_searcher(live):
     assert searcher.set_max_concurrency(2) is True  # Ray's ConcurrencyLimiter then passes through
     assert searcher.suggest("a") is not None and searcher.suggest("b") is not None
     assert searcher.suggest("c") is None
-    searcher.on_trial_complete("a", result=_report(searcher, "a", EPOCHS))
+    _end(searcher, "a", result=_report(searcher, "a", EPOCHS))
     assert searcher.suggest("c") is not None
 
 
@@ -177,7 +183,8 @@ def _drive(searcher, ids, complete=True):
     for trial_id in ids:
         configs[trial_id] = searcher.suggest(trial_id)
         if complete:
-            searcher.on_trial_complete(
+            _end(
+                searcher,
                 trial_id,
                 result=_report(searcher, trial_id, EPOCHS, value=lambda e, t=trial_id: 0.1 * e + 0.01 * int(t[1:])),
             )
@@ -218,7 +225,7 @@ def test_a_trial_asked_after_the_last_snapshot_is_taken_up_again_not_asked_twice
     restored.restore(str(tmp_path / "searcher.pkl"))
     again = restored.suggest("t2b")
     assert again == lost
-    restored.on_trial_complete("t2b", result=_report(restored, "t2b", EPOCHS))
+    _end(restored, "t2b", result=_report(restored, "t2b", EPOCHS))
     trials = _study(live, lost[METHOD_KEY]).trials
     assert len(trials) == 1 + sum(c[METHOD_KEY] == lost[METHOD_KEY] for c in before.values())  # t2 once
     assert trials[-1].state is TrialState.COMPLETE and trials[-1].user_attrs[ATTR_TUNE_TRIAL] == "t2b"
@@ -227,15 +234,15 @@ def test_a_trial_asked_after_the_last_snapshot_is_taken_up_again_not_asked_twice
 def test_a_failed_trial_that_a_retry_finishes_is_added_not_rewritten(live):
     searcher = _searcher(live)
     searcher.suggest("t1")
-    searcher.on_trial_complete("t1", result=_report(searcher, "t1", 1), error=True)
+    _end(searcher, "t1", result=_report(searcher, "t1", 1), error=True)
     # --retry-failed: Tune runs t1 again from its checkpoint; it reports and completes.
-    searcher.on_trial_complete("t1", result=_report(searcher, "t1", EPOCHS))
+    _end(searcher, "t1", result=_report(searcher, "t1", EPOCHS))
     failed, retried = _study(live, "erm").trials
     assert failed.state is TrialState.FAIL
     assert retried.state is TrialState.COMPLETE and retried.value == 0.5 + 0.1 * EPOCHS
     assert retried.user_attrs[ATTR_RETRY_OF] == failed.number and retried.params == failed.params
     # Told twice (the driver died between telling Optuna and saving its state): nothing changes.
-    searcher.on_trial_complete("t1", result=_report(searcher, "t1", EPOCHS))
+    _end(searcher, "t1", result=_report(searcher, "t1", EPOCHS))
     assert len(_study(live, "erm").trials) == 2
 
 
@@ -268,12 +275,12 @@ def test_a_costlier_method_issues_its_search_first(tmp_path):
         assert first == ["sam"] * 4 + ["erm", "weight_decay"]
         for trial_id, per_epoch in (("t4", 1.0), ("t5", 3.0)):  # erm 1 s per epoch, weight decay 3 s
             result = _report(searcher, trial_id, EPOCHS)
-            searcher.on_trial_complete(trial_id, result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
+            _end(searcher, trial_id, result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
         then = [searcher.suggest(f"n{i}")[METHOD_KEY] for i in range(6)]
         assert then == ["weight_decay"] * 3 + ["erm"] * 3
         assert searcher.suggest("n6") is None  # all issued; FINISHED once the running trials end
         for trial_id in [f"t{i}" for i in range(4)] + [f"n{i}" for i in range(6)]:
-            searcher.on_trial_complete(trial_id, result=_report(searcher, trial_id, EPOCHS))
+            _end(searcher, trial_id, result=_report(searcher, trial_id, EPOCHS))
         assert searcher.suggest("n6") == Searcher.FINISHED
     finally:
         LIVE.bind(None)
@@ -292,7 +299,7 @@ def test_an_unmeasured_method_is_costed_from_the_others_seconds_per_pass(tmp_pat
         issued = {searcher.suggest(f"t{i}")[METHOD_KEY]: f"t{i}" for i in range(5)}  # sam ×3, then erm, weight decay
         for method, per_epoch in (("erm", 1.0), ("weight_decay", 1.5)):
             result = _report(searcher, issued[method], EPOCHS)
-            searcher.on_trial_complete(issued[method], result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
+            _end(searcher, issued[method], result={**result, metrics.WALL_SECONDS: per_epoch * EPOCHS})
         assert searcher._seconds_per_epoch("erm") == 1.0 and searcher._seconds_per_epoch("weight_decay") == 1.5
         assert searcher._seconds_per_epoch("sam") == pytest.approx(2.5, rel=1e-12)
     finally:
@@ -314,7 +321,7 @@ def test_a_report_that_carries_earlier_epochs_gives_the_study_every_epoch(live, 
     searcher.on_trial_result("t1", metrics.batched(epochs[:1]))  # epoch 1 alone (a rung)
     stopping = metrics.batched(epochs[1:stopped_at])  # epochs 2.. ride with the stopping epoch
     assert [e[metrics.EPOCH] for e in metrics.epochs_of(stopping)] == list(range(2, stopped_at + 1))
-    searcher.on_trial_complete("t1", result=stopping)
+    _end(searcher, "t1", result=stopping)
     (trial,) = _study(live, method).trials
     assert trial.state is expected
     assert trial.intermediate_values == {e: 0.5 + 0.1 * e for e in range(1, stopped_at + 1)}
@@ -415,3 +422,78 @@ def test_a_studys_trials_are_read_once_between_its_writes(live, monkeypatch):
     assert [t.state for t in ours] == [t.state for t in theirs] == [TrialState.COMPLETE]
     assert ours[0].intermediate_values == theirs[0].intermediate_values == {1: 0.5, 2: 0.6}
     assert ours[0].user_attrs[ATTR_TUNE_TRIAL] == "t1"
+
+
+def test_a_study_hears_a_trials_outcome_only_once_its_row_is_written(live):
+    """Tune tells the searcher of an ended trial before the sink writes its row; a kill -9 in
+    between must not leave a study trial told with no row (the resumed run would run a
+    replacement and the study would hold one trial more than the rows: seen in CI)."""
+    searcher = _searcher(live)
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", result=_report(searcher, "t1", 2))
+    (trial,) = _study(live, "erm").trials
+    assert trial.state is TrialState.RUNNING
+    assert trial.intermediate_values == {1: 0.6, 2: 0.7}  # the epochs are there already
+    live.row_written("t1")
+    (trial,) = _study(live, "erm").trials
+    assert trial.state is TrialState.PRUNED and trial.value == 0.7
+    live.row_written("t1")  # a row written again (a restored trial ended as its row says): nothing more
+    assert len(_study(live, "erm").trials) == 1
+
+
+def _row(run_id: str, status: str, value: float | None, failure_class: str | None = None) -> dict:
+    return {
+        "run_id": run_id,
+        "phase": "search",
+        "status": status,
+        metrics.VAL_ACCURACY: value,
+        "failure_class": failure_class,
+    }
+
+
+@pytest.fixture
+def random_live(tmp_path):
+    """A live run whose searches are random: no startup rule holds an ask back."""
+    yield _bound(tmp_path, _config(sampler="random"))
+    LIVE.bind(None)
+
+
+def test_a_trial_killed_between_its_row_and_its_tell_is_told_from_its_row(random_live):
+    """The resumed run squares each study with the rows before anything reads it: a running
+    trial with a row ends as the row says; one lost to infrastructure, or without a row, stays
+    running (the replacement takes it up again)."""
+    from bench.search.studies import tell_recorded
+
+    live = random_live
+    searcher = _searcher(live)
+    method = {f"t{i}": searcher.suggest(f"t{i}")[METHOD_KEY] for i in range(6)}
+    for i in range(6):
+        searcher.on_trial_complete(f"t{i}", result=_report(searcher, f"t{i}", EPOCHS if i in (0, 3) else 2))
+    # ... and the driver dies before any row is written but these:
+    rows = [
+        _row(f"unit-{method['t0']}-search/t0", "completed", 0.9),
+        _row(f"unit-{method['t2']}-search/t2", "stopped", 0.7),
+        _row(f"unit-{method['t4']}-search/t4", "failed", None, "diverged"),
+        _row(f"unit-{method['t1']}-search/t1", "failed", None, "infra"),
+        _row(f"unit-{method['t3']}-search/t3", "completed", float("nan")),
+    ]
+    told = sum(
+        tell_recorded(live.optuna_storage, study_name("unit", m, live.instance), rows, metrics.VAL_ACCURACY)
+        for m in ("erm", "weight_decay")
+    )
+    assert told == 4
+    assert tell_recorded(live.optuna_storage, study_name("unit", "erm", "i1"), rows, metrics.VAL_ACCURACY) == 0
+    states = {
+        t.user_attrs[ATTR_TUNE_TRIAL]: (t.state, t.value)
+        for method in ("erm", "weight_decay")
+        for t in _study(live, method).trials
+    }
+    assert states == {
+        "t0": (TrialState.COMPLETE, 0.9),
+        "t2": (TrialState.PRUNED, 0.5 + 0.1 * 2),  # Optuna ranks a pruned trial by its last epoch
+        "t4": (TrialState.FAIL, None),
+        "t1": (TrialState.RUNNING, None),  # lost to infrastructure: its replacement takes it up
+        "t3": (TrialState.FAIL, None),  # a completed row without a finite value is no value
+        "t5": (TrialState.RUNNING, None),  # no row: runs again
+    }
+    assert tell_recorded(live.optuna_storage, "no/such@study", rows, metrics.VAL_ACCURACY) == 0
