@@ -28,15 +28,17 @@ from bench.report import data, figures, palette
 from bench.report.page import FIGURE_FORMATS, BoardSection, ReportFigure, page
 from bench.report.reference import ReferenceComparison, absent_line, compare
 from bench.report.studies import RebuiltStudy, rebuild_study
+from bench.results.curves import read_curves
 from bench.results.parquet import UnreadableFile, no_results_folder, no_rows, read_rows
 from bench.run_record import load_records
 
 FIGURE_COMPUTE = "compute"
 FIGURE_SEEDS = "seeds"
+FIGURE_CURVES = "curves"
 FIGURE_FLATNESS = "flatness"
 FIGURE_HISTORY = "history"
 FIGURE_IMPORTANCE = "importance"
-FIGURE_KINDS = (FIGURE_COMPUTE, FIGURE_SEEDS, FIGURE_FLATNESS, FIGURE_HISTORY, FIGURE_IMPORTANCE)
+FIGURE_KINDS = (FIGURE_COMPUTE, FIGURE_SEEDS, FIGURE_CURVES, FIGURE_FLATNESS, FIGURE_HISTORY, FIGURE_IMPORTANCE)
 
 REPORT_FILENAME = "report.html"
 FIGURES_DIRNAME = "figures"
@@ -175,6 +177,12 @@ _SEEDS_REFERENCE = (
     " Faint band in the method's colour: the reference's 95% interval of the mean ({folder}); dashed line: the "
     "reference mean."
 )
+_CURVES_CAPTION = (
+    "Learning curves of the runs behind each method's leaderboard number (its final seeds, or its best search "
+    "trial), from the curves table (<results>/curves/): validation accuracy (left) and training loss (right) "
+    "after each epoch, against the forward + backward passes spent so far. Line: the median over the runs, at "
+    "each epoch they all ran; band: the lowest to the highest run. {counts}"
+)
 _FLATNESS_CAPTION = (
     "Flatness against generalization: each completed run that measured flatness (bench/measure/flatness.py, on the "
     "training loss at the end of training) is a point. Left: the Hessian trace (Hutchinson's estimator or Hutch++, "
@@ -190,6 +198,7 @@ def _board_figures(
     config: BenchmarkConfig | None,
     folder: Path,
     reference: ReferenceComparison | None = None,
+    curve_points: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[list[ReportFigure], list[str]]:
     name = board.benchmark
     title = f"{board.benchmark} ({board.dataset}, {board.model})"
@@ -230,6 +239,7 @@ def _board_figures(
             out.append(
                 ReportFigure(name, None, kind, what, "No method has a test accuracy yet: nothing to plot.", None)
             )
+    out.append(_curves_figure(board, curve_points, styles, title, Path(f"{stem}-curves.png")))
     points = data.flatness_points([r for rows in rows_by_method.values() for r in rows])
     if points:
         traces = sum(p.hessian_trace is not None for p in points)
@@ -261,6 +271,30 @@ def _board_figures(
         rebuilt = rebuild_study(name, method, rows_by_method[method], config)
         out += _search_figures(rebuilt, Path(f"{stem}-{file_safe(method)}"), styles[method])
     return out, notes
+
+
+def _curves_figure(
+    board: BenchmarkBoard, points: Sequence[Mapping[str, Any]], styles: figures.Styles, title: str, path: Path
+) -> ReportFigure:
+    curves = [c for s in board.standings if (c := data.method_curve(s, points)) is not None]
+    what = "Learning curves against compute"
+    if not curves:
+        caption = "No run behind the leaderboard has a learning curve (rows written before sharpbench kept curves)."
+        return ReportFigure(board.benchmark, None, FIGURE_CURVES, what, caption, None)
+    without = [
+        s.regularizer
+        for s in board.standings
+        if s.behind_run_ids and s.regularizer not in {c.regularizer for c in curves}
+    ]
+    counts = f"Without a curve: {', '.join(without)}." if without else ""
+    return ReportFigure(
+        board.benchmark,
+        None,
+        FIGURE_CURVES,
+        what,
+        _CURVES_CAPTION.format(counts=counts).rstrip(),
+        _save(figures.curves_figure(curves, styles, title), path),
+    )
 
 
 def _search_figures(rebuilt: RebuiltStudy, stem: Path, style: palette.Style) -> list[ReportFigure]:
@@ -365,6 +399,7 @@ def build_report(
     for row in table.to_pylist():
         rows_by[row["benchmark"]][row["regularizer"]].append(row)
     figure_dir = html_path.parent / FIGURES_DIRNAME
+    curve_points = read_curves(*folders, run_ids=table.column("run_id").to_pylist()).to_pylist()
     sections = []
     comparisons: list[ReferenceComparison] = []
     import matplotlib
@@ -379,7 +414,7 @@ def build_report(
                 else:
                     absent = absent_line(board.benchmark, reference_folder, tuple(reference_boards))
             made, notes = _board_figures(
-                board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir, compared
+                board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir, compared, curve_points
             )
             sections.append(BoardSection(board, tuple(made), tuple(notes), compared, absent))
     sources = [

@@ -115,6 +115,59 @@ def flatness_points(rows: Sequence[Row]) -> list[FlatnessPoint]:
     return points
 
 
+@dataclass(frozen=True)
+class MethodCurve:
+    """The learning curve of the runs behind a method's standing (its final seeds, or its best
+    search trial): per epoch they all ran, the median over the runs and the lowest and highest."""
+
+    regularizer: str
+    ranked_by: str
+    runs: int
+    epochs: tuple[int, ...]
+    passes: tuple[float, ...]  # forward + backward passes so far (median over the runs)
+    val_accuracy: tuple[tuple[float, float, float], ...]  # (lowest, median, highest) per epoch
+    train_loss: tuple[tuple[float, float, float], ...]
+
+
+def _spread(values: Sequence[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def method_curve(standing: Standing, points: Sequence[Row]) -> MethodCurve | None:
+    """``standing``'s curve from the curve table's rows (:mod:`bench.results.curves`); None when
+    no run behind it has a curve. Epochs where a run has no finite figure are left out."""
+    behind = set(standing.behind_run_ids)
+    by_run: dict[str, dict[int, Row]] = {}
+    for point in points:
+        if point["run_id"] in behind:
+            by_run.setdefault(point["run_id"], {})[int(point[M.EPOCH])] = point
+    if not by_run:
+        return None
+    common = sorted(set.intersection(*(set(epochs) for epochs in by_run.values())))
+    epochs, passes, accuracy, loss = [], [], [], []
+    for epoch in common:
+        at = [run[epoch] for run in by_run.values()]
+        accuracies = [finite(p[M.VAL_ACCURACY]) for p in at]
+        losses = [finite(p[M.TRAIN_LOSS]) for p in at]
+        if None in accuracies or None in losses:
+            continue
+        epochs.append(epoch)
+        passes.append(statistics.median(float(p[M.FORWARD_PASSES] + p[M.BACKWARD_PASSES]) for p in at))
+        accuracy.append(_spread(accuracies))
+        loss.append(_spread(losses))
+    if not epochs:
+        return None
+    return MethodCurve(
+        standing.regularizer,
+        standing.ranked_by,
+        len(by_run),
+        tuple(epochs),
+        tuple(passes),
+        tuple(accuracy),
+        tuple(loss),
+    )
+
+
 def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[int]:
     """Indices of the non-dominated points, lowest cost first (ties: higher value first).
 
@@ -136,6 +189,7 @@ def pareto_front(costs: Sequence[float], values: Sequence[float]) -> list[int]:
 
 __all__ = [
     "FlatnessPoint",
+    "MethodCurve",
     "MethodResult",
     "SeedValue",
     "finite",

@@ -21,7 +21,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from bench.leaderboard import RANKED_BY_FINAL
-from bench.report.data import FlatnessPoint, MethodResult, pareto_front
+from bench.report.data import FlatnessPoint, MethodCurve, MethodResult, pareto_front
 from bench.report.palette import Style
 from bench.report.reference import ReferenceComparison
 from bench.report.studies import RebuiltStudy, importance_evaluator, quiet_optuna
@@ -216,6 +216,39 @@ def seeds_figure(
     # Three to a row: the figure may be as narrow as 6 inches (a few methods).
     figure.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
     figure.suptitle(f"{title}: test accuracy over final seeds")
+    return figure
+
+
+def curves_figure(curves: Sequence[MethodCurve], styles: Styles, title: str) -> Figure:
+    """Learning curves against compute: validation accuracy (left) and training loss (right, log
+    scale) against the forward + backward passes spent so far, one line per method (the median
+    over the runs behind its standing, in its colour and marker) with a band from the lowest to
+    the highest run; x on a log scale when it spans a factor of 10 or more."""
+    figure = Figure(figsize=(11, 4.4), layout="constrained")
+    axes = figure.subplots(1, 2, sharex=True)
+    for ax, attribute, label in (
+        (axes[0], "val_accuracy", "validation accuracy (fraction)"),
+        (axes[1], "train_loss", "training loss (nats)"),
+    ):
+        for curve in curves:
+            style = styles[curve.regularizer]
+            low, middle, high = zip(*getattr(curve, attribute), strict=True)
+            every = max(1, len(curve.passes) // 8)  # markers sparse enough to see the line
+            ax.plot(curve.passes, middle, color=style.color, marker=style.marker, markevery=every, markersize=5, lw=1.4)
+            if curve.runs > 1:
+                ax.fill_between(curve.passes, low, high, color=style.color, alpha=REFERENCE_ALPHA, lw=0)
+        ax.set_ylabel(label)
+        ax.set_xlabel("forward + backward passes so far")
+        ax.grid(True, which="both", alpha=0.3)
+    _log_if_wide(axes[0], [p for c in curves for p in c.passes], "x")
+    _log_if_wide(axes[1], [v for c in curves for _, v, _ in c.train_loss], "y")
+    figure.legend(
+        handles=method_handles([c.regularizer for c in curves], styles),
+        loc="outside lower center",
+        ncols=_legend_columns(len(curves)),
+        fontsize=8,
+    )
+    figure.suptitle(f"{title}: learning curves against compute")
     return figure
 
 

@@ -384,14 +384,20 @@ class ParquetSink:
                 if (recorded.table.column("timestamp")[0].as_py(), recorded.written_ns) > new:
                     return  # the recorded row is the later one and stays
         metadata = {**SCHEMA.metadata, _WRITTEN_KEY: str(written_ns).encode()}
-        staging = _new_staging_dir(self.results_dir)
-        try:
-            staged = staging / target.name
-            pq.write_table(row.replace_schema_metadata(metadata), staged)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)  # only our own, just-made folder
+        write_atomically(self.results_dir, row.replace_schema_metadata(metadata), target)
+
+
+def write_atomically(results_dir: Path, table: pa.Table, target: Path) -> None:
+    """Write ``table`` to ``target`` whole: under ``<results_dir>/.staging`` (same file system),
+    then :func:`os.replace` into place, so a reader sees the old file or the new one, never half."""
+    staging = _new_staging_dir(results_dir)
+    try:
+        staged = staging / target.name
+        pq.write_table(table, staged)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # only our own, just-made folder
 
 
 # ------------------------------------------------------------------ staging

@@ -47,6 +47,7 @@ from bench.plan import (
     trial_spec,
 )
 from bench.results.background import BackgroundWriter
+from bench.results.curves import CurveKey, CurveWriter, Point, points_of
 from bench.results.mlflow_mirror import mirror_for
 from bench.results.mlflow_sink import MlflowSink, normalize_tracking_uri
 from bench.results.parquet import read_rows
@@ -112,6 +113,9 @@ class SinkCallback(Callback):
         #: "<method>/<phase>" -> trial key -> row: the ended trials the parents' counters count
         #: (the writer thread's; read from Parquet at its first use in a call, then kept up).
         self._ended: dict[str, dict[str, TrialRow]] | None = None
+        self._curves: CurveWriter | None = None
+        #: Tune trial id -> the epochs of its curve seen so far (bench.results.curves).
+        self._points: dict[str, dict[int, Point]] = {}
 
     # Sinks hold clients and connections, the worker a thread: build them lazily, never pickle them.
     def __getstate__(self) -> dict[str, Any]:
@@ -125,6 +129,8 @@ class SinkCallback(Callback):
             "_recorded": set(),
             "_rows_checked": False,
             "_ended": None,
+            "_curves": None,
+            "_points": {},
         }
 
     @property
@@ -180,10 +186,17 @@ class SinkCallback(Callback):
             self._parquet = ParquetTrialSink(str(self.run.results_dir))
         return self._parquet
 
+    @property
+    def curves(self) -> CurveWriter:
+        if self._curves is None:
+            self._curves = CurveWriter(self.run.results_dir)
+        return self._curves
+
     def setup(self, **info: Any) -> None:
         self.live = LIVE.run  # bind to this call, whatever an earlier run pickled
         self.live.closers.append(self.close)
-        self._mlflow = self._parquet = None
+        self._mlflow = self._parquet = self._curves = None
+        self._points = {}
         self._rows_checked = False
         self._ended = None
         self._recorded = set(self.live.recorded)  # the rows the driver read before the experiment (re)started
@@ -332,6 +345,7 @@ class SinkCallback(Callback):
         run_id = self._run_id(trial)
 
         checkpoint = bool(result.get(CHECKPOINT_DIR_NAME))  # Tune's key: the checkpoint's folder, None without one
+        self._add_points(trial, result, save=checkpoint)
 
         def log(sink: MlflowTrialSink) -> None:
             if run_id.result() is None:  # queued before this call: already done; None while MLflow is down
@@ -341,6 +355,24 @@ class SinkCallback(Callback):
         self._to_mlflow("log epoch", log)
         if self.run.progress is not None:
             self.run.progress.heartbeat(*self._running_and_best(trials), self.run.config.search.metric)
+
+    def _curve_key(self, trial: Any) -> CurveKey:
+        plan, phase = self._plan(trial), self._phase(trial)
+        seed = trial_spec(self.run.config, plan, trial.config or {}).seed
+        return CurveKey(self._trial_key(trial), self.run.config.benchmark, plan.regularizer, phase.value, seed)
+
+    def _add_points(self, trial: Any, result: dict[str, Any], *, save: bool) -> dict[int, Point]:
+        """Keep the epochs ``result`` stands for in the trial's curve, over the curve an earlier
+        call saved for it (a resumed trial re-reports only the epochs after its checkpoint; an
+        epoch reported again replaces the saved one, as its re-recorded row replaces the old row).
+        ``save``: write the curve so far (at a checkpoint)."""
+        points = self._points.get(trial.trial_id)
+        if points is None:  # first seen in this call
+            points = self._points[trial.trial_id] = self.curves.read(self._curve_key(trial))
+        points.update(points_of(result))
+        if save:
+            self.curves.write(self._curve_key(trial), points)
+        return points
 
     def _running_and_best(self, trials: list) -> tuple[list[tuple[str, int, int]], dict[str, float]]:
         """For the heartbeat: each running trial's epoch, and each method's best search metric so far."""
@@ -404,6 +436,11 @@ class SinkCallback(Callback):
             ended_at=_ended_at(trial.last_result or {}) if rewritten else None,
         )
         row = build_row(outcome)
+        if not rewritten:  # a lost row's curve was written with it (or lost with the call that saw it)
+            points = self._add_points(trial, outcome.last_result, save=False)
+            # None beyond the row's end (saved before a resume from an older checkpoint, say).
+            self.curves.write(self._curve_key(trial), {e: p for e, p in points.items() if e <= row.epochs_run})
+            self._points.pop(trial.trial_id, None)
         self.parquet.record(row)  # the record first: MLflow's end goes after it, off the loop
         run.row_written(trial.trial_id)  # the searcher's tell of the trial's study waited for the row
         if run_id is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchmarkConfig, parse_config
+from bench.results.curves import CurveKey, CurveWriter
 from bench.results.parquet import ParquetSink
 from bench.results.schema import Phase, TrialRow, TrialStatus
 from bench.run_record import RunRecord
@@ -109,6 +110,26 @@ def row(trial: Trial, index: int) -> TrialRow:
         # Trials start 60 s apart, in index order (start = timestamp - wall_seconds).
         timestamp=START + dt.timedelta(seconds=60 * index + trial.wall_seconds),
     )
+
+
+def curve(r: TrialRow) -> dict[int, dict[str, Any]]:
+    """A learning curve that ends where the row ends: passes and time linear in the epoch, the
+    validation accuracy rising to the row's (epoch / epochs_run of it), training loss 1/epoch."""
+    n = r.epochs_run
+    return {
+        e: {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "val_loss": None,
+            "val_accuracy": None if r.val_accuracy is None else r.val_accuracy * e / n,
+            "learning_rate": 0.1,
+            "epoch_seconds": r.wall_seconds / n,
+            "wall_seconds": r.wall_seconds * e / n,
+            "forward_passes": r.forward_passes * e // n,
+            "backward_passes": r.backward_passes * e // n,
+        }
+        for e in range(1, n + 1)
+    }
 
 
 C, S, F = TrialStatus.COMPLETED.value, TrialStatus.STOPPED.value, TrialStatus.FAILED.value
@@ -211,8 +232,9 @@ def write_results(
     folder: Path, *, with_config: bool = True, trials: dict[int, Trial] | None = None, benchmark: str = BENCHMARK
 ) -> Path:
     """Write the rows of ``trials`` (default :data:`TRIALS`) into ``folder`` with ParquetSink,
-    and the recorded config unless ``with_config`` is False. Returns ``folder``. Another
-    ``benchmark`` renames the rows (and their run ids, which start with it)."""
+    their learning curves (:func:`curve`), and the recorded config unless ``with_config`` is
+    False. Returns ``folder``. Another ``benchmark`` renames the rows (and their run ids, which
+    start with it)."""
     chosen = TRIALS if trials is None else trials
     rows = [row(t, i) for i, t in chosen.items()]
     if benchmark != BENCHMARK:
@@ -226,6 +248,8 @@ def write_results(
             for r in rows
         ]
     ParquetSink(folder).write(rows)
+    for r in rows:
+        CurveWriter(folder).write(CurveKey(r.run_id, r.benchmark, r.regularizer, r.phase, r.seed), curve(r))
     if with_config:
         RunRecord.new(config()).save(folder)
     return folder

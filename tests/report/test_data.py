@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.leaderboard import build_leaderboard
-from bench.report.data import flatness_points, method_result, pareto_front, standing_rows
+from bench.report.data import flatness_points, method_curve, method_result, pareto_front, standing_rows
+from bench.results.curves import read_curves
 from bench.results.parquet import read_rows
 from tests.report.results_folder import TRIALS, Trial, row, sam, write_results
 
@@ -88,3 +89,31 @@ def test_flatness_points_keep_completed_runs_with_a_measurement(results_dir):
     # A failed run with a measurement is not a point: it has no test accuracy to set it against.
     failed = row(Trial("sam", "search", "failed", 0.1, None, None, hessian_trace=1.0), 999).to_record()
     assert flatness_points([failed]) == []
+
+
+def test_a_methods_curve_is_the_median_and_range_of_the_runs_behind_it(results_dir):
+    standings, rows = _boards(results_dir)
+    points = read_curves(results_dir).to_pylist()
+    by_id = {r["run_id"]: r for r in rows}
+    sam = method_curve(standings["sam"], points)
+    behind = [by_id[run_id] for run_id in standings["sam"].behind_run_ids]
+    assert sam.runs == len(behind) == 3 and sam.ranked_by == "final" and sam.epochs == (1, 2, 3, 4)
+    for i, epoch in enumerate(sam.epochs):
+        # The fixture's curves (results_folder.curve): accuracy rises linearly to the row's value.
+        accuracies = sorted(r["val_accuracy"] * epoch / 4 for r in behind)
+        assert sam.val_accuracy[i] == pytest.approx((accuracies[0], accuracies[1], accuracies[2]), rel=TOL)
+        assert sam.train_loss[i] == pytest.approx((1 / epoch,) * 3, rel=TOL)
+        assert sam.passes[i] == 2 * (80 * epoch // 2 // 4)  # forward + backward, each half of 80 per run
+    asam = method_curve(standings["asam"], points)  # its best search trial alone: a band of one run
+    assert asam.runs == 1 and asam.ranked_by == "search" and all(low == high for low, _, high in asam.val_accuracy)
+
+
+def test_a_curve_keeps_the_epochs_every_run_has_with_finite_figures(results_dir):
+    standings, _ = _boards(results_dir)
+    behind = standings["sam"].behind_run_ids
+    points = [p for p in read_curves(results_dir).to_pylist() if p["run_id"] in behind]
+    shorter = [p for p in points if not (p["run_id"] == behind[0] and p["epoch"] == 4)]  # one run lost epoch 4
+    assert method_curve(standings["sam"], shorter).epochs == (1, 2, 3)
+    nan = [{**p, "val_accuracy": float("nan")} if p["epoch"] == 2 and p["run_id"] == behind[1] else p for p in points]
+    assert method_curve(standings["sam"], nan).epochs == (1, 3, 4)
+    assert method_curve(standings["sam"], []) is None

@@ -39,20 +39,21 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_every_figure_is_written_and_drawn(artifacts, results_dir):
     assert artifacts.html_path == results_dir / "report.html"
-    # Three benchmark-wide figures, then history and importance per method (erm, sam, asam).
-    assert [(f.kind, f.regularizer) for f in artifacts.figures][:3] == [
+    # Four benchmark-wide figures, then history and importance per method (erm, sam, asam).
+    assert [(f.kind, f.regularizer) for f in artifacts.figures][:4] == [
         ("compute", None),
         ("seeds", None),
+        ("curves", None),
         ("flatness", None),
     ]
-    assert {(f.kind, f.regularizer) for f in artifacts.figures[3:]} == {
-        (k, m) for k in FIGURE_KINDS[3:] for m in ("erm", "sam", "asam")
+    assert {(f.kind, f.regularizer) for f in artifacts.figures[4:]} == {
+        (k, m) for k in FIGURE_KINDS[4:] for m in ("erm", "sam", "asam")
     }
     missing = [f for f in artifacts.figures if f.path is None]
     # asam has one completed trial: no importance, and the caption says why.
     assert [(f.kind, f.regularizer) for f in missing] == [("importance", "asam")]
     assert "needs at least 2" in missing[0].caption
-    assert len(artifacts.png_paths) == 8
+    assert len(artifacts.png_paths) == 9
     for path in artifacts.png_paths:
         assert path.parent == results_dir / "figures"
         image = matplotlib.image.imread(path)
@@ -64,6 +65,7 @@ def test_png_paths_of_a_method_are_what_its_mlflow_run_carries(artifacts):
     names = sorted(p.name for p in artifacts.png_paths_of("tiny", "sam"))
     assert names == [
         "tiny-compute.png",
+        "tiny-curves.png",
         "tiny-flatness.png",
         "tiny-sam-history.png",
         "tiny-sam-importance.png",

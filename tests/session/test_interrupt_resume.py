@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from bench.results.parquet import read_rows
 from bench.run_record import load_records
 from bench.search import default_storage, load_study, study_name
+from tests.curve_checks import assert_each_row_has_its_curve
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +79,5 @@ def test_interrupted_search_resumes_into_the_same_runs(tmp_path, start_run, chil
     assert sorted(t.user_attrs["run_id"] for t in study.trials) == sorted(table.column("run_id").to_pylist())
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert all(sorted(t.intermediate_values) == list(range(1, EPOCHS + 1)) for t in study.trials)
+    # The learning curves: every epoch once, those before the interrupt as those after.
+    assert_each_row_has_its_curve(results)

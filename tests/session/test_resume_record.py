@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from bench.results.parquet import read_rows
 from bench.run_record import load_records
 from bench.search.studies import ATTR_RUN_ID, default_storage, load_study, study_name
+from tests.curve_checks import assert_each_row_has_its_curve
 from tests.runner import sharpbench_command
 
 pytestmark = pytest.mark.slow
@@ -105,6 +106,7 @@ def test_kill_9_with_a_stale_tune_state_keeps_budgets_seeds_and_studies_exact(tm
             r["run_id"]: STATE[r["status"]] for r in search
         }
         assert all(r["epochs_run"] < 24 for r in search if r["status"] == "stopped")
+    assert_each_row_has_its_curve(results)  # every epoch once, across the kill and the move
     # MLflow: every row's run ended as its row says; a run an interrupted trial left RUNNING that
     # no resumed trial continued is ended KILLED ("abandoned"), none stays RUNNING.
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
