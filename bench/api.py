@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from bench.catalog import load_benchmark
 from bench.config import BenchmarkConfig, ConfigError
 from bench.console import Output, Verbosity
 from bench.errors import BadInput
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present
+from bench.leaderboard.suite import SuiteBoard
 from bench.results.parquet import no_results_folder
 from bench.session import RunOptions, RunOutcome, Session
 
@@ -109,6 +111,37 @@ def boards(
 
     ``tell`` receives the notes and warnings of a read-only command (a folder without rows, an
     unreadable file skipped); raises :class:`BadInput` for what makes a board impossible."""
+    return _ranked(folders, baseline=baseline, alpha=alpha, split_configs=split_configs, tell=tell)[1]
+
+
+def suite(
+    folders: Sequence[PathLike],
+    *,
+    baseline: str | None = None,
+    alpha: float = 0.05,
+    split_configs: bool = False,
+    tell: Callable[[str], None] | None = None,
+) -> SuiteBoard:
+    """The suite board over every benchmark of the folders (:mod:`bench.leaderboard.suite`);
+    raises :class:`BadInput` as :func:`boards` does, and for fewer than 2 benchmarks."""
+    from bench.leaderboard.suite import build_suite
+
+    table, ranked = _ranked(folders, baseline=baseline, alpha=alpha, split_configs=split_configs, tell=tell)
+    board = build_suite(ranked, table.to_pylist(), baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
+    if board is None:
+        names = ", ".join(b.benchmark for b in ranked)
+        raise BadInput(f"--suite needs at least 2 benchmarks; the folders hold {len(ranked)}: {names}")
+    return board
+
+
+def _ranked(
+    folders: Sequence[PathLike],
+    *,
+    baseline: str | None,
+    alpha: float,
+    split_configs: bool,
+    tell: Callable[[str], None] | None,
+) -> tuple[pa.Table, list[BenchmarkBoard]]:
     from bench.merge import config_clashes, read_rows_by_config
     from bench.results.parquet import UnreadableFile, has_rows, no_rows
 
@@ -142,7 +175,7 @@ def boards(
             f"--baseline {baseline!r} has no rows in {', '.join(map(str, paths))}; "
             f"methods present: {', '.join(present)}"
         )
-    return build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
+    return table, build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
 
 
 def leaderboard(

@@ -410,6 +410,13 @@ def leaderboard(
         help="Every column (std, intervals of Δ, trials, slot-hours, hyperparameters, flatness) and every rule; "
         "the default table fits 100 columns.",
     ),
+    suite: bool = typer.Option(
+        False,
+        "--suite",
+        help="Rank across the benchmarks instead (at least 2): scores relative to the baseline's error, IQM and "
+        "mean with stratified bootstrap 95% intervals, probability of improvement, average rank, Friedman and "
+        "Nemenyi tests (docs/statistics.md).",
+    ),
 ) -> None:
     """Rank methods per benchmark by the test accuracy of their best config (the rule of `run`:
     the completed search trial with the best search.metric, re-run with the final seeds), with
@@ -419,13 +426,16 @@ def leaderboard(
     Several folders (e.g. from several machines or clusters) are ranked as one: the union of their
     rows, each run id once (the row with the latest timestamp wins). Folders that ran one benchmark
     name with different configs are refused (exit 2) unless --split-configs ranks each config apart.
+    With --suite, one board across all the benchmarks.
     """
     from bench.api import boards as ranked
+    from bench.api import suite as suite_board
     from bench.errors import BadInput
     from bench.leaderboard import render, to_rich
 
     try:
-        boards = ranked(
+        read = suite_board if suite else ranked
+        boards = read(
             results_dirs or [DEFAULT_RESULTS],
             baseline=baseline,
             alpha=alpha,
@@ -434,6 +444,11 @@ def leaderboard(
         )
     except BadInput as error:
         _fail(str(error))
+    if suite:
+        from bench.leaderboard.suite_render import render_suite
+
+        sys.stdout.write(render_suite(boards, fmt.value))
+        return
     if fmt is TableFormat.table and console.is_terminal:
         console.print(to_rich(boards, wide=wide))  # fitted to the terminal, with colours
         return

@@ -16,6 +16,8 @@ turned into Ctrl-C for the whole run, and Ray is shut down last (its teardown re
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import signal
 import tempfile
@@ -457,9 +459,46 @@ class Session:
 
 
 def _shutdown_ray() -> None:
+    """Stop the Ray runtime this process started (a joined cluster is only left).
+
+    Ray's processes start inside ``ray.init`` while SIGTERM is held (:meth:`Termination.held`),
+    so they keep it blocked: a SIGTERM sent to the whole process group (Slurm's ``scancel``,
+    ``timeout``) reaches only the driver, which stops as on Ctrl-C. ``ray.shutdown`` would send
+    each of them a SIGTERM and wait 1 s before its SIGKILL (5 s a run, measured), and the
+    raylet's agents outlive a GCS killed at once (they report the raylet's death to it first).
+    So where ``/proc`` lists the process tree (Linux), ``ray.shutdown`` disconnects the driver as
+    usual and then sends the whole tree SIGKILL at once, where it would have stopped them one by one."""
     import ray
 
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    started = getattr(node, "all_processes", None) if node is not None and node.is_head() else None
+    kill_all = getattr(node, "kill_all_processes", None)
+    if started and kill_all is not None and Path("/proc/self/stat").exists():
+
+        def kill_tree(check_alive: bool = True, allow_graceful: bool = False, wait: bool = False) -> None:
+            roots = [info.process.pid for infos in started.values() for info in infos if info.process.poll() is None]
+            for pid in _process_tree(roots):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            kill_all(check_alive=False, allow_graceful=False, wait=wait)  # reaps them
+
+        node.kill_all_processes = kill_tree
     ray.shutdown()
+
+
+def _process_tree(roots: list[int]) -> list[int]:
+    """``roots`` and all their descendants, read from ``/proc/<pid>/stat`` (parent id: field 4)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
 
 
 def recorded_trials(results: Path, benchmark: str) -> tuple[dict[tuple[str, str], int], int]:

@@ -33,6 +33,9 @@ _SPECIAL = {
     "≤": r"$\leq$",
     "≈": r"$\approx$",
     "–": "--",
+    "−": "$-$",
+    "χ": r"$\chi$",
+    "²": r"\textsuperscript{2}",
 }
 
 

@@ -22,10 +22,11 @@ import pyarrow as pa
 from bench.config import BenchmarkConfig, ConfigError
 from bench.errors import first_line
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present, render
+from bench.leaderboard.suite import SuiteBoard, build_suite
 from bench.merge import config_clashes, config_label, read_rows_by_config
 from bench.naming import file_safe
 from bench.report import data, figures, palette
-from bench.report.page import FIGURE_FORMATS, BoardSection, ReportFigure, page
+from bench.report.page import FIGURE_FORMATS, BoardSection, ReportFigure, SuiteSection, page
 from bench.report.reference import ReferenceComparison, absent_line, compare
 from bench.report.studies import RebuiltStudy, rebuild_study
 from bench.results.curves import read_curves
@@ -39,6 +40,11 @@ FIGURE_FLATNESS = "flatness"
 FIGURE_HISTORY = "history"
 FIGURE_IMPORTANCE = "importance"
 FIGURE_KINDS = (FIGURE_COMPUTE, FIGURE_SEEDS, FIGURE_CURVES, FIGURE_FLATNESS, FIGURE_HISTORY, FIGURE_IMPORTANCE)
+#: The figures across the benchmarks (the suite section, two benchmarks or more).
+FIGURE_CRITICAL_DIFFERENCE = "critical-difference"
+FIGURE_PROFILES = "profiles"
+#: The ``benchmark`` of the suite section's figures.
+SUITE = "suite"
 
 REPORT_FILENAME = "report.html"
 FIGURES_DIRNAME = "figures"
@@ -297,6 +303,35 @@ def _curves_figure(
     )
 
 
+def _suite_section(suite: SuiteBoard, folder: Path) -> SuiteSection:
+    styles = palette.styles([m.regularizer for m in suite.methods])
+    stem = folder / SUITE
+    made: list[ReportFigure] = []
+    title = "Critical-difference diagram"
+    if suite.critical_difference is not None:
+        caption = (
+            "Each method at its average rank over the benchmarks (by mean test accuracy, 1 = best). A bar joins "
+            f"methods whose ranks Nemenyi's post-hoc test does not tell apart at α = {suite.alpha:g}; the critical "
+            f"difference is {suite.critical_difference:.2f} ranks (Demšar 2006). Friedman's test: "
+            f"p = {suite.friedman_p:.3g}. Drawn by scikit-posthocs."
+        )
+        drawn = _save(figures.critical_difference_figure(suite, styles), Path(f"{stem}-critical-difference.png"))
+        made.append(ReportFigure(SUITE, None, FIGURE_CRITICAL_DIFFERENCE, title, caption, drawn))
+    else:
+        made.append(
+            ReportFigure(SUITE, None, FIGURE_CRITICAL_DIFFERENCE, title, f"No diagram: {suite.tests_note}.", None)
+        )
+    if suite.methods:
+        caption = (
+            "For every score τ, the fraction of a method's runs scoring above it, each benchmark weighted equally "
+            f"(rliable's performance profile). Score: {suite.score_rule}. A curve above another is better at every "
+            "threshold; the dotted line is the baseline's mean."
+        )
+        drawn = _save(figures.profile_figure(suite, styles), Path(f"{stem}-profiles.png"))
+        made.append(ReportFigure(SUITE, None, FIGURE_PROFILES, "Performance profiles", caption, drawn))
+    return SuiteSection(suite, tuple(made))
+
+
 def _search_figures(rebuilt: RebuiltStudy, stem: Path, style: palette.Style) -> list[ReportFigure]:
     method = rebuilt.regularizer
     direction = "highest" if rebuilt.study.direction.name == "MAXIMIZE" else "lowest"
@@ -417,6 +452,8 @@ def build_report(
                 board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir, compared, curve_points
             )
             sections.append(BoardSection(board, tuple(made), tuple(notes), compared, absent))
+        suite = build_suite(boards, table.to_pylist(), baseline=baseline or DEFAULT_BASELINE)
+        suite_section = _suite_section(suite, figure_dir) if suite is not None else None
     sources = [
         f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders
     ]  # skipped files: said once, above
@@ -426,11 +463,11 @@ def build_report(
     reference_line = (
         f"{reference_folder} (benchmarks: {', '.join(reference_boards)})" if reference_folder is not None else None
     )
-    staging.write_text(page(sections, sources, built, reference_line), encoding="utf-8")
+    staging.write_text(page(sections, sources, built, reference_line, suite_section), encoding="utf-8")
     staging.replace(html_path)
     return ReportArtifacts(
         html_path=html_path,
-        figures=tuple(f for s in sections for f in s.figures),
+        figures=tuple(f for s in (*([suite_section] if suite_section else []), *sections) for f in s.figures),
         leaderboard_markdown={board.benchmark: render([board], "markdown") for board in boards},
         skipped=tuple(str(problem) for problem in problems),
         references=tuple(comparisons),

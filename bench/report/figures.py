@@ -21,6 +21,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from bench.leaderboard import RANKED_BY_FINAL
+from bench.leaderboard.suite import SuiteBoard, score_distribution
 from bench.report.data import FlatnessPoint, MethodCurve, MethodResult, pareto_front
 from bench.report.palette import Style
 from bench.report.reference import ReferenceComparison
@@ -249,6 +250,64 @@ def curves_figure(curves: Sequence[MethodCurve], styles: Styles, title: str) -> 
         fontsize=8,
     )
     figure.suptitle(f"{title}: learning curves against compute")
+    return figure
+
+
+def critical_difference_figure(suite: SuiteBoard, styles: Styles) -> Figure:
+    """Demšar's critical-difference diagram (drawn by scikit-posthocs): each method at its average
+    rank over the suite's benchmarks (1 = best, on the left), a bar joining the methods Nemenyi's
+    test does not tell apart, and the critical difference above the axis."""
+    import pandas as pd
+    import scikit_posthocs
+
+    names = [m.regularizer for m in suite.methods]
+    p = pd.DataFrame(1.0, index=names, columns=names)
+    for (a, b), value in suite.nemenyi_p.items():
+        p.loc[a, b] = p.loc[b, a] = value
+    figure = Figure(figsize=(9, 1.6 + 0.32 * len(names)), layout="constrained")
+    ax = figure.subplots()
+    scikit_posthocs.critical_difference_diagram(
+        {m.regularizer: m.average_rank for m in suite.methods},
+        p,
+        cd=suite.critical_difference,
+        alpha=suite.alpha,
+        ax=ax,
+        color_palette={name: styles[name].color for name in names},
+        label_fmt_left="{label} ({rank:.2f})",
+        label_fmt_right="({rank:.2f}) {label}",
+    )
+    figure.suptitle(
+        f"Average rank over {len(suite.benchmarks)} benchmarks; bars join methods Nemenyi's test does not tell "
+        f"apart (α = {suite.alpha:g}, CD = {suite.critical_difference:.2f})",
+        fontsize=10,
+    )
+    return figure
+
+
+def profile_figure(suite: SuiteBoard, styles: Styles) -> Figure:
+    """rliable's performance profiles: for every τ, the fraction of a method's runs whose normalized
+    score exceeds τ (each benchmark weighted equally), one line per method."""
+    scores = [s for m in suite.methods for task in m.scores for s in task]
+    low, high = min(scores), max(scores)
+    pad = 0.05 * (high - low or 1.0)
+    taus = [low - pad + (high - low + 2 * pad) * i / 400 for i in range(401)]
+    figure = Figure(figsize=(8, 4.6), layout="constrained")
+    ax = figure.subplots()
+    for m in suite.methods:
+        style = styles[m.regularizer]
+        ax.plot(taus, score_distribution(m.scores, taus), color=style.color, lw=1.6, label=m.regularizer)
+    ax.axvline(0.0, color="0.4", linestyle=":", lw=1)
+    ax.set_xlabel(f"normalized score τ (relative error reduction vs {suite.baseline}; 0 = {suite.baseline}'s mean)")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    figure.legend(
+        handles=method_handles([m.regularizer for m in suite.methods], styles),
+        loc="outside lower center",
+        ncols=_legend_columns(len(suite.methods)),
+        fontsize=8,
+    )
+    figure.suptitle("Performance profiles over the suite")
     return figure
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.leaderboard import BenchmarkBoard, legend, render, verdict_line
+from bench.leaderboard.suite import SuiteBoard
+from bench.leaderboard.suite_render import render_suite
 from bench.report.reference import ReferenceComparison
 
 #: The files of every drawn figure, by suffix: the PNG the page embeds first, then the vector
@@ -86,6 +88,14 @@ class BoardSection:
     reference_note: str | None = None
 
 
+@dataclass(frozen=True)
+class SuiteSection:
+    """What the page shows across the benchmarks: the suite board and its figures."""
+
+    board: SuiteBoard
+    figures: tuple[ReportFigure, ...]
+
+
 _TEXT_CLASS = ' class="text"'
 _UNESCAPED_BAR = re.compile(r"(?<!\\)\|")
 
@@ -94,11 +104,12 @@ def leaderboard_cells(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]
     """Header and rows of the board, as the leaderboard's markdown renders them (one source of
     the formatting: :func:`bench.leaderboard.render`)."""
     lines = [line for line in render([board], "markdown").splitlines() if line.startswith("|")]
+    return _cells(lines[0]), [_cells(line) for line in lines[2:]]
 
-    def cells(line: str) -> list[str]:
-        return [c.strip().replace("\\|", "|") for c in _UNESCAPED_BAR.split(line.strip())[1:-1]]
 
-    return cells(lines[0]), [cells(line) for line in lines[2:]]
+def _cells(line: str) -> list[str]:
+    """The cells of one markdown table line, ``\\|`` unescaped."""
+    return [c.strip().replace("\\|", "|") for c in _UNESCAPED_BAR.split(line.strip())[1:-1]]
 
 
 def _table(board: BenchmarkBoard) -> str:
@@ -175,6 +186,29 @@ def _reference(comparison: ReferenceComparison) -> str:
     )
 
 
+def _suite(section: SuiteSection) -> str:
+    lines = render_suite(section.board, "markdown").splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in _cells(table[0]))
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{_TEXT_CLASS if i == 0 else ''}>{html.escape(c)}</td>" for i, c in enumerate(_cells(line)))
+        + "</tr>"
+        for line in table[2:]
+    )
+    rules = [line for line in lines if line and not line.startswith(("|", "#"))]
+    parts = [
+        '<section id="suite"><h2>Across the benchmarks</h2>',
+        f'<div class="table-wrap"><table class="leaderboard" data-suite="board"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>",
+        *(f'<p class="rule">{html.escape(line)}</p>' for line in rules),
+    ]
+    for figure in section.figures:
+        parts += [f"<h3>{html.escape(figure.title)}</h3>", _figure(figure)]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
 def _section(section: BoardSection) -> str:
     board = section.board
     anchor = "b-" + re.sub(r"[^A-Za-z0-9_-]", "-", board.benchmark)
@@ -208,10 +242,17 @@ def _section(section: BoardSection) -> str:
     return "\n".join(parts)
 
 
-def page(sections: Sequence[BoardSection], sources: Sequence[str], built: str, reference: str | None = None) -> str:
+def page(
+    sections: Sequence[BoardSection],
+    sources: Sequence[str],
+    built: str,
+    reference: str | None = None,
+    suite: SuiteSection | None = None,
+) -> str:
     """The whole HTML document. ``sources``: one line per results folder read; ``built``: when;
-    ``reference``: the reference folder read (``--reference``), if any."""
-    contents = "".join(
+    ``reference``: the reference folder read (``--reference``), if any; ``suite``: the section
+    across the benchmarks, first (two benchmarks or more)."""
+    contents = ('<li><a href="#suite">Across the benchmarks</a></li>' if suite is not None else "") + "".join(
         f'<li><a href="#b-{re.sub(r"[^A-Za-z0-9_-]", "-", s.board.benchmark)}">'
         f"{html.escape(s.board.benchmark)}</a></li>"
         for s in sections
@@ -227,6 +268,7 @@ def page(sections: Sequence[BoardSection], sources: Sequence[str], built: str, r
             f'<p class="meta">Built {html.escape(built)} from: {html.escape("; ".join(sources))}.</p>',
             *([f'<p class="meta">Compared with the reference: {html.escape(reference)}.</p>'] if reference else []),
             f"<ul>{contents}</ul>",
+            *([_suite(suite)] if suite is not None else []),
             *(_section(s) for s in sections),
             f"<script>{_PROBE}</script>",
             "</body></html>",
@@ -234,4 +276,4 @@ def page(sections: Sequence[BoardSection], sources: Sequence[str], built: str, r
     )
 
 
-__all__ = ["FIGURE_FORMATS", "BoardSection", "ReportFigure", "leaderboard_cells", "page"]
+__all__ = ["FIGURE_FORMATS", "BoardSection", "ReportFigure", "SuiteSection", "leaderboard_cells", "page"]

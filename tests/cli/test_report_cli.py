@@ -63,7 +63,7 @@ def test_report_prints_the_html_path(tmp_path):
     done = _run(str(results), "--out", str(out), "--baseline", "sam")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == str(out.resolve())
-    assert out.is_file() and len(list((out.parent / "figures").glob("*.png"))) == 8
+    assert out.is_file() and len(list((out.parent / "figures").glob("*.png"))) == 9
     assert "Δ vs sam" in out.read_text(encoding="utf-8")
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from bench.leaderboard import build_leaderboard, render
-from bench.report.build import FIGURE_KINDS, ReportError, build_report
+from bench.report.build import FIGURE_KINDS, SUITE, ReportError, build_report
 from bench.report.page import leaderboard_cells
 from bench.results.parquet import read_rows
-from tests.report.results_folder import TRIALS, write_results
+from tests.report.results_folder import TRIALS, own_trials, write_results
 
 #: A figure is "drawn" when this share of its pixels differs from white (axes, text and points
 #: cover far more; an empty canvas has none).
@@ -126,7 +126,29 @@ def test_several_folders_and_a_copy(tmp_path, results_dir):
     assert artifacts.html_path.is_file() and (tmp_path / "out" / "figures").is_dir()
     assert set(artifacts.leaderboard_markdown) == {"mine", "tiny"}
     assert "(n=3)" in artifacts.leaderboard_markdown["tiny"]  # not n=6: the copy's rows are the same runs
-    assert {f.benchmark for f in artifacts.figures} == {"mine", "tiny"}
+    assert {f.benchmark for f in artifacts.figures} == {"mine", "tiny", SUITE}
+
+
+def test_two_benchmarks_open_with_the_suite_section(tmp_path):
+    """The suite across benchmarks comes first: its board as a table, its rules, the
+    critical-difference diagram and the performance profiles; one benchmark has none."""
+    folder = tmp_path / "results"
+    write_results(folder)
+    write_results(folder, trials=own_trials(), benchmark="other", with_config=False)
+    artifacts = build_report([folder])
+    suite = [f for f in artifacts.figures if f.benchmark == SUITE]
+    assert [(f.kind, f.path is not None) for f in suite] == [("critical-difference", True), ("profiles", True)]
+    assert artifacts.figures[:2] == tuple(suite)  # first on the page too
+    for figure in suite:
+        assert ink(matplotlib.image.imread(figure.path)) > MIN_INK
+    page = artifacts.html_path.read_text(encoding="utf-8")
+    assert page.index('id="suite"') < page.index('id="b-tiny"')
+    table = re.search(r'<table class="leaderboard" data-suite="board">.*?</table>', page, re.DOTALL).group(0)
+    assert table.count("<tr>") == 1 + 3  # header, erm, sam, asam
+    assert "Friedman test over the ranks" in page and "relative error reduction vs erm" in page
+    single = build_report([write_results(tmp_path / "single")], tmp_path / "single.html")
+    assert not [f for f in single.figures if f.benchmark == SUITE]
+    assert 'id="suite"' not in single.html_path.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
