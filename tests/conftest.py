@@ -25,6 +25,13 @@ def repo_root() -> Path:
     return REPO
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow end-to-end tests first (stable order otherwise): the two xdist workers take tests in
+    this order, so the long runs start early and the short tests fill the gaps, instead of one
+    worker finishing a long run alone at the end (longest-first scheduling)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # A real `mlflow server` on loopback, for the tracking-server path.
 
 

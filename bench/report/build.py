@@ -298,8 +298,39 @@ def _curves_figure(
         None,
         FIGURE_CURVES,
         what,
-        _CURVES_CAPTION.format(counts=counts).rstrip(),
+        " ".join(
+            filter(None, (_CURVES_CAPTION.format(counts=counts).rstrip(), _time_to_target(board, curves, points)))
+        ),
         _save(figures.curves_figure(curves, styles, title), path),
+    )
+
+
+def _time_to_target(
+    board: BenchmarkBoard, curves: Sequence[data.MethodCurve], points: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """One sentence: how soon each method's runs reach the baseline's final validation accuracy
+    (the median over the baseline's runs behind its number of their last epoch's); None without
+    the baseline's curve."""
+    baseline = next((c for c in curves if c.regularizer == board.baseline), None)
+    if baseline is None:
+        return None
+    target = baseline.val_accuracy[-1][1]
+    parts = []
+    for curve in curves:
+        standing = next(s for s in board.standings if s.regularizer == curve.regularizer)
+        reached = data.time_to_target(standing, points, target)
+        if reached is None:
+            continue
+        if reached.passes is None or reached.seconds is None:
+            parts.append(f"{reached.regularizer} not reached (0/{reached.runs} runs)")
+        else:
+            parts.append(
+                f"{reached.regularizer} {reached.passes:,.0f} passes, {reached.seconds:.3g} s "
+                f"({reached.reached}/{reached.runs} runs)"
+            )
+    return (
+        f"Time to {board.baseline}'s final validation accuracy ({target:.4f}, the median of its runs' last epochs), "
+        f"the median over the runs that reached it: {'; '.join(parts)}."
     )
 
 

@@ -114,8 +114,9 @@ class SinkCallback(Callback):
         #: (the writer thread's; read from Parquet at its first use in a call, then kept up).
         self._ended: dict[str, dict[str, TrialRow]] | None = None
         self._curves: CurveWriter | None = None
-        #: Tune trial id -> the epochs of its curve seen so far (bench.results.curves).
+        #: Tune trial id -> the epochs of its curve seen so far (bench.results.curves), and whose curve it is.
         self._points: dict[str, dict[int, Point]] = {}
+        self._curve_keys: dict[str, CurveKey] = {}
 
     # Sinks hold clients and connections, the worker a thread: build them lazily, never pickle them.
     def __getstate__(self) -> dict[str, Any]:
@@ -131,6 +132,7 @@ class SinkCallback(Callback):
             "_ended": None,
             "_curves": None,
             "_points": {},
+            "_curve_keys": {},
         }
 
     @property
@@ -196,7 +198,7 @@ class SinkCallback(Callback):
         self.live = LIVE.run  # bind to this call, whatever an earlier run pickled
         self.live.closers.append(self.close)
         self._mlflow = self._parquet = self._curves = None
-        self._points = {}
+        self._points, self._curve_keys = {}, {}
         self._rows_checked = False
         self._ended = None
         self._recorded = set(self.live.recorded)  # the rows the driver read before the experiment (re)started
@@ -357,9 +359,14 @@ class SinkCallback(Callback):
             self.run.progress.heartbeat(*self._running_and_best(trials), self.run.config.search.metric)
 
     def _curve_key(self, trial: Any) -> CurveKey:
-        plan, phase = self._plan(trial), self._phase(trial)
-        seed = trial_spec(self.run.config, plan, trial.config or {}).seed
-        return CurveKey(self._trial_key(trial), self.run.config.benchmark, plan.regularizer, phase.value, seed)
+        """Whose curve (built once per trial: every report of the trial needs it)."""
+        key = self._curve_keys.get(trial.trial_id)
+        if key is None:
+            plan, phase = self._plan(trial), self._phase(trial)
+            seed = trial_spec(self.run.config, plan, trial.config or {}).seed
+            key = CurveKey(self._trial_key(trial), self.run.config.benchmark, plan.regularizer, phase.value, seed)
+            self._curve_keys[trial.trial_id] = key
+        return key
 
     def _add_points(self, trial: Any, result: dict[str, Any], *, save: bool) -> dict[int, Point]:
         """Keep the epochs ``result`` stands for in the trial's curve, over the curve an earlier
@@ -441,6 +448,7 @@ class SinkCallback(Callback):
             # None beyond the row's end (saved before a resume from an older checkpoint, say).
             self.curves.write(self._curve_key(trial), {e: p for e, p in points.items() if e <= row.epochs_run})
             self._points.pop(trial.trial_id, None)
+            self._curve_keys.pop(trial.trial_id, None)
         self.parquet.record(row)  # the record first: MLflow's end goes after it, off the loop
         run.row_written(trial.trial_id)  # the searcher's tell of the trial's study waited for the row
         if run_id is not None:
