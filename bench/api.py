@@ -99,6 +99,17 @@ def rows(results: PathLike = "results") -> pd.DataFrame:
     return read_rows(folder).to_pandas()
 
 
+def curves(results: PathLike = "results") -> pd.DataFrame:
+    """The learning curves of a results folder's recorded trials: one row per trial × epoch
+    (:data:`bench.results.curves.CURVE_SCHEMA`); join them to :func:`rows` on ``run_id``."""
+    from bench.results.curves import read_curves
+
+    folder = Path(results)
+    if not folder.is_dir():
+        raise BadInput(no_results_folder(folder))
+    return read_curves(folder).to_pandas()
+
+
 def boards(
     folders: Sequence[PathLike],
     *,

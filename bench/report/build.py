@@ -192,7 +192,7 @@ _CURVES_CAPTION = (
 _FLATNESS_CAPTION = (
     "Flatness against generalization: each completed run that measured flatness (bench/measure/flatness.py, on the "
     "training loss at the end of training) is a point. Left: the Hessian trace (Hutchinson's estimator or Hutch++, "
-    "flatness.trace_estimator), with its standard error; right: the top Hessian eigenvalue by power iteration. "
+    "flatness.trace_estimator), with its standard error; right: the top Hessian eigenvalue by the Lanczos iteration. "
     "Each method has its own colour and marker, the same in every figure; filled: final runs, hollow: search "
     "trials. {counts}"
 )

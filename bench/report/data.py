@@ -58,7 +58,7 @@ class MethodResult:
 @dataclass(frozen=True)
 class FlatnessPoint:
     """One run with a flatness measurement and a test accuracy (bench.measure.flatness: Hessian trace by
-    Hutchinson's estimator or Hutch++ with its standard error, top eigenvalue by power iteration)."""
+    Hutchinson's estimator or Hutch++ with its standard error, top eigenvalue by the Lanczos iteration)."""
 
     regularizer: str
     phase: str

@@ -75,3 +75,26 @@ def test_the_cli_ranks_a_suite_and_refuses_a_single_benchmark_in_one_line(tmp_pa
     refused = sharpbench("leaderboard", str(single), "--suite", "--format", "json", cwd=repo_root)
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.strip() == "error: --suite needs at least 2 benchmarks; the folders hold 1: a"
+
+
+def test_the_python_api_gives_the_suite_and_the_curves(tmp_path):
+    import sharpbench
+    from tests.report.results_folder import write_results
+
+    folder = tmp_path / "results"
+    ParquetSink(folder).write(_rows(SUITE))
+    suite = sharpbench.suite([folder])
+    assert [m.regularizer for m in suite.methods] == ["sam", "l1", "erm"] and suite.benchmarks == ("a", "b", "c")
+    assert sharpbench.curves(folder).empty  # rows written without curves: none, and no error
+    with_curves = write_results(tmp_path / "with-curves")
+    frame = sharpbench.curves(with_curves)
+    rows = sharpbench.rows(with_curves).set_index("run_id")
+    assert frame.groupby("run_id")["epoch"].max().to_dict() == {
+        run_id: n for run_id, n in rows["epochs_run"].items() if n > 0
+    }
+    with pytest.raises(sharpbench.BadInput, match="results folder not found"):
+        sharpbench.curves(tmp_path / "nowhere")
+    single = tmp_path / "single"
+    ParquetSink(single).write(_rows({"a": SUITE["a"]}))
+    with pytest.raises(sharpbench.BadInput, match="at least 2 benchmarks"):
+        sharpbench.suite([single])
