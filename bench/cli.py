@@ -433,6 +433,8 @@ def leaderboard(
     from bench.errors import BadInput
     from bench.leaderboard import render, to_rich
 
+    if suite and wide:
+        _fail("--wide widens the per-benchmark boards; the --suite board has one layout (drop one of them)")
     try:
         read = suite_board if suite else ranked
         boards = read(

@@ -126,6 +126,10 @@ class SuiteBoard:
     alpha: float = 0.05
     resamples: int = RESAMPLES
     flatness: tuple[FlatnessCorrelation, ...] = ()
+    #: The baseline's mean error on each benchmark scored (the denominators of the scores).
+    baseline_errors: Mapping[str, float] = field(default_factory=dict)
+    #: Why the aggregates should not be read alone, when they disagree (:func:`caution`).
+    caution: str | None = None
 
     @property
     def score_rule(self) -> str:
@@ -300,6 +304,58 @@ def flatness_correlations(
 # ------------------------------------------------------------------ the board
 
 
+def caution(
+    methods: Sequence[SuiteMethod],
+    baseline: str,
+    errors: Mapping[str, float],
+    benchmarks: Sequence[str],
+    baseline_runs: Mapping[str, int],
+) -> str | None:
+    """One sentence when the aggregates disagree: the IQM's leader is not the best average rank, or
+    a method's IQM and its probability of improvement fall on opposite sides of the baseline.
+
+    The score divides by the baseline's error, so a benchmark where the baseline makes few errors
+    turns small differences into large scores, and pooling runs weighs a benchmark by its runs."""
+    if not methods:
+        return None
+    leader = methods[0]
+    best_rank = min(methods, key=lambda m: m.average_rank)
+    opposite = [
+        m
+        for m in methods
+        if m.probability_of_improvement is not None
+        and (m.iqm.value > 0) != (m.probability_of_improvement.value > 0.5)
+        and m.iqm.value != 0
+        and m.probability_of_improvement.value != 0.5
+    ]
+    if leader.average_rank <= best_rank.average_rank and not opposite:
+        return None
+    said = []
+    if leader.average_rank > best_rank.average_rank:
+        said.append(
+            f"{leader.regularizer} leads by IQM but {best_rank.regularizer} has the best average rank "
+            f"({best_rank.average_rank:.2f} against {leader.average_rank:.2f})"
+        )
+    for m in opposite:
+        side = "above" if m.iqm.value > 0 else "below"
+        said.append(
+            f"{m.regularizer}'s IQM is {side} {baseline}'s while it beats {baseline} in "
+            f"{m.probability_of_improvement.value:.0%} of run pairs"
+        )
+    smallest = min(benchmarks, key=lambda b: errors[b])
+    weights = sorted({baseline_runs[b] for b in benchmarks})
+    weighting = (
+        f"; runs are pooled, so benchmarks with more runs ({', '.join(map(str, weights))} per method here) weigh more"
+        if len(weights) > 1
+        else ""
+    )
+    return (
+        f"Caution, the aggregates disagree: {'; '.join(said)}. The score divides by {baseline}'s error, which is "
+        f"{errors[smallest]:.1%} on {smallest}: there a small difference in errors is a large score{weighting}. "
+        "Read the per-benchmark boards before concluding."
+    )
+
+
 def _run_accuracies(board: BenchmarkBoard, rows: Mapping[str, Mapping[str, Any]]) -> dict[str, list[float]]:
     """Each method's test accuracies of the runs behind its standing (finite ones)."""
     accuracies = {}
@@ -327,6 +383,7 @@ def build_suite(
     excluded_benchmarks: list[tuple[str, str]] = []
     scores: dict[str, dict[str, list[float]]] = {}  # benchmark -> method -> scores
     accuracy: dict[str, dict[str, float]] = {}  # benchmark -> method -> mean test accuracy
+    runs_of_baseline: dict[str, list[float]] = {}
     for board in boards:
         runs = _run_accuracies(board, by_id)
         if baseline not in runs:
@@ -337,6 +394,7 @@ def build_suite(
             excluded_benchmarks.append((board.benchmark, f"{baseline} makes no error: no relative error"))
             continue
         scores[board.benchmark] = {m: [1.0 - (1.0 - a) / baseline_error for a in v] for m, v in runs.items()}
+        runs_of_baseline[board.benchmark] = runs[baseline]
         accuracy[board.benchmark] = {m: float(np.mean(v)) for m, v in runs.items()}
     benchmarks = tuple(scores)
     flatness = tuple(
@@ -404,6 +462,7 @@ def build_suite(
             )
         )
     entries.sort(key=lambda e: (-e.iqm.value, e.average_rank, e.regularizer))
+    errors = {b: 1.0 - float(np.mean(runs_of_baseline[b])) for b in benchmarks}
     return SuiteBoard(
         benchmarks,
         baseline,
@@ -420,4 +479,6 @@ def build_suite(
         alpha,
         resamples,
         flatness,
+        errors,
+        caution(entries, baseline, errors, benchmarks, {b: len(scores[b][baseline]) for b in benchmarks}),
     )

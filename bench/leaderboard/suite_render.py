@@ -48,6 +48,7 @@ def _header(suite: SuiteBoard) -> list[str]:
 def lines_under(suite: SuiteBoard) -> list[str]:
     """The rules and the tests, one sentence each."""
     lines = [
+        *([suite.caution] if suite.caution else []),
         f"Suite of {len(suite.benchmarks)} benchmarks ({', '.join(suite.benchmarks)}). "
         f"Score: {suite.score_rule}; 0 = {suite.baseline}, higher is better.",
         f"IQM: mean of the middle 50% of the runs' scores pooled over benchmarks; intervals: stratified bootstrap "

@@ -90,3 +90,30 @@ def test_a_single_benchmark_is_no_suite_and_one_run_has_no_interval():
     gnp = next(m for m in suite.methods if m.regularizer == "gnp")
     assert gnp.iqm.low is None and gnp.probability_of_improvement.low is None
     assert "single run" in suite.intervals_note
+
+
+def test_aggregates_that_disagree_come_with_a_caution():
+    """One benchmark where erm makes 1% errors turns sam's half-an-error gain into +0.5, outweighing
+    two benchmarks where sam loses: sam leads the IQM, erm the ranks, and the board says why."""
+    suite = _suite(
+        {
+            "easy": {"erm": dict.fromkeys(range(1, 6), 0.99), "sam": dict.fromkeys(range(1, 6), 0.995)},
+            "b": {"erm": {1: 0.80, 2: 0.80, 3: 0.80}, "sam": {1: 0.79, 2: 0.79, 3: 0.79}},
+            "c": {"erm": {1: 0.70, 2: 0.70, 3: 0.70}, "sam": {1: 0.69, 2: 0.69, 3: 0.69}},
+        }
+    )
+    sam, erm = suite.methods
+    assert (
+        sam.regularizer == "sam" and sam.iqm.value > 0 and sam.probability_of_improvement.value == pytest.approx(1 / 3)
+    )
+    assert erm.average_rank < sam.average_rank
+    assert suite.baseline_errors["easy"] == pytest.approx(0.01)
+    assert suite.caution.startswith(
+        "Caution, the aggregates disagree: sam leads by IQM but erm has the best average rank"
+    )
+    assert "sam's IQM is above erm's while it beats erm in 33% of run pairs" in suite.caution
+    assert "1.0% on easy" in suite.caution and "(3, 5 per method here)" in suite.caution
+    from bench.leaderboard.suite_render import render_suite
+
+    assert render_suite(suite, "table").splitlines()[5] == suite.caution  # first under the table
+    assert _suite(SUITE).caution is None  # the aggregates agree

@@ -75,6 +75,9 @@ def test_the_cli_ranks_a_suite_and_refuses_a_single_benchmark_in_one_line(tmp_pa
     refused = sharpbench("leaderboard", str(single), "--suite", "--format", "json", cwd=repo_root)
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.strip() == "error: --suite needs at least 2 benchmarks; the folders hold 1: a"
+    wide = sharpbench("leaderboard", str(folder), "--suite", "--wide", cwd=repo_root)
+    assert wide.returncode == 2 and wide.stdout == "" and len(wide.stderr.strip().splitlines()) == 1
+    assert "--wide widens the per-benchmark boards" in wide.stderr
 
 
 def test_the_python_api_gives_the_suite_and_the_curves(tmp_path):
