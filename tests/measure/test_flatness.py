@@ -163,19 +163,29 @@ def trust_region_max(a: Tensor, g: Tensor, radius: float) -> float:
     return float(0.5 * delta @ a @ delta + g @ delta)
 
 
+def trained_tanh_mlp(
+    seed: int, widths: tuple[int, int, int], samples: int, steps: int
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """A float64 tanh MLP (``widths``: inputs, hidden, classes) after ``steps`` full-batch SGD
+    steps (lr 0.5) on ``samples`` random points with random labels, all drawn from ``seed``."""
+    torch.manual_seed(seed)
+    inputs, hidden, classes = widths
+    model = nn.Sequential(nn.Linear(inputs, hidden), nn.Tanh(), nn.Linear(hidden, classes)).to(F64)
+    x = torch.randn(samples, inputs, dtype=F64)
+    y = torch.randint(0, classes, (samples,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model, x, y
+
+
 def gap_problem(seed: int) -> tuple[nn.Module, list[tuple[Tensor, Tensor]]]:
     """A 64-parameter tanh MLP, 4 classes, after 200 full-batch SGD steps: a trained model whose
     top eigenvalues are close, λ₂/λ₁ ≈ 0.91–0.92 for seeds 3 and 4 (the gap of the outliers of
     real networks; the :func:`small_problem` gap of 0.34 is an easy case)."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4)).to(F64)
-    x = torch.randn(40, 5, dtype=F64)
-    y = torch.randint(0, 4, (40,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    for _ in range(200):
-        optimizer.zero_grad()
-        cross_entropy(model(x), y).backward()
-        optimizer.step()
+    model, x, y = trained_tanh_mlp(seed, (5, 6, 4), samples=40, steps=200)
     return model, [(x[:25], y[:25]), (x[25:], y[25:])]
 
 

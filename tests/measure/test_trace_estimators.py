@@ -18,7 +18,15 @@ from bench.measure.flatness import (
     measure_flatness,
     top_eigenvalue,
 )
-from tests.measure.test_flatness import F64, cross_entropy, exact_hessian, rounding, small_problem, symmetric
+from tests.measure.test_flatness import (
+    F64,
+    cross_entropy,
+    exact_hessian,
+    rounding,
+    small_problem,
+    symmetric,
+    trained_tanh_mlp,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,15 +60,7 @@ ONE_BATCH = [(torch.zeros(1, 1, dtype=F64), torch.zeros(1))]
 def trained_mlp(seed: int = 0) -> tuple[nn.Module, list[tuple[Tensor, Tensor]]]:
     """A 43-parameter tanh MLP (4 → 5 → 3) after 300 full-batch SGD steps on 30 random points:
     near a minimum, a few small negative eigenvalues (≥ −0.01), trace 6.86, top eigenvalue 1.34."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(F64)
-    x = torch.randn(30, 4, dtype=F64)
-    y = torch.randint(0, 3, (30,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    for _ in range(300):
-        optimizer.zero_grad()
-        cross_entropy(model(x), y).backward()
-        optimizer.step()
+    model, x, y = trained_tanh_mlp(seed, (4, 5, 3), samples=30, steps=300)
     return model, [(x, y)]
 
 
