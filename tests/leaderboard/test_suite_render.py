@@ -38,16 +38,16 @@ def test_every_format_carries_the_same_numbers():
     suite = _suite(SUITE)
     text = render_suite(suite, "table")
     lines = text.splitlines()
-    assert [line.split()[0] for line in lines[2:5]] == ["sam", "l1", "erm"]
+    assert [line.split()[0] for line in lines[2:5]] == ["sam", "erm", "l1"]
     assert "Friedman test over the ranks" in text and "critical difference" in text
     record = json.loads(render_suite(suite, "json"))
-    assert [m["regularizer"] for m in record["methods"]] == ["sam", "l1", "erm"]
+    assert [m["regularizer"] for m in record["methods"]] == ["sam", "erm", "l1"]
     assert record["methods"][0]["iqm"]["value"] == pytest.approx(suite.methods[0].iqm.value, rel=1e-15)
     assert {(p["a"], p["b"]) for p in record["nemenyi_p"]} == set(suite.nemenyi_p)
     table = list(csv.DictReader(io.StringIO(render_suite(suite, "csv"))))
-    assert tuple(table[0]) == CSV_COLUMNS and [r["regularizer"] for r in table] == ["sam", "l1", "erm"]
-    assert float(table[1]["probability_of_improvement"]) == suite.methods[1].probability_of_improvement.value
-    assert table[2]["probability_of_improvement"] == ""  # the baseline has none
+    assert tuple(table[0]) == CSV_COLUMNS and [r["regularizer"] for r in table] == ["sam", "erm", "l1"]
+    assert table[1]["probability_of_improvement"] == ""  # the baseline has none
+    assert float(table[2]["probability_of_improvement"]) == suite.methods[2].probability_of_improvement.value
     markdown = render_suite(suite, "markdown")
     assert markdown.startswith("## Suite") and markdown.count("\n| ") == 4
     with pytest.raises(ValueError, match="unknown suite format"):
@@ -87,7 +87,7 @@ def test_the_python_api_gives_the_suite_and_the_curves(tmp_path):
     folder = tmp_path / "results"
     ParquetSink(folder).write(_rows(SUITE))
     suite = sharpbench.suite([folder])
-    assert [m.regularizer for m in suite.methods] == ["sam", "l1", "erm"] and suite.benchmarks == ("a", "b", "c")
+    assert [m.regularizer for m in suite.methods] == ["sam", "erm", "l1"] and suite.benchmarks == ("a", "b", "c")
     assert sharpbench.curves(folder).empty  # rows written without curves: none, and no error
     with_curves = write_results(tmp_path / "with-curves")
     frame = sharpbench.curves(with_curves)
