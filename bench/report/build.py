@@ -462,7 +462,8 @@ def build_report(
     configs = recorded_configs(folders)
     boards = build_leaderboard(table, baseline=baseline or DEFAULT_BASELINE)
     rows_by: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for row in table.to_pylist():
+    rows = table.to_pylist()
+    for row in rows:
         rows_by[row["benchmark"]][row["regularizer"]].append(row)
     figure_dir = html_path.parent / FIGURES_DIRNAME
     curve_points = read_curves(*folders, run_ids=table.column("run_id").to_pylist()).to_pylist()
@@ -483,7 +484,7 @@ def build_report(
                 board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir, compared, curve_points
             )
             sections.append(BoardSection(board, tuple(made), tuple(notes), compared, absent))
-        suite = build_suite(boards, table.to_pylist(), baseline=baseline or DEFAULT_BASELINE)
+        suite = build_suite(boards, rows, baseline=baseline or DEFAULT_BASELINE)
         suite_section = _suite_section(suite, figure_dir) if suite is not None else None
     sources = [
         f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders
