@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bench.catalog import load_benchmark
 from bench.config import BenchmarkConfig, ConfigError
 from bench.console import Output, Verbosity
-from bench.errors import BadInput
+from bench.errors import BadInput, unknown_name
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present
 from bench.leaderboard.suite import SuiteBoard
 from bench.results.parquet import no_results_folder
@@ -117,12 +118,16 @@ def boards(
     alpha: float = 0.05,
     split_configs: bool = False,
     tell: Callable[[str], None] | None = None,
+    benchmarks: Sequence[str] | None = None,
 ) -> list[BenchmarkBoard]:
-    """The ranked boards of one or more results folders (their rows merged, each run id once).
+    """The ranked boards of one or more results folders (their rows merged, each run id once),
+    of every benchmark or only of ``benchmarks``.
 
     ``tell`` receives the notes and warnings of a read-only command (a folder without rows, an
     unreadable file skipped); raises :class:`BadInput` for what makes a board impossible."""
-    return _ranked(folders, baseline=baseline, alpha=alpha, split_configs=split_configs, tell=tell)[1]
+    return _ranked(
+        folders, baseline=baseline, alpha=alpha, split_configs=split_configs, tell=tell, benchmarks=benchmarks
+    )[1]
 
 
 def suite(
@@ -132,12 +137,16 @@ def suite(
     alpha: float = 0.05,
     split_configs: bool = False,
     tell: Callable[[str], None] | None = None,
+    benchmarks: Sequence[str] | None = None,
 ) -> SuiteBoard:
-    """The suite board over every benchmark of the folders (:mod:`bench.leaderboard.suite`);
-    raises :class:`BadInput` as :func:`boards` does, and for fewer than 2 benchmarks."""
+    """The suite board over every benchmark of the folders, or over ``benchmarks``
+    (:mod:`bench.leaderboard.suite`); raises :class:`BadInput` as :func:`boards` does, and for
+    fewer than 2 benchmarks."""
     from bench.leaderboard.suite import build_suite
 
-    table, ranked = _ranked(folders, baseline=baseline, alpha=alpha, split_configs=split_configs, tell=tell)
+    table, ranked = _ranked(
+        folders, baseline=baseline, alpha=alpha, split_configs=split_configs, tell=tell, benchmarks=benchmarks
+    )
     board = build_suite(ranked, table.to_pylist(), baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
     if board is None:
         names = ", ".join(b.benchmark for b in ranked)
@@ -152,6 +161,7 @@ def _ranked(
     alpha: float,
     split_configs: bool,
     tell: Callable[[str], None] | None,
+    benchmarks: Sequence[str] | None = None,
 ) -> tuple[pa.Table, list[BenchmarkBoard]]:
     from bench.merge import config_clashes, read_rows_by_config
     from bench.results.parquet import UnreadableFile, has_rows, no_rows
@@ -180,6 +190,13 @@ def _ranked(
         raise BadInput(
             f"no readable results in {', '.join(map(str, paths))} ({len(problems)} unreadable file(s) skipped)"
         )
+    if benchmarks:
+        held = set(table.column("benchmark").to_pylist())
+        absent = [name for name in benchmarks if name not in held]
+        if absent:
+            where = ", ".join(map(str, paths))
+            raise BadInput(f"{unknown_name('benchmark', absent[0], sorted(held))} (no rows in {where})")
+        table = table.filter(pc.is_in(table["benchmark"], value_set=pa.array(list(benchmarks), pa.string())))
     present = methods_present(table)
     if baseline is not None and baseline not in present:
         raise BadInput(

@@ -11,16 +11,27 @@ from pathlib import Path
 
 import regularizers
 from bench.config import BenchmarkConfig, ConfigError, load_config
+from bench.config.load import load_workload
+from bench.config.suite import SuiteConfig
 from bench.data import available_datasets
 from bench.errors import unknown_name
-from bench.models import available_models
+from bench.models import ModelError, available_models, check_options
 
 
-def load_benchmark(path: str | Path) -> BenchmarkConfig:
-    """Read, validate and check a YAML benchmark config: :class:`ConfigError` (one line) on any problem."""
-    config = load_config(path)
+def load_benchmark(path: str | Path, benchmark: str | None = None) -> BenchmarkConfig:
+    """Read, validate and check a YAML benchmark config (of a suite file: its benchmark
+    ``benchmark``): :class:`ConfigError` (one line) on any problem."""
+    config = load_config(path, benchmark)
     check_registered(config, str(path))
     return config
+
+
+def load_any(path: str | Path) -> BenchmarkConfig | SuiteConfig:
+    """Read, validate and check a benchmark config or a suite (every benchmark of it)."""
+    workload = load_workload(path)
+    for config in workload.benchmarks if isinstance(workload, SuiteConfig) else [workload]:
+        check_registered(config, f"{path} ({config.benchmark})" if isinstance(workload, SuiteConfig) else str(path))
+    return workload
 
 
 def check_registered(config: BenchmarkConfig, source: str) -> None:
@@ -29,6 +40,10 @@ def check_registered(config: BenchmarkConfig, source: str) -> None:
         raise ConfigError(f"{source}: " + unknown_name("dataset", config.dataset.name, available_datasets()))
     if config.model.name not in available_models():
         raise ConfigError(f"{source}: " + unknown_name("model", config.model.name, available_models()))
+    try:
+        check_options(config.model.name, config.model.options)
+    except ModelError as error:
+        raise ConfigError(f"{source}: {error}") from None
     try:
         regularizers.load_entry_points()  # a plug-in that fails to import is named
     except regularizers.RegistryError as error:

@@ -130,7 +130,15 @@ _VERBOSE = typer.Option(
 
 @app.command()
 def run(
-    config_path: Path = typer.Argument(..., metavar="CONFIG", help="Benchmark YAML, e.g. configs/digits.yaml."),
+    config_path: Path = typer.Argument(
+        ..., metavar="CONFIG", help="Benchmark or suite YAML, e.g. configs/digits.yaml or configs/suite_cpu.yaml."
+    ),
+    benchmark: Optional[str] = typer.Option(
+        None,
+        "--benchmark",
+        metavar="NAME",
+        help="Of a suite CONFIG, run only this benchmark (alone, as an ordinary run into --results).",
+    ),
     # A str, not a Path: Path("") is "." and an empty --results would fill the working folder.
     results: str = typer.Option(
         str(DEFAULT_RESULTS),
@@ -154,6 +162,9 @@ def run(
         False,
         "--retry-failed",
         help="Re-run the failed trials of searches already in --results (by default they stay failed).",
+    ),
+    no_report: bool = typer.Option(
+        False, "--no-report", help="Skip the HTML report at the end (`sharpbench report RESULTS` writes it later)."
     ),
     dry_run: bool = typer.Option(
         False,
@@ -192,32 +203,83 @@ def run(
     benchmark name, or --restart.
     One run at a time per results folder.
 
+    A suite CONFIG (`suite:`, `defaults:`, `benchmarks:`; see docs/suites.md) runs all its
+    benchmarks at once on one Ray runtime, each as its own run (identity, rows, resume) in its own
+    process with its log under RESULTS/logs/SUITE/, and then prints the suite board. Re-running it
+    resumes every benchmark that had not ended.
+
     Exit status: 0 when the run ended (failed trials are recorded and counted on the board); 1
     when every trial failed (the most frequent reason is printed); 2 for bad input, refused
     before anything starts; 130 when interrupted (Ctrl-C), 143 on SIGTERM (the run is saved: re-run to
     resume); 1 also when the disk fills up or a store stays locked (saved likewise).
     """
-    from bench.catalog import load_benchmark
+    from bench.catalog import load_any, load_benchmark
     from bench.config import ConfigError
+    from bench.config.suite import SuiteConfig
+    from bench.signals import SUITE_PARENT, die_with_parent
 
     verbosity = _verbosity(quiet, verbose)
     if not results.strip():
         _fail("--results is empty: name a folder (default: results)")
     folder = Path(results)
+    if os.environ.get(SUITE_PARENT, "").isdigit():
+        die_with_parent(int(os.environ[SUITE_PARENT]))  # one benchmark of a suite: dies with it
     try:
-        config = load_benchmark(config_path)
+        workload = load_any(config_path) if benchmark is None else load_benchmark(config_path, benchmark)
     except ConfigError as error:
         _fail(str(error))
+    configs = list(workload.benchmarks) if isinstance(workload, SuiteConfig) else [workload]
     if dry_run:
-        _dry_run(config, folder, perf_file, num_cpus, address)
+        for config in configs:
+            _dry_run(config, folder, perf_file, num_cpus, address)
         return
     if perf_file is not None:
         _fail("--perf goes with --dry-run (the run itself measures its trials)")
     options = _options(
-        folder, address, tracking_uri, optuna_storage, num_cpus, verbosity, restart=restart, retry_failed=retry_failed
+        folder,
+        address,
+        tracking_uri,
+        optuna_storage,
+        num_cpus,
+        verbosity,
+        restart=restart,
+        retry_failed=retry_failed,
+        report=not no_report,
     )
-    hint = resume_command(["run", str(config_path), "--results", str(folder)], options)
-    _execute(lambda: _session().Session(config, options, resume_hint=hint, output=OUTPUT))
+    if isinstance(workload, SuiteConfig):
+        _run_suite(workload, config_path, options)
+        return
+    args = ["run", str(config_path), *(["--benchmark", benchmark] if benchmark else []), "--results", str(folder)]
+    hint = resume_command(args, options)
+    _execute(lambda: _session().Session(workload, options, resume_hint=hint, output=OUTPUT))
+
+
+def _run_suite(suite: Any, path: Path, options: Any) -> None:
+    """`run` of a suite file: every benchmark at once (bench.suite), then the suite board."""
+    import bench.suite
+    from bench.api import suite as suite_board
+    from bench.errors import BadInput, RunStopped
+    from bench.leaderboard.suite_render import render_suite
+
+    try:
+        outcome = bench.suite.SuiteRun(suite, path, options, OUTPUT).run()
+    except BadInput as error:
+        _fail(str(error))
+    except RunStopped as stopped:
+        OUTPUT.tell(str(stopped))
+        raise typer.Exit(code=stopped.exit_status) from None
+    try:
+        board = suite_board([outcome.results], benchmarks=outcome.names, tell=OUTPUT.tell)
+    except BadInput as error:  # e.g. no baseline rows: the runs ended, their boards say why
+        OUTPUT.tell(f"note: no suite board: {error}")
+    else:
+        sys.stdout.write(render_suite(board, "table"))
+    minutes, seconds = divmod(round(outcome.seconds), 60)
+    OUTPUT.say(f"suite {outcome.suite}: {len(outcome.names)} benchmarks in {minutes} min {seconds} s")
+    if outcome.report is not None:
+        OUTPUT.say(f"Report     : xdg-open {shlex.quote(str(outcome.report))}")
+    only = " ".join(f"--benchmark {shlex.quote(name)}" for name in outcome.names)
+    OUTPUT.say(f"Suite board: sharpbench leaderboard {shlex.quote(str(outcome.results))} --suite {only}")
 
 
 def _dry_run(config: Any, results: Path, perf_file: Path | None, num_cpus: int | None, address: str | None) -> None:
@@ -318,6 +380,7 @@ def _options(
     *,
     restart: bool = False,
     retry_failed: bool = False,
+    report: bool = True,
 ) -> Any:
     return _session().RunOptions(
         results=results,
@@ -328,6 +391,7 @@ def _options(
         verbosity=verbosity,
         restart=restart,
         retry_failed=retry_failed,
+        report=report,
     )
 
 
@@ -417,6 +481,9 @@ def leaderboard(
         "mean with stratified bootstrap 95% intervals, probability of improvement, average rank, Friedman and "
         "Nemenyi tests (docs/statistics.md).",
     ),
+    benchmarks: Optional[list[str]] = typer.Option(
+        None, "--benchmark", metavar="NAME", help="Only this benchmark (repeatable), e.g. those of one suite."
+    ),
 ) -> None:
     """Rank methods per benchmark by the test accuracy of their best config (the rule of `run`:
     the completed search trial with the best search.metric, re-run with the final seeds), with
@@ -443,6 +510,7 @@ def leaderboard(
             alpha=alpha,
             split_configs=split_configs,
             tell=OUTPUT.tell,
+            benchmarks=benchmarks,
         )
     except BadInput as error:
         _fail(str(error))

@@ -265,19 +265,51 @@ class FolderBusy(RuntimeError):
     """Another process holds the results folder's lock; the message is one line."""
 
 
+#: Environment variable by which a suite hands its benchmarks' runs the folder lock it holds
+#: (:mod:`bench.suite`): the number of an inherited descriptor of the lock file.
+HELD_LOCK_FD = "SHARPBENCH_HELD_LOCK_FD"
+
+
 class FolderLock:
     """An exclusive, non-blocking ``flock`` on ``<results>/.sharpbench.lock`` for the life of a run.
 
     The kernel drops the lock when the process dies (kill -9 included), so a crashed run never
     leaves the folder locked. flock is reliable on local file systems; on NFS it depends on the
     server (use one results folder per driver there).
+
+    A suite's benchmarks run in processes of their own under the suite's one lock: the suite
+    passes them its locked descriptor (:data:`HELD_LOCK_FD`). A flock belongs to the open file,
+    which the child shares, so locking it again succeeds there and nowhere else; the child
+    checks it is this folder's lock file and leaves unlocking to the suite.
     """
 
     def __init__(self, results_dir: Path) -> None:
         self.path = Path(results_dir) / LOCK_FILENAME
         self._file: Any = None
+        self._inherited = False
+
+    def _inherit(self) -> bool:
+        """Whether this process holds the folder's lock through a descriptor its suite passed."""
+        raw = os.environ.get(HELD_LOCK_FD, "")
+        if not raw.isdigit():
+            return False
+        fd = int(raw)
+        try:
+            mine, theirs = os.fstat(fd), os.stat(self.path)
+        except OSError:
+            return False
+        if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+            return False  # a lock of another folder: this run locks its own
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     def __enter__(self) -> FolderLock:
+        if self._inherit():
+            self._inherited = True
+            return self
         self._file = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -294,6 +326,10 @@ class FolderLock:
         self._file.write(f"pid {os.getpid()} on {os.uname().nodename}")
         self._file.flush()
         return self
+
+    def descriptor(self) -> int:
+        """The locked descriptor, to pass to child processes (:data:`HELD_LOCK_FD`)."""
+        return self._file.fileno()
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:

@@ -47,6 +47,7 @@ class RunOptions:
     verbosity: Verbosity = Verbosity.normal
     restart: bool = False  # set aside a run of this benchmark with another config
     retry_failed: bool = False  # re-run failed search trials
+    report: bool = True  # write the HTML report at the end (a suite writes one for all its benchmarks)
 
 
 @dataclass(frozen=True)
@@ -386,7 +387,9 @@ class Session:
             raise
         self._print_board(results)
         all_failed = failure_summary(read_rows(results).to_pylist(), config.benchmark)
-        report = self._report(results, None if mirror.down else opened, plans, record.instance)
+        report = (
+            self._report(results, None if mirror.down else opened, plans, record.instance) if options.report else None
+        )
         outcome = RunOutcome(config.benchmark, results, uri, storage, report, all_failed, opened.experiment_id)
         for label, command in outcome.commands:  # one per line, never wrapped, so each can be pasted
             self.output.say(f"{label}: {command}")

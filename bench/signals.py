@@ -12,6 +12,9 @@ exits with 128 + 15 as a terminated process would.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,3 +73,24 @@ def terminate_as_interrupt() -> Iterator[Termination]:
         yield termination
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+#: Environment variable naming the process id of the suite that started this run (:mod:`bench.suite`).
+SUITE_PARENT = "SHARPBENCH_SUITE_PARENT"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int) -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``), so a
+    suite killed with kill -9 takes its benchmarks' runs with it, as one run's trials die with it.
+    ``parent`` is the pid this process was started by: if it is already gone (it died before the
+    request), this process kills itself. False where the call does not exist (not Linux)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True

@@ -33,6 +33,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"bench.search", "bench.report", "bench.sync"},
         # the lifecycle of a run, and the programs that measure sharpbench itself
         {"bench.session", "bench.benchmarks"},
+        {"bench.suite"},
         {"bench.api"},
         {"bench.cli", "sharpbench"},
     )

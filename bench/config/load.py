@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.config.schema import BenchmarkConfig, ConfigError, FinalConfig, RegularizerEntry
+from bench.config.suite import SuiteConfig, is_suite, parse_suite
 from bench.errors import unknown_name
 
 
@@ -104,8 +105,8 @@ def with_prior_values(raw: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def load_config(path: str | Path) -> BenchmarkConfig:
-    """Read and validate a YAML benchmark config."""
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML document of ``path``; :class:`ConfigError` with one line on any problem."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -120,12 +121,33 @@ def load_config(path: str | Path) -> BenchmarkConfig:
             f"cannot read config {path}: not UTF-8 text (byte {error.start}); is it a YAML file?"
         ) from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+
+
+def load_workload(path: str | Path) -> BenchmarkConfig | SuiteConfig:
+    """Read and validate a YAML file: one benchmark config, or a suite of them (it has
+    ``benchmarks:``, :mod:`bench.config.suite`)."""
+    raw = read_yaml(path)
+    if is_suite(raw):
+        return parse_suite(raw, source=str(path), parse=parse_config)
     return parse_config(raw, source=str(path))
+
+
+def load_config(path: str | Path, benchmark: str | None = None) -> BenchmarkConfig:
+    """Read and validate a YAML benchmark config; for a suite file, its benchmark ``benchmark``."""
+    workload = load_workload(path)
+    if isinstance(workload, SuiteConfig):
+        if benchmark is None:
+            names = ", ".join(c.benchmark for c in workload.benchmarks)
+            raise ConfigError(f"{path} is a suite of benchmarks ({names}); name one with --benchmark NAME")
+        return workload.named(benchmark)
+    if benchmark is not None and benchmark != workload.benchmark:
+        raise ConfigError(f"{path} holds one benchmark, {workload.benchmark!r}, not {benchmark!r}")
+    return workload
 
 
 def with_final(config: BenchmarkConfig, **changes: Any) -> BenchmarkConfig:

@@ -84,7 +84,10 @@ class RangeSpec(_Strict):
 
 
 class DataConfig(_Strict):
-    name: str = Field("digits", description="Registered dataset: ``digits``, ``cifar10``, ``cifar100`` or ``svhn``.")
+    name: str = Field(
+        "digits",
+        description="Registered dataset: ``digits``, ``breast_cancer`` (tabular), ``cifar10``, ``cifar100``, ``svhn``.",
+    )
     data_dir: str | None = Field(
         None, description="Folder holding the dataset files (CIFAR/SVHN); ``None`` uses ``~/.cache/sharpbench/data``."
     )

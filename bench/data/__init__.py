@@ -167,4 +167,4 @@ def normalize(train: Tensor, *others: Tensor) -> list[Tensor]:
 
 
 # Importing the modules registers the built-in datasets.
-from bench.data import digits, vision  # noqa: E402,F401  isort: skip
+from bench.data import digits, tabular, vision  # noqa: E402,F401  isort: skip

@@ -48,15 +48,23 @@ class SearchInterrupted(RuntimeError):
     """The experiment stopped before all its trials ended (Ctrl-C); its state is saved for resuming."""
 
 
-def experiment_name(config: BenchmarkConfig, final_only: bool) -> str:
+def experiment_name(config: BenchmarkConfig, final_only: bool, instance: str = "") -> str:
     """Stable across runs, so an interrupted experiment resumes under the same name (in the
     benchmark's own folder, ``<results>/ray/<benchmark>/``). A final-only call (``sharpbench
     final``) is its own experiment per final section (seeds, top-k): another ``--seed`` is a new
-    experiment, the same one resumes."""
+    experiment, the same one resumes.
+
+    The name ends with the run instance: Ray Tune stages each driver's experiment state under
+    ``<Ray session>/artifacts/<start second>/<experiment name>/`` before copying it to the
+    experiment folder, so two drivers on one Ray runtime that start an experiment of the same
+    name in the same second (the benchmarks of a suite, :mod:`bench.suite`) would write each
+    other's state files (seen: a benchmark's folder held another's trials, and its resume hung)."""
     if not final_only:
-        return "run"
-    digest = hashlib.sha256(json.dumps(config.final.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
-    return f"final-{digest}"
+        base = "run"
+    else:
+        digest = hashlib.sha256(json.dumps(config.final.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        base = f"final-{digest[:8]}"
+    return f"{base}-{instance}" if instance else base
 
 
 def unfinished(live: LiveRun) -> list[str]:
@@ -270,7 +278,9 @@ def run_benchmark(
         retry_failed=retry_failed,
         mlflow_sink=mlflow_sink,
     )
-    name = experiment_name(config, final_only)
+    name = experiment_name(config, final_only, instance)
+    if (storage / experiment_name(config, final_only)).is_dir() and not (storage / name).is_dir():
+        name = experiment_name(config, final_only)  # started by a sharpbench that did not add the instance
     # Tune saves its experiment state at most every 10 s by default: a kill -9 then loses up to
     # 10 s of it, and trials that ended in that window run again. Every 2 s keeps the window
     # small; the state is a few small files (trial table, searcher, callback).
