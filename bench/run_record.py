@@ -171,7 +171,7 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
     legacy = legacy_experiments(results_dir, config.benchmark)
     # Not part of the identity (the same trials), but where the run's studies are: a resume
     # elsewhere would start empty studies beside the rows and re-ask finished trials.
-    moved_studies = old.config.optuna_storage != config.optuna_storage and _started(old, results_dir)
+    moved_studies = old.config.optuna_storage != config.optuna_storage and started(old, results_dir)
     if moved_studies and not restart:
 
         def named(storage: str | None) -> str:
@@ -195,7 +195,7 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
             f"pass --restart to set it aside under {results_dir / SUPERSEDED_DIRNAME} and start afresh, or use "
             "another --results folder"
         )
-    if not restart and not _started(old, results_dir):
+    if not restart and not started(old, results_dir):
         # Nothing of the old run exists but its record (it stopped before its first trial, e.g.
         # on a Ray cluster it could not join): there is nothing to protect or set aside.
         record = RunRecord.new(config)
@@ -215,7 +215,7 @@ def resolve(config: BenchmarkConfig, results_dir: Path, *, restart: bool = False
     return record
 
 
-def _started(record: RunRecord, results_dir: Path) -> bool:
+def started(record: RunRecord, results_dir: Path) -> bool:
     """Whether the run of ``record`` left anything beyond its record: Parquet rows or Tune state."""
     from bench.results.parquet import benchmark_dir
 

@@ -172,13 +172,14 @@ class SuiteRun:
             except (PreflightError, DatasetError, ModelError) as error:
                 raise BadInput(f"{where}: {error}") from None
             old = records.get(config.benchmark)
-            if old is not None and not options.restart:
-                differ = run_record.differing_keys(old.config, config)
-                if run_record.config_hash(old.config) != run_record.config_hash(config):
-                    raise BadInput(
-                        f"{where}: {results} holds a run of it with another config (differs in "
-                        f"{', '.join(differ[:8])}); use another --results folder, or --restart to set it aside"
-                    )
+            # As bench.run_record.resolve decides it for one run, but for every benchmark before any starts.
+            changed = old is not None and run_record.config_hash(old.config) != run_record.config_hash(config)
+            if changed and not options.restart and run_record.started(old, results):
+                differ = ", ".join(run_record.differing_keys(old.config, config)[:8])
+                raise BadInput(
+                    f"{where}: {results} holds a run of it with another config (differs in {differ}); "
+                    "use another --results folder, or --restart to set it aside"
+                )
 
     # -- the run ------------------------------------------------------------------------------------
 

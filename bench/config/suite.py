@@ -9,9 +9,10 @@ A suite file has three keys::
       - {benchmark: digits_noise20, dataset: {label_noise: 0.2}}
 
 Each benchmark is ``defaults`` with its own entry laid over it, mapping by mapping (a mapping in
-the entry merges into the default's mapping, unless it names another thing, ``name:``, whose
-options would not fit: ``model: {name: mlp}`` replaces the default's CNN with its ``width``
-wholly; anything else, lists included, replaces the default's), then validated as a whole
+the entry merges into the default's key by key; anything else, lists included, replaces the
+default's). The ``options`` of a named thing belong to that thing: an entry that names another
+one (``model: {name: mlp}`` over a default ``cnn`` with ``options: {width: 16}``) does not
+inherit them. Then each is validated as a whole
 :class:`~bench.config.schema.BenchmarkConfig`. So every benchmark of a suite is an ordinary
 benchmark: its own run identity (config hash), rows, studies and resume.
 """
@@ -57,22 +58,26 @@ def is_suite(raw: Any) -> bool:
 
 
 def laid_over(base: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """``entry`` laid over ``base``: mappings merge key by key, except one that names another
-    thing (its ``name`` differs); anything else replaces (a copy).
+    """``entry`` laid over ``base``: mappings merge key by key, anything else replaces (a copy);
+    a mapping that names another thing (its ``name`` differs) leaves the old one's ``options``.
 
     >>> laid_over({"training": {"epochs": 5, "batch_size": 64}, "regularizers": ["erm", "sam"]},
     ...           {"training": {"epochs": 9}, "regularizers": ["erm"]})
     {'training': {'epochs': 9, 'batch_size': 64}, 'regularizers': ['erm']}
     >>> laid_over({"model": {"name": "cnn", "options": {"width": 16}}}, {"model": {"name": "mlp"}})
     {'model': {'name': 'mlp'}}
+    >>> laid_over({"dataset": {"name": "cifar10", "crop_padding": 4}}, {"dataset": {"name": "cifar100"}})
+    {'dataset': {'name': 'cifar100', 'crop_padding': 4}}
     """
     merged = dict(base)
     for key, value in entry.items():
         old = merged.get(key)
-        mergeable = (
-            isinstance(old, dict) and isinstance(value, dict) and old.get("name") == value.get("name", old.get("name"))
-        )
-        merged[key] = laid_over(old, value) if mergeable else value
+        if isinstance(old, dict) and isinstance(value, dict):
+            if value.get("name", old.get("name")) != old.get("name"):
+                old = {k: v for k, v in old.items() if k != "options"}  # the options of the old thing
+            merged[key] = laid_over(old, value)
+        else:
+            merged[key] = value
     return merged
 
 

@@ -8,6 +8,7 @@ from bench.config import ConfigError, load_config, parse_config
 from bench.plan import plan_methods
 
 SHIPPED = ["digits", "digits_noisy", "smoke", "cifar10_resnet18", "cifar100_wrn28_10", "cifar10_quick"]
+SUITES = ["suite_cpu", "suite_gpu"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -22,7 +23,47 @@ def test_shipped_config_is_valid(repo_root, name):
 
 def test_configs_folder_has_no_untested_config(repo_root):
     shipped = {path.stem for path in (repo_root / "configs").glob("*.yaml")}
-    assert shipped == set(SHIPPED)
+    assert shipped == set(SHIPPED) | set(SUITES)
+
+
+@pytest.mark.parametrize("name", SUITES)
+def test_shipped_suite_is_valid_and_every_benchmark_tunes_the_same_methods(repo_root, name):
+    from bench.catalog import load_any
+
+    suite = load_any(repo_root / "configs" / f"{name}.yaml")
+    methods = [[entry.name for entry in config.regularizers] for config in suite.benchmarks]
+    assert len(suite.benchmarks) >= 4 and all(m == methods[0] for m in methods)  # one method list: one suite
+    assert len(methods[0]) >= 8 and any(m.endswith("+swa") for m in methods[0])
+    budgets = {(config.search.trials_per_method, tuple(config.final.seeds)) for config in suite.benchmarks}
+    assert len(budgets) == 1  # the same budget on every benchmark
+
+
+def test_cpu_suite_covers_label_noise_a_reduced_train_set_and_a_tabular_task(repo_root):
+    from bench.catalog import load_any
+
+    suite = load_any(repo_root / "configs" / "suite_cpu.yaml")
+    digits = [c for c in suite.benchmarks if c.dataset.name == "digits"]
+    assert sorted(c.dataset.label_noise for c in digits if c.dataset.train_fraction == 1.0) == [0.0, 0.2, 0.4]
+    assert any(c.dataset.train_fraction < 1.0 for c in digits)
+    assert any(c.dataset.name == "breast_cancer" and c.model.name == "mlp" for c in suite.benchmarks)
+    assert all(c.flatness.when == "final" and c.resources.gpus_per_trial == 0 for c in suite.benchmarks)
+
+
+def test_gpu_suite_has_the_seed_papers_workloads(repo_root):
+    from bench.catalog import load_any
+
+    suite = load_any(repo_root / "configs" / "suite_gpu.yaml")
+    pairs = {(c.dataset.name, c.model.name) for c in suite.benchmarks}
+    assert {("cifar10", "resnet18"), ("cifar100", "wrn28_10"), ("cifar100", "pyramidnet110")} <= pairs
+    assert any(name == "svhn" for name, _ in pairs)
+    for config in suite.benchmarks:
+        assert (config.training.momentum, config.training.weight_decay, config.training.schedule) == (
+            0.9,
+            5e-4,
+            "cosine",
+        )
+        assert config.dataset.crop_padding == 4 and config.dataset.download is False
+        assert config.dataset.horizontal_flip is (config.dataset.name != "svhn")
 
 
 def test_digits_noisy_compares_every_built_in_method_on_noisy_labels(repo_root):
