@@ -143,6 +143,14 @@ EPSILON_SHARPNESS: Final = _declare(
     leaderboard=True,
 )
 
+ADAPTIVE_SHARPNESS: Final = _declare(
+    "adaptive_sharpness",
+    "nats",
+    "largest loss increase with each weight moved relative to its size (Andriushchenko et al. 2023)",
+    column="adaptive_sharpness",
+    leaderboard=True,
+)
+
 #: Method-specific metrics reported by a regularizer are logged as ``reg/<name>``.
 REGULARIZER_PREFIX: Final = "reg/"
 

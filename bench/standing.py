@@ -98,6 +98,7 @@ def summarize(board: BenchmarkBoard, phase: Phase | str) -> ParentSummary:
         M.HESSIAN_TOP_EIGENVALUE: standing.hessian_top_eigenvalue if flat else None,
         M.HESSIAN_TRACE: standing.hessian_trace if flat else None,
         M.EPSILON_SHARPNESS: standing.epsilon_sharpness if flat else None,
+        M.ADAPTIVE_SHARPNESS: standing.adaptive_sharpness if flat else None,
     }
     tags = {}
     if standing.best_run_id is not None:

@@ -50,6 +50,7 @@ def _every_reported_key() -> set[str]:
             trace_stderr=0.1,
             trace_probes=12,
             epsilon_sharpness=0.01,
+            adaptive_sharpness=0.02,
         ).to_metrics(),
     )
     return set(epoch.to_metrics())

@@ -276,7 +276,12 @@ class FlatnessConfig(_Strict):
     sharpness_radius: float = Field(
         0.05, gt=0, description="Radius ε of the global L2 ball of ε-sharpness (Keskar et al. 2017)."
     )
-    sharpness_steps: int = Field(5, gt=0, description="Projected-ascent steps of ε-sharpness.")
+    sharpness_steps: int = Field(5, gt=0, description="Projected-ascent steps of ε-sharpness and adaptive sharpness.")
+    adaptive_sharpness_radius: float = Field(
+        0.1,
+        gt=0,
+        description="Radius ρ of worst-case adaptive sharpness, max over ‖δ ⊘ |w|‖₂ ≤ ρ (Andriushchenko et al. 2023).",
+    )
 
     @model_validator(mode="before")
     @classmethod

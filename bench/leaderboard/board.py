@@ -31,10 +31,12 @@ deduplicated by run_id). For each (benchmark, regularizer):
   ran on the board; else overlapping intervals (:func:`bench.stats.rank_groups`). The board's
   ``rank_rule`` says which. Methods without a rank (no test accuracy, or no test on a board
   ranked by the tests) are listed last.
-* **Flatness** columns (Hessian top eigenvalue, trace, epsilon-sharpness) are the means over the
-  chosen rows (the final runs, or the best trial), None when not measured. The trace comes with
-  the standard error of that mean from the rows' own trace errors, √(Σ se_i²)/k (the
-  estimates are independent), None when a row lacks one.
+* **Flatness** columns (Hessian top eigenvalue, trace, epsilon-sharpness, adaptive sharpness)
+  are the means over the chosen rows (the final runs, or the best trial), None when not
+  measured. The trace comes with the standard error of that mean from the rows' own trace
+  errors, √(Σ se_i²)/k (the estimates are independent), None when a row lacks one.
+  ``eos_ratio`` is the mean of each row's λ_max over the edge of stability of its optimizer at
+  its configured (peak) learning rate, 2(1 + β)/η (Nesterov: 2(1 + β)/(η(1 + 2β))).
 
 >>> from bench.results.schema import SCHEMA
 >>> build_leaderboard(SCHEMA.empty_table())
@@ -57,6 +59,7 @@ import pyarrow as pa
 
 from bench import metrics as M
 from bench import selection, stats
+from bench.measure.flatness import edge_of_stability
 from bench.results.schema import FailureClass, Phase, TrialStatus
 
 #: Flatness columns averaged over the chosen rows (declared in bench.metrics).
@@ -186,6 +189,10 @@ class Standing:
     hessian_trace: float | None
     hessian_trace_stderr: float | None  # of that mean: the trace estimates' own errors
     epsilon_sharpness: float | None
+    adaptive_sharpness: float | None
+    #: Mean of λ_max / the edge of stability of each row's optimizer at its peak learning rate
+    #: (:func:`bench.measure.flatness.edge_of_stability`): ≈ 1 at the edge, < 1 flatter than it.
+    eos_ratio: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -443,8 +450,21 @@ def _method(regularizer: str, rows: Sequence[Mapping[str, Any]], confidence: flo
         search_gpu_slot_hours=_slot_hours(search, gpu=True),
         **{column: _mean([r[column] for r in flat_rows]) for column in FLATNESS_COLUMNS},
         hessian_trace_stderr=_stderr_of_mean(flat_rows),
+        eos_ratio=_mean([_eos_ratio(r) for r in flat_rows]),
     )
     return _Method(standing, values)
+
+
+def _eos_ratio(row: Mapping[str, Any]) -> float | None:
+    """λ_max of ``row`` over the edge of stability of its optimizer at its configured (peak)
+    learning rate; None without λ_max or a learning rate."""
+    eigenvalue = _num(row[M.HESSIAN_TOP_EIGENVALUE])
+    recipe = _hparams(row["training_hparams"])
+    rate = recipe.get("learning_rate")
+    if eigenvalue is None or not isinstance(rate, (int, float)) or rate <= 0:
+        return None
+    momentum = float(recipe.get("momentum") or 0.0)
+    return eigenvalue / edge_of_stability(float(rate), momentum, bool(recipe.get("nesterov")))
 
 
 def _compared(methods: Sequence[_Method], baseline: str | None, confidence: float, alpha: float) -> list[Standing]:

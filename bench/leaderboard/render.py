@@ -158,7 +158,7 @@ def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
     ]
     flat = board.has_flatness
     if flat:
-        header += ["λ_max", "Tr(H)", "ε-sharpness"]
+        header += ["λ_max", "λ_max/EoS", "Tr(H)", "ε-sharpness", "adaptive sharpness"]
     rows = []
     for s in board.standings:
         row = [
@@ -177,8 +177,10 @@ def _display_rows(board: BenchmarkBoard) -> tuple[list[str], list[list[str]]]:
         if flat:
             row += [
                 _fmt(s.hessian_top_eigenvalue, ".4g"),
+                _fmt(s.eos_ratio, ".3g"),
                 _with_stderr(s.hessian_trace, s.hessian_trace_stderr),
                 _fmt(s.epsilon_sharpness, ".4g"),
+                _fmt(s.adaptive_sharpness, ".4g"),
             ]
         rows.append(row)
     return header, rows

@@ -91,6 +91,7 @@ FLATNESS_MEASURES = {
     "hessian_trace": "Hessian trace",
     "hessian_top_eigenvalue": "top Hessian eigenvalue",
     "epsilon_sharpness": "ε-sharpness",
+    "adaptive_sharpness": "adaptive sharpness",
 }
 
 

@@ -1,4 +1,4 @@
-"""Flatness of a trained model: top Hessian eigenvalue, Hessian trace and ε-sharpness.
+"""Flatness of a trained model: top Hessian eigenvalue, Hessian trace, ε-sharpness and adaptive sharpness.
 
 Every quantity is measured on a fixed set of training batches and refers to the *mean loss over
 that subset*, ``L(w) = Σ_b (n_b / N) · loss_fn(model(x_b), y_b)``, where ``loss_fn`` returns the
@@ -71,6 +71,8 @@ __all__ = [
     "LossFn",
     "TraceResult",
     "epsilon_sharpness",
+    "adaptive_sharpness",
+    "edge_of_stability",
     "hessian_vector_product",
     "hutchinson_trace",
     "hutchpp_trace",
@@ -146,6 +148,7 @@ class FlatnessResult:
     #: Hessian-vector products the trace used (:attr:`TraceResult.probes`).
     trace_probes: int
     epsilon_sharpness: float
+    adaptive_sharpness: float
 
     def to_metrics(self) -> dict[str, float]:
         """The values logged with a trial's results, keyed by the :mod:`bench.metrics` names.
@@ -160,6 +163,7 @@ class FlatnessResult:
             metrics.HESSIAN_TRACE_STDERR: self.trace_stderr,
             metrics.HESSIAN_TRACE_PROBES: float(self.trace_probes),
             metrics.EPSILON_SHARPNESS: self.epsilon_sharpness,
+            metrics.ADAPTIVE_SHARPNESS: self.adaptive_sharpness,
         }
 
 
@@ -687,6 +691,50 @@ def epsilon_sharpness(
 
     The weights are restored bit-exactly from a copy afterwards.
     """
+    return _worst_case_increase(model, batches, loss_fn, radius, steps, step_size, generator, adaptive=False)
+
+
+def adaptive_sharpness(
+    model: nn.Module,
+    batches: Batches,
+    loss_fn: LossFn,
+    radius: float,
+    steps: int,
+    *,
+    step_size: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Worst-case adaptive sharpness max_{‖δ ⊘ |w|‖₂ ≤ ρ} L(w + δ) − L(w).
+
+    Adaptive sharpness (Kwon et al., "ASAM", ICML 2021, Definition 1 with T_w = |w|;
+    Andriushchenko et al., "A Modern Look at the Relationship between Sharpness and
+    Generalization", ICML 2023, eq. (1): the worst-case ℓ2 variant; official code
+    github.com/tml-epfl/sharpness-vs-generalization, ``eval_sharpness.py --adaptive``): each
+    weight's perturbation is measured relative to the weight, so the ball is an ellipsoid with
+    semi-axes ρ|wᵢ|. Unlike ε-sharpness it does not change when a ReLU network's layers are
+    rescaled against each other (w₁ → αw₁, w₂ → w₂/α), the reparametrization that makes plain
+    sharpness arbitrary (Dinh et al. 2017). A weight that is exactly 0 is not perturbed.
+
+    Computed as :func:`epsilon_sharpness` in the coordinates u = δ ⊘ |w| (‖u‖₂ ≤ ρ, a ball): the
+    same start, steps, projection, cost and guarantees (≥ 0, never above the true maximum), with
+    the gradient in u, |w| ⊙ ∇L(w + δ), in place of ∇L.
+    """
+    return _worst_case_increase(model, batches, loss_fn, radius, steps, step_size, generator, adaptive=True)
+
+
+def _worst_case_increase(
+    model: nn.Module,
+    batches: Batches,
+    loss_fn: LossFn,
+    radius: float,
+    steps: int,
+    step_size: float,
+    generator: torch.Generator | None,
+    *,
+    adaptive: bool,
+) -> float:
+    """Projected gradient ascent on u in the ball ‖u‖₂ ≤ ``radius``, where δ = c ⊙ u perturbs the
+    weights: c = 1 for ε-sharpness, c = |w| for adaptive sharpness (∇_u L = c ⊙ ∇_δ L)."""
     if radius <= 0:
         raise ValueError(f"radius must be > 0, got {radius}")
     if steps <= 0:
@@ -695,28 +743,51 @@ def epsilon_sharpness(
         raise ValueError(f"step_size must be > 0, got {step_size}")
     parameters = trainable_parameters(model)
     with measurement_mode(model), perturbed_weights(parameters) as backup:
+        scale = [w.abs() for w in backup.saved] if adaptive else None
+
+        def in_u(vector: ParamVector) -> ParamVector:
+            return vector if scale is None else torch._foreach_mul(vector, scale)
+
         base_loss, gradient = _loss_and_gradient(model, batches, loss_fn, parameters, with_gradient=True)
         assert gradient is not None
-        if float(global_norm(gradient)) == 0.0:
-            gradient = _random_vector(parameters, generator or torch.Generator().manual_seed(0), "normal")
-        delta = _scaled_to(gradient, radius)
+        direction = in_u(gradient)
+        if float(global_norm(direction)) == 0.0:
+            direction = _random_vector(parameters, generator or torch.Generator().manual_seed(0), "normal")
+        u = _scaled_to(direction, radius)
         best = 0.0
         for step in range(steps):
             with torch.no_grad():
-                torch._foreach_copy_(parameters, torch._foreach_add(backup.saved, delta))
+                torch._foreach_copy_(parameters, torch._foreach_add(backup.saved, in_u(u)))
             last = step == steps - 1
             loss, gradient = _loss_and_gradient(model, batches, loss_fn, parameters, with_gradient=not last)
             best = max(best, loss - base_loss)
             if last:
                 break
             assert gradient is not None
-            if float(global_norm(gradient)) == 0.0:  # a stationary point: further steps stay put
+            direction = in_u(gradient)
+            if float(global_norm(direction)) == 0.0:  # a stationary point: further steps stay put
                 break
             with torch.no_grad():
-                delta = torch._foreach_add(delta, _scaled_to(gradient, step_size * radius))
-                if float(global_norm(delta)) > radius:
-                    delta = _scaled_to(delta, radius)
+                u = torch._foreach_add(u, _scaled_to(direction, step_size * radius))
+                if float(global_norm(u)) > radius:
+                    u = _scaled_to(u, radius)
     return best
+
+
+def edge_of_stability(learning_rate: float, momentum: float = 0.0, nesterov: bool = False) -> float:
+    """The curvature above which this optimizer's iteration diverges on a quadratic: 2/η for
+    gradient descent (Cohen et al., "Gradient Descent on Neural Networks Typically Occurs at the
+    Edge of Stability", ICLR 2021: λ_max rises to it and hovers there), 2(1 + β)/η with heavy-ball
+    momentum β, and 2(1 + β)/(η(1 + 2β)) with Nesterov's (their Appendix, the maximal stable step
+    sizes of momentum on a quadratic). A trained model's λ_max divided by this value is ≈ 1 at
+    the edge of stability, well below 1 where the minimum is flatter than the step size forces."""
+    if learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if nesterov:
+        return 2.0 * (1.0 + momentum) / (learning_rate * (1.0 + 2.0 * momentum))
+    return 2.0 * (1.0 + momentum) / learning_rate
 
 
 # --- everything at once -------------------------------------------------------------------------
@@ -729,7 +800,7 @@ def measure_flatness(
     config: FlatnessConfig,
     generator: torch.Generator,
 ) -> FlatnessResult:
-    """Top eigenvalue, Hessian trace and ε-sharpness of ``model`` on the fixed ``batches``.
+    """Top eigenvalue, Hessian trace, ε-sharpness and adaptive sharpness of ``model`` on the fixed ``batches``.
 
     ``batches`` is the measurement subset (``config.subset_size`` samples in batches of
     ``config.batch_size``, built by the caller on the model's device); ``loss_fn`` returns each
@@ -766,6 +837,14 @@ def measure_flatness(
             steps=config.sharpness_steps,
             generator=generator,
         )
+        adaptive = adaptive_sharpness(
+            model,
+            batches,
+            loss_fn,
+            radius=config.adaptive_sharpness_radius,
+            steps=config.sharpness_steps,
+            generator=generator,
+        )
     return FlatnessResult(
         top_eigenvalue=eigen.eigenvalue,
         eigen_iterations=eigen.iterations,
@@ -774,4 +853,5 @@ def measure_flatness(
         trace_stderr=trace.stderr,
         trace_probes=trace.probes,
         epsilon_sharpness=sharpness,
+        adaptive_sharpness=adaptive,
     )

@@ -18,7 +18,8 @@ phase of TPE, GP or CMA-ES, or any draw of the random and QMC samplers; ``model`
 sampler's model; null for final rows and for methods with nothing to search). Version 6 added
 ``evaluated_weights``: the weights the row's validation, test and flatness figures come from,
 ``trained`` or the average of a ``<method>+swa``/``+ema`` method (``swa``, ``ema``); null in older
-files, whose weights were all the trained ones.
+files, whose weights were all the trained ones. Version 7 added ``adaptive_sharpness`` (worst-case
+adaptive sharpness, :func:`bench.measure.flatness.adaptive_sharpness`), null in older files.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pyarrow as pa
 from bench import metrics
 from bench.failures import FailureClass  # noqa: F401  (a row column's values; re-exported)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Hive partition columns of the dataset, in directory order.
 PARTITION_COLUMNS = ("benchmark", "regularizer")

@@ -17,6 +17,8 @@ from bench import metrics
 from bench.config import FlatnessConfig
 from bench.measure.flatness import (
     FlatnessResult,
+    adaptive_sharpness,
+    edge_of_stability,
     epsilon_sharpness,
     hessian_vector_product,
     hutchinson_trace,
@@ -533,6 +535,60 @@ def test_epsilon_sharpness_at_a_stationary_point_uses_a_random_start():
     assert found == pytest.approx(0.5 * 2.0 * 0.5**2, rel=1e-8)  # 80 steps converge to 1e-8: the algorithm's accuracy
 
 
+@pytest.mark.parametrize(
+    "spectrum", [[4.0, 1.0, 0.5, 0.1, 0.0], [2.0, -3.0, 1.0, -0.5, 0.2]], ids=["psd", "indefinite"]
+)
+@pytest.mark.parametrize("radius", [0.05, 0.5])
+def test_adaptive_sharpness_is_the_trust_region_maximum_in_weight_relative_coordinates(spectrum, radius):
+    # δ = |w| ⊙ u with ‖u‖ ≤ ρ: L(w+δ) − L(w) = ½uᵀ(CAC)u + (C(Aw + b))ᵀu, C = diag(|w|), a
+    # trust-region problem in u, solved exactly; one weight is exactly 0 and must not move.
+    generator = torch.Generator().manual_seed(5)
+    a = symmetric(spectrum, seed=5)
+    b = torch.randn(5, dtype=F64, generator=generator)
+    w = torch.randn(5, dtype=F64, generator=generator)
+    w[2] = 0.0
+    c = torch.diag(w.abs())
+    exact = trust_region_max(c @ a @ c, c @ (a @ w + b), radius)
+    found = adaptive_sharpness(Quadratic(a, b, w), QUADRATIC_BATCHES, mean_output, radius, steps=100)
+    base = float(0.5 * w @ a @ w + b @ w)
+    assert found <= exact + rounding(base, exact)
+    assert found >= exact - 1e-9 * abs(exact)
+    # the plain ε-ball of the same radius is another problem with another answer
+    plain = epsilon_sharpness(Quadratic(a, b, w), QUADRATIC_BATCHES, mean_output, radius, steps=100)
+    assert abs(plain - found) > 1e-3 * found
+
+
+def test_adaptive_sharpness_is_epsilon_sharpness_when_every_weight_has_size_one():
+    a = symmetric([3.0, -1.0, 0.5, 0.2, 0.1], seed=6)
+    b = torch.tensor([0.5, -1.0, 0.25, 1.0, -0.5], dtype=F64)
+    w = torch.tensor([1.0, -1.0, 1.0, 1.0, -1.0], dtype=F64)
+    adaptive = adaptive_sharpness(Quadratic(a, b, w), QUADRATIC_BATCHES, mean_output, 0.3, steps=7)
+    plain = epsilon_sharpness(Quadratic(a, b, w), QUADRATIC_BATCHES, mean_output, 0.3, steps=7)
+    assert adaptive == plain  # |w| = 1: every step multiplies by exactly 1.0
+
+
+def _relu_net(scale: float) -> nn.Module:
+    torch.manual_seed(11)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(F64)
+    with torch.no_grad():  # the same function: ReLU(αz) = αReLU(z) for α > 0
+        net[0].weight.mul_(scale)
+        net[0].bias.mul_(scale)
+        net[2].weight.div_(scale)
+    return net
+
+
+def test_adaptive_sharpness_ignores_the_rescaling_that_changes_epsilon_sharpness():
+    torch.manual_seed(12)
+    x, y = torch.randn(20, 4, dtype=F64), torch.randint(0, 3, (20,))
+    batches = [(x, y)]
+    one, rescaled = _relu_net(1.0), _relu_net(5.0)
+    torch.testing.assert_close(one(x), rescaled(x), rtol=1e-12, atol=1e-12)  # one function, two parametrizations
+    adaptive = [adaptive_sharpness(net, batches, cross_entropy, 0.2, steps=5) for net in (one, rescaled)]
+    plain = [epsilon_sharpness(net, batches, cross_entropy, 0.2, steps=5) for net in (one, rescaled)]
+    assert adaptive[0] > 1e-4 and adaptive[1] == pytest.approx(adaptive[0], rel=1e-9)
+    assert abs(plain[1] - plain[0]) > 0.1 * plain[0]
+
+
 # --- measure_flatness: side effects, determinism, dtypes ------------------------------------------
 
 
@@ -548,7 +604,7 @@ def test_measure_flatness_leaves_the_model_exactly_as_found():
         result = measure_flatness(model, batches, cross_entropy, config, torch.Generator().manual_seed(0))
     after = snapshot(model)
     # The ascent ran: a radius of 0.5 raises this loss by ~0.1, far from 0 (and from rounding).
-    assert result.epsilon_sharpness > 1e-3
+    assert result.epsilon_sharpness > 1e-3 and result.adaptive_sharpness > 1e-5
     assert all(torch.equal(x, y) for x, y in zip(before[0], after[0], strict=True))  # weights, bit for bit
     with_grad = [index for index, p in enumerate(model.parameters()) if p is model.body[0].weight]
     assert [index for index, g in enumerate(after[1]) if g is not None] == with_grad  # p.grad untouched
@@ -581,6 +637,7 @@ def test_measure_flatness_in_float32_agrees_with_float64():
     assert single.top_eigenvalue == pytest.approx(double.top_eigenvalue, rel=1e-4)
     assert single.trace == pytest.approx(double.trace, rel=1e-4)  # same Rademacher probes
     assert single.epsilon_sharpness == pytest.approx(double.epsilon_sharpness, rel=1e-3)
+    assert single.adaptive_sharpness == pytest.approx(double.adaptive_sharpness, rel=1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -615,6 +672,7 @@ def test_to_metrics_uses_the_metric_constants():
         trace_stderr=0.5,
         trace_probes=42,
         epsilon_sharpness=0.01,
+        adaptive_sharpness=0.02,
     )
     # Values are passed through, not computed: exact equality is the contract.
     assert result.to_metrics() == {
@@ -625,6 +683,7 @@ def test_to_metrics_uses_the_metric_constants():
         metrics.HESSIAN_TRACE_STDERR: 0.5,
         metrics.HESSIAN_TRACE_PROBES: 42.0,
         metrics.EPSILON_SHARPNESS: 0.01,
+        metrics.ADAPTIVE_SHARPNESS: 0.02,
     }
     assert all(type(value) is float for value in result.to_metrics().values())  # Tune/MLflow log numbers
 
@@ -652,3 +711,25 @@ def test_should_measure_rejects_epochs_outside_the_run():
         should_measure(config, 5, 5)
     with pytest.raises(ValueError, match="total_epochs"):
         should_measure(config, 0, 0)
+
+
+@pytest.mark.parametrize(("momentum", "nesterov"), [(0.0, False), (0.9, False), (0.5, False), (0.9, True), (0.5, True)])
+def test_edge_of_stability_is_where_torchs_sgd_starts_to_diverge_on_a_quadratic(momentum, nesterov):
+    # L(w) = ½λw²: torch's own SGD (heavy-ball or Nesterov) converges for λ just below the edge
+    # and diverges just above it.
+    eta = 0.1
+    edge = edge_of_stability(eta, momentum, nesterov)
+
+    def final_size(curvature: float) -> float:
+        w = torch.tensor([1.0], dtype=F64, requires_grad=True)
+        sgd = torch.optim.SGD([w], lr=eta, momentum=momentum, nesterov=nesterov)
+        for _ in range(3000):
+            sgd.zero_grad()
+            (0.5 * curvature * w**2).sum().backward()
+            sgd.step()
+        return abs(w.item())
+
+    assert final_size(0.98 * edge) < 1e-3
+    assert final_size(1.02 * edge) > 1e3
+    with pytest.raises(ValueError, match="learning_rate"):
+        edge_of_stability(0.0)

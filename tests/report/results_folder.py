@@ -98,6 +98,7 @@ def row(trial: Trial, index: int) -> TrialRow:
         hessian_trace_stderr=trial.hessian_trace_stderr,
         hessian_trace_probes=None,
         epsilon_sharpness=None,
+        adaptive_sharpness=None,
         device="cpu",
         hardware="test cpu",
         package_versions="{}",

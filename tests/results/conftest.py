@@ -55,6 +55,7 @@ def make_row(**overrides: Any) -> TrialRow:
         hessian_trace_stderr=None,
         hessian_trace_probes=None,
         epsilon_sharpness=None,
+        adaptive_sharpness=None,
         device="cpu",
         hardware="test cpu (2 threads)",
         precision="float32",

@@ -204,6 +204,21 @@ def test_flatness_is_the_mean_over_the_chosen_rows() -> None:
     assert not plain.has_flatness
 
 
+def test_eos_ratio_is_each_rows_lambda_max_over_its_optimizers_edge_of_stability() -> None:
+    heavy = '{"learning_rate": 0.1, "momentum": 0.9, "nesterov": false}'  # edge 2·1.9/0.1 = 38
+    nesterov = '{"learning_rate": 0.2, "momentum": 0.5, "nesterov": true}'  # edge 2·1.5/(0.2·2) = 7.5
+    rows = [
+        _search("sam", C, 0.9, 0.8, hessian_top_eigenvalue=19.0, training_hparams=heavy, adaptive_sharpness=0.3),
+        _search("sam", C, 0.9, 0.8, hessian_top_eigenvalue=15.0, training_hparams=nesterov, benchmark="b2"),
+        _search("sam", C, 0.9, 0.8, training_hparams=heavy, benchmark="b3"),
+    ]
+    boards = {board.benchmark: _by_method(board)["sam"] for board in build_leaderboard(_table(rows))}
+    assert boards["digits-mlp"].eos_ratio == pytest.approx(0.5, rel=1e-12)
+    assert boards["digits-mlp"].adaptive_sharpness == 0.3
+    assert boards["b2"].eos_ratio == pytest.approx(2.0, rel=1e-12) and boards["b2"].adaptive_sharpness is None
+    assert boards["b3"].eos_ratio is None  # no λ_max
+
+
 def test_trace_stderr_is_that_of_the_mean_and_is_rendered_next_to_the_trace() -> None:
     cfg = '{"rho": 0.1}'
     rows = [
