@@ -147,7 +147,10 @@ def suite(
     table, ranked = _ranked(
         folders, baseline=baseline, alpha=alpha, split_configs=split_configs, tell=tell, benchmarks=benchmarks
     )
-    board = build_suite(ranked, table.to_pylist(), baseline=baseline or DEFAULT_BASELINE, alpha=alpha)
+    from bench.results.curves import read_curves
+
+    curves = read_curves(*folders, run_ids=table.column("run_id").to_pylist()).to_pylist()
+    board = build_suite(ranked, table.to_pylist(), baseline=baseline or DEFAULT_BASELINE, alpha=alpha, curves=curves)
     if board is None:
         names = ", ".join(b.benchmark for b in ranked)
         raise BadInput(f"--suite needs at least 2 benchmarks; the folders hold {len(ranked)}: {names}")

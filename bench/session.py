@@ -49,6 +49,13 @@ class RunOptions:
     retry_failed: bool = False  # re-run failed search trials
     report: bool = True  # write the HTML report at the end (a suite writes one for all its benchmarks)
 
+    def check(self, config: BenchmarkConfig) -> None:
+        """Everything checkable about running ``config`` so, in seconds, before Ray starts or
+        anything is written (:func:`bench.preflight.check_before_start`); PreflightError."""
+        check_before_start(
+            config, self.results, address=self.address, tracking_uri=self.tracking_uri, num_cpus=self.num_cpus
+        )
+
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -177,13 +184,7 @@ class Session:
         try:
             # Everything checkable, in seconds, before Ray starts or anything is written; first,
             # before the imports below (MLflow alone takes seconds).
-            check_before_start(
-                config,
-                options.results,
-                address=options.address,
-                tracking_uri=options.tracking_uri,
-                num_cpus=options.num_cpus,
-            )
+            options.check(config)
         except PreflightError as error:
             raise BadInput(str(error)) from None
         from bench.data import DatasetError, load_dataset

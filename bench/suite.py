@@ -40,7 +40,7 @@ from bench.config import BenchmarkConfig
 from bench.config.suite import SuiteConfig
 from bench.console import Output, Verbosity
 from bench.errors import BadInput, RunStopped, first_line
-from bench.preflight import PreflightError, check_before_start
+from bench.preflight import PreflightError
 from bench.session import RunOptions, _shutdown_ray
 from bench.signals import INTERRUPTED_EXIT_STATUS, SUITE_PARENT, TERMINATED_EXIT_STATUS
 
@@ -158,13 +158,7 @@ class SuiteRun:
         for config in self.suite.benchmarks:
             where = f"suite {self.suite.suite}, benchmark {config.benchmark}"
             try:
-                check_before_start(
-                    config,
-                    options.results,
-                    address=options.address,
-                    tracking_uri=options.tracking_uri,
-                    num_cpus=options.num_cpus,
-                )
+                options.check(config)
                 key = config.dataset.model_dump_json()
                 if options.address is None and key not in loaded:  # a missing dataset fails here, not later
                     load_dataset(config.dataset)

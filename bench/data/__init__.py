@@ -16,6 +16,7 @@ from torch import Tensor
 
 from bench.config import DataConfig
 from bench.data.noise import flip_labels, stratified_subset
+from bench.data.splits import stratified_split
 from bench.naming import Registry
 
 
@@ -156,6 +157,23 @@ def clear_dataset_cache() -> None:
 def dataset_loads() -> int:
     """How many times :func:`load_dataset_cached` has loaded a dataset in this process."""
     return _PROCESS_CACHE.loads
+
+
+def split_dataset(name: str, inputs: Tensor, targets: Tensor, num_classes: int, config: DataConfig) -> Dataset:
+    """``inputs`` (N, C, H, W) and their labels split into train/val/test, stratified by label
+    and fixed by ``config.split_seed`` (``val_fraction``, ``test_fraction``), each channel
+    standardized with the training split's statistics."""
+    val_index, test_index, train_index = stratified_split(
+        targets.numpy(), [config.val_fraction, config.test_fraction], seed=config.split_seed
+    )
+    train, val, test = normalize(inputs[train_index], inputs[val_index], inputs[test_index])
+    return Dataset(
+        name=name,
+        train=TensorSplit(train, targets[train_index]),
+        val=TensorSplit(val, targets[val_index]),
+        test=TensorSplit(test, targets[test_index]),
+        num_classes=num_classes,
+    )
 
 
 def normalize(train: Tensor, *others: Tensor) -> list[Tensor]:

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from bench.config import DataConfig
-from bench.data import Dataset, TensorSplit, normalize, register_dataset
-from bench.data.splits import stratified_split
+from bench.data import Dataset, register_dataset, split_dataset
 
 #: The file ``sklearn.datasets.load_digits`` reads, inside the scikit-learn package.
 DIGITS_FILE = Path("datasets", "data", "digits.csv.gz")
@@ -39,18 +38,5 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def load_digits(config: DataConfig) -> Dataset:
     """Stratified train/val/test split fixed by ``config.split_seed``; pixels standardized."""
     raw_images, raw_labels = digits_arrays()
-    images = np.asarray(raw_images, dtype=np.float32)[:, None]  # (N, 1, 8, 8)
-    labels = np.asarray(raw_labels, dtype=np.int64)
-    val_index, test_index, train_index = stratified_split(
-        labels, [config.val_fraction, config.test_fraction], seed=config.split_seed
-    )
-    inputs = torch.from_numpy(images)
-    targets = torch.from_numpy(labels)
-    train, val, test = normalize(inputs[train_index], inputs[val_index], inputs[test_index])
-    return Dataset(
-        name="digits",
-        train=TensorSplit(train, targets[train_index]),
-        val=TensorSplit(val, targets[val_index]),
-        test=TensorSplit(test, targets[test_index]),
-        num_classes=10,
-    )
+    images = torch.from_numpy(np.asarray(raw_images, dtype=np.float32)[:, None])  # (N, 1, 8, 8)
+    return split_dataset("digits", images, torch.from_numpy(np.asarray(raw_labels, dtype=np.int64)), 10, config)

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from bench.config import DataConfig
-from bench.data import Dataset, TensorSplit, normalize, register_dataset
-from bench.data.splits import stratified_split
+from bench.data import Dataset, register_dataset, split_dataset
 
 #: The file ``sklearn.datasets.load_breast_cancer`` reads, inside the scikit-learn package.
 BREAST_CANCER_FILE = Path("datasets", "data", "breast_cancer.csv")
@@ -41,17 +40,5 @@ def breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray]:
 def load_breast_cancer(config: DataConfig) -> Dataset:
     """Stratified train/val/test split fixed by ``config.split_seed``; features standardized."""
     features, raw_labels = breast_cancer_arrays()
-    inputs = torch.from_numpy(np.asarray(features, dtype=np.float32)[:, :, None, None])
-    labels = np.asarray(raw_labels, dtype=np.int64)
-    targets = torch.from_numpy(labels)
-    val_index, test_index, train_index = stratified_split(
-        labels, [config.val_fraction, config.test_fraction], seed=config.split_seed
-    )
-    train, val, test = normalize(inputs[train_index], inputs[val_index], inputs[test_index])
-    return Dataset(
-        name="breast_cancer",
-        train=TensorSplit(train, targets[train_index]),
-        val=TensorSplit(val, targets[val_index]),
-        test=TensorSplit(test, targets[test_index]),
-        num_classes=2,
-    )
+    inputs = torch.from_numpy(np.asarray(features, dtype=np.float32)[:, :, None, None])  # (N, 30, 1, 1)
+    return split_dataset("breast_cancer", inputs, torch.from_numpy(np.asarray(raw_labels, dtype=np.int64)), 2, config)

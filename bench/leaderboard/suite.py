@@ -31,6 +31,12 @@ them, by how much, and how sure one can be, with the tools of rliable (Agarwal e
   distinguishable (Demšar 2006, §3.2.2; ``q_α`` is the studentized range quantile over √2).
 * **Performance profile** (rliable's score distribution): the fraction of a method's runs, each
   benchmark weighted equally, whose score exceeds τ, for every τ.
+* **Time to target** (AlgoPerf's time-to-result, :mod:`bench.leaderboard.target`): per
+  benchmark, the target is the baseline's final validation accuracy (the median of its runs'
+  last epochs), and a method's time is the median passes of its runs that reached it. Across
+  benchmarks: the geometric mean over the benchmarks where both the method and the baseline
+  reached it of the ratio of their times (below 1: sooner than the baseline), with the count of
+  the method's runs that reached it; from the learning curves, so only where they were recorded.
 * **Does flatter mean better here?** Per benchmark and flatness measure, Kendall's τ-b
   (:func:`scipy.stats.kendalltau`) between the measure and the generalization gap (test loss −
   final training loss) over the completed runs that measured it, all methods together (Jiang et
@@ -50,6 +56,7 @@ import numpy as np
 from scipy import stats
 
 from bench.leaderboard.board import BenchmarkBoard
+from bench.leaderboard.target import board_times
 
 #: How a run's test accuracy becomes a score comparable across benchmarks.
 SCORE_RULE = "relative error reduction vs {baseline}: 1 − error / ({baseline}'s mean error on the benchmark)"
@@ -84,6 +91,20 @@ class SuiteMethod:
     probability_of_improvement: Interval | None
     #: Its scores per benchmark, in the suite's benchmark order.
     scores: tuple[tuple[float, ...], ...]
+    #: Time to target (module docstring); None without learning curves.
+    time_to_target: TargetSpeed | None = None
+
+
+@dataclass(frozen=True)
+class TargetSpeed:
+    """A method's time to the benchmarks' targets, against the baseline's."""
+
+    #: Geometric mean over benchmarks of (its median passes to target / the baseline's); None
+    #: where no benchmark has both.
+    relative_passes: float | None
+    benchmarks: int  # the benchmarks in that mean
+    reached: int  # its runs that reached their benchmark's target
+    runs: int  # its runs with a curve
 
 
 #: Flatness measures correlated with the generalization gap: row column -> name in the field's terms.
@@ -368,6 +389,34 @@ def _run_accuracies(board: BenchmarkBoard, rows: Mapping[str, Mapping[str, Any]]
     return accuracies
 
 
+def target_speeds(
+    boards: Sequence[BenchmarkBoard], curves: Sequence[Mapping[str, Any]], baseline: str
+) -> dict[str, TargetSpeed]:
+    """Every method's :class:`TargetSpeed` over ``boards``, from the curve table's rows."""
+    ratios: dict[str, list[float]] = {}
+    counts: dict[str, list[int]] = {}
+    for board in boards:
+        found = board_times(board, curves) if board.baseline == baseline else None
+        if found is None:
+            continue
+        times = {t.regularizer: t for t in found[1]}
+        base = times.get(baseline)
+        for name, t in times.items():
+            reached, runs = counts.setdefault(name, [0, 0])
+            counts[name] = [reached + t.reached, runs + t.runs]
+            if t.passes is not None and base is not None and base.passes:
+                ratios.setdefault(name, []).append(t.passes / base.passes)
+    return {
+        name: TargetSpeed(
+            float(np.exp(np.mean(np.log(ratios[name])))) if ratios.get(name) else None,
+            len(ratios.get(name, [])),
+            reached,
+            runs,
+        )
+        for name, (reached, runs) in counts.items()
+    }
+
+
 def build_suite(
     boards: Sequence[BenchmarkBoard],
     rows: Sequence[Mapping[str, Any]],
@@ -376,8 +425,10 @@ def build_suite(
     confidence: float = 0.95,
     alpha: float = 0.05,
     resamples: int = RESAMPLES,
+    curves: Sequence[Mapping[str, Any]] = (),
 ) -> SuiteBoard | None:
-    """The suite board of ``boards`` (their rows in ``rows``); None for fewer than 2 benchmarks."""
+    """The suite board of ``boards`` (their rows in ``rows``, their learning curves' rows in
+    ``curves``); None for fewer than 2 benchmarks."""
     if len(boards) < 2:
         return None
     by_id = {str(r["run_id"]): r for r in rows}
@@ -441,6 +492,7 @@ def build_suite(
         tests_note = f"{len(methods)} method(s) on every benchmark: the rank tests need at least 3"
     entries = []
     short = False
+    speeds = target_speeds([b for b in boards if b.benchmark in benchmarks], curves, baseline)
     for m in methods:
         tasks = [scores[b][m] for b in benchmarks]
         short = short or any(len(t) < 2 for t in tasks)
@@ -460,6 +512,7 @@ def build_suite(
                 average_rank=float(ranks[m]),
                 probability_of_improvement=improvement,
                 scores=tuple(tuple(t) for t in tasks),
+                time_to_target=speeds.get(m),
             )
         )
     entries.sort(key=lambda e: (-e.iqm.value, e.average_rank, e.regularizer))

@@ -17,8 +17,17 @@ from typing import Any
 
 from bench.leaderboard.latex import escape
 from bench.leaderboard.suite import FLATNESS_MEASURES, Interval, SuiteBoard, SuiteMethod
+from bench.leaderboard.target import TARGET_RULE
 
-HEADER = ("Method", "IQM [95% CI]", "Mean [95% CI]", "P(better than {baseline}) [95% CI]", "Avg rank", "Runs")
+HEADER = (
+    "Method",
+    "IQM [95% CI]",
+    "Mean [95% CI]",
+    "P(better than {baseline}) [95% CI]",
+    "Avg rank",
+    "Runs",
+    "Passes to target (× {baseline})",
+)
 
 
 def _number(value: float, digits: int, sign: bool) -> str:
@@ -38,7 +47,16 @@ def _interval(value: Interval | None, digits: int = 3, sign: bool = True) -> str
 def _cells(suite: SuiteBoard, m: SuiteMethod) -> list[str]:
     baseline = m.regularizer == suite.baseline
     improvement = "baseline" if baseline else _interval(m.probability_of_improvement, 2, sign=False)
-    return [m.regularizer, _interval(m.iqm), _interval(m.mean), improvement, f"{m.average_rank:.2f}", str(m.runs)]
+    cells = [m.regularizer, _interval(m.iqm), _interval(m.mean), improvement, f"{m.average_rank:.2f}", str(m.runs)]
+    return [*cells, _speed(m)]
+
+
+def _speed(m: SuiteMethod) -> str:
+    speed = m.time_to_target
+    if speed is None:
+        return "–"
+    ratio = "–" if speed.relative_passes is None else f"{speed.relative_passes:.2f}"
+    return f"{ratio} ({speed.reached}/{speed.runs} runs)"
 
 
 def _header(suite: SuiteBoard) -> list[str]:
@@ -56,6 +74,13 @@ def lines_under(suite: SuiteBoard) -> list[str]:
         f"{suite.confidence:.0%}). P(better): a run's chance to beat one of {suite.baseline}'s on the same "
         "benchmark (ties half), averaged over benchmarks. Avg rank: by mean test accuracy per benchmark, 1 = best.",
     ]
+    if any(m.time_to_target is not None for m in suite.methods):
+        lines.append(
+            f"Passes to target: per benchmark, the target is {TARGET_RULE.format(baseline=suite.baseline)}; "
+            f"a method's time is the median forward+backward passes of its runs that reached it; shown: the "
+            f"geometric mean over benchmarks of its time over {suite.baseline}'s (< 1: sooner), and how many "
+            "of its runs reached the target."
+        )
     if suite.friedman_p is not None:
         apart = [
             f"{a}–{b}"
@@ -139,6 +164,9 @@ CSV_COLUMNS = (
     "probability_of_improvement_ci_high",
     "average_rank",
     "runs",
+    "relative_passes_to_target",
+    "runs_reaching_target",
+    "runs_with_curves",
     "baseline",
     "benchmarks",
 )
@@ -150,6 +178,10 @@ def _csv(suite: SuiteBoard) -> str:
     writer.writeheader()
     for m in suite.methods:
         record: dict[str, Any] = {"regularizer": m.regularizer, "average_rank": m.average_rank, "runs": m.runs}
+        speed = m.time_to_target
+        record["relative_passes_to_target"] = None if speed is None else speed.relative_passes
+        record["runs_reaching_target"] = None if speed is None else speed.reached
+        record["runs_with_curves"] = None if speed is None else speed.runs
         for name in ("iqm", "mean", "probability_of_improvement"):
             value = getattr(m, name)
             record[name], record[f"{name}_ci_low"], record[f"{name}_ci_high"] = (
@@ -173,7 +205,7 @@ def _latex(suite: SuiteBoard) -> str:
         [
             r"\begin{table}[t]",
             r"\centering",
-            r"\begin{tabular}{lrrrrr}",
+            r"\begin{tabular}{lrrrrrr}",
             r"\toprule",
             " & ".join(escape(h) for h in _header(suite)) + r" \\",
             r"\midrule",

@@ -23,6 +23,7 @@ from bench.config import BenchmarkConfig, ConfigError
 from bench.errors import first_line
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present, render
 from bench.leaderboard.suite import SuiteBoard, build_suite
+from bench.leaderboard.target import TARGET_RULE, board_times
 from bench.merge import config_clashes, config_label, read_rows_by_config
 from bench.naming import file_safe
 from bench.report import data, figures, palette
@@ -298,29 +299,20 @@ def _curves_figure(
         None,
         FIGURE_CURVES,
         what,
-        " ".join(
-            filter(None, (_CURVES_CAPTION.format(counts=counts).rstrip(), _time_to_target(board, curves, points)))
-        ),
+        " ".join(filter(None, (_CURVES_CAPTION.format(counts=counts).rstrip(), _time_to_target(board, points)))),
         _save(figures.curves_figure(curves, styles, title), path),
     )
 
 
-def _time_to_target(
-    board: BenchmarkBoard, curves: Sequence[data.MethodCurve], points: Sequence[Mapping[str, Any]]
-) -> str | None:
+def _time_to_target(board: BenchmarkBoard, points: Sequence[Mapping[str, Any]]) -> str | None:
     """One sentence: how soon each method's runs reach the baseline's final validation accuracy
-    (the median over the baseline's runs behind its number of their last epoch's); None without
-    the baseline's curve."""
-    baseline = next((c for c in curves if c.regularizer == board.baseline), None)
-    if baseline is None:
+    (:mod:`bench.leaderboard.target`); None without the baseline's curves."""
+    found = board_times(board, points)
+    if found is None:
         return None
-    target = baseline.val_accuracy[-1][1]
+    target, times = found
     parts = []
-    for curve in curves:
-        standing = next(s for s in board.standings if s.regularizer == curve.regularizer)
-        reached = data.time_to_target(standing, points, target)
-        if reached is None:
-            continue
+    for reached in times:
         if reached.passes is None or reached.seconds is None:
             parts.append(f"{reached.regularizer} not reached (0/{reached.runs} runs)")
         else:
@@ -328,10 +320,8 @@ def _time_to_target(
                 f"{reached.regularizer} {reached.passes:,.0f} passes, {reached.seconds:.3g} s "
                 f"({reached.reached}/{reached.runs} runs)"
             )
-    return (
-        f"Time to {board.baseline}'s final validation accuracy ({target:.4f}, the median of its runs' last epochs), "
-        f"the median over the runs that reached it: {'; '.join(parts)}."
-    )
+    rule = TARGET_RULE.format(baseline=board.baseline)
+    return f"Time to {rule}, {target:.4f}, the median over the runs that reached it: {'; '.join(parts)}."
 
 
 def _suite_section(suite: SuiteBoard, folder: Path) -> SuiteSection:
@@ -484,7 +474,7 @@ def build_report(
                 board, rows_by[board.benchmark], configs.get(board.benchmark), figure_dir, compared, curve_points
             )
             sections.append(BoardSection(board, tuple(made), tuple(notes), compared, absent))
-        suite = build_suite(boards, rows, baseline=baseline or DEFAULT_BASELINE)
+        suite = build_suite(boards, rows, baseline=baseline or DEFAULT_BASELINE, curves=curve_points)
         suite_section = _suite_section(suite, figure_dir) if suite is not None else None
     sources = [
         f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders

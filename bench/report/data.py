@@ -15,6 +15,7 @@ from typing import Any
 
 from bench import metrics as M
 from bench.leaderboard import Standing
+from bench.leaderboard.target import TimeToTarget, time_to_target
 from bench.results.schema import TrialStatus
 
 Row = Mapping[str, Any]
@@ -165,42 +166,6 @@ def method_curve(standing: Standing, points: Sequence[Row]) -> MethodCurve | Non
         tuple(passes),
         tuple(accuracy),
         tuple(loss),
-    )
-
-
-@dataclass(frozen=True)
-class TimeToTarget:
-    """How soon a method's runs first reach a validation accuracy: the median over the runs that
-    reached it of the passes and the wall time spent by then (None when none did)."""
-
-    regularizer: str
-    runs: int
-    reached: int
-    passes: float | None
-    seconds: float | None
-
-
-def time_to_target(standing: Standing, points: Sequence[Row], target: float) -> TimeToTarget | None:
-    """``standing``'s runs (those behind its number) against ``target``: for each run, the first
-    epoch whose validation accuracy is at least ``target``; None when no run behind it has a curve."""
-    behind = set(standing.behind_run_ids)
-    by_run: dict[str, list[Row]] = {}
-    for point in sorted(points, key=lambda p: int(p[M.EPOCH])):
-        if point["run_id"] in behind:
-            by_run.setdefault(point["run_id"], []).append(point)
-    if not by_run:
-        return None
-    first = [
-        next((p for p in curve if (v := finite(p[M.VAL_ACCURACY])) is not None and v >= target), None)
-        for curve in by_run.values()
-    ]
-    hits = [p for p in first if p is not None]
-    return TimeToTarget(
-        standing.regularizer,
-        len(first),
-        len(hits),
-        statistics.median(float(p[M.FORWARD_PASSES] + p[M.BACKWARD_PASSES]) for p in hits) if hits else None,
-        statistics.median(float(p[M.WALL_SECONDS]) for p in hits) if hits else None,
     )
 
 

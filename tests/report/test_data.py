@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
 
 from bench.leaderboard import build_leaderboard
@@ -13,7 +11,6 @@ from bench.report.data import (
     method_result,
     pareto_front,
     standing_rows,
-    time_to_target,
 )
 from bench.results.curves import read_curves
 from bench.results.parquet import read_rows
@@ -126,18 +123,3 @@ def test_a_curve_keeps_the_epochs_every_run_has_with_finite_figures(results_dir)
     nan = [{**p, "val_accuracy": float("nan")} if p["epoch"] == 2 and p["run_id"] == behind[1] else p for p in points]
     assert method_curve(standings["sam"], nan).epochs == (1, 3, 4)
     assert method_curve(standings["sam"], []) is None
-
-
-def test_time_to_target_is_the_median_first_epoch_at_the_target(results_dir):
-    standings, _ = _boards(results_dir)
-    points = read_curves(results_dir).to_pylist()
-    # sam's final seeds validate at 0.95, 0.94, 0.95, reached linearly (results_folder.curve):
-    # 0.5 is first reached at epoch 3 by each (0.7125, 0.705), after 30 + 30 passes, 3/4 of the wall time.
-    sam = time_to_target(standings["sam"], points, 0.5)
-    assert (sam.runs, sam.reached, sam.passes) == (3, 3, 60.0)
-    assert sam.seconds == pytest.approx(statistics.median([21.0 * 0.75, 19.0 * 0.75, 20.0 * 0.75]), rel=TOL)
-    exact = time_to_target(standings["sam"], points, 0.95)  # reached exactly, at the last epoch, by 2 of 3
-    assert (exact.reached, exact.passes) == (2, 80.0)
-    never = time_to_target(standings["sam"], points, 0.99)
-    assert never.reached == 0 and never.passes is None and never.seconds is None
-    assert time_to_target(standings["sam"], [], 0.5) is None
