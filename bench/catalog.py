@@ -15,7 +15,8 @@ from bench.config.load import load_workload
 from bench.config.suite import SuiteConfig
 from bench.data import available_datasets
 from bench.errors import unknown_name
-from bench.models import ModelError, available_models, check_options
+from bench.models import available_models
+from bench.preflight import PreflightError, check_model_options
 
 
 def load_benchmark(path: str | Path, benchmark: str | None = None) -> BenchmarkConfig:
@@ -41,8 +42,8 @@ def check_registered(config: BenchmarkConfig, source: str) -> None:
     if config.model.name not in available_models():
         raise ConfigError(f"{source}: " + unknown_name("model", config.model.name, available_models()))
     try:
-        check_options(config.model.name, config.model.options)
-    except ModelError as error:
+        check_model_options(config)  # also for --dry-run, which runs no other preflight check
+    except PreflightError as error:
         raise ConfigError(f"{source}: {error}") from None
     try:
         regularizers.load_entry_points()  # a plug-in that fails to import is named

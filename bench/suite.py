@@ -134,7 +134,10 @@ class SuiteRun:
 
     @property
     def resume_command(self) -> str:
-        return shlex.join(["sharpbench", "run", str(self.path), *self._shared_arguments()])
+        """The command that resumes the suite: its own, with where it runs (cluster, CPUs)."""
+        where = {"--address": self.options.address, "--num-cpus": self.options.num_cpus}
+        given = [part for option, value in where.items() if value is not None for part in (option, str(value))]
+        return shlex.join(["sharpbench", "run", str(self.path), *self._shared_arguments(), *given])
 
     def _shared_arguments(self) -> list[str]:
         options = self.options
@@ -310,6 +313,8 @@ class SuiteRun:
         files: list[IO[bytes]] = []
         try:
             for config in suite.benchmarks:
+                if forwarder.received:  # stopped before every benchmark started: start no more
+                    break
                 log = logs[config.benchmark]
                 log.parent.mkdir(parents=True, exist_ok=True)
                 file = open(log, "ab")  # noqa: SIM115 - closed below, after its process ends
@@ -328,7 +333,7 @@ class SuiteRun:
                     start_new_session=True,  # Ctrl-C reaches them once, from here
                 )
                 forwarder.children.append(processes[config.benchmark])
-            return self._wait(results, processes, planned, logs)
+            return self._wait(results, processes, planned, logs, forwarder)
         finally:
             for process in processes.values():
                 if process.poll() is None:  # an exception here: do not leave them running
@@ -343,6 +348,7 @@ class SuiteRun:
         processes: dict[str, subprocess.Popen[bytes]],
         planned: dict[str, int],
         logs: dict[str, Path],
+        forwarder: _Forwarder,
     ) -> list[BenchmarkOutcome]:
         say, quiet = self.output.say, self.options.verbosity is Verbosity.quiet
         ended: dict[str, BenchmarkOutcome] = {}
@@ -358,7 +364,14 @@ class SuiteRun:
                     status = 128 - status if status < 0 else status  # killed by a signal: the shell's number
                     ended[name] = BenchmarkOutcome(name, status, logs[name], _last_line(logs[name]))
                     if not quiet:
-                        how = "done" if status == 0 else f"stopped, exit {status}: {ended[name].last_line}"
+                        saved = forwarder.received and status in (INTERRUPTED_EXIT_STATUS, TERMINATED_EXIT_STATUS)
+                        how = (
+                            "done"
+                            if status == 0
+                            else f"saved (exit {status})"
+                            if saved
+                            else f"stopped, exit {status}: {ended[name].last_line}"
+                        )
                         took = _clock(time.monotonic() - start)
                         say(f"{name}: {how} ({counts[name]}/{planned[name]} trials, {took})")
             now = time.monotonic()

@@ -35,18 +35,13 @@ def model_factory(name: str) -> ModelFactory:
     return _MODELS.get(name)
 
 
-def check_options(name: str, options: dict[str, Any]) -> None:
-    """:class:`ModelError` naming the first of ``options`` that model ``name`` does not take."""
+def create_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
     factory = _MODELS.get(name)
     accepted = [p for p in inspect.signature(factory).parameters if p not in ("input_shape", "num_classes")]
     for key in options:
         if key not in accepted:
             raise ModelError(f"model {name!r} has no option {key!r}; valid: {', '.join(accepted) or '(none)'}")
-
-
-def create_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **options: Any) -> nn.Module:
-    check_options(name, options)
-    return _MODELS.get(name)(input_shape=input_shape, num_classes=num_classes, **options)
+    return factory(input_shape=input_shape, num_classes=num_classes, **options)
 
 
 def parameter_count(model: nn.Module) -> int:

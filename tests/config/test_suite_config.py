@@ -117,5 +117,5 @@ def test_names_that_live_in_registries_are_checked_per_benchmark(tmp_path):
     with pytest.raises(ConfigError, match="\\(b\\): .*'samm'.*did you mean 'sam'"):
         load_any(_write(tmp_path, document))
     document = _broken(benchmarks=[{"benchmark": "a"}, {"benchmark": "b", "model": {"options": {"widht": 4}}}])
-    with pytest.raises(ConfigError, match="\\(b\\): model 'cnn' has no option 'widht'; valid: width, batchnorm"):
+    with pytest.raises(ConfigError, match="\\(b\\): model.options: .*widht.*did you mean .width."):
         load_any(_write(tmp_path, document))

@@ -23,7 +23,11 @@ SUITE = {
         "dataset": {"name": "digits", "max_train_samples": 256},
         "model": {"name": "mlp", "options": {"hidden": 16, "depth": 1}},
         "training": {"epochs": 12, "batch_size": 64, "learning_rate": 0.1},
-        "search": {"trials_per_method": 2, "asha": {"enabled": False}},
+        "search": {
+            "trials_per_method": 2,
+            "asha": {"enabled": False},
+            "space": {"learning_rate": {"low": 0.02, "high": 0.2, "log": True}},
+        },
         "resources": {"cpus_per_trial": 1},
         "final": {"seeds": [1]},
         "regularizers": ["erm", "sam"],
@@ -57,7 +61,7 @@ def test_a_suite_runs_its_benchmarks_at_once_and_resumes_each_after_ctrl_c(tmp_p
     first.send_signal(signal.SIGINT)
     stdout, stderr = first.communicate(timeout=180)
     assert first.returncode == 130, stdout[-3000:] + stderr[-3000:]
-    assert f"Resume with: sharpbench run {path} --results {results}" in stderr
+    assert f"Resume with: sharpbench run {path} --results {results} --num-cpus 2" in stderr
     assert "pair: 2 benchmarks at once on one Ray runtime (12 trials in all)" in stdout
     interrupted = read_rows(results).num_rows
     assert 0 < interrupted < 2 * PLANNED
