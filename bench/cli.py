@@ -216,7 +216,7 @@ def run(
     from bench.catalog import load_any, load_benchmark
     from bench.config import ConfigError
     from bench.config.suite import SuiteConfig
-    from bench.signals import SUITE_PARENT, die_with_parent
+    from bench.signals import SUITE_PARENT, SUITE_RESUME, die_with_parent
 
     verbosity = _verbosity(quiet, verbose)
     if not results.strip():
@@ -232,6 +232,13 @@ def run(
     if dry_run:
         for config in configs:
             _dry_run(config, folder, perf_file, num_cpus, address)
+        if isinstance(workload, SuiteConfig):
+            from bench.suite import planned_trials
+
+            OUTPUT.say(
+                f"suite {workload.suite}: {len(configs)} benchmarks, {sum(map(planned_trials, configs)):,} trials in "
+                "all, on one Ray runtime whose slots they share: expect about the sum of the benchmarks' times"
+            )
         return
     if perf_file is not None:
         _fail("--perf goes with --dry-run (the run itself measures its trials)")
@@ -250,7 +257,7 @@ def run(
         _run_suite(workload, config_path, options)
         return
     args = ["run", str(config_path), *(["--benchmark", benchmark] if benchmark else []), "--results", str(folder)]
-    hint = resume_command(args, options)
+    hint = os.environ.get(SUITE_RESUME) or resume_command(args, options)  # a suite's benchmark: resume the suite
     _execute(lambda: _session().Session(workload, options, resume_hint=hint, output=OUTPUT))
 
 

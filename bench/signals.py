@@ -77,6 +77,9 @@ def terminate_as_interrupt() -> Iterator[Termination]:
 
 #: Environment variable naming the process id of the suite that started this run (:mod:`bench.suite`).
 SUITE_PARENT = "SHARPBENCH_SUITE_PARENT"
+#: ... and the command that resumes that suite (a benchmark's own resume line would name the
+#: suite's Ray runtime, gone once the suite stops).
+SUITE_RESUME = "SHARPBENCH_SUITE_RESUME"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 

@@ -36,13 +36,13 @@ from types import FrameType
 from typing import IO
 
 from bench import run_record
-from bench.config import BenchmarkConfig
+from bench.config import BenchmarkConfig, ConfigError
 from bench.config.suite import SuiteConfig
 from bench.console import Output, Verbosity
 from bench.errors import BadInput, RunStopped, first_line
 from bench.preflight import PreflightError
 from bench.session import RunOptions, _shutdown_ray
-from bench.signals import INTERRUPTED_EXIT_STATUS, SUITE_PARENT, TERMINATED_EXIT_STATUS
+from bench.signals import INTERRUPTED_EXIT_STATUS, SUITE_PARENT, SUITE_RESUME, TERMINATED_EXIT_STATUS
 
 #: Sub-folder of the results folder with each benchmark's output, per suite.
 LOGS_DIRNAME = "logs"
@@ -67,7 +67,7 @@ class SuiteOutcome:
     suite: str
     results: Path
     benchmarks: tuple[BenchmarkOutcome, ...]
-    seconds: float
+    seconds: float  # from the command's checks to its report, as the user waited
     report: Path | None  # the HTML report of the folder, None when not written
 
     @property
@@ -131,6 +131,7 @@ class SuiteRun:
     path: Path
     options: RunOptions = field(default_factory=RunOptions)
     output: Output = field(default_factory=Output.standard)
+    _started: float = field(default=0.0, init=False, repr=False)  # time.monotonic() when run() began
 
     @property
     def resume_command(self) -> str:
@@ -156,7 +157,10 @@ class SuiteRun:
         from bench.models import ModelError
 
         options = self.options
-        records = run_record.load_records(results) if (results / run_record.RECORDS_DIRNAME).is_dir() else {}
+        try:
+            records = run_record.load_records(results) if (results / run_record.RECORDS_DIRNAME).is_dir() else {}
+        except ConfigError as error:  # a run record that cannot be read: each run would refuse it too
+            raise BadInput(str(error)) from None
         loaded: set[str] = set()
         for config in self.suite.benchmarks:
             where = f"suite {self.suite.suite}, benchmark {config.benchmark}"
@@ -182,6 +186,7 @@ class SuiteRun:
 
     def run(self) -> SuiteOutcome:
         """Check, lock, start every benchmark, follow them to the end; RunStopped when one did not end."""
+        self._started = time.monotonic()
         results = self.options.results.resolve()
         if results.exists() and not results.is_dir():
             raise BadInput(f"results folder {results} is a file, not a folder")
@@ -202,11 +207,11 @@ class SuiteRun:
         from bench.console import quiet_third_party
 
         quiet_third_party(self.options.verbosity)
-        self._open_mlflow(results)
+        # From here Ctrl-C and SIGTERM are recorded (and later forwarded), never a traceback.
         forwarder = _Forwarder()
         previous = {sig: signal.signal(sig, forwarder) for sig in (signal.SIGINT, signal.SIGTERM)}
-        started = time.monotonic()
         try:
+            self._open_mlflow(results)
             address = self._start_ray(forwarder)
             try:
                 outcomes = self._follow(results, lock, address, forwarder)
@@ -221,7 +226,6 @@ class SuiteRun:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        seconds = time.monotonic() - started
         if forwarder.received:
             raise RunStopped(
                 f"{'terminated (SIGTERM)' if signal.SIGTERM in forwarder.received else 'interrupted'}: "
@@ -233,7 +237,8 @@ class SuiteRun:
             worst = max(o.exit_status for o in failed)
             said = "; ".join(f"{o.benchmark} exit {o.exit_status}: {o.last_line} (log: {o.log})" for o in failed)
             raise RunStopped(f"error: {len(failed)} benchmark(s) of the suite did not end: {said}", worst)
-        return SuiteOutcome(self.suite.suite, results, tuple(outcomes), seconds, self._report(results))
+        report = self._report(results)
+        return SuiteOutcome(self.suite.suite, results, tuple(outcomes), time.monotonic() - self._started, report)
 
     def _report(self, results: Path) -> Path | None:
         """The folder's HTML report, once every benchmark has ended (a failure is said, not raised:
@@ -307,7 +312,12 @@ class SuiteRun:
             )
             for name, path in logs.items():
                 say(f"  {name}: {planned[name]} trials, log → {path}")
-        env = {**os.environ, run_record.HELD_LOCK_FD: str(lock.descriptor()), SUITE_PARENT: str(os.getpid())}
+        env = {
+            **os.environ,
+            run_record.HELD_LOCK_FD: str(lock.descriptor()),
+            SUITE_PARENT: str(os.getpid()),
+            SUITE_RESUME: self.resume_command,
+        }
         env["PYTHONUNBUFFERED"] = "1"
         processes: dict[str, subprocess.Popen[bytes]] = {}
         files: list[IO[bytes]] = []

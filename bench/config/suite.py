@@ -81,6 +81,20 @@ def laid_over(base: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _blamed(
+    error: ConfigError, defaults: dict[str, Any], entry: dict[str, Any], source: str, index: int, parse: Any
+) -> ConfigError:
+    """``error`` of benchmark ``index``, said of ``defaults`` when the defaults alone (with the
+    entry's name) fail the same way: a typo there is not the first benchmark's."""
+    said = str(error).removeprefix(f"{source}: benchmarks[{index}]: ")
+    try:
+        parse({**defaults, "benchmark": entry["benchmark"]}, source="")
+    except ConfigError as alone:
+        if str(alone).removeprefix(": ") == said:
+            return ConfigError(f"{source}: defaults: {said}")
+    return error
+
+
 def parse_suite(raw: dict[str, Any], *, source: str, parse: Any) -> SuiteConfig:
     """Validate a suite document; ``parse(raw, source=...)`` validates one benchmark config
     (:func:`bench.config.load.parse_config`). Raises :class:`ConfigError` with one line."""
@@ -104,7 +118,10 @@ def parse_suite(raw: dict[str, Any], *, source: str, parse: Any) -> SuiteConfig:
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("benchmark"), str):
             raise ConfigError(f"{source}: benchmarks[{index}]: a mapping with a 'benchmark' name")
-        configs.append(parse(laid_over(defaults, entry), source=f"{source}: benchmarks[{index}]"))
+        try:
+            configs.append(parse(laid_over(defaults, entry), source=f"{source}: benchmarks[{index}]"))
+        except ConfigError as error:
+            raise _blamed(error, defaults, entry, source, index, parse) from None
     names = [c.benchmark for c in configs]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -13,11 +13,15 @@ import csv
 import dataclasses
 import io
 import json
+import textwrap
 from typing import Any
 
 from bench.leaderboard.latex import escape
 from bench.leaderboard.suite import FLATNESS_MEASURES, Interval, SuiteBoard, SuiteMethod
 from bench.leaderboard.target import TARGET_RULE
+
+#: Columns of the rules under the text table (those of a benchmark's board; the table itself is wider).
+RULES_WIDTH = 100
 
 HEADER = (
     "Method",
@@ -124,7 +128,7 @@ def _text(suite: SuiteBoard) -> str:
         )
 
     out = [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows), ""]
-    out += lines_under(suite)
+    out += [textwrap.fill(rule, RULES_WIDTH, break_on_hyphens=False) for rule in lines_under(suite)]
     return "\n".join(s.rstrip() for s in out) + "\n"
 
 

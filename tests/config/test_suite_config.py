@@ -112,6 +112,15 @@ def test_a_broken_suite_is_one_line_naming_the_place(tmp_path, document, message
     assert "\n" not in str(caught.value) and str(caught.value).startswith(str(tmp_path))
 
 
+def test_a_typo_in_the_defaults_is_said_of_the_defaults_not_of_the_first_benchmark(tmp_path):
+    document = _broken(defaults={**SUITE["defaults"], "trainig": {"epochs": 2}})
+    with pytest.raises(ConfigError, match="suite.yaml: defaults: unknown key 'trainig'.*did you mean 'training'"):
+        load_workload(_write(tmp_path, document))
+    document = _broken(benchmarks=[{"benchmark": "a", "trainig": {}}, {"benchmark": "b"}])
+    with pytest.raises(ConfigError, match="suite.yaml: benchmarks\\[0\\]: unknown key 'trainig'"):
+        load_workload(_write(tmp_path, document))
+
+
 def test_names_that_live_in_registries_are_checked_per_benchmark(tmp_path):
     document = _broken(benchmarks=[{"benchmark": "a"}, {"benchmark": "b", "regularizers": ["erm", "samm"]}])
     with pytest.raises(ConfigError, match="\\(b\\): .*'samm'.*did you mean 'sam'"):

@@ -63,6 +63,9 @@ def test_a_suite_runs_its_benchmarks_at_once_and_resumes_each_after_ctrl_c(tmp_p
     assert first.returncode == 130, stdout[-3000:] + stderr[-3000:]
     assert f"Resume with: sharpbench run {path} --results {results} --num-cpus 2" in stderr
     assert "pair: 2 benchmarks at once on one Ray runtime (12 trials in all)" in stdout
+    for name in ("pair_digits", "pair_table"):  # each benchmark's log: the suite's resume line, not its own
+        log = (results / LOGS_DIRNAME / "pair" / f"{name}.log").read_text()
+        assert f"Resume with: sharpbench run {path} --results {results} --num-cpus 2" in log, log[-2000:]
     interrupted = read_rows(results).num_rows
     assert 0 < interrupted < 2 * PLANNED
 
@@ -116,6 +119,14 @@ def test_a_suite_refuses_a_changed_benchmark_before_anything_starts(tmp_path, re
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "suite pair, benchmark pair_table:" in lines[0] and "(differs in training.epochs);" in lines[0]
     assert not (results / LOGS_DIRNAME).exists() and not (results / "mlflow.db").exists()
+
+
+def test_a_suites_dry_run_shows_every_benchmark_and_the_total(tmp_path, repo_root):
+    done = sharpbench("run", str(_suite(tmp_path)), "--dry-run", "--results", str(tmp_path / "r"), cwd=repo_root)
+    assert done.returncode == 0, done.stderr
+    assert "pair_digits: dry run" in done.stdout and "pair_table: dry run" in done.stdout
+    assert f"suite pair: 2 benchmarks, {2 * PLANNED} trials in all" in done.stdout
+    assert not (tmp_path / "r").exists()
 
 
 def test_an_unknown_benchmark_of_a_suite_is_one_line(tmp_path, repo_root):
