@@ -143,12 +143,11 @@ def suite(
     (:mod:`bench.leaderboard.suite`); raises :class:`BadInput` as :func:`boards` does, and for
     fewer than 2 benchmarks."""
     from bench.leaderboard.suite import build_suite
+    from bench.results.curves import read_curves
 
     table, ranked = _ranked(
         folders, baseline=baseline, alpha=alpha, split_configs=split_configs, tell=tell, benchmarks=benchmarks
     )
-    from bench.results.curves import read_curves
-
     curves = read_curves(*folders, run_ids=table.column("run_id").to_pylist()).to_pylist()
     board = build_suite(ranked, table.to_pylist(), baseline=baseline or DEFAULT_BASELINE, alpha=alpha, curves=curves)
     if board is None:
