@@ -385,9 +385,10 @@ class SuiteRun:
                         took = _clock(time.monotonic() - start)
                         say(f"{name}: {how} ({counts[name]}/{planned[name]} trials, {took})")
             now = time.monotonic()
-            if not quiet and counts != last_counts and now - last_line_at >= PROGRESS_SECONDS:
+            running = [n for n in processes if n not in ended]
+            if not quiet and running and counts != last_counts and now - last_line_at >= PROGRESS_SECONDS:
                 done = sum(min(counts[n], planned[n]) for n in processes)
-                parts = " · ".join(f"{n} {counts[n]}/{planned[n]}" for n in processes if n not in ended)
+                parts = " · ".join(f"{n} {counts[n]}/{planned[n]}" for n in running)
                 say(f"[{_clock(now - start)}] {done}/{sum(planned.values())} trials: {parts}")
                 last_counts, last_line_at = counts, now
         return [ended[name] for name in processes]
