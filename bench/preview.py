@@ -19,12 +19,14 @@ command the preview suggests sets it. Without figures, the preview says how to g
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import regularizers
 from bench.config import BenchmarkConfig
@@ -32,6 +34,7 @@ from bench.console import format_duration
 from bench.data.loader import epoch_steps
 from bench.plan import REGULARIZER_NAMESPACE, MethodPlan, model_has_batchnorm, plan_methods, recipe_warnings
 from regularizers.averaging import SWA
+from regularizers.space import Choice, Int
 
 #: Where a run's folder keeps the step times ``--dry-run`` estimates from.
 PERF_FILENAME = "perf.json"
@@ -135,9 +138,26 @@ def _train_samples(config: BenchmarkConfig) -> tuple[int | None, str | None]:
         return None, f"dataset not loadable here ({str(error).splitlines()[0]}): no passes or time estimate"
 
 
+def _cost_choices(plan: MethodPlan) -> list[dict[str, Any]]:
+    """Every combination of the values of the method's searched integer and choice
+    hyperparameters that can change its passes (the ends of an integer range, every choice),
+    with its fixed values: the most a drawn trial can cost is among them. Float ranges (radii,
+    weights) do not change pass counts."""
+    options: list[list[tuple[str, Any]]] = []
+    for param in plan.params:
+        if param.namespace != REGULARIZER_NAMESPACE:
+            continue
+        if isinstance(param.domain, Int):
+            options.append([(param.name, param.domain.low), (param.name, param.domain.high)])
+        elif isinstance(param.domain, Choice):
+            options.append([(param.name, value) for value in param.domain.options])
+    return [{**plan.fixed, **dict(combination)} for combination in itertools.product(*options)]
+
+
 def _passes(plan: MethodPlan, has_batchnorm: bool, train_samples: int | None, batch_size: int) -> tuple[float, int]:
-    """Passes per step as the trials will run them, at the fixed values (with the model's
-    BatchNorm, which the budget leaves out: MSAM's extra clean forward), and at most how many
+    """Passes per step as the trials will run them, at most (over the searched integer and
+    choice hyperparameters that change them: NSO's draws, AMP's inner steps), with the model's
+    BatchNorm (which the budget leaves out: MSAM's extra clean forward), and at most how many
     forward passes SWA's BatchNorm sweeps add to a trial: one sweep per snapshot, each of
     ⌈samples / batch⌉ batches (the sweep keeps the short last batch), counted from the earliest
     start the search can draw."""
@@ -151,7 +171,10 @@ def _passes(plan: MethodPlan, has_batchnorm: bool, train_samples: int | None, ba
         ]
         snapshots = epochs - min(SWA(swa_start=start).start_epoch(epochs) for start in starts)
         extra = snapshots * math.ceil(train_samples / batch_size)
-    return method.cost(has_batchnorm).per_step, extra
+    most = max(
+        regularizers.create(plan.regularizer, **values).cost(has_batchnorm).per_step for values in _cost_choices(plan)
+    )
+    return most, extra
 
 
 def preview(

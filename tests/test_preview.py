@@ -134,3 +134,23 @@ def test_passes_are_those_the_trials_run(tmp_path: Path) -> None:
     printed = "\n".join(lines(got, config))
     assert f"{4 * 4 * steps + 2 * 17:,}" in printed.splitlines()[5]  # sam+swa's passes per trial
     assert "ASHA" not in printed and "with SWA's BatchNorm sweeps" in printed
+
+
+def test_passes_per_step_are_the_most_a_searched_trial_can_cost(tmp_path: Path) -> None:
+    """NSO draws k ∈ 1…3 noise samples per step (2k passes, + 1 clean forward with BatchNorm), AMP
+    takes 1…2 inner steps: the plan's "at most" is at the top of those ranges, as trials can run them."""
+    import regularizers
+
+    path = tmp_path / "b.yaml"
+    path.write_text(
+        "benchmark: b\nmodel: {name: cnn}\ntraining: {epochs: 4}\nsearch: {asha: {enabled: false}}\n"
+        "regularizers: [nso, amp]\n"
+    )
+    config = load_benchmark(path)
+    by_method = {m.method: m for m in preview(config, num_cpus=2).methods}
+    plans = {plan.regularizer: plan for plan in plan_methods(config)}
+    for name, key in (("nso", "num_samples"), ("amp", "inner_steps")):
+        (domain,) = [p.domain for p in plans[name].params if p.name == key]
+        top = regularizers.create(name, **{key: domain.high}).cost(has_batchnorm=True).per_step
+        bottom = regularizers.create(name, **{key: domain.low}).cost(has_batchnorm=True).per_step
+        assert top > bottom and by_method[name].passes_per_step == top
