@@ -43,6 +43,7 @@ def test_cifar_trial_with_augmentation_and_flatness(cifar10_dir):
         "hessian_trace_stderr",
         "hessian_trace_probes",
         "epsilon_sharpness",
+        "adaptive_sharpness",
     }
 
 
