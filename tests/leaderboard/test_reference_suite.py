@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -46,8 +47,6 @@ def _close(got, expected, where="board"):
 
 
 def _numbers(text):
-    import re
-
     return [float(n) for n in re.findall(r"-?\d+\.?\d*(?:e-?\d+)?", text)]
 
 
