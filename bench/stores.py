@@ -118,17 +118,19 @@ def repair_journal(path: str | os.PathLike[str]) -> int:
 
 
 def clear_stale_journal_lock(path: str | os.PathLike[str], older_than: float = STALE_JOURNAL_LOCK_S) -> bool:
-    """Remove the lock of Optuna's journal ``path`` when a killed writer left it: a link whose own
-    mtime is older than ``older_than`` seconds. Optuna's lock would wait for it forever when its
-    target is gone (the results folder moved after a kill -9: its grace period stats the link's
-    target, fails, and retries at once, spinning a core), else for its 30 s grace period. Returns
+    """Remove the lock of Optuna's journal ``path`` when a killed writer left it: a link that does
+    not lead to this journal (the results folder moved after a kill -9: it leads to where the
+    journal was), whatever its age, or one whose own mtime is older than ``older_than`` seconds.
+    Optuna's lock would wait for the first forever (its grace period stats the link's target,
+    fails, and retries at once, spinning a core) and for the second its 30 s grace period. Returns
     whether a lock was removed."""
     lock = Path(f"{os.fspath(path)}.lock")  # optuna.storages.journal's LOCK_FILE_SUFFIX
     try:
         age = time.time() - lock.lstat().st_mtime  # the link's own time, whether its target exists or not
     except FileNotFoundError:
         return False
-    if age < older_than:
+    elsewhere = not lock.exists() or not os.path.samefile(lock, path)
+    if not elsewhere and age < older_than:
         return False  # a live writer's, or one just killed: Optuna's own grace period handles it
     try:
         lock.unlink()

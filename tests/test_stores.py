@@ -160,8 +160,10 @@ def test_a_journal_write_cut_short_is_cut_off_when_the_journal_is_opened(tmp_pat
 def test_a_lock_left_by_a_killed_run_does_not_stop_the_next_one(tmp_path):
     """kill -9 while Optuna appended leaves ``optuna.journal.lock``, a symlink to the journal; moved
     with its folder, the link dangles, and Optuna's lock spun a core forever (seen in CI: a resumed
-    run at 98% CPU for 8 minutes). A lock older than STALE_JOURNAL_LOCK_S is removed on opening;
-    a fresh one (a live writer's) is left to Optuna."""
+    run at 98% CPU for 8 minutes, and again in CI when the resumed run opened the journal within
+    STALE_JOURNAL_LOCK_S of the kill). A lock that leads elsewhere is removed on opening whatever its
+    age, one older than STALE_JOURNAL_LOCK_S too; a fresh one to this journal (a live writer's) is
+    left to Optuna."""
     old = tmp_path / "old" / "optuna.journal"
     old.parent.mkdir()
     study = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(old))), study_name="s")
@@ -170,9 +172,7 @@ def test_a_lock_left_by_a_killed_run_does_not_stop_the_next_one(tmp_path):
     old.parent.rename(moved)
     path, lock = moved / "optuna.journal", moved / "optuna.journal.lock"
     lock.symlink_to(old)  # the killed writer's link, to where the journal was
-    stale = time.time() - 2 * STALE_JOURNAL_LOCK_S
-    os.utime(lock, (stale, stale), follow_symlinks=False)
-    assert not lock.exists() and lock.is_symlink()  # dangling
+    assert not lock.exists() and lock.is_symlink()  # dangling, and just made
     started = time.monotonic()
     storage = optuna_storage(str(path))
     assert time.monotonic() - started < STALE_JOURNAL_LOCK_S and not lock.is_symlink()
@@ -180,9 +180,14 @@ def test_a_lock_left_by_a_killed_run_does_not_stop_the_next_one(tmp_path):
     # a fresh lock is a live writer's: left in place
     lock.symlink_to(path)
     assert clear_stale_journal_lock(path) is False and lock.is_symlink()
+    stale = time.time() - 2 * STALE_JOURNAL_LOCK_S
     os.utime(lock, (stale, stale), follow_symlinks=False)
     assert clear_stale_journal_lock(path) is True and not lock.is_symlink()
     assert clear_stale_journal_lock(path) is False  # nothing left to remove
+    # a fresh link to a journal that still exists elsewhere (the folder copied, not moved): not ours
+    (tmp_path / "copy.journal").write_text("")
+    lock.symlink_to(tmp_path / "copy.journal")
+    assert clear_stale_journal_lock(path) is True and not lock.is_symlink()
 
 
 def test_repairing_a_journal_keeps_whole_files_and_empties_one_torn_line(tmp_path):
