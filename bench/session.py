@@ -162,7 +162,7 @@ class Session:
             raise BadInput(
                 "no final seeds: the run's config has final.seeds empty; give them with --seed 1 --seed 2 ..."
             )
-        rows = results_rows(results)
+        rows = results_rows(results, config.benchmark)
         short = [
             f"{p.regularizer} {search_rows(p, rows)}/{p.budget.trials}"
             for p in plan_methods(config)
@@ -387,7 +387,7 @@ class Session:
             _shutdown_ray()
             raise
         self._print_board(results)
-        all_failed = failure_summary(read_rows(results).to_pylist(), config.benchmark)
+        all_failed = failure_summary(read_rows(results, benchmarks=[config.benchmark]).to_pylist(), config.benchmark)
         report = (
             self._report(results, None if mirror.down else opened, plans, record.instance) if options.report else None
         )
@@ -404,7 +404,7 @@ class Session:
         from bench.leaderboard import build_leaderboard, render, to_rich
         from bench.results.parquet import read_rows
 
-        boards = [board for board in build_leaderboard(read_rows(results)) if board.benchmark == self.config.benchmark]
+        boards = build_leaderboard(read_rows(results, benchmarks=[self.config.benchmark]))
         out = self.output.out
         if out.is_terminal:
             out.print(to_rich(boards))
@@ -421,7 +421,7 @@ class Session:
         from bench.results.parquet import read_rows
 
         free = shutil.disk_usage(results).free / 2**20
-        rows = read_rows(results, problems=[]).to_pylist()
+        rows = read_rows(results, problems=[], benchmarks=[self.config.benchmark]).to_pylist()
         kept = sum(1 for row in rows if row["benchmark"] == self.config.benchmark)
         return (
             f"the disk holding {results} is full ({free:.1f} MiB free): the run stopped; the {kept} trial row(s), "
@@ -511,7 +511,6 @@ def recorded_trials(results: Path, benchmark: str) -> tuple[dict[tuple[str, str]
     from bench.results.parquet import read_rows
     from bench.results.schema import TrialStatus
 
-    table = read_rows(results).select(["benchmark", "regularizer", "phase", "status"]).to_pylist()
-    mine = [row for row in table if row["benchmark"] == benchmark]
+    mine = read_rows(results, benchmarks=[benchmark]).select(["regularizer", "phase", "status"]).to_pylist()
     failed = sum(row["status"] == TrialStatus.FAILED.value for row in mine)
     return dict(Counter((row["regularizer"], row["phase"]) for row in mine)), failed

@@ -62,7 +62,7 @@ def method_board(
     methods); ``None`` when it has no rows. A standing's values (not its rank, nor its
     comparison with a baseline) depend on the method's own rows alone."""
     if table is None:
-        table = read_rows(results_dir)
+        table = read_rows(results_dir, benchmarks=[benchmark])
     mask = pc.and_(pc.equal(table["benchmark"], benchmark), pc.equal(table["regularizer"], regularizer))
     boards = build_leaderboard(table.filter(mask))
     return boards[0] if boards else None

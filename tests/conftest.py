@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.results.mlflow_sink import default_tracking_uri
+from tests.postgres import Postgres, postgres_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +60,9 @@ class MlflowServer:
                 self.proc.wait(timeout=10)
 
 
-def _launch_mlflow_server(tmp_path: Path, backend_dir: Path, log_name: str) -> MlflowServer:
+def _launch_mlflow_server(
+    tmp_path: Path, backend_dir: Path, log_name: str, backend_uri: str | None = None
+) -> MlflowServer:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / log_name
@@ -69,7 +72,7 @@ def _launch_mlflow_server(tmp_path: Path, backend_dir: Path, log_name: str) -> M
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", default_tracking_uri(backend_dir),
+                "--backend-store-uri", backend_uri or default_tracking_uri(backend_dir),
                 "--artifacts-destination", str(tmp_path / "artifacts"),
                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             ],
@@ -95,11 +98,12 @@ def _launch_mlflow_server(tmp_path: Path, backend_dir: Path, log_name: str) -> M
 @pytest.fixture
 def mlflow_servers(tmp_path: Path) -> Iterator[Callable[[Path], MlflowServer]]:
     """Starts `mlflow server` processes (``start(backend_dir)``; two on one folder share its
-    SQLite store); every one still running is stopped at teardown."""
+    SQLite store; ``start(folder, uri)``: over the backend store ``uri``, e.g. PostgreSQL); every
+    one still running is stopped at teardown."""
     started: list[MlflowServer] = []
 
-    def start(backend_dir: Path) -> MlflowServer:
-        server = _launch_mlflow_server(tmp_path, backend_dir, f"server-{len(started)}.log")
+    def start(backend_dir: Path, uri: str | None = None) -> MlflowServer:
+        server = _launch_mlflow_server(tmp_path, backend_dir, f"server-{len(started)}.log", uri)
         started.append(server)
         return server
 
@@ -117,3 +121,11 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    """A fresh PostgreSQL server on a loopback port (skipped where Debian's package is missing)."""
+    with postgres_server(_free_port()) as server:
+        yield server
+

@@ -53,13 +53,15 @@ import time
 import urllib.parse
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench.naming import partition_segment
+from bench.results.file_cache import FileRead, ReadResult, read_cached
 from bench.results.schema import (
     PARTITION_COLUMNS,
     REQUIRED_COLUMNS,
@@ -141,7 +143,8 @@ def benchmark_dir(results_dir: str | os.PathLike[str], benchmark: str) -> Path:
     return dataset_dir(results_dir) / partition_segment(benchmark)
 
 
-def _row_path(root: Path, benchmark: str, regularizer: str, run_id: str) -> Path:
+def row_path(root: Path, benchmark: str, regularizer: str, run_id: str) -> Path:
+    """Where the dataset ``root`` holds ``run_id``'s row."""
     return root / partition_segment(benchmark) / partition_segment(regularizer) / run_key(run_id)
 
 
@@ -306,22 +309,34 @@ def _read_file(path: Path, root: Path) -> _FileRows:
     current = (
         table.num_rows == 1
         and physical.remove_metadata().equals(SCHEMA.remove_metadata())
-        and path == _row_path(root, *(table.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id")))
+        and path == row_path(root, *(table.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id")))
     )
     newer = any(name not in SCHEMA.names for name in physical.names)
     return _FileRows(table, written_ns, current, newer)
 
 
-def _data_files(root: Path) -> list[Path]:
+def _data_files(root: Path, benchmarks: Iterable[str] | None = None) -> list[Path]:
     """The ``*.parquet`` files under ``root``, skipping hidden or ``_``-prefixed names (as pyarrow
-    does, so that both see the same files) and anything else a tool may have left there."""
+    does, so that both see the same files) and anything else a tool may have left there; with
+    ``benchmarks``, only under those benchmarks' folders (and in older layouts, which any may hold)."""
     if not root.is_dir():
         return []
-    return sorted(
-        path
-        for path in root.rglob("*.parquet")
-        if path.is_file() and not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
-    )
+    wanted = None if benchmarks is None else {partition_segment(name) for name in benchmarks}
+    found = []
+    for top in root.iterdir():
+        if top.name.startswith((".", "_")):
+            continue
+        if wanted is not None and top.name not in wanted and "=" not in top.name and not top.is_file():
+            continue  # another benchmark's folder (a current folder name never holds "=", hive's do)
+        candidates = [top] if top.is_file() else top.rglob("*.parquet")
+        found.extend(
+            path
+            for path in candidates
+            if path.suffix == ".parquet"
+            and path.is_file()
+            and not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+        )
+    return sorted(found)
 
 
 def _report(problem: UnreadableFile, problems: list[UnreadableFile] | None) -> None:
@@ -370,7 +385,7 @@ class ParquetSink:
         keeps the write order of a row moved from an older file (default: now)."""
         written_ns = time.time_ns() if written_ns is None else written_ns
         benchmark, regularizer, run_id = (row.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id"))
-        target = _row_path(self.dataset_dir, benchmark, regularizer, run_id)
+        target = row_path(self.dataset_dir, benchmark, regularizer, run_id)
         if target.exists():
             try:
                 recorded = _read_file(target, self.dataset_dir)
@@ -383,8 +398,13 @@ class ParquetSink:
                 new = (row.column("timestamp")[0].as_py(), written_ns)
                 if (recorded.table.column("timestamp")[0].as_py(), recorded.written_ns) > new:
                     return  # the recorded row is the later one and stays
-        metadata = {**SCHEMA.metadata, _WRITTEN_KEY: str(written_ns).encode()}
-        write_atomically(self.results_dir, row.replace_schema_metadata(metadata), target)
+        write_atomically(self.results_dir, row.replace_schema_metadata(written_metadata(written_ns)), target)
+
+
+def written_metadata(written_ns: int) -> dict[bytes, bytes]:
+    """A row file's schema metadata: the schema's own and when the row was written (the tie-break
+    between two rows of one run id with equal timestamps)."""
+    return {**SCHEMA.metadata, _WRITTEN_KEY: str(written_ns).encode()}
 
 
 def write_atomically(results_dir: Path, table: pa.Table, target: Path) -> None:
@@ -457,8 +477,10 @@ def read_rows(
     results_dir: str | os.PathLike[str],
     *more_results_dirs: str | os.PathLike[str],
     problems: list[UnreadableFile] | None = None,
+    benchmarks: Iterable[str] | None = None,
 ) -> pa.Table:
-    """All trial rows under one or more results folders, as a table with exactly :data:`SCHEMA`.
+    """All trial rows under one or more results folders, as a table with exactly :data:`SCHEMA`;
+    with ``benchmarks``, only theirs (only their folders are read).
 
     Several folders (runs from several machines or clusters) are read as their union.
 
@@ -476,24 +498,55 @@ def read_rows(
     """
     tables: list[pa.Table] = []
     order: list[int] = []
-    for root in (results_dir, *more_results_dirs):
-        root = dataset_dir(root)
-        for path in _data_files(root):
+    for folder in (results_dir, *more_results_dirs):
+        root = dataset_dir(folder)
+
+        def read(path: Path, root: Path = root) -> FileRead | None:
             try:
                 rows = _read_file(path, root)
             except FileNotFoundError:
-                continue  # moved by a writer since it was listed (quarantined or rewritten): not lost
+                return None  # moved by a writer since it was listed (quarantined or rewritten): not lost
             except _NotARowFile as error:
                 _report(UnreadableFile(path, str(error)), problems)
-                continue
-            tables.append(rows.table)
-            order.extend([rows.written_ns] * rows.table.num_rows)
-    if not tables:
-        return SCHEMA.empty_table()
+                return None
+            return FileRead(rows.table, (rows.written_ns, rows.current | rows.newer << 1))
+
+        found = _read_cached(folder, read, benchmarks)
+        tables.append(found.table)
+        order.extend(found.extras["written_ns"])
     table = pa.concat_tables(tables)  # in argument order: the row index breaks the last ties
+    if benchmarks is not None:  # an older file may hold several benchmarks
+        table = table.filter(pc.is_in(table["benchmark"], value_set=pa.array(sorted(set(benchmarks)), pa.string())))
+    if table.num_rows == 0:
+        return SCHEMA.empty_table()
     keep = _latest_per_run_id(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist(), order)
     table = table.take(pa.array(keep, pa.int64()))
     return table.sort_by([(name, "ascending") for name in (*PARTITION_COLUMNS, "run_id")])
+
+
+def _read_cached(
+    results_dir: str | os.PathLike[str],
+    read: Callable[[Path], FileRead | None],
+    benchmarks: Iterable[str] | None = None,
+) -> ReadResult:
+    """Every row file of ``results_dir`` (or of ``benchmarks``) through the readers' cache
+    (:mod:`bench.results.file_cache`), one cache per top folder (a benchmark's), so a read of one
+    benchmark loads and saves only its own; per row, the file's ``written_ns`` and ``flags``
+    (1: a current file, 2: one with newer columns)."""
+    root = dataset_dir(results_dir)
+    groups: dict[str, list[Path]] = {}
+    for path in _data_files(root, benchmarks):
+        parts = path.relative_to(root).parts
+        groups.setdefault(parts[0] if len(parts) > 1 else "", []).append(path)
+    found = []
+    for top, files in sorted(groups.items()):
+        name = "rows/" + hashlib.sha256(top.encode()).hexdigest()[:32]  # any folder name, within 255 bytes
+        found.append(read_cached(results_dir, name, SCHEMA, root, files, read, extras=("written_ns", "flags")))
+    return ReadResult(
+        pa.concat_tables([f.table for f in found]) if found else SCHEMA.empty_table(),
+        {k: [v for f in found for v in f.extras[k]] for k in ("written_ns", "flags")},
+        [path for f in found for path in f.files],
+    )
 
 
 def has_rows(results_dir: str | os.PathLike[str]) -> bool:
@@ -561,25 +614,33 @@ def tidy_dataset(results_dir: str | os.PathLike[str]) -> TidyReport:
     rewritten: list[Path] = []
     sink = ParquetSink(results_dir)
     sink._staging_cleaned = True
-    for path in _data_files(root):
+
+    def read(path: Path) -> FileRead | None:
         try:
             rows = _read_file(path, root)
         except FileNotFoundError:
-            continue  # moved by another writer since it was listed
+            return None  # moved by another writer since it was listed
         except _NotARowFile as error:
             try:
                 quarantined.append(_quarantine(results_dir, path, str(error)))
             except FileNotFoundError:
                 pass  # removed by another writer meanwhile: nothing left to move
-            continue
-        if rows.current or rows.newer:
-            continue
+            return None
+        return FileRead(rows.table, (rows.written_ns, rows.current | rows.newer << 1))
+
+    # Through the cache: a start-up reads only the files written since the last read, not the history.
+    found = _read_cached(results_dir, read)
+    older: dict[Path, list[int]] = {}
+    for i, (path, flags) in enumerate(zip(found.files, found.extras["flags"], strict=True)):
+        if not flags:
+            older.setdefault(path, []).append(i)
+    for path, indices in older.items():
         # Oldest first within the file, so a later row of one run id replaces an earlier one.
         targets = set()
-        for i in range(rows.table.num_rows):
-            row = rows.table.slice(i, 1)
-            sink._put(row, rows.written_ns)
-            targets.add(_row_path(root, *(row.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id"))))
+        for i in indices:
+            row = found.table.slice(i, 1)
+            sink._put(row, found.extras["written_ns"][i])
+            targets.add(row_path(root, *(row.column(c)[0].as_py() for c in (*PARTITION_COLUMNS, "run_id"))))
         if path not in targets:
             # A file of the current layout but an older schema version is its own target, now
             # replaced in place by the rewrite: removing it would lose the row.
@@ -612,7 +673,9 @@ __all__ = [
     "dataset_dir",
     "has_rows",
     "read_rows",
+    "row_path",
     "rows_to_table",
     "run_key",
     "tidy_dataset",
+    "written_metadata",
 ]

@@ -72,7 +72,7 @@ def unfinished(live: LiveRun) -> list[str]:
 
     Ray Tune returns normally from an interrupted ``fit`` (and marks the stopped trials
     terminated), so count rows: every trial that really ended has its row."""
-    rows = finals.results_rows(live.results_dir)
+    rows = finals.results_rows(live.results_dir, live.config.benchmark)
     missing = []
     for plan in live.plans.values():
         if not live.final_only:
@@ -113,7 +113,7 @@ def _read_record(live: LiveRun) -> None:
     Tune first saved a trial): the rows (``live.recorded``) and the ended trials of each
     method's study (``live.history``). Both are empty for a new run. A study trial whose row was
     written but whose tell was not (killed in between) is told from its row first."""
-    rows = finals.results_rows(live.results_dir)
+    rows = finals.results_rows(live.results_dir, live.config.benchmark)
     live.recorded = finals.recorded_trials(live.config.benchmark, rows)
     if live.final_only:
         return

@@ -98,6 +98,6 @@ def recorded_trials(benchmark: str, rows: list[dict[str, Any]]) -> dict[str, Rec
     }
 
 
-def results_rows(results_dir: Path) -> list[dict[str, Any]]:
-    """Every recorded row of the results folder, as dicts."""
-    return read_rows(results_dir).to_pylist()
+def results_rows(results_dir: Path, benchmark: str) -> list[dict[str, Any]]:
+    """Every recorded row of ``benchmark`` in the results folder, as dicts (its folder alone is read)."""
+    return read_rows(results_dir, benchmarks=[benchmark]).to_pylist()

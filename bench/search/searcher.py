@@ -386,7 +386,7 @@ class BenchmarkSearcher(Searcher):
 
     def _plan_finals(self, plan: MethodPlan, live: LiveRun) -> None:
         """The method's search has ended (its rows are written): queue its final runs."""
-        rows = finals.results_rows(live.results_dir)
+        rows = finals.results_rows(live.results_dir, live.config.benchmark)
         issued = {
             (t.selected_run_id, t.seed)
             for trial_id, t in self.tickets.items()

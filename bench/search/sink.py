@@ -282,7 +282,8 @@ class SinkCallback(Callback):
         parents = [self._parent(plan, phase) for plan in run.plans.values() for phase in Phase]
 
         def end(sink: MlflowTrialSink) -> None:
-            rows = {row["run_id"]: row_of(row) for row in read_rows(run.results_dir).to_pylist()}  # run id = trial key
+            mine = read_rows(run.results_dir, benchmarks=[run.config.benchmark])
+            rows = {row["run_id"]: row_of(row) for row in mine.to_pylist()}  # run id = trial key
             abandoned = sink.end_interrupted(parents, continued, rows)
             if abandoned:
                 _log.warning(
@@ -483,7 +484,7 @@ class SinkCallback(Callback):
         def count(sink: MlflowTrialSink) -> None:
             if self._ended is None:  # the rows earlier calls wrote (this one's row among them)
                 self._ended = {}
-                for record in read_rows(results_dir).to_pylist():
+                for record in read_rows(results_dir, benchmarks=[benchmark]).to_pylist():
                     if record["benchmark"] == benchmark:
                         ended = row_of(record)
                         where = sink.parent_slot(ended.regularizer, ended.phase)
@@ -526,7 +527,7 @@ class SinkCallback(Callback):
             # made or found (their ids are the writer's), each with its method's standing. The
             # rows are read once for all of them (a read per parent was ~60 ms each, on the tail).
             ends = []
-            table = read_rows(results_dir)
+            table = read_rows(results_dir, benchmarks=[benchmark])
             ended: dict[str, list[TrialRow]] = {}
             for record in table.to_pylist():
                 if record["benchmark"] == benchmark and record["phase"] in phases:
