@@ -39,6 +39,9 @@ from bench.search.studies import default_storage, ended_history, study_name, tel
 from bench.search.trainable import run_trial
 
 _log = logging.getLogger(__name__)
+#: Tune's cap on trials waiting for resources (``TUNE_MAX_PENDING_TRIALS_PG``); the searcher's
+#: own limit, the cluster's slots, is the one that binds.
+MAX_PENDING_TRIALS = 10_000
 
 #: What Tune runs per trial: ``(sampled config, *, config=BenchmarkConfig, plans={name: MethodPlan})``.
 TrialFunction = Callable[..., None]
@@ -196,7 +199,9 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
         final_only=live.final_only,
         sequential=sequential,
     )
-    concurrency = concurrency_slots(config)
+    # The concurrency follows the cluster's resources as they change (nodes added or lost), so no
+    # fixed max_concurrent_trials goes to Tune.
+    searcher.follow_cluster(config.resources, config.search.max_concurrent_trials)
     return Tuner(
         trainable,
         param_space={SEED_KEY: config.seed},
@@ -206,7 +211,6 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
             search_alg=searcher,
             scheduler=PerMethodScheduler(config.search.asha, plans),
             num_samples=-1,  # the searcher says when it is done: budgets, then final runs
-            max_concurrent_trials=concurrency,
             # One worker process per slot, not one per trial: a new actor re-imports torch and
             # bench (seconds per trial, measured by bench.benchmarks.orchestration).
             reuse_actors=True,
@@ -289,6 +293,11 @@ def run_benchmark(
     # every trial waits for after a report, and neither takes a report that carries several
     # epochs (bench.search.reporting). Parquet and MLflow are the record.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune keeps at most one trial waiting for resources when the searcher limits concurrency
+    # itself: a trial then starts only after the one before it got its actor, and 3 slots ran 2
+    # trials at a time (measured on a loopback cluster). The searcher's limit (the cluster's
+    # slots) caps waiting and running trials together, so Tune's own cap can stay out of its way.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(MAX_PENDING_TRIALS))
     if not final_only:
         # Once per benchmark, before any trial: the config, not the run, makes a search random.
         warning = mostly_random(config, list(live.plans.values()), concurrency_slots(config))

@@ -39,8 +39,7 @@ def init_ray(address: str | None, *, num_cpus: int | None = None, verbose: bool 
 
 
 def trial_slots(resources: ResourcesConfig) -> int:
-    """How many trials the connected cluster runs at once (:meth:`ResourcesConfig.slots` of its
-    resources). Sized when the experiment starts: a cluster that autoscales later gets no more
-    concurrent trials than it had then."""
+    """How many trials the connected cluster runs at once now (:meth:`ResourcesConfig.slots` of
+    its live nodes' resources; the searcher re-reads it while a run goes)."""
     available = ray.cluster_resources()
     return resources.slots(available.get("CPU", 1), available.get("GPU", 0))

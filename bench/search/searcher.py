@@ -29,9 +29,11 @@ trials, the default point included (it counts like any ended trial), number at m
 ``n_startup_trials`` plus one per trial that ended during startup without counting (FAIL, or
 PRUNED under GP), and every later trial is a model draw; TPE's constant liar spreads those asked
 while others run. Tune asks only when a slot can really start a trial: the driver sets the
-concurrency to min(``search.max_concurrent_trials``, the slots the cluster's resources allow),
-and :meth:`BenchmarkSearcher.suggest` keeps it. Each search trial's config says how it was drawn
-(``suggestion_kind``: default, startup or model), and so does its row.
+concurrency to min(``search.max_concurrent_trials``, the slots the cluster's resources allow
+now), re-read while the run goes (:meth:`BenchmarkSearcher.follow_cluster`: nodes that join
+get trials within seconds), and :meth:`BenchmarkSearcher.suggest` keeps it. Each search
+trial's config says how it was drawn (``suggestion_kind``: default, startup or model), and so
+does its row.
 
 When every method has issued all of its trials the searcher says ``FINISHED``; Tune ends the
 experiment once the running ones end. Its state (tickets, samplers) is saved with Tune's
@@ -43,6 +45,7 @@ from __future__ import annotations
 import math
 import pickle
 import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +53,13 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from bench import metrics
-from bench.config import BenchmarkConfig
+from bench.config import BenchmarkConfig, ResourcesConfig
 from bench.failures import InfrastructureBroken, trial_failure
 from bench.plan import METHOD_KEY, ORDINAL_KEY, PHASE_KEY, SEED_KEY, SELECTED_KEY, SUGGESTION_KEY, MethodPlan
 from bench.results.schema import FailureClass, Phase
 from bench.search import finals
 from bench.search.live import LIVE, LiveRun
+from bench.search.runtime import trial_slots
 from bench.search.space import make_sampler, sampler_settings
 from bench.search.studies import MethodStudy, study_name
 
@@ -73,6 +77,8 @@ class Ticket:
 
 #: Trials of one method lost to infrastructure faults (each replaced) before the run stops instead.
 MAX_LOST_PER_METHOD = 3
+#: Seconds between two reads of the cluster's resources (:meth:`BenchmarkSearcher.follow_cluster`).
+RESIZE_S = 1.0
 
 
 class BenchmarkSearcher(Searcher):
@@ -149,13 +155,34 @@ class BenchmarkSearcher(Searcher):
         self.max_concurrent = max_concurrent
         return True
 
+    def follow_cluster(self, resources: ResourcesConfig, cap: int | None) -> None:
+        """Size the concurrency from the connected cluster while the run goes, not once at its
+        start: the slots its resources hold now (re-read at most every :data:`RESIZE_S` seconds,
+        so the slots of a node that joins fill within seconds), at most ``cap``
+        (``search.max_concurrent_trials``). At least one trial is asked even when no node can
+        run one yet: on an autoscaling cluster started with no workers, that pending trial is
+        what makes the autoscaler add a node."""
+        self.resources, self.cap = resources, cap or 0
+        self.slots_read_at, self.slots = -math.inf, 1
+
+    def _limit(self) -> int:
+        """Trials in flight at once now (0: no limit of our own)."""
+        resources = getattr(self, "resources", None)  # None: a fixed limit (set_max_concurrency)
+        if resources is None:
+            return self.max_concurrent
+        now = time.monotonic()
+        if not 0 <= now - self.slots_read_at < RESIZE_S:  # also after a restore in another process
+            self.slots_read_at, self.slots = now, trial_slots(resources)
+        return min(self.cap or self.slots, self.slots)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         live = LIVE.run
         for study in self.studies.values():
             study.rebind(live.optuna_storage)
         if not self.reconciled:
             self._count_recorded(live)
-        if self.max_concurrent and len(self._running()) >= self.max_concurrent:
+        limit = self._limit()
+        if limit and len(self._running()) >= limit:
             return None
         ready = [method for method in self._open_methods() if self._has_work(method, live)]
         if not ready:

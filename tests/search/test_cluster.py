@@ -17,10 +17,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loopback-cluster")]
 
 @contextlib.contextmanager
 def _loopback_cluster(*worker_cpus: int):
-    """A head (1 CPU) and one worker per entry of ``worker_cpus``, all on this machine."""
+    """A head (1 CPU, no GPU) and one worker per entry of ``worker_cpus``, all on this machine."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     for cpus in worker_cpus:
         cluster.add_node(num_cpus=cpus)
     cluster.wait_for_nodes()
@@ -137,3 +137,69 @@ def test_all_methods_search_at_once_across_nodes(three_node_cluster, tmp_path, r
                 trial.intermediate_values,
             )
             assert trial.value == pytest.approx(row["val_accuracy"], rel=1e-12)
+
+
+GROWING_DRIVER = """
+import sys
+from pathlib import Path
+from bench.benchmarks.orchestration import Setup, SimulatedTraining
+from bench.config import parse_config
+from bench.plan import plan_methods
+from bench.results.mlflow_sink import default_tracking_uri
+from bench.search import init_ray, run_benchmark
+
+address, results = sys.argv[1], Path(sys.argv[2])
+setup = Setup(methods=("erm", "sam"), trials_per_method=6, epochs=3, epoch_seconds=1.0, seeds=(1,), grace_period=3)
+# Random search: a model-based sampler's trials wait for its startup trials (the startup rule),
+# which would leave slots idle by design and hide what this test measures.
+raw = setup.config("growing").model_dump(mode="json")
+raw["search"]["sampler"] = {"name": "random"}
+config = parse_config(raw)
+trial = SimulatedTraining(setup.epoch_seconds, {p.regularizer: p.passes_per_step for p in plan_methods(config)})
+init_ray(address)
+run_benchmark(config, results_dir=results, tracking_uri=default_tracking_uri(results), trial_function=trial)
+"""
+
+
+def test_nodes_added_mid_run_get_trials_within_seconds(tmp_path, repo_root):
+    """An autoscaling cluster: the run starts with one GPU (one slot); two more GPUs join while it
+    runs. The searcher re-reads the cluster's resources, so the new slots fill within seconds,
+    and before they joined no more trials ran than the one slot held (it asks only for slots
+    that exist). Simulated trials (sleeps, bench.benchmarks.orchestration): the figure is the
+    scheduler's, not this machine's cores."""
+    import time
+
+    from bench.benchmarks.orchestration import intervals_from_rows
+
+    results = tmp_path / "results"
+    with _loopback_cluster() as cluster:
+        cluster.add_node(num_cpus=2, num_gpus=1)
+        cluster.wait_for_nodes()
+        driver = subprocess.Popen(
+            [sys.executable, "-c", GROWING_DRIVER, cluster.address, str(results)],
+            cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 300
+        while read_rows(results, problems=[]).num_rows < 2 and driver.poll() is None:
+            assert time.monotonic() < deadline, "no trial ended in 5 minutes"
+            time.sleep(0.2)  # a couple of trials ended on the one slot first
+        cluster.add_node(num_cpus=2, num_gpus=2)  # Ray's own test cluster: a node's processes start here
+        cluster.wait_for_nodes()
+        joined = time.time()
+        output, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 0, output[-3000:]
+    rows = read_rows(results).to_pylist()
+    assert len(rows) == 2 * (6 + 1)
+    intervals = intervals_from_rows(rows)
+
+    def running(at: float) -> int:
+        return sum(i.start <= at < i.end for i in intervals)
+
+    starts = sorted(i.start for i in intervals)
+    before = [t for t in starts if t < joined]
+    assert before and max(running(t) for t in before) == 1  # one slot, one trial at a time
+    full = [t for t in starts if t >= joined and running(t) >= 3]
+    timeline = sorted((round(i.start - joined, 1), round(i.end - joined, 1), i.node[:6]) for i in intervals)
+    assert full, f"the two new slots were never used: {timeline}"
+    assert full[0] - joined < 20, f"the new slots filled {full[0] - joined:.1f} s after the nodes joined"
+    print(f"new slots filled {full[0] - joined:.1f} s after the nodes joined")
