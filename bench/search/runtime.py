@@ -10,15 +10,45 @@ import ray
 from bench.config import ResourcesConfig
 from bench.preflight import NodeResources
 
+_log = logging.getLogger(__name__)
+
 
 def node_resources() -> list[NodeResources]:
-    """CPUs and GPUs of every live node of the connected Ray runtime, for
+    """CPUs and GPUs of every live node of the connected Ray runtime, and of every node type its
+    autoscaler may still add (:func:`autoscaling_node_types`), for
     :func:`bench.preflight.check_placeable` (a trial must fit on one node: the cluster's totals
     in ``ray.cluster_resources()`` do not say whether it does)."""
-    return [
+    live = [
         NodeResources(cpus=float(node["Resources"].get("CPU", 0.0)), gpus=float(node["Resources"].get("GPU", 0.0)))
         for node in ray.nodes()
         if node.get("Alive")
+    ]
+    return live + autoscaling_node_types()
+
+
+def autoscaling_node_types() -> list[NodeResources]:
+    """The node types the cluster's autoscaler may add, from the config it publishes in the GCS
+    (Ray's autoscaler v2, which KubeRay and ``ray up`` run with ``RAY_enable_autoscaler_v2=1``);
+    empty without one. A pool that starts with no workers is then no reason to refuse the run:
+    its first pending trial makes the autoscaler add a node."""
+    try:
+        from ray._private.state import state  # Ray Data reads the autoscaler's limits the same way
+
+        config = state.get_cluster_config()
+    except (ImportError, AttributeError, RuntimeError) as error:  # a private API: another Ray may lack it
+        _log.debug("no autoscaler config read (%s): sizing from the live nodes alone", error)
+        return []
+    return node_types_of(config)
+
+
+def node_types_of(config) -> list[NodeResources]:  # config: ray's autoscaler_pb2.ClusterConfig or None
+    """The resources of each node group of an autoscaler's config that may have nodes."""
+    if not config:
+        return []
+    return [
+        NodeResources(cpus=float(group.resources.get("CPU", 0.0)), gpus=float(group.resources.get("GPU", 0.0)))
+        for group in config.node_group_configs
+        if group.max_count != 0 and group.resources
     ]
 
 
