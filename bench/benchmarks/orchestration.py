@@ -306,6 +306,8 @@ class Setup:
     reduction_factor: float = 2.0
     #: Every method searches the learning rate; off, ERM has nothing to search (the no-search check).
     search_learning_rate: bool = True
+    #: The search's sampler (``search.sampler.name``).
+    sampler: str = "tpe"
 
     @property
     def slots(self) -> int:
@@ -327,6 +329,7 @@ class Setup:
                         "reduction_factor": self.reduction_factor,
                     },
                     "space": space,
+                    "sampler": {"name": self.sampler},
                 },
                 "resources": {"cpus_per_trial": 1, "gpus_per_trial": self.gpus_per_trial},
                 "final": {"seeds": list(self.seeds), "top_k": self.top_k},
