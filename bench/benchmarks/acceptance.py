@@ -21,8 +21,8 @@ recorded as skipped):
 Real CIFAR-10 is used where its files are found (``--data-dir``, else the configs' default
 folder); otherwise random tensors of its shape (``synthetic_cifar10`` in the smoke config), and
 the JSON says which. The *reduced mode* (``--cpu-smoke``, or automatically without CUDA) runs
-every part on the CPU at toy sizes, in about a minute on 2 cores; its figures only show that the
-program works.
+every part on the CPU at toy sizes, in one to two minutes on 2 cores; its figures only show that
+the program works.
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ class Mode:
     smoke_epochs: int
 
 
-#: One H100: the recipe's batch of 128; about 6–7 of the 8 minutes when all goes well.
+#: One H100, the recipe's batch of 128. Sized from estimates, not yet timed on a GPU: eager points and
+#: regularizers ~1 min, packing ~1.5 min, the smoke runs ~2 min, the compiled points ~30-60 s each.
+#: The budget leaves room for the item running when it is spent (a compiled point needs 60 s).
 FULL = Mode(
     name="full",
     device="cuda",
@@ -310,6 +312,27 @@ def run_part(name: str, mode: Mode, source: DataSource, budget: Budget, progress
     return part
 
 
+def add_speedups(parts: dict[str, Any]) -> None:
+    """Each measured grid point's ``speedup``: its median images/s over the fp32/contiguous/eager
+    point's (of the throughput part; the compiled points are in another part, hence here)."""
+    cells = [
+        cell
+        for name in ("throughput", "compile")
+        for cell in ((parts.get(name) or {}).get("result") or {}).get("cells", [])
+    ]
+    baseline = next(
+        (
+            cell["images_per_second"]["median"]
+            for cell in cells
+            if cell["status"] == "ok" and cell["label"] == throughput.BASELINE.label
+        ),
+        None,
+    )
+    for cell in cells:
+        measured = cell["status"] == "ok" and baseline is not None
+        cell["speedup"] = cell["images_per_second"]["median"] / baseline if measured else None
+
+
 def _write(path: Path, report: dict[str, Any]) -> None:
     # Written after every part, through a temporary file: a run cut short keeps what it measured.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,6 +354,12 @@ def _parser() -> _Parser:
         prog=PROGRAM,
         description=__doc__.split("\n\n")[0],
         epilog=(
+            "Parts, in this order: throughput (ResNet-18 images/s, bf16 x channels_last, eager), regularizers "
+            "(each one's step time / ERM's), packing (1, 2, 4 trial processes on one GPU), smoke (sharpbench run "
+            "of a digits and a CIFAR-10 config), compile (the grid with torch.compile; last, as the slowest). "
+            f"On a GPU: batch {FULL.grid.batch_size}, {FULL.grid.repeats} x {FULL.grid.steps_per_block} timed "
+            f"steps per point, {FULL.smoke_epochs} epochs per smoke run, a {FULL.budget_seconds:g}-s budget: sized for "
+            "8 minutes on one H100 (estimated, not yet timed on one). "
             "Reduced CPU mode: with --cpu-smoke, or automatically when no CUDA device is visible, every part runs "
             f"on the CPU at toy sizes (batch {REDUCED.grid.batch_size}, {REDUCED.grid.repeats} repeat, "
             f"{REDUCED.smoke_epochs} epoch, no torch.compile, the regularizers on the digits CNN, packing of "
@@ -420,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             part = Part(name, "skipped", reason="not selected (--part)")
         report["parts"][name] = part.to_dict()
+        add_speedups(report["parts"])
         report["wall_seconds"] = budget.elapsed()
         _write(args.output, report)
         progress(f"{name}: {part.status}" + (f" ({part.reason})" if part.reason else ""))

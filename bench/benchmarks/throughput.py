@@ -184,11 +184,7 @@ class GridCell:
     peak_memory_mib: float | None = None  # CUDA only: the most allocated at once, resident data included
     noisy: str | None = None  # why the spread is too wide to read (the rule of bench.measure.timing)
 
-    def to_dict(self, baseline: Spread | None = None) -> dict[str, object]:
-        """With ``baseline`` (:data:`BASELINE`'s images/s), the speed-up of this point's median."""
-        speedup = None
-        if baseline is not None and self.images_per_second is not None:
-            speedup = self.images_per_second.median / baseline.median
+    def to_dict(self) -> dict[str, object]:
         return {
             "bf16": self.point.bf16,
             "channels_last": self.point.channels_last,
@@ -201,7 +197,6 @@ class GridCell:
             "warmup_seconds": self.warmup_seconds,
             "peak_memory_mib": self.peak_memory_mib,
             "noisy": self.noisy,
-            "speedup": speedup,
         }
 
 
@@ -252,11 +247,7 @@ class GridResult:
     sizes: GridSizes
     cells: list[GridCell] = field(default_factory=list)
 
-    def baseline(self) -> Spread | None:
-        """:data:`BASELINE`'s images/s, when measured here."""
-        return next((c.images_per_second for c in self.cells if c.point == BASELINE and c.status == "ok"), None)
-
-    def to_dict(self, baseline: Spread | None = None) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "model": MODEL,
             "input_shape": list(INPUT_SHAPE),
@@ -266,7 +257,7 @@ class GridResult:
             "warmup_steps": self.sizes.warmup_steps,
             "steps_per_block": self.sizes.steps_per_block,
             "repeats": self.sizes.repeats,
-            "cells": [cell.to_dict(baseline or self.baseline()) for cell in self.cells],
+            "cells": [cell.to_dict() for cell in self.cells],
         }
 
 

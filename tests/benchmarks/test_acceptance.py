@@ -165,3 +165,19 @@ def test_the_smoke_configs_are_valid_and_sized_for_their_mode(mode, tmp_path: Pa
     assert cifar.model.name == "resnet18" and digits.training.epochs == cifar.training.epochs == mode.smoke_epochs
     assert [entry.name for entry in cifar.regularizers] == list(smoke.METHODS) and cifar.final.seeds == []
     assert cifar.resources.gpus_per_trial == (0 if sizes.reduced else 0.5)
+
+
+def test_speedups_of_both_grid_halves_are_over_the_fp32_eager_point() -> None:
+    def cell(label: str, median: float | None) -> dict:
+        spread = None if median is None else {"median": median, "q1": median, "q3": median, "iqr": 0.0, "n": 1}
+        return {"label": label, "status": "ok" if median else "skipped", "images_per_second": spread}
+
+    eager = [cell("fp32/contiguous/eager", 100.0), cell("bf16/channels_last/eager", 250.0)]
+    compiled = [cell("bf16/channels_last/compiled", 400.0), cell("fp32/contiguous/compiled", None)]
+    parts = {"throughput": {"result": {"cells": eager}}, "compile": {"result": {"cells": compiled}}}
+    acceptance.add_speedups(parts)
+    # IEEE division is correctly rounded and 2.5 and 4 are representable: the ratios are exact.
+    assert [c["speedup"] for c in eager + compiled] == [1.0, 2.5, 4.0, None]
+    parts["throughput"] = {"result": None}  # no baseline measured: no speed-up anywhere
+    acceptance.add_speedups(parts)
+    assert [c["speedup"] for c in compiled] == [None, None]
