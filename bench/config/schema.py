@@ -86,7 +86,8 @@ class RangeSpec(_Strict):
 class DataConfig(_Strict):
     name: str = Field(
         "digits",
-        description="Registered dataset: ``digits``, ``breast_cancer`` (tabular), ``cifar10``, ``cifar100``, ``svhn``.",
+        description="Registered dataset: ``digits``, ``breast_cancer`` (tabular), ``cifar10``, ``cifar100``, ``svhn``; "
+        "``synthetic_cifar10`` (random pixels of CIFAR-10's shape: a throughput stand-in, no files needed).",
     )
     data_dir: str | None = Field(
         None, description="Folder holding the dataset files (CIFAR/SVHN); ``None`` uses ``~/.cache/sharpbench/data``."

@@ -1,4 +1,5 @@
-"""CIFAR-10, CIFAR-100 and SVHN, read with torchvision's own dataset classes.
+"""CIFAR-10, CIFAR-100 and SVHN, read with torchvision's own dataset classes; and
+``synthetic_cifar10``, random pixels of CIFAR-10's shape, a stand-in where CIFAR-10 cannot be read.
 
 The files are the official ones (``cifar-10-batches-py/``, ``cifar-100-python/``,
 ``train_32x32.mat`` / ``test_32x32.mat``) in ``config.data_dir`` (default
@@ -71,6 +72,23 @@ _CIFAR10 = _Source("cifar10", 10, _read_cifar("CIFAR10"), "cifar-10-batches-py")
 _CIFAR100 = _Source("cifar100", 100, _read_cifar("CIFAR100"), "cifar-100-python")
 _SVHN = _Source("svhn", 10, _read_svhn, "train_32x32.mat and test_32x32.mat")
 
+#: CIFAR-10's official split sizes, which the synthetic stand-in copies.
+CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
+
+
+def _read_synthetic_cifar10(root: str, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    # Uniform uint8 pixels and balanced labels, seeded (one seed per split): the same arrays on
+    # every machine, read through the very path real CIFAR-10 takes, so an epoch costs what a
+    # real one costs (sizes, split, normalization, memory). ``root`` and ``download`` are unused.
+    count = CIFAR10_TRAIN_IMAGES if train else CIFAR10_TEST_IMAGES
+    generator = np.random.default_rng(0 if train else 1)
+    images = generator.integers(0, 256, size=(count, 3, 32, 32), dtype=np.uint8)
+    labels = generator.permutation(np.arange(count, dtype=np.int64) % 10)
+    return images, labels
+
+
+_SYNTHETIC_CIFAR10 = _Source("synthetic_cifar10", 10, _read_synthetic_cifar10, "nothing (generated)")
+
 
 def _first_line(error: BaseException) -> str:
     # A URLError's message is its ``reason``.
@@ -139,3 +157,11 @@ def load_cifar100(config: DataConfig) -> Dataset:
 def load_svhn(config: DataConfig) -> Dataset:
     """SVHN cropped digits (``train_32x32.mat``, without ``extra``): 73,257 training and 26,032 test images."""
     return _load(_SVHN, config)
+
+
+@register_dataset("synthetic_cifar10")
+def load_synthetic_cifar10(config: DataConfig) -> Dataset:
+    """Random pixels of CIFAR-10's shape and sizes (50,000 training minus validation, 10,000 test,
+    10 balanced classes), needing no files: a *throughput* stand-in for machines that cannot
+    download CIFAR-10 (a step costs the same whatever the pixels). Its accuracies mean nothing."""
+    return _load(_SYNTHETIC_CIFAR10, config)
