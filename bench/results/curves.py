@@ -19,6 +19,7 @@ since the resumed trial re-reports only the epochs after its checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -26,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench import metrics
 from bench.naming import partition_segment
+from bench.results.file_cache import FileRead, read_cached
 from bench.results.parquet import UnreadableFileWarning, read_rows, run_key, write_atomically
 
 #: Sub-folder of ``results_dir`` holding the curves.
@@ -152,6 +155,14 @@ class CurveWriter:
         return {int(row[metrics.EPOCH]): {name: row[name] for name in CURVE_METRICS} for row in rows}
 
 
+def _read_or_warn(path: Path) -> FileRead | None:
+    try:
+        return FileRead(_read_file(path))
+    except ValueError as error:
+        warnings.warn(f"{path}: not a curve file ({error}); skipped", UnreadableFileWarning, stacklevel=4)
+        return None
+
+
 def _files(root: Path) -> Iterable[Path]:
     if not root.is_dir():
         return []
@@ -168,14 +179,16 @@ def read_curves(*results_dirs: str | os.PathLike[str], run_ids: Iterable[str] | 
     wanted = set(run_ids) if run_ids is not None else set(read_rows(*results_dirs).column("run_id").to_pylist())
     tables = []
     for results_dir in results_dirs:
-        for path in _files(curves_dir(results_dir)):
-            try:
-                table = _read_file(path)
-            except ValueError as error:
-                warnings.warn(f"{path}: not a curve file ({error}); skipped", UnreadableFileWarning, stacklevel=2)
-                continue
-            if table.num_rows and table.column("run_id")[0].as_py() in wanted:
-                tables.append(table)
+        root = curves_dir(results_dir)
+        groups: dict[str, list[Path]] = {}
+        for path in _files(root):
+            groups.setdefault(path.relative_to(root).parts[0], []).append(path)
+        for top, files in sorted(groups.items()):
+            # Through the readers' cache, one per benchmark folder: only new or replaced curves are opened.
+            name = "curves/" + hashlib.sha256(top.encode()).hexdigest()[:32]
+            table = read_cached(results_dir, name, CURVE_SCHEMA, root, files, _read_or_warn).table
+            if table.num_rows:
+                tables.append(table.filter(pc.is_in(table["run_id"], value_set=pa.array(sorted(wanted), pa.string()))))
     if not tables:
         return CURVE_SCHEMA.empty_table()
     table = pa.concat_tables(tables)

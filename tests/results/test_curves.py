@@ -122,3 +122,22 @@ def test_an_unreadable_curve_file_is_skipped_with_a_warning_naming_it(tmp_path):
 def test_an_empty_folder_has_an_empty_table(tmp_path):
     assert read_curves(tmp_path / "nothing").schema == CURVE_SCHEMA
     assert read_curves(tmp_path / "nothing").num_rows == 0
+
+
+def test_a_second_read_of_the_curves_opens_only_the_rewritten_one(tmp_path, monkeypatch):
+    import bench.results.curves as curves
+
+    keys = [CurveKey(f"b-erm-search/t{i}", "b", "erm", "search", 0) for i in range(3)]
+    for key in keys:
+        _recorded(tmp_path, key, 2)
+    opened = []
+    real = curves._read_file
+    monkeypatch.setattr(curves, "_read_file", lambda path: opened.append(path) or real(path))
+    first = read_curves(tmp_path)
+    assert len(opened) == 3 and first.num_rows == 6
+    opened.clear()
+    assert read_curves(tmp_path).equals(first) and opened == []
+    CurveWriter(tmp_path).write(keys[1], {e: points_of(_report(e))[e] for e in (1, 2, 3)})  # the trial went on
+    opened.clear()
+    table = read_curves(tmp_path)
+    assert opened == [curve_path(tmp_path, keys[1])] and table.num_rows == 7
