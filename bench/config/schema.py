@@ -86,10 +86,13 @@ class RangeSpec(_Strict):
 class DataConfig(_Strict):
     name: str = Field(
         "digits",
-        description="Registered dataset: ``digits``, ``breast_cancer`` (tabular), ``cifar10``, ``cifar100``, ``svhn``.",
+        description="Registered dataset: ``digits``, ``breast_cancer`` (tabular), ``cifar10``, ``cifar100``, "
+        "``svhn``, ``image_folder`` (``data_dir/train/<class>/<image>``, streamed from disk).",
     )
     data_dir: str | None = Field(
-        None, description="Folder holding the dataset files (CIFAR/SVHN); ``None`` uses ``~/.cache/sharpbench/data``."
+        None,
+        description="Folder holding the dataset files (CIFAR/SVHN; ``None`` uses ``~/.cache/sharpbench/data``), or "
+        "the image folder (``image_folder``: needed).",
     )
     download: bool = Field(
         False,
@@ -114,6 +117,23 @@ class DataConfig(_Strict):
     )
     horizontal_flip: bool = Field(False, description="Random horizontal flip of training images.")
     cutout: int = Field(0, ge=0, description="Cutout square side in pixels (0: off).")
+    image_size: int | None = Field(
+        None,
+        gt=0,
+        description="Image folders: the side of the square images the model sees (each image resized and "
+        "centre-cropped to it); ``None``: 32. Tensor datasets keep their own size.",
+    )
+    random_resized_crop: bool = Field(
+        False,
+        description="Image folders: train on random resized crops (scale 8–100%, torchvision's "
+        "``RandomResizedCrop``) instead of the centre crop; evaluation then resizes to ``image_size / 0.875``.",
+    )
+    loader_workers: int = Field(
+        2,
+        ge=0,
+        description="Streamed datasets (image folders): DataLoader worker processes reading images (0: in the "
+        "trial's process). Batches do not depend on it.",
+    )
     train_fraction: float = Field(
         1.0,
         gt=0,
