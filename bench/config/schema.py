@@ -180,6 +180,12 @@ class ModelConfig(_Strict):
         description="Registered model (``bench/models/``): ``mlp``, ``cnn``, ``resnet18``, "
         "``preact_resnet18``, ``wrn16_8``, ``wrn28_10``, ``vgg16_bn``, ``pyramidnet110`` or ``pyramidnet272``.",
     )
+    pretrained: str | None = Field(
+        None,
+        description="A local checkpoint to fine-tune from: a ``.pt``/``.pth`` file holding the model's state "
+        "dict (or a dict with it under ``state_dict`` or ``model``), read with ``torch.load(weights_only=True)``; "
+        "a classifier head of another class count is left out. Never downloaded.",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Keyword arguments of the model's factory (e.g. ``{hidden: 32, depth: 1}`` "

@@ -29,6 +29,7 @@ from bench.data.augment import build_augmentation
 from bench.data.loader import drops_last
 from bench.measure.flatness import Batches, measure_flatness, should_measure
 from bench.models import create_model
+from bench.models.pretrained import Fitted, load_pretrained
 from bench.provenance import hardware
 from bench.training.averaging import WeightAverager
 from regularizers.averaging import TRAINED
@@ -188,6 +189,10 @@ class Trainer:
         self.num_classes = data.num_classes
 
         model = create_model(spec.model.name, data.input_shape, data.num_classes, **spec.model.options)
+        #: What ``model.pretrained`` loaded (None: trained from its initialization).
+        self.pretrained: Fitted | None = None
+        if spec.model.pretrained is not None:
+            self.pretrained = load_pretrained(model, spec.model.pretrained)
         model = model.to(self.device, self.dtype)
         self.channels_last = (
             recipe.channels_last and self.device.type == "cuda" and len(self.data.train.sample_shape) == 3
