@@ -30,7 +30,7 @@ from bench.config import DataConfig
 from bench.data import Dataset, DatasetError, register_dataset
 from bench.data.splits import stratified_split
 from bench.data.stream import StreamSplit
-from bench.errors import first_line
+from bench.errors import first_line, printable
 
 NAME = "image_folder"
 #: ``image_size`` when the config leaves it out: what the CIFAR-style models here are built for.
@@ -46,12 +46,6 @@ EVAL_CROP_FRACTION = 0.875
 
 #: PIL image → normalized float tensor ``(3, image_size, image_size)``.
 ImageTransform = Callable[[Image.Image], Tensor]
-
-
-def shown(path: Path | str) -> str:
-    """A path as an error message shows it: quoted when it would not print on one line."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)
 
 
 def image_transforms(config: DataConfig) -> tuple[ImageTransform, ImageTransform]:
@@ -89,7 +83,7 @@ class ImageFiles:
             with Image.open(path) as image:
                 rgb = image.convert("RGB")
         except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
-            raise DatasetError(f"{NAME}: cannot read image {shown(path)}: {first_line(error)}") from None
+            raise DatasetError(f"{NAME}: cannot read image {printable(path)}: {first_line(error)}") from None
         return (self.train_transform if train else self.eval_transform)(rgb)
 
 
@@ -111,22 +105,23 @@ def _scan(folder: Path, classes: list[str] | None) -> tuple[list[str], FolderFil
         found, class_to_index = find_classes(folder)
     except FileNotFoundError:
         raise DatasetError(
-            f"{NAME}: {shown(folder)} holds no class folder; expected {shown(folder)}/<class>/<image>"
+            f"{NAME}: {printable(folder)} holds no class folder; expected {printable(folder)}/<class>/<image>"
         ) from None
     except OSError as error:
-        raise DatasetError(f"{NAME}: cannot read {shown(folder)}: {error.strerror or error}") from None
+        raise DatasetError(f"{NAME}: cannot read {printable(folder)}: {error.strerror or error}") from None
     if classes is not None and found != classes:
         differ = sorted(set(found) ^ set(classes))
+        named = ", ".join(map(printable, differ[:5])) + (" ..." if len(differ) > 5 else "")
         raise DatasetError(
-            f"{NAME}: the class folders of {shown(folder)} differ from train/'s in {', '.join(map(shown, differ[:5]))}"
-            f"{' ...' if len(differ) > 5 else ''}: every split needs the same class folders"
+            f"{NAME}: the class folders of {printable(folder)} differ from train/'s in {named}: "
+            "every split needs the same class folders"
         )
     samples = make_dataset(folder, class_to_index, extensions=IMG_EXTENSIONS, allow_empty=True)
     counts = np.bincount([label for _, label in samples], minlength=len(found))
     empty = [found[index] for index in np.flatnonzero(counts == 0)]
     if empty:
         raise DatasetError(
-            f"{NAME}: class folder {shown(folder / empty[0])} holds no image "
+            f"{NAME}: class folder {printable(folder / empty[0])} holds no image "
             f"({', '.join(IMG_EXTENSIONS)})" + (f"; {len(empty) - 1} more empty" if len(empty) > 1 else "")
         )
     return found, FolderFiles([path for path, _ in samples], np.asarray([label for _, label in samples], np.int64))
@@ -139,10 +134,10 @@ def _root(config: DataConfig) -> Path:
         )
     root = Path(config.data_dir).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"{NAME}: dataset.data_dir {shown(root)} is not a folder")
+        raise DatasetError(f"{NAME}: dataset.data_dir {printable(root)} is not a folder")
     if not (root / "train").is_dir():
         raise DatasetError(
-            f"{NAME}: no train folder in {shown(root)}: expected {shown(root)}/train/<class>/<image> "
+            f"{NAME}: no train folder in {printable(root)}: expected {printable(root)}/train/<class>/<image> "
             "(torchvision's ImageFolder layout)"
         )
     return root

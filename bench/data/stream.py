@@ -194,4 +194,3 @@ class StreamLoader:
                 yield inputs, targets.to(split.device, non_blocking=True), positions
         except DatasetError as error:
             raise _one_line(error) from None
-

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bench.errors import first_line
+from bench.errors import first_line, printable
 from bench.models import ModelError, create_model
 
 #: Where training scripts nest the state dict in a checkpoint (timm: ``state_dict``; torchvision's
@@ -38,11 +38,6 @@ class PretrainedError(ModelError):
     """A checkpoint that cannot be read or does not fit the model; the message is one line."""
 
 
-def _shown(path: str | Path) -> str:
-    text = str(path)
-    return text if text.isprintable() else repr(text)
-
-
 def _keys(keys: list[str]) -> str:
     more = f", ... ({len(keys)} in all)" if len(keys) > _SHOWN_KEYS else ""
     return ", ".join(keys[:_SHOWN_KEYS]) + more
@@ -51,7 +46,7 @@ def _keys(keys: list[str]) -> str:
 def read_checkpoint(path: str) -> dict[str, Tensor]:
     """The state dict in the file ``path`` (on the CPU); :class:`PretrainedError` when there is none."""
     file = Path(path).expanduser()
-    where = f"model.pretrained {_shown(file)}"
+    where = f"model.pretrained {printable(file)}"
     if not file.exists():
         raise PretrainedError(f"{where}: no such file")
     if not file.is_file():
@@ -129,14 +124,14 @@ def fit(model: nn.Module, weights: Mapping[str, Tensor], path: str) -> Fitted:
             parts.append(f"missing {_keys(missing)}")
         if unexpected:
             parts.append(f"unknown to the model: {_keys(unexpected)}")
-        raise PretrainedError(f"model.pretrained {_shown(path)} does not fit the model: {'; '.join(parts)}")
+        raise PretrainedError(f"model.pretrained {printable(path)} does not fit the model: {'; '.join(parts)}")
     notice = None
     if left_out:
         shapes = [tuple(weights[key].shape) for key in left_out if key in weights]
         classes = f" ({shapes[0][0]} classes there, {expected[left_out[0]][0]} here)" if shapes and shapes[0] else ""
         why = "has another shape" + classes if shapes else "is not in the checkpoint"
         notice = (
-            f"model.pretrained {_shown(path)}: the classifier head ({', '.join(left_out)}) {why}: "
+            f"model.pretrained {printable(path)}: the classifier head ({', '.join(left_out)}) {why}: "
             "it is left out and trained from its fresh initialization"
         )
     return Fitted({key: value for key, value in weights.items() if key not in left_out}, tuple(left_out), notice)
