@@ -27,7 +27,7 @@ from bench.config import BenchmarkConfig, DataConfig, FlatnessConfig, ModelConfi
 from bench.data import Dataset, Split, load_dataset
 from bench.data.augment import build_augmentation
 from bench.data.loader import drops_last
-from bench.measure.flatness import Batches, measure_flatness, should_measure
+from bench.measure.flatness import measure_flatness, should_measure
 from bench.models import create_model
 from bench.models.pretrained import Fitted, load_pretrained
 from bench.provenance import hardware
@@ -412,7 +412,7 @@ class Trainer:
         result = measure_flatness(model, self.flatness_batches(), F.cross_entropy, config, generator)
         return result.to_metrics()
 
-    def flatness_batches(self) -> Batches:
+    def flatness_batches(self) -> list[tuple[Tensor, Tensor]]:
         """The measurement subset: the first ``flatness.subset_size`` training samples (fixed by
         the split seed), unaugmented, in batches of ``flatness.batch_size``, held on the device
         (the measures pass over them many times). A streamed split reads just these samples: a
