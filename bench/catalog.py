@@ -7,15 +7,17 @@ This sits above :mod:`bench.config` (which knows only the schema), :mod:`bench.d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import regularizers
 from bench.config import BenchmarkConfig, ConfigError, load_config
 from bench.config.load import load_workload
 from bench.config.suite import SuiteConfig
-from bench.data import available_datasets
+from bench.data import available_datasets, load_dataset
 from bench.errors import unknown_name
 from bench.models import available_models
+from bench.models.pretrained import check_pretrained
 from bench.preflight import PreflightError, check_model_options
 
 
@@ -77,3 +79,25 @@ def check_registered(config: BenchmarkConfig, source: str) -> None:
                     regularizers.create(entry.name, **{**entry.fixed, key: value})
                 except regularizers.RegistryError as error:
                     raise ConfigError(f"{source}: search range of {key}: {error}") from None
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """What loading a config's dataset told before its run: its size, and lines worth saying."""
+
+    train_samples: int
+    notes: list[str]
+
+
+def check_data_and_model(config: BenchmarkConfig) -> DataCheck:
+    """Load ``config``'s dataset here (a missing one fails before any trial) and match the
+    checkpoint ``model.pretrained`` names, if any, against the model built for that data (its
+    input shape and classes; on the meta device). Raises :class:`bench.data.DatasetError` or
+    :class:`bench.models.ModelError` (one line); a classifier head left out is a note."""
+    dataset = load_dataset(config.dataset)
+    notes = []
+    if config.model.pretrained is not None:
+        model = config.model
+        notice = check_pretrained(model.name, model.options, model.pretrained, dataset.input_shape, dataset.num_classes)
+        notes += [notice] if notice is not None else []
+    return DataCheck(train_samples=len(dataset.train), notes=notes)

@@ -20,6 +20,14 @@ def first_line(error: BaseException | str) -> str:
     return text.splitlines()[0].strip()
 
 
+def printable(text: object) -> str:
+    """A value from outside (a path from a config) as a one-line message shows it: as it is, or
+    quoted as a Python literal when it holds a character that would break the line or the
+    terminal (a newline, a control character)."""
+    shown = str(text)
+    return shown if shown.isprintable() else repr(shown)
+
+
 def described(error: BaseException) -> str:
     """``Type: first line``, for an exception raised by code the user did not write (a plug-in)."""
     line = first_line(error)

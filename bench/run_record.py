@@ -52,6 +52,8 @@ NOT_IDENTITY = frozenset(
         "resources.gpus_per_trial",
         "dataset.data_dir",
         "dataset.download",
+        # Streamed batches are the same for any number of loader workers (bench.data.stream).
+        "dataset.loader_workers",
     }
 )
 

@@ -108,6 +108,8 @@ class Session:
     output: Output = field(default_factory=Output.standard)
     #: Training samples of the config's dataset, once :meth:`run` has loaded it (None on a cluster).
     _train_samples: int | None = field(default=None, init=False, repr=False)
+    #: Lines about the data and model said once the run is under way (a fine-tuned head left out).
+    _notes: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.options.optuna_storage is not None:
@@ -187,14 +189,17 @@ class Session:
             options.check(config)
         except PreflightError as error:
             raise BadInput(str(error)) from None
-        from bench.data import DatasetError, load_dataset
+        from bench.catalog import check_data_and_model
+        from bench.data import DatasetError
         from bench.models import ModelError
 
         try:
             if options.address is None:
-                # Fail fast on a missing dataset, before any trial starts; its size tells which
-                # methods the recipe makes degenerate (said once the run is under way).
-                self._train_samples = len(load_dataset(config.dataset).train)
+                # Fail fast on a missing dataset or a checkpoint that does not fit, before any
+                # trial starts; the dataset's size tells which methods the recipe makes degenerate
+                # (said once the run is under way).
+                checked = check_data_and_model(config)
+                self._train_samples, self._notes = checked.train_samples, checked.notes
         except (DatasetError, ModelError) as error:
             raise BadInput(str(error)) from None
         results = options.results.resolve()
@@ -269,6 +274,8 @@ class Session:
         if self._train_samples is not None and not self.final_only:
             for line in recipe_warnings(plans, self._train_samples, config.training.batch_size):
                 output.tell(f"warning: {line}")
+        for line in self._notes:
+            output.tell(f"note: {line}")
         from bench.signals import terminate_as_interrupt
 
         # From here on SIGTERM (Slurm, Kubernetes) stops the run as Ctrl-C does, replacing Ray's handlers.

@@ -153,7 +153,8 @@ class SuiteRun:
 
     def check(self, results: Path) -> None:
         """Every benchmark checked as its own run would be, before any starts: BadInput naming it."""
-        from bench.data import DatasetError, load_dataset
+        from bench.catalog import check_data_and_model
+        from bench.data import DatasetError
         from bench.models import ModelError
 
         options = self.options
@@ -166,9 +167,10 @@ class SuiteRun:
             where = f"suite {self.suite.suite}, benchmark {config.benchmark}"
             try:
                 options.check(config)
-                key = config.dataset.model_dump_json()
-                if options.address is None and key not in loaded:  # a missing dataset fails here, not later
-                    load_dataset(config.dataset)
+                key = config.dataset.model_dump_json() + config.model.model_dump_json()
+                # A missing dataset or a checkpoint that does not fit fails here, not later.
+                if options.address is None and key not in loaded:
+                    check_data_and_model(config)
                     loaded.add(key)
             except (PreflightError, DatasetError, ModelError) as error:
                 raise BadInput(f"{where}: {error}") from None

@@ -133,11 +133,7 @@ def measure_model(
     config = load_benchmark(config_path)
     trainer, epochs_done = trained_model(config, method, epochs)
     flatness = config.flatness
-    subset = trainer.data.train.head(flatness.subset_size)
-    batches = [
-        (subset.inputs[start : start + flatness.batch_size], subset.targets[start : start + flatness.batch_size])
-        for start in range(0, len(subset), flatness.batch_size)
-    ]
+    batches = trainer.flatness_batches()
     # The weights a trial measures: the average when the method keeps one (SWA, EMA).
     model = trainer.averager.module if trainer.averaged else trainer.model
     truth = exact_trace(model, batches) if exact else None
@@ -170,7 +166,7 @@ def measure_model(
         epochs=epochs_done,
         val_accuracy=trainer.evaluate(trainer.data.val).test_accuracy,
         parameters=sum(p.numel() for p in trainable_parameters(model)),
-        subset=len(subset),
+        subset=sum(len(targets) for _, targets in batches),
         min_probes=min_probes,
         config_max_probes=flatness.trace_max_probes,
         exact_trace=truth,

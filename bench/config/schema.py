@@ -86,11 +86,14 @@ class RangeSpec(_Strict):
 class DataConfig(_Strict):
     name: str = Field(
         "digits",
-        description="Registered dataset: ``digits``, ``breast_cancer`` (tabular), ``cifar10``, ``cifar100``, ``svhn``; "
+        description="Registered dataset: ``digits``, ``breast_cancer`` (tabular), ``cifar10``, ``cifar100``, "
+        "``svhn``, ``image_folder`` (``data_dir/train/<class>/<image>``, streamed from disk); "
         "``synthetic_cifar10`` (random pixels of CIFAR-10's shape: a throughput stand-in, no files needed).",
     )
     data_dir: str | None = Field(
-        None, description="Folder holding the dataset files (CIFAR/SVHN); ``None`` uses ``~/.cache/sharpbench/data``."
+        None,
+        description="Folder holding the dataset files (CIFAR/SVHN; ``None`` uses ``~/.cache/sharpbench/data``), or "
+        "the image folder (``image_folder``: needed).",
     )
     download: bool = Field(
         False,
@@ -115,6 +118,23 @@ class DataConfig(_Strict):
     )
     horizontal_flip: bool = Field(False, description="Random horizontal flip of training images.")
     cutout: int = Field(0, ge=0, description="Cutout square side in pixels (0: off).")
+    image_size: int | None = Field(
+        None,
+        gt=0,
+        description="Image folders: the side of the square images the model sees (each image resized and "
+        "centre-cropped to it); ``None``: 32. Tensor datasets keep their own size.",
+    )
+    random_resized_crop: bool = Field(
+        False,
+        description="Image folders: train on random resized crops (scale 8–100%, torchvision's "
+        "``RandomResizedCrop``) instead of the centre crop; evaluation then resizes to ``image_size / 0.875``.",
+    )
+    loader_workers: int = Field(
+        2,
+        ge=0,
+        description="Streamed datasets (image folders): DataLoader worker processes reading images (0: in the "
+        "trial's process). Batches do not depend on it.",
+    )
     train_fraction: float = Field(
         1.0,
         gt=0,
@@ -160,6 +180,12 @@ class ModelConfig(_Strict):
         "cnn",
         description="Registered model (``bench/models/``): ``mlp``, ``cnn``, ``resnet18``, "
         "``preact_resnet18``, ``wrn16_8``, ``wrn28_10``, ``vgg16_bn``, ``pyramidnet110`` or ``pyramidnet272``.",
+    )
+    pretrained: str | None = Field(
+        None,
+        description="A local checkpoint to fine-tune from: a ``.pt``/``.pth`` file holding the model's state "
+        "dict (or a dict with it under ``state_dict`` or ``model``), read with ``torch.load(weights_only=True)``; "
+        "a classifier head of another class count is left out. Never downloaded.",
     )
     options: dict[str, Any] = Field(
         default_factory=dict,

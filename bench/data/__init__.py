@@ -1,15 +1,21 @@
-"""Datasets as device-resident tensors, found by name.
+"""Datasets, found by name: device-resident tensors, or samples streamed from files.
 
-A dataset loader takes a :class:`~bench.config.DataConfig` and returns a :class:`Dataset`:
-normalized float tensors ``(N, C, H, W)`` and int64 labels for train, validation and test. The
-test split is only read for the final numbers of a trial; the search never sees it.
+A dataset loader takes a :class:`~bench.config.DataConfig` and returns a :class:`Dataset`: a
+train, a validation and a test :class:`Split` and the number of classes. A split is either a
+:class:`TensorSplit` (normalized float tensors ``(N, C, H, W)`` and int64 labels, moved whole to
+the training device) or a :class:`~bench.data.stream.StreamSplit` (samples read and transformed
+one by one in loader worker processes: datasets that do not fit in memory, such as an image
+folder). Both hand the trainer their batches the same way (:meth:`Split.batches`). The test split
+is only read for the final numbers of a trial; the search never sees it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
@@ -19,13 +25,66 @@ from bench.data.noise import flip_labels, stratified_subset
 from bench.data.splits import stratified_split
 from bench.naming import Registry
 
+if TYPE_CHECKING:
+    from bench.data.loader import Augmentation, Batches
+
 
 class DatasetError(ValueError):
     """A dataset that cannot be loaded; the message says where it looked and what to do."""
 
 
+class Split(Protocol):
+    """What a dataset's train, validation or test split offers: its labels, its size, the subsets
+    the config asks for, and its batches on the training device.
+
+    ``select``, ``head`` and ``relabel`` return new splits (a split is never changed in place: the
+    process cache shares them between trials)."""
+
+    targets: Tensor
+
+    def __len__(self) -> int: ...
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape, e.g. ``(C, H, W)``: what the model is built for."""
+        ...
+
+    def select(self, index: Tensor) -> Split:
+        """The samples at positions ``index`` (int64), in that order."""
+        ...
+
+    def head(self, count: int) -> Split:
+        """The first ``count`` samples."""
+        ...
+
+    def relabel(self, targets: Tensor) -> Split:
+        """The same samples with other labels (label noise)."""
+        ...
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Split:
+        """Where (and in which float dtype) its batches are delivered."""
+        ...
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        augment: Augmentation | None = None,
+        drop_last: bool = False,
+    ) -> Batches:
+        """Its batches on the device: in order and as they are (``train=False``: evaluation,
+        flatness, BatchNorm statistics), or a training epoch (``train=True``), shuffled by
+        ``generator``, with the dataset's training augmentation and then ``augment`` (the batched
+        one of :mod:`bench.data.augment`, drawn from ``generator``)."""
+        ...
+
+
 @dataclass
 class TensorSplit:
+    """A split held whole as tensors (on the CPU, or on the training device after :meth:`to`)."""
+
     inputs: Tensor
     targets: Tensor
 
@@ -36,28 +95,58 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def to(self, device: torch.device | str) -> TensorSplit:
-        return TensorSplit(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(size) for size in self.inputs.shape[1:])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> TensorSplit:
+        inputs = self.inputs.to(device, non_blocking=True)
+        if dtype is not None:
+            inputs = inputs.to(dtype)
+        return TensorSplit(inputs, self.targets.to(device, non_blocking=True))
 
     def head(self, count: int) -> TensorSplit:
         return TensorSplit(self.inputs[:count], self.targets[:count])
+
+    def select(self, index: Tensor) -> TensorSplit:
+        return TensorSplit(self.inputs[index], self.targets[index])
+
+    def relabel(self, targets: Tensor) -> TensorSplit:
+        return TensorSplit(self.inputs, targets)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        augment: Augmentation | None = None,
+        drop_last: bool = False,
+    ) -> Batches:
+        from bench.data.loader import DeviceLoader
+
+        augment = augment if train else None
+        return DeviceLoader(self, batch_size, shuffle=train, generator=generator, augment=augment, drop_last=drop_last)
 
 
 @dataclass
 class Dataset:
     name: str
-    train: TensorSplit
-    val: TensorSplit
-    test: TensorSplit
+    train: Split
+    val: Split
+    test: Split
     num_classes: int
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        channels, height, width = self.train.inputs.shape[1:]
+        channels, height, width = self.train.sample_shape
         return int(channels), int(height), int(width)
 
-    def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(self.name, self.train.to(device), self.val.to(device), self.test.to(device), self.num_classes)
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Dataset:
+        """Every split delivered on ``device`` (tensors are moved now, streamed batches as they come),
+        float inputs as ``dtype`` when given."""
+        train, val, test = (split.to(device, dtype) for split in (self.train, self.val, self.test))
+        return Dataset(self.name, train, val, test, self.num_classes)
 
 
 DatasetLoader = Callable[[DataConfig], Dataset]
@@ -71,7 +160,8 @@ available_datasets = _DATASETS.names
 
 
 def load_dataset(config: DataConfig) -> Dataset:
-    """Load, split and normalize ``config.name`` (on the CPU; move it with :meth:`Dataset.to`).
+    """Load, split and normalize ``config.name`` (on the CPU; move it with :meth:`Dataset.to`;
+    a streamed dataset's samples are only listed here, and read when batches are drawn).
 
     Then, on the training split only and in this order: the stratified ``train_fraction`` subset
     (seeded by ``split_seed``), the first ``max_train_samples``, and symmetric ``label_noise``
@@ -80,9 +170,15 @@ def load_dataset(config: DataConfig) -> Dataset:
     stay those of the full training split. Raises :class:`DatasetError` when nothing is left.
     """
     dataset = _DATASETS.get(config.name)(config)
+    if isinstance(dataset.train, TensorSplit) and (config.image_size is not None or config.random_resized_crop):
+        # Said rather than ignored: a run that asked for 64-pixel images must not train on 32.
+        raise DatasetError(
+            f"dataset {config.name!r} is held as tensors of a fixed size: dataset.image_size and "
+            "random_resized_crop apply to streamed image datasets (image_folder); leave them out"
+        )
     if config.train_fraction < 1.0:
         keep = stratified_subset(dataset.train.targets, config.train_fraction, config.split_seed)
-        dataset.train = TensorSplit(dataset.train.inputs[keep], dataset.train.targets[keep])
+        dataset.train = dataset.train.select(keep)
     if config.max_train_samples is not None:
         dataset.train = dataset.train.head(config.max_train_samples)
     if len(dataset.train) == 0:
@@ -92,7 +188,7 @@ def load_dataset(config: DataConfig) -> Dataset:
     if config.label_noise > 0.0:
         seed = config.split_seed if config.label_noise_seed is None else config.label_noise_seed
         noisy = flip_labels(dataset.train.targets, dataset.num_classes, config.label_noise, seed)
-        dataset.train = TensorSplit(dataset.train.inputs, noisy.targets)
+        dataset.train = dataset.train.relabel(noisy.targets)
     return dataset
 
 
@@ -118,13 +214,13 @@ class _ProcessCache:
                 self._dataset, self._key = load_dataset(config), key
                 self.loads += 1
             cached = self._dataset
-        # Fresh Dataset/TensorSplit objects around the shared tensors: a caller may rebind a
-        # split's tensors (Trainer does, to change their dtype) without touching the cache.
+        # Fresh Dataset and split objects around the shared tensors: a caller may rebind a
+        # split's fields without touching the cache.
         return Dataset(
             cached.name,
-            TensorSplit(cached.train.inputs, cached.train.targets),
-            TensorSplit(cached.val.inputs, cached.val.targets),
-            TensorSplit(cached.test.inputs, cached.test.targets),
+            dataclasses.replace(cached.train),
+            dataclasses.replace(cached.val),
+            dataclasses.replace(cached.test),
             cached.num_classes,
         )
 
@@ -185,4 +281,4 @@ def normalize(train: Tensor, *others: Tensor) -> list[Tensor]:
 
 
 # Importing the modules registers the built-in datasets.
-from bench.data import digits, tabular, vision  # noqa: E402,F401  isort: skip
+from bench.data import digits, image_folder, tabular, vision  # noqa: E402,F401  isort: skip

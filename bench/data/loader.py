@@ -1,20 +1,36 @@
-"""Batches from device-resident tensors: no worker processes, no per-sample Python.
+"""Batches: what the trainer iterates, and its implementation for device-resident tensors.
 
 In the airbench style the whole split lives on the training device; an epoch is one seeded
-permutation and a batched augmentation per batch.
+permutation and a batched augmentation per batch, with no worker processes and no per-sample
+Python. Splits streamed from files implement the same :class:`Batches` in :mod:`bench.data.stream`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
-from bench.data import TensorSplit
+if TYPE_CHECKING:  # bench.data imports this module's loader lazily: no import cycle at run time
+    from bench.data import TensorSplit
 
 #: ``augment(images, generator) -> images``: batched, on the images' device.
 Augmentation = Callable[[Tensor, torch.Generator], Tensor]
+
+
+class Batches(Protocol):
+    """One pass over a split: ``(inputs, targets)`` batches on the training device.
+
+    ``len()`` is the number of batches of a pass; :meth:`indexed` yields the same batches with the
+    positions of their samples in the split (on the CPU)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def indexed(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]: ...
 
 
 def drops_last(samples: int, batch_size: int) -> bool:
@@ -71,10 +87,11 @@ class DeviceLoader:
         count = len(self.split)
         device = self.split.inputs.device
         on_host = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
-        order = on_host.to(device, non_blocking=True)
+        order = on_host.to(device, non_blocking=True) if self.shuffle else on_host
         for batch in range(len(self)):
             part = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
-            index = order[part]
+            # In order, a batch is a slice: a view, not a gathered copy (evaluation reads every split).
+            index = order[part] if self.shuffle else part
             inputs = self.split.inputs[index]
             if self.augment is not None:
                 inputs = self.augment(inputs, self.generator)

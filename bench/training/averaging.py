@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from bench.data.loader import DeviceLoader
+from bench.data.loader import Batches
 from regularizers.averaging import EMA, SWA, TRAINED, Averaging
 from regularizers.base import batchnorm_modules
 
@@ -41,7 +41,7 @@ class WeightAverager:
         epochs: int,
         steps_per_epoch: int,
         peak_learning_rate: float,
-        bn_batches: DeviceLoader,
+        bn_batches: Batches,
         autocast: Callable[[], contextlib.AbstractContextManager[Any]],
     ) -> None:
         self.averaging = averaging

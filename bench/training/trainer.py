@@ -24,11 +24,12 @@ from torch import Tensor, nn
 import regularizers
 from bench import metrics
 from bench.config import BenchmarkConfig, DataConfig, FlatnessConfig, ModelConfig, TrainingConfig
-from bench.data import Dataset, TensorSplit, load_dataset
+from bench.data import Dataset, Split, load_dataset
 from bench.data.augment import build_augmentation
-from bench.data.loader import DeviceLoader, drops_last
+from bench.data.loader import drops_last
 from bench.measure.flatness import measure_flatness, should_measure
 from bench.models import create_model
+from bench.models.pretrained import Fitted, load_pretrained
 from bench.provenance import hardware
 from bench.training.averaging import WeightAverager
 from regularizers.averaging import TRAINED
@@ -183,15 +184,19 @@ class Trainer:
 
         torch.manual_seed(spec.seed)  # init and the regularizers' noise draw from the global RNG
         data = dataset if dataset is not None else load_dataset(spec.dataset)
-        self.data = data.to(self.device)
-        if self.dtype != torch.float32:
-            for split in (self.data.train, self.data.val, self.data.test):
-                split.inputs = split.inputs.to(self.dtype)
+        # Tensors move now; a streamed split's batches move as they come.
+        self.data = data.to(self.device, None if self.dtype == torch.float32 else self.dtype)
         self.num_classes = data.num_classes
 
         model = create_model(spec.model.name, data.input_shape, data.num_classes, **spec.model.options)
+        #: What ``model.pretrained`` loaded (None: trained from its initialization).
+        self.pretrained: Fitted | None = None
+        if spec.model.pretrained is not None:
+            self.pretrained = load_pretrained(model, spec.model.pretrained)
         model = model.to(self.device, self.dtype)
-        self.channels_last = recipe.channels_last and self.device.type == "cuda" and self.data.train.inputs.dim() == 4
+        self.channels_last = (
+            recipe.channels_last and self.device.type == "cuda" and len(self.data.train.sample_shape) == 3
+        )
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -208,10 +213,9 @@ class Trainer:
             weight_decay=recipe.weight_decay,
         )
         self.data_order = torch.Generator().manual_seed(spec.seed)
-        self.loader = DeviceLoader(
-            self.data.train,
+        self.loader = self.data.train.batches(
             recipe.batch_size,
-            shuffle=True,
+            train=True,
             generator=self.data_order,
             augment=build_augmentation(spec.dataset),
             drop_last=drops_last(len(self.data.train), recipe.batch_size),
@@ -237,7 +241,7 @@ class Trainer:
                 epochs=recipe.epochs,
                 steps_per_epoch=len(self.loader),
                 peak_learning_rate=recipe.learning_rate,
-                bn_batches=DeviceLoader(self.data.train, recipe.batch_size, shuffle=False),
+                bn_batches=self.data.train.batches(recipe.batch_size),
                 autocast=self.autocast,
             )
         )
@@ -251,8 +255,8 @@ class Trainer:
         saved = copy.deepcopy(self.model.state_dict())
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
-        train = self.data.train
-        inputs, targets = train.inputs[: self.spec.training.batch_size], train.targets[: self.spec.training.batch_size]
+        batch_size = self.spec.training.batch_size
+        inputs, targets = next(iter(self.data.train.head(batch_size).batches(batch_size)))
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         self.model.train()
@@ -376,16 +380,14 @@ class Trainer:
         return TRAINED if self.averager is None else self.averager.evaluated_weights
 
     @torch.no_grad()
-    def evaluate(self, split: TensorSplit) -> TestResult:
+    def evaluate(self, split: Split) -> TestResult:
         """Mean cross-entropy (no label smoothing) and accuracy, BatchNorm in eval mode."""
         model = self.evaluated_model
         was_training = model.training
         model.eval()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        for start in range(0, len(split), EVAL_BATCH_SIZE):
-            inputs = split.inputs[start : start + EVAL_BATCH_SIZE]
-            targets = split.targets[start : start + EVAL_BATCH_SIZE]
+        for inputs, targets in split.batches(EVAL_BATCH_SIZE):
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with self.autocast():
@@ -404,16 +406,19 @@ class Trainer:
         config = self.spec.flatness
         if not should_measure(config, self.epochs_done - 1, self.epochs_planned):
             return {}
-        subset = self.data.train.head(config.subset_size)
-        batches = [
-            (subset.inputs[start : start + config.batch_size], subset.targets[start : start + config.batch_size])
-            for start in range(0, len(subset), config.batch_size)
-        ]
         generator = torch.Generator(device="cpu").manual_seed(self.spec.seed)
         # The weights that are evaluated are the ones measured: the average when there is one.
         model = self.averager.module if self.averaged else self.model
-        result = measure_flatness(model, batches, F.cross_entropy, config, generator)
+        result = measure_flatness(model, self.flatness_batches(), F.cross_entropy, config, generator)
         return result.to_metrics()
+
+    def flatness_batches(self) -> list[tuple[Tensor, Tensor]]:
+        """The measurement subset: the first ``flatness.subset_size`` training samples (fixed by
+        the split seed), unaugmented, in batches of ``flatness.batch_size``, held on the device
+        (the measures pass over them many times). A streamed split reads just these samples: a
+        bounded number of batches, whatever the dataset's size."""
+        config = self.spec.flatness
+        return list(self.data.train.head(config.subset_size).batches(config.batch_size))
 
     # --- checkpoints (for Ray Tune retries and resume) ---------------------------------------
 
