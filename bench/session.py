@@ -259,7 +259,9 @@ class Session:
         except (run_record.IdentityMismatch, ConfigError) as error:
             raise BadInput(str(error)) from None
         try:
-            tidy = tidy_dataset(results)  # unreadable files quarantined, old layouts rewritten, stale staging removed
+            # Unreadable files quarantined, old layouts rewritten, stale staging removed: in this benchmark's folder
+            # (and the old layouts), the rows this run reads and writes.
+            tidy = tidy_dataset(results, benchmarks=[config.benchmark])
         except OSError as error:
             raise BadInput(f"cannot tidy the results folder {results}: {error}") from None
         for line in tidy.lines():

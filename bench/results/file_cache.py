@@ -23,6 +23,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,9 @@ CACHE_DIRNAME = ".cache"
 CACHE_VERSION = 1
 _KEYS = ("_file", "_size", "_mtime_ns", "_ino")
 _VERSION_KEY = b"sharpbench_cache"
+#: Files to open at which the reads go to threads, and how many.
+PARALLEL_FROM = 64
+READ_THREADS = 4
 
 _log = logging.getLogger(__name__)
 
@@ -114,22 +118,30 @@ def read_cached(
         keys = zip(*(cached.column(k).to_pylist() for k in _KEYS), strict=True)
         for i, key in enumerate(keys):
             index.setdefault(key, []).append(i)
-    pieces: list[tuple[str, object]] = []  # ("hit", row indices) or ("new", (table, extras, key))
-    used = 0
-    fresh = False
+    looked: list[tuple[Path, tuple[str, int, int, int], list[int] | None]] = []
     for path in files:
-        relative = path.relative_to(root).as_posix()
         try:
             stat = path.stat()
         except FileNotFoundError:
             continue  # moved by a writer since it was listed
-        key = (relative, stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        rows = index.get(key)
+        key = (path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        looked.append((path, key, index.get(key)))
+    misses = [path for path, _, rows in looked if rows is None]
+    if len(misses) >= PARALLEL_FROM:
+        # Opening a file is mostly Arrow's work, which releases the GIL: a few threads read many
+        # files about twice as fast (measured on 2 cores); results keep the files' order.
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            reads = dict(zip(misses, pool.map(read, misses), strict=True))
+    else:
+        reads = {path: read(path) for path in misses}
+    pieces: list[tuple[str, object]] = []  # ("hit", row indices) or ("new", (read, key, path))
+    used = sum(rows is not None for _, _, rows in looked)
+    fresh = False
+    for path, key, rows in looked:
         if rows is not None:
             pieces.append(("hit", rows))
-            used += 1
             continue
-        found = read(path)
+        found = reads[path]
         if found is not None:  # an unreadable file is not cached: it is read, and said, every time
             fresh = True
             pieces.append(("new", (found, key, path)))

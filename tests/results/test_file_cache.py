@@ -179,3 +179,21 @@ def test_read_cached_keeps_the_callers_per_file_integers(tmp_path: Path) -> None
         assert found.table.column("x").to_pylist() == [0, 0, 1, 1, 2, 2]
         assert found.extras == {"tag": [0, 0, 10, 10, 20, 20]}
         assert found.files == [files[0], files[0], files[1], files[1], files[2], files[2]]
+
+
+def test_a_runs_tidy_reads_its_own_benchmark_and_the_old_layouts_only(
+    tmp_path: Path, row_factory, opened: list[Path]
+) -> None:
+    ParquetSink(tmp_path).write(_rows(row_factory, 3, "mine") + _rows(row_factory, 4, "other"))
+    theirs = tmp_path / DATASET_DIRNAME / "other" / "erm" / "bad.parquet"
+    mine = tmp_path / DATASET_DIRNAME / "mine" / "erm" / "bad.parquet"
+    for bad in (theirs, mine):
+        bad.write_bytes(b"not parquet")
+    legacy = tmp_path / DATASET_DIRNAME / "benchmark=other" / "regularizer=erm" / "old.parquet"
+    legacy.parent.mkdir(parents=True)
+    (old,) = _rows(row_factory, 1, "other")
+    pq.write_table(parquet.rows_to_table([old]), legacy)
+    report = tidy_dataset(tmp_path, benchmarks=["mine"])
+    assert [q.source for q in report.quarantined] == [mine] and report.rewritten == (legacy,)
+    assert theirs.exists()  # another benchmark's folder: not this run's to tidy
+    assert all("/other/" not in p.as_posix() for p in opened if p != legacy)
