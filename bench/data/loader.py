@@ -7,7 +7,7 @@ Python. Splits streamed from files implement the same :class:`Batches` in :mod:`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -45,7 +45,27 @@ def epoch_steps(samples: int, batch_size: int) -> int:
     return full if drops_last(samples, batch_size) or rest == 0 else full + 1
 
 
-class DeviceLoader:
+class PassOfBatches:
+    """What every loader shares (:class:`Batches`): the number of batches of a pass of
+    ``split`` in ``batch_size`` batches, and the plain batches of its :meth:`indexed` pass."""
+
+    split: Sized
+    batch_size: int
+    drop_last: bool
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.split), self.batch_size)
+        return full if (self.drop_last or rest == 0) else full + 1
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for inputs, targets, _ in self.indexed():
+            yield inputs, targets
+
+    def indexed(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        raise NotImplementedError
+
+
+class DeviceLoader(PassOfBatches):
     """Iterate ``(inputs, targets)`` batches of a device-resident split.
 
     The permutation is drawn on the CPU from ``generator`` (so the order is the same on CPU and
@@ -70,14 +90,6 @@ class DeviceLoader:
         self.generator = generator
         self.augment = augment
         self.drop_last = drop_last
-
-    def __len__(self) -> int:
-        full, rest = divmod(len(self.split), self.batch_size)
-        return full if (self.drop_last or rest == 0) else full + 1
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for inputs, targets, _ in self.indexed():
-            yield inputs, targets
 
     def indexed(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """The same batches as iterating, each with the positions of its samples in the split

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from bench.data import DatasetError
-from bench.data.loader import Augmentation
+from bench.data.loader import Augmentation, PassOfBatches
 
 #: The largest per-sample seed base drawn per epoch (sample seeds are ``base + position``: < 2**63).
 _SEED_BASE_LIMIT = 2**62
@@ -125,7 +125,7 @@ def _one_line(error: DatasetError) -> DatasetError:
     return error
 
 
-class StreamLoader:
+class StreamLoader(PassOfBatches):
     """Passes over a :class:`StreamSplit` through a torch DataLoader (:class:`bench.data.loader.Batches`).
 
     Each pass starts its own worker processes and ends them. Workers kept between passes
@@ -151,14 +151,6 @@ class StreamLoader:
         self.generator = generator
         self.augment = augment if train else None
         self.drop_last = drop_last
-
-    def __len__(self) -> int:
-        full, rest = divmod(len(self.split), self.batch_size)
-        return full if (self.drop_last or rest == 0) else full + 1
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for inputs, targets, _ in self.indexed():
-            yield inputs, targets
 
     def keys(self) -> Iterator[list[tuple[int, int]]]:
         """One pass's batches of ``(position, seed)`` keys. Training draws from the generator (in
