@@ -509,6 +509,7 @@ def read_rows(
     """
     tables: list[pa.Table] = []
     order: list[int] = []
+    benchmarks = None if benchmarks is None else tuple(benchmarks)
     for folder in (results_dir, *more_results_dirs):
         root = dataset_dir(folder)
 
@@ -527,7 +528,9 @@ def read_rows(
         order.extend(found.extras["written_ns"])
     table = pa.concat_tables(tables)  # in argument order: the row index breaks the last ties
     if benchmarks is not None:  # an older file may hold several benchmarks
-        table = table.filter(pc.is_in(table["benchmark"], value_set=pa.array(sorted(set(benchmarks)), pa.string())))
+        mine = pc.is_in(table["benchmark"], value_set=pa.array(sorted(set(benchmarks)), pa.string()))
+        order = [written for written, keep in zip(order, mine.to_pylist(), strict=True) if keep]
+        table = table.filter(mine)
     if table.num_rows == 0:
         return SCHEMA.empty_table()
     keep = _latest_per_run_id(table.column("run_id").to_pylist(), table.column("timestamp").to_pylist(), order)

@@ -648,3 +648,19 @@ def test_a_file_from_before_a_column_reads_back_with_it_null(
     frame = pd.read_parquet(tmp_path / DATASET_DIRNAME).set_index("run_id")
     assert frame.loc[new.run_id, column] == value and pd.isna(frame.loc[old.run_id, column])
     assert _by_run_id(read_rows(tmp_path)) == rows and tidy_dataset(tmp_path).rewritten == ()  # nothing lost, once
+
+
+def test_one_benchmarks_rows_keep_the_latest_row_rule_of_the_whole_read(tmp_path: Path, row_factory) -> None:
+    """Reading one benchmark drops the others' rows before the latest-row rule: each row keeps its
+    own file's write time (a legacy folder of another benchmark sorts between this one's files)."""
+    from bench.results.parquet import rows_to_table
+
+    older = row_factory(benchmark="mine", regularizer="erm", seed=1)
+    again = dataclasses.replace(older, seed=7)  # the same run id and timestamp, written earlier
+    _write_legacy(tmp_path, [older], 1_000)
+    _write_legacy(tmp_path, [row_factory(benchmark="other", regularizer="erm")], 1_000)
+    ParquetSink(tmp_path)._put(rows_to_table([again]), 500)
+    whole = read_rows(tmp_path)
+    mine = read_rows(tmp_path, benchmarks=iter(["mine"]))  # any iterable, read once
+    assert mine.to_pylist() == [r for r in whole.to_pylist() if r["benchmark"] == "mine"]
+    assert [r["seed"] for r in mine.to_pylist()] == [1]  # the row written last (the legacy file's)
