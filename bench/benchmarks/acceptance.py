@@ -205,8 +205,13 @@ def _grid_part(compiled: bool, mode: Mode, source: DataSource, budget: Budget, p
         progress=progress,
     )
     record = result.to_dict()
+    name = "compile" if compiled else "throughput"
     reason = _failed_items(record["cells"], "points")  # a failed point fails the part; the others' figures stay
-    return Part("compile" if compiled else "throughput", "failed" if reason else "ok", reason=reason, result=record)
+    skipped = [cell for cell in record["cells"] if cell["status"] == "skipped"]
+    if not reason and record["cells"] and len(skipped) == len(record["cells"]):
+        # Nothing was measured (the reduced mode skips compiling): "ok" would read as a measurement.
+        return Part(name, "skipped", reason=skipped[0].get("reason") or "every point skipped", result=record)
+    return Part(name, "failed" if reason else "ok", reason=reason, result=record)
 
 
 def _regularizers_part(mode: Mode, source: DataSource, budget: Budget, progress: Progress) -> Part:
@@ -262,7 +267,8 @@ def _packing_part(mode: Mode, source: DataSource, budget: Budget, progress: Prog
         "batch_size": mode.grid.batch_size,
         "seconds_per_level": mode.packing_seconds,
         "levels": items,
-        "suggested_gpus_per_trial": packing.suggested_gpus_per_trial(levels),
+        # On a CPU the processes share cores, not a GPU: no GPU share to suggest.
+        "suggested_gpus_per_trial": packing.suggested_gpus_per_trial(levels) if mode.device == "cuda" else None,
     }
     reason = _failed_items(items, "levels")
     return Part("packing", "failed" if reason else "ok", reason=reason, result=record)

@@ -185,6 +185,13 @@ def load_dataset(config: DataConfig) -> Dataset:
         raise DatasetError(
             f"dataset {config.name!r}: train_fraction {config.train_fraction} leaves no training samples"
         )
+    for split, where in ((dataset.val, "validation"), (dataset.test, "test")):
+        if len(split) == 0:
+            # An empty split scores every trial 0 (a val_loss of 0 would even look perfect): refused.
+            raise DatasetError(
+                f"dataset {config.name!r}: the {where} split is empty ({len(dataset.train)} training samples); "
+                f"give more samples, or a larger dataset.val_fraction / test_fraction"
+            )
     if config.label_noise > 0.0:
         seed = config.split_seed if config.label_noise_seed is None else config.label_noise_seed
         noisy = flip_labels(dataset.train.targets, dataset.num_classes, config.label_noise, seed)

@@ -52,8 +52,10 @@ def test_reduced_mode_runs_every_part_and_writes_what_it_printed(tmp_path: Path,
     assert report["data"]["kind"] == "synthetic" and str(empty) in report["data"]["reason"]
     assert list(report["parts"]) == list(PARTS)
     for name, part in report["parts"].items():
-        assert part["status"] == "ok", (name, part["reason"])
+        # The reduced mode compiles nothing: that part says so instead of "ok".
+        assert part["status"] == ("skipped" if name == "compile" else "ok"), (name, part["reason"])
         assert part["seconds"] >= 0 and part["result"] is not None
+    assert report["parts"]["compile"]["reason"]
 
     # Throughput: every point has images/s > 0 or a reason (channels_last and compile need CUDA).
     cells = report["parts"]["throughput"]["result"]["cells"] + report["parts"]["compile"]["result"]["cells"]
@@ -79,7 +81,7 @@ def test_reduced_mode_runs_every_part_and_writes_what_it_printed(tmp_path: Path,
         assert level["status"] == "ok" and level["total_images_per_second"] > 0
         assert len(level["per_trial_images_per_second"]) == level["trials"]
         assert all(rate > 0 for rate in level["per_trial_images_per_second"])
-    assert packing["suggested_gpus_per_trial"] in {1 / n for n in REDUCED.packing_levels}
+    assert packing["suggested_gpus_per_trial"] is None  # CPU processes share cores, not a GPU
 
     runs = {run["config"]: run for run in report["parts"]["smoke"]["result"]["runs"]}
     assert set(runs) == {"digits", "cifar10"} and runs["cifar10"]["dataset"] == "synthetic_cifar10"
@@ -90,8 +92,9 @@ def test_reduced_mode_runs_every_part_and_writes_what_it_printed(tmp_path: Path,
     # The table: every part with its status, the figures, where the JSON went.
     printed = done.stdout
     for name in PARTS:
-        assert any(line.split()[:2] == [name, "ok"] for line in printed.splitlines()), name
-    assert "images/s" in printed and "suggested: resources.gpus_per_trial" in printed
+        status = "skipped" if name == "compile" else "ok"
+        assert any(line.split()[:2] == [name, status] for line in printed.splitlines()), name
+    assert "images/s" in printed and "suggested: resources.gpus_per_trial" not in printed
     assert "synthetic_cifar10" in printed and printed.rstrip().endswith(f"wrote {output}")
 
 

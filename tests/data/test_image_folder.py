@@ -218,6 +218,10 @@ def test_bad_folders_are_one_line_each(tmp_path: Path) -> None:
     (root / "val" / "class2").rename(root / "val" / "class9")
     assert "differ from train/'s in class2, class9" in _refusal(_config(root))
 
+    # Too few images to carve validation and test splits out of train/: every trial would score 0.
+    root = write_image_folder(tmp_path / "tiny", classes=2, per_class=1)
+    assert "the validation split is empty (2 training samples)" in _refusal(_config(root))
+
 
 def test_an_unreadable_image_names_its_file_also_from_a_worker(folder: Path) -> None:
     broken = folder / "train" / "class1" / "000.png"
