@@ -14,7 +14,7 @@ import regularizers
 from bench.config import BenchmarkConfig, ConfigError, load_config
 from bench.config.load import load_workload
 from bench.config.suite import SuiteConfig
-from bench.data import available_datasets, load_dataset
+from bench.data import DatasetError, available_datasets, load_dataset
 from bench.errors import unknown_name
 from bench.models import available_models
 from bench.models.pretrained import check_pretrained
@@ -66,9 +66,14 @@ def check_registered(config: BenchmarkConfig, source: str) -> None:
         if overlap:
             raise ConfigError(f"{source}: regularizer {entry.name!r}: {overlap[0]!r} is both fixed and searched")
         try:
-            regularizers.create(entry.name, **entry.fixed)
+            method = regularizers.create(entry.name, **entry.fixed)
         except regularizers.RegistryError as error:
             raise ConfigError(f"{source}: {error}") from None
+        if config.resources.workers_per_trial > 1 and method.data_parallel_refusal:
+            raise ConfigError(
+                f"{source}: regularizer {entry.name!r} cannot train on several workers "
+                f"(resources.workers_per_trial {config.resources.workers_per_trial}): {method.data_parallel_refusal}"
+            )
         for key, spec in entry.space.items():
             # Every corner of a searched range must be a valid value: else a trial crashes mid-run.
             corners = spec.choices if spec.choices is not None else (spec.low, spec.high)
@@ -95,6 +100,12 @@ def check_data_and_model(config: BenchmarkConfig) -> DataCheck:
     input shape and classes; on the meta device). Raises :class:`bench.data.DatasetError` or
     :class:`bench.models.ModelError` (one line); a classifier head left out is a note."""
     dataset = load_dataset(config.dataset)
+    workers = config.resources.workers_per_trial
+    if workers > 1 and min(config.training.batch_size, len(dataset.train)) < workers:
+        raise DatasetError(
+            f"a batch of {min(config.training.batch_size, len(dataset.train))} samples cannot be shared by "
+            f"{workers} workers (resources.workers_per_trial): raise training.batch_size"
+        )
     notes = []
     if config.model.pretrained is not None:
         model = config.model

@@ -93,7 +93,9 @@ WALL_SECONDS: Final = _declare(
     "wall_seconds", "s", "the trial's wall time so far, across retries", column="wall_seconds", required=True
 )
 #: Reported once per trial attempt, measured before its clock starts: never part of WALL_SECONDS.
-COMPILE_SECONDS: Final = _declare("compile_s", "s", "warm-up/compile before the trial's clock", column="compile_s")
+COMPILE_SECONDS: Final = _declare(
+    "compile_s", "s", "warm-up/compile (several workers: their start too) before the trial's clock", column="compile_s"
+)
 EPOCH_SECONDS: Final = _declare("epoch_seconds", "s", "wall time of the last epoch")
 LEARNING_RATE: Final = _declare("learning_rate", "1", "learning rate at the end of the epoch")
 # Flatness of the final minimum (bench.measure.flatness).

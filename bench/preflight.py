@@ -222,6 +222,17 @@ def check_placeable(config: BenchmarkConfig, nodes: list[NodeResources], *, wher
         # --num-cpus sizes the local runtime's CPUs only; GPUs are what the machine has.
         hint = " (see --num-cpus)" if where == "this machine" and cpus_short else ""
         raise PreflightError(f"{need} but {where} has at most {have} on one node{hint}: no trial could ever start")
+    workers = resources.workers_per_trial
+    if workers > 1 and where == "this machine":  # a cluster's autoscaler may add nodes: no total there
+        held = sum(
+            min(int(n.cpus // resources.cpus_per_trial), int(n.gpus // gpus) if gpus > 0 else workers) for n in nodes
+        )
+        if held < workers:
+            raise PreflightError(
+                f"resources.workers_per_trial is {workers} but {where} holds {held} such worker(s) "
+                f"({resources.cpus_per_trial:g} CPU, {gpus:g} GPU each){' (see --num-cpus)' if gpus == 0 else ''}: "
+                "no trial could ever start"
+            )
 
 
 def _count(value: float, unit: str) -> str:

@@ -40,6 +40,10 @@ from regularizers.space import validate
 #: training loss the loop configured (cross-entropy, with label smoothing if set).
 Objective = Callable[[Tensor, Tensor], Tensor]
 
+#: ``sync(parameters)``: replaces each ``p.grad`` by its batch-weighted mean over the data-parallel
+#: workers of a trial (``bench.training.parallel``). Called after every whole-batch backward pass.
+GradientSync = Callable[[Sequence[nn.Parameter]], None]
+
 
 @dataclass(frozen=True)
 class PassCost:
@@ -130,6 +134,8 @@ class _PassCount:
     batch_size: int
     forward_samples: int = 0
     backward_samples: int = 0
+    #: A micro-batch view ran a backward pass since the gradients were last synced.
+    unsynced: bool = False
 
     def passes(self, samples: int) -> int | float:
         """Full-batch-equivalent passes: an int when whole (every pass so far covered the batch)."""
@@ -154,6 +160,13 @@ class BatchClosure:
     Passes are counted in samples and reported in *full-batch-equivalent* passes
     (:attr:`forward_passes`, :attr:`backward_passes`): a pass over the whole batch counts 1. The
     only closures that run on part of the batch are the views of :meth:`micro_batches`.
+
+    **Data parallelism.** With ``sync`` (a trial on several workers, each holding a shard of the
+    batch), every backward pass of this closure is followed by ``sync``: ``p.grad`` becomes the
+    gradient of the whole global batch, the same on every worker, so whatever a method computes
+    from it (SAM's ε, a penalty's direction) is what one worker with the global batch computes.
+    Micro-batch views do not sync (their perturbations are per slice by definition); the loop
+    calls :meth:`sync_gradients` after the step, which syncs what views left.
     """
 
     def __init__(
@@ -167,6 +180,7 @@ class BatchClosure:
         parameters: list[nn.Parameter] | None = None,
         batchnorms: list[nn.modules.batchnorm._BatchNorm] | None = None,
         sample_ids: Tensor | None = None,
+        sync: GradientSync | None = None,
     ) -> None:
         """``parameters``/``batchnorms`` default to walking ``model``; a training loop that builds a
         closure per step passes them in once computed (:func:`trainable_parameters`,
@@ -183,6 +197,7 @@ class BatchClosure:
         self._batchnorms = batchnorm_modules(model) if batchnorms is None else batchnorms
         self._size = int(targets.shape[0])
         self._count = _PassCount(batch_size=self._size)
+        self._sync = sync
 
     @property
     def forward_passes(self) -> int | float:
@@ -256,14 +271,32 @@ class BatchClosure:
             if backward:
                 loss.backward()
                 self._count.backward_samples += self._size
+                self._after_backward()
         return PassOutput(loss=loss.detach(), logits=logits.detach())
+
+    def _after_backward(self) -> None:
+        if self._sync is not None:
+            self._sync(self.parameters)
+            self._count.unsynced = False
+        else:
+            self._count.unsynced = True
+
+    def sync_gradients(self) -> None:
+        """After a step on several workers: sync the gradients micro-batch views left unsynced
+        (a no-op on one worker, or when the last backward pass synced already)."""
+        if self._sync is not None and self._count.unsynced:
+            self._sync(self.parameters)
+            self._count.unsynced = False
 
     def loss_and_logits(self, *, update_bn: bool = False, full_precision: bool = False) -> tuple[Tensor, Tensor]:
         """A forward pass that keeps the graph, for methods that build their own objective.
 
-        Counts as a pass for the gradient rule: the first one clears ``p.grad``.
+        Counts as a pass for the gradient rule: the first one clears ``p.grad``. On several
+        workers the backward pass the method runs itself is not synced until the step ends
+        (:meth:`sync_gradients`): what the method computes from it in between is per worker.
         """
         self._start_pass()
+        self._count.unsynced = True
         with self._batchnorm_policy(update_bn), self._precision(full_precision):
             logits = self.model(self.inputs)
             loss = self.loss_fn(logits, self.targets)
@@ -390,6 +423,10 @@ class Regularizer(ABC):
     #: Set on the classes the registry composes for ``<method>+swa`` / ``<method>+ema``: the
     #: :mod:`regularizers.averaging` dataclass whose fields this class adds.
     averaging_kind: ClassVar[type | None] = None
+    #: Why this method cannot run with its batch sharded over a trial's workers (empty: it can).
+    #: A method that keeps per-sample memory (SAF) would see each sample on whichever worker its
+    #: batch put it, so its memory would be split between workers.
+    data_parallel_refusal: ClassVar[str] = ""
 
     @property
     def averaging(self) -> Any:

@@ -162,6 +162,12 @@ class SAF(_TrajectoryPenalty):
     PassCost(forward=1, backward=1)
     """
 
+    # Not annotated: the base class declares it, and an annotation would list it among the fields.
+    data_parallel_refusal = (
+        "its table of each sample's past outputs lives in one worker's memory, while a sample's batch "
+        "shard lands on another worker from one epoch to the next"
+    )
+
     penalty_weight: float = hparam(
         0.3,
         Float(0.05, 2.0, log=True),

@@ -128,4 +128,3 @@ def postgres() -> Iterator[Postgres]:
     """A fresh PostgreSQL server on a loopback port (skipped where Debian's package is missing)."""
     with postgres_server(_free_port()) as server:
         yield server
-

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -41,3 +43,28 @@ def start_sharpbench(*args: str, cwd: Path | None = None, new_session: bool = Fa
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         start_new_session=new_session,
     )
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL, by id, every live process of session ``sid``: the killed driver's Ray processes
+    (gcs, raylet, workers in process groups of their own) would otherwise train on for seconds."""
+    for _ in range(50):
+        alive = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                alive.append(int(proc.name))
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"processes of the killed run still alive: {alive}")

@@ -48,7 +48,9 @@ def _writers(script: str, *args: str) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, args[0], *args[1:-1], str(worker), args[-1]],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for worker in range(WRITERS)
     ]

@@ -109,6 +109,9 @@ def test_slots_are_the_trials_the_resources_hold() -> None:
     assert ResourcesConfig(cpus_per_trial=4).slots(2, 0) == 1  # at least one: Ray queues it
     assert ResourcesConfig(cpus_per_trial=1, gpus_per_trial=0.25).slots(16, 2) == 8  # the GPUs bound it
     assert ResourcesConfig(cpus_per_trial=1, gpus_per_trial=0.5).slots(16, 0) == 1
+    # a trial on several workers holds all of them
+    assert ResourcesConfig(cpus_per_trial=2, workers_per_trial=3).slots(13, 0) == 2
+    assert ResourcesConfig(cpus_per_trial=1, gpus_per_trial=1, workers_per_trial=2).slots(64, 7) == 3
 
 
 def test_passes_are_those_the_trials_run(tmp_path: Path) -> None:

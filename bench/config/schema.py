@@ -454,20 +454,40 @@ def _check_choices(key: str, choices: list[Any], value_type: Any) -> None:
 
 
 class ResourcesConfig(_Strict):
-    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves for each trial.")
+    cpus_per_trial: float = Field(
+        1.0, gt=0, description="CPUs Ray reserves for each trial (for each of its workers when it has several)."
+    )
     gpus_per_trial: float = Field(
         0.0,
         ge=0,
-        description="GPUs per trial; fractions pack several trials per GPU (0.25 → 4 per GPU), above 1 "
-        "only whole numbers.",
+        description="GPUs per trial (per worker when it has several); fractions pack several trials per GPU "
+        "(0.25 → 4 per GPU), above 1 only whole numbers.",
     )
+    workers_per_trial: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Data-parallel workers per trial: above 1 a trial runs as a Ray Train TorchTrainer inside "
+        "Tune (gloo on CPU, nccl on GPU), each worker on its shard of every batch, gradients averaged after "
+        "every backward pass (docs/methods.md, data parallelism).",
+    )
+
+    @model_validator(mode="after")
+    def _one_gpu_per_worker(self) -> ResourcesConfig:
+        if self.workers_per_trial > 1 and 0 < self.gpus_per_trial < 1:
+            # NCCL refuses two ranks of one process group on one device.
+            raise ValueError(
+                f"gpus_per_trial {self.gpus_per_trial:g} with workers_per_trial {self.workers_per_trial}: "
+                "a trial's workers cannot share a GPU; give each worker 1 or more"
+            )
+        return self
 
     def slots(self, cpus: float, gpus: float) -> int:
         """How many trials of this size ``cpus`` CPUs and ``gpus`` GPUs hold at once (at least 1):
-        the CPUs, and the GPUs when trials use them, divided by one trial's share."""
-        count = int(cpus // self.cpus_per_trial)
+        the CPUs, and the GPUs when trials use them, divided by one trial's share (all its workers)."""
+        count = int(cpus // (self.cpus_per_trial * self.workers_per_trial))
         if self.gpus_per_trial > 0:
-            count = min(count, int(gpus // self.gpus_per_trial))
+            count = min(count, int(gpus // (self.gpus_per_trial * self.workers_per_trial)))
         return max(1, count)
 
 

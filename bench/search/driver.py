@@ -175,7 +175,13 @@ def mostly_random(config: BenchmarkConfig, plans: list[MethodPlan], slots: int) 
 def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunction, sequential: bool) -> Tuner:
     config = live.config
     plans = list(live.plans.values())
-    resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
+    several = config.resources.workers_per_trial > 1
+    if several:
+        from bench.search.distributed import TRIAL_RESOURCES  # Ray Train places the workers themselves
+
+        resources = TRIAL_RESOURCES
+    else:
+        resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(trial_function, config=config, plans=live.plans), resources)
     path = storage / name
     if Tuner.can_restore(str(path)) and not _has_trials(path):
@@ -212,8 +218,10 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
             scheduler=PerMethodScheduler(config.search.asha, plans),
             num_samples=-1,  # the searcher says when it is done: budgets, then final runs
             # One worker process per slot, not one per trial: a new actor re-imports torch and
-            # bench (seconds per trial, measured by bench.benchmarks.orchestration).
-            reuse_actors=True,
+            # bench (seconds per trial, measured by bench.benchmarks.orchestration). Not for trials
+            # on several workers: their Ray Train run must end with the trial's actor (an early
+            # stop kills the actor, and with it the run it owns).
+            reuse_actors=not several,
         ),
         run_config=RunConfig(
             name=name,

@@ -4,6 +4,10 @@ checkpoint; the test split only at the end.
 The trial's method and phase come in its config (``method``/``phase`` keys, set by the
 searcher), so one trainable serves every method of the experiment. A checkpoint is a folder with
 the trainer's state (``trainer.pt``) and the wall seconds spent before it (``elapsed.json``).
+
+A trial with ``resources.workers_per_trial`` above 1 runs :func:`train` on every worker of a Ray
+Train run (:mod:`bench.search.distributed`); its reports reach Tune through that run, and every
+decision to report is taken by all workers together.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 import torch
@@ -29,6 +33,7 @@ from bench.results.schema import FailureClass, Phase
 from bench.search.reporting import EpochBatch
 from bench.search.scheduler import rung_epochs
 from bench.training import Diverged, Trainer
+from bench.training.parallel import DataParallel
 
 STATE_FILE = "trainer.pt"
 ELAPSED_FILE = "elapsed.json"
@@ -62,18 +67,55 @@ def warm_up(config: BenchmarkConfig) -> float:
     return time.perf_counter() - started
 
 
+class Channel(Protocol):
+    """Where a trial's reports go: Tune itself, or a Ray Train run on several workers."""
+
+    def report(self, result: dict[str, Any], checkpoint: str | None = None) -> None:
+        """Send ``result`` (with the checkpoint folder ``checkpoint``, if any)."""
+
+
+class TuneChannel:
+    """Reports of a trial on one worker: straight to Tune."""
+
+    def report(self, result: dict[str, Any], checkpoint: str | None = None) -> None:
+        tune.report(result, checkpoint=None if checkpoint is None else Checkpoint.from_directory(checkpoint))
+
+
 def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[str, MethodPlan]) -> None:
-    """The function Tune runs for every trial (bound with ``tune.with_parameters``).
+    """The function Tune runs for every trial (bound with ``tune.with_parameters``): :func:`train`
+    here, or on several workers (:func:`bench.search.distributed.run_data_parallel`)."""
+    if config.resources.workers_per_trial > 1:
+        from bench.search.distributed import run_data_parallel  # Ray Train: only trials that use it
+
+        run_data_parallel(sampled, config=config, plans=plans)
+        return
+    train(sampled, config=config, plans=plans, channel=TuneChannel(), checkpoint=tune.get_checkpoint())
+
+
+def train(
+    sampled: dict[str, Any],
+    *,
+    config: BenchmarkConfig,
+    plans: dict[str, MethodPlan],
+    channel: Channel,
+    checkpoint: Checkpoint | None,
+    parallel: DataParallel | None = None,
+    started_at: float | None = None,
+) -> None:
+    """Train one trial to its end, reporting to ``channel``; resume from ``checkpoint`` if given.
 
     Actors are reused (``TuneConfig(reuse_actors=True)``): one worker process runs trial after
     trial, so nothing may carry over from one trial to the next but the dataset, which is cached
     per process by its config (:func:`bench.data.load_dataset_cached`) and never written to.
     Every per-trial setting (threads, GPU memory share, seeds inside ``Trainer``) is set here.
-    The trial starts (``started_at``, wall-clock) when the worker calls this; its wall time (the
-    cost the leaderboard sums) starts after :func:`warm_up`.
+    The trial starts (``started_at``, wall-clock) when the worker calls this, or when given, then
+    (the start of a trial on several workers, before its worker group); its wall time (the cost
+    the leaderboard sums) starts after :func:`warm_up`.
     """
-    started_at = time.time()
-    compile_s = warm_up(config)
+    # On several workers the worker group's start (seconds) is paid before this call: warm-up too.
+    compile_s = 0.0 if started_at is None else max(0.0, time.time() - started_at)
+    started_at = time.time() if started_at is None else started_at
+    compile_s += warm_up(config)
     plan = plans[sampled[METHOD_KEY]]
     torch.set_num_threads(max(1, int(config.resources.cpus_per_trial)))
     gpus = config.resources.gpus_per_trial
@@ -81,7 +123,6 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
         # Fractional GPUs pack trials on one device; nothing else isolates their memory.
         torch.cuda.set_per_process_memory_fraction(gpus)
     elapsed_before = 0.0
-    checkpoint = tune.get_checkpoint()
     trainer: Trainer | None = None
     # The last epoch reported (a failure report repeats it, so ASHA sees no new rung), or the
     # epochs a retried trial restored from its checkpoint.
@@ -91,7 +132,7 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
     started = time.perf_counter()
     try:
         spec = trial_spec(config, plan, sampled)
-        trainer = Trainer(spec, dataset=load_dataset_cached(spec.dataset))
+        trainer = Trainer(spec, dataset=load_dataset_cached(spec.dataset), parallel=parallel)
         if spec.training.compile:
             # torch.compile traces on the first step: minutes on a large model, paid by every
             # attempt's process once. Paid here, off the clock, so compile_s carries it.
@@ -106,13 +147,14 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
                 elapsed_before, started_at = spent["seconds"], spent.get("started_at", started_at)
                 compile_s += spent.get(metrics.COMPILE_SECONDS, 0.0)  # earlier attempts' warm-ups
             last[metrics.EPOCH] = trainer.epochs_done
-        _train(trainer, config, started, elapsed_before, started_at, compile_s, last, batch)
+        _train(trainer, config, channel, started, elapsed_before, started_at, compile_s, last, batch)
     except Diverged as diverged:
         # The method's own result with this config: running it again gives the same NaN. Ended
         # here without raising, so Tune's max_failures does not retry it; the last report says
         # it failed, and why (the sink records it as failed, the searcher tells its study FAIL).
         _report_failure(
             config,
+            channel,
             trainer,
             batch,
             last,
@@ -123,12 +165,13 @@ def run_trial(sampled: dict[str, Any], *, config: BenchmarkConfig, plans: dict[s
             {metrics.FAILURE: str(diverged), metrics.FAILURE_CLASS: FailureClass.DIVERGED.value},
         )
     except Exception:
-        _report_failure(config, trainer, batch, last, elapsed_before, started, started_at, compile_s, {})
+        _report_failure(config, channel, trainer, batch, last, elapsed_before, started, started_at, compile_s, {})
         raise
 
 
 def _report_failure(
     config: BenchmarkConfig,
+    channel: Channel,
     trainer: Trainer | None,
     batch: EpochBatch,
     last: dict[str, Any],
@@ -145,7 +188,7 @@ def _report_failure(
     trial's last_result, which the sink callback records with the failure."""
     if batch.pending:  # epochs trained since the last report: reported as they would have been
         last = batch.pending[-1]
-        tune.report(batch.take())
+        channel.report(batch.take())
     spent: dict[str, Any] = {
         metrics.WALL_SECONDS: elapsed_before + time.perf_counter() - started,
         metrics.COMPILE_SECONDS: compile_s,
@@ -154,7 +197,7 @@ def _report_failure(
     if trainer is not None:
         spent |= {metrics.FORWARD_PASSES: trainer.forward_passes, metrics.BACKWARD_PASSES: trainer.backward_passes}
     # Tune requires the search metric in every result; NaN is "no value" to the row builder.
-    tune.report({config.search.metric: math.nan, **last, **spent, **failure})
+    channel.report({config.search.metric: math.nan, **last, **spent, **failure})
 
 
 def _where(started_at: float) -> dict[str, Any]:
@@ -165,6 +208,7 @@ def _where(started_at: float) -> dict[str, Any]:
 def _train(
     trainer: Trainer,
     config: BenchmarkConfig,
+    channel: Channel,
     started: float,
     elapsed_before: float,
     started_at: float,
@@ -176,10 +220,14 @@ def _train(
     the latest epoch reported.
 
     A checkpoint (and a report with it) every ``search.checkpoint_every`` epochs, but never
-    sooner than :data:`MIN_CHECKPOINT_SECONDS` after the trial's start or its last checkpoint."""
+    sooner than :data:`MIN_CHECKPOINT_SECONDS` after the trial's start or its last checkpoint.
+    On several workers each decision to report or checkpoint is any worker's (clocks differ), so
+    all report together, as Ray Train requires."""
+    parallel = trainer.parallel
+    workers = "" if parallel is None else f"{parallel.world_size} × "
     text = {
         metrics.DEVICE: str(trainer.device),
-        metrics.HARDWARE: hardware(trainer.device),
+        metrics.HARDWARE: workers + hardware(trainer.device),
         metrics.PRECISION: trainer.precision,
         metrics.COMPILE_SECONDS: compile_s,
         **_where(started_at),
@@ -204,7 +252,10 @@ def _train(
             and trainer.epochs_done % config.search.checkpoint_every == 0
             and time.perf_counter() - checkpointed >= MIN_CHECKPOINT_SECONDS
         )
-        if not (batch.add(report, last=trainer.finished) or checkpoint):
+        due = batch.add(report, last=trainer.finished)
+        if parallel is not None:
+            due, checkpoint = parallel.any(due, checkpoint)
+        if not (due or checkpoint):
             continue
         if checkpoint:
             checkpointed = time.perf_counter()
@@ -213,8 +264,8 @@ def _train(
                 Path(folder, ELAPSED_FILE).write_text(
                     json.dumps({"seconds": elapsed, "started_at": started_at, metrics.COMPILE_SECONDS: compile_s})
                 )
-                tune.report(batch.take(), checkpoint=Checkpoint.from_directory(folder))
+                channel.report(batch.take(), checkpoint=folder)
         else:
-            tune.report(batch.take())
+            channel.report(batch.take())
         last.clear()
         last.update(report)

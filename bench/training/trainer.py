@@ -32,6 +32,7 @@ from bench.models import create_model
 from bench.models.pretrained import Fitted, load_pretrained
 from bench.provenance import hardware
 from bench.training.averaging import WeightAverager
+from bench.training.parallel import DataParallel
 from regularizers.averaging import TRAINED
 
 EVAL_BATCH_SIZE = 1024
@@ -172,10 +173,23 @@ class Diverged(FloatingPointError):
 
 
 class Trainer:
-    """Train one model with one regularizer, epoch by epoch, reproducibly from ``spec.seed``."""
+    """Train one model with one regularizer, epoch by epoch, reproducibly from ``spec.seed``.
 
-    def __init__(self, spec: TrialSpec, *, device: torch.device | None = None, dataset: Dataset | None = None) -> None:
+    With ``parallel`` (one of a trial's data-parallel workers, :mod:`bench.training.parallel`)
+    every worker runs this same trainer on its shard of each global batch; the gradients, the
+    epoch's figures and the running statistics are shared, so every worker holds the same weights
+    and reports the same numbers."""
+
+    def __init__(
+        self,
+        spec: TrialSpec,
+        *,
+        device: torch.device | None = None,
+        dataset: Dataset | None = None,
+        parallel: DataParallel | None = None,
+    ) -> None:
         self.spec = spec
+        self.parallel = parallel
         recipe = spec.training
         self.device = device or select_device(recipe.device)
         #: The precision as used (``auto`` resolved for this device), reported with every result.
@@ -193,6 +207,10 @@ class Trainer:
         self.pretrained: Fitted | None = None
         if spec.model.pretrained is not None:
             self.pretrained = load_pretrained(model, spec.model.pretrained)
+        if parallel is not None and self.device.type == "cuda":
+            # Batch statistics over the global batch, as on one worker (torch's SyncBatchNorm
+            # runs on GPUs only: on CPU each worker normalizes by its shard's statistics).
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device, self.dtype)
         self.channels_last = (
             recipe.channels_last and self.device.type == "cuda" and len(self.data.train.sample_shape) == 3
@@ -205,6 +223,8 @@ class Trainer:
         self._parameters = regularizers.trainable_parameters(model)
         self._batchnorms = regularizers.batchnorm_modules(model)
         self.regularizer = regularizers.create(spec.regularizer, **spec.regularizer_hparams)
+        if parallel is not None:
+            _check_parallel(self.regularizer, parallel, min(recipe.batch_size, len(self.data.train)))
         self.optimizer = torch.optim.SGD(
             model.parameters(),
             lr=recipe.learning_rate,
@@ -291,7 +311,15 @@ class Trainer:
             yield inputs, targets, sample_ids
 
     def train_step(self, inputs: Tensor, targets: Tensor, sample_ids: Tensor | None = None) -> regularizers.StepReport:
-        """One optimizer step: the regularizer fills the gradients, the optimizer applies them."""
+        """One optimizer step: the regularizer fills the gradients, the optimizer applies them.
+
+        On several workers the batch is the global one; this worker steps on its shard."""
+        sync = None
+        if self.parallel is not None:
+            batch_size, shard = len(targets), self.parallel.shard(len(targets))
+            inputs, targets = inputs[shard], targets[shard]
+            sample_ids = None if sample_ids is None else sample_ids[shard]
+            sync = self.parallel.gradient_sync(len(targets), batch_size)
         closure = regularizers.BatchClosure(
             self.forward_model,
             inputs,
@@ -301,6 +329,7 @@ class Trainer:
             parameters=self._parameters,
             batchnorms=self._batchnorms,
             sample_ids=sample_ids,
+            sync=sync,
         )
         self.optimizer.zero_grad(set_to_none=True)
         learning_rate = self.optimizer.param_groups[0]["lr"]
@@ -313,6 +342,7 @@ class Trainer:
             )
         )
         report = self.regularizer.step(closure)
+        closure.sync_gradients()
         self.optimizer.step()
         averaging_scheduler = None if self.averager is None else self.averager.scheduler_for(self.epochs_done)
         (averaging_scheduler or self.scheduler).step()
@@ -344,6 +374,8 @@ class Trainer:
         if self.averager is not None:
             self.forward_passes += self.averager.after_epoch(self.model, self.epochs_done)
         self.epochs_done += 1
+        if self.parallel is not None:
+            loss_sum, samples, metric_sums = self._shared_epoch(loss_sum, samples, metric_sums)
         train_loss = loss_sum.item() / max(samples, 1)  # the one sync of the epoch
         if not math.isfinite(train_loss):
             raise Diverged(loss=train_loss, epoch=self.epochs_done, step=int(self.scheduler.last_epoch))
@@ -362,6 +394,23 @@ class Trainer:
             flatness=flatness,
             evaluated_weights=self.evaluated_weights,
         )
+
+    def _shared_epoch(
+        self, loss_sum: Tensor, samples: int, metric_sums: dict[str, Tensor]
+    ) -> tuple[Tensor, int, dict[str, Tensor]]:
+        """The epoch's training figures over every worker's shards (one all-reduce): the loss
+        summed over all samples, each method metric the mean of the workers' (a metric computed
+        from synced gradients is the same on each). The running statistics are averaged too."""
+        assert self.parallel is not None
+        names = sorted(metric_sums)
+        values = torch.stack(
+            [loss_sum, torch.tensor(float(samples), device=self.device, dtype=torch.float64)]
+            + [torch.as_tensor(metric_sums[name], device=self.device, dtype=torch.float64) for name in names]
+        )
+        total = self.parallel.sum(values)
+        self.parallel.average_buffers(self._batchnorms)
+        world = self.parallel.world_size
+        return total[0], int(total[1].item()), {name: total[2 + i] / world for i, name in enumerate(names)}
 
     @property
     def averaged(self) -> bool:
@@ -456,6 +505,19 @@ class Trainer:
         torch.set_rng_state(state["cpu_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+
+def _check_parallel(regularizer: regularizers.Regularizer, parallel: DataParallel, smallest_batch: int) -> None:
+    if regularizer.data_parallel_refusal:
+        raise ValueError(
+            f"{regularizer.name} cannot train on several workers (resources.workers_per_trial): "
+            f"{regularizer.data_parallel_refusal}"
+        )
+    if smallest_batch < parallel.world_size:
+        raise ValueError(
+            f"a batch of {smallest_batch} samples cannot be shared by {parallel.world_size} workers "
+            "(resources.workers_per_trial): raise training.batch_size"
+        )
 
 
 @dataclass

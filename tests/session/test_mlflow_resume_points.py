@@ -25,7 +25,7 @@ from bench.metrics import EPOCH, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
 from bench.results.mlflow_sink import default_tracking_uri
 from bench.results.parquet import read_rows
 from bench.search.trainable import STATE_FILE
-from tests.runner import sharpbench_command
+from tests.runner import kill_session, sharpbench_command
 
 pytestmark = pytest.mark.slow
 
@@ -90,31 +90,6 @@ def _held_ahead(client: MlflowClient, results: Path) -> bool:
     return len(_steps(client, run_id, VAL_ACCURACY)) >= 4 and max(_steps(client, run_id), default=0) >= newest + AHEAD
 
 
-def _kill_session(sid: int) -> None:
-    """SIGKILL, by id, every live process of session ``sid``: the killed driver's Ray processes
-    (gcs, raylet, workers in process groups of their own) would otherwise train on for seconds."""
-    for _ in range(50):
-        alive = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                alive.append(int(proc.name))
-        if not alive:
-            return
-        for pid in alive:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-    pytest.fail(f"processes of the killed run still alive: {alive}")
-
-
 def test_a_resumed_trial_logs_each_epoch_to_mlflow_once(tmp_path, repo_root):
     config = {
         "benchmark": BENCHMARK,
@@ -156,7 +131,7 @@ def test_a_resumed_trial_logs_each_epoch_to_mlflow_once(tmp_path, repo_root):
         os.kill(first.pid, signal.SIGKILL)  # the driver: its MLflow sink dies with the epochs it held back
         killed_at = time.time()
     finally:
-        _kill_session(first.pid)
+        kill_session(first.pid)
         first.wait(timeout=60)
     # What the killed run left: MLflow's points and the trial's checkpoints (the resumed trial
     # restores one of them, at `newest` epochs or fewer).

@@ -61,6 +61,19 @@ def test_cpu_shortage_names_cpus_and_fractions_below_one_pack():
         check_placeable(_config(resources={"gpus_per_trial": 1.5}), [NodeResources(cpus=8, gpus=2)])
 
 
+def test_a_trial_whose_workers_never_fit_this_machine_is_refused():
+    config = _config(resources={"cpus_per_trial": 1, "workers_per_trial": 3})
+    with pytest.raises(PreflightError, match=r"workers_per_trial is 3 but this machine holds 2 such worker") as refused:
+        check_placeable(config, [NodeResources(cpus=2, gpus=0)], where="this machine")
+    assert "--num-cpus" in str(refused.value) and "\n" not in str(refused.value)
+    check_placeable(config, [NodeResources(cpus=3, gpus=0)], where="this machine")
+    # on a cluster one worker must fit a node; Ray Train spreads them, and an autoscaler may add nodes
+    check_placeable(config, [NodeResources(cpus=1, gpus=0)])
+    gpu = _config(resources={"cpus_per_trial": 1, "gpus_per_trial": 1, "workers_per_trial": 2})
+    with pytest.raises(PreflightError, match="holds 1 such worker"):
+        check_placeable(gpu, [NodeResources(cpus=8, gpus=1)], where="this machine")
+
+
 def test_cuda_on_a_cluster_without_gpus():
     config = _config(training={"device": "cuda"})
     with pytest.raises(PreflightError, match="no node of the cluster has a GPU"):

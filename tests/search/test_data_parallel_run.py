@@ -1,0 +1,80 @@
+"""A trial on 2 workers through the real command line: Ray Train (gloo) inside Tune, on CPU.
+
+The same benchmark on 1 worker and on 2 (same global batch, float64) records the same trial; the
+2-worker run's checkpoints reach Tune, so a run killed with kill -9 after one resumes from it and
+still records that trial.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import sharpbench
+from tests.runner import kill_session, start_sharpbench
+from tests.runner import sharpbench as run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("loopback-cluster")]
+
+CONFIG = """
+benchmark: parallel
+dataset: {{name: digits}}
+model: {{name: mlp, options: {{hidden: 256, depth: 2}}}}
+training: {{epochs: 24, batch_size: 16, learning_rate: 0.05, precision: float64}}
+search: {{trials_per_method: 1, seed: 0, asha: {{enabled: false}}, checkpoint_every: 1}}
+resources: {{cpus_per_trial: 1, workers_per_trial: {workers}}}
+final: {{seeds: []}}
+regularizers: [sam]
+"""
+COMPARED = ["val_accuracy", "val_loss", "train_loss", "test_accuracy", "test_loss", "forward_passes"]
+
+
+def _config(folder: Path, workers: int) -> Path:
+    path = folder / f"workers{workers}.yaml"
+    path.write_text(CONFIG.format(workers=workers))
+    return path
+
+
+def _checkpoints(results: Path) -> list[Path]:
+    return sorted(results.glob("ray/parallel/*/run_trial_*/checkpoint_*/trainer.pt"))
+
+
+def _known_to_tune(results: Path) -> bool:
+    """A checkpoint exists and Tune saved its experiment state after it (so a resume finds it)."""
+    checkpoints = _checkpoints(results)
+    try:
+        written = checkpoints[0].stat().st_mtime + 0.5 if checkpoints else None
+        states = results.glob("ray/parallel/*/experiment_state-*.json")
+        return written is not None and any(state.stat().st_mtime > written for state in states)
+    except FileNotFoundError:
+        return False
+
+
+def test_two_workers_record_the_one_worker_trial_and_resume_after_kill_9(tmp_path: Path) -> None:
+    one = run_cli("run", str(_config(tmp_path, 1)), "--results", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    results = tmp_path / "two"
+    process = start_sharpbench("run", str(_config(tmp_path, 2)), "--results", str(results), new_session=True)
+    deadline = time.monotonic() + 300
+    while not _known_to_tune(results) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _known_to_tune(results), "no checkpoint of the 2-worker trial reached Tune"
+    killed_at = time.time()
+    kill_session(process.pid)  # the driver, its Ray runtime and the trial's workers
+    process.communicate(timeout=60)
+
+    resumed = run_cli("run", str(_config(tmp_path, 2)), "--results", str(results))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    first, second = sharpbench.rows(tmp_path / "one"), sharpbench.rows(results)
+    assert len(first) == len(second) == 1
+    # float64 on both sides: the 2 workers' all-reduce only reorders the sums (~1e-16 a step).
+    for column in COMPARED:
+        assert second[column].iloc[0] == pytest.approx(first[column].iloc[0], rel=1e-9), column
+    # Resumed from the checkpoint, not started over: the trial's first attempt began before the kill.
+    assert second["started_at"].iloc[0].timestamp() < killed_at
+    assert second["hardware"].iloc[0].startswith("2 × ")
+    assert second["compile_s"].iloc[0] > 0  # the worker group's start, off the trial's clock
+    assert not list(results.glob("ray/parallel/*/run_trial_*/workers"))  # the Train run's copies removed
