@@ -54,6 +54,8 @@ class _Forward(UserCallback):
 class _TrainChannel:
     """A worker's reports: every worker reports (Ray Train's rule), rank 0's checkpoint is kept."""
 
+    reports_alone = False
+
     def __init__(self, rank: int) -> None:
         self.rank = rank
 
@@ -130,5 +132,11 @@ def run_data_parallel(sampled: dict[str, Any], *, config: BenchmarkConfig, plans
         tune.report(result, checkpoint=checkpoint)
     runner.join()
     if "error" in outcome:
-        raise outcome["error"]
+        error = outcome["error"]
+        # Ray Train's WorkerGroupError says only "Training failed due to worker errors:" on its first
+        # line; the trial records the first failing worker's own error (its class decides oom/error).
+        failures = getattr(error, "worker_failures", None)
+        if failures:
+            raise failures[min(failures)] from error
+        raise error
     storage.storage_filesystem.delete_dir(f"{storage.trial_fs_path}/{TRAIN_FOLDER}")

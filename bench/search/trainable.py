@@ -70,12 +70,19 @@ def warm_up(config: BenchmarkConfig) -> float:
 class Channel(Protocol):
     """Where a trial's reports go: Tune itself, or a Ray Train run on several workers."""
 
+    #: Whether one worker may report while the others do not: Ray Train's reports are collective,
+    #: so a worker that fails alone raises without its failure report (the others wait in an
+    #: all-reduce; Ray Train ends them when its error arrives).
+    reports_alone: bool
+
     def report(self, result: dict[str, Any], checkpoint: str | None = None) -> None:
         """Send ``result`` (with the checkpoint folder ``checkpoint``, if any)."""
 
 
 class TuneChannel:
     """Reports of a trial on one worker: straight to Tune."""
+
+    reports_alone = True
 
     def report(self, result: dict[str, Any], checkpoint: str | None = None) -> None:
         tune.report(result, checkpoint=None if checkpoint is None else Checkpoint.from_directory(checkpoint))
@@ -108,8 +115,8 @@ def train(
     trial, so nothing may carry over from one trial to the next but the dataset, which is cached
     per process by its config (:func:`bench.data.load_dataset_cached`) and never written to.
     Every per-trial setting (threads, GPU memory share, seeds inside ``Trainer``) is set here.
-    The trial starts (``started_at``, wall-clock) when the worker calls this, or when given, then
-    (the start of a trial on several workers, before its worker group); its wall time (the cost
+    The trial starts (``started_at``, wall-clock) when this is called, or at ``started_at`` when
+    given (a trial on several workers: before its worker group started); its wall time (the cost
     the leaderboard sums) starts after :func:`warm_up`.
     """
     # On several workers the worker group's start (seconds) is paid before this call: warm-up too.
@@ -165,7 +172,8 @@ def train(
             {metrics.FAILURE: str(diverged), metrics.FAILURE_CLASS: FailureClass.DIVERGED.value},
         )
     except Exception:
-        _report_failure(config, channel, trainer, batch, last, elapsed_before, started, started_at, compile_s, {})
+        if channel.reports_alone:
+            _report_failure(config, channel, trainer, batch, last, elapsed_before, started, started_at, compile_s, {})
         raise
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import sharpbench
+from tests.plugins import env_with_site, install_distribution
 from tests.runner import kill_session, start_sharpbench
 from tests.runner import sharpbench as run_cli
 
@@ -78,3 +79,55 @@ def test_two_workers_record_the_one_worker_trial_and_resume_after_kill_9(tmp_pat
     assert second["hardware"].iloc[0].startswith("2 × ")
     assert second["compile_s"].iloc[0] > 0  # the worker group's start, off the trial's clock
     assert not list(results.glob("ray/parallel/*/run_trial_*/workers"))  # the Train run's copies removed
+
+
+FAILING_PLUGIN = """
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+from regularizers import Regularizer, register
+from regularizers.base import PassCost
+
+
+@register("fails_on_rank_one")
+@dataclass
+class FailsOnRankOne(Regularizer):
+    def __post_init__(self):
+        super().__post_init__()
+        self.steps = 0
+
+    def step(self, closure):
+        self.steps += 1
+        if self.steps == 3 and dist.is_initialized() and dist.get_rank() == 1:
+            raise RuntimeError("worker 1 gave up at step 3")
+        clean = closure(update_bn=True)
+        return self.report(closure, clean.loss)
+
+    def cost(self, has_batchnorm):
+        return PassCost(forward=1, backward=1)
+"""
+
+
+def test_a_worker_that_fails_alone_fails_the_trial_with_its_error_not_a_hang(tmp_path: Path) -> None:
+    """Ray Train's reports are collective: a failure report from one worker would wait for the
+    others, which wait in an all-reduce for it. The worker raises instead, and the trial fails."""
+    site = install_distribution(
+        tmp_path / "site",
+        "failing_plugin",
+        FAILING_PLUGIN,
+        {"sharpbench.regularizers": {"fails_on_rank_one": "failing_plugin:FailsOnRankOne"}},
+    )
+    config = tmp_path / "fails.yaml"
+    config.write_text(
+        CONFIG.format(workers=2)
+        .replace("regularizers: [sam]", "regularizers: [fails_on_rank_one]")
+        .replace("checkpoint_every: 1", "checkpoint_every: 1, max_failures: 0")
+    )
+    started = time.monotonic()
+    done = run_cli("run", str(config), "--results", str(tmp_path / "r"), env=env_with_site(site), timeout=300)
+    assert time.monotonic() - started < 240, "the failed trial hung"
+    rows = sharpbench.rows(tmp_path / "r")
+    assert len(rows) == 1 and rows["status"].iloc[0] == "failed", done.stderr[-3000:]
+    assert rows["failure_class"].iloc[0] == "error"
+    assert "worker 1 gave up at step 3" in rows["error"].iloc[0]
