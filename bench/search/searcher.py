@@ -46,7 +46,6 @@ import math
 import pickle
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import TrialState
@@ -62,18 +61,7 @@ from bench.search.live import LIVE, LiveRun
 from bench.search.runtime import trial_slots
 from bench.search.space import make_sampler, sampler_settings
 from bench.search.studies import MethodStudy, study_name
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """One Tune trial as the searcher issued it."""
-
-    method: str
-    phase: str
-    number: int | None = None  # its study trial (search phase)
-    selected_run_id: str | None = None  # final phase: the search row it re-runs
-    seed: int | None = None
-
+from bench.search.tickets import Ticket, TicketBook
 
 #: Trials of one method lost to infrastructure faults (each replaced) before the run stops instead.
 MAX_LOST_PER_METHOD = 3
@@ -131,8 +119,9 @@ class BenchmarkSearcher(Searcher):
                             "trials_planned": plan.budget.trials,
                         },
                     )
-        self.tickets: dict[str, Ticket] = {}
-        self.ended: set[str] = set()
+        #: Every Tune trial issued: its ticket, whether it ended or was lost to an infrastructure
+        #: fault (ended, but no ticket of its method's budget; a replacement is issued in its place).
+        self.book = TicketBook()
         #: Per method, once its search has ended: the final runs still to issue.
         self.final_queue: dict[str, list[finals.FinalRun]] = {}
         #: Per running search trial: its per-epoch values, written to its study when it ends.
@@ -143,9 +132,6 @@ class BenchmarkSearcher(Searcher):
         self.passes = {plan.regularizer: plan.passes_per_step for plan in plans}
         #: False until the first ask has squared this state with the recorded rows (again after a restore).
         self.reconciled = False
-        #: Tune trials lost to an infrastructure fault (still failing after Tune's retries): ended,
-        #: but no ticket of their method's budget; a replacement is issued in their place.
-        self.lost: set[str] = set()
         #: Final tickets' runs, by Tune trial id: a final run lost to a fault is queued again.
         self.final_runs: dict[str, finals.FinalRun] = {}
 
@@ -196,10 +182,10 @@ class BenchmarkSearcher(Searcher):
         return self._final_trial(trial_id, plan)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        ticket = self.tickets.get(trial_id)
+        ticket = self.book.tickets.get(trial_id)
         if ticket is None:
             return
-        self.ended.discard(trial_id)  # a failed trial restarted by --retry-failed runs again
+        self.book.reopen(trial_id)  # a failed trial restarted by --retry-failed runs again
         if ticket.number is not None:
             self._hold_epochs(trial_id, result)
 
@@ -216,13 +202,13 @@ class BenchmarkSearcher(Searcher):
                 values[int(epoch.get(metrics.EPOCH, 0))] = float(value)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        ticket = self.tickets.get(trial_id)
+        ticket = self.book.tickets.get(trial_id)
         if ticket is None:
             return
-        self.ended.add(trial_id)
+        self.book.end(trial_id)
         failure, text = self._failure(trial_id) if error else (None, "")
         if failure is FailureClass.INFRA:
-            lost = sum(self.tickets[lost_id].method == ticket.method for lost_id in self.lost)
+            lost = self.book.lost_count(ticket.method)
             if lost >= MAX_LOST_PER_METHOD:
                 # The environment is broken (a full disk, a node that keeps dying): replacing trials
                 # would loop for ever. Stop the run; the same command resumes it once mended.
@@ -258,7 +244,7 @@ class BenchmarkSearcher(Searcher):
         def tell() -> None:
             number = study.tell(ticket.number, state, value)
             if number != ticket.number:
-                self.tickets[trial_id] = Ticket(ticket.method, ticket.phase, number)
+                self.book.issue(trial_id, Ticket(ticket.method, ticket.phase, number))
 
         LIVE.run.after_row(trial_id, tell)
 
@@ -275,7 +261,7 @@ class BenchmarkSearcher(Searcher):
         budget's trials. Its ticket stops counting (:meth:`_issued`), so the method's next ask
         is its replacement: for a search trial the same study trial, left RUNNING and untold,
         which :meth:`MethodStudy.ask` takes up again as an orphan; a final run is queued again."""
-        self.lost.add(trial_id)
+        self.book.lose(trial_id)
         if LIVE.bound:
             LIVE.run.lost_to_infra.add(trial_id)
         self.epoch_values.pop(trial_id, None)
@@ -289,8 +275,10 @@ class BenchmarkSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
-            self.__dict__.update(pickle.load(file))
-        self.__dict__.setdefault("lost", set())  # saved before infra losses were kept
+            state = pickle.load(file)
+        if "book" not in state:  # saved before the ticket book: tickets, ended and lost kept apart
+            state["book"] = TicketBook.of(state.pop("tickets"), state.pop("ended"), state.pop("lost", set()))
+        self.__dict__.update(state)
         self.__dict__.setdefault("final_runs", {})
         self.reconciled = False
 
@@ -306,24 +294,23 @@ class BenchmarkSearcher(Searcher):
         says (:class:`bench.search.scheduler.PerMethodScheduler`)."""
         self.reconciled = True
         for trial_id, row in live.recorded.items():
-            if trial_id in self.tickets or row.method not in self.passes:
+            if trial_id in self.book.tickets or row.method not in self.passes:
                 continue
-            self.tickets[trial_id] = Ticket(
-                row.method,
-                row.phase,
-                selected_run_id=row.selected_run_id,
-                seed=row.seed if row.phase == Phase.FINAL.value else None,
+            self.book.issue(
+                trial_id,
+                Ticket(
+                    row.method,
+                    row.phase,
+                    selected_run_id=row.selected_run_id,
+                    seed=row.seed if row.phase == Phase.FINAL.value else None,
+                ),
             )
-            self.ended.add(trial_id)
+            self.book.end(trial_id)
             if row.failure_class == FailureClass.INFRA.value:
-                self.lost.add(trial_id)
+                self.book.lose(trial_id)
                 live.lost_to_infra.add(trial_id)
         for method, queue in self.final_queue.items():
-            done = {
-                (t.selected_run_id, t.seed)
-                for trial_id, t in self.tickets.items()
-                if t.method == method and t.phase == Phase.FINAL.value and trial_id not in self.lost
-            }
+            done = self._final_runs_issued(method)
             self.final_queue[method] = [run for run in queue if (run.selected.run_id, run.seed) not in done]
 
     # --- bookkeeping -----------------------------------------------------------------------------
@@ -357,47 +344,44 @@ class BenchmarkSearcher(Searcher):
 
     def _issued(self, method: str, phase: Phase) -> int:
         """Tickets of the method's budget: a trial lost to an infrastructure fault is none."""
-        return sum(
-            t.method == method and t.phase == phase.value and trial_id not in self.lost
-            for trial_id, t in self.tickets.items()
-        )
+        return self.book.issued(method, phase)
 
     def _next_ordinal(self, method: str, phase: Phase) -> int:
         """The next trial's place among the method × phase's trials (lost ones count: each
         trial's number stays its own); its MLflow run is named by it."""
-        return sum(t.method == method and t.phase == phase.value for t in self.tickets.values())
+        return self.book.ordinal(method, phase)
 
     def _running(self) -> list[str]:
-        return [trial_id for trial_id in self.tickets if trial_id not in self.ended]
+        return self.book.running()
+
+    def _final_runs_issued(self, method: str) -> set[tuple[str | None, int | None]]:
+        """(selected run, seed) of the method's final tickets that count (lost ones do not)."""
+        return {
+            (t.selected_run_id, t.seed)
+            for trial_id, t in self.book.tickets.items()
+            if t.method == method and t.phase == Phase.FINAL.value and trial_id not in self.book.lost
+        }
 
     def _open_methods(self) -> list[str]:
         """Methods that may start trials now: all of them, or (sequential) the first not done."""
         if not self.sequential:
             return self.order
         for method in self.order:
-            mine = [trial_id for trial_id, t in self.tickets.items() if t.method == method]
+            mine = [trial_id for trial_id, t in self.book.tickets.items() if t.method == method]
             queued = self.final_queue.get(method)
             finals_left = self.run_finals and (queued is None or bool(queued))
             searching = self._issued(method, Phase.SEARCH) < self._search_budget(LIVE.run.plans[method])
-            if searching or finals_left or any(trial_id not in self.ended for trial_id in mine):
+            if searching or finals_left or any(trial_id not in self.book.ended for trial_id in mine):
                 return [method]
         return []
 
     def _search_ended(self, method: str) -> bool:
-        return all(
-            trial_id in self.ended
-            for trial_id, t in self.tickets.items()
-            if t.method == method and t.phase == Phase.SEARCH.value
-        )
+        return self.book.search_ended(method)
 
     def _taken(self, method: str) -> set[int]:
         """The study trial numbers that this searcher's tickets hold. A trial lost to an
         infrastructure fault holds none: its replacement takes its study trial up again (an orphan)."""
-        return {
-            t.number
-            for trial_id, t in self.tickets.items()
-            if t.method == method and t.number is not None and trial_id not in self.lost
-        }
+        return self.book.taken(method)
 
     def _has_work(self, method: str, live: LiveRun) -> bool:
         plan = live.plans[method]
@@ -414,11 +398,7 @@ class BenchmarkSearcher(Searcher):
     def _plan_finals(self, plan: MethodPlan, live: LiveRun) -> None:
         """The method's search has ended (its rows are written): queue its final runs."""
         rows = finals.results_rows(live.results_dir, live.config.benchmark)
-        issued = {
-            (t.selected_run_id, t.seed)
-            for trial_id, t in self.tickets.items()
-            if t.method == plan.regularizer and t.phase == Phase.FINAL.value and trial_id not in self.lost
-        }
+        issued = self._final_runs_issued(plan.regularizer)
         queue = [
             run
             for run in finals.missing_finals(plan, rows, live.config)
@@ -453,15 +433,15 @@ class BenchmarkSearcher(Searcher):
             study.label(number, trial_id, f"{plan.search_name(Phase.SEARCH.value)}/{trial_id}")
             config.update(values)
             config[SUGGESTION_KEY] = kind
-        self.tickets[trial_id] = Ticket(method, Phase.SEARCH.value, number)
+        self.book.issue(trial_id, Ticket(method, Phase.SEARCH.value, number))
         return config
 
     def _final_trial(self, trial_id: str, plan: MethodPlan) -> dict[str, Any]:
         run = self.final_queue[plan.regularizer].pop(0)
         ordinal = self._next_ordinal(plan.regularizer, Phase.FINAL)
         self.final_runs[trial_id] = run
-        self.tickets[trial_id] = Ticket(
-            plan.regularizer, Phase.FINAL.value, selected_run_id=run.selected.run_id, seed=run.seed
+        self.book.issue(
+            trial_id, Ticket(plan.regularizer, Phase.FINAL.value, selected_run_id=run.selected.run_id, seed=run.seed)
         )
         return {
             METHOD_KEY: plan.regularizer,
