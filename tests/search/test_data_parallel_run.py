@@ -71,9 +71,11 @@ def test_two_workers_record_the_one_worker_trial_and_resume_after_kill_9(tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     first, second = sharpbench.rows(tmp_path / "one"), sharpbench.rows(results)
     assert len(first) == len(second) == 1
-    # float64 on both sides: the 2 workers' all-reduce only reorders the sums (~1e-16 a step).
+    # float64 on both sides: the 2 workers' all-reduce only reorders the sums (~1e-16 a step); over
+    # 24 epochs of SAM that may grow on another CPU, so 1e-6, far below what a per-worker gradient
+    # would give (~1e-2, tests/training/test_data_parallel.py).
     for column in COMPARED:
-        assert second[column].iloc[0] == pytest.approx(first[column].iloc[0], rel=1e-9), column
+        assert second[column].iloc[0] == pytest.approx(first[column].iloc[0], rel=1e-6), column
     # Resumed from the checkpoint, not started over: the trial's first attempt began before the kill.
     assert second["started_at"].iloc[0].timestamp() < killed_at
     assert second["hardware"].iloc[0].startswith("2 × ")
