@@ -136,8 +136,26 @@ def test_quiet_prints_nothing_but_still_counts():
     progress = RunProgress(console, [("erm", 1, 0)], verbosity=Verbosity.quiet)
     progress.phase_started("erm", "search", 1)
     progress.trial_finished(_line("erm", learning_rate=0.1))
-    progress.heartbeat([("erm", 1, 3)], {"erm": 0.5}, "val_accuracy")
+    progress.heartbeat(lambda: ([("erm", 1, 3)], {"erm": 0.5}), "val_accuracy")
     assert buffer.getvalue() == "" and progress.done == 1
+
+
+def test_heartbeat_looks_at_the_trials_only_when_it_prints(monkeypatch: pytest.MonkeyPatch):
+    clock = iter([0.0, 1.0, 2.0, 40.0, 41.0])  # RunProgress's start, then one reading per heartbeat
+    monkeypatch.setattr("bench.console.time.monotonic", lambda: next(clock))
+    console, buffer = _console()
+    progress = RunProgress(console, [("erm", 3, 0)])
+    calls = []
+
+    def status():
+        calls.append(1)
+        return [("erm", 2, 3)], {"erm": 0.25}
+
+    for _ in range(4):
+        progress.heartbeat(status, "val_accuracy")
+    text = " ".join(buffer.getvalue().split())
+    assert len(calls) == 1  # due once: at 40 s (30 s after the start), not at 1, 2 or 41 s
+    assert "running: erm ep 2/3" in text and "best val_accuracy reported so far: erm 0.2500" in text
 
 
 def test_failed_trial_line_carries_its_reason():

@@ -20,20 +20,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ray
 from ray.cluster_utils import Cluster
 
 from bench.benchmarks.orchestration import Setup, measure_run
+from bench.results.parquet import dataset_dir
 from bench.search.runtime import init_ray
 
 METHODS = ("erm", "weight_decay", "sam", "asam")
+#: The run is cut into this many parts by trials ended; the driver's CPU per trial in each part
+#: shows whether its cost grows with the history within one run.
+PARTS = 10
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,54 @@ class ScaleFigure:
     wall_seconds: float
     utilization: float
     driver_cpu_seconds: float
+    #: The driver's CPU ms per trial in each tenth of the run (by trials ended), first to last.
+    ms_per_trial_by_part: list[float] = field(default_factory=list)
 
     @property
     def driver_ms_per_trial(self) -> float:
         return 1000 * self.driver_cpu_seconds / self.trials
+
+
+class DriverMeter:
+    """Samples this process's CPU time and the number of rows written (one Parquet file per ended
+    trial) every ``period`` seconds on a thread, while a run goes on."""
+
+    def __init__(self, leaderboard: Path, period: float = 2.0) -> None:
+        self.leaderboard, self.period = leaderboard, period
+        self.samples: list[tuple[float, int]] = []  # (process CPU seconds, trials ended)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="scale-meter", daemon=True)
+
+    def _ended(self) -> int:
+        count = 0
+        for _, _, files in os.walk(self.leaderboard):
+            count += sum(name.endswith(".parquet") for name in files)
+        return count
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.period):
+            self.samples.append((time.process_time(), self._ended()))
+
+    def __enter__(self) -> DriverMeter:
+        self.samples.append((time.process_time(), 0))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.process_time(), self._ended()))
+
+    def ms_per_trial_by_part(self, trials: int, parts: int = PARTS) -> list[float]:
+        """CPU ms per trial between the samples nearest each ``trials / parts`` boundary."""
+        figures = []
+        for part in range(parts):
+            low, high = trials * part / parts, trials * (part + 1) / parts
+            start = next(s for s in self.samples if s[1] >= low) if part else self.samples[0]
+            end = next((s for s in self.samples if s[1] >= high), self.samples[-1])
+            ended = max(end[1] - start[1], 1)
+            figures.append(1000 * (end[0] - start[0]) / ended)
+        return figures
 
 
 def setup_for(trials: int, *, workers: int, gpus_per_worker: int, epochs: int, epoch_seconds: float) -> Setup:
@@ -84,11 +134,14 @@ def measure(
                 setup = setup_for(
                     count, workers=workers, gpus_per_worker=gpus_per_worker, epochs=epochs, epoch_seconds=epoch_seconds
                 )
+                name = f"scale{count}"
                 began = time.process_time()
-                run = measure_run(setup, sequential=False, head_node=head, workdir=Path(folder), name=f"scale{count}")
+                with DriverMeter(dataset_dir(Path(folder) / name)) as meter:
+                    run = measure_run(setup, sequential=False, head_node=head, workdir=Path(folder), name=name)
                 cpu = time.process_time() - began
                 u = run.utilization
-                figure = ScaleFigure(u.trials, setup.slots, u.wall_seconds, u.utilization, cpu)
+                parts = meter.ms_per_trial_by_part(u.trials)
+                figure = ScaleFigure(u.trials, setup.slots, u.wall_seconds, u.utilization, cpu, parts)
                 figures.append(figure)
                 print(_line(figure), flush=True)
     finally:
@@ -97,13 +150,17 @@ def measure(
     return figures
 
 
-HEADER = f"{'trials':>7} {'slots':>5} {'wall s':>8} {'utilization':>11} {'driver CPU s':>12} {'ms/trial':>9}"
+HEADER = (
+    f"{'trials':>7} {'slots':>5} {'wall s':>8} {'utilization':>11} {'driver CPU s':>12} {'ms/trial':>9}"
+    "  ms/trial by tenth of the run"
+)
 
 
 def _line(f: ScaleFigure) -> str:
     return (
         f"{f.trials:>7} {f.slots:>5} {f.wall_seconds:>8.1f} {f.utilization:>11.3f} "
-        f"{f.driver_cpu_seconds:>12.1f} {f.driver_ms_per_trial:>9.1f}"
+        f"{f.driver_cpu_seconds:>12.1f} {f.driver_ms_per_trial:>9.1f}  "
+        + " ".join(f"{ms:.0f}" for ms in f.ms_per_trial_by_part)
     )
 
 

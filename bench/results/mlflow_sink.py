@@ -544,12 +544,15 @@ class MlflowSink:
         params: Mapping[str, object],
         tags: Mapping[str, str],
         config: Mapping[str, Any] | None = None,
+        *,
+        find: bool = True,
     ) -> str:
         """The run of trial ``trial_key`` (unique across searches, e.g. ``"<search>/<trial id>"``),
         nested under ``parent_run_id``.
 
-        Looked up in the in-memory map, then by tag in the experiment; created only when neither
-        knows it. A found run is set RUNNING again, so a resumed trial logs into its old run.
+        Looked up in the in-memory map, then by tag in the experiment (unless ``find`` is false:
+        the caller knows no earlier run exists; a search by tag grows with the experiment's runs);
+        created only when neither knows it. A found run is set RUNNING again, so a resumed trial logs into its old run.
         ``config`` (the resolved trial spec, JSON-serializable) becomes the artifact
         ``config.json`` of a new run.
         """
@@ -559,7 +562,9 @@ class MlflowSink:
             TAG_TRIAL_KEY: trial_key,
             MLFLOW_PARENT_RUN_ID: parent_run_id,
         }
-        run_id, created = self._get_or_create(self._trials, TAG_TRIAL_ID, trial_key, run_name, params, all_tags)
+        run_id, created = self._get_or_create(
+            self._trials, TAG_TRIAL_ID, trial_key, run_name, params, all_tags, find=find
+        )
         if created and config is not None and not self.artifacts_elsewhere:
             self.client.log_dict(run_id, dict(config), TRIAL_CONFIG_ARTIFACT)
         return run_id
@@ -572,14 +577,16 @@ class MlflowSink:
         run_name: str,
         params: Mapping[str, object],
         tags: Mapping[str, str],
+        *,
+        find: bool = True,
     ) -> tuple[str, bool]:
         """The run identified by ``key``, and whether it was created now: from ``known``, else
-        found by its ``id_tag`` digest, else created.
+        found by its ``id_tag`` digest (when ``find``), else created.
 
         A new run gets the source tags, ``tags`` (plus the digest) and ``params``; a found one is
         set RUNNING again and only gets the params it lacks.
         """
-        run_id = known.get(key) or self._find_run(id_tag, _digest(key), key)
+        run_id = known.get(key) or (self._find_run(id_tag, _digest(key), key) if find else None)
         values = {k: param_value(v) for k, v in params.items()}
         created = run_id is None
         if run_id is None:

@@ -24,13 +24,12 @@ from bench.results.vocabulary import (
     RUN_STATUS,
     RUNNING,
     TAG_STATUS,
-    EndedTrial,
     ParentFinish,
     ParentRun,
+    PhaseTally,
     TrialRun,
     backfill_metrics,
     final_metrics,
-    phase_counters,
     trial_params,
     trial_run_name,
     trial_tags,
@@ -47,6 +46,9 @@ class TrialStart:
     trial: TrialRun
     parent: ParentRun
     config: Mapping[str, Any] | None = None
+    #: Made by this call (not restored from an earlier one): no earlier run can exist for it,
+    #: so the sink creates it without looking (a lookup by tag costs more as the store grows).
+    new: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class MlflowTrialSink:
             params=trial_params(trial),
             tags=trial_tags(trial),
             config=start.config,
+            find=not start.new,
         )
 
     def epochs(
@@ -154,11 +157,11 @@ class MlflowTrialSink:
         status = TrialStatus(row.status)
         self.sink.finish_trial(row.mlflow_run_id, status, final_metrics(row), row.error, step=row.epochs_run)
 
-    def counters(self, parent: ParentRun, ended: Sequence[EndedTrial]) -> None:
+    def counters(self, parent: ParentRun, ended: PhaseTally) -> None:
         """The parent run's counters (:func:`~bench.results.vocabulary.phase_counters`) over the
         ``ended`` trials of its method × phase so far, at step = how many: logged as each trial
         ends, they chart the phase's progress."""
-        self.sink.log_metrics(self.parent(parent), phase_counters(ended), step=len(ended))
+        self.sink.log_metrics(self.parent(parent), ended.counters(), step=len(ended))
 
     def finish(self, ends: Sequence[ParentEnd]) -> None:
         self.sink.flush()  # every epoch held back goes before the parents end

@@ -124,12 +124,42 @@ def phase_counters(trials: Iterable[EndedTrial]) -> dict[str, float]:
     """A parent run's counters over the ended trials of its method × phase: trials per status
     (``trials_completed``, ``trials_stopped``, ``trials_failed``, zeros included) and the passes
     and wall seconds they spent. Metrics, not tags, so MLflow charts and compares them."""
-    ended = list(trials)
-    counters = {trials_metric(s): float(sum(TrialStatus(t.status) is s for t in ended)) for s in TrialStatus}
-    counters[PHASE_FORWARD_PASSES] = float(sum(t.forward_passes or 0 for t in ended))
-    counters[PHASE_BACKWARD_PASSES] = float(sum(t.backward_passes or 0 for t in ended))
-    counters[PHASE_WALL_SECONDS] = float(sum(t.wall_seconds or 0.0 for t in ended))
-    return counters
+    tally = PhaseTally()
+    for index, trial in enumerate(trials):
+        tally.put(str(index), trial)
+    return tally.counters()
+
+
+class PhaseTally:
+    """:func:`phase_counters` kept as a phase's trials end, each trial by its key (a trial
+    recorded again replaces its earlier row): one more trial costs the same however many ended
+    before it (recounting every ended trial at each end made a run's cost grow with its square)."""
+
+    def __init__(self) -> None:
+        self._ended: dict[str, EndedTrial] = {}
+        self._totals: dict[str, float] = dict.fromkeys(
+            [*(trials_metric(s) for s in TrialStatus), PHASE_FORWARD_PASSES, PHASE_BACKWARD_PASSES, PHASE_WALL_SECONDS],
+            0,
+        )
+
+    def put(self, key: str, trial: EndedTrial) -> None:
+        earlier = self._ended.get(key)
+        if earlier is not None:
+            self._add(earlier, -1)
+        self._ended[key] = trial
+        self._add(trial, 1)
+
+    def _add(self, trial: EndedTrial, sign: int) -> None:
+        self._totals[trials_metric(TrialStatus(trial.status))] += sign
+        self._totals[PHASE_FORWARD_PASSES] += sign * (trial.forward_passes or 0)
+        self._totals[PHASE_BACKWARD_PASSES] += sign * (trial.backward_passes or 0)
+        self._totals[PHASE_WALL_SECONDS] += sign * (trial.wall_seconds or 0.0)
+
+    def __len__(self) -> int:
+        return len(self._ended)
+
+    def counters(self) -> dict[str, float]:
+        return {key: float(value) for key, value in self._totals.items()}
 
 
 # --- run names -------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from bench.search.runtime import trial_slots
 from bench.search.scheduler import PerMethodScheduler
 from bench.search.searcher import BenchmarkSearcher
 from bench.search.sink import SinkCallback
+from bench.search.snapshots import snapshots_following_cost
 from bench.search.space import sampler_settings, startup_count
 from bench.search.studies import default_storage, ended_history, study_name, tell_recorded
 from bench.search.trainable import run_trial
@@ -226,9 +227,9 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
         run_config=RunConfig(
             name=name,
             storage_path=str(storage),
-            # Tune's JSON result log (one line per report, with the worker's pid and host) is kept
-            # for debugging; its CSV and TensorBoard loggers are not added (see run_benchmark).
-            callbacks=[SinkCallback(), JsonLoggerCallback()],
+            # Tune's CSV and TensorBoard loggers are not added (see run_benchmark); its JSON result
+            # log only when asked (TUNE_RESULT_LOG_VARIABLE).
+            callbacks=[SinkCallback(), *([JsonLoggerCallback()] if os.environ.get(TUNE_RESULT_LOG_VARIABLE) else [])],
             failure_config=FailureConfig(max_failures=config.search.max_failures),
             # Two, not one: after kill -9 the last experiment snapshot may name the checkpoint
             # before the newest, and with one kept that one is already deleted (seen in a test).
@@ -236,6 +237,13 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
             verbose=0,
         ),
     )
+
+
+#: Set (to anything), Tune's JSON result log is written too: a ``result.json`` per trial with
+#: every report (the worker's pid and host among them), for debugging. Off by default: Parquet,
+#: the curves and MLflow are the record, and Tune copies its driver folder, every trial's log
+#: included, to the results folder at each save of its state (30,000 files at 10,000 trials).
+TUNE_RESULT_LOG_VARIABLE = "SHARPBENCH_TUNE_RESULT_LOG"
 
 
 def run_benchmark(
@@ -293,10 +301,6 @@ def run_benchmark(
     name = experiment_name(config, final_only, instance)
     if (storage / experiment_name(config, final_only)).is_dir() and not (storage / name).is_dir():
         name = experiment_name(config, final_only)  # started by a sharpbench that did not add the instance
-    # Tune saves its experiment state at most every 10 s by default: a kill -9 then loses up to
-    # 10 s of it, and trials that ended in that window run again. Every 2 s keeps the window
-    # small; the state is a few small files (trial table, searcher, callback).
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     # Tune adds CSV and TensorBoard loggers unless told not to: both write on the event loop that
     # every trial waits for after a report, and neither takes a report that carries several
     # epochs (bench.search.reporting). Parquet and MLflow are the record.
@@ -316,7 +320,11 @@ def run_benchmark(
                 print(f"warning: {warning}", file=sys.stderr)
     LIVE.bind(live)
     try:
-        _tuner(live, name, storage, trial_function, sequential).fit()
+        # Tune saves its experiment state at most every 10 s by default: a kill -9 then loses up to
+        # 10 s of it. Every 2 s keeps the window small while the state is small; as it grows with
+        # the trials run, less often (bench.search.snapshots).
+        with snapshots_following_cost():
+            _tuner(live, name, storage, trial_function, sequential).fit()
     finally:
         for close in live.closers:
             close()

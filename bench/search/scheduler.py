@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import numpy as np
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from bench import metrics
@@ -87,6 +88,9 @@ class PerMethodScheduler(TrialScheduler):
         self.by_method: dict[str, TrialScheduler] = {plan.regularizer: asha_for(asha, plan) for plan in plans}
         self.final = FIFOScheduler()
         self._replayed = False
+        #: Tune trial id -> when it was added (0, 1, ...), for trials not ended: the FIFO order.
+        self._added: dict[str, int] = {}
+        self._adds = 0
 
     def _replay_history(self) -> None:
         """Once per process (the pickled scheduler Tune restores is the one of the experiment's start)."""
@@ -130,6 +134,8 @@ class PerMethodScheduler(TrialScheduler):
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._replay_history()
+        self._added.setdefault(trial.trial_id, self._adds)
+        self._adds += 1
         self._of(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
@@ -140,14 +146,25 @@ class PerMethodScheduler(TrialScheduler):
         return self._as_recorded(trial, result, self._of(trial).on_trial_result(tune_controller, trial, result))
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._added.pop(trial.trial_id, None)
         self._of(trial).on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._added.pop(trial.trial_id, None)
         self._of(trial).on_trial_remove(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
-        # Any pending trial may take a free slot; which method it belongs to was the searcher's choice.
-        return self.final.choose_trial_to_run(tune_controller)
+        """The earliest added pending trial, else the earliest paused one (Tune's FIFO choice).
+        Any pending trial may take a free slot: which method it belongs to was the searcher's
+        choice. Among the live trials (pending, running, paused: a few per slot), not every
+        trial of the run as Tune's FIFO scans at each step (at thousands of trials that scan
+        became a growing share of the driver's time)."""
+        live = tune_controller.get_live_trials()
+        for status in (Trial.PENDING, Trial.PAUSED):
+            waiting = [trial for trial in live if trial.status == status]
+            if waiting:
+                return min(waiting, key=lambda trial: self._added.get(trial.trial_id, -1))
+        return None
 
     def debug_string(self) -> str:
         return "; ".join(f"{method}: {scheduler.debug_string()}" for method, scheduler in self.by_method.items())

@@ -54,7 +54,7 @@ from bench.results.parquet import read_rows
 from bench.results.rows import TrialOutcome, build_row, row_of, trial_run
 from bench.results.schema import FailureClass, Phase, TrialRow, TrialStatus
 from bench.results.sinks import MlflowTrialSink, ParentEnd, ParquetTrialSink, TrialStart
-from bench.results.vocabulary import ParentRun, parent_finish, parent_params, used_tags
+from bench.results.vocabulary import ParentRun, PhaseTally, parent_finish, parent_params, used_tags
 from bench.search.live import LIVE, LiveRun
 from bench.search.space import sampler_settings
 
@@ -110,13 +110,16 @@ class SinkCallback(Callback):
         self._recorded: set[str] = set()  # Tune trial ids with a row (when this call started, then written)
         self._rows_checked = False  # whether trials ended in an earlier call all have their rows
         self._run_futures: dict[str, Future] = {}  # Tune trial id -> its MLflow run id, once created
-        #: "<method>/<phase>" -> trial key -> row: the ended trials the parents' counters count
-        #: (the writer thread's; read from Parquet at its first use in a call, then kept up).
-        self._ended: dict[str, dict[str, TrialRow]] | None = None
+        #: "<method>/<phase>" -> the ended trials the parents' counters count, by trial key (the
+        #: writer thread's; read from Parquet at its first use in a call, then kept up).
+        self._ended: dict[str, PhaseTally] | None = None
         self._curves: CurveWriter | None = None
         #: Tune trial id -> the epochs of its curve seen so far (bench.results.curves), and whose curve it is.
         self._points: dict[str, dict[int, Point]] = {}
         self._curve_keys: dict[str, CurveKey] = {}
+        #: Tune trial ids this call restored (its first step's trials): only these can have an
+        #: MLflow run from an earlier call. None before the first step.
+        self._restored: set[str] | None = None
 
     # Sinks hold clients and connections, the worker a thread: build them lazily, never pickle them.
     def __getstate__(self) -> dict[str, Any]:
@@ -133,6 +136,7 @@ class SinkCallback(Callback):
             "_curves": None,
             "_points": {},
             "_curve_keys": {},
+            "_restored": None,
         }
 
     @property
@@ -199,6 +203,7 @@ class SinkCallback(Callback):
         self.live.closers.append(self.close)
         self._mlflow = self._parquet = self._curves = None
         self._points, self._curve_keys = {}, {}
+        self._restored = None
         self._rows_checked = False
         self._ended = None
         self._recorded = set(self.live.recorded)  # the rows the driver read before the experiment (re)started
@@ -251,6 +256,7 @@ class SinkCallback(Callback):
                 ),
                 parent=self._parent(plan, phase),
                 config=spec.to_dict(),
+                new=self._restored is not None and trial.trial_id not in self._restored,
             )
             trial_id = trial.trial_id
 
@@ -268,6 +274,8 @@ class SinkCallback(Callback):
         # Tune's own list of trials (the same object every step): the searcher, which Tune tells
         # of a failure by trial id only, finds the failed trial's exception through it.
         self.run.trials = trials
+        if self._restored is None:
+            self._restored = {trial.trial_id for trial in trials}
         if not self._rows_checked and (trials or self.run.recorded):  # a resumed run, at its first step
             self._end_abandoned_runs(trials)
         self._rewrite_lost_rows(trials)
@@ -357,7 +365,7 @@ class SinkCallback(Callback):
 
         self._to_mlflow("log epoch", log)
         if self.run.progress is not None:
-            self.run.progress.heartbeat(*self._running_and_best(trials), self.run.config.search.metric)
+            self.run.progress.heartbeat(lambda: self._running_and_best(trials), self.run.config.search.metric)
 
     def _curve_key(self, trial: Any) -> CurveKey:
         """Whose curve (built once per trial: every report of the trial needs it)."""
@@ -488,10 +496,10 @@ class SinkCallback(Callback):
                     if record["benchmark"] == benchmark:
                         ended = row_of(record)
                         where = sink.parent_slot(ended.regularizer, ended.phase)
-                        self._ended.setdefault(where, {})[ended.run_id] = ended
-            mine = self._ended.setdefault(slot, {})
-            mine[row.run_id] = row  # a trial recorded again replaces its row
-            sink.counters(parent, list(mine.values()))
+                        self._ended.setdefault(where, PhaseTally()).put(ended.run_id, ended)
+            mine = self._ended.setdefault(slot, PhaseTally())
+            mine.put(row.run_id, row)  # a trial recorded again replaces its row
+            sink.counters(parent, mine)
 
         self._to_mlflow("parent counters", count)
 

@@ -211,6 +211,19 @@ def _check_resumed(uri: str, experiment_id: str, parent: str, run_id: str) -> No
     assert _history(client, run_id, M.TEST_ACCURACY) == [(2, 0.55)]
 
 
+def test_a_trial_known_to_be_new_is_created_without_a_lookup(sqlite_uri: str, experiment_name: str) -> None:
+    """A sink without the in-memory map (a later call) finds an earlier run by its tag; told that
+    the trial is new (its caller made it in this call) it creates one without searching."""
+    parent, run_id = _crash_and_resume(MlflowSink(sqlite_uri, experiment_name))
+    later = MlflowSink(sqlite_uri, experiment_name)
+    assert later.trial_run(parent, "resumable/t1", "t1", {"lr": 0.1}, {}) == run_id  # found by its tag
+    fresh = MlflowSink(sqlite_uri, experiment_name)
+    created = fresh.trial_run(parent, "resumable/t1", "t1", {"lr": 0.1}, {}, find=False)
+    assert created != run_id  # not looked up: a second run with the same key
+    runs = _all_runs(MlflowClient(sqlite_uri), later.experiment_id)
+    assert sorted(r.info.run_id for r in runs) == sorted([parent, run_id, created])
+
+
 def test_resume_with_saved_state(sqlite_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     first = MlflowSink(sqlite_uri, experiment_name)
     parent, run_id = _crash_and_resume(first)

@@ -18,6 +18,7 @@ from bench.results.vocabulary import (
     TAG_SELECTED_FROM,
     TAG_STATUS,
     ParentRun,
+    PhaseTally,
     TrialRun,
     backfill_metrics,
     parent_finish,
@@ -95,11 +96,14 @@ def test_parent_counters_chart_the_phase_as_its_trials_end(tmp_path, row_factory
         row_factory(run_id="s/c", status="failed", forward_passes=0, backward_passes=0, wall_seconds=0.25),
     ]
     parent = _parent(rows[0])
+    tally = PhaseTally()
     for ordinal, row in enumerate(rows):
         row.mlflow_run_id = sink.start(TrialStart(dataclasses.replace(TrialRun.of_row(row), ordinal=ordinal), parent))
         sink.record(row)
-        sink.counters(parent, rows[: ordinal + 1])
-    sink.counters(parent, rows)  # a trial recorded again: the same point, not a second one
+        tally.put(row.run_id, row)
+        sink.counters(parent, tally)
+    tally.put(rows[-1].run_id, rows[-1])
+    sink.counters(parent, tally)  # a trial recorded again: the same point, not a second one
     sink.finish([ParentEnd(parent, parent_finish(rows, None))])
 
     client = MlflowClient(tracking_uri=sink.sink.tracking_uri)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 
+import numpy as np
 import pytest
 
 from bench.results.schema import Phase
@@ -14,6 +15,7 @@ from bench.results.vocabulary import (
     PHASE_WALL_SECONDS,
     ParentFinish,
     ParentRun,
+    PhaseTally,
     TrialRun,
     parent_finish,
     parent_run_name,
@@ -81,3 +83,24 @@ def test_phase_counters_sum_the_ended_trials(row_factory):
     assert phase_counters([]) == {key: 0.0 for key in counters}
     # The phase's end logs the same counters, at step = the trials ended.
     assert parent_finish(rows, None) == ParentFinish(counters, {}, None, step=4)
+
+
+def test_a_tally_kept_as_trials_end_equals_a_recount(row_factory):
+    """Trials ending one by one, some recorded again with another outcome (a retried or resumed
+    trial): the tally kept as they come equals the counters over each trial's latest row."""
+    random = np.random.default_rng(7)
+    for _ in range(20):
+        tally, latest = PhaseTally(), {}
+        for _ in range(60):
+            key = f"t{random.integers(25)}"  # often a key seen before: its row is replaced
+            row = row_factory(
+                run_id=key,
+                status=str(random.choice(["completed", "stopped", "failed"])),
+                forward_passes=int(random.integers(0, 500)),
+                backward_passes=int(random.integers(0, 500)),
+                wall_seconds=float(random.uniform(0, 10)),
+            )
+            tally.put(key, row)
+            latest[key] = row
+            assert len(tally) == len(latest)
+            assert tally.counters() == pytest.approx(phase_counters(latest.values()), rel=1e-12, abs=1e-9)

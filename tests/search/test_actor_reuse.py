@@ -5,6 +5,7 @@ its own hyperparameters and a fresh dataset."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import yaml
 from bench.config import parse_config
 from bench.data import load_dataset
 from bench.results.parquet import read_rows
+from bench.search.driver import TUNE_RESULT_LOG_VARIABLE
 from bench.training import Trainer, TrialSpec
 from tests.runner import sharpbench
 
@@ -56,7 +58,16 @@ def test_trials_in_one_reused_worker_train_as_they_would_alone(tmp_path, repo_ro
     config_path.write_text(yaml.safe_dump(raw))
     results = tmp_path / "results"
     # One CPU: one trial at a time, so a reused actor runs every trial of a phase.
-    done = sharpbench("run", str(config_path), "--results", str(results), "--num-cpus", "1", cwd=repo_root)
+    done = sharpbench(
+        "run",
+        str(config_path),
+        "--results",
+        str(results),
+        "--num-cpus",
+        "1",
+        cwd=repo_root,
+        env={**os.environ, TUNE_RESULT_LOG_VARIABLE: "1"},  # Tune's result.json: each report's worker pid
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     rows = read_rows(results).to_pylist()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from bench import metrics
 from bench.config import parse_config
@@ -200,3 +202,47 @@ def test_a_trial_run_again_ends_as_its_row_says():
         from bench.search.live import LIVE
 
         LIVE.bind(None)
+
+
+@dataclass
+class _Waiting:
+    """A trial with a status, as Tune's schedulers see it."""
+
+    trial_id: str
+    status: str
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Controller:
+    """The two calls a scheduler makes on Tune's controller wrapper to choose a trial."""
+
+    trials: list[_Waiting]
+
+    def get_trials(self) -> list[_Waiting]:
+        return self.trials
+
+    def get_live_trials(self) -> list[_Waiting]:
+        live = [t for t in self.trials if t.status != Trial.TERMINATED]
+        return [live[i] for i in np.random.default_rng(len(live)).permutation(len(live))]  # a set: no order
+
+
+def test_the_trial_chosen_to_run_is_fifos_choice_from_the_live_trials_alone():
+    """Random runs of trials added, started, paused, ended: the choice always equals Tune's FIFO
+    scheduler's (which scans every trial), so looking at the live trials only changes nothing."""
+    random = np.random.default_rng(3)
+    for _ in range(30):
+        scheduler, trials = _scheduler(), []
+        for step in range(80):
+            if not trials or random.random() < 0.4:
+                trial = _Waiting(f"t{step}", Trial.PENDING, {METHOD_KEY: "erm", PHASE_KEY: "search"})
+                trials.append(trial)
+                scheduler.on_trial_add(None, trial)
+            else:
+                trial = trials[random.integers(len(trials))]
+                if trial.status != Trial.TERMINATED:
+                    trial.status = str(random.choice([Trial.RUNNING, Trial.PAUSED, Trial.PENDING, Trial.TERMINATED]))
+                    if trial.status == Trial.TERMINATED:
+                        scheduler.on_trial_complete(None, trial, {})
+            controller = _Controller(trials)
+            assert scheduler.choose_trial_to_run(controller) is FIFOScheduler().choose_trial_to_run(controller)
