@@ -9,8 +9,10 @@ searcher, per-method ASHA, the Parquet and MLflow sinks), with simulated trials
 time, ``epoch_seconds × passes per step / 2``, and reports what a real trial reports). For each
 N it prints the slot utilization (busy slot-seconds over slots × wall, as the orchestration
 benchmark defines it) and the driver's CPU time per trial (the process's user + system time over
-the whole run, Tune's start-up included, divided by N). The targets: utilization ≥ 0.9, and the
-driver's cost per trial flat as N grows (no per-trial work that grows with the history).
+the whole run, Tune's start-up included, divided by N), and that cost in each tenth of the run (by
+trials ended, sampled every 2 s: within one run, whether a trial costs the driver more as the
+history grows). The targets: utilization ≥ 0.9, and the driver's cost per trial flat as N grows
+(no per-trial work that grows with the history).
 
 Every slot is a trial process on this machine: 64 slots need about 64 × 0.3 GB of memory, so the
 default is 16 slots (4 workers × 4 logical GPUs); give a larger cluster where memory allows.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -88,14 +91,15 @@ class DriverMeter:
         self.samples.append((time.process_time(), self._ended()))
 
     def ms_per_trial_by_part(self, trials: int, parts: int = PARTS) -> list[float]:
-        """CPU ms per trial between the samples nearest each ``trials / parts`` boundary."""
+        """CPU ms per trial between the first samples at or past each ``trials / parts`` boundary;
+        NaN for a part no sample falls inside (a run too short for its sampling period)."""
         figures = []
         for part in range(parts):
             low, high = trials * part / parts, trials * (part + 1) / parts
             start = next(s for s in self.samples if s[1] >= low) if part else self.samples[0]
             end = next((s for s in self.samples if s[1] >= high), self.samples[-1])
-            ended = max(end[1] - start[1], 1)
-            figures.append(1000 * (end[0] - start[0]) / ended)
+            ended = end[1] - start[1]
+            figures.append(1000 * (end[0] - start[0]) / ended if ended > 0 else math.nan)
         return figures
 
 
@@ -160,7 +164,7 @@ def _line(f: ScaleFigure) -> str:
     return (
         f"{f.trials:>7} {f.slots:>5} {f.wall_seconds:>8.1f} {f.utilization:>11.3f} "
         f"{f.driver_cpu_seconds:>12.1f} {f.driver_ms_per_trial:>9.1f}  "
-        + " ".join(f"{ms:.0f}" for ms in f.ms_per_trial_by_part)
+        + " ".join("–" if math.isnan(ms) else f"{ms:.0f}" for ms in f.ms_per_trial_by_part)
     )
 
 

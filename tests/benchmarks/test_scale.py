@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -31,6 +32,8 @@ def test_cost_by_part_is_the_cpu_between_the_samples_at_each_boundary(tmp_path) 
     # (CPU seconds, trials ended): 1 s for the first 10 trials, then 2, 3, 4 s for the next tens.
     meter.samples = [(0.0, 0), (0.5, 4), (1.0, 10), (3.0, 20), (6.0, 30), (8.0, 35), (10.0, 40)]
     assert meter.ms_per_trial_by_part(40, parts=4) == pytest.approx([100.0, 200.0, 300.0, 400.0])
+    # Sampled too rarely for 8 parts: a part within one pair of samples has no figure of its own.
+    assert math.isnan(meter.ms_per_trial_by_part(40, parts=8)[1])
 
 
 def test_the_meter_counts_the_rows_written_while_it_runs(tmp_path) -> None:
