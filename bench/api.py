@@ -17,19 +17,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bench.catalog import load_benchmark
 from bench.config import BenchmarkConfig, ConfigError
 from bench.console import Output, Verbosity
 from bench.errors import BadInput, unknown_name
 from bench.leaderboard import DEFAULT_BASELINE, BenchmarkBoard, build_leaderboard, methods_present
 from bench.leaderboard.suite import SuiteBoard
 from bench.results.parquet import no_results_folder
-from bench.session import RunOptions, RunOutcome, Session
+
+if TYPE_CHECKING:
+    from bench.session import RunOutcome
 
 PathLike = str | Path
 
@@ -64,6 +66,11 @@ def run(
     ``quiet`` (default) prints only the board and the commands to look further; ``quiet=False``
     prints the live progress of ``sharpbench run``. The other keywords are ``sharpbench run``'s
     options (see ``sharpbench run --help``)."""
+    # Imported here: they bring torch and Ray, which reading rows and boards does not need
+    # (about 3 s of a leaderboard's start-up).
+    from bench.catalog import load_benchmark
+    from bench.session import RunOptions, Session
+
     if isinstance(config, BenchmarkConfig):
         loaded, source = config, "the config object"
     else:

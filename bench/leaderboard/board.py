@@ -59,7 +59,7 @@ import pyarrow as pa
 
 from bench import metrics as M
 from bench import selection, stats
-from bench.measure.flatness import edge_of_stability
+from bench.measure.stability import edge_of_stability
 from bench.results.schema import FailureClass, Phase, TrialStatus
 
 #: Flatness columns averaged over the chosen rows (declared in bench.metrics).
@@ -191,7 +191,7 @@ class Standing:
     epsilon_sharpness: float | None
     adaptive_sharpness: float | None
     #: Mean of λ_max / the edge of stability of each row's optimizer at its peak learning rate
-    #: (:func:`bench.measure.flatness.edge_of_stability`): ≈ 1 at the edge, < 1 flatter than it.
+    #: (:func:`bench.measure.stability.edge_of_stability`): ≈ 1 at the edge, < 1 flatter than it.
     eos_ratio: float | None
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from bench.config import FlatnessConfig
 from bench.measure.flatness import (
     FlatnessResult,
     adaptive_sharpness,
-    edge_of_stability,
     epsilon_sharpness,
     hessian_vector_product,
     hutchinson_trace,
@@ -27,6 +26,7 @@ from bench.measure.flatness import (
     top_eigenvalue,
     trainable_parameters,
 )
+from bench.measure.stability import edge_of_stability
 
 F64 = torch.float64
 EPS64 = torch.finfo(F64).eps
