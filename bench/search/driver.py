@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ray import tune
@@ -229,7 +229,7 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
             storage_path=str(storage),
             # Tune's CSV and TensorBoard loggers are not added (see run_benchmark); its JSON result
             # log only when asked (TUNE_RESULT_LOG_VARIABLE).
-            callbacks=[SinkCallback(), *([JsonLoggerCallback()] if os.environ.get(TUNE_RESULT_LOG_VARIABLE) else [])],
+            callbacks=[SinkCallback(), *([JsonLoggerCallback()] if tune_result_log_asked(os.environ) else [])],
             failure_config=FailureConfig(max_failures=config.search.max_failures),
             # Two, not one: after kill -9 the last experiment snapshot may name the checkpoint
             # before the newest, and with one kept that one is already deleted (seen in a test).
@@ -239,11 +239,17 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
     )
 
 
-#: Set (to anything), Tune's JSON result log is written too: a ``result.json`` per trial with
-#: every report (the worker's pid and host among them), for debugging. Off by default: Parquet,
-#: the curves and MLflow are the record, and Tune copies its driver folder, every trial's log
-#: included, to the results folder at each save of its state (30,000 files at 10,000 trials).
+#: Set to 1 (or true, yes, on), Tune's JSON result log is written too: a ``result.json`` per
+#: trial with every report (the worker's pid and host among them), for debugging. Off by default:
+#: Parquet, the curves and MLflow are the record, and Tune copies its driver folder, every trial's
+#: log included, to the results folder at each save of its state (30,000 files at 10,000 trials).
 TUNE_RESULT_LOG_VARIABLE = "SHARPBENCH_TUNE_RESULT_LOG"
+
+
+def tune_result_log_asked(environ: Mapping[str, str]) -> bool:
+    """Whether :data:`TUNE_RESULT_LOG_VARIABLE` asks for Tune's JSON result log (0, false, no,
+    off and empty do not)."""
+    return environ.get(TUNE_RESULT_LOG_VARIABLE, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def run_benchmark(

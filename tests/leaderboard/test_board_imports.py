@@ -16,7 +16,8 @@ with contextlib.redirect_stdout(out):
         main()
     except SystemExit as stop:
         assert not stop.code, stop.code
-print(json.dumps({"board": out.getvalue(), "loaded": sorted(m for m in ("torch", "ray", "mlflow") if m in sys.modules)}))
+loaded = sorted(m for m in ("torch", "ray", "mlflow") if m in sys.modules)
+print(json.dumps({"board": out.getvalue(), "loaded": loaded}))
 """
 
 

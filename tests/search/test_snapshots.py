@@ -1,4 +1,5 @@
-"""Tune's experiment-state saves: every 2 s while cheap, at most 5% of the time as they grow."""
+"""Tune's experiment-state saves: every 2 s while cheap, at most 5% of the time as they grow; its
+JSON result log only when asked (both: what Tune writes to the driver's folder at each save)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ray.train._internal.storage import StorageContext
 from ray.tune import CheckpointConfig
 from ray.tune.execution.tune_controller import TuneController
 
+from bench.search.driver import TUNE_RESULT_LOG_VARIABLE, tune_result_log_asked
 from bench.search.runtime import init_ray
 from bench.search.snapshots import FLOOR_SECONDS, PERIOD_VARIABLE, CostFollowingSnapshots, snapshots_following_cost
 
@@ -75,3 +77,12 @@ def test_the_period_follows_the_save_time_through_tunes_own_save_loop(storage):
     manager.sync_up_experiment_state(save(0.001), force=True, wait=True)
     assert manager.period == FLOOR_SECONDS
     assert (remote / "experiment_state.json").read_text() == "3"  # each save reached the storage path
+
+
+@pytest.mark.parametrize(
+    ("value", "asked"),
+    [(None, False), ("", False), ("0", False), ("false", False), ("off", False), ("1", True), (" Yes ", True)],
+)
+def test_tunes_result_log_only_when_asked(value: str | None, asked: bool) -> None:
+    environ = {} if value is None else {TUNE_RESULT_LOG_VARIABLE: value}
+    assert tune_result_log_asked(environ) is asked
