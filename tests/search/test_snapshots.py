@@ -73,9 +73,12 @@ def test_the_period_follows_the_save_time_through_tunes_own_save_loop(storage):
     manager.sync_up_experiment_state(save(0.001))
     assert saves == [0.001]  # throttled: within the period nothing is saved
     manager.sync_up_experiment_state(save(0.2), force=True, wait=True)
-    assert 19 * 0.2 <= manager.period < 19 * 0.4  # 19 × the save: at most 5% of the time saving
+    # 19 × the save (at least 0.2 s, more on a loaded machine): at most 5% of the time saving.
+    assert 19 * 0.2 <= manager.period < 19 * 2.0
+    period = manager.period
     manager.sync_up_experiment_state(save(0.001), force=True, wait=True)
-    assert manager.period == FLOOR_SECONDS
+    assert manager.period < period  # back down with the save's cost (to the 2-s floor when idle)
+    assert manager.period >= FLOOR_SECONDS
     assert (remote / "experiment_state.json").read_text() == "3"  # each save reached the storage path
 
 
