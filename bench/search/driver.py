@@ -177,13 +177,15 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
     config = live.config
     plans = list(live.plans.values())
     several = config.resources.workers_per_trial > 1
+    trainable = tune.with_parameters(trial_function, config=config, plans=live.plans)
     if several:
-        from bench.search.distributed import TRIAL_RESOURCES  # Ray Train places the workers themselves
+        from bench.search.distributed import TRIAL_RESOURCES, data_parallel_trainable  # Ray Train: only here
 
+        trainable = data_parallel_trainable(trainable)  # places the workers itself, aborts them on a stop
         resources = TRIAL_RESOURCES
     else:
         resources = {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(trial_function, config=config, plans=live.plans), resources)
+    trainable = tune.with_resources(trainable, resources)
     path = storage / name
     if Tuner.can_restore(str(path)) and not _has_trials(path):
         # Interrupted before Tune made a single trial: nothing to resume, and Tune's restore of
@@ -220,8 +222,8 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
             num_samples=-1,  # the searcher says when it is done: budgets, then final runs
             # One worker process per slot, not one per trial: a new actor re-imports torch and
             # bench (seconds per trial, measured by bench.benchmarks.orchestration). Not for trials
-            # on several workers: their Ray Train run must end with the trial's actor (an early
-            # stop kills the actor, and with it the run it owns).
+            # on several workers: Tune resets a reused actor instead of stopping it, and the stop
+            # is what aborts the trial's Ray Train run (bench.search.distributed).
             reuse_actors=not several,
         ),
         run_config=RunConfig(

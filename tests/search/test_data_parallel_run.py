@@ -2,11 +2,13 @@
 
 The same benchmark on 1 worker and on 2 (same global batch, float64) records the same trial; the
 2-worker run's checkpoints reach Tune, so a run killed with kill -9 after one resumes from it and
-still records that trial.
+still records that trial. Trials that Tune ends from outside (ASHA) free their workers' resources
+for the next ones.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -81,6 +83,45 @@ def test_two_workers_record_the_one_worker_trial_and_resume_after_kill_9(tmp_pat
     assert second["hardware"].iloc[0].startswith("2 × ")
     assert second["compile_s"].iloc[0] > 0  # the worker group's start, off the trial's clock
     assert not list(results.glob("ray/parallel/*/run_trial_*/workers"))  # the Train run's copies removed
+
+
+ASHA_CONFIG = """
+benchmark: stopped
+dataset: {name: digits}
+model: {name: mlp, options: {hidden: 32, depth: 1}}
+training: {epochs: 4, batch_size: 64, learning_rate: 0.05}
+search:
+  trials_per_method: 5
+  seed: 0
+  sampler: random
+  asha: {grace_period: 1, reduction_factor: 2}
+  space: {learning_rate: {low: 0.00001, high: 1.0, log: true}}
+resources: {cpus_per_trial: 1, workers_per_trial: 2}
+final: {seeds: [1]}
+regularizers: [erm]
+"""
+
+
+def test_trials_asha_stops_free_their_workers_for_the_next_trials(tmp_path: Path) -> None:
+    """One slot (2 CPUs, 2 workers of 1 CPU): each trial's workers start only once the previous
+    trial's are gone. ASHA ends every trial from outside its Train run (early, or at max_t on its
+    last report); a run that left the workers' placement group behind waited forever (seen)."""
+    config = tmp_path / "stopped.yaml"
+    config.write_text(ASHA_CONFIG)
+    results = tmp_path / "r"
+    process = start_sharpbench("run", str(config), "--results", str(results), "--num-cpus", "2", new_session=True)
+    try:
+        out, err = process.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        kill_session(process.pid)
+        out, err = process.communicate(timeout=60)
+        pytest.fail(f"the run stalled after {out.count('] ')} trial(s):\n{out[-2000:]}")
+    assert process.returncode == 0, err[-3000:]
+    rows = sharpbench.rows(results)
+    assert len(rows) == 6  # 5 search trials, 1 final run
+    assert (rows[rows["phase"] == "search"]["status"] == "stopped").any()  # some stopped early, mid-run
+    assert set(rows["status"]) <= {"completed", "stopped"}
+    assert not list(results.glob("ray/stopped/*/run_trial_*/workers"))  # aborted runs' copies removed too
 
 
 FAILING_PLUGIN = """
