@@ -75,14 +75,15 @@ class Preview:
 
     benchmark: str
     methods: tuple[MethodPreview, ...]
-    cpus_per_trial: float
-    gpus_per_trial: float
+    cpus_per_trial: float  # per worker
+    gpus_per_trial: float  # per worker
     concurrency: int
     concurrency_note: str
     train_samples: int | None  # None: the dataset could not be loaded here
     dataset_note: str | None
     perf_source: str | None  # the perf file used, None when there is none
     warnings: tuple[str, ...] = ()  # bench.plan.recipe_warnings: methods the recipe makes degenerate
+    workers_per_trial: int = 1
 
     @property
     def trials(self) -> int:
@@ -231,6 +232,7 @@ def preview(
         dataset_note=data_note,
         perf_source=perf_source,
         warnings=() if train is None else tuple(recipe_warnings(plans, train, config.training.batch_size)),
+        workers_per_trial=resources.workers_per_trial,
     )
 
 
@@ -263,8 +265,11 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
     elif p.dataset_note:
         out.append(p.dataset_note)
     gpus = f", {p.gpus_per_trial:g} GPU" if p.gpus_per_trial else ", no GPU"
+    each = f"{p.cpus_per_trial:g} CPU{gpus}"
+    if p.workers_per_trial > 1:
+        each = f"{p.workers_per_trial} workers × ({each}), one Ray Train run"
     out.append(
-        f"resources per trial: {p.cpus_per_trial:g} CPU{gpus}; concurrency: {p.concurrency} trial"
+        f"resources per trial: {each}; concurrency: {p.concurrency} trial"
         f"{'' if p.concurrency == 1 else 's'} at once ({p.concurrency_note})"
     )
     estimate = p.estimate_seconds()
@@ -274,6 +279,11 @@ def lines(p: Preview, config: BenchmarkConfig) -> list[str]:
             f"time estimate (from {p.perf_source}): search at most {format_duration(search)}, finals about "
             f"{format_duration(finals)}, at {p.concurrency} at once; training steps only (no evaluation, flatness, "
             "start-up)"
+            + (
+                f"; at one worker's speed ({p.workers_per_trial} workers' is not measured)"
+                if p.workers_per_trial > 1
+                else ""
+            )
         )
     else:
         missing = sorted({m.method for m in p.methods if m.samples_per_second is None})

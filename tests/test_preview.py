@@ -12,7 +12,7 @@ import pytest
 from bench.catalog import load_benchmark
 from bench.data import load_dataset
 from bench.plan import plan_methods
-from bench.preview import PreviewError, lines, preview, read_perf
+from bench.preview import PreviewError, StepFigure, lines, preview, read_perf
 from tests.runner import sharpbench
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,3 +157,15 @@ def test_passes_per_step_are_the_most_a_searched_trial_can_cost(tmp_path: Path) 
         top = regularizers.create(name, **{key: domain.high}).cost(has_batchnorm=True).per_step
         bottom = regularizers.create(name, **{key: domain.low}).cost(has_batchnorm=True).per_step
         assert top > bottom and by_method[name].passes_per_step == top
+
+
+def test_a_trial_on_several_workers_is_said_so(tmp_path: Path) -> None:
+    """Its resources are N workers' (the slots count them all), and the estimate is one worker's."""
+    config = load_benchmark(SMOKE)
+    config = config.model_copy(update={"resources": config.resources.model_copy(update={"workers_per_trial": 2})})
+    perf = [
+        StepFigure(model="mlp", method=m, device="cpu", batch_size=64, samples_per_second=500.0) for m in ("erm", "sam")
+    ]
+    text = "\n".join(lines(preview(config, perf=perf, perf_source="p.json", num_cpus=4), config))
+    assert "resources per trial: 2 workers × (1 CPU, no GPU), one Ray Train run; concurrency: 2 trials" in text
+    assert "at one worker's speed (2 workers' is not measured)" in text

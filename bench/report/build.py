@@ -479,7 +479,9 @@ def build_report(
     sources = [
         f"{folder} ({read_rows(folder, problems=[]).num_rows} rows)" for folder in folders
     ]  # skipped files: said once, above
-    built = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    # The newest row's time, not the clock's: the same rows give the same page, byte for byte.
+    newest = max((row["timestamp"] for row in rows if row["timestamp"] is not None), default=None)
+    built = "no rows" if newest is None else newest.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     html_path.parent.mkdir(parents=True, exist_ok=True)
     staging = html_path.with_name(html_path.name + ".tmp")
     reference_line = (

@@ -249,9 +249,9 @@ def page(
     reference: str | None = None,
     suite: SuiteSection | None = None,
 ) -> str:
-    """The whole HTML document. ``sources``: one line per results folder read; ``built``: when;
-    ``reference``: the reference folder read (``--reference``), if any; ``suite``: the section
-    across the benchmarks, first (two benchmarks or more)."""
+    """The whole HTML document. ``sources``: one line per results folder read; ``built``: the time
+    of the newest row read; ``reference``: the reference folder read (``--reference``), if any;
+    ``suite``: the section across the benchmarks, first (two benchmarks or more)."""
     contents = ('<li><a href="#suite">Across the benchmarks</a></li>' if suite is not None else "") + "".join(
         f'<li><a href="#b-{re.sub(r"[^A-Za-z0-9_-]", "-", s.board.benchmark)}">'
         f"{html.escape(s.board.benchmark)}</a></li>"
@@ -265,7 +265,7 @@ def page(
             "<title>sharpbench report</title>",
             f"<style>{_STYLE}</style></head><body>",
             "<h1>sharpbench report</h1>",
-            f'<p class="meta">Built {html.escape(built)} from: {html.escape("; ".join(sources))}.</p>',
+            f'<p class="meta">Rows up to {html.escape(built)}, from: {html.escape("; ".join(sources))}.</p>',
             *([f'<p class="meta">Compared with the reference: {html.escape(reference)}.</p>'] if reference else []),
             f"<ul>{contents}</ul>",
             *([_suite(suite)] if suite is not None else []),

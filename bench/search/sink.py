@@ -364,6 +364,10 @@ class SinkCallback(Callback):
             sink.epochs(run_id.result(), epochs, used, checkpoint)
 
         self._to_mlflow("log epoch", log)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        # Every step of Tune's loop, not every report: a long first epoch, or trials waiting for
+        # resources, still shows the run is alive (the heartbeat checks the clock first).
         if self.run.progress is not None:
             self.run.progress.heartbeat(lambda: self._running_and_best(trials), self.run.config.search.metric)
 
@@ -396,9 +400,13 @@ class SinkCallback(Callback):
         better = max if metrics.OBJECTIVES[metric] == "max" else min
         running, best = [], {}
         for t in trials:
-            if not t.last_result or METHOD_KEY not in (t.config or {}):
+            if METHOD_KEY not in (t.config or {}):
                 continue
             method = t.config[METHOD_KEY]
+            if not t.last_result:
+                if t.status == "RUNNING":  # started, no epoch reported yet
+                    running.append((method, 0, trial_spec(self.run.config, self._plan(t), t.config).training.epochs))
+                continue
             if t.trial_id not in self.finished and metrics.EPOCH in t.last_result:
                 epoch, planned = t.last_result.get(metrics.EPOCH, 0), t.last_result.get(metrics.EPOCHS_PLANNED, 0)
                 running.append((method, int(epoch), int(planned)))

@@ -12,6 +12,7 @@ import pypdf
 import pytest
 from PIL import Image
 
+import sharpbench
 from bench.report import palette
 from bench.report.build import build_report
 from tests.report.results_folder import TRIALS, write_results
@@ -60,6 +61,10 @@ def test_the_same_rows_give_the_same_files(artifacts, results_dir, tmp_path):
     again = build_report([results_dir], tmp_path / "again.html")
     for fmt in ("png", "svg", "pdf"):
         assert [p.read_bytes() for p in again.paths(fmt)] == [p.read_bytes() for p in artifacts.paths(fmt)], fmt
+    # The page too: it says when the newest row was written, not when it was built.
+    assert again.html_path.read_bytes() == artifacts.html_path.read_bytes()
+    newest = max(sharpbench.rows(results_dir)["timestamp"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"Rows up to {newest}, from: " in again.html_path.read_text(encoding="utf-8")
 
 
 def _legend_styles(svg: Path) -> dict[str, tuple[str, str]]:

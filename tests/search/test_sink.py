@@ -3,6 +3,8 @@ check the store), rather than opening the store a second time."""
 
 from __future__ import annotations
 
+import io
+
 from bench.config import parse_config
 from bench.plan import plan_methods
 from bench.results.mlflow_sink import MlflowSink, default_tracking_uri
@@ -86,3 +88,33 @@ def test_experiment_end_ends_the_parent_of_every_phase_with_rows_by_its_rows(tmp
     # No parent was made for the final phase, which has no rows.
     runs = client.search_runs([client.get_experiment_by_name("unit").experiment_id])
     assert [r.info.run_id for r in runs] == [opened]
+
+
+def test_the_heartbeat_ticks_on_tune_steps_and_shows_trials_that_have_not_reported(tmp_path, monkeypatch):
+    """A long first epoch (or workers still starting) reports nothing: the heartbeat still prints,
+    from Tune's steps, with such a trial at epoch 0 of its planned epochs."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from bench.console import RunProgress
+    from bench.plan import METHOD_KEY, PHASE_KEY
+
+    clock = iter([0.0, 10.0, 31.0])  # RunProgress's start, then one reading per heartbeat
+    monkeypatch.setattr("bench.console.time.monotonic", lambda: next(clock))
+    buffer = io.StringIO()
+    run = _live(tmp_path, "unit", None)
+    run.progress = RunProgress(Console(file=buffer, width=200, force_terminal=False), [("erm", 2, 0)])
+    config = {METHOD_KEY: "erm", PHASE_KEY: "search"}
+    started = SimpleNamespace(trial_id="a", config=config, last_result={}, status="RUNNING")
+    waiting = SimpleNamespace(trial_id="b", config=config, last_result={}, status="PENDING")
+    callback = SinkCallback()
+    LIVE.bind(run)
+    try:
+        callback.on_step_end(1, [started, waiting])
+        assert buffer.getvalue() == ""  # 10 s after the start: not due
+        callback.on_step_end(2, [started, waiting])
+    finally:
+        LIVE.bind(None)
+    epochs = run.config.training.epochs
+    assert buffer.getvalue().strip() == f"… 0/2 trials done, ETA -; running: erm ep 0/{epochs}"
