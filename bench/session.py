@@ -354,7 +354,7 @@ class Session:
         config, options = self.config, self.options
         searched = 0 if self.final_only else 1
         finals = len(config.final.seeds) * config.final.top_k
-        recorded, failed = recorded_trials(results, config.benchmark)
+        recorded, failed = recorded_trials(results, config.benchmark, options.retry_failed)
         progress = RunProgress(
             self.output.out,
             [(plan.regularizer, plan.budget.trials * searched, finals) for plan in plans],
@@ -514,12 +514,19 @@ def _process_tree(roots: list[int]) -> list[int]:
     return tree
 
 
-def recorded_trials(results: Path, benchmark: str) -> tuple[dict[tuple[str, str], int], int]:
+def recorded_trials(
+    results: Path, benchmark: str, retry_failed: bool = False
+) -> tuple[dict[tuple[str, str], int], int]:
     """Trials an earlier run into ``results`` already recorded, per (method, phase), and how many
-    of them failed; one read of the rows."""
+    of them failed; one read of the rows. With ``retry_failed``, trials that raised (error, oom)
+    are not counted as done: Tune runs them again (a divergence is the trial's own end, kept)."""
+    from bench.failures import FailureClass
     from bench.results.parquet import read_rows
     from bench.results.schema import TrialStatus
 
-    mine = read_rows(results, benchmarks=[benchmark]).select(["regularizer", "phase", "status"]).to_pylist()
+    columns = ["regularizer", "phase", "status", "failure_class"]
+    mine = read_rows(results, benchmarks=[benchmark]).select(columns).to_pylist()
     failed = sum(row["status"] == TrialStatus.FAILED.value for row in mine)
-    return dict(Counter((row["regularizer"], row["phase"]) for row in mine)), failed
+    again = {FailureClass.ERROR.value, FailureClass.OOM.value} if retry_failed else set()
+    done = Counter((row["regularizer"], row["phase"]) for row in mine if row["failure_class"] not in again)
+    return dict(done), failed

@@ -20,6 +20,7 @@ from bench.leaderboard.board import (
     build_leaderboard,
     infra_line,
     methods_present,
+    pooled_line,
 )
 from bench.leaderboard.render import (
     CSV_COLUMNS,
@@ -52,6 +53,7 @@ __all__ = [
     "Standing",
     "build_leaderboard",
     "infra_line",
+    "pooled_line",
     "interval_notes",
     "legend",
     "methods_present",

@@ -601,6 +601,23 @@ def build_leaderboard(
     return boards
 
 
+def pooled_line(board: BenchmarkBoard) -> str | None:
+    """The board's line on methods with more search trials on record than one search's budget
+    gives: rows of several searches pooled (two runs of one config, folders ranked as one), whose
+    best is chosen over all of them. None when every method is within its budget."""
+    over = [
+        f"{s.regularizer} {s.trials_total} (budget {s.budget['trials']})"
+        for s in board.standings
+        if isinstance(s.budget.get("trials"), int) and 0 < s.budget["trials"] < s.trials_total
+    ]
+    if not over:
+        return None
+    return (
+        f"More search trials on record than one search's budget: {', '.join(over)}. Rows of several searches "
+        "are pooled (e.g. two runs of one config), and the best config is chosen over all of them."
+    )
+
+
 def infra_line(board: BenchmarkBoard) -> str | None:
     """The board's one line on trials lost to infrastructure faults; None when none was."""
     n = board.lost_to_infra

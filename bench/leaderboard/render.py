@@ -31,6 +31,7 @@ from bench.leaderboard.board import (
     BenchmarkBoard,
     Standing,
     infra_line,
+    pooled_line,
 )
 from bench.leaderboard.latex import latex
 from bench.leaderboard.verdict import POINTS, p_text, verdict_line
@@ -285,8 +286,8 @@ def _lines_under(board: BenchmarkBoard, wide: bool) -> str:
             "backward per search trial; time: the search's elapsed time. --wide: std, intervals of Δ, trials, "
             "slot-hours, hyperparameters, flatness and every rule.",
         ]
-    line = infra_line(board)
-    return "\n".join([*([line] if line else []), *lines])
+    above = [line for line in (infra_line(board), pooled_line(board)) if line]
+    return "\n".join([*above, *lines])
 
 
 def _short_interval(s: Standing) -> str:
@@ -376,7 +377,13 @@ def to_rich(boards: Sequence[BenchmarkBoard], *, wide: bool = False) -> Group:
 
 def _json(boards: Sequence[BenchmarkBoard]) -> str:
     described = [
-        {**b.to_dict(), "rank_rule_text": rank_rule_line(b), "rule": legend(b), "verdict": verdict_line(b)}
+        {
+            **b.to_dict(),
+            "rank_rule_text": rank_rule_line(b),
+            "rule": legend(b),
+            "verdict": verdict_line(b),
+            "pooled": pooled_line(b),
+        }
         for b in boards
     ]
     return json.dumps([_clean(b) for b in described], indent=2, allow_nan=False)

@@ -137,8 +137,8 @@ class _TrainRun:
         self.runner.join(timeout=max(deadline - time.monotonic(), 0.0))
 
     def remove_folder(self) -> None:
-        """The aborted run's folder, once the trial function (which may still copy a checkpoint
-        from it into Tune's) has ended."""
+        """Remove the aborted run's folder once the trial function (which may still be copying a
+        checkpoint from it into Tune's) has ended."""
         if not self.ended.wait(ENDED_WAIT_S):
             log.warning("the trial function of an ended trial did not end: its Train run's folder stays")
             return

@@ -17,8 +17,9 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pyarrow.fs import FileSelector, FileType
 from ray import tune
-from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune import CheckpointConfig, FailureConfig, ResultGrid, RunConfig, TuneConfig, Tuner
 from ray.tune.logger import JsonLoggerCallback
 
 from bench import metrics
@@ -241,6 +242,23 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
     )
 
 
+def _remove_spent_checkpoints(grid: ResultGrid) -> None:
+    """Once the whole run has ended (Tune saved its last state), a trial that ended without an
+    error needs its checkpoints no more: nothing resumes it, and the final runs start afresh. They
+    were most of a results folder (two per trial: 90 MB each for a ResNet-18). A trial that raised
+    keeps its own, which ``--retry-failed`` resumes from. (While the run goes on they stay: a
+    kill -9 may leave Tune a saved state older than a trial's end, which resumes it from them.)"""
+    for result in grid:
+        if result.error is not None or result.path is None:
+            continue
+        filesystem = result.filesystem
+        for info in filesystem.get_file_info(FileSelector(result.path)):
+            if info.type == FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX):
+                filesystem.delete_dir(info.path)
+
+
+#: Tune's checkpoint folders in a trial's folder: ``checkpoint_000003``.
+CHECKPOINT_PREFIX = "checkpoint_"
 #: Set to 1 (or true, yes, on), Tune's JSON result log is written too: a ``result.json`` per
 #: trial with every report (the worker's pid and host among them), for debugging. Off by default:
 #: Parquet, the curves and MLflow are the record, and Tune copies its driver folder, every trial's
@@ -332,7 +350,7 @@ def run_benchmark(
         # 10 s of it. Every 2 s keeps the window small while the state is small; as it grows with
         # the trials run, less often (bench.search.snapshots).
         with snapshots_following_cost():
-            _tuner(live, name, storage, trial_function, sequential).fit()
+            grid = _tuner(live, name, storage, trial_function, sequential).fit()
     finally:
         for close in live.closers:
             close()
@@ -343,3 +361,4 @@ def run_benchmark(
             f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); "
             "its state is saved"
         )
+    _remove_spent_checkpoints(grid)

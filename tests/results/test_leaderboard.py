@@ -714,3 +714,18 @@ def test_a_board_without_tests_says_so_and_a_rounded_zero_difference_has_no_minu
     # with tests, the legend counts them
     tested = render(build_leaderboard(_table(_stats_board_rows())), "markdown")
     assert "p Holm-adjusted over the 2 tests of this board, * = p ≤ 0.05." in tested
+
+
+def test_more_search_trials_than_one_budget_say_the_searches_are_pooled() -> None:
+    """Two runs of one config (or folders ranked as one) give a method more search trials than its
+    budget: the board says so, in every format, and stays silent within the budget."""
+    two = json.dumps({"kind": "trials", "scale": "trials", "trials": 2})
+    within = [_search("erm", C, 0.80, 0.79, budget=two), _search("sam", C, 0.82, 0.81, budget=two)]
+    (board,) = build_leaderboard(_table(within))
+    assert "pooled" not in render([board], "table") and json.loads(render([board], "json"))[0]["pooled"] is None
+
+    rows = [*within, _search("sam", C, 0.83, 0.80, budget=two), _search("sam", S, 0.5, 0.5, budget=two)]
+    (board,) = build_leaderboard(_table(rows))
+    line = "More search trials on record than one search's budget: sam 3 (budget 2)."
+    assert line in render([board], "table") and line in render([board], "markdown")
+    assert json.loads(render([board], "json"))[0]["pooled"].startswith(line)

@@ -83,6 +83,7 @@ def test_two_workers_record_the_one_worker_trial_and_resume_after_kill_9(tmp_pat
     assert second["hardware"].iloc[0].startswith("2 × ")
     assert second["compile_s"].iloc[0] > 0  # the worker group's start, off the trial's clock
     assert not list(results.glob("ray/parallel/*/run_trial_*/workers"))  # the Train run's copies removed
+    assert not _checkpoints(results)  # the run ended: its ended trial's checkpoints too
 
 
 ASHA_CONFIG = """
