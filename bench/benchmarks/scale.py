@@ -36,6 +36,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from bench.benchmarks.orchestration import Setup, measure_run
+from bench.console import Verbosity, quiet_third_party
 from bench.results.parquet import dataset_dir
 from bench.search.runtime import init_ray
 
@@ -181,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--trials must be ≥ 8 (4 methods × a search trial and a seed); the cluster sizes ≥ 1")
     if args.epoch_seconds <= 0:
         parser.error("--epoch-seconds must be positive")
+    quiet_third_party(Verbosity.normal)  # as `sharpbench run` does: its table, not Tune's per-trial lines
     print(HEADER, flush=True)
     figures = measure(
         args.trials,
