@@ -242,6 +242,10 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
     )
 
 
+#: Tune's checkpoint folders in a trial's folder: ``checkpoint_000003``.
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
 def _remove_spent_checkpoints(grid: ResultGrid) -> None:
     """Once the whole run has ended (Tune saved its last state), a trial that ended without an
     error needs its checkpoints no more: nothing resumes it, and the final runs start afresh. They
@@ -252,13 +256,14 @@ def _remove_spent_checkpoints(grid: ResultGrid) -> None:
         if result.error is not None or result.path is None:
             continue
         filesystem = result.filesystem
-        for info in filesystem.get_file_info(FileSelector(result.path)):
-            if info.type == FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX):
-                filesystem.delete_dir(info.path)
+        try:
+            for info in filesystem.get_file_info(FileSelector(result.path, allow_not_found=True)):
+                if info.type == FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX):
+                    filesystem.delete_dir(info.path)
+        except OSError as error:  # the rows are saved: a folder left behind costs disk, not results
+            _log.warning("could not remove the checkpoints of the ended trial in %s: %s", result.path, error)
 
 
-#: Tune's checkpoint folders in a trial's folder: ``checkpoint_000003``.
-CHECKPOINT_PREFIX = "checkpoint_"
 #: Set to 1 (or true, yes, on), Tune's JSON result log is written too: a ``result.json`` per
 #: trial with every report (the worker's pid and host among them), for debugging. Off by default:
 #: Parquet, the curves and MLflow are the record, and Tune copies its driver folder, every trial's
