@@ -15,9 +15,8 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from pyarrow.fs import FileSelector, FileType
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, ResultGrid, RunConfig, TuneConfig, Tuner
 from ray.tune.logger import JsonLoggerCallback
@@ -246,22 +245,25 @@ def _tuner(live: LiveRun, name: str, storage: Path, trial_function: TrialFunctio
 CHECKPOINT_PREFIX = "checkpoint_"
 
 
-def _remove_spent_checkpoints(grid: ResultGrid) -> None:
+def _remove_spent_checkpoints(grid: ResultGrid, experiment: Path) -> None:
     """Once the whole run has ended (Tune saved its last state), a trial that ended without an
     error needs its checkpoints no more: nothing resumes it, and the final runs start afresh. They
     were most of a results folder (two per trial: 90 MB each for a ResNet-18). A trial that raised
     keeps its own, which ``--retry-failed`` resumes from. (While the run goes on they stay: a
-    kill -9 may leave Tune a saved state older than a trial's end, which resumes it from them.)"""
+    kill -9 may leave Tune a saved state older than a trial's end, which resumes it from them.)
+
+    Only inside ``experiment``, this run's Tune folder: a trial restored from a moved or copied
+    results folder may still name its old place (seen), which is not this run's to change."""
     for result in grid:
         if result.error is not None or result.path is None:
             continue
-        filesystem = result.filesystem
+        folder = experiment / PurePosixPath(result.path).name
         try:
-            for info in filesystem.get_file_info(FileSelector(result.path, allow_not_found=True)):
-                if info.type == FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX):
-                    filesystem.delete_dir(info.path)
+            for checkpoint in folder.glob(f"{CHECKPOINT_PREFIX}*"):
+                if checkpoint.is_dir():
+                    shutil.rmtree(checkpoint)
         except OSError as error:  # the rows are saved: a folder left behind costs disk, not results
-            _log.warning("could not remove the checkpoints of the ended trial in %s: %s", result.path, error)
+            _log.warning("could not remove the checkpoints of the ended trial in %s: %s", folder, error)
 
 
 #: Set to 1 (or true, yes, on), Tune's JSON result log is written too: a ``result.json`` per
@@ -366,4 +368,4 @@ def run_benchmark(
             f"benchmark {config.benchmark} was interrupted with trials unfinished ({'; '.join(missing)}); "
             "its state is saved"
         )
-    _remove_spent_checkpoints(grid)
+    _remove_spent_checkpoints(grid, storage / name)

@@ -94,3 +94,27 @@ def test_an_ended_run_keeps_only_the_checkpoints_of_trials_that_raised(tmp_path:
     (line,) = [line for line in retried.stdout.splitlines() if line.startswith("[")]
     # resumed from epoch 1: it fails 80 steps later, in epoch 2 again; counted as the search's one trial
     assert line.startswith("[2/2 fails_in_epoch_two search 1/1] failed 2/3 ep") and "all 2/2," in line, line
+
+
+def test_only_this_runs_folder_is_touched_whatever_path_a_restored_trial_names(tmp_path: Path) -> None:
+    """A trial restored from a moved or copied results folder may name its old place (seen): the
+    checkpoints removed are those of the trial's folder in this run's experiment folder."""
+    from types import SimpleNamespace
+
+    from bench.search.driver import _remove_spent_checkpoints
+
+    old, new = tmp_path / "old" / "run-1", tmp_path / "new" / "run-1"
+    for experiment in (old, new):
+        for trial in ("run_trial_a", "run_trial_b"):
+            for n in (1, 2):
+                (experiment / trial / f"checkpoint_00000{n}").mkdir(parents=True)
+            (experiment / trial / "result.txt").write_text("kept")
+    grid = [
+        SimpleNamespace(error=None, path=str(old / "run_trial_a")),  # ended: its checkpoints go, here only
+        SimpleNamespace(error=RuntimeError("raised"), path=str(old / "run_trial_b")),  # kept for --retry-failed
+        SimpleNamespace(error=None, path=str(old / "run_trial_gone")),  # no folder here: nothing to do
+    ]
+    _remove_spent_checkpoints(grid, new)
+    assert sorted(p.name for p in (new / "run_trial_a").iterdir()) == ["result.txt"]
+    assert len(list((new / "run_trial_b").glob("checkpoint_*"))) == 2
+    assert len(list(old.glob("*/checkpoint_*"))) == 4  # the old place untouched
