@@ -624,3 +624,9 @@ def infra_line(board: BenchmarkBoard) -> str | None:
     if not n:
         return None
     return f"{n} trial{'' if n == 1 else 's'} lost to infrastructure faults (retried, not counted)"
+
+
+def board_notes(board: BenchmarkBoard) -> list[str]:
+    """The board's notes on what its rows are (every format shows them): trials lost to
+    infrastructure, searches pooled."""
+    return [line for line in (infra_line(board), pooled_line(board)) if line]

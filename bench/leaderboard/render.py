@@ -30,7 +30,7 @@ from bench.leaderboard.board import (
     RULE_TESTS,
     BenchmarkBoard,
     Standing,
-    infra_line,
+    board_notes,
     pooled_line,
 )
 from bench.leaderboard.latex import latex
@@ -286,8 +286,7 @@ def _lines_under(board: BenchmarkBoard, wide: bool) -> str:
             "backward per search trial; time: the search's elapsed time. --wide: std, intervals of Δ, trials, "
             "slot-hours, hyperparameters, flatness and every rule.",
         ]
-    above = [line for line in (infra_line(board), pooled_line(board)) if line]
-    return "\n".join([*above, *lines])
+    return "\n".join([*board_notes(board), *lines])
 
 
 def _short_interval(s: Standing) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.leaderboard import BenchmarkBoard, infra_line, legend, pooled_line, render, verdict_line
+from bench.leaderboard import BenchmarkBoard, board_notes, legend, render, verdict_line
 from bench.leaderboard.suite import SuiteBoard
 from bench.leaderboard.suite_render import render_suite
 from bench.report.reference import ReferenceComparison
@@ -219,7 +219,7 @@ def _section(section: BoardSection) -> str:
         _table(board),
         f'<p class="verdict">{html.escape(verdict_line(board))}</p>',
         f'<p class="rule">{html.escape(legend(board))}</p>',
-        *(f'<p class="note">{html.escape(line)}</p>' for line in (infra_line(board), pooled_line(board)) if line),
+        *(f'<p class="note">{html.escape(line)}</p>' for line in board_notes(board)),
     ]
     if section.reference is not None:
         parts += ["<h3>Against the reference</h3>", _reference(section.reference)]
